@@ -1,0 +1,50 @@
+"""Grouped-query attention over the paged KV cache (Llama; Qwen2 adds q/k/v biases)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import ModelConfig
+from model.kv_cache import KVCache, StepLayout
+from model.quant import Linear
+from model.rope import apply_rotary
+
+
+class GroupedQueryAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        # q, k and v are fused into one matrix at load time: one matmul instead of three.
+        self.wqkv = Linear(config.dim, (config.n_heads + 2 * config.n_kv_heads) * config.head_dim, bias=config.qkv_bias)
+        self.wo = Linear(config.n_heads * config.head_dim, config.dim)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
+    ) -> torch.Tensor:
+        # N: packed new tokens, B: sequences, T: most new tokens in one sequence, S: cached keys attended,
+        # H / KV: query / key-value heads, hd: head dim, D: model dim.
+        N = x.shape[0]
+        H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        q, k, v = self.wqkv(x).split([H * hd, KV * hd, KV * hd], dim=-1)
+        q = apply_rotary(q.view(N, H, hd), cos, sin)  # [N, H, hd]
+        k = apply_rotary(k.view(N, KV, hd), cos, sin)  # [N, KV, hd]
+        cache.write(self.layer, layout.write_slots, k, v.view(N, KV, hd))
+        keys, values = cache.read(self.layer, layout.read_slots)  # [B, KV, S, hd]
+
+        B, T = layout.batch_size, layout.max_new
+        if layout.row_of_token is None:
+            q_padded = q.view(B, T, H, hd)
+        else:
+            q_padded = q.new_zeros(B, T, H, hd)
+            q_padded[layout.row_of_token] = q
+        out = F.scaled_dot_product_attention(
+            q_padded.transpose(1, 2), keys, values, attn_mask=layout.mask, enable_gqa=True
+        )  # [B, H, T, hd]
+        out = out.transpose(1, 2)  # [B, T, H, hd]
+        out = out.reshape(N, H * hd) if layout.row_of_token is None else out[layout.row_of_token].reshape(N, H * hd)
+        return self.wo(out)

@@ -1,0 +1,254 @@
+"""The inference engine: prefill, fork and batched ragged decode over one paged KV cache.
+
+`Engine` owns a `Transformer`, a `Tokenizer` and a `KVCache`. Text-level calls (`generate`, `stream`,
+`chat`) are built on token-level ones (`prefill`, `fork`, `decode`) that the reasoning search uses
+directly: prefill a shared prefix once, fork it K ways, decode the K continuations in one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from model.kv_cache import KVCache
+from model.sampler import Sampler, SamplingParams
+from model.transformer import Transformer
+
+
+@dataclass
+class Completion:
+    """One finished continuation."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (end-of-sequence id or stop string) or "length"
+    prompt_tokens: int
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class _TextTracker:
+    """Turns a growing list of token ids into text deltas, holding back incomplete UTF-8 and possible stop strings."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the decoded text already handed out
+        self.text = ""
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        hits = [i for i in (text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = text[: min(hits)]
+            self.stopped = True
+            return self._flush(len(self.text))
+        self.text = text
+        safe = len(text)
+        if text.endswith("\ufffd"):  # a multi-byte character split across tokens: wait for the rest
+            safe = len(text.rstrip("\ufffd"))
+        for s in self.stop:  # a stop string may be starting at the end: do not show it yet
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    safe = min(safe, len(text) - k)
+                    break
+        return self._flush(safe)
+
+    def finish(self) -> str:
+        return self._flush(len(self.text))
+
+    def _flush(self, upto: int) -> str:
+        delta = self.text[self.emitted : upto] if upto > self.emitted else ""
+        self.emitted = max(self.emitted, upto)
+        return delta
+
+
+class Engine:
+    def __init__(self, model: Transformer, tokenizer, *, threads: int | None = None) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.threads = threads
+        self.cache = KVCache(self.config)
+        self.last_stats = GenerationStats()
+
+    # ----- token level ---------------------------------------------------------------------------
+
+    def _forward(self, seqs: list[int], chunks: list[list[int]], all_logits: bool = False) -> torch.Tensor:
+        layout = self.cache.append(seqs, [len(c) for c in chunks])
+        tokens = torch.tensor([t for chunk in chunks for t in chunk], dtype=torch.long)
+        with torch.inference_mode():
+            return self.model(tokens, self.cache, layout, all_logits=all_logits)
+
+    def prefill(self, token_ids: Sequence[int] | Sequence[Sequence[int]]) -> tuple[list[int], torch.Tensor]:
+        """Cache one or more prompts in one ragged forward; returns (sequence ids, next-token logits [B, V])."""
+        prompts = [list(token_ids)] if token_ids and isinstance(token_ids[0], int) else [list(p) for p in token_ids]
+        for prompt in prompts:
+            self._check_prompt(prompt)
+        seqs = [self.cache.new_sequence() for _ in prompts]
+        try:
+            return seqs, self._forward(seqs, prompts)
+        except BaseException:
+            for seq in seqs:
+                self.cache.free(seq)
+            raise
+
+    def extend(self, seqs: list[int], chunks: list[list[int]]) -> torch.Tensor:
+        """Append tokens to cached sequences (ragged) -> next-token logits [B, V]."""
+        return self._forward(seqs, chunks)
+
+    def fork(self, seq: int, n: int) -> list[int]:
+        """n copies of a cached sequence sharing its K/V blocks; the prefix is not recomputed."""
+        return self.cache.fork(seq, n)
+
+    def release(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self.cache.free(seq)
+
+    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
+        """fp32 next-token logits at every position of one sequence: [seq, vocab]."""
+        ids = [int(t) for t in token_ids]
+        self._check_prompt(ids)
+        seq = self.cache.new_sequence()
+        try:
+            return self._forward([seq], [ids], all_logits=True)
+        finally:
+            self.cache.free(seq)
+
+    def _check_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise ValueError("empty prompt: at least one token is needed")
+        if len(ids) >= self.config.max_seq_len:
+            raise ValueError(
+                f"prompt is {len(ids)} tokens; the model's context length is {self.config.max_seq_len} "
+                "(leave room for at least one generated token)"
+            )
+        bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.config.vocab_size})")
+
+    def decode(
+        self, seqs: list[int], logits: torch.Tensor, histories: list[list[int]], params: SamplingParams
+    ) -> Iterator[list[tuple[int, int]]]:
+        """Sample and feed tokens for live sequences until each stops; yields [(row, token)] per step.
+
+        `logits` are the next-token logits for each row (from `prefill`/`extend`/`fork`); `histories`
+        the tokens the repetition penalty looks at (grown in place). Rows stop on a stop id (not fed
+        or yielded) or at max_new_tokens; the caller may stop early by closing the iterator.
+        """
+        sampler = Sampler(params)
+        stop_ids = set(self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids)
+        live = list(range(len(seqs)))
+        produced = [0] * len(seqs)
+        while live and params.max_new_tokens:
+            tokens = sampler(logits, [histories[r] for r in live]).tolist()
+            step, feed_rows = [], []
+            for row, token in zip(live, tokens):
+                if token in stop_ids:
+                    continue
+                histories[row].append(token)
+                produced[row] += 1
+                step.append((row, token))
+                if produced[row] < params.max_new_tokens:
+                    feed_rows.append(row)
+            if step:
+                yield step
+            live = feed_rows
+            if live:
+                index = {row: i for i, (row, _) in enumerate(step)}
+                logits = self._forward([seqs[r] for r in live], [[step[index[r]][1]] for r in live])
+
+    # ----- text level ----------------------------------------------------------------------------
+
+    def _params(self, **kwargs) -> SamplingParams:
+        if isinstance(kwargs.get("stop"), str):
+            kwargs["stop"] = (kwargs["stop"],)
+        for key in ("stop", "stop_token_ids"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "stop_token_ids"}
+        return SamplingParams(**kwargs)
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """Complete several prompts together: one ragged prefill, then batched decode."""
+        encoded = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        stats = GenerationStats(prompt_tokens=sum(map(len, encoded)))
+        start = time.perf_counter()
+        seqs, logits = self.prefill(encoded)
+        stats.prefill_seconds = time.perf_counter() - start
+        trackers = [_TextTracker(self.tokenizer, params.stop) for _ in seqs]
+        finished = [False] * len(seqs)
+        histories = [list(p) for p in encoded]
+        start = time.perf_counter()
+        try:
+            steps = self.decode(seqs, logits, histories, params)
+            for step in steps:
+                for row, token in step:
+                    if not finished[row]:
+                        trackers[row].push(token)
+                        finished[row] = trackers[row].stopped
+                        stats.generated_tokens += 1
+                if all(finished):
+                    steps.close()
+                    break
+        finally:
+            self.release(seqs)
+        stats.decode_seconds = time.perf_counter() - start
+        self.last_stats = stats
+        results = []
+        for tracker, prompt, history in zip(trackers, encoded, histories):
+            generated = history[len(prompt) :]
+            hit_length = len(generated) >= params.max_new_tokens and not tracker.stopped
+            results.append(
+                Completion(
+                    text=tracker.text,
+                    token_ids=generated[: len(tracker.ids)],
+                    finish_reason="length" if hit_length else "stop",
+                    prompt_tokens=len(prompt),
+                )
+            )
+        return results
+
+    def generate(self, prompt: str | Sequence[int], **sampling) -> str:
+        """The continuation of `prompt` (text, or token ids) as text. Keyword arguments: `SamplingParams` fields."""
+        return self.generate_batch([prompt], self._params(**sampling))[0].text
+
+    def stream(self, prompt: str | Sequence[int], **sampling) -> Iterator[str]:
+        """Yield the continuation as text deltas as tokens are produced."""
+        params = self._params(**sampling)
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        seqs, logits = self.prefill(ids)
+        tracker = _TextTracker(self.tokenizer, params.stop)
+        steps = self.decode(seqs, logits, [list(ids)], params)
+        try:
+            for step in steps:
+                delta = tracker.push(step[0][1])
+                if delta:
+                    yield delta
+                if tracker.stopped:
+                    return
+            tail = tracker.finish()
+            if tail:
+                yield tail
+        finally:
+            steps.close()
+            self.release(seqs)
+
+    def chat(self, messages: list[dict[str, str]], *, stream: bool = False, **sampling) -> str | Iterator[str]:
+        """Reply to a conversation rendered with the model's own chat template."""
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        return self.stream(ids, **sampling) if stream else self.generate(ids, **sampling)
