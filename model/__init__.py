@@ -1,0 +1,81 @@
+"""Our inference engine, in plain PyTorch: `model.load(...)` returns a ready `Engine`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import ModelLoadError, load_checkpoint
+from model.config import ModelConfig
+from model.engine import Completion, Engine
+from model.quant import QUANT_MODES
+from model.rope import RotaryEmbedding
+from model.sampler import SamplingParams
+from model.transformer import Transformer, fuse_checkpoint
+
+__all__ = ["Completion", "Engine", "ModelLoadError", "SamplingParams", "build_transformer", "load", "physical_cores"]
+
+log = logging.getLogger(__name__)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads share execution units, so they do not count)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        cpu, physical, core = None, "0", None
+        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "processor":
+                cpu = int(value)
+            elif key == "physical id":
+                physical = value
+            elif key == "core id":
+                core = value
+            elif not line.strip() and cpu is not None:
+                if cpu in allowed:
+                    cores.add((physical, core if core is not None else str(cpu)))
+                cpu, physical, core = None, "0", None
+    except OSError:
+        pass
+    return max(1, len(cores) or len(allowed))
+
+
+def build_transformer(config: ModelConfig, tensors: dict[str, torch.Tensor], quant: str | None = None) -> Transformer:
+    """A Transformer holding checkpoint-named `tensors`, fused (and quantized) for fast CPU inference."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    model.load_state_dict(fuse_checkpoint(tensors, config), assign=True)
+    model.rope = RotaryEmbedding(config)  # built on meta above; its tables are plain tensors
+    if quant == "int8":
+        for module in model.modules():
+            if hasattr(module, "quantize_int8_"):
+                module.quantize_int8_()
+    return model.eval()
+
+
+def load(
+    source: str | Path = "default",
+    *,
+    quant: str | None = None,
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Engine:
+    """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
+
+    quant: None (fp32 weights) or "int8" (per-output-channel int8 weights, fbgemm kernels).
+    threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
+    Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
+    """
+    if quant not in QUANT_MODES:
+        raise ValueError(f"unknown quant {quant!r}; choose one of {QUANT_MODES}")
+    threads = threads or physical_cores()
+    torch.set_num_threads(threads)
+    checkpoint = load_checkpoint(source, cache_dir=cache_dir)
+    model = build_transformer(checkpoint.config, checkpoint.tensors, quant)
+    log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
+             checkpoint.config.n_layers, quant or "fp32", threads)
+    return Engine(model, checkpoint.tokenizer, threads=threads)

@@ -38,36 +38,35 @@ class GenerationStats:
 
 
 class _TextTracker:
-    """Turns a growing list of token ids into text deltas, holding back incomplete UTF-8 and possible stop strings."""
+    """Text of a growing continuation: deltas safe to show, cut before the first stop string."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...]) -> None:
-        self.tokenizer = tokenizer
+        self.decoder = tokenizer.stream_decoder()
         self.stop = stop
         self.ids: list[int] = []
-        self.emitted = 0  # characters of the decoded text already handed out
-        self.text = ""
+        self.text = ""  # decoded so far (cut at a stop string once one appears)
+        self.emitted = 0  # characters of `text` already handed out
         self.stopped = False
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        hits = [i for i in (text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
+        self.text += self.decoder.put(token_id)
+        hits = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
         if hits:
-            self.text = text[: min(hits)]
+            self.text = self.text[: min(hits)]
             self.stopped = True
-            return self._flush(len(self.text))
-        self.text = text
-        safe = len(text)
-        if text.endswith("\ufffd"):  # a multi-byte character split across tokens: wait for the rest
-            safe = len(text.rstrip("\ufffd"))
-        for s in self.stop:  # a stop string may be starting at the end: do not show it yet
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    safe = min(safe, len(text) - k)
+            return self.finish()
+        safe = len(self.text)
+        for s in self.stop:  # a stop string may be starting at the end: hold that part back
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    safe = min(safe, len(self.text) - k)
                     break
         return self._flush(safe)
 
     def finish(self) -> str:
+        if not self.stopped:
+            self.text += self.decoder.flush()
         return self._flush(len(self.text))
 
     def _flush(self, upto: int) -> str:
@@ -204,6 +203,8 @@ class Engine:
                 if all(finished):
                     steps.close()
                     break
+            for tracker in trackers:
+                tracker.finish()
         finally:
             self.release(seqs)
         stats.decode_seconds = time.perf_counter() - start
@@ -250,5 +251,5 @@ class Engine:
     def chat(self, messages: list[dict[str, str]], *, stream: bool = False, **sampling) -> str | Iterator[str]:
         """Reply to a conversation rendered with the model's own chat template."""
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        ids = self.tokenizer.encode(prompt, add_bos=False)
         return self.stream(ids, **sampling) if stream else self.generate(ids, **sampling)
