@@ -158,13 +158,14 @@ class KVCache:
             raise ValueError("a sequence may appear only once per step")
         bs = self.block_size
         starts = [self._lengths[s] for s in seqs]
-        for seq, start, n in zip(seqs, starts, n_new):
+        for start, n in zip(starts, n_new):  # validate everything before changing anything
             if n < 1:
                 raise ValueError("every sequence in a step needs at least one new token")
             if start + n > self.max_seq_len:
                 raise ValueError(
                     f"sequence would reach {start + n} tokens, past the model's context length of {self.max_seq_len}"
                 )
+        for seq, start, n in zip(seqs, starts, n_new):
             for index in range(start // bs, (start + n - 1) // bs + 1):
                 self._writable_block(seq, index)
             self._lengths[seq] = start + n
