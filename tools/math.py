@@ -228,12 +228,17 @@ def check_expression(text: str, *, allow_lists: bool = False, what: str = "expre
     """
     _check_length(text, what)
     text = _normalize(text)
-    if "=" in text.replace("==", "=").replace("<=", "").replace(">=", "").replace("!=", ""):
+    if "=" in re.sub(r"[<>!]=", "", text):  # '=' and '==' (comparisons get their own message)
         raise MathToolError("'=' is only allowed in solve equations")
-    tree = _parse_python_expr(text)
+    try:
+        tree = _parse_python_expr(text)
+    except MathToolError as e:
+        if re.search(r"\d\s*[A-Za-z_(]|\)\s*[A-Za-z_(]", text):
+            raise MathToolError(f"{e} (write every product with *: 2*x, not 2x)") from None
+        raise
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    # Names and attributes first, so `__import__('os').system(...)` is reported as the
-    # forbidden name it is rather than as whatever node a walk happens to meet first.
+    # Names, then attributes, before the rest, so `__import__('os').system(...)` is reported
+    # as the forbidden name it is rather than as whatever node a walk happens to meet first.
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             _check_name(node.id, as_call=id(node) in called)
@@ -245,8 +250,8 @@ def check_expression(text: str, *, allow_lists: bool = False, what: str = "expre
     while stack:  # iterative, so a hostile depth cannot overflow our own stack
         node, depth = stack.pop()
         if depth > MAX_NESTING:
-            raise MathToolError(f"expression nested too deeply (> {MAX_NESTING} levels)")
-        _check_node(node, called, allow_lists, free)
+            raise MathToolError(f"expression too deeply nested (> {MAX_NESTING} levels)")
+        _check_node(node, allow_lists, free)
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.expr_context, ast.operator, ast.unaryop)):
                 continue
@@ -254,18 +259,19 @@ def check_expression(text: str, *, allow_lists: bool = False, what: str = "expre
     return free
 
 
-def _check_node(node: ast.AST, called: set[int], allow_lists: bool, free: set[str]) -> None:
+def _check_node(node: ast.AST, allow_lists: bool, free: set[str]) -> None:
+    if isinstance(node, ast.JoinedStr) or isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+        raise MathToolError("strings are not allowed")
     if isinstance(node, ast.Constant):
-        if type(node.value) not in (int, float):
-            kind = "strings" if isinstance(node.value, (str, bytes)) else f"the literal {node.value!r}"
-            raise MathToolError(f"{kind} are not allowed" if kind == "strings" else f"{kind} is not allowed")
-    elif isinstance(node, ast.Name):
-        _check_name(node.id, as_call=id(node) in called)
+        if type(node.value) not in (int, float):  # bool is an int subclass, hence type()
+            raise MathToolError(f"the literal {node.value!r} is not allowed")
+    elif isinstance(node, ast.Name):  # the name itself was checked already
         if node.id not in _FUNCTIONS and node.id not in _CONSTANTS:
             free.add(node.id)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
-            raise MathToolError("only direct calls to allowed functions are allowed, e.g. sin(x)")
+            raise MathToolError("only allowed functions may be called, by name, e.g. sin(x); "
+                                "write products with *, e.g. (x + 1)*(x - 1)")
         if node.keywords:
             raise MathToolError(f"keyword arguments are not allowed (in call to {node.func.id!r})")
     elif isinstance(node, ast.BinOp):
@@ -593,7 +599,12 @@ def _worker_main(memory_mb: int) -> None:
     sympy.solve([x**2 - 1], [x], dict=True)
     sympy.integrate(x * sympy.exp(x), x), sympy.limit(sympy.sin(x) / x, x, 0), sympy.series(sympy.exp(x), x)
     _parse("x**2 + 1")
-    limit_bytes = memory_mb * 2**20
+    # memory_mb is headroom over the warmed-up interpreter, whose own size varies with the
+    # platform (thread stacks, optional gmpy2), so a small budget cannot starve start-up.
+    limit_bytes = _address_space_bytes() + memory_mb * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit_bytes = min(limit_bytes, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     _reply(replies, {"ready": True})
 
@@ -621,6 +632,14 @@ def _worker_main(memory_mb: int) -> None:
         _reply(replies, reply)
         if fatal:
             return
+
+
+def _address_space_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def _reply(stream, message: dict) -> None:
@@ -655,6 +674,7 @@ class MathWorker:
     """
 
     def __init__(self, *, memory_mb: int = DEFAULT_MEMORY_MB, startup_timeout_s: float = 60.0):
+        """`memory_mb`: address space a computation may use beyond the idle worker's own."""
         self.memory_mb = memory_mb
         self.startup_timeout_s = startup_timeout_s
         self._lock = threading.Lock()
@@ -668,15 +688,16 @@ class MathWorker:
             raise MathToolError(f"timeout_s must be positive, got {timeout_s}")
         request = (json.dumps({"op": op, "args": args, "timeout_s": timeout_s}) + "\n").encode()
         with self._lock:
-            proc = self._ensure_ready()
-            try:
-                proc.stdin.write(request)
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError):  # died while idle: one retry on a fresh worker
-                self._restart()
+            for attempt in range(2):  # a worker that died while idle gets one fresh replacement
                 proc = self._ensure_ready()
-                proc.stdin.write(request)
-                proc.stdin.flush()
+                try:
+                    proc.stdin.write(request)
+                    proc.stdin.flush()
+                    break
+                except OSError:
+                    self._kill()
+                    if attempt:
+                        raise MathToolError("math worker is not accepting requests") from None
             line = self._read_line(proc, time.monotonic() + timeout_s)
             if line is None:
                 self._restart()
@@ -725,7 +746,10 @@ class MathWorker:
             self._proc.kill()
             self._proc.wait()
             for pipe in (self._proc.stdin, self._proc.stdout):
-                pipe.close()
+                try:
+                    pipe.close()
+                except OSError:  # unflushed bytes to a dead process
+                    pass
             self._proc = None
 
     def _restart(self) -> None:
@@ -738,9 +762,10 @@ class MathWorker:
             self._spawn()
         if not self._ready:
             line = self._read_line(self._proc, time.monotonic() + self.startup_timeout_s)
-            if not line or not json.loads(line).get("ready"):
+            if line != b'{"ready": true}':
                 self._kill()
-                raise MathToolError("math worker failed to start" + (" (timed out)" if line is None else ""))
+                reason = "timed out" if line is None else "exited" if line == b"" else f"said {line[:200]!r}"
+                raise MathToolError(f"math worker failed to start ({reason}; see its stderr)")
             self._ready = True
         return self._proc
 
