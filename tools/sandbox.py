@@ -252,6 +252,9 @@ def init(isolation, warnings):
         os.setgid(cfg["gid"])
         os.setuid(cfg["uid"])
         isolation.append("uid %d" % cfg["uid"])
+    # Changing credentials cleared the parent-death signal; without it a killed bwrap (which
+    # runs us in a new session, outside the host's kill group) would leave us running.
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # keeps /proc/1/* (our fds) away from the code
     for name, (soft, hard) in cfg["rlimits"].items():
@@ -282,6 +285,7 @@ def main():
         pid = os.fork()
         if pid == 0:
             init(isolation, warnings)
+        emit(**{"child-pid": pid})     # same message bwrap's --json-status-fd sends
         _, status = os.waitpid(pid, 0)
         os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 125)
     except Exception as exc:
@@ -463,6 +467,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
              uid: int, gid: int) -> ExecResult:
     prefix, exe_rel = _interpreter()
     status_r, status_w = os.pipe()
+    bwrap_status_w = os.dup(status_w)   # bwrap's own JSON lines share the pipe
     cfg = {
         "status_fd": status_w, "code": code, "uid": uid, "gid": gid,
         "rlimits": limits.rlimits(), "tmpfs_mb": limits.tmpfs_mb,
@@ -477,6 +482,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
                    isolation=["bwrap", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "uts-ns",
                               "private-proc", "private-tmp", "minimal-root"])
         argv = [bwrap, *_bwrap_ns_flags(), "--as-pid-1",
+                "--json-status-fd", str(bwrap_status_w),
                 "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
         for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(d):
@@ -507,10 +513,11 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(status_w,), env=env,
-                                cwd="/", start_new_session=True, close_fds=True)
+                                stderr=subprocess.PIPE, pass_fds=(status_w, bwrap_status_w),
+                                env=env, cwd="/", start_new_session=True, close_fds=True)
     finally:
         os.close(status_w)
+        os.close(bwrap_status_w)
     outcome = _supervise(proc, status_r, limits, native=bwrap is None)
     duration = time.monotonic() - started
 
@@ -562,9 +569,24 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits,
     t0 = time.monotonic()
     ready_at: float | None = None
     stop_at: float | None = None   # set once the code is finished or killed
+    init_pidfd: int | None = None
+
+    def kill_all() -> None:
+        if init_pidfd is not None:   # its death tears down the whole pid namespace
+            try:
+                signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            # Give the launcher a moment to reap it; killed first, it would leave the
+            # supervisor a zombie of the host's init (still counted in RLIMIT_NPROC).
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until and os.waitid(
+                    os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                time.sleep(0.005)
+        _killpg(proc.pid)
 
     def handle_status_lines() -> None:
-        nonlocal ready_at, stop_at
+        nonlocal ready_at, stop_at, init_pidfd
         while b"\n" in status_buf:
             line, _, rest = bytes(status_buf).partition(b"\n")
             status_buf[:] = rest
@@ -572,7 +594,14 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits,
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if msg.get("event") == "ready" and ready_at is None:
+            if "child-pid" in msg and init_pidfd is None:
+                # Pin the supervisor (pid 1 of the sandbox) so we can kill it even after it
+                # leaves our process group; a pidfd cannot hit a recycled pid.
+                try:
+                    init_pidfd = os.pidfd_open(int(msg["child-pid"]))
+                except (OSError, ValueError):
+                    pass
+            elif msg.get("event") == "ready" and ready_at is None:
                 out.ready, ready_at = msg, time.monotonic()
             elif msg.get("event") == "exit" and out.status is None:
                 out.status = int(msg["status"])
@@ -588,7 +617,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits,
                 out.timed_out = ready_at is not None
                 if ready_at is None:
                     out.error = out.error or "sandbox did not start in time"
-                _killpg(proc.pid)
+                kill_all()
                 stop_at = now + DRAIN_GRACE_S
             if stop_at is not None and now >= stop_at:
                 break
@@ -610,7 +639,9 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits,
                 else:
                     sinks[key.fd].add(chunk)
     finally:
-        _killpg(proc.pid)
+        kill_all()
+        if init_pidfd is not None:
+            os.close(init_pidfd)
         sel.close()
         os.close(status_r)
         proc.stdout.close()
