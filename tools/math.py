@@ -74,7 +74,7 @@ def _parse_python_expr(text: str) -> ast.Expression:
 # arithmetic(): plain numbers and + - * / ** with Python float semantics
 # ---------------------------------------------------------------------------
 
-_ARITH_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_ARITH_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 
 
 def arithmetic(expression: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
@@ -113,12 +113,13 @@ def _arith_eval(node: ast.AST, deadline: float) -> int | float | complex:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         operand = _arith_eval(node.operand, deadline)
         return -operand if isinstance(node.op, ast.USub) else +operand
-    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH_BINOPS:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH_BINOPS):
         left = _arith_eval(node.left, deadline)
         right = _arith_eval(node.right, deadline)
         return _arith_binop(type(node.op), left, right)
     if isinstance(node, ast.BinOp):
-        raise MathToolError(f"operator {type(node.op).__name__} is not allowed (use + - * / **)")
+        hint = "use ** for powers" if isinstance(node.op, ast.BitXor) else "use + - * / **"
+        raise MathToolError(f"operator {_operator_text(node.op)!r} is not allowed ({hint})")
     raise MathToolError(f"{_node_label(node)} is not allowed in arithmetic")
 
 
@@ -211,8 +212,12 @@ _RESERVED = frozenset({
 })
 _SYMBOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _ALLOWED_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.Mod)
-_OPERATOR_TEXT = {ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^", ast.FloorDiv: "//",
+_OPERATOR_TEXT = {ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^", ast.FloorDiv: "//", ast.Mod: "%",
                   ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Invert: "~", ast.Not: "not"}
+
+
+def _operator_text(op: ast.AST) -> str:
+    return _OPERATOR_TEXT.get(type(op), type(op).__name__)
 
 
 def _normalize(text: str) -> str:
@@ -276,10 +281,10 @@ def _check_node(node: ast.AST, allow_lists: bool, free: set[str]) -> None:
             raise MathToolError(f"keyword arguments are not allowed (in call to {node.func.id!r})")
     elif isinstance(node, ast.BinOp):
         if not isinstance(node.op, _ALLOWED_BINOPS):
-            raise MathToolError(f"operator {_OPERATOR_TEXT.get(type(node.op), type(node.op).__name__)!r} is not allowed")
+            raise MathToolError(f"operator {_operator_text(node.op)!r} is not allowed")
     elif isinstance(node, ast.UnaryOp):
         if not isinstance(node.op, (ast.UAdd, ast.USub)):
-            raise MathToolError(f"operator {_OPERATOR_TEXT.get(type(node.op), type(node.op).__name__)!r} is not allowed")
+            raise MathToolError(f"operator {_operator_text(node.op)!r} is not allowed")
     elif isinstance(node, (ast.List, ast.Tuple)):
         if not allow_lists:
             raise MathToolError("lists are only allowed for matrices")
