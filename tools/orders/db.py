@@ -51,17 +51,23 @@ Json = dict[str, Any]
 class OrderDB:
     """An order database file in the schema of ``schema.py``.
 
-    ``OrderDB(path)`` opens an existing database (it never creates one);
+    ``OrderDB(path)`` opens an existing database (it never creates one) and
+    raises ``FileNotFoundError``/``ValueError`` if it is missing or not ours;
     ``OrderDB.create(path)`` builds one. The connection is opened on first use
     and reopened after a fork, so an ``OrderDB`` may be handed to worker
     processes; within a process it is shared by threads under a lock.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0, durable: bool = True
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"order database not found: {self.path}")
         self.busy_timeout_s = busy_timeout_s
+        # durable=False (synchronous=NORMAL): no fsync per commit; still atomic
+        # and never corrupt, but the last commits may be lost on power failure.
+        self.durable = durable
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
@@ -159,6 +165,7 @@ class OrderDB:
                         f" (application_id={app_id:#x}, user_version={version})"
                     )
                 conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
                 if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     conn.execute("PRAGMA journal_mode = WAL")
             except BaseException:

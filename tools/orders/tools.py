@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from tools.orders import actions
 from tools.orders.db import OrderDB
@@ -87,9 +87,8 @@ class NoArgs(_Args):
 class CancelPendingOrderArgs(_Args):
     order_id: OrderId
     # Not a Literal: τ-bench answers a bad reason with "Error: invalid reason".
-    reason: str = Field(
-        description="The reason for cancellation, which should be either 'no longer needed' or 'ordered by mistake'.",
-        json_schema_extra={"enum": list(actions.CANCEL_REASONS)},
+    reason: Annotated[str, WithJsonSchema({"type": "string", "enum": list(actions.CANCEL_REASONS)})] = Field(
+        description="The reason for cancellation, which should be either 'no longer needed' or 'ordered by mistake'."
     )
 
 
