@@ -6,7 +6,9 @@ package's reference `gguf.quants.dequantize` and handed over as a torch float32 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
 from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
-from model.config import ModelConfig
+from model.config import ModelConfig, RopeScaling
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,9 @@ GGUF_TENSOR_NAMES: dict[str, str] = {
     "blk.{i}.ffn_down.weight": "layers.{i}.feed_forward.w2.weight",
 }
 
-# Tensors some converters add that carry nothing our engine reads. Llama-3 GGUFs store the
-# rope frequency factors as `rope_freqs.weight`; the engine derives them from metadata instead.
-IGNORED_GGUF_TENSORS = frozenset({"rope_freqs.weight"})
+# llama.cpp's converter stores Llama-3 RoPE scaling not as metadata but as this tensor of
+# per-frequency divisors; we turn it back into the config's RopeScaling (see rope_scaling_from_freqs).
+ROPE_FREQS_TENSOR = "rope_freqs.weight"
 
 # Types we dequantize (all through gguf.quants); anything else is refused by name.
 SUPPORTED_TYPES = frozenset(
@@ -130,6 +132,35 @@ def reverse_llama_permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, hd // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
+def llama3_rope_divisors(scaling: RopeScaling, head_dim: int, theta: float) -> torch.Tensor:
+    """Per-frequency divisors as llama.cpp's converter computes them for rope_type "llama3"."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    wavelen = 2 * math.pi / inv_freq
+    old = scaling.original_max_position_embeddings
+    smooth = (old / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    mid = 1 / ((1 - smooth) / scaling.factor + smooth)
+    out = torch.where(wavelen < old / scaling.high_freq_factor, torch.ones_like(mid), mid)
+    return torch.where(wavelen > old / scaling.low_freq_factor, torch.full_like(mid, scaling.factor), out)
+
+
+def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float) -> RopeScaling | None:
+    """Recover the RopeScaling whose llama3 divisors equal `divisors`; None if no standard one does.
+
+    `factor` is the largest divisor; the others are searched among values Llama-3.x releases use.
+    """
+    divisors = divisors.double().reshape(-1)
+    if divisors.numel() != head_dim // 2:
+        return None
+    factor = float(divisors.max())
+    for original in (8192, 4096, 16384, 2048, 32768):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0)):
+            cand = RopeScaling(factor=factor, low_freq_factor=low, high_freq_factor=high,
+                               original_max_position_embeddings=original)
+            if torch.allclose(llama3_rope_divisors(cand, head_dim, theta), divisors, rtol=1e-4, atol=1e-5):
+                return cand
+    return None
+
+
 def load_gguf(path: str | Path) -> GGUFModel:
     """Read config and all tensors; validate names, counts and shapes against the config."""
     path = Path(path)
@@ -143,8 +174,12 @@ def load_gguf(path: str | Path) -> GGUFModel:
 
     tensors: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
-        if t.name in IGNORED_GGUF_TENSORS:
-            log.info("%s: ignoring tensor %s", path, t.name)
+        if t.name == ROPE_FREQS_TENSOR:
+            if config.rope_scaling is None:
+                scaling = rope_scaling_from_freqs(dequantize_tensor(t, path), config.head_dim, config.rope_theta)
+                if scaling is None:
+                    raise ModelLoadError(f"{path}: tensor {t.name!r} does not match any Llama-3 RoPE scaling")
+                config = dataclasses.replace(config, rope_scaling=scaling)
             continue
         ours = map_tensor_name(t.name, GGUF_TENSOR_NAMES)
         if ours is None:

@@ -71,7 +71,10 @@ def tiny_hf_model(arch: str, vocab: int = 256, tie: bool = False, seed: int = 0)
     return model
 
 
-def write_tiny_gguf(path: Path, model, arch: str, *, drop: str | None = None, arch_override: str | None = None) -> dict:
+def write_tiny_gguf(
+    path: Path, model, arch: str, *, drop: str | None = None, arch_override: str | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> dict:
     """Write `model` as a GGUF file the way llama.cpp's converter lays it out (F32 tensors)."""
     cfg = model.config
     ours = hf_to_ours({k: v for k, v in model.state_dict().items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")})
@@ -95,6 +98,8 @@ def write_tiny_gguf(path: Path, model, arch: str, *, drop: str | None = None, ar
         elif arch == "llama" and ".attention.wk." in name:
             t = llama_cpp_permute(t, cfg.num_key_value_heads)
         w.add_tensor(ours_to_gguf_name(name), t.numpy())
+    for name, arr in (extra or {}).items():
+        w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -235,6 +240,34 @@ def test_tiny_gguf_matches_hf_weights(tmp_path, arch, tie):
     assert set(g.tensors) == set(ours) == set(expected_shapes(g.config))
     for name, t in ours.items():
         assert torch.equal(g.tensors[name], t.float()), name
+
+
+def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
+    """llama.cpp stores Llama-3 RoPE scaling only as `rope_freqs.weight`; the config must get it back."""
+    import math
+
+    from model.config import RopeScaling
+
+    model = tiny_hf_model("llama")
+    head_dim, theta = 16, 10000.0
+    # Converter formula (convert_hf_to_gguf.LlamaModel, rope_type llama3), restated here.
+    factor, low, high, old = 8.0, 1.0, 4.0, 8192
+    divisors = []
+    for freq in 1.0 / (theta ** (np.arange(0, head_dim, 2) / head_dim)):
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            divisors.append(1.0)
+        elif wavelen > old / low:
+            divisors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            divisors.append(1 / ((1 - smooth) / factor + smooth))
+    assert len(set(np.round(divisors, 6))) > 2  # exercises all three regions
+    path = tmp_path / "m.gguf"
+    write_tiny_gguf(path, model, "llama", extra={"rope_freqs.weight": np.array(divisors, dtype=np.float32)})
+    g = load_gguf(path)
+    assert g.config.rope_scaling == RopeScaling(factor, low, high, old)
+    assert "rope_freqs.weight" not in g.tensors
 
 
 def test_reverse_permute_inverts_llama_cpp():
