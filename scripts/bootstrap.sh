@@ -25,4 +25,16 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
 else
     echo "[setup] $VENV is up to date"
 fi
+
+# Optional: bubblewrap gives tools/sandbox.py its stronger backend. Only as root with apt,
+# and only when asked (CI=true or R1_INSTALL_BWRAP=1); never fatal, no-op once installed.
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+        && { [ "${CI:-}" = true ] || [ "${R1_INSTALL_BWRAP:-}" = 1 ]; }; then
+    echo "[setup] installing bubblewrap for the code sandbox"
+    export DEBIAN_FRONTEND=noninteractive
+    { timeout 300 apt-get install -y -qq --no-install-recommends bubblewrap </dev/null >/dev/null 2>&1 \
+      || { timeout 300 apt-get update -qq </dev/null >/dev/null 2>&1 \
+           && timeout 300 apt-get install -y -qq --no-install-recommends bubblewrap </dev/null >/dev/null 2>&1; }; } \
+      || echo "[setup] warning: could not install bubblewrap; the sandbox uses its native backend" >&2
+fi
 export PATH="$VENV/bin:$PATH"

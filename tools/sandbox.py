@@ -141,6 +141,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SYS_mount_setattr, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 def emit(**kw):
@@ -211,9 +212,20 @@ def setup_mounts(isolation, warnings):
         warnings.append("could not make / read-only (mount_setattr: %s); relying on file "
                         "permissions" % os.strerror(ctypes.get_errno()))
     tmpfs = "size=%dm,nr_inodes=16384,mode=1777" % cfg["tmpfs_mb"]
-    for d in ("/tmp", "/dev/shm", "/dev/mqueue"):
-        if os.path.isdir(d) and not os.path.islink(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    # A minimal /dev like bwrap's: only harmless character devices, no fuse/tun/kvm/disks.
+    devs = {n: os.open("/dev/" + n, os.O_PATH) for n in DEV_NODES if os.path.exists("/dev/" + n)}
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
+    for name, fd in devs.items():
+        os.close(os.open("/dev/" + name, os.O_CREAT | os.O_WRONLY, 0o666))
+        mount("/proc/self/fd/%d" % fd, "/dev/" + name, None, MS_BIND)
+        os.close(fd)
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, "/dev/" + link)
+    os.mkdir("/dev/shm")
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=64k,mode=755")
     # Allow-list the top level (system dirs only) and cover everything else, then the
     # named paths that may sit inside an allowed dir (home, project, virtualenv).
     hide = ["/" + n for n in sorted(os.listdir("/")) if n not in cfg["keep_top"]]
@@ -490,8 +502,8 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
             elif os.path.isdir(d):
                 argv += ["--ro-bind", d, d]
         argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
-                 "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
+                 "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
                  "--bind", str(workdir), INNER_WORKDIR,
                  "--ro-bind", prefix, INNER_PYTHON, "--chdir", INNER_WORKDIR]
         if _is_root():

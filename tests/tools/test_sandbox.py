@@ -339,7 +339,16 @@ try:
                 f.write(chunk); n += 1
 except OSError as e:
     print('stopped at', n, 'MiB', e.errno)
-""", lambda r, h: "stopped at" in r.stdout and int(r.stdout.split()[2]) <= 64, 5),
+""", lambda r, h: "stopped at" in r.stdout and 8 <= int(r.stdout.split()[2]) <= 64, 5),
+    ("host_devices", """
+import os
+print(sorted(os.listdir('/dev')))
+for d in ('/dev/fuse', '/dev/net/tun', '/dev/kmsg', '/dev/mem', '/dev/vda', '/dev/sda', '/dev/kvm'):
+    try:
+        os.close(os.open(d, os.O_RDWR)); print('OPENED', d)
+    except OSError as e:
+        print('denied', d, e.errno)
+""", lambda r, h: "OPENED" not in r.stdout and "fuse" not in r.stdout.splitlines()[0], 3),
     ("huge_stdout", "import sys\nsys.stdout.write('x' * (10 << 20))\nprint('END')",
      lambda r, h: r.ok and len(r.stdout) < (64 << 10) + 200 and "truncated" in r.stdout, 5),
     ("huge_stderr", "import sys\nfor _ in range(200000):\n    sys.stderr.write('e' * 100)",
@@ -526,6 +535,7 @@ spec = importlib.util.spec_from_file_location("sandbox_under_test", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod          # dataclasses look their module up
 spec.loader.exec_module(mod)
+# PATCH
 try:
     r = mod.run(sys.argv[3], backend=sys.argv[2], timeout_s=3)
 except RuntimeError as e:             # e.g. bwrap cannot work without user namespaces
@@ -536,26 +546,46 @@ print(json.dumps({"stdout": r.stdout, "stderr": r.stderr, "exit_code": r.exit_co
 """
 
 
-@pytest.mark.parametrize("nr_backend", BACKENDS)
-def test_unprivileged_caller(nr_backend):
-    """Started by a normal user, the sandbox still isolates the network (user namespaces)
-    or says plainly in `warnings` that it could not."""
+def _run_as_nobody(backend: str, code: str, patch: str = "") -> dict:
     sys_python = "/usr/bin/python3"
     if not ROOT or shutil.which("setpriv") is None or not os.path.exists(sys_python):
         pytest.skip("needs root, setpriv and a system python3 to impersonate a normal user")
-    code = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
-            "    print('CONNECTED')\nexcept OSError:\n    print('blocked')\n"
-            "import os; print(os.listdir('/tmp'))")
+    driver = _NONROOT_DRIVER.replace("# PATCH", patch)
     proc = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys_python, "-I", "-c",
-         _NONROOT_DRIVER, str(Path(sandbox.__file__).resolve()), nr_backend, code],
+         driver, str(Path(sandbox.__file__).resolve()), backend, code],
         capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     if "unavailable" in r:
         pytest.skip(r["unavailable"])
+    return r
+
+
+_NET_PROBE = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
+              "    print('CONNECTED')\nexcept OSError:\n    print('blocked')\n")
+
+
+@pytest.mark.parametrize("nr_backend", BACKENDS)
+def test_unprivileged_caller(nr_backend):
+    """Started by a normal user, the sandbox still isolates the network (user namespaces)
+    or says plainly in `warnings` that it could not."""
+    r = _run_as_nobody(nr_backend, _NET_PROBE)
+    assert r["exit_code"] == 0, r
     if "net-ns" in r["isolation"]:
         assert r["stdout"].startswith("blocked"), r
         assert "user-ns" in r["isolation"] or nr_backend == "bwrap"
     else:
         assert any("NO NETWORK ISOLATION" in w for w in r["warnings"]), r
+
+
+def test_without_any_namespace_the_result_says_so():
+    """Where user namespaces are refused, the code still runs but the result never pretends:
+    its warnings name the missing network and filesystem isolation."""
+    patch = ("mod._STAGE_SOURCE = mod._STAGE_SOURCE.replace("
+             "'libc.unshare(CLONE_NEWUSER) == 0', 'False')")
+    r = _run_as_nobody("native", _NET_PROBE, patch)
+    assert r["exit_code"] == 0 and "net-ns" not in r["isolation"], r
+    warnings = " ".join(r["warnings"])
+    assert "NO NETWORK ISOLATION" in warnings and "no mount namespace" in warnings
+    assert "user namespaces unavailable" in warnings
