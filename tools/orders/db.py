@@ -1,6 +1,6 @@
 """The retail order database: SQLite (WAL) built from τ-bench's retail JSON.
 
-``OrderDB`` owns one lazily opened connection per process and hands it out
+``OrderDB`` owns one connection per process (reopened after a fork) and hands it out
 inside transactions: ``read()`` for a consistent snapshot, ``write()`` for
 ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two processes doing
 read-modify-write on the same rows serialise instead of losing an update).
@@ -53,9 +53,9 @@ class OrderDB:
 
     ``OrderDB(path)`` opens an existing database (it never creates one) and
     raises ``FileNotFoundError``/``ValueError`` if it is missing or not ours;
-    ``OrderDB.create(path)`` builds one. The connection is opened on first use
-    and reopened after a fork, so an ``OrderDB`` may be handed to worker
-    processes; within a process it is shared by threads under a lock.
+    ``OrderDB.create(path)`` builds one. The connection is opened and checked
+    here, and reopened on first use after a fork, so an ``OrderDB`` may be
+    handed to worker processes; within a process threads share it under a lock.
     """
 
     def __init__(
