@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

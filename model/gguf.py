@@ -7,7 +7,6 @@ package's reference `gguf.quants.dequantize` and handed over as a torch float32 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from gguf.quants import dequantize
 from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
 from model.config import ModelConfig, RopeScaling
 
-log = logging.getLogger(__name__)
 
 # GGUF name -> our name; "{i}" is the layer index. The one place GGUF naming is spelled out.
 GGUF_TENSOR_NAMES: dict[str, str] = {
