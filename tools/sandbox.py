@@ -34,7 +34,6 @@ import os
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ SANDBOX_UID = 65534  # nobody
 SANDBOX_GID = 65534  # nogroup
 INNER_WORKDIR = "/tmp/work"      # cwd of the code when a mount namespace exists
 INNER_PYTHON = "/tmp/.python"    # where the interpreter's prefix is bound read-only
-MAX_CODE_CHARS = 100_000         # code travels in argv (one arg may be 128 KiB)
+MAX_CODE_BYTES = 120_000         # code travels as one argv string (kernel cap: 128 KiB)
 MAX_FILES_BYTES = 16 << 20
 STARTUP_GRACE_S = 15.0           # launcher + init start-up, not counted in timeout_s
 DRAIN_GRACE_S = 2.0              # wait for pipes to close after a kill / exit
@@ -130,6 +129,7 @@ _STAGE_SOURCE = r'''
 import ctypes, json, os, resource, signal, sys
 
 cfg = json.loads(sys.argv[1])
+CODE = sys.argv[2]
 STATUS = cfg["status_fd"]
 os.set_inheritable(STATUS, False)       # the user's code must never see it
 libc = ctypes.CDLL(None, use_errno=True)
@@ -276,7 +276,7 @@ def init(isolation, warnings):
     child = os.fork()
     if child == 0:
         try:
-            os.execve(cfg["exe"], [cfg["exe"], "-I", "-S", "-c", cfg["code"]], cfg["env"])
+            os.execve(cfg["exe"], [cfg["exe"], "-I", "-S", "-c", CODE], cfg["env"])
         finally:
             os.write(2, b"sandbox: exec of the interpreter failed\n")
             os._exit(127)
@@ -369,7 +369,7 @@ def _write_files(workdir: Path, files: dict[str, str | bytes] | None, uid: int, 
         if not isinstance(name, str) or not name or "\x00" in name:
             raise ValueError(f"files: bad file name {name!r}")
         rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts:
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"files: {name!r} must be a relative path without '..'")
         if not isinstance(content, (str, bytes)):
             raise ValueError(f"files[{name!r}]: content must be str or bytes, "
@@ -451,8 +451,8 @@ def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
         raise ValueError(f"code must be str, got {type(code).__name__}")
     if "\x00" in code:
         raise ValueError("code must not contain NUL characters")
-    if len(code) > MAX_CODE_CHARS:
-        raise ValueError(f"code is {len(code)} characters; the limit is {MAX_CODE_CHARS}")
+    if len(code.encode("utf-8", errors="surrogatepass")) > MAX_CODE_BYTES:
+        raise ValueError(f"code is over {MAX_CODE_BYTES} bytes in UTF-8")
     limits = limits or SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
     if backend not in ("auto", "bwrap", "native"):
         raise ValueError(f"backend must be 'auto', 'bwrap' or 'native', got {backend!r}")
@@ -481,7 +481,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
     status_r, status_w = os.pipe()
     bwrap_status_w = os.dup(status_w)   # bwrap's own JSON lines share the pipe
     cfg = {
-        "status_fd": status_w, "code": code, "uid": uid, "gid": gid,
+        "status_fd": status_w, "uid": uid, "gid": gid,
         "rlimits": limits.rlimits(), "tmpfs_mb": limits.tmpfs_mb,
         "workdir": str(workdir), "python_prefix": prefix, "hide": _hidden_paths(),
         "keep_top": list(KEEP_TOP),
@@ -520,7 +520,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
            # elsewhere inside the sandbox (and may sit under an unreadable /root).
            "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"}
     cfg["env"] = {**env, "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR}
-    argv.append(json.dumps(cfg))
+    argv += [json.dumps(cfg), code]
 
     started = time.monotonic()
     try:
@@ -709,7 +709,7 @@ def sandbox_tool(*, memory_mb: int = 512, backend: Backend = "auto"):
     class PythonExecArgs(BaseModel):
         code: str = Field(description="A complete Python 3.11 program. Use print() for "
                           "anything you want to see; only stdout/stderr come back.",
-                          min_length=1, max_length=MAX_CODE_CHARS)
+                          min_length=1, max_length=MAX_CODE_BYTES // 4)
         timeout_s: float = Field(default=5.0, gt=0, le=TOOL_MAX_TIMEOUT_S,
                                  description="Wall-clock limit in seconds.")
 

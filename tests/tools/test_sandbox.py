@@ -9,7 +9,6 @@ on the host, host listeners received nothing and the canary files are intact).
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -186,11 +185,20 @@ def test_runs_as_nobody_with_clean_env(backend):
 @pytest.mark.parametrize("kwargs", [
     {"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 1},
     {"files": {"../escape.txt": "x"}}, {"files": {"/etc/passwd": "x"}}, {"files": {"a": 3}},
+    {"files": {".": "x"}},
     {"backend": "docker"},
 ])
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         run("print(1)", **kwargs)
+
+
+def test_large_unicode_code_runs_and_oversized_code_is_rejected(backend):
+    code = "#" + "数" * 39_000 + "\nprint(len(" + repr("\n" * 1000) + "))"
+    r = run(code, backend=backend)
+    assert r.ok and r.stdout == "1000\n", r.stderr
+    with pytest.raises(ValueError, match="bytes"):
+        run("#" + "数" * 41_000, backend=backend)
 
 
 def test_bad_code_type_and_nul_rejected():
@@ -507,7 +515,7 @@ def test_kill_minus_one_spares_other_nobody_processes(backend, host):
     if not ROOT or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start a host process as nobody")
     bystander = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                  "sleep", "30"])
+                                  shutil.which("sleep") or "/bin/sleep", "30"])
     try:
         time.sleep(0.1)
         r = attack(host, backend, "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\n"
