@@ -508,18 +508,22 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
                  "--ro-bind", prefix, INNER_PYTHON, "--chdir", INNER_WORKDIR]
         if _is_root():
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        argv += ["--", inner_exe, "-I", "-S", "-c", _STAGE_SOURCE]
+        # Only the sandboxed command gets LD_LIBRARY_PATH: bwrap itself runs on the host,
+        # where anyone could plant libraries in /tmp.
+        argv += ["--setenv", "LD_LIBRARY_PATH", f"{INNER_PYTHON}/lib",
+                 "--", inner_exe, "-I", "-S", "-c", _STAGE_SOURCE]
     else:
         backend_name = "native"
         inner_exe = f"{INNER_PYTHON}/{exe_rel}"
         host_exe = os.path.join(prefix, exe_rel)
         cfg.update(stage="outer", exe=inner_exe, cwd=INNER_WORKDIR, host_exe=host_exe)
         argv = [host_exe, "-I", "-S", "-c", _STAGE_SOURCE]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           # pyenv-style builds carry an absolute RUNPATH to their prefix, which is bound
-           # elsewhere inside the sandbox (and may sit under an unreadable /root).
-           "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"}
-    cfg["env"] = {**env, "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    # pyenv-style builds carry an absolute RUNPATH to their prefix, which is bound elsewhere
+    # inside the sandbox (and may sit under an unreadable /root). Never in the host-side
+    # launcher's env: a /tmp path there would let any local user plant a library.
+    cfg["env"] = {**env, "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR,
+                  "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"}
     argv += [json.dumps(cfg), code]
 
     started = time.monotonic()
@@ -530,7 +534,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
     finally:
         os.close(status_w)
         os.close(bwrap_status_w)
-    outcome = _supervise(proc, status_r, limits, native=bwrap is None)
+    outcome = _supervise(proc, status_r, limits)
     duration = time.monotonic() - started
 
     isolation = tuple(outcome.ready.get("isolation", ()))
@@ -567,8 +571,7 @@ class _Outcome:
     timed_out: bool = False
 
 
-def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits,
-               native: bool) -> _Outcome:
+def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> _Outcome:
     """Pump the three pipes until they close, enforcing the wall-clock limit; always
     SIGKILLs the launcher's process group before reaping it."""
     out = _Outcome(_Stream(limits.output_bytes), _Stream(limits.output_bytes))

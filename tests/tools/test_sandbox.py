@@ -208,6 +208,22 @@ def test_bad_code_type_and_nul_rejected():
         run("print(1)\x00")
 
 
+def test_host_side_launcher_gets_no_library_path(backend, monkeypatch):
+    """LD_LIBRARY_PATH points into /tmp for the sandboxed interpreter; the launcher (root,
+    on the host) must not get it, or any local user could plant a library there."""
+    seen = {}
+    real_popen = subprocess.Popen
+
+    def spy(argv, **kw):
+        seen.update(kw["env"])
+        return real_popen(argv, **kw)
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", spy)
+    r = run("import os; print(os.environ['LD_LIBRARY_PATH'])", backend=backend)
+    assert r.ok and r.stdout == "/tmp/.python/lib\n"
+    assert "LD_LIBRARY_PATH" not in seen and set(seen) <= {"PATH", "LANG"}
+
+
 def test_limits_dataclass_rlimits():
     lim = SandboxLimits(timeout_s=2.5, memory_mb=256)
     r = lim.rlimits()
