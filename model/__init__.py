@@ -11,8 +11,7 @@ import torch
 from model.checkpoint import ModelLoadError, load_checkpoint
 from model.config import ModelConfig
 from model.engine import Completion, Engine
-from model.quant import QUANT_MODES
-from model.rope import RotaryEmbedding
+from model.quant import QUANT_MODES, Linear
 from model.sampler import SamplingParams
 from model.transformer import Transformer, fuse_checkpoint
 
@@ -46,15 +45,12 @@ def physical_cores() -> int:
 
 def build_transformer(config: ModelConfig, tensors: dict[str, torch.Tensor], quant: str | None = None) -> Transformer:
     """A Transformer holding checkpoint-named `tensors`, fused (and quantized) for fast CPU inference."""
-    with torch.device("meta"):
-        model = Transformer(config)
-    model.load_state_dict(fuse_checkpoint(tensors, config), assign=True)
-    model.rope = RotaryEmbedding(config)  # built on meta above; its tables are plain tensors
+    model = Transformer.from_state(config, fuse_checkpoint(tensors, config))
     if quant == "int8":
         for module in model.modules():
-            if hasattr(module, "quantize_int8_"):
+            if isinstance(module, Linear):
                 module.quantize_int8_()
-    return model.eval()
+    return model
 
 
 def load(
@@ -74,8 +70,13 @@ def load(
         raise ValueError(f"unknown quant {quant!r}; choose one of {QUANT_MODES}")
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
-    checkpoint = load_checkpoint(source, cache_dir=cache_dir)
-    model = build_transformer(checkpoint.config, checkpoint.tensors, quant)
+    checkpoint = load_checkpoint(
+        source,
+        cache_dir=cache_dir,
+        variant=f"engine-{quant or 'fp32'}",
+        repack=lambda config, tensors: build_transformer(config, tensors, quant).packed_state(),
+    )
+    model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads)
     return Engine(model, checkpoint.tokenizer, threads=threads)

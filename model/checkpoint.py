@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -195,9 +195,22 @@ def _is_gguf(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def load_checkpoint(source: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True) -> Checkpoint:
-    """Load config, float32 tensors (our names) and tokenizer from a GGUF file or HF directory.
+Repack = Callable[[ModelConfig, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
+
+def load_checkpoint(
+    source: str | Path,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    *,
+    variant: str = WEIGHTS_VARIANT,
+    repack: Repack | None = None,
+) -> Checkpoint:
+    """Load config, tensors and tokenizer from a GGUF file or HF directory.
+
+    Without `repack`: float32 tensors under our checkpoint names. With it, `repack(config, tensors)`
+    turns them into the layout the caller runs (fused, quantized), and that is what is returned and
+    cached under `variant`, so a second load skips reading the source and repacking alike.
     `source` may be "default". Uses and fills the weight cache in `cache_dir` (default
     `$R1_CACHE_DIR` or ~/.cache/r1-reasoner) unless `use_cache` is False; a cache that cannot be
     written only costs speed. Raises ModelLoadError (a ValueError) naming the path and problem.
@@ -217,9 +230,9 @@ def load_checkpoint(source: str | Path, cache_dir: str | Path | None = None, use
 
     fp = fingerprint(path, cache_dir)
     cache = WeightCache(cache_dir)
-    meta_key, weights_key = cache_key(fp, "meta"), cache_key(fp, WEIGHTS_VARIANT)
+    meta_key, weights_key = cache_key(fp, "meta"), cache_key(fp, variant)
     if use_cache:
-        hit = _load_cached(cache, meta_key, weights_key, path, fp)
+        hit = _load_cached(cache, meta_key, weights_key, path, fp, validate=repack is None)
         if hit is not None:
             return hit
 
@@ -235,7 +248,9 @@ def load_checkpoint(source: str | Path, cache_dir: str | Path | None = None, use
         config, tensors = load_hf_checkpoint(path)
         tokenizer = _build_tokenizer(lambda: Tokenizer.from_hf_dir(path, extra_eos_ids=config.eos_token_ids), path)
 
-    if use_cache and cache.save(weights_key, tensors, {"source": str(path), "variant": WEIGHTS_VARIANT}):
+    if repack is not None:
+        tensors = repack(config, tensors)
+    if use_cache and cache.save(weights_key, tensors, {"source": str(path), "variant": variant}):
         # Written after the weights: a cache hit needs both, so a crash in between is just a miss.
         cache.save_json(meta_key, {"config": config_to_dict(config), "tokenizer": tokenizer.to_dict()})
     return Checkpoint(config=config, tensors=tensors, tokenizer=tokenizer, source=path, fingerprint=fp)
@@ -250,7 +265,9 @@ def _build_tokenizer(build: Any, path: Path) -> Tokenizer:
         raise ModelLoadError(f"{path}: cannot build tokenizer: {type(e).__name__}: {e}") from e
 
 
-def _load_cached(cache: WeightCache, meta_key: str, weights_key: str, path: Path, fp: str) -> Checkpoint | None:
+def _load_cached(
+    cache: WeightCache, meta_key: str, weights_key: str, path: Path, fp: str, validate: bool
+) -> Checkpoint | None:
     meta = cache.load_json(meta_key)
     if meta is None:
         return None
@@ -264,7 +281,8 @@ def _load_cached(cache: WeightCache, meta_key: str, weights_key: str, path: Path
     if tensors is None:
         return None
     try:
-        validate_tensors(config, tensors, path)
+        if validate:  # a repacked layout is checked by the caller that defines it
+            validate_tensors(config, tensors, path)
     except ModelLoadError as e:
         log.warning("ignoring cache entry %s: %s", weights_key, e)
         return None

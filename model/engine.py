@@ -76,12 +76,16 @@ class _TextTracker:
 
 
 class Engine:
-    def __init__(self, model: Transformer, tokenizer, *, threads: int | None = None) -> None:
+    def __init__(
+        self, model: Transformer, tokenizer, *, threads: int | None = None, context_length: int | None = None
+    ) -> None:
+        """context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's."""
         self.model = model.eval()
         self.config = model.config
         self.tokenizer = tokenizer
         self.threads = threads
-        self.cache = KVCache(self.config)
+        self.context_length = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
+        self.cache = KVCache(self.config, max_seq_len=self.context_length)
         self.last_stats = GenerationStats()
 
     # ----- token level ---------------------------------------------------------------------------
@@ -130,9 +134,9 @@ class Engine:
     def _check_prompt(self, ids: list[int]) -> None:
         if not ids:
             raise ValueError("empty prompt: at least one token is needed")
-        if len(ids) >= self.config.max_seq_len:
+        if len(ids) >= self.context_length:
             raise ValueError(
-                f"prompt is {len(ids)} tokens; the model's context length is {self.config.max_seq_len} "
+                f"prompt is {len(ids)} tokens; the context length is {self.context_length} "
                 "(leave room for at least one generated token)"
             )
         bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
@@ -146,7 +150,7 @@ class Engine:
 
         `logits` are the next-token logits for each row (from `prefill`/`extend`/`fork`); `histories`
         the tokens the repetition penalty looks at (grown in place). Rows stop on a stop id (not fed
-        or yielded) or at max_new_tokens; the caller may stop early by closing the iterator.
+        or yielded), at max_new_tokens, or when the context is full; the caller may stop early by closing the iterator.
         """
         sampler = Sampler(params)
         stop_ids = set(self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids)
@@ -161,7 +165,8 @@ class Engine:
                 histories[row].append(token)
                 produced[row] += 1
                 step.append((row, token))
-                if produced[row] < params.max_new_tokens:
+                # Feed the token back only if more may follow: below max_new_tokens and with context room.
+                if produced[row] < params.max_new_tokens and self.cache.length(seqs[row]) < self.context_length:
                     feed_rows.append(row)
             if step:
                 yield step
@@ -212,7 +217,9 @@ class Engine:
         results = []
         for tracker, prompt, history in zip(trackers, encoded, histories):
             generated = history[len(prompt) :]
-            hit_length = len(generated) >= params.max_new_tokens and not tracker.stopped
+            hit_length = not tracker.stopped and (
+                len(generated) >= params.max_new_tokens or len(history) >= self.context_length
+            )
             results.append(
                 Completion(
                     text=tracker.text,

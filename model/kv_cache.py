@@ -41,9 +41,10 @@ class KVCache:
         block_size: int = 16,
         initial_blocks: int = 64,
         dtype: torch.dtype = torch.float32,
+        max_seq_len: int | None = None,
     ) -> None:
         self.block_size = block_size
-        self.max_seq_len = config.max_seq_len
+        self.max_seq_len = max_seq_len or config.max_seq_len
         self._shape = (config.n_layers, config.n_kv_heads, config.head_dim)
         self.dtype = dtype
         self.k = torch.zeros(0)
@@ -163,7 +164,7 @@ class KVCache:
                 raise ValueError("every sequence in a step needs at least one new token")
             if start + n > self.max_seq_len:
                 raise ValueError(
-                    f"sequence would reach {start + n} tokens, past the model's context length of {self.max_seq_len}"
+                    f"sequence would reach {start + n} tokens, past the context length of {self.max_seq_len}"
                 )
         for seq, start, n in zip(seqs, starts, n_new):
             for index in range(start // bs, (start + n - 1) // bs + 1):

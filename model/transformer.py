@@ -46,6 +46,25 @@ class Transformer(nn.Module):
         self.output = Linear(config.dim, config.vocab_size)
         self.rope = RotaryEmbedding(config)
 
+    @classmethod
+    def from_state(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
+        """Build around `state` (this module's layout, see `packed_state`) without copying it (tensors may be mmaps)."""
+        state = dict(state)
+        if config.tie_embeddings and "output.weight" not in state:
+            state["output.weight"] = state["tok_embeddings.weight"]
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state, assign=True)
+        model.rope = RotaryEmbedding(config)  # built on meta above; its tables are plain tensors
+        return model.eval()
+
+    def packed_state(self) -> dict[str, torch.Tensor]:
+        """The state to cache: everything `from_state` needs, a tied LM head stored once."""
+        state = self.state_dict()
+        if self.output.weight.data_ptr() == self.tok_embeddings.weight.data_ptr():
+            del state["output.weight"]
+        return state
+
     def forward(self, tokens: torch.Tensor, cache: KVCache, layout: StepLayout, all_logits: bool = False) -> torch.Tensor:
         """tokens [N] packed as `layout` says -> fp32 logits [B, V] at each sequence's last token, or [N, V]."""
         x = self.tok_embeddings(tokens)  # [N, D]
@@ -74,7 +93,6 @@ def fuse_checkpoint(tensors: dict[str, torch.Tensor], config: ModelConfig) -> di
     state = {"tok_embeddings.weight": take("tok_embeddings.weight"), "norm.weight": take("norm.weight")}
     if config.tie_embeddings:
         remaining.pop("output.weight", None)  # some tied checkpoints still store a copy
-        state["output.weight"] = state["tok_embeddings.weight"]
     else:
         state["output.weight"] = take("output.weight")
     for i in range(config.n_layers):
