@@ -11,7 +11,7 @@ import torch
 from model.checkpoint import ModelLoadError, load_checkpoint
 from model.config import ModelConfig
 from model.engine import Completion, Engine
-from model.quant import QUANT_MODES, Linear
+from model.linear import QUANT_MODES, Linear
 from model.sampler import SamplingParams
 from model.transformer import Transformer, fuse_checkpoint
 

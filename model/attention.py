@@ -8,7 +8,7 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.kv_cache import KVCache, StepLayout
-from model.quant import Linear
+from model.linear import Linear
 from model.rope import apply_rotary
 
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
-from model.quant import Linear
+from model.linear import Linear
 
 
 class SwiGLU(nn.Module):

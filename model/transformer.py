@@ -14,7 +14,7 @@ from model.config import ModelConfig
 from model.kv_cache import KVCache, StepLayout
 from model.mlp import SwiGLU
 from model.norm import RMSNorm
-from model.quant import Linear
+from model.linear import Linear
 from model.rope import RotaryEmbedding
 
 

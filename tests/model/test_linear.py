@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.quant import Linear, dequantize_int8, quantize_int8
+from model.linear import Linear, dequantize_int8, quantize_int8
 
 
 def test_per_channel_quantization_error_is_within_half_a_step():
