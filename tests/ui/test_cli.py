@@ -1,0 +1,47 @@
+"""The `r1` command as a user runs it: help, chat over stdin, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_r1(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ui.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_commands():
+    out = run_r1("--help")
+    assert out.returncode == 0
+    assert "generate" in out.stdout and "chat" in out.stdout
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    out = run_r1("generate", "--prompt", "hi", "--model", str(tmp_path / "nope.gguf"), env={"R1_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert "not found" in out.stderr and "nope.gguf" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_env_setting_is_a_clear_error(tmp_path):
+    out = run_r1("generate", "--prompt", "hi", env={"R1_THREADS": "many"})
+    assert out.returncode == 2
+    assert "R1_THREADS='many'" in out.stderr
+
+
+@pytest.mark.slow
+def test_chat_over_stdin_answers_and_exits(tmp_path):
+    out = run_r1(
+        "chat", "--max-new-tokens", "24",
+        stdin="What is the capital of France? Answer in one word.\n/reset\n/exit\n",
+        env={"R1_CACHE_DIR": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("r1> ") and "Paris" in out.stdout
+    assert "(history cleared)" in out.stderr
