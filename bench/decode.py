@@ -150,6 +150,54 @@ def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: i
     return result
 
 
+_OP_CATEGORIES = (  # torch.profiler op name -> where decode time goes
+    ("matmul", ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "quantized::linear")),
+    ("attention", ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm")),
+    ("KV cache gather/scatter", ("aten::index", "aten::index_select", "aten::index_copy_")),
+)
+
+
+def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
+    """Where a decode step's time goes: op self time by category (torch.profiler), and the rest.
+
+    The rest is an unprofiled loop's wall time minus the ops' time: Python, module calls, sampling.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from model.sampler import SamplingParams
+
+    params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
+
+    def loop(prof=None) -> float:
+        seqs, logits = eng.prefill(prompts)
+        steps = eng.decode(seqs, logits, [list(p) for p in prompts], params)
+        next(steps)
+        start = time.perf_counter()
+        if prof is not None:
+            prof.start()
+        for _ in steps:
+            pass
+        if prof is not None:
+            prof.stop()
+        wall = time.perf_counter() - start
+        eng.release(seqs)
+        return wall
+
+    n_steps = new_tokens - 1
+    wall = loop() / n_steps
+    prof = profile(activities=[ProfilerActivity.CPU])
+    loop(prof)
+    per_category: dict[str, float] = {}
+    n_ops = 0
+    for event in prof.key_averages():
+        category = next((c for c, prefixes in _OP_CATEGORIES if event.key.startswith(prefixes)), "other torch ops")
+        per_category[category] = per_category.get(category, 0.0) + event.self_cpu_time_total / 1e6 / n_steps
+        n_ops += event.count
+    per_category["rest: Python, module calls, sampling"] = max(wall - sum(per_category.values()), 0.0)
+    parts = [f"{c} {t * 1e3:.2f} ms ({100 * t / wall:.0f}%)" for c, t in per_category.items()]
+    return f"{wall * 1e3:.2f} ms/step, {n_ops // n_steps} profiler op events/step: " + ", ".join(parts)
+
+
 # ----- transformers ------------------------------------------------------------------------------
 
 
@@ -338,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-llamacpp", action="store_true", help="do not measure llama.cpp")
     p.add_argument("--skip-transformers", action="store_true", help="do not measure transformers")
     p.add_argument("--skip-int8", action="store_true", help="do not measure our int8 engine")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8")
     args = p.parse_args(argv)
     if args.new_tokens < 2:
         p.error("--new-tokens must be >= 2 (decode speed needs at least one incremental step)")
@@ -380,12 +430,20 @@ def main(argv: list[str] | None = None) -> int:
     # Our fp32 engine's tokenizer makes the token ids every engine is fed.
     fp32 = load_ours(gguf, None, args.threads)
     b1, b8 = make_prompts(fp32.tokenizer.encode(_TEXT), args.prompt_tokens)
-    measured("ours fp32", lambda: bench_ours(fp32, b1, b8, args.new_tokens, args.runs, "ours fp32"))
+    profiles: list[str] = []
+
+    def ours(eng, name: str) -> EngineResult:
+        result = bench_ours(eng, b1, b8, args.new_tokens, args.runs, name)
+        if args.profile:
+            for label, prompts in (("b1", [b1]), ("b8", b8)):
+                profiles.append(f"- {name} {label}: {profile_ours(eng, prompts, args.new_tokens)}")
+        return result
+
+    measured("ours fp32", lambda: ours(fp32, "ours fp32"))
     del fp32
     release_memory()
     if not args.skip_int8:
-        measured("ours int8", lambda: bench_ours(load_ours(gguf, "int8", args.threads), b1, b8, args.new_tokens,
-                                                 args.runs, "ours int8"))
+        measured("ours int8", lambda: ours(load_ours(gguf, "int8", args.threads), "ours int8"))
     if not args.skip_transformers:
         measured("transformers", lambda: bench_transformers(gguf, b1, b8, args.new_tokens, args.runs))
     if not args.skip_llamacpp:
@@ -396,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"llama.cpp skipped: {why}", flush=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}\n")
     print(report(results, args, b1, b8))
+    if profiles:
+        print("\nProfile of our decode loops (op times from torch.profiler, which inflates them a little):\n" + "\n".join(profiles))
     return 0
 
 
