@@ -12,7 +12,7 @@ ENV_PREFIX = "R1_"
 @dataclass(frozen=True)
 class Settings:
     model: str = "default"  # "default" (the bundled SmolLM2-135M GGUF), a .gguf file, or an HF model directory
-    quant: str | None = None  # None (fp32) or "int8"
+    quant: str | None = None  # None (fp32), "int8" or "int4"
     threads: int | None = None  # None = physical cores
     cache_dir: str | None = None  # repacked-weight cache; None = $R1_CACHE_DIR or ~/.cache/r1-reasoner
     max_new_tokens: int = 512

@@ -30,10 +30,10 @@ class GroupedQueryAttention(nn.Module):
         # H / KV: query / key-value heads, hd: head dim, D: model dim.
         N = x.shape[0]
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.wqkv(x).split([H * hd, KV * hd, KV * hd], dim=-1)
-        q = apply_rotary(q.view(N, H, hd), cos, sin)  # [N, H, hd]
-        k = apply_rotary(k.view(N, KV, hd), cos, sin)  # [N, KV, hd]
-        cache.write(self.layer, layout.write_slots, k, v.view(N, KV, hd))
+        qkv = self.wqkv(x).view(N, H + 2 * KV, hd)
+        qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV :]  # [N, H, hd], [N, KV, hd], [N, KV, hd]
+        cache.write(self.layer, layout.write_slots, k, v)
         keys, values = cache.read(self.layer, layout.read_slots)  # [B, KV, S, hd]
 
         B, T = layout.batch_size, layout.max_new

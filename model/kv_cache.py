@@ -210,6 +210,7 @@ class KVCache:
 
     def read(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K/V for slots [B, S] -> each [B, KV, S, hd]."""
-        k = self.k[layer][slots].transpose(1, 2)
-        v = self.v[layer][slots].transpose(1, 2)
-        return k, v
+        B, S = slots.shape
+        k = self.k[layer].index_select(0, slots.view(-1)).view(B, S, *self.k.shape[2:])
+        v = self.v[layer].index_select(0, slots.view(-1)).view(B, S, *self.v.shape[2:])
+        return k.transpose(1, 2), v.transpose(1, 2)

@@ -7,6 +7,9 @@ Formats:
   weight bytes than fp32; on SmolLM2-135M perplexity moves by +0.5% (tests/model/test_default_model.py).
   fbgemm's W8A8 dynamic kernel is ~10% faster at batch 1 but its per-tensor activation quantization
   costs +31% perplexity on this model (outliers in the MLP down-projection input), so it is not used.
+- int4 (stored as packed uint8): asymmetric 4-bit groups of 32 with bf16 scale and zero, on torch's CPU
+  int4 kernel (`aten._weight_int4pack_mm_for_cpu`). A GGUF Q4_1 weight (groups of 32, scale and min)
+  maps onto it exactly up to bf16 rounding of the scales.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QUANT_MODES = (None, "int8")
+QUANT_MODES = (None, "int8", "int4")
+INT4_GROUP_SIZE = 32  # = GGUF Q4_0/Q4_1 block size, so Q4_1 weights convert without loss (bar bf16 scales)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,8 +33,35 @@ def dequantize_int8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return q.float() * scales[:, None]
 
 
+def quantize_int4(weight: torch.Tensor, group_size: int = INT4_GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric groupwise 4-bit: weight [N, K] -> (codes int32 [N, K] in 0..15, scales_and_zeros bf16 [K/g, N, 2]).
+
+    w ~ (code - 8) * scale + zero, zero = min + 8 * scale: the convention of torch's int4 CPU kernel.
+    """
+    N, K = weight.shape
+    groups = weight.float().view(N, K // group_size, group_size)
+    low, high = groups.amin(-1), groups.amax(-1)  # [N, K/g]
+    scales = ((high - low) / 15).clamp(min=1e-12)
+    codes = torch.round((groups - low[..., None]) / scales[..., None]).clamp(0, 15).to(torch.int32).view(N, K)
+    zeros = low + 8 * scales
+    scales_and_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return codes, scales_and_zeros
+
+
+def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    N, K = codes.shape
+    group_size = K // scales_and_zeros.shape[0]
+    sz = scales_and_zeros.float().transpose(0, 1)  # [N, K/g, 2]
+    groups = (codes.view(N, -1, group_size).float() - 8) * sz[..., :1] + sz[..., 1:]
+    return groups.view(N, K)
+
+
+def int4_supported(out_features: int, in_features: int) -> bool:
+    return in_features % INT4_GROUP_SIZE == 0 and out_features % 8 == 0
+
+
 class Linear(nn.Module):
-    """y = x W^T + b with W stored as float32 or int8 (+ per-row scales); `quantize_int8_()` converts in place."""
+    """y = x W^T + b with W stored as float32, int8 or packed int4 (+ scales); `quantize_(mode)` converts in place."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
@@ -40,25 +71,42 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("scales", None)
 
-    def quantize_int8_(self) -> None:
-        if self.weight.dtype == torch.int8:
-            return
-        q, scales = quantize_int8(self.weight.data)
-        self.weight = nn.Parameter(q, requires_grad=False)
+    def quantize_(self, mode: str) -> None:
+        """Convert fp32 weights in place: "int8", or "int4" (int8 where the shape does not fit int4 packing)."""
+        if self.weight.dtype != torch.float32:
+            raise ValueError("only fp32 weights can be quantized")
+        if mode == "int4" and int4_supported(self.out_features, self.in_features):
+            codes, scales = quantize_int4(self.weight.data)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)  # uint8 [N, K/2]
+        elif mode in ("int8", "int4"):
+            packed, scales = quantize_int8(self.weight.data)
+        else:
+            raise ValueError(f"unknown quantization {mode!r}")
+        self.weight = nn.Parameter(packed, requires_grad=False)
         self.scales = scales.to(torch.bfloat16)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Adopt the stored format (int8 entries carry scales) before the shape/dtype copy happens.
-        weight = state_dict.get(prefix + "weight")
-        if weight is not None and weight.dtype == torch.int8:
+        # Adopt the stored format (quantized entries carry scales) before the shape/dtype copy happens.
+        weight, scales = state_dict.get(prefix + "weight"), state_dict.get(prefix + "scales")
+        if weight is not None and scales is not None:
             self.weight = nn.Parameter(torch.empty_like(weight), requires_grad=False)
-            self.scales = torch.empty(weight.shape[0], dtype=torch.bfloat16)
+            self.scales = torch.empty_like(scales)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.scales is not None and (self.weight.data_ptr() % 64 or self.scales.data_ptr() % 64):
+            # torch's int8/int4 CPU kernels use aligned vector loads and crash on a misaligned operand,
+            # which a tensor memory-mapped from a cache entry can be; a clone is 64-byte aligned.
+            self.weight = nn.Parameter(self.weight.data.clone(), requires_grad=False)
+            self.scales = self.scales.clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dtype == torch.float32:
+            return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        x2d = x.reshape(-1, shape[-1]).to(torch.bfloat16)  # [M, K]
         if self.weight.dtype == torch.int8:
-            shape = x.shape
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
-            y = y.float().view(*shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight, self.bias)
+            y = torch.ops.aten._weight_int8pack_mm(x2d, self.weight, self.scales)
+        else:  # uint8: two int4 codes per byte
+            group_size = self.in_features // self.scales.shape[0]
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d, self.weight, group_size, self.scales)
+        y = y.float().view(*shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias

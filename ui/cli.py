@@ -16,7 +16,7 @@ log = logging.getLogger("r1")
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (defaults from R1_* environment variables)")
     group.add_argument("--model", help="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory")
-    group.add_argument("--quant", choices=["int8"], help="weight quantization (default: none, fp32)")
+    group.add_argument("--quant", choices=["int8", "int4"], help="weight quantization (default: none, fp32)")
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
 
