@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +34,6 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class _TextTracker:
@@ -148,9 +147,9 @@ class Engine:
     ) -> Iterator[list[tuple[int, int]]]:
         """Sample and feed tokens for live sequences until each stops; yields [(row, token)] per step.
 
-        `logits` are the next-token logits for each row (from `prefill`/`extend`/`fork`); `histories`
-        the tokens the repetition penalty looks at (grown in place). Rows stop on a stop id (not fed
-        or yielded), at max_new_tokens, or when the context is full; the caller may stop early by closing the iterator.
+        `logits` are the next-token logits for each row (from `prefill`/`extend`); `histories` the
+        tokens the repetition penalty looks at (grown in place). Rows stop on a stop id (not fed or
+        yielded), at max_new_tokens, or when the context is full; the caller may close the iterator.
         """
         sampler = Sampler(params)
         stop_ids = set(self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids)
