@@ -32,8 +32,8 @@ class GroupedQueryAttention(nn.Module):
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.wqkv(x).view(N, H + 2 * KV, hd)
         qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
-        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV :]  # [N, H, hd], [N, KV, hd], [N, KV, hd]
-        cache.write(self.layer, layout.write_slots, k, v)
+        q = qk[:, :H]  # [N, H, hd]
+        cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
         keys, values = cache.read(self.layer, layout.read_slots)  # [B, KV, S, hd]
 
         B, T = layout.batch_size, layout.max_new

@@ -47,8 +47,7 @@ class KVCache:
         self.max_seq_len = max_seq_len or config.max_seq_len
         self._shape = (config.n_layers, config.n_kv_heads, config.head_dim)
         self.dtype = dtype
-        self.k = torch.zeros(0)
-        self.v = torch.zeros(0)
+        self.kv = torch.zeros(0)
         self._refs: list[int] = []
         self._free: list[int] = []
         self._grow(initial_blocks)
@@ -66,12 +65,11 @@ class KVCache:
         n_layers, n_kv, hd = self._shape
         old = self.n_blocks
         slots = (old + n_new_blocks) * self.block_size
-        k = torch.zeros(n_layers, slots, n_kv, hd, dtype=self.dtype)  # [L, slots, KV, hd]
-        v = torch.zeros_like(k)
+        # Keys and values side by side per slot ([L, slots, 2 * KV, hd]): one write and one gather per layer.
+        kv = torch.zeros(n_layers, slots, 2 * n_kv, hd, dtype=self.dtype)
         if old:
-            k[:, : old * self.block_size] = self.k
-            v[:, : old * self.block_size] = self.v
-        self.k, self.v = k, v
+            kv[:, : old * self.block_size] = self.kv
+        self.kv = kv
         self._refs.extend([0] * n_new_blocks)
         # Pop from the end: lowest free index first keeps a fresh sequence's blocks contiguous.
         self._free = list(range(old + n_new_blocks - 1, old - 1, -1)) + self._free
@@ -141,8 +139,7 @@ class KVCache:
         if self._refs[block] > 1:
             copy = self._allocate()
             bs = self.block_size
-            self.k[:, copy * bs : (copy + 1) * bs] = self.k[:, block * bs : (block + 1) * bs]
-            self.v[:, copy * bs : (copy + 1) * bs] = self.v[:, block * bs : (block + 1) * bs]
+            self.kv[:, copy * bs : (copy + 1) * bs] = self.kv[:, block * bs : (block + 1) * bs]
             self._release(block)
             table[index] = copy
             block = copy
@@ -203,14 +200,13 @@ class KVCache:
             max_new=max_new,
         )
 
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store K/V [N, KV, hd] of the step's new tokens."""
-        self.k[layer].index_copy_(0, slots, k)
-        self.v[layer].index_copy_(0, slots, v)
+    def write(self, layer: int, slots: torch.Tensor, kv: torch.Tensor) -> None:
+        """Store the step's new keys and values, kv [N, 2 * KV, hd] (keys first)."""
+        self.kv[layer].index_copy_(0, slots, kv)
 
     def read(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K/V for slots [B, S] -> each [B, KV, S, hd]."""
         B, S = slots.shape
-        k = self.k[layer].index_select(0, slots.view(-1)).view(B, S, *self.k.shape[2:])
-        v = self.v[layer].index_select(0, slots.view(-1)).view(B, S, *self.v.shape[2:])
-        return k.transpose(1, 2), v.transpose(1, 2)
+        kv = self.kv[layer].index_select(0, slots.view(-1)).view(B, S, *self.kv.shape[2:]).transpose(1, 2)
+        n_kv = kv.shape[1] // 2
+        return kv[:, :n_kv], kv[:, n_kv:]

@@ -110,7 +110,8 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """logits [B, V] (not modified) -> token ids [B]."""
-        logits = logits.clone()
+        if self.chain:
+            logits = logits.clone()  # transforms may work in place
         for transform in self.chain:
             logits = transform(logits, histories)
         if self.params.temperature == 0:

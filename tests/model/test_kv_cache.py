@@ -13,9 +13,9 @@ CONFIG = ModelConfig(arch="llama", vocab_size=10, dim=8, n_layers=2, ffn_dim=8, 
 
 def fill(cache: KVCache, seq: int, n: int, value: float) -> None:
     layout = cache.append([seq], [n])
-    kv = torch.full((n, 1, 4), value)
+    kv = torch.full((n, 2, 4), value)
     for layer in range(CONFIG.n_layers):
-        cache.write(layer, layout.write_slots, kv, kv)
+        cache.write(layer, layout.write_slots, kv)
 
 
 def cached_values(cache: KVCache, seq: int) -> list[float]:
