@@ -220,6 +220,7 @@ def _token_str(tok: Any) -> str | None:
 def _compile_template(source: str) -> Any:
     """Same environment as transformers' chat_template_utils (sandboxed, trim/lstrip blocks, loopcontrols)."""
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:

@@ -36,11 +36,13 @@ def test_bad_env_setting_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_chat_over_stdin_answers_and_exits(tmp_path):
+@pytest.mark.parametrize("cache", ["cold", "warm"])  # a warm start never imports transformers or gguf
+def test_chat_over_stdin_answers_and_exits(tmp_path_factory, cache):
+    cache_dir = tmp_path_factory.getbasetemp() / "chat-cache"
     out = run_r1(
         "chat", "--max-new-tokens", "24",
         stdin="What is the capital of France? Answer in one word.\n/reset\n/exit\n",
-        env={"R1_CACHE_DIR": str(tmp_path)},
+        env={"R1_CACHE_DIR": str(cache_dir)},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("r1> ") and "Paris" in out.stdout
