@@ -73,11 +73,9 @@ def list_all_product_types(db: OrderDB) -> str:
 
 def cancel_pending_order(db: OrderDB, order_id: str, reason: str) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "pending":
-            return "Error: non-pending order cannot be cancelled"
+        order = _order_in_status(conn, order_id, "pending", "cancelled")
+        if isinstance(order, str):
+            return order
         if reason not in CANCEL_REASONS:
             return "Error: invalid reason"
 
@@ -105,11 +103,9 @@ def modify_pending_order_address(
     db: OrderDB, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
 ) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "pending":
-            return "Error: non-pending order cannot be modified"
+        order = _order_in_status(conn, order_id, "pending", "modified")
+        if isinstance(order, str):
+            return order
         address = {"address1": address1, "address2": address2, "city": city, "state": state, "country": country, "zip": zip}
         _set_address(conn, "orders", "order_id", order_id, address)
         return json.dumps(load_order(conn, order_id))
@@ -130,11 +126,9 @@ def modify_pending_order_items(
     db: OrderDB, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "pending":
-            return "Error: non-pending order cannot be modified"
+        order = _order_in_status(conn, order_id, "pending", "modified")
+        if isinstance(order, str):
+            return order
         checked = _check_item_swap(conn, order, item_ids, new_item_ids)
         if isinstance(checked, str):
             return checked
@@ -179,11 +173,9 @@ def modify_pending_order_items(
 
 def modify_pending_order_payment(db: OrderDB, order_id: str, payment_method_id: str) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "pending":
-            return "Error: non-pending order cannot be modified"
+        order = _order_in_status(conn, order_id, "pending", "modified")
+        if isinstance(order, str):
+            return order
         methods = load_payment_methods(conn, order["user_id"])
         if payment_method_id not in methods:
             return "Error: payment method not found"
@@ -219,11 +211,9 @@ def modify_pending_order_payment(db: OrderDB, order_id: str, payment_method_id: 
 
 def return_delivered_order_items(db: OrderDB, order_id: str, item_ids: list[str], payment_method_id: str) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "delivered":
-            return "Error: non-delivered order cannot be returned"
+        order = _order_in_status(conn, order_id, "delivered", "returned")
+        if isinstance(order, str):
+            return order
         if payment_method_id not in load_payment_methods(conn, order["user_id"]):
             return "Error: payment method not found"
         original = order["payment_history"][0]["payment_method_id"] if order["payment_history"] else None
@@ -245,11 +235,9 @@ def exchange_delivered_order_items(
     db: OrderDB, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
 ) -> str:
     with db.write() as conn:
-        order = load_order(conn, order_id)
-        if order is None:
-            return "Error: order not found"
-        if order["status"] != "delivered":
-            return "Error: non-delivered order cannot be exchanged"
+        order = _order_in_status(conn, order_id, "delivered", "exchanged")
+        if isinstance(order, str):
+            return order
         checked = _check_item_swap(conn, order, item_ids, new_item_ids)
         if isinstance(checked, str):
             return checked
@@ -291,6 +279,15 @@ def transfer_to_human_agents(summary: str) -> str:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _order_in_status(conn: sqlite3.Connection, order_id: str, status: str, action: str) -> Json | str:
+    """The order, or τ-bench's error string when it does not exist or is not in `status`."""
+    order = load_order(conn, order_id)
+    if order is None:
+        return "Error: order not found"
+    if order["status"] != status:
+        return f"Error: non-{status} order cannot be {action}"
+    return order
 
 def _check_item_swap(
     conn: sqlite3.Connection, order: Json, item_ids: list[str], new_item_ids: list[str]
