@@ -54,3 +54,13 @@ def reference_hf_tokenizer(default_gguf_path: Path):
     return AutoTokenizer.from_pretrained(
         str(default_gguf_path.parent), gguf_file=default_gguf_path.name, local_files_only=True
     )
+
+
+@pytest.fixture(scope="session")
+def reference_hf_model(default_gguf_path: Path):
+    """transformers' own LlamaForCausalLM on the default GGUF (fp32): the reference for weights and greedy output."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(default_gguf_path.parent), gguf_file=default_gguf_path.name, dtype=torch.float32, local_files_only=True
+    ).eval()

@@ -43,20 +43,11 @@ def quantized_engine(request, cache_dir) -> model.Engine:
     return model.load("default", quant=request.param, threads=2, cache_dir=cache_dir)
 
 
-@pytest.fixture(scope="module")
-def reference(default_gguf_path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(
-        str(default_gguf_path.parent), gguf_file=default_gguf_path.name, dtype=torch.float32, local_files_only=True
-    ).eval()
-
-
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_greedy_64_tokens_match_transformers(engine, reference, prompt):
+def test_greedy_64_tokens_match_transformers(engine, reference_hf_model, prompt):
     ids = engine.tokenizer.encode(prompt)
     with torch.no_grad():
-        expected = reference.generate(
+        expected = reference_hf_model.generate(
             torch.tensor([ids]), max_new_tokens=64, do_sample=False, eos_token_id=None, pad_token_id=0
         )[0, len(ids) :].tolist()
     ours = engine.generate_batch([ids], SamplingParams(max_new_tokens=64, stop_token_ids=()))[0]
@@ -64,13 +55,20 @@ def test_greedy_64_tokens_match_transformers(engine, reference, prompt):
     assert ours.text == engine.tokenizer.decode(expected)
 
 
-def test_cli_generate_prints_the_same_continuation(engine, cache_dir):
+def test_cli_generate_prints_the_transformers_continuation(engine, reference_hf_model, cache_dir):
+    ids = engine.tokenizer.encode(PROMPTS[0])
+    with torch.no_grad():
+        expected_ids = reference_hf_model.generate(
+            torch.tensor([ids]), max_new_tokens=24, do_sample=False,
+            eos_token_id=list(engine.tokenizer.eos_token_ids), pad_token_id=0,
+        )[0, len(ids) :].tolist()
+    expected = engine.tokenizer.decode([t for t in expected_ids if t not in engine.tokenizer.eos_token_ids])
     env = dict(os.environ, R1_CACHE_DIR=str(cache_dir))
     out = subprocess.run(
         [sys.executable, "-m", "ui.cli", "generate", "--prompt", PROMPTS[0], "--max-new-tokens", "24"],
         capture_output=True, text=True, env=env, timeout=300, check=True,
     )
-    assert out.stdout == engine.generate(PROMPTS[0], max_new_tokens=24) + "\n"
+    assert out.stdout == expected + "\n"
 
 
 def _perplexity(engine: model.Engine, ids: list[int]) -> float:

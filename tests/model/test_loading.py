@@ -129,12 +129,8 @@ def assert_cache_clean(cache_dir: Path) -> None:
 
 
 # ---- the default model ---------------------------------------------------------------------
-def test_default_gguf_matches_transformers(default_checkpoint, default_gguf_path):
-    from transformers import LlamaForCausalLM
-
-    model = LlamaForCausalLM.from_pretrained(
-        str(default_gguf_path.parent), gguf_file=default_gguf_path.name, dtype=torch.float32, local_files_only=True
-    )
+def test_default_gguf_matches_transformers(default_checkpoint, reference_hf_model):
+    model = reference_hf_model
     ref = hf_to_ours(model.state_dict())
     cfg = default_checkpoint.config
     assert cfg.tie_embeddings and cfg.arch == "llama"
