@@ -1,0 +1,29 @@
+"""Settings: defaults, then R1_* environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import Settings
+
+
+def test_environment_overrides_defaults_with_typed_values():
+    settings = Settings.from_env({"R1_QUANT": "int4", "R1_THREADS": "3", "R1_TEMPERATURE": "0.7", "R1_SEED": ""})
+    assert (settings.quant, settings.threads, settings.temperature, settings.seed) == ("int4", 3, 0.7, None)
+    assert settings.model == "default" and settings.max_new_tokens == 512
+
+
+def test_flags_left_unset_keep_the_environment_value():
+    settings = Settings.from_env({"R1_MAX_NEW_TOKENS": "64"}).override(max_new_tokens=None, temperature=0.2)
+    assert settings.max_new_tokens == 64 and settings.temperature == 0.2
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(ValueError, match="R1_MAX_NEW_TOKENS='lots'"):
+        Settings.from_env({"R1_MAX_NEW_TOKENS": "lots"})
+
+
+def test_sampling_carries_every_sampling_field():
+    sampling = Settings(top_k=5, repetition_penalty=1.1).sampling()
+    assert sampling["top_k"] == 5 and sampling["repetition_penalty"] == 1.1
+    assert set(sampling) == {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"}
