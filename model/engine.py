@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 import torch
@@ -176,53 +177,56 @@ class Engine:
 
     # ----- text level ----------------------------------------------------------------------------
 
-    def _params(self, **kwargs) -> SamplingParams:
-        if isinstance(kwargs.get("stop"), str):
-            kwargs["stop"] = (kwargs["stop"],)
-        for key in ("stop", "stop_token_ids"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(kwargs[key])
-        kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "stop_token_ids"}
-        return SamplingParams(**kwargs)
+    def _encode(self, prompt: str | Sequence[int]) -> list[int]:
+        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
 
-    def generate_batch(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams) -> list[Completion]:
-        """Complete several prompts together: one ragged prefill, then batched decode."""
-        encoded = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
-        stats = GenerationStats(prompt_tokens=sum(map(len, encoded)))
+    def _generate(
+        self, encoded: list[list[int]], params: SamplingParams, trackers: list[_TextTracker]
+    ) -> Iterator[tuple[int, str]]:
+        """Prefill the prompts together, decode them as one batch, yield (row, text delta) as text appears.
+
+        Fills `trackers` (one per prompt) and `self.last_stats`; releases the cache however it ends.
+        """
+        stats = self.last_stats = GenerationStats(prompt_tokens=sum(map(len, encoded)))
         start = time.perf_counter()
         seqs, logits = self.prefill(encoded)
         stats.prefill_seconds = time.perf_counter() - start
-        trackers = [_TextTracker(self.tokenizer, params.stop) for _ in seqs]
-        finished = [False] * len(seqs)
-        histories = [list(p) for p in encoded]
         start = time.perf_counter()
+        steps = self.decode(seqs, logits, [list(p) for p in encoded], params)
         try:
-            steps = self.decode(seqs, logits, histories, params)
             for step in steps:
                 for row, token in step:
-                    if not finished[row]:
-                        trackers[row].push(token)
-                        finished[row] = trackers[row].stopped
+                    if not trackers[row].stopped:
                         stats.generated_tokens += 1
-                if all(finished):
-                    steps.close()
+                        delta = trackers[row].push(token)
+                        if delta:
+                            yield row, delta
+                if all(tracker.stopped for tracker in trackers):
                     break
-            for tracker in trackers:
-                tracker.finish()
+            for row, tracker in enumerate(trackers):
+                tail = tracker.finish()
+                if tail:
+                    yield row, tail
         finally:
+            steps.close()
             self.release(seqs)
-        stats.decode_seconds = time.perf_counter() - start
-        self.last_stats = stats
+            stats.decode_seconds = time.perf_counter() - start
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """Complete several prompts together: one ragged prefill, then batched decode."""
+        encoded = [self._encode(p) for p in prompts]
+        trackers = [_TextTracker(self.tokenizer, params.stop) for _ in encoded]
+        for _ in self._generate(encoded, params, trackers):
+            pass
         results = []
-        for tracker, prompt, history in zip(trackers, encoded, histories):
-            generated = history[len(prompt) :]
+        for tracker, prompt in zip(trackers, encoded):
             hit_length = not tracker.stopped and (
-                len(generated) >= params.max_new_tokens or len(history) >= self.context_length
+                len(tracker.ids) >= params.max_new_tokens or len(prompt) + len(tracker.ids) >= self.context_length
             )
             results.append(
                 Completion(
                     text=tracker.text,
-                    token_ids=generated[: len(tracker.ids)],
+                    token_ids=tracker.ids,
                     finish_reason="length" if hit_length else "stop",
                     prompt_tokens=len(prompt),
                 )
@@ -231,31 +235,23 @@ class Engine:
 
     def generate(self, prompt: str | Sequence[int], **sampling) -> str:
         """The continuation of `prompt` (text, or token ids) as text. Keyword arguments: `SamplingParams` fields."""
-        return self.generate_batch([prompt], self._params(**sampling))[0].text
+        return self.generate_batch([prompt], _sampling_params(sampling))[0].text
 
     def stream(self, prompt: str | Sequence[int], **sampling) -> Iterator[str]:
         """Yield the continuation as text deltas as tokens are produced."""
-        params = self._params(**sampling)
-        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        seqs, logits = self.prefill(ids)
+        params = _sampling_params(sampling)
         tracker = _TextTracker(self.tokenizer, params.stop)
-        steps = self.decode(seqs, logits, [list(ids)], params)
-        try:
-            for step in steps:
-                delta = tracker.push(step[0][1])
-                if delta:
-                    yield delta
-                if tracker.stopped:
-                    return
-            tail = tracker.finish()
-            if tail:
-                yield tail
-        finally:
-            steps.close()
-            self.release(seqs)
+        with closing(self._generate([self._encode(prompt)], params, [tracker])) as deltas:
+            for _, delta in deltas:
+                yield delta
 
     def chat(self, messages: list[dict[str, str]], *, stream: bool = False, **sampling) -> str | Iterator[str]:
         """Reply to a conversation rendered with the model's own chat template."""
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         ids = self.tokenizer.encode(prompt, add_bos=False)
         return self.stream(ids, **sampling) if stream else self.generate(ids, **sampling)
+
+
+def _sampling_params(sampling: dict) -> SamplingParams:
+    """Keyword arguments of the text-level calls -> SamplingParams; None means "the default"."""
+    return SamplingParams(**{key: value for key, value in sampling.items() if value is not None})

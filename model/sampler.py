@@ -27,6 +27,11 @@ class SamplingParams:
     logits_hook: LogitsTransform | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        # Accept a single stop string and any sequences; store tuples so params stay hashable and immutable.
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        object.__setattr__(self, "stop", stop)
+        if self.stop_token_ids is not None:
+            object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature < 0:
