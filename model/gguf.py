@@ -7,7 +7,6 @@ package's reference `gguf.quants.dequantize` and handed over as a torch float32 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from gguf.quants import dequantize
 
 from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
 from model.config import ModelConfig, RopeScaling
+from model.rope import inverse_frequencies
 
 
 # GGUF name -> our name; "{i}" is the layer index. The one place GGUF naming is spelled out.
@@ -130,17 +130,6 @@ def reverse_llama_permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, hd // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def llama3_rope_divisors(scaling: RopeScaling, head_dim: int, theta: float) -> torch.Tensor:
-    """Per-frequency divisors as llama.cpp's converter computes them for rope_type "llama3"."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    wavelen = 2 * math.pi / inv_freq
-    old = scaling.original_max_position_embeddings
-    smooth = (old / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
-    mid = 1 / ((1 - smooth) / scaling.factor + smooth)
-    out = torch.where(wavelen < old / scaling.high_freq_factor, torch.ones_like(mid), mid)
-    return torch.where(wavelen > old / scaling.low_freq_factor, torch.full_like(mid, scaling.factor), out)
-
-
 def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float) -> RopeScaling | None:
     """Recover the RopeScaling whose llama3 divisors equal `divisors`; None if no standard one does.
 
@@ -154,7 +143,9 @@ def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float)
         for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0)):
             cand = RopeScaling(factor=factor, low_freq_factor=low, high_freq_factor=high,
                                original_max_position_embeddings=original)
-            if torch.allclose(llama3_rope_divisors(cand, head_dim, theta), divisors, rtol=1e-4, atol=1e-5):
+            # llama.cpp stores base / scaled frequency per pair; model/rope.py defines the scaled ones.
+            candidate = inverse_frequencies(head_dim, theta, None) / inverse_frequencies(head_dim, theta, cand)
+            if torch.allclose(candidate.double(), divisors, rtol=1e-4, atol=1e-5):
                 return cand
     return None
 
