@@ -91,9 +91,7 @@ def fuse_checkpoint(tensors: dict[str, torch.Tensor], config: ModelConfig) -> di
             raise ValueError(f"checkpoint lacks tensor {name!r}") from None
 
     state = {"tok_embeddings.weight": take("tok_embeddings.weight"), "norm.weight": take("norm.weight")}
-    if config.tie_embeddings:
-        remaining.pop("output.weight", None)  # some tied checkpoints still store a copy
-    else:
+    if not config.tie_embeddings:  # tied: the head is the embedding, re-tied in `from_state`
         state["output.weight"] = take("output.weight")
     for i in range(config.n_layers):
         p = f"layers.{i}."
