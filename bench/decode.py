@@ -126,25 +126,16 @@ def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: i
     result = EngineResult(name)
 
     def run_batch(prompts: list[list[int]], keep: list[int] | None = None) -> tuple[float, float]:
+        eng.clear_prefix_cache()  # every run prefills from scratch
         start = time.perf_counter()
-        seqs, logits = eng.prefill(prompts)
-        histories = [list(p) for p in prompts]
-        steps = eng.decode(seqs, logits, histories, params)
-        try:
-            first = next(steps)  # sampled from the prefill logits: no forward step
-            mid = time.perf_counter()
-            n = 1
-            for _ in steps:
-                n += 1
-            end = time.perf_counter()
-        finally:
-            steps.close()
-            eng.release(seqs)
-        if n != new_tokens or len(first) != len(prompts):
-            raise RuntimeError(f"{name}: expected {new_tokens} steps of {len(prompts)} tokens, got {n}")
+        done = eng.generate_batch(prompts, params)
+        end = time.perf_counter()
+        if any(c.generated_tokens != new_tokens for c in done):
+            raise RuntimeError(f"{name}: expected {new_tokens} tokens per prompt, got {[c.generated_tokens for c in done]}")
         if keep is not None:
-            keep[:] = histories[0][len(prompts[0]) :]
-        return mid - start, end - mid
+            keep[:] = done[0].token_ids
+        first = start + max(c.ttft_s for c in done)  # the prefill step also yields every first token
+        return first - start, end - first
 
     result.b1 = measure(lambda: run_batch([b1], result.b1_tokens), runs)
     result.b8 = measure(lambda: run_batch(b8), runs)
@@ -170,19 +161,27 @@ def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
     params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
 
     def loop(prof=None) -> float:
-        seqs, logits = eng.prefill(prompts)
-        steps = eng.decode(seqs, logits, [list(p) for p in prompts], params)
-        next(steps)
+        """Wall time of the decode steps (after every first token), profiled when `prof` is given.
+
+        torch.profiler only sees the ops of the thread that started it, so this drives a scheduler of its
+        own, step by step, in this thread (the engine's loop thread stays idle meanwhile).
+        """
+        from model.request import Request
+        from model.scheduler import Scheduler
+
+        scheduler = Scheduler(eng.model, eng.tokenizer, eng.model.new_cache(max_seq_len=eng.context_length, capacity_bytes=256 << 20))
+        requests = [Request(p, params, eng.tokenizer, frozenset(), lambda: None) for p in prompts]
+        scheduler._waiting.extend(requests)
+        while not all(r.first_token_at is not None for r in requests):
+            scheduler.step()
         start = time.perf_counter()
         if prof is not None:
             prof.start()
-        for _ in steps:
-            pass
+        while not all(r.done for r in requests):
+            scheduler.step()
         if prof is not None:
             prof.stop()
-        wall = time.perf_counter() - start
-        eng.release(seqs)
-        return wall
+        return time.perf_counter() - start
 
     n_steps = new_tokens - 1
     wall = loop() / n_steps

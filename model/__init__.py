@@ -10,12 +10,23 @@ import torch
 
 from model.checkpoint import ModelLoadError, load_checkpoint
 from model.config import ModelConfig
-from model.engine import Completion, Engine
+from model.engine import Engine
+from model.request import Completion, GenerationError, Request
 from model.linear import QUANT_MODES, Linear
 from model.sampler import SamplingParams
 from model.transformer import Transformer, fuse_checkpoint
 
-__all__ = ["Completion", "Engine", "ModelLoadError", "SamplingParams", "build_transformer", "load", "physical_cores"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "GenerationError",
+    "ModelLoadError",
+    "Request",
+    "SamplingParams",
+    "build_transformer",
+    "load",
+    "physical_cores",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +71,13 @@ def load(
     quant: str | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
+    kv_cache_mb: int | None = None,
 ) -> Engine:
     """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
 
     quant: None (fp32 weights), "int8" (weight-only, per output channel) or "int4" (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
+    kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant not in QUANT_MODES:
@@ -80,4 +93,4 @@ def load(
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads)
-    return Engine(model, checkpoint.tokenizer, threads=threads)
+    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb)

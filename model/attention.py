@@ -23,6 +23,11 @@ class GroupedQueryAttention(nn.Module):
         self.wqkv = Linear(config.dim, (config.n_heads + 2 * config.n_kv_heads) * config.head_dim, bias=config.qkv_bias)
         self.wo = Linear(config.n_heads * config.head_dim, config.dim)
 
+    @staticmethod
+    def cache_row_shape(config: ModelConfig) -> tuple[int, ...]:
+        """What one token of one layer occupies in the KV cache: its keys, then its values."""
+        return (2 * config.n_kv_heads, config.head_dim)
+
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
     ) -> torch.Tensor:
@@ -34,7 +39,8 @@ class GroupedQueryAttention(nn.Module):
         qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
         q = qk[:, :H]  # [N, H, hd]
         cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
-        keys, values = cache.read(self.layer, layout.read_slots)  # [B, KV, S, hd]
+        kv = cache.read(self.layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
+        keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
 
         B, T = layout.batch_size, layout.max_new
         if layout.row_of_token is None:

@@ -1,19 +1,30 @@
 """Paged KV cache: a pool of fixed-size blocks (storage) apart from per-sequence block tables (bookkeeping).
 
-Every sequence owns a list of block indices and a length. Forking a sequence copies only its block
-table and bumps reference counts, so K siblings share the prefix's K/V without recomputing or copying
-it; a shared block is copied the first time one of its sharers writes into it (copy-on-write).
-Each forward step appends tokens to a set of sequences through `append`, which returns a `StepLayout`:
-where the new K/V go and which cached slots each sequence attends over. All layers share that layout.
+Every sequence owns a list of block indices and a length. A block may be shared: by forked sequences, and
+by sequences that adopted a cached prefix from the radix tree (model/radix_cache.py), which holds its own
+reference on each block it indexes. A shared block is copied the first time one of its sharers writes
+into it (copy-on-write). The pool never grows past `max_blocks`; running out raises `CacheFull`, so the
+scheduler checks `blocks_needed` against `free_blocks` (evicting from the tree) before it steps.
+
+What one cache row holds is the attention class's business: `row_shape` per token per layer, e.g.
+`(2 * n_kv_heads, head_dim)` for grouped-query attention (keys then values).
+
+A forward step appends tokens to a set of sequences through `append`, which returns a `StepLayout`:
+where the new rows go and which cached slots each sequence attends over. All layers share it. Lengths
+advance only at `commit(layout)`, after the forward has written every layer; `rollback(layout)` undoes the
+step's allocations when the forward fails, so no sequence ever attends over unwritten rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from model.config import ModelConfig
+
+class CacheFull(RuntimeError):
+    """The pool is at `max_blocks` and no block is free."""
 
 
 @dataclass(frozen=True)
@@ -23,8 +34,10 @@ class StepLayout:
     Tokens are packed: N = sum of new tokens over the B sequences, row-major by sequence.
     """
 
+    seqs: tuple[int, ...]  # the B sequences, in row order
+    starts: tuple[int, ...]  # each sequence's cached length before the step
     positions: torch.Tensor  # [N] absolute position of each new token
-    write_slots: torch.Tensor  # [N] flat cache slot receiving each new token's K/V
+    write_slots: torch.Tensor  # [N] flat cache slot receiving each new token's row
     row_of_token: torch.Tensor | None  # [B, T] bool: which padded (b, t) cells hold a token; None if none are padding
     read_slots: torch.Tensor  # [B, S] flat cache slots each sequence attends over (padding points at slot 0)
     mask: torch.Tensor | None  # [B, 1, T, S] True = may attend; None when every query sees all S keys
@@ -33,24 +46,38 @@ class StepLayout:
     max_new: int
 
 
+def block_bytes(n_layers: int, row_shape: Sequence[int], block_size: int, dtype: torch.dtype) -> int:
+    """Bytes one block of `block_size` tokens takes across all layers."""
+    row_elements = 1
+    for size in row_shape:
+        row_elements *= size
+    return n_layers * block_size * row_elements * dtype.itemsize
+
+
 class KVCache:
     def __init__(
         self,
-        config: ModelConfig,
+        n_layers: int,
+        row_shape: tuple[int, ...],
         *,
+        max_seq_len: int,
+        max_blocks: int = 1 << 20,
         block_size: int = 16,
         initial_blocks: int = 64,
         dtype: torch.dtype = torch.float32,
-        max_seq_len: int | None = None,
     ) -> None:
+        if max_blocks < 1:
+            raise ValueError(f"the KV cache needs at least one block, got max_blocks={max_blocks}")
+        self.n_layers = n_layers
+        self.row_shape = tuple(row_shape)
         self.block_size = block_size
-        self.max_seq_len = max_seq_len or config.max_seq_len
-        self._shape = (config.n_layers, config.n_kv_heads, config.head_dim)
+        self.max_seq_len = max_seq_len
+        self.max_blocks = max_blocks
         self.dtype = dtype
-        self.kv = torch.zeros(0)
+        self.kv = torch.zeros(n_layers, 0, *self.row_shape, dtype=dtype)  # [L, slots, *row_shape]
         self._refs: list[int] = []
         self._free: list[int] = []
-        self._grow(initial_blocks)
+        self._grow(min(initial_blocks, max_blocks))
         self._tables: dict[int, list[int]] = {}
         self._lengths: dict[int, int] = {}
         self._next_id = 0
@@ -58,15 +85,27 @@ class KVCache:
     # ----- storage -------------------------------------------------------------------------------
 
     @property
+    def bytes_per_block(self) -> int:
+        return block_bytes(self.n_layers, self.row_shape, self.block_size, self.dtype)
+
+    @property
     def n_blocks(self) -> int:
+        """Blocks allocated so far (the storage grows on demand up to `max_blocks`)."""
         return len(self._refs)
 
+    @property
+    def free_blocks(self) -> int:
+        """Blocks that can be handed out without evicting anything."""
+        return len(self._free) + self.max_blocks - self.n_blocks
+
+    @property
+    def blocks_in_use(self) -> int:
+        return sum(1 for r in self._refs if r > 0)
+
     def _grow(self, n_new_blocks: int) -> None:
-        n_layers, n_kv, hd = self._shape
         old = self.n_blocks
         slots = (old + n_new_blocks) * self.block_size
-        # Keys and values side by side per slot ([L, slots, 2 * KV, hd]): one write and one gather per layer.
-        kv = torch.zeros(n_layers, slots, 2 * n_kv, hd, dtype=self.dtype)
+        kv = torch.zeros(self.n_layers, slots, *self.row_shape, dtype=self.dtype)
         if old:
             kv[:, : old * self.block_size] = self.kv
         self.kv = kv
@@ -76,59 +115,81 @@ class KVCache:
 
     def _allocate(self) -> int:
         if not self._free:
-            self._grow(self.n_blocks)
+            if self.n_blocks >= self.max_blocks:
+                raise CacheFull(f"the KV cache is full ({self.max_blocks} blocks of {self.block_size} tokens)")
+            self._grow(min(max(self.n_blocks, 1), self.max_blocks - self.n_blocks))
         block = self._free.pop()
         self._refs[block] = 1
         return block
 
-    def _release(self, block: int) -> None:
-        self._refs[block] -= 1
-        if self._refs[block] == 0:
-            self._free.append(block)
+    def retain(self, blocks: Sequence[int]) -> None:
+        """Take one more reference on each block (the radix tree does, for the blocks it indexes)."""
+        for block in blocks:
+            self._refs[block] += 1
 
-    @property
-    def blocks_in_use(self) -> int:
-        return sum(1 for r in self._refs if r > 0)
+    def release(self, blocks: Sequence[int]) -> None:
+        """Drop one reference from each block; a block nobody references is free again."""
+        for block in blocks:
+            self._refs[block] -= 1
+            if self._refs[block] == 0:
+                self._free.append(block)
+
+    def refs(self, block: int) -> int:
+        return self._refs[block]
 
     # ----- sequences -----------------------------------------------------------------------------
 
-    def new_sequence(self) -> int:
+    def new_sequence(self, prefix_blocks: Sequence[int] = ()) -> int:
+        """A sequence whose first len(prefix_blocks) * block_size tokens are those (full, cached) blocks."""
         seq = self._next_id
         self._next_id += 1
-        self._tables[seq] = []
-        self._lengths[seq] = 0
+        self._tables[seq] = list(prefix_blocks)
+        self._lengths[seq] = len(prefix_blocks) * self.block_size
+        self.retain(prefix_blocks)
         return seq
 
     def length(self, seq: int) -> int:
         return self._lengths[seq]
 
+    def blocks(self, seq: int) -> list[int]:
+        return list(self._tables[seq])
+
     def fork(self, seq: int, n: int) -> list[int]:
-        """n new sequences whose cached prefix is `seq`'s, sharing its blocks (no K/V copied)."""
+        """n new sequences whose cached prefix is `seq`'s, sharing its blocks (no rows copied)."""
         children = []
         for _ in range(n):
             child = self.new_sequence()
             self._tables[child] = list(self._tables[seq])
             self._lengths[child] = self._lengths[seq]
-            for block in self._tables[child]:
-                self._refs[block] += 1
+            self.retain(self._tables[child])
             children.append(child)
         return children
 
     def free(self, seq: int) -> None:
-        for block in self._tables.pop(seq):
-            self._release(block)
+        self.release(self._tables.pop(seq))
         del self._lengths[seq]
 
     def truncate(self, seq: int, length: int) -> None:
         """Forget every cached token of `seq` from `length` on (e.g. to roll back a rejected step)."""
         if not 0 <= length <= self._lengths[seq]:
             raise ValueError(f"cannot truncate sequence of length {self._lengths[seq]} to {length}")
-        table = self._tables[seq]
-        keep = -(-length // self.block_size)
-        for block in table[keep:]:
-            self._release(block)
-        del table[keep:]
+        self._drop_blocks_from(seq, -(-length // self.block_size))
         self._lengths[seq] = length
+
+    def _drop_blocks_from(self, seq: int, keep: int) -> None:
+        table = self._tables[seq]
+        self.release(table[keep:])
+        del table[keep:]
+
+    def blocks_needed(self, seqs: Sequence[int], n_new: Sequence[int]) -> int:
+        """Blocks `append(seqs, n_new)` would allocate: new blocks plus copies of shared ones written into."""
+        bs, needed = self.block_size, 0
+        for seq, n in zip(seqs, n_new):
+            table, start = self._tables[seq], self._lengths[seq]
+            for index in range(start // bs, (start + n - 1) // bs + 1):
+                if index >= len(table) or self._refs[table[index]] > 1:
+                    needed += 1
+        return needed
 
     def _writable_block(self, seq: int, index: int) -> int:
         """The block at table position `index`, allocated or un-shared (copy-on-write) as needed."""
@@ -140,15 +201,16 @@ class KVCache:
             copy = self._allocate()
             bs = self.block_size
             self.kv[:, copy * bs : (copy + 1) * bs] = self.kv[:, block * bs : (block + 1) * bs]
-            self._release(block)
+            self.release([block])
             table[index] = copy
             block = copy
         return block
 
-    def append(self, seqs: list[int], n_new: list[int]) -> StepLayout:
+    def append(self, seqs: Sequence[int], n_new: Sequence[int]) -> StepLayout:
         """Reserve room for n_new[i] tokens after each sequence's cached ones and describe the step.
 
-        Side effect: lengths grow by n_new; the caller must run the forward step that fills the slots.
+        Allocates (and un-shares) blocks; lengths stay as they are until `commit(layout)`. Raises
+        ValueError for a malformed step and CacheFull when the pool runs out (after undoing its allocations).
         """
         if len(seqs) != len(n_new) or not seqs:
             raise ValueError("append needs one token count per sequence and at least one sequence")
@@ -163,10 +225,16 @@ class KVCache:
                 raise ValueError(
                     f"sequence would reach {start + n} tokens, past the context length of {self.max_seq_len}"
                 )
-        for seq, start, n in zip(seqs, starts, n_new):
-            for index in range(start // bs, (start + n - 1) // bs + 1):
-                self._writable_block(seq, index)
-            self._lengths[seq] = start + n
+        done = 0
+        try:
+            for seq, start, n in zip(seqs, starts, n_new):
+                for index in range(start // bs, (start + n - 1) // bs + 1):
+                    self._writable_block(seq, index)
+                done += 1
+        except CacheFull:
+            for seq, start in zip(seqs[: done + 1], starts):
+                self._drop_blocks_from(seq, -(-start // bs))
+            raise
 
         ends = [start + n for start, n in zip(starts, n_new)]
         max_len, max_new = max(ends), max(n_new)
@@ -178,10 +246,10 @@ class KVCache:
 
         positions = torch.cat([torch.arange(s, e) for s, e in zip(starts, ends)])
         write_slots = torch.cat([slot_rows[row, s:e] for row, (s, e) in enumerate(zip(starts, ends))])
-        last_token = torch.tensor(n_new).cumsum(0) - 1
+        last_token = torch.tensor(list(n_new)).cumsum(0) - 1
 
         uniform = all(n == max_new for n in n_new)
-        row_of_token = None if uniform else torch.arange(max_new)[None, :] < torch.tensor(n_new)[:, None]
+        row_of_token = None if uniform else torch.arange(max_new)[None, :] < torch.tensor(list(n_new))[:, None]
         mask = None
         if not (max_new == 1 and all(e == max_len for e in ends)):
             # Query t of row b sits at position starts[b] + t and may see keys at positions <= its own.
@@ -190,6 +258,8 @@ class KVCache:
             mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < torch.tensor(ends)[:, None, None])
             mask = mask.unsqueeze(1)  # [B, 1, T, S]
         return StepLayout(
+            seqs=tuple(seqs),
+            starts=tuple(starts),
             positions=positions,
             write_slots=write_slots,
             row_of_token=row_of_token,
@@ -200,13 +270,23 @@ class KVCache:
             max_new=max_new,
         )
 
-    def write(self, layer: int, slots: torch.Tensor, kv: torch.Tensor) -> None:
-        """Store the step's new keys and values, kv [N, 2 * KV, hd] (keys first)."""
-        self.kv[layer].index_copy_(0, slots, kv)
+    def commit(self, layout: StepLayout) -> None:
+        """The step's forward wrote every layer: its tokens are now cached."""
+        n_new = layout.last_token.diff(prepend=torch.tensor([-1])).tolist()
+        for seq, start, n in zip(layout.seqs, layout.starts, n_new):
+            self._lengths[seq] = start + n
 
-    def read(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K/V for slots [B, S] -> each [B, KV, S, hd]."""
+    def rollback(self, layout: StepLayout) -> None:
+        """The step's forward failed: give back the blocks it allocated; lengths never moved."""
+        for seq, start in zip(layout.seqs, layout.starts):
+            if seq in self._tables:
+                self._drop_blocks_from(seq, -(-start // self.block_size))
+
+    def write(self, layer: int, slots: torch.Tensor, rows: torch.Tensor) -> None:
+        """Store the step's new rows, [N, *row_shape]."""
+        self.kv[layer].index_copy_(0, slots, rows)
+
+    def read(self, layer: int, slots: torch.Tensor) -> torch.Tensor:
+        """Rows for slots [B, S] -> [B, S, *row_shape]."""
         B, S = slots.shape
-        kv = self.kv[layer].index_select(0, slots.view(-1)).view(B, S, *self.kv.shape[2:]).transpose(1, 2)
-        n_kv = kv.shape[1] // 2
-        return kv[:, :n_kv], kv[:, n_kv:]
+        return self.kv[layer].index_select(0, slots.view(-1)).view(B, S, *self.row_shape)

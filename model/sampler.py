@@ -1,17 +1,32 @@
-"""Token sampling as a chain of small logit transforms, kept outside the model.
+"""Token sampling as a chain of small logit transforms, kept outside the model, one `Sampler` per request.
 
-Each transform maps (logits [B, V], histories) -> logits [B, V]. A constraint such as a grammar mask is just
-another transform: pass it as `logits_hook` and it runs first, at every step.
+Each transform maps (logits [B, V], histories) -> logits [B, V]. A constraint such as a grammar mask is a
+request's `logits_processor`: a stateful object called first, for that request's row only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 LogitsTransform = Callable[[torch.Tensor, Sequence[Sequence[int]]], torch.Tensor]
+
+
+class LogitsProcessor(Protocol):
+    """Called once per step for one request: its generated ids so far and its fp32 logits [V] -> logits [V].
+
+    It may change the row in place. Disallowed tokens get -inf; a row with no finite logit left ends the
+    request with an error. It is stateful, so give each request its own.
+    """
+
+    def __call__(self, generated_ids: list[int], logits: torch.Tensor) -> torch.Tensor: ...
+
+
+class NoTokenAllowed(RuntimeError):
+    """A logits processor masked out every token."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +39,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # generation ends before the first of these strings
     stop_token_ids: tuple[int, ...] | None = None  # None = the tokenizer's end-of-sequence ids
     seed: int | None = None
-    logits_hook: LogitsTransform | None = field(default=None, compare=False)
+    logprobs: int = 0  # > 0: report the chosen token's log-probability and this many top alternatives per step
+    logits_processor: LogitsProcessor | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Accept a single stop string and any sequences; store tuples so params stay hashable and immutable.
@@ -42,6 +58,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 <= self.logprobs <= 20:
+            raise ValueError(f"logprobs must be in [0, 20], got {self.logprobs}")
 
 
 class RepetitionPenalty:
@@ -91,13 +109,14 @@ class TopP:
 
 
 class Sampler:
-    """Applies the chain for `params` and picks one token per row."""
+    """One request's sampling: the chain for its params and its own random generator.
+
+    Per request, so a seeded sample never depends on what else shares the batch.
+    """
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         chain: list[LogitsTransform] = []
-        if params.logits_hook is not None:
-            chain.append(params.logits_hook)
         if params.repetition_penalty != 1.0:
             chain.append(RepetitionPenalty(params.repetition_penalty))
         if params.temperature > 0:
@@ -113,13 +132,24 @@ class Sampler:
         else:
             self.generator.seed()
 
-    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """logits [B, V] (not modified) -> token ids [B]."""
-        if self.chain:
-            logits = logits.clone()  # transforms may work in place
+    @property
+    def plain_greedy(self) -> bool:
+        """True when the token is simply the argmax of the model's logits (the batch can compute it at once)."""
+        return self.params.temperature == 0 and not self.chain and self.params.logits_processor is None
+
+    def __call__(self, logits: torch.Tensor, history: Sequence[int], generated: Sequence[int]) -> int:
+        """logits [V] (not modified) -> token id. history: prompt + generated ids (the penalty looks at both).
+
+        Raises NoTokenAllowed when the logits processor leaves no token.
+        """
+        logits = logits.clone()
+        if self.params.logits_processor is not None:
+            logits = self.params.logits_processor(list(generated), logits)
+            if not torch.isfinite(logits).any():
+                raise NoTokenAllowed("the logits processor allowed no token")
+        row = logits.unsqueeze(0)  # [1, V]
         for transform in self.chain:
-            logits = transform(logits, histories)
+            row = transform(row, [history])
         if self.params.temperature == 0:
-            return logits.argmax(dim=-1)
-        probs = logits.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+            return int(row.argmax(dim=-1))
+        return int(torch.multinomial(row.softmax(dim=-1), 1, generator=self.generator))

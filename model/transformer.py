@@ -11,7 +11,7 @@ from torch import nn
 
 from model.attention import GroupedQueryAttention
 from model.config import ModelConfig
-from model.kv_cache import KVCache, StepLayout
+from model.kv_cache import KVCache, StepLayout, block_bytes
 from model.mlp import SwiGLU
 from model.norm import RMSNorm
 from model.linear import Linear
@@ -45,6 +45,14 @@ class Transformer(nn.Module):
         # the loader fills it from the embedding matrix.
         self.output = Linear(config.dim, config.vocab_size)
         self.rope = RotaryEmbedding(config)
+
+    def new_cache(self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16) -> KVCache:
+        """A paged KV cache for this model holding at most `capacity_bytes` of rows."""
+        n_layers, row_shape = self.config.n_layers, self.layers[0].attention.cache_row_shape(self.config)
+        per_block = block_bytes(n_layers, row_shape, block_size, torch.float32)
+        return KVCache(
+            n_layers, row_shape, max_seq_len=max_seq_len, block_size=block_size, max_blocks=max(1, capacity_bytes // per_block)
+        )
 
     @classmethod
     def from_state(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:

@@ -80,16 +80,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     engine = _load(settings)
-    sampling = settings.sampling() | {"stop": tuple(args.stop or ())}
+    request = engine.submit(prompt, **settings.sampling(), stop=tuple(args.stop or ()))
     if args.stream:
-        for delta in engine.stream(prompt, **sampling):
+        for delta in request.stream():
             sys.stdout.write(delta)
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        print(engine.generate(prompt, **sampling))
-    stats = engine.last_stats
-    log.info("%d prompt tokens, %d generated", stats.prompt_tokens, stats.generated_tokens)
+        print(request.result().text)
+    done = request.result()
+    log.info("%d prompt tokens, %d generated, %s, %.2f s", done.prompt_tokens, done.generated_tokens, done.finish_reason, done.seconds)
+    if done.finish_reason == "error":
+        print(f"r1: error: generation failed: {done.error}", file=sys.stderr)
+        return 1
     return 0
 
 

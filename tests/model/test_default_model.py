@@ -132,12 +132,14 @@ def test_chat_answers_with_the_models_template(engine):
 def test_prompt_longer_than_context_is_refused_clearly(engine):
     small = model.Engine(engine.model, engine.tokenizer, context_length=64)
     with pytest.raises(ValueError, match="context length is 64"):
-        small.generate([1] * 64, max_new_tokens=4)
-    assert small.cache.blocks_in_use == 0, "a refused prompt must not leak cache blocks"
+        small.submit([1] * 64, max_new_tokens=4)
+    assert small.cache.blocks_in_use == 0, "a refused prompt must not take cache blocks"
 
 
 def test_generation_stops_at_the_end_of_the_context(engine):
     small = model.Engine(engine.model, engine.tokenizer, context_length=64)
     done = small.generate_batch([[1] * 61], SamplingParams(max_new_tokens=10, stop_token_ids=()))[0]
-    assert len(done.token_ids) == 4 and done.finish_reason == "length"
-    assert small.cache.blocks_in_use == 0
+    assert done.generated_tokens == 4 and done.finish_reason == "length"
+    assert small.cache_stats().bytes_used == small.cache_stats().cached_blocks * small.cache.bytes_per_block, (
+        "only the prefix cache holds blocks once the request is done"
+    )

@@ -5,28 +5,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import ModelConfig
-from model.kv_cache import KVCache
+from model.kv_cache import CacheFull, KVCache
 
-CONFIG = ModelConfig(arch="llama", vocab_size=10, dim=8, n_layers=2, ffn_dim=8, n_heads=2, n_kv_heads=1, head_dim=4, max_seq_len=100)
+N_LAYERS, ROW_SHAPE = 2, (2, 4)  # one KV head of dim 4: keys and values
+
+
+def make_cache(**kwargs) -> KVCache:
+    return KVCache(N_LAYERS, ROW_SHAPE, **{"max_seq_len": 100, **kwargs})
 
 
 def fill(cache: KVCache, seq: int, n: int, value: float) -> None:
     layout = cache.append([seq], [n])
-    kv = torch.full((n, 2, 4), value)
-    for layer in range(CONFIG.n_layers):
-        cache.write(layer, layout.write_slots, kv)
+    rows = torch.full((n, *ROW_SHAPE), value)
+    for layer in range(N_LAYERS):
+        cache.write(layer, layout.write_slots, rows)
+    cache.commit(layout)
 
 
 def cached_values(cache: KVCache, seq: int) -> list[float]:
     layout = cache.append([seq], [1])  # reading goes through a step layout; roll the probe token back after
-    keys, _ = cache.read(0, layout.read_slots)
-    cache.truncate(seq, cache.length(seq) - 1)
-    return keys[0, 0, :-1, 0].tolist()
+    rows = cache.read(0, layout.read_slots)  # [B, S, 2, 4]
+    cache.rollback(layout)
+    return rows[0, :-1, 0, 0].tolist()
 
 
 def test_fork_shares_blocks_and_copies_on_write():
-    cache = KVCache(CONFIG, block_size=4, initial_blocks=4)
+    cache = make_cache(block_size=4, initial_blocks=4)
     parent = cache.new_sequence()
     fill(cache, parent, 6, 1.0)  # blocks: one full, one half-filled
     assert cache.blocks_in_use == 2
@@ -45,7 +49,7 @@ def test_fork_shares_blocks_and_copies_on_write():
 
 
 def test_pool_grows_when_blocks_run_out():
-    cache = KVCache(CONFIG, block_size=4, initial_blocks=1)
+    cache = make_cache(block_size=4, initial_blocks=1)
     seq = cache.new_sequence()
     fill(cache, seq, 3, 1.0)
     fill(cache, seq, 10, 3.0)
@@ -54,7 +58,7 @@ def test_pool_grows_when_blocks_run_out():
 
 
 def test_truncate_releases_whole_blocks():
-    cache = KVCache(CONFIG, block_size=4, initial_blocks=8)
+    cache = make_cache(block_size=4, initial_blocks=8)
     seq = cache.new_sequence()
     fill(cache, seq, 13, 1.0)
     assert cache.blocks_in_use == 4
@@ -65,7 +69,7 @@ def test_truncate_releases_whole_blocks():
 
 
 def test_ragged_layout_masks_padding_and_future():
-    cache = KVCache(CONFIG, block_size=4)
+    cache = make_cache(block_size=4)
     a, b = cache.new_sequence(), cache.new_sequence()
     fill(cache, a, 3, 1.0)
     layout = cache.append([a, b], [1, 2])
@@ -79,7 +83,7 @@ def test_ragged_layout_masks_padding_and_future():
 
 
 def test_context_length_is_enforced():
-    cache = KVCache(CONFIG)
+    cache = make_cache()
     seq = cache.new_sequence()
     fill(cache, seq, 99, 0.0)
     with pytest.raises(ValueError, match="context length of 100"):
@@ -88,7 +92,7 @@ def test_context_length_is_enforced():
 
 
 def test_bad_steps_are_refused():
-    cache = KVCache(CONFIG)
+    cache = make_cache()
     seq = cache.new_sequence()
     with pytest.raises(ValueError):
         cache.append([seq, seq], [1, 1])
@@ -97,9 +101,47 @@ def test_bad_steps_are_refused():
 
 
 def test_a_refused_batch_step_changes_no_sequence():
-    cache = KVCache(CONFIG)
+    cache = make_cache()
     short, long = cache.new_sequence(), cache.new_sequence()
     fill(cache, long, 99, 0.0)
     with pytest.raises(ValueError):
         cache.append([short, long], [1, 2])
     assert (cache.length(short), cache.length(long)) == (0, 99)
+
+
+def test_lengths_move_only_on_commit_and_rollback_frees_the_step():
+    cache = make_cache(block_size=4)
+    seq = cache.new_sequence()
+    fill(cache, seq, 3, 1.0)
+    layout = cache.append([seq], [6])  # would need two more blocks
+    assert cache.length(seq) == 3 and cache.blocks_in_use == 3
+    cache.rollback(layout)  # the forward failed: nothing of the step stays
+    assert cache.length(seq) == 3 and cache.blocks_in_use == 1
+    assert cached_values(cache, seq) == [1.0] * 3
+
+
+def test_pool_never_grows_past_its_capacity():
+    cache = make_cache(block_size=4, initial_blocks=1, max_blocks=3)
+    a, b = cache.new_sequence(), cache.new_sequence()
+    fill(cache, a, 8, 1.0)
+    assert cache.free_blocks == 1
+    assert cache.blocks_needed([a, b], [1, 5]) == 3
+    with pytest.raises(CacheFull):
+        cache.append([a, b], [1, 5])
+    assert cache.blocks_in_use == 2 and cache.free_blocks == 1, "a refused step must give back what it took"
+    fill(cache, b, 4, 2.0)
+    assert cache.n_blocks == 3 and cache.free_blocks == 0
+
+
+def test_adopted_prefix_blocks_are_shared_not_copied():
+    cache = make_cache(block_size=4)
+    donor = cache.new_sequence()
+    fill(cache, donor, 8, 5.0)
+    blocks = cache.blocks(donor)
+    cache.retain(blocks)  # what the radix tree does for blocks it indexes
+    cache.free(donor)
+    seq = cache.new_sequence(blocks)
+    assert cache.length(seq) == 8 and cache.blocks_in_use == 2
+    fill(cache, seq, 1, 6.0)
+    assert cached_values(cache, seq) == [5.0] * 8 + [6.0]
+    assert [cache.refs(b) for b in blocks] == [2, 2]

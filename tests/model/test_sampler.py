@@ -6,12 +6,13 @@ import pytest
 import torch
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
 
-from model.sampler import RepetitionPenalty, Sampler, SamplingParams, TopK, TopP
+from model.sampler import NoTokenAllowed, RepetitionPenalty, Sampler, SamplingParams, TopK, TopP
 
 
 def test_greedy_picks_argmax():
-    logits = torch.tensor([[0.1, 3.0, -1.0], [5.0, 0.0, 4.9]])
-    assert Sampler(SamplingParams())(logits, [[], []]).tolist() == [1, 0]
+    sampler = Sampler(SamplingParams())
+    assert sampler.plain_greedy
+    assert [sampler(row, [], []) for row in torch.tensor([[0.1, 3.0, -1.0], [5.0, 0.0, 4.9]])] == [1, 0]
 
 
 def test_repetition_penalty_matches_transformers():
@@ -37,28 +38,39 @@ def test_top_k_keeps_k_best():
 
 
 def test_seeded_sampling_is_reproducible_and_follows_the_distribution():
-    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).repeat(4000, 1)
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1]))
     params = SamplingParams(temperature=1.0, seed=123)
-    first = Sampler(params)(logits, [[]] * 4000)
-    assert torch.equal(first, Sampler(params)(logits, [[]] * 4000))
-    freq = torch.bincount(first, minlength=3).float() / 4000
+    first, second = Sampler(params), Sampler(params)
+    draws = [first(logits, [], []) for _ in range(3000)]
+    assert draws == [second(logits, [], []) for _ in range(3000)]
+    freq = torch.bincount(torch.tensor(draws), minlength=3).float() / 3000
     torch.testing.assert_close(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03, rtol=0)
 
 
-def test_logits_hook_runs_first_and_can_force_a_token():
-    def only_token_2(logits, histories):
-        mask = torch.full_like(logits, float("-inf"))
-        mask[:, 2] = 0
-        return logits + mask
+def test_logits_processor_runs_first_sees_its_rows_ids_and_can_force_a_token():
+    seen = []
 
-    logits = torch.tensor([[9.0, 8.0, -3.0]])
-    sampler = Sampler(SamplingParams(temperature=0.8, top_k=1, seed=0, logits_hook=only_token_2))
-    assert sampler(logits, [[]]).tolist() == [2]
+    def only_token_2(generated_ids, logits):
+        seen.append(generated_ids)
+        logits[torch.arange(3) != 2] = float("-inf")
+        return logits
+
+    logits = torch.tensor([9.0, 8.0, -3.0])
+    sampler = Sampler(SamplingParams(temperature=0.8, top_k=1, seed=0, logits_processor=only_token_2))
+    assert not sampler.plain_greedy
+    assert sampler(logits, [5, 6, 7], [7]) == 2
+    assert seen == [[7]] and logits.tolist() == [9.0, 8.0, -3.0], "the caller's logits are not modified"
+
+
+def test_a_processor_that_allows_nothing_is_an_error_not_token_0():
+    sampler = Sampler(SamplingParams(logits_processor=lambda ids, logits: logits.fill_(float("-inf"))))
+    with pytest.raises(NoTokenAllowed):
+        sampler(torch.zeros(3), [], [])
 
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(repetition_penalty=0), dict(max_new_tokens=-1)],
+    [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(repetition_penalty=0), dict(max_new_tokens=-1), dict(logprobs=21)],
 )
 def test_invalid_parameters_are_rejected(bad):
     with pytest.raises(ValueError):
