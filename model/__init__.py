@@ -71,7 +71,7 @@ def load(
     quant: str | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
-    kv_cache_mb: int | None = None,
+    kv_cache_mb: float | None = None,
 ) -> Engine:
     """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
 

@@ -32,7 +32,7 @@ class Engine:
         *,
         threads: int | None = None,
         context_length: int | None = None,
-        kv_cache_mb: int | None = None,
+        kv_cache_mb: float | None = None,
         scheduler: SchedulerConfig = SchedulerConfig(),
     ) -> None:
         """context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
@@ -44,7 +44,7 @@ class Engine:
         self.threads = threads
         self.kv_cache_mb = kv_cache_mb or DEFAULT_KV_CACHE_MB
         context = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
-        cache = model.new_cache(max_seq_len=context, capacity_bytes=self.kv_cache_mb << 20)
+        cache = model.new_cache(max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)))
         capacity_tokens = cache.max_blocks * cache.block_size
         if capacity_tokens < context:
             log.warning("KV cache of %d MiB holds %d tokens; context cut from %d", self.kv_cache_mb, capacity_tokens, context)

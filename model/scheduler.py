@@ -176,8 +176,8 @@ class Scheduler:
         for row, (request, n) in enumerate(batch):
             request.computed += n
             request.forward_steps += 1
-            if request.computed < len(request.ids):  # still prefilling: share what is complete so far
-                self._index(request)
+            self._index(request)  # share its complete blocks with requests that arrive meanwhile
+            if request.computed < len(request.ids):  # still prefilling
                 continue
             self._sample(request, logits[row], greedy[row] if greedy is not None and request.sampler.plain_greedy else None)
         return True
