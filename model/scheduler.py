@@ -40,6 +40,7 @@ class SchedulerConfig:
     prefill_chunk: int = 512  # most prompt tokens one request feeds in one step
     max_step_tokens: int = 1024  # token budget of one step (a decoding request counts 1)
     max_running: int = 64  # most requests in the batch at once
+    prefix_cache: bool = True  # reuse cached prefixes across requests (off: every prompt is computed in full)
 
 
 @dataclass
@@ -222,7 +223,8 @@ class Scheduler:
 
     def _admit(self, request: Request, budget: int, batch: list[tuple[Request, int]]) -> int | None:
         """Start `request` on its longest cached prefix and add its first chunk to `batch`; None if it can't fit."""
-        match = self.radix.match(request.ids[:-1])  # at least one token is fed, to get the next-token logits
+        # At least one token is fed, to get the next-token logits.
+        match = self.radix.match(request.ids[:-1] if self.config.prefix_cache else [])
         matched = match.n_blocks * self.cache.block_size
         n = min(len(request.ids) - matched, self.config.prefill_chunk, budget)
         self.radix.lock(match.node)
@@ -244,6 +246,8 @@ class Scheduler:
 
     def _shares_uncached_prefix(self, request: Request, admitting: list[Request]) -> bool:
         """True if a request admitted this step (or still prefilling) will cache a block-long prefix of this one."""
+        if not self.config.prefix_cache:
+            return False
         bs = self.cache.block_size
         for other in [*admitting, *(r for r in self._running if r.computed < len(r.prompt_ids))]:
             common = 0
@@ -257,7 +261,7 @@ class Scheduler:
     def _index(self, request: Request) -> None:
         """Offer the request's full cached blocks to the radix tree and move its lock to the deepest node."""
         full = request.computed // self.cache.block_size
-        if full <= request.indexed_blocks:
+        if full <= request.indexed_blocks or not self.config.prefix_cache:
             return
         tokens = request.ids[: full * self.cache.block_size]
         node, new_blocks = self.radix.insert(tokens, self.cache.blocks(request.seq)[:full])

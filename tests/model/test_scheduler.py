@@ -281,3 +281,11 @@ def test_close_ends_requests_in_flight(transformer, tokenizer):
     assert {r.result(timeout=10).finish_reason for r in [running, *queued]} == {"cancelled"}
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(PROMPTS[0])
+
+
+def test_the_prefix_cache_can_be_turned_off(transformer, tokenizer):
+    with Engine(transformer, tokenizer, scheduler=SchedulerConfig(prefix_cache=False)) as engine:
+        prompt = list(range(200, 300))
+        first, second = (engine.submit(prompt, max_new_tokens=3).result() for _ in range(2))
+        assert first.cached_tokens == second.cached_tokens == 0 and first.token_ids == second.token_ids
+        assert engine.cache.blocks_in_use == 0
