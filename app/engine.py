@@ -8,4 +8,10 @@ from model.engine import Engine
 
 
 def load_engine(settings: Settings) -> Engine:
-    return model.load(settings.model, quant=settings.quant, threads=settings.threads, cache_dir=settings.cache_dir)
+    return model.load(
+        settings.model,
+        quant=settings.quant,
+        threads=settings.threads,
+        cache_dir=settings.cache_dir,
+        kv_cache_mb=settings.kv_cache_mb,
+    )

@@ -19,6 +19,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quant", choices=["int8", "int4"], help="weight quantization (default: none, fp32)")
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
+    group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         quant=args.quant,
         threads=args.threads,
         cache_dir=args.cache_dir,
+        kv_cache_mb=args.kv_cache_mb,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,

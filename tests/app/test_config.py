@@ -8,8 +8,11 @@ from app import Settings
 
 
 def test_environment_overrides_defaults_with_typed_values():
-    settings = Settings.from_env({"R1_QUANT": "int4", "R1_THREADS": "3", "R1_TEMPERATURE": "0.7", "R1_SEED": ""})
+    settings = Settings.from_env(
+        {"R1_QUANT": "int4", "R1_THREADS": "3", "R1_TEMPERATURE": "0.7", "R1_SEED": "", "R1_KV_CACHE_MB": "256"}
+    )
     assert (settings.quant, settings.threads, settings.temperature, settings.seed) == ("int4", 3, 0.7, None)
+    assert settings.kv_cache_mb == 256.0
     assert settings.model == "default" and settings.max_new_tokens == 512
 
 

@@ -289,3 +289,18 @@ def test_the_prefix_cache_can_be_turned_off(transformer, tokenizer):
         first, second = (engine.submit(prompt, max_new_tokens=3).result() for _ in range(2))
         assert first.cached_tokens == second.cached_tokens == 0 and first.token_ids == second.token_ids
         assert engine.cache.blocks_in_use == 0
+
+
+def test_running_requests_that_outgrow_the_pool_are_preempted_and_resumed(transformer, tokenizer):
+    per_block = transformer.new_cache(max_seq_len=4096, capacity_bytes=1 << 30).bytes_per_block
+    prompts = [[3000 + 100 * p + i for i in range(40)] for p in range(3)]
+    params = SamplingParams(max_new_tokens=60, stop_token_ids=())
+    with Engine(transformer, tokenizer) as roomy:
+        expected = [c.token_ids for c in roomy.generate_batch(prompts, params)]
+    # 12 blocks = 192 tokens; the three requests need 3 x 100 = 300 once they are done.
+    with Engine(transformer, tokenizer, kv_cache_mb=12 * per_block / (1 << 20), context_length=150) as tight:
+        done = tight.generate_batch(prompts, params)
+        assert [c.token_ids for c in done] == expected
+        assert all(c.finish_reason == "length" for c in done)
+        assert tight.cache_stats().preemptions > 0
+        assert tight.cache.n_blocks <= 12
