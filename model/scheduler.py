@@ -111,12 +111,18 @@ class Scheduler:
             self._closed = True
             self._wake.notify()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None:
+            with self.lock:
+                self._cancel_all()
+        elif thread is not threading.current_thread():  # (from the loop itself, the loop cleans up on exit)
             thread.join()
-        with self.lock:
-            for request in [*self._inbox, *self._waiting, *self._running]:
-                self._finish(request, "cancelled")
+
+    def _cancel_all(self) -> None:
+        with self._wake:
+            self._waiting.extend(self._inbox)
             self._inbox.clear()
+        for request in [*self._waiting, *self._running]:
+            self._finish(request, "cancelled")
 
     def cache_stats(self) -> CacheStats:
         with self.lock:
@@ -134,25 +140,34 @@ class Scheduler:
     # ----- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._closed and not (self._inbox or self._waiting or self._running):
-                    self._wake.wait()
-                if self._closed:
-                    return
-                self._waiting.extend(self._inbox)
-                self._inbox.clear()
+        try:
+            while self._serve_once():
+                pass
+        finally:
             with self.lock:
-                try:
-                    progressed = self.step()
-                except Exception as err:  # a bug in the loop itself: fail what is in flight, keep serving
-                    log.exception("scheduler step failed")
-                    for request in [*self._running, *self._waiting]:
-                        self._finish(request, "error", f"internal error: {err}")
-                    progressed = True
-            if not progressed:  # waiting for memory that only a finishing request can give back
-                with self._wake:
-                    self._wake.wait(0.05)
+                self._cancel_all()
+
+    def _serve_once(self) -> bool:
+        """Wait for work, run one step; False once the scheduler is closed."""
+        with self._wake:
+            while not self._closed and not (self._inbox or self._waiting or self._running):
+                self._wake.wait()
+            if self._closed:
+                return False
+            self._waiting.extend(self._inbox)
+            self._inbox.clear()
+        with self.lock:
+            try:
+                progressed = self.step()
+            except Exception as err:  # a bug in the loop itself: fail what is in flight, keep serving
+                log.exception("scheduler step failed")
+                for request in [*self._running, *self._waiting]:
+                    self._finish(request, "error", f"internal error: {err}")
+                progressed = True
+        if not progressed:  # waiting for memory that only a finishing request can give back
+            with self._wake:
+                self._wake.wait(0.05)
+        return True
 
     def step(self) -> bool:
         """One scheduling round: drop cancelled requests, pick the batch, run it, sample, finish rows.
