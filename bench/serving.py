@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -136,15 +137,17 @@ class LlamaCppServer:
 
     def __init__(self, gguf: Path, threads: int, n_ctx: int = 4096) -> None:
         self.port = free_port()
+        self.log = tempfile.TemporaryFile(mode="w+")  # llama.cpp logs a lot: a pipe would fill and block it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
              "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=self.log, text=True,
         )
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("llama.cpp server exited: " + self.proc.stderr.read()[-2000:])
+                self.log.seek(0)
+                raise RuntimeError("llama.cpp server exited: " + self.log.read()[-2000:])
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/v1/models")
@@ -155,9 +158,12 @@ class LlamaCppServer:
         self.close()
         raise RuntimeError("llama.cpp server did not start within 120 s")
 
-    def stream(self, prompt: str, new_tokens: int, eos_id: int) -> StreamTiming:
-        body = json.dumps({"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
-                           "logit_bias": {str(eos_id): -100}})
+    def stream(self, prompt: str, new_tokens: int) -> StreamTiming:
+        """One streamed completion; it may end early at end-of-sequence (its tokens are counted as they come).
+
+        No logit_bias against EOS: llama-cpp-python applies it in Python over the whole vocabulary per token.
+        """
+        body = json.dumps({"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True})
         start = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -224,9 +230,7 @@ def bench_concurrency(engine, gguf: Path, args) -> list[str]:
             conc = concurrent(f"ours, {n} concurrent", ours_one, prompts)
             lines += [seq.row(None), conc.row(seq.tok_s)]
             if server is not None:
-                eos = engine.tokenizer.eos_token_ids[0]
-                remote = concurrent(f"llama.cpp server, {n} concurrent",
-                                    lambda p: server.stream(p, args.new_tokens, eos), prompts)
+                remote = concurrent(f"llama.cpp server, {n} concurrent", lambda p: server.stream(p, args.new_tokens), prompts)
                 lines.append(remote.row(seq.tok_s))
                 lines.append(f"| ours / llama.cpp server at {n} | {conc.tok_s / remote.tok_s:.2f}x | | | | | |")
             print("\n".join(lines[-4:]), file=sys.stderr, flush=True)
