@@ -187,7 +187,7 @@ def test_runs_as_nobody_with_clean_env(backend):
 @pytest.mark.parametrize("kwargs", [
     {"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 1},
     {"files": {"../escape.txt": "x"}}, {"files": {"/etc/passwd": "x"}}, {"files": {"a": 3}},
-    {"files": {".": "x"}},
+    {"files": {".": "x"}}, {"files": {"a": "x", "a/b": "y"}}, {"files": {"a/b": "x", "./a//b": "y"}},
     {"backend": "docker"},
 ])
 def test_bad_arguments_are_rejected(kwargs):
