@@ -26,10 +26,10 @@ else
     echo "[setup] $VENV is up to date"
 fi
 
-# Optional: bubblewrap gives tools/sandbox.py its stronger backend. Only as root with apt,
-# and only when asked (CI=true or R1_INSTALL_BWRAP=1); never fatal, no-op once installed.
-if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-        && { [ "${CI:-}" = true ] || [ "${R1_INSTALL_BWRAP:-}" = 1 ]; }; then
+# Optional: bubblewrap gives tools/sandbox.py its second backend, and the sandbox tests run
+# every attack on each backend present. Installed whenever we are root with apt-get; never
+# fatal, no-op once installed.
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing bubblewrap for the code sandbox"
     export DEBIAN_FRONTEND=noninteractive
     { timeout 300 apt-get install -y -qq --no-install-recommends bubblewrap </dev/null >/dev/null 2>&1 \

@@ -1,32 +1,31 @@
 """Run untrusted Python in a throw-away, resource-limited process with no network.
 
 `run(code)` executes `code` with the host's interpreter in isolated mode
-(`-I -S`: no site-packages, no user env vars) inside one of two backends:
+(`-I -S`: no site-packages, no user env vars) inside one of two backends that build the
+same sandbox:
 
-* ``bwrap`` (Debian's bubblewrap, used when installed and working): a fresh
-  mount tree holding only read-only /usr, /etc and the interpreter, a private
-  /proc, a minimal /dev, tmpfs /tmp and /dev/shm, and new net/pid/ipc/uts
-  (and cgroup) namespaces.
-* ``native`` (always available on Linux): the same namespaces made with
-  unshare(2) through ctypes; the host's root is remounted read-only and
-  recursively, /tmp, /var/tmp, /dev/shm and /run/lock become small tmpfs
-  mounts, the caller's home, the project and its virtualenv are hidden, and a
-  fresh /proc shows only the sandbox.  Without root this needs unprivileged
-  user namespaces; if even those are refused the code still runs (rlimits,
-  clean env, own session) and every result says, in `warnings`, which
-  isolation is missing.
+* ``bwrap`` (Debian's bubblewrap, used when installed and working) makes the namespaces
+  and the file tree;
+* ``native`` (always available on Linux) makes them itself with unshare(2) and
+  pivot_root(2) through ctypes. Without root this needs unprivileged user namespaces; if
+  even those are refused the code still runs (rlimits, clean env, own session) and every
+  result says, in `warnings`, which isolation is missing.
 
-In both, a small supervisor ("init", pid 1 of the new pid namespace) drops to
-uid/gid 65534 with no supplementary groups (when started as root), sets
-PR_SET_NO_NEW_PRIVS and the rlimits, forks the user's interpreter, reaps and
-reports its raw wait status on a private pipe.  When init dies the kernel kills
-everything left in the pid namespace, so a wall-clock kill of the launcher's
-process group leaves nothing behind.  See docs/SANDBOX.md for what this does
-and does not protect against.
+Either way the code sees a fresh root with read-only /usr, /etc and the interpreter (its
+third-party package dirs covered), a private /proc, a minimal /dev and private tmpfs /tmp
+and /dev/shm, in new mount/net/pid/ipc/uts namespaces. Its work dir lives on that /tmp,
+so nothing of a run exists on the host's disk. The supervisor ("init", pid 1 of the new
+pid namespace, `tools/sandbox_init.py`) drops to uid/gid 65534 (when started as root),
+sets PR_SET_NO_NEW_PRIVS, a seccomp filter and the rlimits, writes `files`, forks the
+user's interpreter with only fds 0-2 open, and reports its raw wait status on a pipe the
+code never holds. When init dies the kernel kills everything left in the pid namespace,
+so a wall-clock kill leaves nothing behind. See docs/SANDBOX.md for what this does and
+does not protect against.
 """
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import logging
 import math
@@ -54,6 +53,10 @@ MAX_CODE_BYTES = 120_000         # code travels as one argv string (kernel cap: 
 MAX_FILES_BYTES = 16 << 20
 STARTUP_GRACE_S = 15.0           # launcher + init start-up, not counted in timeout_s
 DRAIN_GRACE_S = 2.0              # wait for pipes to close after a kill / exit
+CLEANUP_BUDGET_S = 2.0           # host-side removal of a degraded run's work dir
+MAX_CLEANUP_ENTRIES = 100_000
+MAX_STATUS_BYTES = 64 << 10      # all the supervisor ever says is a few short lines
+INIT_SCRIPT = Path(__file__).with_name("sandbox_init.py")   # stdlib only; runs inside
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -121,194 +124,6 @@ class ExecResult:
 
 
 # --------------------------------------------------------------------------------------
-# The in-sandbox stages. Run as `python -I -S -c _STAGE_SOURCE <json>`, stdlib only, so
-# they work inside a bare bwrap tree. Stage "outer" (native backend) makes the namespaces
-# and forks "init"; under bwrap, bwrap made them and runs "init" directly as pid 1.
-# Every message to the host is one JSON line on cfg["status_fd"].
-_STAGE_SOURCE = r'''
-import ctypes, json, os, resource, signal, sys
-
-cfg = json.loads(sys.argv[1])
-CODE = sys.argv[2]
-STATUS = cfg["status_fd"]
-os.set_inheritable(STATUS, False)       # the user's code must never see it
-libc = ctypes.CDLL(None, use_errno=True)
-
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-SYS_mount_setattr, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-
-
-def emit(**kw):
-    os.write(STATUS, (json.dumps(kw) + "\n").encode())
-
-
-def die(msg):
-    try:
-        emit(event="error", message=msg)
-    except OSError:
-        pass
-    os._exit(125)
-
-
-def check(rc, what):
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, what + ": " + os.strerror(e))
-
-
-def mount(src, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()
-    check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-          "mount " + target)
-
-
-def write_file(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def make_namespaces(isolation, warnings):
-    root = os.geteuid() == 0
-    if not root:
-        uid, gid = os.getuid(), os.getgid()
-        if libc.unshare(CLONE_NEWUSER) == 0:
-            # Map our own ids (not 0): the exec'd code then holds no capabilities.
-            write_file("/proc/self/setgroups", "deny")
-            write_file("/proc/self/uid_map", "%d %d 1" % (uid, uid))
-            write_file("/proc/self/gid_map", "%d %d 1" % (gid, gid))
-            isolation.append("user-ns")
-        else:
-            warnings.append("user namespaces unavailable (%s): no namespaces at all"
-                            % os.strerror(ctypes.get_errno()))
-            return
-    wanted = [("mount-ns", CLONE_NEWNS), ("pid-ns", CLONE_NEWPID), ("net-ns", CLONE_NEWNET),
-              ("ipc-ns", CLONE_NEWIPC), ("uts-ns", CLONE_NEWUTS)]
-    if libc.unshare(sum(f for _, f in wanted)) == 0:
-        isolation.extend(n for n, _ in wanted)
-        return
-    for name, flag in wanted:
-        if libc.unshare(flag) == 0:
-            isolation.append(name)
-        else:
-            warnings.append("%s unavailable: %s" % (name, os.strerror(ctypes.get_errno())))
-
-
-def setup_mounts(isolation, warnings):
-    """Build the sandbox's view of the filesystem inside our own mount namespace."""
-    mount(None, "/", None, MS_REC | MS_PRIVATE)      # nothing propagates back to the host
-    # Open what we bind later before anything covers it (the workdir lives in host /tmp).
-    work_fd = os.open(cfg["workdir"], os.O_PATH | os.O_DIRECTORY)
-    prefix_fd = os.open(cfg["python_prefix"], os.O_PATH | os.O_DIRECTORY)
-    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
-    if libc.syscall(SYS_mount_setattr, AT_FDCWD, b"/", AT_RECURSIVE, attr, 32) == 0:
-        isolation.append("read-only-root")
-    else:
-        warnings.append("could not make / read-only (mount_setattr: %s); relying on file "
-                        "permissions" % os.strerror(ctypes.get_errno()))
-    tmpfs = "size=%dm,nr_inodes=16384,mode=1777" % cfg["tmpfs_mb"]
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
-    # A minimal /dev like bwrap's: only harmless character devices, no fuse/tun/kvm/disks.
-    devs = {n: os.open("/dev/" + n, os.O_PATH) for n in DEV_NODES if os.path.exists("/dev/" + n)}
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
-    for name, fd in devs.items():
-        os.close(os.open("/dev/" + name, os.O_CREAT | os.O_WRONLY, 0o666))
-        mount("/proc/self/fd/%d" % fd, "/dev/" + name, None, MS_BIND)
-        os.close(fd)
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, "/dev/" + link)
-    os.mkdir("/dev/shm")
-    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
-    mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=64k,mode=755")
-    # Allow-list the top level (system dirs only) and cover everything else, then the
-    # named paths that may sit inside an allowed dir (home, project, virtualenv).
-    hide = ["/" + n for n in sorted(os.listdir("/")) if n not in cfg["keep_top"]]
-    for d in hide + cfg["hide"]:
-        if os.path.isdir(d) and not os.path.islink(d):
-            mount("tmpfs", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
-        elif os.path.isfile(d) and not os.path.islink(d):
-            mount("/dev/null", d, None, MS_BIND)
-    for target, fd, flags in ((cfg["inner_workdir"], work_fd, MS_NOSUID | MS_NODEV),
-                              (cfg["inner_python"], prefix_fd, MS_RDONLY | MS_NOSUID | MS_NODEV)):
-        os.mkdir(target)
-        mount("/proc/self/fd/%d" % fd, target, None, MS_BIND | MS_REC)
-        mount(None, target, None, MS_BIND | MS_REMOUNT | flags)   # clear the inherited ro
-        os.close(fd)
-    os.chmod("/tmp", 0o1777)
-    if "pid-ns" in isolation:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        isolation.append("private-proc")
-    isolation.append("private-tmp")
-
-
-def init(isolation, warnings):
-    """Pid 1 of the sandbox: drop privileges, set limits, run the code, report its status."""
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if cfg["stage"] == "outer":
-        if "mount-ns" in isolation:
-            setup_mounts(isolation, warnings)
-        else:   # no private tree: run from the host paths, /tmp and / stay shared
-            warnings.append("no mount namespace: the code sees and may write the host "
-                            "filesystem wherever uid %d may" % cfg["uid"])
-            cfg.update(exe=cfg["host_exe"], cwd=cfg["workdir"])
-            cfg["env"].update(HOME=cfg["workdir"], TMPDIR=cfg["workdir"],
-                              LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib")
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
-        isolation.append("uid %d" % cfg["uid"])
-    # Changing credentials cleared the parent-death signal; without it a killed bwrap (which
-    # runs us in a new session, outside the host's kill group) would leave us running.
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # keeps /proc/1/* (our fds) away from the code
-    for name, (soft, hard) in cfg["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    os.chdir(cfg["cwd"])
-    emit(event="ready", isolation=isolation, warnings=warnings)
-    child = os.fork()
-    if child == 0:
-        try:
-            os.execve(cfg["exe"], [cfg["exe"], "-I", "-S", "-c", CODE], cfg["env"])
-        finally:
-            os.write(2, b"sandbox: exec of the interpreter failed\n")
-            os._exit(127)
-    while True:       # reap orphans too; we are their reaper in our pid namespace
-        pid, status = os.waitpid(-1, 0)
-        if pid == child:
-            break
-    emit(event="exit", status=status)
-    os._exit(0)
-
-
-def main():
-    isolation, warnings = list(cfg.get("isolation", [])), []
-    try:
-        if cfg["stage"] == "init":
-            init(isolation, warnings)
-        make_namespaces(isolation, warnings)
-        pid = os.fork()
-        if pid == 0:
-            init(isolation, warnings)
-        emit(**{"child-pid": pid})     # same message bwrap's --json-status-fd sends
-        _, status = os.waitpid(pid, 0)
-        os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 125)
-    except Exception as exc:
-        die("%s: %s" % (type(exc).__name__, exc))
-
-
-main()
-'''
-
-
-# --------------------------------------------------------------------------------------
 # Host side.
 
 def _is_root() -> bool:
@@ -349,27 +164,41 @@ def _interpreter() -> tuple[str, str]:
     return prefix, os.path.relpath(exe, prefix)
 
 
-# Top-level entries the native backend leaves visible (read-only); every other one is
-# covered. The interpreter's prefix and the workdir are bound in separately.
-KEEP_TOP = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "proc", "tmp")
+@functools.lru_cache(maxsize=1)
+def _init_source() -> str:
+    return INIT_SCRIPT.read_text(encoding="utf-8")
 
 
-def _hidden_paths() -> list[str]:
-    """Paths the native backend covers even when they sit inside an allowed directory."""
-    paths = {os.path.expanduser("~"), str(PROJECT_ROOT), os.path.realpath(sys.prefix)}
-    keep = {"/", *("/" + d for d in KEEP_TOP)}
-    return sorted(p for p in paths if p and os.path.isabs(p) and p not in keep)
+_PACKAGE_DIR_GLOBS = ("lib/python3*/site-packages", "lib/python3*/dist-packages",
+                      "lib/python3/dist-packages", "local/lib/python3*/site-packages",
+                      "local/lib/python3*/dist-packages")
 
 
-def _write_files(workdir: Path, files: dict[str, str | bytes] | None, uid: int, gid: int) -> None:
-    if not files:
-        return
+def _package_dirs(prefix: str) -> list[str]:
+    """Third-party package dirs as the sandbox sees them: the interpreter prefix's (bound at
+    INNER_PYTHON) and the system ones under /usr. Each is covered with an empty tmpfs."""
+    inner = set()
+    for root in {prefix, "/usr"}:
+        for pattern in _PACKAGE_DIR_GLOBS:
+            for path in glob.glob(os.path.join(root, pattern)):
+                if not os.path.isdir(path) or os.path.islink(path):
+                    continue
+                if path.startswith(prefix + "/"):
+                    inner.add(INNER_PYTHON + path[len(prefix):])
+                if path.startswith("/usr/"):
+                    inner.add(path)
+    return sorted(inner)
+
+
+def _check_files(files: dict[str, str | bytes] | None) -> list[tuple[str, bytes]]:
+    """Validated (relative name, bytes) pairs; raises ValueError on any bad entry."""
+    checked: list[tuple[str, bytes]] = []
     total = 0
-    for name, content in files.items():
+    for name, content in (files or {}).items():
         if not isinstance(name, str) or not name or "\x00" in name:
             raise ValueError(f"files: bad file name {name!r}")
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts:
             raise ValueError(f"files: {name!r} must be a relative path without '..'")
         if not isinstance(content, (str, bytes)):
             raise ValueError(f"files[{name!r}]: content must be str or bytes, "
@@ -378,29 +207,76 @@ def _write_files(workdir: Path, files: dict[str, str | bytes] | None, uid: int, 
         total += len(data)
         if total > MAX_FILES_BYTES:
             raise ValueError(f"files: more than {MAX_FILES_BYTES} bytes in total")
-        target = workdir / rel
-        for parent in reversed(target.relative_to(workdir).parents[:-1]):
-            d = workdir / parent
-            if not d.is_dir():
-                d.mkdir(mode=0o755)
-                os.lchown(d, uid, gid)
-        target.write_bytes(data)
-        os.lchown(target, uid, gid)
+        checked.append(("/".join(parts), data))
+    names = [n for n, _ in checked]
+    dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    if len(set(names)) != len(names) or dirs & set(names):
+        raise ValueError("files: a name is given twice, or both as a file and a directory")
+    return checked
 
 
-def _rmtree(path: Path) -> None:
-    """Remove the run's directory; the code may have chmod-ed parts of it to 000."""
-    def fix(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=fix)
-    if path.exists():
-        log.warning("sandbox: could not fully remove %s", path)
+def _payload(cfg: dict, code: str, files: list[tuple[str, bytes]]) -> int:
+    """A memfd holding what sandbox_init reads on stdin: a JSON header line, then the files."""
+    fd = os.memfd_create("r1-sandbox-payload", os.MFD_CLOEXEC)
+    header = {"cfg": cfg, "code": code, "files": [[n, len(d)] for n, d in files]}
+    with os.fdopen(os.dup(fd), "wb") as f:
+        f.write(json.dumps(header).encode("utf-8", errors="surrogatepass") + b"\n")
+        for _, data in files:
+            f.write(data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _remove_tree(path: Path, budget_s: float) -> bool:
+    """Delete `path` without recursion, never following a link and changing permissions
+    only below it; stops after `budget_s` or MAX_CLEANUP_ENTRIES. True if it is gone.
+    Never raises. Only a degraded run (no mount namespace) leaves anything in it."""
+    deadline, removed = time.monotonic() + budget_s, 0
+    names: list[str] = []          # path from `path` down to the dir `fd` is open on
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        while time.monotonic() < deadline and removed < MAX_CLEANUP_ENTRIES:
+            subdirs = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(entry.name)
+                    else:
+                        os.unlink(entry.name, dir_fd=fd)
+                        removed += 1
+            if subdirs:
+                # O_PATH opens a 000 dir; chmod through /proc touches exactly that dir.
+                pfd = os.open(subdirs[0], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                try:
+                    os.chmod(f"/proc/self/fd/{pfd}", 0o700)
+                    child = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_DIRECTORY)
+                finally:
+                    os.close(pfd)
+                os.close(fd)
+                fd = child
+                names.append(subdirs[0])
+                continue
+            if not names:
+                os.close(fd)
+                fd = -1
+                os.rmdir(path)
+                return True
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+            removed += 1
+    except OSError as exc:
+        log.warning("sandbox: cleaning up %s: %s", path, exc)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return False
 
 
 @dataclass
@@ -420,6 +296,66 @@ class _Stream:
         if self.dropped:
             out += f"\n[... output truncated: {self.dropped} more bytes ...]\n"
         return out
+
+
+def _parse_status(line: bytes) -> dict | None:
+    """One status message, checked field by field against the few shapes that exist;
+    None for anything else."""
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(msg, dict):
+        return None
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)   # noqa: E731
+    is_strs = lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)  # noqa: E731
+    if "child-pid" in msg:      # ours or bwrap's, which adds its namespace ids
+        ok = is_int(msg["child-pid"]) and msg["child-pid"] > 0 and all(
+            k == "child-pid" or (k.endswith("-namespace") and is_int(v)) for k, v in msg.items())
+        return msg if ok else None
+    if set(msg) == {"exit-code"}:   # bwrap's own; init reports the real status
+        return msg if is_int(msg["exit-code"]) else None
+    event = msg.get("event")
+    if event == "ready" and set(msg) == {"event", "isolation", "warnings"}:
+        return msg if is_strs(msg["isolation"]) and is_strs(msg["warnings"]) else None
+    if event == "exit" and set(msg) == {"event", "status"} and is_int(msg["status"]) \
+            and 0 <= msg["status"] <= 0xFFFF:
+        try:
+            os.waitstatus_to_exitcode(msg["status"])
+        except ValueError:
+            return None
+        return msg
+    if event == "error" and set(msg) == {"event", "message"} and isinstance(msg["message"], str):
+        return msg
+    return None
+
+
+@dataclass
+class _StatusReader:
+    """Splits the status pipe into messages. Never raises: a malformed message or more
+    than MAX_STATUS_BYTES sets `error`, and nothing after it is read."""
+    buf: bytearray = field(default_factory=bytearray)
+    total: int = 0
+    error: str | None = None
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        if self.error is not None:
+            return []
+        self.total += len(chunk)
+        if self.total > MAX_STATUS_BYTES:
+            self.error = f"status channel sent more than {MAX_STATUS_BYTES} bytes"
+            return []
+        self.buf += chunk
+        msgs = []
+        while (end := self.buf.find(b"\n")) >= 0:
+            line = bytes(self.buf[:end])
+            del self.buf[:end + 1]
+            msg = _parse_status(line)
+            if msg is None:
+                self.error = f"malformed status message {line[:80]!r}"
+                return msgs
+            msgs.append(msg)
+        return msgs
 
 
 def _killed_reason(status: int) -> str | None:
@@ -443,9 +379,10 @@ def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
     anything the code does; raises ValueError for bad arguments and RuntimeError when the
     requested backend is unavailable.
 
-    `files` (relative path -> content) are written into the fresh working directory first;
-    the directory is deleted afterwards. `limits`, when given, overrides timeout_s and
-    memory_mb. `backend="auto"` picks bwrap when it works here, else native.
+    `files` (relative path -> content) are written into the fresh working directory first,
+    by the sandbox itself; the directory lives on the run's private tmpfs and vanishes with
+    it. `limits`, when given, overrides timeout_s and memory_mb. `backend="auto"` picks
+    bwrap when it works here, else native.
     """
     if not isinstance(code, str):
         raise ValueError(f"code must be str, got {type(code).__name__}")
@@ -456,43 +393,49 @@ def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
     limits = limits or SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
     if backend not in ("auto", "bwrap", "native"):
         raise ValueError(f"backend must be 'auto', 'bwrap' or 'native', got {backend!r}")
+    checked_files = _check_files(files)
     bwrap = _bwrap_path() if backend in ("auto", "bwrap") else None
     if backend == "bwrap" and bwrap is None:
         raise RuntimeError("backend 'bwrap' requested but bubblewrap is not installed or "
                            "cannot create namespaces here")
 
-    root = _is_root()
-    uid, gid = (SANDBOX_UID, SANDBOX_GID) if root else (os.getuid(), os.getgid())
+    # Used only if no mount namespace can be made (degraded mode); mkdtemp's 0700 keeps it
+    # private to the caller, who is then also the code's uid.
     base = Path(tempfile.mkdtemp(prefix="r1-sandbox-"))
     try:
-        os.chmod(base, 0o711)   # nobody must traverse to its workdir, not list the base
-        workdir = base / "work"
-        workdir.mkdir(mode=0o700)
-        os.chown(workdir, uid, gid)
-        _write_files(workdir, files, uid, gid)
-        return _execute(code, limits, bwrap, workdir, uid, gid)
+        return _execute(code, limits, bwrap, checked_files, base / "work")
     finally:
-        _rmtree(base)
+        if not _remove_tree(base, CLEANUP_BUDGET_S):
+            log.warning("sandbox: could not fully remove %s", base)
 
 
-def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
-             uid: int, gid: int) -> ExecResult:
+def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
+             files: list[tuple[str, bytes]], host_workdir: Path) -> ExecResult:
     prefix, exe_rel = _interpreter()
+    root = _is_root()
+    uid, gid = (SANDBOX_UID, SANDBOX_GID) if root else (os.getuid(), os.getgid())
+    tmp_mb = limits.tmpfs_mb + math.ceil(sum(len(d) for _, d in files) / (1 << 20))
     status_r, status_w = os.pipe()
-    bwrap_status_w = os.dup(status_w)   # bwrap's own JSON lines share the pipe
+    pass_fds = [status_w]
+    inner_exe = f"{INNER_PYTHON}/{exe_rel}"
+    package_dirs = _package_dirs(prefix)
     cfg = {
         "status_fd": status_w, "uid": uid, "gid": gid,
-        "rlimits": limits.rlimits(), "tmpfs_mb": limits.tmpfs_mb,
-        "workdir": str(workdir), "python_prefix": prefix, "hide": _hidden_paths(),
-        "keep_top": list(KEEP_TOP),
-        "inner_workdir": INNER_WORKDIR, "inner_python": INNER_PYTHON,
+        "rlimits": limits.rlimits(), "tmpfs_mb": limits.tmpfs_mb, "tmp_mb": tmp_mb,
+        "python_prefix": prefix, "inner_python": INNER_PYTHON, "package_dirs": package_dirs,
+        "workdir": INNER_WORKDIR, "host_workdir": str(host_workdir), "exe": inner_exe,
+        # pyenv-style builds carry an absolute RUNPATH to their prefix, which is bound
+        # elsewhere inside. Never in the host-side launcher's env (see `env` below).
+        "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR,
+                "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"},
     }
     if bwrap is not None:
-        backend_name = "bwrap"
-        inner_exe = f"{INNER_PYTHON}/{exe_rel}"
-        cfg.update(stage="init", cwd=INNER_WORKDIR, exe=inner_exe,
-                   isolation=["bwrap", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "uts-ns",
-                              "private-proc", "private-tmp", "minimal-root"])
+        backend_name, stage = "bwrap", "init"
+        bwrap_status_w = os.dup(status_w)   # bwrap's own JSON lines share the pipe
+        pass_fds.append(bwrap_status_w)
+        cfg["isolation"] = ["bwrap", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "uts-ns",
+                            "private-proc", "private-tmp", "minimal-root"]
         argv = [bwrap, *_bwrap_ns_flags(), "--as-pid-1",
                 "--json-status-fd", str(bwrap_status_w),
                 "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
@@ -502,38 +445,32 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None, workdir: Path,
             elif os.path.isdir(d):
                 argv += ["--ro-bind", d, d]
         argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
+                 "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
                  "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
-                 "--bind", str(workdir), INNER_WORKDIR,
-                 "--ro-bind", prefix, INNER_PYTHON, "--chdir", INNER_WORKDIR]
-        if _is_root():
+                 "--ro-bind", prefix, INNER_PYTHON]
+        for d in package_dirs:
+            argv += ["--size", "4096", "--tmpfs", d, "--remount-ro", d]
+        if root:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        # Only the sandboxed command gets LD_LIBRARY_PATH: bwrap itself runs on the host,
-        # where anyone could plant libraries in /tmp.
+        # Only the sandboxed command gets LD_LIBRARY_PATH: bwrap itself runs on the host.
         argv += ["--setenv", "LD_LIBRARY_PATH", f"{INNER_PYTHON}/lib",
-                 "--", inner_exe, "-I", "-S", "-c", _STAGE_SOURCE]
+                 "--", inner_exe, "-I", "-S", "-c", _init_source(), stage]
     else:
-        backend_name = "native"
-        inner_exe = f"{INNER_PYTHON}/{exe_rel}"
-        host_exe = os.path.join(prefix, exe_rel)
-        cfg.update(stage="outer", exe=inner_exe, cwd=INNER_WORKDIR, host_exe=host_exe)
-        argv = [host_exe, "-I", "-S", "-c", _STAGE_SOURCE]
+        backend_name, stage = "native", "outer"
+        cfg["host_exe"] = os.path.join(prefix, exe_rel)
+        argv = [cfg["host_exe"], "-I", "-S", "-c", _init_source(), stage]
+    # Anyone may plant libraries in /tmp: the launcher, on the host, gets no library path.
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-    # pyenv-style builds carry an absolute RUNPATH to their prefix, which is bound elsewhere
-    # inside the sandbox (and may sit under an unreadable /root). Never in the host-side
-    # launcher's env: a /tmp path there would let any local user plant a library.
-    cfg["env"] = {**env, "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR,
-                  "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"}
-    argv += [json.dumps(cfg), code]
 
+    payload = _payload(cfg, code, files)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(status_w, bwrap_status_w),
+        proc = subprocess.Popen(argv, stdin=payload, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=pass_fds,
                                 env=env, cwd="/", start_new_session=True, close_fds=True)
     finally:
-        os.close(status_w)
-        os.close(bwrap_status_w)
+        for fd in (payload, *pass_fds):
+            os.close(fd)
     outcome = _supervise(proc, status_r, limits)
     duration = time.monotonic() - started
 
@@ -576,7 +513,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
     SIGKILLs the launcher's process group before reaping it."""
     out = _Outcome(_Stream(limits.output_bytes), _Stream(limits.output_bytes))
     sinks = {proc.stdout.fileno(): out.stdout, proc.stderr.fileno(): out.stderr}
-    status_buf = bytearray()
+    reader = _StatusReader()
     sel = selectors.DefaultSelector()
     for fd in (*sinks, status_r):
         os.set_blocking(fd, False)
@@ -600,29 +537,23 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
                 time.sleep(0.005)
         _killpg(proc.pid)
 
-    def handle_status_lines() -> None:
+    def handle(msg: dict) -> None:
         nonlocal ready_at, stop_at, init_pidfd
-        while b"\n" in status_buf:
-            line, _, rest = bytes(status_buf).partition(b"\n")
-            status_buf[:] = rest
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "child-pid" in msg and init_pidfd is None:
+        if "child-pid" in msg:
+            if init_pidfd is None:
                 # Pin the supervisor (pid 1 of the sandbox) so we can kill it even after it
                 # leaves our process group; a pidfd cannot hit a recycled pid.
                 try:
-                    init_pidfd = os.pidfd_open(int(msg["child-pid"]))
-                except (OSError, ValueError):
+                    init_pidfd = os.pidfd_open(msg["child-pid"])
+                except OSError:
                     pass
-            elif msg.get("event") == "ready" and ready_at is None:
-                out.ready, ready_at = msg, time.monotonic()
-            elif msg.get("event") == "exit" and out.status is None:
-                out.status = int(msg["status"])
-                stop_at = time.monotonic() + DRAIN_GRACE_S
-            elif msg.get("event") == "error":
-                out.error = str(msg.get("message"))
+        elif msg.get("event") == "ready" and ready_at is None:
+            out.ready, ready_at = msg, time.monotonic()
+        elif msg.get("event") == "exit" and out.status is None:
+            out.status = msg["status"]
+            stop_at = time.monotonic() + DRAIN_GRACE_S
+        elif msg.get("event") == "error":
+            out.error = msg["message"][:1000]
 
     try:
         while sel.get_map():
@@ -648,11 +579,17 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
                         # The supervisor is gone; whatever still holds stdout is an orphan.
                         stop_at = time.monotonic() + DRAIN_GRACE_S
                     continue
-                if key.fd == status_r:
-                    status_buf.extend(chunk)
-                    handle_status_lines()
-                else:
+                if key.fd != status_r:
                     sinks[key.fd].add(chunk)
+                    continue
+                for msg in reader.feed(chunk):
+                    handle(msg)
+                if reader.error is not None:     # not our supervisor talking: stop the run
+                    out.error, out.status = reader.error, None
+                    sel.unregister(status_r)
+                    if stop_at is None:
+                        kill_all()
+                        stop_at = time.monotonic() + DRAIN_GRACE_S
     finally:
         kill_all()
         if init_pidfd is not None:

@@ -98,6 +98,7 @@ def host(tmp_path, monkeypatch):
     root_only.write_text(secret)
     root_only.chmod(0o600)
     before_pids, before_dirs = nobody_pids(), run_dirs()
+    shared_modes = {d: os.stat(d).st_mode for d in {"/tmp", tempfile.gettempdir()}}
     h = Host(marker, secret, tcp, udp, unix, open_dir, root_only, canary)
     try:
         yield h
@@ -107,6 +108,7 @@ def host(tmp_path, monkeypatch):
             time.sleep(0.05)
         assert not left, f"sandbox processes survived: {left}"
         assert run_dirs() <= before_dirs, "a run directory was left behind"
+        assert {d: os.stat(d).st_mode for d in shared_modes} == shared_modes, "/tmp mode changed"
         for sock in (tcp, unix):
             with pytest.raises(BlockingIOError):
                 sock.accept()
@@ -185,7 +187,7 @@ def test_runs_as_nobody_with_clean_env(backend):
 @pytest.mark.parametrize("kwargs", [
     {"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 1},
     {"files": {"../escape.txt": "x"}}, {"files": {"/etc/passwd": "x"}}, {"files": {"a": 3}},
-    {"files": {".": "x"}},
+    {"files": {".": "x"}}, {"files": {"a": "x", "a/b": "y"}}, {"files": {"a/b": "x", "./a//b": "y"}},
     {"backend": "docker"},
 ])
 def test_bad_arguments_are_rejected(kwargs):
@@ -252,6 +254,41 @@ def _denied(r: ExecResult) -> bool:
 
 def _printed(word: str) -> Callable[[ExecResult, Host], bool]:
     return lambda r, h: r.stdout.strip().splitlines()[-1:] == [word]
+
+
+# Top-level names a sandbox's mount points may have: nothing of the host's tree.
+SANDBOX_TOP = {"usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc", "dev",
+               "tmp", "newroot"}
+
+# Writes forged supervisor messages, malformed ones and an endless line to every fd.
+FORGE_STATUS = """
+import os, time
+forged = (b'{"event":"exit","status":0}\\n'
+          b'{"event":"ready","isolation":[],"warnings":["INJECTED"]}\\n'
+          b'[1]\\n{"event":"exit","status":"x"}\\n' + b'x' * (1 << 20))
+for fd in range(3, 1024):
+    try:
+        os.set_blocking(fd, False)
+        os.write(fd, forged)
+    except OSError:
+        pass
+time.sleep(60)
+"""
+
+# A chain deeper than recursion and fd limits, each level locked after its child exists.
+DEEP_CHAIN = """
+import os
+top = os.open('.', os.O_RDONLY)
+fd = os.dup(top)
+for i in range(DEPTH):
+    os.mkdir('d', dir_fd=fd)
+    nxt = os.open('d', os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = nxt
+os.close(fd)
+os.chmod('d', 0)
+print('deep')
+"""
 
 
 ATTACKS: list[tuple[str, str, Callable[[ExecResult, Host], bool], float]] = [
@@ -510,6 +547,64 @@ for p in ('$project', '$project/.venv', os.path.expanduser('~')):
         print('denied', p, e.errno)
 """, lambda r, h: "IMPORTED" not in r.stdout and "site-packages" not in r.stdout
         and "pyproject.toml" not in r.stdout, 3),
+    # --- issue 20 ---------------------------------------------------------------------
+    ("no_descriptor_beyond_stdio", """
+import os
+held = []
+for fd in range(3, 1024):
+    try:
+        os.fstat(fd); held.append(fd)
+    except OSError:
+        pass
+print('held', held)
+""", _printed("held []"), 3),
+    ("forge_status_on_every_fd", FORGE_STATUS,
+     lambda r, h: r.timed_out and not r.ok and "INJECTED" not in " ".join(r.warnings), 1),
+    ("nested_user_namespace_tmpfs", """
+import ctypes, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+print('unshare(1)', subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode)
+if libc.unshare(0x10000000 | 0x20000) != 0:        # CLONE_NEWUSER | CLONE_NEWNS
+    print('denied', ctypes.get_errno())
+    raise SystemExit
+print('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, b'size=512m'), flush=True)
+chunk = b'x' * (1 << 20)
+for i in range(20):                     # 160 MiB of tmpfs against memory_mb=64
+    with open('/tmp/f%d' % i, 'wb') as f:
+        for _ in range(8):
+            f.write(chunk)
+print('WROTE 160 MiB')
+""", lambda r, h: "denied" in r.stdout and "WROTE" not in r.stdout
+        and "unshare(1) 0" not in r.stdout, 5),
+    ("sigint_to_supervisor", """
+import os, signal, time
+os.kill(1, signal.SIGINT)
+time.sleep(0.3)
+print('alive')
+""", lambda r, h: r.ok and r.stdout == "alive\n" and "Traceback" not in r.stderr
+        and "KeyboardInterrupt" not in r.stderr, 3),
+    ("mountinfo_shows_no_host_paths", """
+for line in open('/proc/self/mountinfo'):
+    f = line.split()
+    print(f[3], f[4])
+""", lambda r, h: "r1-sandbox" not in r.stdout and str(PROJECT) not in r.stdout and all(
+        point.split("/")[1] in SANDBOX_TOP for point in
+        (ln.split()[1] for ln in r.stdout.splitlines()) if point != "/"), 3),
+    ("import_from_package_dirs", """
+import glob, os, sys
+dirs = [d for pattern in ('/tmp/.python/lib/python3*/*-packages', '/tmp/.python/lib/python3/*-packages',
+                          '/usr/lib/python3*/*-packages', '/usr/local/lib/python3*/*-packages')
+        for d in glob.glob(pattern)]
+sys.path.extend(dirs)
+print('entries', sum(len(os.listdir(d)) for d in dirs))
+for mod in ('pip', 'setuptools', 'pydantic', 'langchain_core', 'numpy'):
+    try:
+        __import__(mod); print('IMPORTED', mod)
+    except ImportError:
+        pass
+""", lambda r, h: "entries 0" in r.stdout and "IMPORTED" not in r.stdout, 5),
+    ("deep_directory_chain_3000", DEEP_CHAIN.replace("DEPTH", "3000"), _printed("deep"), 5),
+    ("deep_locked_directory_chain_2000", DEEP_CHAIN.replace("DEPTH", "2000"), _printed("deep"), 5),
     ("ptrace_and_new_namespaces", """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -549,6 +644,188 @@ def test_timeout_leaves_no_process_group(backend, host):
                               "[os.fork() for _ in range(3)]\ntime.sleep(60)", timeout_s=1)
     assert r.timed_out and r.killed_reason.startswith("wall-clock timeout")
     # The fixture asserts that no process of the sandbox uid is left on the host.
+
+
+# ----------------------------------------------------------------------------- issue 20
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def as_user(uid: int) -> list[str]:
+    """argv prefix that runs a host command as `uid` (a bystander outside the sandbox)."""
+    if not ROOT or shutil.which("setpriv") is None or not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("needs root, setpriv and a system python3 to act as another host user")
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+_KEYRING = """
+import ctypes, platform
+add_key, keyctl = {'x86_64': (248, 250), 'aarch64': (217, 219)}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+secret = b'SECRET'
+if 'MODE' == 'store':
+    print('add_key', libc.syscall(add_key, b'user', b'r1-NAME', secret, len(secret), -4))
+else:
+    kid = libc.syscall(keyctl, 10, -4, b'user', b'r1-NAME', 0)      # KEYCTL_SEARCH @u
+    buf = ctypes.create_string_buffer(256)
+    n = libc.syscall(keyctl, 11, kid, buf, 256)                    # KEYCTL_READ
+    print('read', kid, buf.raw[:max(n, 0)])
+"""
+
+
+def test_kernel_keyring_does_not_outlive_a_run(backend, host):
+    if os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("syscall numbers known for x86_64 and aarch64 only")
+    code = _KEYRING.replace("SECRET", host.secret).replace("NAME", host.marker)
+    stored = run(code.replace("MODE", "store"), backend=backend)
+    read = run(code.replace("MODE", "read"), backend=backend)
+    assert stored.exit_code == 0 and read.exit_code == 0, (stored, read)
+    assert host.secret not in read.stdout, f"a key outlived its run: {read.stdout}"
+
+
+def test_filesystem_churn_does_not_stretch_the_timeout(backend, host):
+    """Two processes making directories as fast as they can: clean-up must stay bounded."""
+    code = ("import os\nos.fork()\ni = 0\nwhile True:\n    try:\n"
+            "        os.mkdir('m%d_%d' % (os.getpid(), i))\n    except OSError:\n        pass\n"
+            "    i += 1\n")
+    started = time.monotonic()
+    r = run(code, backend=backend, timeout_s=2)
+    elapsed = time.monotonic() - started
+    assert r.timed_out or r.killed_reason, r
+    assert elapsed < 2 + 3, f"run(timeout_s=2) took {elapsed:.1f}s"
+
+
+_PLANTER = r"""
+import glob, os, sys, time
+tmp, target, name = sys.argv[1:4]
+until = time.monotonic() + float(sys.argv[4])
+print('ready', flush=True)
+i = 0
+while time.monotonic() < until:
+    i += 1      # the host temp dir often, every process's root now and then
+    dirs = glob.glob(tmp + '/r1-sandbox-*/work')
+    if i % 50 == 0:
+        dirs += glob.glob('/proc/[0-9]*/root/tmp/work')
+    for d in dirs:
+        try:
+            os.symlink(target, os.path.join(d, name))
+        except OSError:
+            pass
+"""
+
+
+def test_files_cannot_be_redirected_by_a_planted_symlink(backend, host):
+    """A host process of the sandbox uid races `files=` to plant work/<name> -> a root-only
+    file; the write must never land there (the host fixture checks the file)."""
+    planter = subprocess.Popen(
+        [*as_user(sandbox.SANDBOX_UID), SYSTEM_PYTHON, "-I", "-c", _PLANTER,
+         tempfile.gettempdir(), str(host.root_only), "zz_last", "30"],
+        stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert planter.stdout.readline() == "ready\n"
+        files = {f"f{i:04d}": "x" for i in range(2000)} | {"zz_last": "PWNED"}
+        for _ in range(3):
+            r = run("print(open('zz_last').read())", files=files, backend=backend)
+            assert r.ok and r.stdout == "PWNED\n", r
+    finally:
+        planter.kill()
+        planter.wait()
+
+
+_FINDER = r"""
+import glob, os, subprocess, sys, time
+tmp, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+print('ready', flush=True)
+while time.monotonic() < until:
+    for p in glob.glob(tmp + '/r1-sandbox-*/work/id_planted') + glob.glob('/proc/[0-9]*/root/tmp/work/id_planted'):
+        try:
+            euid = subprocess.run([p, '-u'], capture_output=True, text=True, timeout=2).stdout
+            print('RAN', p, 'euid', euid.strip(), flush=True)
+        except OSError:
+            pass
+    time.sleep(0.01)
+"""
+
+
+def test_planted_setuid_binary_is_unreachable_and_inert(backend, host):
+    """The code plants a 6755 copy of `id` in a 0777 work dir; another local user must not
+    be able to reach it, and the work dir is nosuid anyway."""
+    finder = subprocess.Popen([*as_user(4321), SYSTEM_PYTHON, "-I", "-c", _FINDER,
+                               tempfile.gettempdir(), "4"],
+                              stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert finder.stdout.readline() == "ready\n"
+        r = run("import os, shutil, time\nshutil.copy('/usr/bin/id', 'id_planted')\n"
+                "os.chmod('id_planted', 0o6755); os.chmod('.', 0o777)\n"
+                "print('nosuid', bool(os.statvfs('.').f_flag & os.ST_NOSUID), flush=True)\n"
+                "time.sleep(1.5)", backend=backend, timeout_s=4)
+        finder.terminate()
+        found = finder.communicate(timeout=10)[0]
+    finally:
+        finder.kill()
+        finder.wait()
+    assert r.stdout == "nosuid True\n", r
+    assert "RAN" not in found, f"another user ran the planted binary: {found}"
+
+
+def test_forged_status_does_not_crash_the_tool(backend):
+    out = sandbox.sandbox_tool(backend=backend).invoke({"code": FORGE_STATUS, "timeout_s": 1})
+    assert out.startswith("status: timed out") and "INJECTED" not in out
+
+
+@pytest.mark.parametrize("stream", [
+    b'[1]\n', b'"exit"\n', b'{"event":"exit","status":"0"}\n', b'{"event":"exit","status":true}\n',
+    b'{"event":"exit","status":99999999}\n', b'{"event":"exit","status":127}\n',
+    b'{"event":"exit","status":0,"extra":1}\n', b'{"event":"ready","isolation":[1],"warnings":[]}\n',
+    b'{"child-pid":"1"}\n', b'{"child-pid":5,"x":1}\n', b'{"event":"error","message":null}\n',
+    b'\xff\xfe\n', b'[' * 100_000 + b'\n', b'x' * (sandbox.MAX_STATUS_BYTES + 1),
+])
+def test_status_reader_rejects_anything_malformed(stream):
+    reader = sandbox._StatusReader()
+    msgs = reader.feed(stream[:1000]) + reader.feed(stream[1000:])
+    assert msgs == [] and reader.error is not None
+    assert reader.feed(b'{"event":"exit","status":0}\n') == []     # nothing after an error
+
+
+def test_status_reader_accepts_the_real_messages():
+    reader = sandbox._StatusReader()
+    lines = (b'{"child-pid": 7, "pid-namespace": 4026532}\n{"event": "ready", "isolation": '
+             b'["net-ns"], "warnings": []}\n{"event": "exit", "status": 256}\n{"exit-code": 1}\n')
+    msgs = [m for i in range(0, len(lines), 5) for m in reader.feed(lines[i:i + 5])]
+    assert reader.error is None and [m.get("event") for m in msgs] == [None, "ready", "exit", None]
+    assert msgs[2]["status"] == 256 and msgs[0]["child-pid"] == 7
+
+
+@pytest.fixture
+def shm_path():
+    """A scratch dir on tmpfs where there is one (rmdir on this disk costs ~3 ms)."""
+    path = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_remove_tree_survives_deep_locked_trees_and_touches_nothing_outside(shm_path):
+    tmp_path = shm_path
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    outside.chmod(0o640)
+    base = tmp_path / "run"
+    base.mkdir()
+    os.symlink(outside, base / "link")
+    fd = os.open(base, os.O_RDONLY)
+    for _ in range(1100):                 # deeper than the recursion and fd limits
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.chmod("d", 0, dir_fd=fd)       # locked after we hold it open
+        os.close(fd)
+        fd = nxt
+    os.close(fd)
+    mode = os.stat(tmp_path).st_mode
+    assert not sandbox._remove_tree(base, budget_s=0.0)        # out of time: stops, no raise
+    assert sandbox._remove_tree(base, budget_s=30)
+    assert not base.exists() and outside.read_text() == "keep"
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o640 and os.stat(tmp_path).st_mode == mode
 
 
 # ----------------------------------------------------------------------------- non-root
@@ -606,8 +883,9 @@ def test_unprivileged_caller(nr_backend):
 def test_without_any_namespace_the_result_says_so():
     """Where user namespaces are refused, the code still runs but the result never pretends:
     its warnings name the missing network and filesystem isolation."""
-    patch = ("mod._STAGE_SOURCE = mod._STAGE_SOURCE.replace("
-             "'libc.unshare(CLONE_NEWUSER) == 0', 'False')")
+    patch = ("src = mod._init_source().replace('self.libc.unshare(CLONE_NEWUSER) == 0', 'False')\n"
+             "assert 'False' in src\n"
+             "mod._init_source = lambda: src")
     r = _run_as_nobody("native", _NET_PROBE, patch)
     assert r["exit_code"] == 0 and "net-ns" not in r["isolation"], r
     warnings = " ".join(r["warnings"])
