@@ -12,6 +12,7 @@ from tools.math.checks import (
     _node_label,
     _operator_text,
     _parse_python_expr,
+    check_timeout,
 )
 
 # arithmetic(): an int result or operand above this many bits is refused, so
@@ -37,9 +38,9 @@ def arithmetic(expression: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> floa
     for integers too large to compute quickly. Runs in-process: every step is bounded,
     and `timeout_s` is checked as nodes are evaluated.
     """
+    deadline = time.monotonic() + check_timeout(timeout_s)
     _check_length(expression)
     tree = _parse_python_expr(expression)
-    deadline = time.monotonic() + timeout_s
     try:
         value = _arith_eval(tree.body, deadline)
     except RecursionError:

@@ -6,10 +6,17 @@ Pure and cheap (no sympy, no eval); runs in the caller and again in the worker.
 from __future__ import annotations
 
 import ast
+import math
 import re
-from typing import Literal
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 MAX_EXPRESSION_CHARS = 10_000
+# One call's text arguments together (equations, values, bounds, two matrices), and how many
+# equations, variables or values it may list: the caller checks all of them, so both are capped.
+MAX_TOTAL_CHARS = 2 * MAX_EXPRESSION_CHARS
+MAX_LIST_ITEMS = 50
 DEFAULT_TIMEOUT_S = 2.0
 
 
@@ -32,8 +39,8 @@ def _parse_python_expr(text: str) -> ast.Expression:
     except SyntaxError as e:
         detail = "" if e.msg == "invalid syntax" else f": {e.msg}"
         raise MathToolError(f"invalid syntax{detail}") from None
-    except (RecursionError, MemoryError):
-        raise MathToolError("expression too deeply nested") from None
+    except (RecursionError, MemoryError):  # Python's own parser: deep nesting, or a chain of ~2,500+ terms
+        raise MathToolError("expression too deeply nested (or a chain of thousands of terms)") from None
     except ValueError as e:  # e.g. an integer literal longer than 4300 digits
         raise MathToolError(f"invalid expression: {e}") from None
 
@@ -106,9 +113,27 @@ def _operator_text(op: ast.AST) -> str:
     return _OPERATOR_TEXT.get(type(op), type(op).__name__)
 
 
-def _normalize(text: str) -> str:
-    """`^` means power in maths; Python's XOR has no use here."""
-    return text.strip().replace("^", "**")
+def normalize_expression(text: str, what: str = "expression") -> str:
+    """The one form of `text` that is checked and then parsed: NFKC-normalised (as Python
+    normalises identifiers, so 'ｘ' is 'x' for the allowlist and for sympy alike), stripped,
+    and with `^` as power (Python's XOR has no use here). Idempotent.
+
+    Refuses non-strings, over-long or empty text, lone surrogates, and characters that
+    NFKC would turn into other text silently ('x²' would become the symbol 'x2').
+    """
+    _check_length(text, what)
+    if not text.isascii():
+        for char in text:
+            category = unicodedata.category(char)
+            if category == "Cs":
+                raise MathToolError(f"{what} is not valid Unicode (lone surrogate {char!r})")
+            if category == "No":  # superscripts, subscripts, vulgar fractions
+                raise MathToolError(f"{what}: the character {char!r} is not allowed (write powers as x**2, "
+                                    "fractions as 1/2)")
+        text = unicodedata.normalize("NFKC", text)
+    text = text.strip().replace("^", "**")
+    _check_length(text, what)
+    return text
 
 
 def check_expression(text: str, *, allow_lists: bool = False, what: str = "expression") -> set[str]:
@@ -117,8 +142,12 @@ def check_expression(text: str, *, allow_lists: bool = False, what: str = "expre
     Raises `MathToolError` naming the first offending construct. Pure and cheap: no
     sympy, no eval. `allow_lists` permits (nested) lists/tuples, for matrices.
     """
-    _check_length(text, what)
-    text = _normalize(text)
+    return checked_expression(text, allow_lists=allow_lists, what=what)[1]
+
+
+def checked_expression(text: str, *, allow_lists: bool = False, what: str = "expression") -> tuple[str, set[str]]:
+    """`normalize_expression(text)` checked against the allowlist, with its free symbol names."""
+    text = normalize_expression(text, what)
     if "=" in re.sub(r"[<>!]=", "", text):  # '=' and '==' (comparisons get their own message)
         raise MathToolError("'=' is only allowed in solve equations")
     try:
@@ -146,8 +175,20 @@ def check_expression(text: str, *, allow_lists: bool = False, what: str = "expre
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.expr_context, ast.operator, ast.unaryop)):
                 continue
-            stack.append((child, depth + 1))
-    return free
+            stack.append((child, depth if _continues_chain(node, child) else depth + 1))
+    return text, free
+
+
+# Python parses 'a + b - c + d' as a left-leaning chain of BinOps; it is one level of nesting
+# (width), not as many levels as it has terms. Each tuple is one precedence level.
+_CHAIN_OPS = ((ast.Add, ast.Sub), (ast.Mult, ast.Div, ast.Mod))
+
+
+def _continues_chain(parent: ast.AST, child: ast.AST) -> bool:
+    """Whether `child` is the left operand of `parent` in one chain of same-precedence operators."""
+    if not (isinstance(parent, ast.BinOp) and isinstance(child, ast.BinOp) and child is parent.left):
+        return False
+    return any(isinstance(parent.op, ops) and isinstance(child.op, ops) for ops in _CHAIN_OPS)
 
 
 def _check_node(node: ast.AST, allow_lists: bool, free: set[str]) -> None:
@@ -193,10 +234,10 @@ def _check_name(name: str, *, as_call: bool = False) -> None:
 
 
 def check_variable(name: str) -> str:
-    """Validate a variable name argument (e.g. for diff); return it stripped."""
+    """Validate a variable name argument (e.g. for diff); return it normalised as expressions are."""
     if not isinstance(name, str):
         raise MathToolError(f"variable must be a string, got {type(name).__name__}")
-    name = name.strip()
+    name = normalize_expression(name, "variable")
     if not _SYMBOL_NAME.match(name) or name in _CONSTANTS:
         raise MathToolError(f"invalid variable name {name!r}")
     _check_name(name)
@@ -223,3 +264,99 @@ _MATRIX_UNARY = ("det", "inverse", "rank", "transpose", "eigenvals", "eigenvects
 _MATRIX_BINARY = ("multiply", "add", "subtract")
 MatrixOperation = Literal["det", "inverse", "rank", "transpose", "eigenvals", "eigenvects", "rref",
                           "nullspace", "trace", "multiply", "add", "subtract"]
+
+
+def check_timeout(timeout_s: float) -> float:
+    """A finite, positive number of seconds (not a bool, not a string)."""
+    if type(timeout_s) not in (int, float) or not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise MathToolError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+class CallArguments:
+    """Checks one call's arguments at the boundary and returns them in the form the worker gets.
+
+    Every method raises `MathToolError` for a wrong type or value, so no argument reaches a
+    comparison or a method call it could break (TypeError, AttributeError). Expressions come
+    back normalised (`normalize_expression`) and are counted against `MAX_TOTAL_CHARS`.
+    """
+
+    def __init__(self) -> None:
+        self.total_chars = 0
+
+    def _count(self, value: Any, what: str) -> None:
+        """Type and length of one text, then the call's running total: before any work on the text."""
+        _check_length(value, what)
+        self.total_chars += len(value)
+        if self.total_chars > MAX_TOTAL_CHARS:
+            raise MathToolError(f"arguments too long in total (> {MAX_TOTAL_CHARS} chars)")
+
+    def expression(self, value: Any, what: str = "expression", *, allow_lists: bool = False) -> str:
+        self._count(value, what)
+        return checked_expression(value, allow_lists=allow_lists, what=what)[0]
+
+    def optional_expression(self, value: Any, what: str) -> str | None:
+        return None if value is None else self.expression(value, what)
+
+    def equation(self, value: Any) -> str:
+        """'lhs = rhs', or an expression meaning '= 0'; returned normalised, sides checked."""
+        self._count(value, "equation")
+        text = normalize_expression(value, "equation")
+        for side in _split_equation(text):
+            if side is not None:
+                checked_expression(side, what="equation")
+        return text
+
+    @staticmethod
+    def variable(value: Any) -> str:
+        return check_variable(value)
+
+    @staticmethod
+    def optional_variable(value: Any) -> str | None:
+        return None if value is None else check_variable(value)
+
+    @staticmethod
+    def integer(value: Any, what: str, low: int, high: int) -> int:
+        if type(value) is not int:  # not bool, not float, not str
+            raise MathToolError(f"{what} must be an integer, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise MathToolError(f"{what} must be between {low} and {high}, got {value}")
+        return value
+
+    @staticmethod
+    def choice(value: Any, what: str, allowed: Iterable[str]) -> str:
+        allowed = tuple(allowed)
+        if not isinstance(value, str) or value not in allowed:
+            raise MathToolError(f"{what} must be one of {', '.join(map(repr, allowed))}, got {_short(value)}")
+        return value
+
+    def items(self, value: Any, what: str, check: Callable[[Any], str]) -> list[str]:
+        """One string or a list/tuple of at most `MAX_LIST_ITEMS` of them, each passed through `check`."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise MathToolError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+        if len(items) > MAX_LIST_ITEMS:
+            raise MathToolError(f"too many {what} ({len(items)} > {MAX_LIST_ITEMS})")
+        return [check(item) for item in items]
+
+    def values(self, value: Any) -> dict[str, str] | None:
+        """{variable: expression}, at most `MAX_LIST_ITEMS` entries, keys normalised and distinct."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise MathToolError(f"values must be a mapping of variable names to expressions, got {type(value).__name__}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise MathToolError(f"too many values ({len(value)} > {MAX_LIST_ITEMS})")
+        checked: dict[str, str] = {}
+        for name, text in value.items():
+            variable = check_variable(name)
+            if variable in checked:
+                raise MathToolError(f"value of {variable!r} given twice")
+            checked[variable] = self.expression(text, f"value of {variable}")
+        return checked
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return f"a {type(value).__name__}"  # not repr(): a 5,000-digit int cannot even be printed

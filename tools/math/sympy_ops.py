@@ -10,11 +10,12 @@ from tools.math.checks import (
     _MATRIX_BINARY,
     _MATRIX_UNARY,
     MathToolError,
-    _normalize,
     _split_equation,
-    check_expression,
     check_variable,
+    checked_expression,
+    normalize_expression,
 )
+
 
 def _namespace(free: set[str]) -> tuple[dict, dict]:
     """(global_dict, local_dict) for parse_expr: no builtins, allowed names only."""
@@ -36,10 +37,10 @@ def _parse(text: str, *, allow_lists: bool = False, what: str = "expression") ->
     """Allowlist-check `text`, then parse it with sympy (evaluate=False). Worker only."""
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
-    free = check_expression(text, allow_lists=allow_lists, what=what)
+    text, free = checked_expression(text, allow_lists=allow_lists, what=what)  # sympy parses what was checked
     glob, local = _namespace(free)
     try:
-        return parse_expr(_normalize(text), local_dict=local, global_dict=glob,
+        return parse_expr(text, local_dict=local, global_dict=glob,
                           transformations=standard_transformations, evaluate=False)
     except MathToolError:
         raise
@@ -101,7 +102,7 @@ def _op_solve(equations: list[str], variables: list[str] | None) -> list[dict[st
 
     eqs = []  # each as an expression meaning "= 0"
     for text in equations:
-        lhs, rhs = _split_equation(text)
+        lhs, rhs = _split_equation(normalize_expression(text, "equation"))
         e = _expr(lhs, "equation") - (0 if rhs is None else _expr(rhs, "equation"))
         if not e.free_symbols:  # e.g. 'x = x + 1' became -1: false, or always true
             if sympy.simplify(e) != 0:

@@ -13,17 +13,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tools.math.checks import DEFAULT_TIMEOUT_S, MAX_RESULT_CHARS, MathToolError
+from tools.math.checks import DEFAULT_TIMEOUT_S, MAX_RESULT_CHARS, MathToolError, check_timeout
 
 DEFAULT_MEMORY_MB = 1024
+# A sum of a few thousand terms is a left-deep chain that sympy parses and walks recursively
+# (our own depth limit stays MAX_NESTING); the worker is a process of its own with the main
+# thread's full stack.
+_WORKER_RECURSION_LIMIT = 20_000
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _worker_main(memory_mb: int) -> None:
     """Serve requests, one JSON line each, on stdin/stdout until stdin closes.
 
-    Request: {"op": str, "args": dict, "timeout_s": float}. Reply: {"result": ...} or
-    {"error": str, "fatal": bool}; the parent replaces the worker after a fatal error.
+    Request: {"id": int, "op": str, "args": dict, "timeout_s": float}. Reply: {"id": <the
+    request's>, "result": ...} or {"id": ..., "error": str, "fatal": bool}; the parent drops
+    a reply whose id is not the one it waits for, and replaces the worker after a fatal error.
     """
     import resource
     import signal
@@ -37,6 +42,7 @@ def _worker_main(memory_mb: int) -> None:
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent
     sys.set_int_max_str_digits(MAX_RESULT_CHARS)
+    sys.setrecursionlimit(_WORKER_RECURSION_LIMIT)
     # Import sympy's lazily loaded parts now, so the first real call is not slow.
     x = sympy.Symbol("x")
     sympy.simplify(sympy.sin(x) ** 2 + sympy.cos(x) ** 2)
@@ -72,6 +78,7 @@ def _worker_main(memory_mb: int) -> None:
         except Exception as e:  # sympy's own failures are the user's answer, not a crash
             reply = {"error": f"{type(e).__name__}: {e}"}
         signal.setitimer(signal.ITIMER_REAL, 0)
+        reply["id"] = request["id"]
         reply["fatal"] = fatal
         _reply(replies, reply)
         if fatal:
@@ -127,38 +134,69 @@ class MathWorker:
         self._proc: subprocess.Popen | None = None
         self._ready = False
         self._buffer = b""
+        self._request_id = 0
 
-    def call(self, op: str, args: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-        """Run operation `op` with `args` in the worker; return its result or raise MathToolError."""
-        if not timeout_s > 0:
-            raise MathToolError(f"timeout_s must be positive, got {timeout_s}")
-        request = (json.dumps({"op": op, "args": args, "timeout_s": timeout_s}) + "\n").encode()
+    def call(self, op: str, args: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S,
+             spent_s: float = 0.0) -> Any:
+        """Run operation `op` with `args` in the worker; return its result or raise MathToolError.
+
+        `spent_s` is time the caller already spent on this call (checking its arguments); it
+        counts against `timeout_s`. If the call is interrupted (Ctrl-C, a signal handler's
+        exception), the worker is killed: it may still be computing, and its late reply must
+        never be taken for a later request's.
+        """
+        timeout_s = check_timeout(timeout_s)
+        budget_s = timeout_s - spent_s
+        if budget_s <= 0:
+            raise MathToolError(f"timed out after {timeout_s} s")
         with self._lock:
-            for attempt in range(2):  # a worker that died while idle gets one fresh replacement
-                proc = self._ensure_ready()
-                try:
-                    proc.stdin.write(request)
-                    proc.stdin.flush()
-                    break
-                except OSError:
-                    self._kill()
-                    if attempt:
-                        raise MathToolError("math worker is not accepting requests") from None
-            line = self._read_line(proc, time.monotonic() + timeout_s)
-            if line is None:
+            self._request_id += 1
+            request_id = self._request_id
+            request = {"id": request_id, "op": op, "args": args, "timeout_s": budget_s}
+            try:
+                return self._exchange(request, budget_s, timeout_s)
+            except MathToolError:
+                raise
+            except BaseException:
+                self._kill()  # in doubt: the next call starts a fresh worker
+                raise
+
+    def _exchange(self, request: dict[str, Any], budget_s: float, timeout_s: float) -> Any:
+        line = (json.dumps(request) + "\n").encode()
+        for attempt in range(2):  # a worker that died while idle gets one fresh replacement
+            proc = self._ensure_ready()
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+                break
+            except OSError:
+                self._kill()
+                if attempt:
+                    raise MathToolError("math worker is not accepting requests") from None
+        deadline = time.monotonic() + budget_s
+        while True:
+            reply_line = self._read_line(proc, deadline)
+            if reply_line is None:
                 self._restart()
                 raise MathToolError(f"timed out after {timeout_s} s")
-            if line == b"":
+            if reply_line == b"":
                 code = proc.wait()
                 self._restart()
                 raise MathToolError(f"math worker died (exit code {code}); the computation may have "
                                     f"exceeded the {self.memory_mb} MB memory limit")
-            reply = json.loads(line)
-            if reply.get("fatal"):
+            try:
+                reply = json.loads(reply_line)
+            except ValueError:
                 self._restart()
-            if "error" in reply:
-                raise MathToolError(reply["error"])
-            return reply["result"]
+                raise MathToolError("math worker sent a malformed reply") from None
+            if reply.get("id") == request["id"]:
+                break
+            # A stale reply to an earlier request: never anyone's answer.
+        if reply.get("fatal"):
+            self._restart()
+        if "error" in reply:
+            raise MathToolError(reply["error"])
+        return reply["result"]
 
     def start(self) -> None:
         """Start the worker now and wait until it is ready (otherwise the first call does)."""
