@@ -194,7 +194,7 @@ def _op_matrix(operation: str, a: str, b: str | None) -> str:
         n = _matrix(b, "matrix b")
         try:
             result = {"multiply": lambda: m * n, "add": lambda: m + n, "subtract": lambda: m - n}[operation]()
-        except Exception as e:  # sympy ShapeError
+        except Exception:  # sympy ShapeError
             raise MathToolError(f"cannot {operation} a {m.rows}x{m.cols} and a {n.rows}x{n.cols} matrix") from None
         return str(result.tolist())
     if operation not in _MATRIX_UNARY:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from tools.orders import actions
 from tools.orders.db import OrderDB
@@ -32,6 +32,18 @@ from tools.orders.db import OrderDB
 class _Args(BaseModel):
     # strict: a JSON number is not an id, a string is not a list of ids.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: str | list[str]) -> str | list[str]:
+        """JSON's "\\ud800" decodes to a lone surrogate, which SQLite cannot bind: refuse it here."""
+        for text in [value] if isinstance(value, str) else value:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("not valid Unicode text (lone surrogate)") from None
+        return value
 
 
 OrderId = Annotated[
@@ -326,8 +338,9 @@ def order_tools(db: OrderDB) -> list[BaseTool]:
 
 def call_tool(tools: Sequence[BaseTool] | Mapping[str, BaseTool], name: str, arguments: str | Mapping[str, Any] | None) -> str:
     """Run a model's tool call: ``name`` plus its arguments as JSON text (or an
-    already parsed object). Unknown tools, malformed JSON and non-object
-    arguments come back as "Error: ..." strings, like everything else."""
+    already parsed object). Returns a string for any input: unknown tools,
+    malformed, over-deep or over-large JSON, non-object arguments and anything
+    a tool raises come back as "Error: ..." strings, like everything else."""
     by_name = tools if isinstance(tools, Mapping) else {t.name: t for t in tools}
     tool = by_name.get(name)
     if tool is None:
@@ -337,11 +350,19 @@ def call_tool(tools: Sequence[BaseTool] | Mapping[str, BaseTool], name: str, arg
     elif isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError as e:
+        except RecursionError:
+            return f"Error: arguments for {name} are not valid JSON: nested too deeply"
+        except ValueError as e:  # JSONDecodeError, or an integer too long to convert
             return f"Error: arguments for {name} are not valid JSON: {e}"
     if not isinstance(arguments, Mapping):
         return f"Error: arguments for {name} must be a JSON object, got {type(arguments).__name__}"
-    return tool.invoke(dict(arguments))
+    try:
+        # .run, not .invoke: invoke takes {"type": "tool_call", "args": ...} for a LangChain
+        # ToolCall and answers with a ToolMessage; here it is just (wrong) arguments.
+        result = tool.run(dict(arguments))
+    except Exception as e:  # the contract is text for any input
+        return f"Error: {name} failed: {type(e).__name__}"
+    return result if isinstance(result, str) else str(result)
 
 
 def _build_tool(spec: ToolSpec, db: OrderDB) -> BaseTool:
