@@ -8,6 +8,8 @@ import json
 import pytest
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from tools.tool import Tool
+
 from tools.orders import OrderDB, call_tool, order_tools
 
 # τ-bench's retail tools and their argument names (tau_bench/envs/retail/tools).
@@ -62,22 +64,29 @@ def other_variant(state: dict, item: dict, available: bool = True) -> str:
 def test_names_arguments_and_descriptions_match_tau_bench(tools):
     assert list(tools) == list(TAU_BENCH_TOOLS)
     for name, args in TAU_BENCH_TOOLS.items():
-        # What the model is shown.
-        function = convert_to_openai_tool(tools[name])["function"]
+        # What the model is shown, by us and through LangChain alike.
+        assert isinstance(tools[name], Tool)
+        function = tools[name].to_openai()["function"]
+        via_langchain = convert_to_openai_tool(tools[name].to_langchain())["function"]
+        assert {k: via_langchain[k] for k in ("name", "description")} == {k: function[k] for k in ("name", "description")}
+        for key in ("properties", "required"):
+            assert via_langchain["parameters"].get(key) == function["parameters"].get(key), name
         assert function["name"] == name and function["description"] == tools[name].description != ""
         params = function["parameters"]
         assert list(params.get("properties", {})) == args, name
         assert sorted(params.get("required", [])) == sorted(args), name
         assert all(p.get("description") for p in params.get("properties", {}).values()), name
     assert tools["get_order_details"].description == "Get the status and details of an order."
-    cancel = convert_to_openai_tool(tools["cancel_pending_order"])["function"]["parameters"]["properties"]
+    cancel = tools["cancel_pending_order"].to_openai()["function"]["parameters"]["properties"]
     assert cancel["reason"]["enum"] == ["no longer needed", "ordered by mistake"]
-    item_ids = convert_to_openai_tool(tools["return_delivered_order_items"])["function"]["parameters"]["properties"]["item_ids"]
+    item_ids = tools["return_delivered_order_items"].to_openai()["function"]["parameters"]["properties"]["item_ids"]
     assert item_ids["type"] == "array" and item_ids["items"] == {"type": "string"}
 
 
 def test_tool_call_message_round_trip(tools):
-    message = tools["think"].invoke({"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"})
+    message = tools["think"].to_langchain().invoke(
+        {"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"}
+    )
     assert message.content == "" and message.tool_call_id == "call_1"
 
 
@@ -139,7 +148,8 @@ def test_malformed_arguments_are_error_strings(tools, initial_state, db, name, a
 
 
 def test_direct_invoke_with_wrong_types_does_not_raise(tools):
-    result = tools["modify_pending_order_payment"].invoke({"order_id": ["#W1"], "payment_method_id": 5})
+    result = tools["modify_pending_order_payment"]({"order_id": ["#W1"], "payment_method_id": 5})
+    assert tools["modify_pending_order_payment"].to_langchain().invoke({"order_id": ["#W1"], "payment_method_id": 5}) == result
     assert result.startswith("Error: invalid arguments for modify_pending_order_payment: ")
     assert "order_id" in result and "payment_method_id" in result
     assert call_tool(tools, "list_all_product_types", None).startswith("{")
