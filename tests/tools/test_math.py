@@ -313,27 +313,33 @@ def test_thread_safe(w):
 
 # --- langchain tools -------------------------------------------------------------
 
-def test_langchain_tools(w):
+def test_math_tools(w):
     tools = {t.name: t for t in math_tools(worker=w)}
     assert set(tools) == {"math_simplify", "math_expand", "math_factor", "math_solve", "math_diff",
                           "math_integrate", "math_limit", "math_series", "math_evaluate", "math_matrix",
                           "math_equal"}
-    assert tools["math_solve"].invoke({"equations": ["x + y = 3", "x - y = 1"]}) == "x = 2, y = 1"
-    assert tools["math_solve"].invoke({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
-    assert tools["math_solve"].invoke({"equations": ["x = x + 1"]}) == "no solution"
-    assert tools["math_integrate"].invoke({"expression": "sin(x)", "lower": "0", "upper": "pi"}) == "2"
-    assert tools["math_equal"].invoke({"a": "2*x", "b": "x + x"}) == "True"
-    assert tools["math_matrix"].invoke({"operation": "det", "a": "[[1, 2], [3, 4]]"}) == "-2"
-    assert tools["math_simplify"].invoke({"expression": "__import__('os')"}) == "Error: name '__import__' is not allowed"
-    assert tools["math_diff"].invoke({"expression": "x", "order": 0}).startswith("Error: invalid arguments: order")
-    assert tools["math_diff"].invoke({"expresion": "x"}).startswith("Error: invalid arguments: expression")
-    assert "expression" in tools["math_simplify"].args and "oo" in tools["math_simplify"].args["expression"]["description"]
+    assert tools["math_solve"]({"equations": ["x + y = 3", "x - y = 1"]}) == "x = 2, y = 1"
+    assert tools["math_solve"]({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
+    assert tools["math_solve"]({"equations": ["x = x + 1"]}) == "no solution"
+    assert tools["math_integrate"]({"expression": "sin(x)", "lower": "0", "upper": "pi"}) == "2"
+    assert tools["math_equal"]({"a": "2*x", "b": "x + x"}) == "True"
+    assert tools["math_matrix"]({"operation": "det", "a": "[[1, 2], [3, 4]]"}) == "-2"
+    assert tools["math_simplify"]({"expression": "__import__('os')"}) == "Error: name '__import__' is not allowed"
+    assert tools["math_diff"]({"expression": "x", "order": 0}).startswith("Error: invalid arguments for math_diff: order")
+    assert tools["math_diff"]({"expresion": "x"}).startswith("Error: invalid arguments for math_diff: expression")
+    properties = tools["math_simplify"].to_openai()["function"]["parameters"]["properties"]
+    assert "oo" in properties["expression"]["description"]
+    # Wrong types from a model come back as text too, never as an exception.
+    assert tools["math_evaluate"]({"expression": "x", "values": ["x"]}).startswith("Error: invalid arguments")
+    assert tools["math_simplify"]('{"expression": "x" ').startswith("Error: arguments for math_simplify are not valid JSON")
+    langchain_tool = tools["math_solve"].to_langchain()
+    assert langchain_tool.name == "math_solve" and langchain_tool.invoke({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
 
 
 def test_langchain_tool_timeout_is_text(worker):
     worker.start()
     tool = next(t for t in math_tools(worker=worker, timeout_s=0.5) if t.name == "math_simplify")
-    assert tool.invoke({"expression": "9**9**9"}) == "Error: timed out after 0.5 s"
+    assert tool({"expression": "9**9**9"}) == "Error: timed out after 0.5 s"
 
 
 # --- arithmetic ------------------------------------------------------------------
