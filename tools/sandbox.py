@@ -638,13 +638,14 @@ def format_result(result: ExecResult) -> str:
 
 
 def sandbox_tool(*, memory_mb: int = 512, backend: Backend = "auto"):
-    """A LangChain tool `python_exec` that runs model-written Python through `run()`.
+    """The `tools.tool.Tool` `python_exec` that runs model-written Python through `run()`.
 
-    Arguments are validated by pydantic before anything runs; langchain-core is imported
-    here so that `run()` itself needs only the standard library.
+    Arguments are validated by pydantic before anything runs; pydantic is imported here
+    so that `run()` itself needs only the standard library.
     """
-    from langchain_core.tools import StructuredTool
     from pydantic import BaseModel, Field
+
+    from tools.tool import Tool
 
     class PythonExecArgs(BaseModel):
         code: str = Field(description="A complete Python 3.11 program. Use print() for "
@@ -657,8 +658,7 @@ def sandbox_tool(*, memory_mb: int = 512, backend: Backend = "auto"):
         return format_result(run(code, timeout_s=timeout_s, memory_mb=memory_mb,
                                  backend=backend))
 
-    return StructuredTool.from_function(
-        func=python_exec,
+    return Tool(
         name="python_exec",
         description=(
             "Run a short Python 3.11 program in an isolated sandbox and return its exit "
@@ -668,5 +668,6 @@ def sandbox_tool(*, memory_mb: int = 512, backend: Backend = "auto"):
             f"{memory_mb} MB, output to 64 KiB per stream, and the run is killed after "
             "timeout_s seconds. Use it for calculations, data manipulation and checking code."
         ),
-        args_schema=PythonExecArgs,
+        args=PythonExecArgs,
+        func=python_exec,
     )

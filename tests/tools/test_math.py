@@ -313,27 +313,33 @@ def test_thread_safe(w):
 
 # --- langchain tools -------------------------------------------------------------
 
-def test_langchain_tools(w):
+def test_math_tools(w):
     tools = {t.name: t for t in math_tools(worker=w)}
     assert set(tools) == {"math_simplify", "math_expand", "math_factor", "math_solve", "math_diff",
                           "math_integrate", "math_limit", "math_series", "math_evaluate", "math_matrix",
                           "math_equal"}
-    assert tools["math_solve"].invoke({"equations": ["x + y = 3", "x - y = 1"]}) == "x = 2, y = 1"
-    assert tools["math_solve"].invoke({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
-    assert tools["math_solve"].invoke({"equations": ["x = x + 1"]}) == "no solution"
-    assert tools["math_integrate"].invoke({"expression": "sin(x)", "lower": "0", "upper": "pi"}) == "2"
-    assert tools["math_equal"].invoke({"a": "2*x", "b": "x + x"}) == "True"
-    assert tools["math_matrix"].invoke({"operation": "det", "a": "[[1, 2], [3, 4]]"}) == "-2"
-    assert tools["math_simplify"].invoke({"expression": "__import__('os')"}) == "Error: name '__import__' is not allowed"
-    assert tools["math_diff"].invoke({"expression": "x", "order": 0}).startswith("Error: invalid arguments: order")
-    assert tools["math_diff"].invoke({"expresion": "x"}).startswith("Error: invalid arguments: expression")
-    assert "expression" in tools["math_simplify"].args and "oo" in tools["math_simplify"].args["expression"]["description"]
+    assert tools["math_solve"]({"equations": ["x + y = 3", "x - y = 1"]}) == "x = 2, y = 1"
+    assert tools["math_solve"]({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
+    assert tools["math_solve"]({"equations": ["x = x + 1"]}) == "no solution"
+    assert tools["math_integrate"]({"expression": "sin(x)", "lower": "0", "upper": "pi"}) == "2"
+    assert tools["math_equal"]({"a": "2*x", "b": "x + x"}) == "True"
+    assert tools["math_matrix"]({"operation": "det", "a": "[[1, 2], [3, 4]]"}) == "-2"
+    assert tools["math_simplify"]({"expression": "__import__('os')"}) == "Error: name '__import__' is not allowed"
+    assert tools["math_diff"]({"expression": "x", "order": 0}).startswith("Error: invalid arguments for math_diff: order")
+    assert tools["math_diff"]({"expresion": "x"}).startswith("Error: invalid arguments for math_diff: expression")
+    properties = tools["math_simplify"].to_openai()["function"]["parameters"]["properties"]
+    assert "oo" in properties["expression"]["description"]
+    # Wrong types from a model come back as text too, never as an exception.
+    assert tools["math_evaluate"]({"expression": "x", "values": ["x"]}).startswith("Error: invalid arguments")
+    assert tools["math_simplify"]('{"expression": "x" ').startswith("Error: arguments for math_simplify are not valid JSON")
+    langchain_tool = tools["math_solve"].to_langchain()
+    assert langchain_tool.name == "math_solve" and langchain_tool.invoke({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
 
 
 def test_langchain_tool_timeout_is_text(worker):
     worker.start()
     tool = next(t for t in math_tools(worker=worker, timeout_s=0.5) if t.name == "math_simplify")
-    assert tool.invoke({"expression": "9**9**9"}) == "Error: timed out after 0.5 s"
+    assert tool({"expression": "9**9**9"}) == "Error: timed out after 0.5 s"
 
 
 # --- arithmetic ------------------------------------------------------------------
@@ -414,3 +420,123 @@ def test_arithmetic_matches_python_eval():
         assert got == expected or (got != got and expected != expected), text
         compared += 1
     assert compared > 300
+
+
+# --- issue 20: hardening (each fails on the code before its fix) -------------------
+
+class _Interrupted(Exception):
+    """Raised by a SIGALRM handler, as a signal-based timeout or Ctrl-C would interrupt a call."""
+
+
+def _interrupt_after(seconds: float, func, *args, **kwargs) -> None:
+    def handler(signum, frame):
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        with pytest.raises(_Interrupted):
+            func(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_interrupted_call_never_hands_its_reply_to_the_next_call(w):
+    # The factorisation takes ~1-3 s; the call is interrupted long before it answers. Before the
+    # fix the worker's late reply was read as the answer to the next request.
+    _interrupt_after(0.3, factor, "2**128 + 1", timeout_s=30, worker=w)
+    assert simplify("x + x", timeout_s=10, worker=w) == "2*x"
+    assert expand("(x + 1)^2", timeout_s=10, worker=w) == "x**2 + 2*x + 1"
+
+
+def test_interrupted_call_from_the_shared_lock_path_leaves_a_usable_worker(w):
+    # Interrupted while the worker is starting (inside the lock): the next call still answers.
+    w.close()
+    _interrupt_after(0.05, simplify, "x + x", worker=w)
+    assert simplify("x*x", timeout_s=30, worker=w) == "x**2"
+
+
+def test_many_or_large_arguments_are_refused_before_the_time_limit_passes(w):
+    equation = "x + " + "1 + " * 2100 + "y = 0"  # ~8.5k chars, as in the report
+    start = time.monotonic()
+    with pytest.raises(MathToolError, match="too many equations"):
+        solve([equation] * 240, timeout_s=1, worker=w)
+    with pytest.raises(MathToolError, match="too long in total"):
+        solve([equation] * 3, timeout_s=1, worker=w)
+    with pytest.raises(MathToolError, match="too many values"):
+        evaluate("x", values={f"v{i}": "1" for i in range(10_000)}, timeout_s=1, worker=w)
+    with pytest.raises(MathToolError, match="too many variables"):
+        solve("x = 1", [f"v{i}" for i in range(10_000)], timeout_s=1, worker=w)
+    assert time.monotonic() - start < 1.0
+
+
+def test_argument_checks_count_against_the_timeout():
+    fresh = MathWorker()
+    equations = [f"x + {'1 + ' * 200}y{i} = 0" for i in range(20)]
+    with pytest.raises(MathToolError, match=r"timed out after 1e-06 s"):
+        solve(equations, timeout_s=1e-6, worker=fresh)
+    assert fresh._proc is None  # the budget was spent on the checks: no worker was touched
+
+
+def test_unicode_is_normalised_once_for_check_and_parse(w):
+    assert check_expression("ｘ + y") == {"x", "y"}
+    assert simplify("ｘ - x", worker=w) == "0"
+    assert diff("ｘ**2", "ｘ", worker=w) == "2*x"
+    assert solve("ｘ = 2", "ｘ", worker=w) == [{"x": "2"}]
+    assert evaluate("ｘ + 1", 3, {"ｘ": "2"}, worker=w) == "3.00"
+    with pytest.raises(MathToolError, match="given twice"):
+        evaluate("x", 3, {"ｘ": "1", "x": "2"}, worker=w)
+    with pytest.raises(MathToolError, match="not allowed"):
+        simplify("x²", worker=w)  # NFKC would silently read it as the symbol x2
+    with pytest.raises(MathToolError, match="lone surrogate"):
+        simplify("x + \ud800", worker=w)
+
+
+def test_nesting_is_depth_not_width(w):
+    assert simplify("+".join(["x"] * 500), worker=w) == "500*x"
+    assert simplify(" - ".join(["x"] * 150), worker=w) == "-148*x"
+    assert simplify("*".join(["x"] * 150) + "/x", worker=w) == "x**149"
+    assert expand(" + ".join(f"x**{i}" for i in range(150)), worker=w).startswith("x**149 + x**148")
+    check_expression("+".join(f"sin({'+'.join(['x'] * 50)})" for _ in range(20)))
+    check_expression("(" * 60 + "x + 1" + ")*2" * 60)  # ((x + 1)*2)*2...: one chain of products
+    with pytest.raises(MathToolError, match="too deeply nested"):
+        check_expression("2**" * 150 + "2")  # a tower is depth
+    with pytest.raises(MathToolError, match="too deeply nested"):
+        check_expression("x + (" * 150 + "x" + ")" * 150)  # a bracketed right operand is depth
+
+
+@pytest.mark.parametrize("call", [
+    lambda w: evaluate("pi", "5", worker=w),
+    lambda w: evaluate("pi", 5.0, worker=w),
+    lambda w: evaluate("pi", True, worker=w),
+    lambda w: evaluate("x", 5, [("x", "1")], worker=w),
+    lambda w: evaluate("x", 5, {"x": 1}, worker=w),
+    lambda w: evaluate("x", 5, {1: "1"}, worker=w),
+    lambda w: diff("x**2", "x", "2", worker=w),
+    lambda w: diff("x**2", 1, worker=w),
+    lambda w: series("sin(x)", "x", "0", "6", worker=w),
+    lambda w: series("sin(x)", "x", 0, worker=w),
+    lambda w: solve(["x = 1", 2], worker=w),
+    lambda w: solve({"x = 1"}, worker=w),
+    lambda w: solve(None, worker=w),
+    lambda w: solve("x = 1", 5, worker=w),
+    lambda w: solve("x = 1", ["x", None], worker=w),
+    lambda w: simplify(None, worker=w),
+    lambda w: simplify(b"x", worker=w),
+    lambda w: simplify(10**5000, worker=w),
+    lambda w: limit("1/x", 0, worker=w),
+    lambda w: limit("1/x", "0", "x", ["+"], worker=w),
+    lambda w: matrix(["det"], "[[1]]", worker=w),
+    lambda w: matrix("det", [[1]], worker=w),
+    lambda w: integrate("x", "x", 0, 1, worker=w),
+    lambda w: equal("x", 1, worker=w),
+    lambda w: simplify("x", timeout_s="2", worker=w),
+    lambda w: simplify("x", timeout_s=float("nan"), worker=w),
+    lambda w: arithmetic("1 + 1", timeout_s="2"),
+    lambda w: arithmetic(["1"]),
+])
+def test_wrong_argument_types_raise_math_tool_error(w, call):
+    with pytest.raises(MathToolError) as info:
+        call(w)
+    assert len(str(info.value)) < 300

@@ -235,14 +235,14 @@ def test_limits_dataclass_rlimits():
 
 def test_tool_formats_result_and_validates_args():
     tool = sandbox.sandbox_tool()
-    assert tool.name == "python_exec" and set(tool.args) == {"code", "timeout_s"}
+    assert tool.name == "python_exec" and set(tool.schema["properties"]) == {"code", "timeout_s"}
     assert "no network" in tool.description
-    out = tool.invoke({"code": "print(sum(range(10)))"})
+    out = tool({"code": "print(sum(range(10)))"})
     assert out.startswith("status: exit code 0") and "--- stdout ---\n45" in out
-    out = tool.invoke({"code": "import time; time.sleep(5)", "timeout_s": 0.5})
+    out = tool('{"code": "import time; time.sleep(5)", "timeout_s": 0.5}')
     assert out.startswith("status: timed out")
-    with pytest.raises(Exception, match="timeout_s"):
-        tool.invoke({"code": "print(1)", "timeout_s": 1000})
+    assert tool({"code": "print(1)", "timeout_s": 1000}).startswith("Error: invalid arguments for python_exec: timeout_s")
+    assert tool.to_langchain().invoke({"code": "print(2)"}).startswith("status: exit code 0")
 
 
 # ----------------------------------------------------------------------------- attacks

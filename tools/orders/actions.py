@@ -80,15 +80,19 @@ def cancel_pending_order(db: OrderDB, order_id: str, reason: str) -> str:
             return "Error: invalid reason"
 
         methods = load_payment_methods(conn, order["user_id"])
+        # Refund what each method actually paid, net of what was already refunded to it.
+        # (τ-bench refunds every history entry, refunds included, so a payment change
+        # followed by a cancel paid the old method back twice; its single-payment
+        # orders, the only ones its tasks cancel, come out the same.)
         refunds, balances = [], {}
-        for payment in order["payment_history"]:
-            method_id = payment["payment_method_id"]
-            refunds.append({"transaction_type": "refund", "amount": payment["amount"], "payment_method_id": method_id})
+        for method_id, paid in _net_paid(order["payment_history"]).items():
+            if paid <= 0:
+                continue
+            refunds.append({"transaction_type": "refund", "amount": paid, "payment_method_id": method_id})
             if "gift_card" in method_id:  # refunded to the gift card immediately
                 if method_id not in methods:
                     return "Error: payment method not found"
-                balance = balances.get(method_id, methods[method_id].get("balance", 0))
-                balances[method_id] = round(balance + payment["amount"], 2)
+                balances[method_id] = round(methods[method_id].get("balance", 0) + paid, 2)
 
         conn.execute(
             "UPDATE orders SET status = 'cancelled', cancel_reason = ? WHERE order_id = ?", (reason, order_id)
@@ -138,7 +142,7 @@ def modify_pending_order_items(
         if payment_method_id not in methods:
             return "Error: payment method not found"
         method = methods[payment_method_id]
-        if method["source"] == "gift_card" and method.get("balance", 0) < diff_price:
+        if method["source"] == "gift_card" and _available(conn, order["user_id"], method) < diff_price:
             return "Error: insufficient gift card balance to pay for the new item"
 
         _append_payments(
@@ -187,7 +191,7 @@ def modify_pending_order_payment(db: OrderDB, order_id: str, payment_method_id: 
             return "Error: the new payment method should be different from the current one"
         amount = history[0]["amount"]
         method = methods[payment_method_id]
-        if method["source"] == "gift_card" and method.get("balance", 0) < amount:
+        if method["source"] == "gift_card" and _available(conn, order["user_id"], method) < amount:
             return "Error: insufficient gift card balance to pay for the order"
         refund_to_gift_card = "gift_card" in old_method_id
         if refund_to_gift_card and old_method_id not in methods:
@@ -247,7 +251,7 @@ def exchange_delivered_order_items(
         if payment_method_id not in methods:
             return "Error: payment method not found"
         method = methods[payment_method_id]
-        if method["source"] == "gift_card" and method.get("balance", 0) < diff_price:
+        if method["source"] == "gift_card" and _available(conn, order["user_id"], method) < diff_price:
             return "Error: insufficient gift card balance to pay for the price difference"
 
         conn.execute(
@@ -317,6 +321,31 @@ def _check_item_swap(
         variants[(product_id, new_item_id)] = variant
         diff_price += variant["price"] - item["price"]
     return diff_price, variants
+
+
+def _net_paid(history: list[Json]) -> dict[str, Any]:
+    """Payment method -> amount paid less amount refunded, rounded to cents, in order of first use.
+    A single payment comes back as its own amount, unchanged."""
+    net: dict[str, Any] = {}
+    for entry in history:
+        amount = entry["amount"] if entry["transaction_type"] == "payment" else -entry["amount"]
+        net[entry["payment_method_id"]] = net.get(entry["payment_method_id"], 0) + amount
+    return {method_id: round(amount, 2) for method_id, amount in net.items()}
+
+
+def _available(conn: sqlite3.Connection, user_id: str, method: Json) -> Any:
+    """A gift card's balance less the price differences that requested exchanges will charge to it.
+
+    An exchange is charged when the exchange completes (outside these tools), so, as in
+    τ-bench, requesting one leaves the balance as it is; but the amount is held, so that
+    several requests (or a later order change) cannot each spend the same balance."""
+    (held,) = conn.execute(
+        "SELECT COALESCE(SUM(exchange_price_difference), 0) FROM orders WHERE status = 'exchange requested'"
+        " AND user_id = ? AND exchange_payment_method_id = ? AND exchange_price_difference > 0",
+        (user_id, method["id"]),
+    ).fetchone()
+    balance = method.get("balance", 0)
+    return balance - held if held else balance
 
 
 def _append_payments(conn: sqlite3.Connection, order: Json, entries: list[Json]) -> None:

@@ -1,30 +1,31 @@
-"""τ-bench's 16 retail tools as langchain-core tools over an ``OrderDB``.
+"""τ-bench's 16 retail tools as ``tools.tool.Tool``s over an ``OrderDB``.
 
 Each tool is declared once in ``TOOL_SPECS``: its name, the description the
 model reads (τ-bench's text), a strict pydantic argument model (τ-bench's
-argument names and descriptions) and the function in ``actions.py``. The
-function's signature is checked against the model when the spec is built.
+argument names and descriptions) and the function in ``actions.py``;
+``order_tools(db)`` binds them to a database as ``Tool``s, which check the
+function's signature against the model when they are built.
 
-A tool never raises on bad input: wrong types, missing or unknown arguments
-come back as an "Error: invalid arguments for <tool>: ..." string, like
-τ-bench's own "Error: ..." results, so the model can correct itself.
-``call_tool`` adds the same for an agent's raw call (tool name + JSON text).
+A tool never raises: wrong types, missing or unknown arguments come back as
+an "Error: invalid arguments for <tool>: ..." string, like τ-bench's own
+"Error: ..." results, so the model can correct itself; ``call_tool`` runs an
+agent's raw call (tool name + JSON text) the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tools.orders import actions
 from tools.orders.db import OrderDB
+from tools.tool import Tool, call_tool
 
 # ------------------------------------------------------- argument models
 
@@ -32,6 +33,18 @@ from tools.orders.db import OrderDB
 class _Args(BaseModel):
     # strict: a JSON number is not an id, a string is not a list of ids.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: str | list[str]) -> str | list[str]:
+        """JSON's "\\ud800" decodes to a lone surrogate, which SQLite cannot bind: refuse it here."""
+        for text in [value] if isinstance(value, str) else value:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("not valid Unicode text (lone surrogate)") from None
+        return value
 
 
 OrderId = Annotated[
@@ -169,8 +182,9 @@ class TransferToHumanAgentsArgs(_Args):
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """One tool: what the model sees (name, description, args) and what runs.
-    ``run`` takes the ``OrderDB`` first when ``uses_db``."""
+    """One tool before it is bound to a database: what the model sees (name,
+    description, args) and what runs. ``run`` takes the ``OrderDB`` first when
+    ``uses_db``."""
 
     name: str
     description: str
@@ -178,15 +192,8 @@ class ToolSpec:
     run: Callable[..., str]
     uses_db: bool = True
 
-    def __post_init__(self) -> None:
-        params = list(inspect.signature(self.run).parameters)
-        if self.uses_db:
-            params = params[1:]
-        if params != list(self.args.model_fields):
-            raise TypeError(
-                f"tool {self.name!r}: {self.run.__name__}{params} does not match {self.args.__name__}"
-                f"{list(self.args.model_fields)}"
-            )
+    def bind(self, db: OrderDB) -> Tool:
+        return Tool(self.name, self.description, self.args, _with_db(self.run, db) if self.uses_db else self.run)
 
 
 TOOL_SPECS: tuple[ToolSpec, ...] = (
@@ -311,57 +318,31 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
 )
 
 
-# ---------------------------------------------------------- langchain glue
+# -------------------------------------------------------------- binding
 
 
-def order_tools(db: OrderDB) -> list[BaseTool]:
+def order_tools(db: OrderDB) -> list[Tool]:
     """τ-bench's 16 retail tools bound to ``db``, in ``TOOL_SPECS`` order.
 
     Every tool returns a string: τ-bench's result, or "Error: ..." for bad
     arguments, unknown ids, refused operations, or a locked/unavailable
-    database. Write tools commit atomically or not at all.
+    database. Write tools commit atomically or not at all. ``.to_openai()``
+    and ``.to_langchain()`` give each for other frameworks.
     """
-    return [_build_tool(spec, db) for spec in TOOL_SPECS]
+    return [spec.bind(db) for spec in TOOL_SPECS]
 
 
-def call_tool(tools: Sequence[BaseTool] | Mapping[str, BaseTool], name: str, arguments: str | Mapping[str, Any] | None) -> str:
-    """Run a model's tool call: ``name`` plus its arguments as JSON text (or an
-    already parsed object). Unknown tools, malformed JSON and non-object
-    arguments come back as "Error: ..." strings, like everything else."""
-    by_name = tools if isinstance(tools, Mapping) else {t.name: t for t in tools}
-    tool = by_name.get(name)
-    if tool is None:
-        return f"Error: unknown tool {name!r}; available tools: {', '.join(sorted(by_name))}"
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        arguments = {}
-    elif isinstance(arguments, str):
+def _with_db(run: Callable[..., str], db: OrderDB) -> Callable[..., str]:
+    """``run`` with ``db`` bound, answering a locked or failing database with text."""
+
+    def with_db(*args: Any, **kwargs: Any) -> str:
         try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError as e:
-            return f"Error: arguments for {name} are not valid JSON: {e}"
-    if not isinstance(arguments, Mapping):
-        return f"Error: arguments for {name} must be a JSON object, got {type(arguments).__name__}"
-    return tool.invoke(dict(arguments))
-
-
-def _build_tool(spec: ToolSpec, db: OrderDB) -> BaseTool:
-    def run(**kwargs: Any) -> str:
-        try:
-            return spec.run(db, **kwargs) if spec.uses_db else spec.run(**kwargs)
+            return run(db, *args, **kwargs)
         except sqlite3.OperationalError as e:  # locked past the busy timeout, disk full, ...
             return f"Error: order database unavailable: {e}"
 
-    def invalid(error: ValidationError) -> str:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors()
-        )
-        return f"Error: invalid arguments for {spec.name}: {problems}"
+    with_db.__signature__ = inspect.signature(functools.partial(run, db))  # type: ignore[attr-defined]
+    return with_db
 
-    return StructuredTool.from_function(
-        func=run,
-        name=spec.name,
-        description=spec.description,
-        args_schema=spec.args,
-        infer_schema=False,
-        handle_validation_error=invalid,
-    )
+
+__all__ = ["TOOL_SPECS", "ToolSpec", "call_tool", "order_tools"]

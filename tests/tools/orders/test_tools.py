@@ -8,6 +8,8 @@ import json
 import pytest
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from tools.tool import Tool
+
 from tools.orders import OrderDB, call_tool, order_tools
 
 # τ-bench's retail tools and their argument names (tau_bench/envs/retail/tools).
@@ -62,22 +64,29 @@ def other_variant(state: dict, item: dict, available: bool = True) -> str:
 def test_names_arguments_and_descriptions_match_tau_bench(tools):
     assert list(tools) == list(TAU_BENCH_TOOLS)
     for name, args in TAU_BENCH_TOOLS.items():
-        # What the model is shown.
-        function = convert_to_openai_tool(tools[name])["function"]
+        # What the model is shown, by us and through LangChain alike.
+        assert isinstance(tools[name], Tool)
+        function = tools[name].to_openai()["function"]
+        via_langchain = convert_to_openai_tool(tools[name].to_langchain())["function"]
+        assert {k: via_langchain[k] for k in ("name", "description")} == {k: function[k] for k in ("name", "description")}
+        for key in ("properties", "required"):
+            assert via_langchain["parameters"].get(key) == function["parameters"].get(key), name
         assert function["name"] == name and function["description"] == tools[name].description != ""
         params = function["parameters"]
         assert list(params.get("properties", {})) == args, name
         assert sorted(params.get("required", [])) == sorted(args), name
         assert all(p.get("description") for p in params.get("properties", {}).values()), name
     assert tools["get_order_details"].description == "Get the status and details of an order."
-    cancel = convert_to_openai_tool(tools["cancel_pending_order"])["function"]["parameters"]["properties"]
+    cancel = tools["cancel_pending_order"].to_openai()["function"]["parameters"]["properties"]
     assert cancel["reason"]["enum"] == ["no longer needed", "ordered by mistake"]
-    item_ids = convert_to_openai_tool(tools["return_delivered_order_items"])["function"]["parameters"]["properties"]["item_ids"]
+    item_ids = tools["return_delivered_order_items"].to_openai()["function"]["parameters"]["properties"]["item_ids"]
     assert item_ids["type"] == "array" and item_ids["items"] == {"type": "string"}
 
 
 def test_tool_call_message_round_trip(tools):
-    message = tools["think"].invoke({"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"})
+    message = tools["think"].to_langchain().invoke(
+        {"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"}
+    )
     assert message.content == "" and message.tool_call_id == "call_1"
 
 
@@ -139,7 +148,8 @@ def test_malformed_arguments_are_error_strings(tools, initial_state, db, name, a
 
 
 def test_direct_invoke_with_wrong_types_does_not_raise(tools):
-    result = tools["modify_pending_order_payment"].invoke({"order_id": ["#W1"], "payment_method_id": 5})
+    result = tools["modify_pending_order_payment"]({"order_id": ["#W1"], "payment_method_id": 5})
+    assert tools["modify_pending_order_payment"].to_langchain().invoke({"order_id": ["#W1"], "payment_method_id": 5}) == result
     assert result.startswith("Error: invalid arguments for modify_pending_order_payment: ")
     assert "order_id" in result and "payment_method_id" in result
     assert call_tool(tools, "list_all_product_types", None).startswith("{")
@@ -277,3 +287,104 @@ def test_calculate_syntax_error_is_error_string(tools):
 def test_think_and_transfer(tools):
     assert call(tools, "think", thought="which order?") == ""
     assert call(tools, "transfer_to_human_agents", summary="wants a human") == "Transfer successful"
+
+
+# ------------------------------------------------- issue 20: hardening
+
+
+def _string_arguments(name: str) -> dict:
+    """Valid-typed arguments for tool ``name``: strings, and lists of strings for item ids."""
+    return {arg: ["1001"] if arg.endswith("item_ids") else "x" for arg in TAU_BENCH_TOOLS[name]}
+
+
+@pytest.mark.parametrize("name", [n for n, args in TAU_BENCH_TOOLS.items() if args])
+def test_lone_surrogate_in_any_string_argument_is_an_error_string(tools, name):
+    for arg in TAU_BENCH_TOOLS[name]:
+        arguments = _string_arguments(name)
+        arguments[arg] = ["\ud800"] if arg.endswith("item_ids") else "a\ud800b"
+        result = call_tool(tools, name, json.dumps(arguments))  # JSON text "\ud800", as a model would send it
+        assert result == f"Error: invalid arguments for {name}: {arg}: Value error, not valid Unicode text (lone surrogate)"
+        assert call_tool(tools, name, arguments) == result
+
+
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        ('{"order_id": ' + "1" * 5000 + "}", "not valid JSON: Exceeds the limit"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON: nested too deeply"),
+        ('{"order_id": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON: nested too deeply"),
+        ({"order_id": 10**5000}, "Error: "),
+        ({"order_id": "#W1", "extra": 10**5000}, "Error: "),
+        ({"order_id": "\udfff"}, "lone surrogate"),
+    ],
+)
+def test_call_tool_returns_text_for_any_input(tools, arguments, fragment):
+    result = call_tool(tools, "get_order_details", arguments)
+    assert isinstance(result, str) and result.startswith("Error: ") and fragment in result
+
+
+def test_tool_call_shaped_arguments_are_just_arguments(tools):
+    tool_call = {"type": "tool_call", "name": "get_order_details", "id": "call_1", "args": {"order_id": "#W2611340"}}
+    result = call_tool(tools, "get_order_details", tool_call)
+    assert isinstance(result, str) and result.startswith("Error: invalid arguments for get_order_details: ")
+    assert call_tool(tools, "get_order_details", json.dumps(tool_call)) == result
+
+
+def _small_db(tmp_path, *, delivered: int = 0, gift_card_paid: bool = False, balance: float = 1000) -> OrderDB:
+    """The small dataset: three orders, the first ``delivered`` of them delivered."""
+    from tests.tools.orders.test_db import write_small_dataset
+
+    src = write_small_dataset(tmp_path / "src", n_orders=3, amount=1.25, balance=balance)
+    orders = json.loads((src / "orders.json").read_text())
+    for i, order in enumerate(orders.values()):
+        if i < delivered:
+            order["status"] = "delivered"
+        if gift_card_paid:
+            order["payment_history"][0]["payment_method_id"] = "gift_card_1"
+    (src / "orders.json").write_text(json.dumps(orders))
+    return OrderDB.create(tmp_path / "o.db", from_dir=src)
+
+
+def test_cancel_after_payment_change_refunds_what_was_paid_net(tmp_path):
+    # Paid 1.25 by gift card, moved to the credit card (the gift card gets its 1.25 back), then
+    # cancelled: only the credit card is owed anything. τ-bench also refunded the gift card's
+    # payment and its refund, crediting the card twice more.
+    with _small_db(tmp_path, gift_card_paid=True) as db:
+        tools = {t.name: t for t in order_tools(db)}
+        call(tools, "modify_pending_order_payment", order_id="#W0000000", payment_method_id="credit_card_1")
+        assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 1001.25
+        result = json.loads(call(tools, "cancel_pending_order", order_id="#W0000000", reason="no longer needed"))
+        assert result["payment_history"][3:] == [
+            {"transaction_type": "refund", "amount": 1.25, "payment_method_id": "credit_card_1"}
+        ]
+        assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 1001.25
+    # Credit card moved to the gift card, then cancelled: one refund, to the gift card.
+    with _small_db(tmp_path / "credit") as db:
+        tools = {t.name: t for t in order_tools(db)}
+        call(tools, "modify_pending_order_payment", order_id="#W0000000", payment_method_id="gift_card_1")
+        assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 998.75
+        result = json.loads(call(tools, "cancel_pending_order", order_id="#W0000000", reason="no longer needed"))
+        assert result["payment_history"][3:] == [
+            {"transaction_type": "refund", "amount": 1.25, "payment_method_id": "gift_card_1"}
+        ]
+        assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 1000
+
+
+def test_exchanges_cannot_spend_one_gift_card_balance_twice(tmp_path):
+    # Each exchange 1001 -> 1002 costs 0.5; the card holds 0.75, enough for one of them.
+    with _small_db(tmp_path, delivered=2, balance=0.75) as db:
+        tools = {t.name: t for t in order_tools(db)}
+        exchange = {"item_ids": ["1001"], "new_item_ids": ["1002"], "payment_method_id": "gift_card_1"}
+        first = json.loads(call(tools, "exchange_delivered_order_items", order_id="#W0000000", **exchange))
+        assert first["status"] == "exchange requested" and first["exchange_price_difference"] == 0.5
+        assert call(tools, "exchange_delivered_order_items", order_id="#W0000001", **exchange) == (
+            "Error: insufficient gift card balance to pay for the price difference"
+        )
+        # The held 0.5 is not available to a pending order's change either.
+        assert call(tools, "modify_pending_order_items", order_id="#W0000002", **exchange) == (
+            "Error: insufficient gift card balance to pay for the new item"
+        )
+        # The balance itself is charged when the exchange completes, as in τ-bench.
+        assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 0.75
+        assert json.loads(call(tools, "exchange_delivered_order_items", order_id="#W0000001",
+                               **{**exchange, "payment_method_id": "credit_card_1"}))["status"] == "exchange requested"
