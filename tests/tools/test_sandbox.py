@@ -770,7 +770,7 @@ def test_planted_setuid_binary_is_unreachable_and_inert(backend, host):
 
 
 def test_forged_status_does_not_crash_the_tool(backend):
-    out = sandbox.sandbox_tool(backend=backend).invoke({"code": FORGE_STATUS, "timeout_s": 1})
+    out = sandbox.sandbox_tool(backend=backend)({"code": FORGE_STATUS, "timeout_s": 1})
     assert out.startswith("status: timed out") and "INJECTED" not in out
 
 
