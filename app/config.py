@@ -12,7 +12,7 @@ ENV_PREFIX = "R1_"
 @dataclass(frozen=True)
 class Settings:
     model: str = "default"  # "default" (the bundled SmolLM2-135M GGUF), a .gguf file, or an HF model directory
-    quant: str | None = None  # None (fp32), "int8" or "int4"
+    quant: str = "auto"  # "auto" (int4/int8 as the model file holds, fp32 for float checkpoints), "fp32", "int8", "int4"
     threads: int | None = None  # None = physical cores
     cache_dir: str | None = None  # repacked-weight cache; None = $R1_CACHE_DIR or ~/.cache/r1-reasoner
     kv_cache_mb: float | None = None  # KV-cache capacity (running requests + prefix cache); None = 1024 MiB

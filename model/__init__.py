@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import ModelLoadError, load_checkpoint
+from model.checkpoint import ModelLoadError, load_checkpoint, native_quant
 from model.config import ModelConfig
 from model.engine import Engine
 from model.request import Completion, GenerationError, Request
-from model.linear import QUANT_MODES, Linear
+from model.linear import Linear
 from model.sampler import SamplingParams
 from model.transformer import Transformer, fuse_checkpoint
 
@@ -20,6 +20,7 @@ __all__ = [
     "Completion",
     "Engine",
     "GenerationError",
+    "LOAD_QUANTS",
     "ModelLoadError",
     "Request",
     "SamplingParams",
@@ -27,6 +28,9 @@ __all__ = [
     "load",
     "physical_cores",
 ]
+
+# What `load(quant=...)` accepts: "auto" picks from the source (see `native_quant`), "fp32" = None.
+LOAD_QUANTS = ("auto", "fp32", "int8", "int4")
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +72,24 @@ def build_transformer(config: ModelConfig, tensors: dict[str, torch.Tensor], qua
 def load(
     source: str | Path = "default",
     *,
-    quant: str | None = None,
+    quant: str | None = "auto",
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
 ) -> Engine:
     """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
 
-    quant: None (fp32 weights), "int8" (weight-only, per output channel) or "int4" (groups of 32); see model/linear.py.
+    quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
+    int8 for other quantized GGUFs, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
+    (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
+    (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
     kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
-    if quant not in QUANT_MODES:
-        raise ValueError(f"unknown quant {quant!r}; choose one of {QUANT_MODES}")
+    if quant is not None and quant not in LOAD_QUANTS:
+        raise ValueError(f"unknown quant {quant!r}; choose one of {', '.join(LOAD_QUANTS)} (or None = fp32)")
+    quant = native_quant(source) if quant == "auto" else None if quant == "fp32" else quant
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
     checkpoint = load_checkpoint(

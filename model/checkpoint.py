@@ -126,6 +126,30 @@ def resolve_source(source: str | Path) -> Path:
     return path
 
 
+# GGML types of matmul weights that our formats hold without loss: int4 (groups of 32 with a scale and
+# an offset, model/linear.py) holds Q4_0/Q4_1 exactly and Q4_K up to bf16 rounding of its sub-block scales.
+_INT4_EXACT_TYPES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
+_FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
+
+
+def native_quant(source: str | Path) -> str | None:
+    """The fastest precision that keeps what the source's matmul weights hold (`model.load(quant="auto")`).
+
+    "int4" when every layer weight of a GGUF is Q4_0/Q4_1/Q4_K; "int8" for any other quantized GGUF
+    (Q8_0, Q5/Q6 and mixes such as Q4_K_M); None (float32) for float GGUFs and HF checkpoints.
+    The LM head is int8 in both quantized modes, which holds the Q8_0/Q6_K heads GGUFs ship.
+    """
+    path = resolve_source(source)
+    if path.is_dir() or not _is_gguf(path):
+        return None  # HF checkpoints are float (load_checkpoint reports anything else it cannot read)
+    from model.gguf_header import tensor_types
+
+    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) == 2}
+    if matmul_types <= _FLOAT_TYPES:
+        return None
+    return "int4" if matmul_types <= _INT4_EXACT_TYPES else "int8"
+
+
 def _hf_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in _HF_FILE_SUFFIXES and not p.name.startswith("."))
 

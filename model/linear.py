@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QUANT_MODES = (None, "int8", "int4")
 INT4_GROUP_SIZE = 32  # = GGUF Q4_0/Q4_1 block size, so Q4_1 weights convert without loss (bar bf16 scales)
 
 

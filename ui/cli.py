@@ -8,6 +8,7 @@ import sys
 import time
 
 from app import Settings, load_engine
+from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
 
 log = logging.getLogger("r1")
@@ -16,7 +17,11 @@ log = logging.getLogger("r1")
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (defaults from R1_* environment variables)")
     group.add_argument("--model", help="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory")
-    group.add_argument("--quant", choices=["int8", "int4"], help="weight quantization (default: none, fp32)")
+    group.add_argument(
+        "--quant", choices=LOAD_QUANTS,
+        help="weight precision: auto (default) = the fastest that keeps what the file holds (int4 for Q4 GGUFs, "
+        "int8 for other quantized GGUFs, fp32 for float checkpoints); fp32 = full precision",
+    )
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
     group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
@@ -74,7 +79,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _load(settings: Settings):
     start = time.perf_counter()
     engine = load_engine(settings)
-    log.info("loaded %s (%s) in %.1f s", settings.model, settings.quant or "fp32", time.perf_counter() - start)
+    log.info("loaded %s (%s) in %.1f s", settings.model, settings.quant, time.perf_counter() - start)
     return engine
 
 
@@ -100,7 +105,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"r1 chat — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    print(f"r1 chat — loading {settings.model} ({settings.quant})...", file=sys.stderr)
     engine = _load(settings)
     interactive = sys.stdin.isatty()
     print("Type a message. /reset clears the history, /exit or Ctrl-D quits.", file=sys.stderr)

@@ -33,7 +33,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(cache_dir) -> model.Engine:
-    return model.load("default", threads=2, cache_dir=cache_dir)
+    return model.load("default", quant=None, threads=2, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module", params=["int8", "int4"])
@@ -65,10 +65,17 @@ def test_cli_generate_prints_the_transformers_continuation(engine, reference_hf_
     expected = engine.tokenizer.decode([t for t in expected_ids if t not in engine.tokenizer.eos_token_ids])
     env = dict(os.environ, R1_CACHE_DIR=str(cache_dir))
     out = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "generate", "--prompt", PROMPTS[0], "--max-new-tokens", "24"],
+        [sys.executable, "-m", "ui.cli", "generate", "--prompt", PROMPTS[0], "--max-new-tokens", "24", "--quant", "fp32"],
         capture_output=True, text=True, env=env, timeout=300, check=True,
     )
     assert out.stdout == expected + "\n"
+
+
+def test_default_precision_is_the_files_own_int4(cache_dir):
+    """The default GGUF is Q4_1 with a Q8_0 embedding: "auto" runs int4 layers and an int8 LM head."""
+    engine = model.load("default", threads=2, cache_dir=cache_dir)
+    assert engine.model.layers[0].attention.wqkv.weight.dtype == torch.uint8  # packed int4
+    assert engine.model.output.weight.dtype == torch.int8
 
 
 def _perplexity(engine: model.Engine, ids: list[int]) -> float:

@@ -22,6 +22,12 @@ def test_help_lists_the_commands():
     assert "generate" in out.stdout and "chat" in out.stdout
 
 
+def test_quant_flag_lists_the_choices():
+    out = run_r1("generate", "--prompt", "hi", "--quant", "int3")
+    assert out.returncode == 2
+    assert "'auto', 'fp32', 'int8', 'int4'" in out.stderr
+
+
 def test_missing_model_file_is_a_clear_error(tmp_path):
     out = run_r1("generate", "--prompt", "hi", "--model", str(tmp_path / "nope.gguf"), env={"R1_CACHE_DIR": str(tmp_path)})
     assert out.returncode == 2
