@@ -151,8 +151,8 @@ class Chat:
         self._active: dict[int, Request] = {}  # conversation id -> the reply being generated
         self._lock = threading.Lock()
 
-    def reply(self, conversation_id: int, text: str) -> Iterator[str]:
-        """Store `text` as the user's turn and yield the reply's raw text (reasoning included) as it grows.
+    def reply(self, conversation_id: int, text: str) -> Iterator[Message]:
+        """Store `text` as the user's turn and yield the assistant's reply as it grows (finish_reason None).
 
         The reply is stored when generation ends, also when it was stopped (finish_reason "cancelled")
         or the iterator was closed early. Raises ValueError for an empty message or one that no longer
@@ -177,7 +177,8 @@ class Chat:
         try:
             for delta in request.stream():
                 raw += delta
-                yield raw
+                reasoning, answer = split_reasoning(raw)
+                yield Message("assistant", answer, reasoning)
         finally:
             request.cancel()  # no-op when finished; stops generation if our caller went away
             with self._lock:
