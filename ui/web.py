@@ -111,9 +111,14 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     # No concurrency limit: every session's reply is one more request in the engine's batch.
     send.click(respond, [text, conversation], outputs, concurrency_limit=None)
     text.submit(respond, [text, conversation], outputs, concurrency_limit=None)
-    stop.click(lambda cid: cid is not None and ctx.chat.stop(cid), [conversation], None, concurrency_limit=None, queue=False)
+    def stop_reply(conversation_id: int | None) -> None:
+        if conversation_id is not None:
+            ctx.chat.stop(conversation_id)
+
+    stop.click(stop_reply, [conversation], None, concurrency_limit=None, queue=False)
     conversations.input(open_conversation, [conversations], [chatbot, conversation], concurrency_limit=None)
     new_chat.click(lambda: ([], None, refresh_list(None)), None, [chatbot, conversation, conversations])
+    chatbot.clear(lambda: (None, refresh_list(None)), None, [conversation, conversations])  # a fresh chat; the stored one stays
     delete.click(delete_conversation, [conversation], [chatbot, conversation, conversations])
     demo.load(lambda: refresh_list(None), None, [conversations])
 
@@ -150,8 +155,8 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
                                 elem_id="settings-quant")
             kv_cache_mb = gr.Number(label="KV-cache size (MiB)", value=runtime.engine.kv_cache_mb, minimum=1,
                                     elem_id="settings-kv-cache")
-            search_budget = gr.Number(label="Search budget (iterations; empty = the strategy's default)",
-                                      value=settings.search_budget, minimum=1, precision=0, elem_id="settings-budget")
+            search_budget = gr.Number(label="Search budget (iterations per problem; 0 = the strategy's default)",
+                                      value=settings.search_budget or 0, minimum=0, precision=0, elem_id="settings-budget")
             apply = gr.Button("Apply", variant="primary", elem_id="settings-apply")
             status = gr.Markdown(elem_id="settings-status")
         with gr.Column():
@@ -163,7 +168,8 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             runtime.settings,
             model=model_path.strip() or "default",
             quant=None if quant_name == "fp32" else quant_name,
-            kv_cache_mb=float(kv_mb) if kv_mb else None,
+            # unchanged from what the engine runs with: keep the setting as it is (None = the default size)
+            kv_cache_mb=float(kv_mb) if kv_mb and kv_mb != runtime.engine.kv_cache_mb else runtime.settings.kv_cache_mb,
             search_budget=int(budget) if budget else None,
         )
         try:
