@@ -1,4 +1,4 @@
-"""The real default model (int4), loaded once for the server and web UI tests."""
+"""Shared fixtures: the real default model (int4) in a Runtime, loaded once for the app and ui tests."""
 
 from __future__ import annotations
 
