@@ -156,3 +156,18 @@ def test_settings_tab_shows_the_model_and_cache_and_applies_changes(page, runtim
     assert "/nonexistent/model.gguf" in page.inner_text("#settings-status")
     assert runtime.engine is engine and runtime.settings.model == "default"  # nothing lost
     assert_stayed_on_loopback(page)
+
+
+def test_reasoning_is_a_collapsible_message_of_its_own(web):
+    from app.conversation import Message
+    from ui.web import _render
+
+    done = _render([Message("user", "2+2?"), Message("assistant", "4", reasoning="2 + 2 = 4", finish_reason="stop")])
+    assert [(m.role, m.content, m.metadata.get("title")) for m in done] == [
+        ("user", "2+2?", None), ("assistant", "2 + 2 = 4", "Reasoning"), ("assistant", "4", None)
+    ]
+    assert done[1].metadata["status"] == "done"
+    thinking = _render([Message("assistant", "", reasoning="Let me think")])  # streaming, no answer yet
+    assert len(thinking) == 1 and thinking[0].metadata["status"] == "pending"
+    stopped = _render([Message("assistant", "Paris", finish_reason="cancelled")])
+    assert stopped[0].content == "Paris *(stopped)*"
