@@ -50,15 +50,15 @@ class APIError(Exception):
 # ----- request bodies ----------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, metadata, ...)
 
 
-class StreamOptions(_Strict):
+class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _SamplingBody(_Strict):
+class _SamplingBody(_Body):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
@@ -88,12 +88,12 @@ class _SamplingBody(_Strict):
             raise APIError(400, "logit_bias is not supported", param="logit_bias")
 
 
-class TextPart(_Strict):
+class TextPart(_Body):
     type: Literal["text"]
     text: str
 
 
-class ChatMessageIn(_Strict):
+class ChatMessageIn(_Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
 
@@ -103,13 +103,13 @@ class ChatMessageIn(_Strict):
         return self.content or ""
 
 
-class FunctionSpec(_Strict):
+class FunctionSpec(_Body):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-class ToolSpec(_Strict):
+class ToolSpec(_Body):
     type: Literal["function"]
     function: FunctionSpec
 
