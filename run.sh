@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (first run only) and start the chat on the default model.
+# Set up (first run only) and start the web UI on the default model (it prints the URL; Ctrl-C stops).
 set -euo pipefail
 source "$(dirname "$0")/scripts/bootstrap.sh"
-exec r1 chat "$@"
+exec r1 ui "$@"

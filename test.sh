@@ -2,7 +2,7 @@
 # Set up (first run only) and run the whole test suite, slow end-to-end tests included.
 # pytest's exit 5 ("no tests collected") is a failure here, not a pass.
 set -uo pipefail
-source "$(dirname "$0")/scripts/bootstrap.sh"
+R1_NEED_BROWSER=1 source "$(dirname "$0")/scripts/bootstrap.sh"
 cd "$ROOT"
 python -m pytest "$@"
 rc=$?

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "R1_"
@@ -23,6 +24,12 @@ class Settings:
     repetition_penalty: float = 1.0
     seed: int | None = None
     system_prompt: str = "You are a helpful assistant."
+    search_budget: int | None = None  # reasoning-search iterations per problem; None = the strategy's default
+    # front ends (`r1 ui`, `r1 serve`)
+    data_dir: str | None = None  # every piece of persistent state; None = $R1_DATA_DIR or ~/.local/share/r1-reasoner
+    host: str = "127.0.0.1"  # any other address is an explicit choice
+    port: int | None = None  # None = 7860 for the web UI, 8000 for the API server
+    api_key: str | None = None  # the API server then requires `Authorization: Bearer <key>`
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -48,6 +55,12 @@ class Settings:
     def override(self, **values: Any) -> Settings:
         """A copy with every non-None value applied (CLI flags left unset keep the current value)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def data_path(self) -> Path:
+        """The data directory (created on first use)."""
+        path = Path(self.data_dir).expanduser() if self.data_dir else Path.home() / ".local" / "share" / "r1-reasoner"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def sampling(self) -> dict[str, Any]:
         return {

@@ -37,4 +37,14 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
            && timeout 300 apt-get install -y -qq --no-install-recommends bubblewrap </dev/null >/dev/null 2>&1; }; } \
       || echo "[setup] warning: could not install bubblewrap; the sandbox uses its native backend" >&2
 fi
+# Browser tests (tests/ui/test_web.py) drive Debian's chromium through Playwright; no `playwright install`.
+# ./test.sh asks for it (R1_NEED_BROWSER=1); installed when root with apt-get, never fatal.
+if [ "${R1_NEED_BROWSER:-0}" = 1 ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium for the browser tests"
+    export DEBIAN_FRONTEND=noninteractive
+    { timeout 600 apt-get install -y -qq --no-install-recommends chromium </dev/null >/dev/null 2>&1 \
+      || { timeout 300 apt-get update -qq </dev/null >/dev/null 2>&1 \
+           && timeout 600 apt-get install -y -qq --no-install-recommends chromium </dev/null >/dev/null 2>&1; }; } \
+      || echo "[setup] warning: could not install chromium; the browser tests will be skipped" >&2
+fi
 export PATH="$VENV/bin:$PATH"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import logging
+import socket
 import sys
 import time
 
@@ -12,6 +15,9 @@ from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
 
 log = logging.getLogger("r1")
+
+UI_PORT = 7860
+SERVE_PORT = 8000
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,12 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, help="seed for sampling (temperature > 0)")
 
 
+def _add_listen_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    group = parser.add_argument_group("listening")
+    group.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; $R1_HOST)")
+    group.add_argument("--port", type=int, help=f"port (default {default_port}; $R1_PORT)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log what is happening to stderr")
@@ -56,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system prompt")
     _add_model_flags(chat)
     _add_sampling_flags(chat)
+
+    ui = sub.add_parser("ui", parents=[common], help="the web UI (chat, settings) in your browser")
+    _add_listen_flags(ui, UI_PORT)
+    _add_model_flags(ui)
+    _add_sampling_flags(ui)
+
+    serve = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions")
+    _add_listen_flags(serve, SERVE_PORT)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every call (default: $R1_API_KEY, or none)")
+    _add_model_flags(serve)
+    _add_sampling_flags(serve)
     return parser
 
 
@@ -73,6 +96,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
         system_prompt=getattr(args, "system", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        api_key=getattr(args, "api_key", None),
     )
 
 
@@ -147,6 +173,66 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": answer})
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening, or a one-line ValueError (port in use, unknown address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is already in use; choose another with --port") from None
+        raise ValueError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    return sock
+
+
+def _warn_if_exposed(host: str, what: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        print(f"r1: warning: {what} listens on {host}, reachable from other machines", file=sys.stderr)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    port = settings.port or UI_PORT
+    _listen(settings.host, port).close()  # fail fast, before the model loads; Gradio binds it again
+    _warn_if_exposed(settings.host, "the web UI")
+    from ui import web  # Gradio is imported only here: it is slow to import and sets up its environment
+
+    web.launch(settings.override(port=port))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.runtime import Runtime
+    from ui import server
+
+    settings = _settings(args)
+    port = settings.port or SERVE_PORT
+    sock = _listen(settings.host, port)
+    if not settings.api_key:
+        _warn_if_exposed(settings.host, "the API (without --api-key)")
+    runtime = Runtime(settings)
+    print(f"r1 serve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    runtime.engine  # load now: a missing model is an error before we say we are listening
+    print(f"r1 serve: OpenAI-compatible API at http://{settings.host}:{port}/v1 (model {settings.model!r})", file=sys.stderr)
+    try:
+        server.serve(runtime, sock, api_key=settings.api_key)
+    finally:
+        runtime.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -154,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat}[args.command]
+    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:

@@ -30,3 +30,10 @@ def test_sampling_carries_every_sampling_field():
     sampling = Settings(top_k=5, repetition_penalty=1.1).sampling()
     assert sampling["top_k"] == 5 and sampling["repetition_penalty"] == 1.1
     assert set(sampling) == {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"}
+
+
+def test_front_end_settings_come_from_the_environment(tmp_path):
+    settings = Settings.from_env({"R1_DATA_DIR": str(tmp_path / "data"), "R1_PORT": "9000", "R1_API_KEY": "sesame"})
+    assert settings.data_path() == tmp_path / "data" and (tmp_path / "data").is_dir()
+    assert (settings.host, settings.port, settings.api_key) == ("127.0.0.1", 9000, "sesame")
+    assert Settings().port is None  # each front end has its own default port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,7 +20,37 @@ def run_r1(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> su
 def test_help_lists_the_commands():
     out = run_r1("--help")
     assert out.returncode == 0
-    assert "generate" in out.stdout and "chat" in out.stdout
+    assert all(command in out.stdout for command in ("generate", "chat", "ui", "serve"))
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+def test_front_end_help_names_the_listening_flags(command):
+    out = run_r1(command, "--help")
+    assert out.returncode == 0
+    assert "--host" in out.stdout and "--port" in out.stdout and "--model" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+def test_port_in_use_is_a_one_line_error(command, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = run_r1(command, "--port", str(port), env={"R1_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"r1: error: port {port} on 127.0.0.1 is already in use; choose another with --port"
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+def test_front_end_with_missing_model_is_a_clear_error(command, tmp_path):
+    with socket.socket() as probe:  # a port that is free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = run_r1(command, "--port", str(port), "--model", str(tmp_path / "nope.gguf"),
+                 env={"R1_CACHE_DIR": str(tmp_path), "R1_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert "not found" in out.stderr and "nope.gguf" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_quant_flag_lists_the_choices():

@@ -1,0 +1,199 @@
+"""Chat conversations: kept in SQLite under the data directory, replied to through the engine's `submit`.
+
+`ConversationStore` is the persistence (one file, `conversations.sqlite3`); `Chat` runs a reply turn:
+it stores the user's message, streams the model's reply and stores it (reasoning apart from the answer),
+and can stop a reply in flight from another thread (the web UI's Stop button).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.runtime import Runtime
+from model.request import Request
+from model.tokenizer import split_reasoning
+
+ROLES = ("user", "assistant")
+TITLE_CHARS = 60
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    reasoning TEXT NOT NULL DEFAULT '',
+    finish_reason TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" or "assistant"
+    content: str  # for the assistant: the answer, without its reasoning
+    reasoning: str = ""  # R1 <think> text, shown apart and never sent back to the model
+    finish_reason: str | None = None  # the assistant's: "stop", "length", "cancelled" or "error"
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    title: str
+    updated_at: float
+    messages: int
+
+
+class ConversationNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no conversation with id {self.args[0]}"
+
+
+class ConversationStore:
+    """Conversations in one SQLite file; safe to use from any thread (a connection per call)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> ConversationStore:
+        return cls(data_dir / "conversations.sqlite3")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    def create(self, title: str = "New chat") -> int:
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "INSERT INTO conversations (title, created_at, updated_at) VALUES (?, ?, ?)", (title, now, now)
+            )
+            return int(cursor.lastrowid)
+
+    def list(self) -> list[ConversationSummary]:
+        """Every conversation, most recently updated first."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT c.id, c.title, c.updated_at, COUNT(m.id) FROM conversations c "
+                "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated_at DESC, c.id DESC"
+            ).fetchall()
+        return [ConversationSummary(*row) for row in rows]
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        with closing(self._connect()) as db:
+            self._check_exists(db, conversation_id)
+            rows = db.execute(
+                "SELECT role, content, reasoning, finish_reason FROM messages WHERE conversation_id = ? ORDER BY id",
+                (conversation_id,),
+            ).fetchall()
+        return [Message(*row) for row in rows]
+
+    def add(self, conversation_id: int, message: Message) -> None:
+        """Append a message; the first user message also becomes the title of an untitled conversation."""
+        if message.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {message.role!r}")
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            self._check_exists(db, conversation_id)
+            db.execute(
+                "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, message.role, message.content, message.reasoning, message.finish_reason, now),
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            if message.role == "user":
+                db.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                    (_title(message.content), conversation_id),
+                )
+
+    def delete(self, conversation_id: int) -> None:
+        with closing(self._connect()) as db, db:
+            self._check_exists(db, conversation_id)
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    @staticmethod
+    def _check_exists(db: sqlite3.Connection, conversation_id: int) -> None:
+        if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+            raise ConversationNotFound(conversation_id)
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class Chat:
+    """Reply turns over stored conversations, through the runtime's engine (batched with every other session)."""
+
+    def __init__(self, runtime: Runtime, store: ConversationStore) -> None:
+        self.runtime = runtime
+        self.store = store
+        self._active: dict[int, Request] = {}  # conversation id -> the reply being generated
+        self._lock = threading.Lock()
+
+    def reply(self, conversation_id: int, text: str) -> Iterator[Message]:
+        """Store `text` as the user's turn and yield the assistant's reply as it grows (finish_reason None).
+
+        The reply is stored when generation ends, also when it was stopped (finish_reason "cancelled")
+        or the iterator was closed early. Raises ValueError for an empty message or one that no longer
+        fits the context window (then nothing is stored).
+        """
+        text = text.strip()
+        if not text:
+            raise ValueError("empty message")
+        settings = self.runtime.settings
+        engine = self.runtime.engine
+        history = [{"role": "system", "content": settings.system_prompt}]
+        history += [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
+        history.append({"role": "user", "content": text})
+        request = engine.submit(engine.chat_prompt(history), **settings.sampling())  # ValueError: too long
+        with self._lock:
+            if conversation_id in self._active:
+                request.cancel()
+                raise ValueError("a reply in this conversation is still being generated")
+            self._active[conversation_id] = request
+        self.store.add(conversation_id, Message("user", text))
+        raw = ""
+        try:
+            for delta in request.stream():
+                raw += delta
+                reasoning, answer = split_reasoning(raw)
+                yield Message("assistant", answer, reasoning)
+        finally:
+            request.cancel()  # no-op when finished; stops generation if our caller went away
+            with self._lock:
+                self._active.pop(conversation_id, None)
+            completion = request.result()
+            reasoning, answer = split_reasoning(completion.text)
+            self.store.add(
+                conversation_id, Message("assistant", answer, reasoning, completion.finish_reason)
+            )
+
+    def stop(self, conversation_id: int) -> bool:
+        """Stop the reply being generated in this conversation (it is stored as far as it got)."""
+        with self._lock:
+            request = self._active.get(conversation_id)
+        if request is None:
+            return False
+        request.cancel()
+        return True

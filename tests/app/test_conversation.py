@@ -1,0 +1,85 @@
+"""Conversations: real SQLite, kept across store instances (restarts); reply turns on the real model."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from app.conversation import Chat, ConversationNotFound, ConversationStore, Message
+from app.runtime import Runtime
+
+
+def test_conversations_survive_a_restart_in_order(tmp_path):
+    store = ConversationStore.in_data_dir(tmp_path)
+    first = store.create()
+    second = store.create()
+    store.add(first, Message("user", "What is 2 + 2?\nPlease answer briefly."))
+    store.add(first, Message("assistant", "4", reasoning="2 + 2 = 4", finish_reason="stop"))
+    store.add(second, Message("user", "x" * 100))
+
+    reopened = ConversationStore.in_data_dir(tmp_path)
+    summaries = reopened.list()
+    assert [s.id for s in summaries] == [second, first]  # most recently updated first
+    assert summaries[1].title == "What is 2 + 2? Please answer briefly." and summaries[1].messages == 2
+    assert len(summaries[0].title) == 60 and summaries[0].title.endswith("…")
+    assert reopened.messages(first) == [
+        Message("user", "What is 2 + 2?\nPlease answer briefly."),
+        Message("assistant", "4", "2 + 2 = 4", "stop"),
+    ]
+
+
+def test_bad_role_and_unknown_conversation_are_clear_errors(tmp_path):
+    store = ConversationStore.in_data_dir(tmp_path)
+    conversation = store.create()
+    with pytest.raises(ValueError, match="role must be one of"):
+        store.add(conversation, Message("system", "hi"))
+    with pytest.raises(ConversationNotFound, match="no conversation with id 999"):
+        store.messages(999)
+    store.delete(conversation)
+    assert store.list() == []
+    with pytest.raises(ConversationNotFound):
+        store.add(conversation, Message("user", "hi"))
+
+
+@pytest.mark.slow
+def test_reply_streams_then_stores_both_turns(tmp_path, runtime):
+    chat = Chat(runtime, ConversationStore.in_data_dir(tmp_path))
+    conversation = chat.store.create()
+    partials = list(chat.reply(conversation, "What is the capital of France?"))
+    assert len(partials) > 1 and all(p.finish_reason is None for p in partials)
+    stored = chat.store.messages(conversation)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].content == partials[-1].content and "Paris" in stored[1].content
+    assert stored[1].finish_reason in ("stop", "length")
+
+    # The next turn sees the history: the model is asked about what it said.
+    partials = list(chat.reply(conversation, "Repeat the name of that city."))
+    assert "Paris" in partials[-1].content
+    assert len(chat.store.messages(conversation)) == 4
+
+
+@pytest.mark.slow
+def test_stop_from_another_thread_stores_the_partial_reply(tmp_path, runtime):
+    long_replies = Runtime(dataclasses.replace(runtime.settings, max_new_tokens=1000), engine=runtime.engine)
+    chat = Chat(long_replies, ConversationStore.in_data_dir(tmp_path))
+    conversation = chat.store.create()
+    replies = chat.reply(conversation, "Count from 1 to 500, one number per line.")
+    next(replies)  # generation is running
+    stopper = threading.Thread(target=chat.stop, args=(conversation,))
+    stopper.start()
+    stopper.join()
+    for _ in replies:
+        pass
+    last = chat.store.messages(conversation)[-1]
+    assert last.role == "assistant" and last.finish_reason == "cancelled"
+    assert chat.stop(conversation) is False  # nothing left to stop
+
+
+def test_empty_message_stores_nothing(tmp_path):
+    chat = Chat(runtime=None, store=ConversationStore.in_data_dir(tmp_path))  # fails before the engine is needed
+    conversation = chat.store.create()
+    with pytest.raises(ValueError, match="empty message"):
+        next(chat.reply(conversation, "   "))
+    assert chat.store.messages(conversation) == []

@@ -1,0 +1,173 @@
+"""The web UI in a real browser: Debian's chromium, headless, driven by Playwright, against the real model.
+
+Every test checks that each request the page made stayed on 127.0.0.1. Screenshots are saved under
+$R1_TEST_ARTIFACTS (default: test-artifacts/ in the repository).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("R1_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+TIMEOUT_MS = 60_000
+
+# Records each text the last bot message shows, so a test can see the reply grow (streaming).
+WATCH_BOT_TEXT = """() => {
+    window.botTexts = [];
+    const chatbot = document.querySelector('#chatbot');
+    new MutationObserver(() => {
+        const bots = chatbot.querySelectorAll('[data-testid="bot"]');
+        if (!bots.length) return;
+        const text = bots[bots.length - 1].innerText;
+        if (text && text !== window.botTexts[window.botTexts.length - 1]) window.botTexts.push(text);
+    }).observe(chatbot, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def web(runtime):
+    """The web app on a free loopback port, with its data (and Gradio's temp files) in the test data dir."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("R1_DATA_DIR", runtime.settings.data_dir)
+        from ui import web as web_ui  # imports Gradio with the environment above
+
+        assert os.environ["GRADIO_TEMP_DIR"].startswith(runtime.settings.data_dir)
+        port = free_port()
+        demo = web_ui.start(runtime, "127.0.0.1", port)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, web):
+    """A fresh page on the app; `page.requested` lists every URL it asked for."""
+    page = browser.new_page(viewport={"width": 1100, "height": 720})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
+    page.goto(web)
+    page.wait_for_selector("#chat-input textarea")
+    yield page
+    page.close()
+
+
+def assert_stayed_on_loopback(page) -> None:
+    hosts = {urlsplit(url).hostname for url in page.requested if urlsplit(url).scheme in ("http", "https", "ws", "wss")}
+    assert page.requested and hosts == {"127.0.0.1"}, f"requests left loopback: {sorted(hosts)}"
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def ask(page, question: str) -> None:
+    page.evaluate(WATCH_BOT_TEXT)
+    page.fill("#chat-input textarea", question)
+    page.click("#chat-send")
+
+
+def test_chat_streams_the_reply_and_keeps_the_conversation(page, runtime):
+    ask(page, "What is the capital of France?")
+    page.wait_for_selector("#chatbot [data-testid='bot'] >> text=Paris")
+    page.wait_for_selector("#conversations >> text=What is the capital of France?")
+    texts = page.evaluate("window.botTexts")
+    final = page.locator("#chatbot [data-testid='bot']").last.inner_text()
+    assert len(texts) >= 2, f"the reply did not stream: {texts}"
+    assert all(final.startswith(text.rstrip()) for text in texts[:-1])  # each was a prefix of the answer
+    screenshot(page, "chat.png")
+
+    page.reload()  # a new session: the conversation comes back from SQLite
+    page.wait_for_selector("#conversations >> text=What is the capital of France?").click()
+    page.wait_for_selector("#chatbot [data-testid='bot'] >> text=Paris")
+    assert page.locator("#chatbot [data-testid='user']").first.inner_text().strip() == "What is the capital of France?"
+    assert_stayed_on_loopback(page)
+
+
+def test_stop_button_cancels_the_reply(page, runtime):
+    settings = runtime.settings
+    runtime.apply(dataclasses.replace(settings, max_new_tokens=1000))  # long enough to still be running
+    try:
+        ask(page, "Count from 1 to 500, one number per line.")
+        page.wait_for_selector("#chatbot [data-testid='bot']")
+        page.click("#chat-stop")
+        page.wait_for_selector("#chatbot >> text=(stopped)")
+    finally:
+        runtime.apply(settings)
+    from app.conversation import ConversationStore
+
+    store = ConversationStore.in_data_dir(settings.data_path())
+    newest = store.list()[0]
+    stored = store.messages(newest.id)
+    assert newest.title.startswith("Count from 1 to 500")
+    assert stored[-1].role == "assistant" and stored[-1].finish_reason == "cancelled"
+    assert_stayed_on_loopback(page)
+
+
+def test_settings_tab_shows_the_model_and_cache_and_applies_changes(page, runtime):
+    page.get_by_role("tab", name="Settings").click()
+    page.wait_for_selector("#cache-stats >> text=prefix-cache hit tokens")
+    assert page.input_value("#settings-model textarea, #settings-model input") == runtime.settings.model
+    assert "int4" in page.locator("#settings-quant").inner_text() or page.input_value("#settings-quant input") == "int4"
+    screenshot(page, "settings.png")
+
+    page.fill("#settings-budget input", "8")
+    page.click("#settings-apply")
+    page.wait_for_selector("#settings-status >> text=Applied (no reload needed)")
+    assert runtime.settings.search_budget == 8
+
+    engine = runtime.engine
+    page.fill("#settings-model textarea, #settings-model input", "/nonexistent/model.gguf")
+    page.click("#settings-apply")
+    page.wait_for_selector("#settings-status >> text=Not applied")
+    assert "/nonexistent/model.gguf" in page.inner_text("#settings-status")
+    assert runtime.engine is engine and runtime.settings.model == "default"  # nothing lost
+    assert_stayed_on_loopback(page)
+
+
+def test_reasoning_is_a_collapsible_message_of_its_own(web):
+    from app.conversation import Message
+    from ui.web import _render
+
+    done = _render([Message("user", "2+2?"), Message("assistant", "4", reasoning="2 + 2 = 4", finish_reason="stop")])
+    assert [(m.role, m.content, m.metadata.get("title")) for m in done] == [
+        ("user", "2+2?", None), ("assistant", "2 + 2 = 4", "Reasoning"), ("assistant", "4", None)
+    ]
+    assert done[1].metadata["status"] == "done"
+    thinking = _render([Message("assistant", "", reasoning="Let me think")])  # streaming, no answer yet
+    assert len(thinking) == 1 and thinking[0].metadata["status"] == "pending"
+    stopped = _render([Message("assistant", "Paris", finish_reason="cancelled")])
+    assert stopped[0].content == "Paris *(stopped)*"

@@ -1,0 +1,514 @@
+"""An OpenAI-compatible HTTP API over the engine: /v1/models, /v1/chat/completions, /v1/completions.
+
+Every choice of every request is one `engine.submit`, so concurrent clients (and `n` > 1) are batched
+by the scheduler step by step and share cached prompt prefixes. Each engine request is drained by a
+small thread into the event loop; a client that goes away (mid-stream or while waiting) cancels its
+requests within one scheduler step. Errors use OpenAI's shape: {"error": {message, type, param, code}}.
+
+Fields left out take OpenAI's defaults (temperature 1, top_p 1, n 1); `max_tokens` defaults to the
+`max_new_tokens` setting, cut to what the context window has room for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.runtime import Runtime
+from model.request import Completion, GenerationError, Request
+
+MAX_N = 16  # choices per request
+MAX_STOP = 4  # stop strings per request, as OpenAI allows
+MAX_TOP_LOGPROBS = 20
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's JSON shape with its HTTP status."""
+
+    def __init__(
+        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+# ----- request bodies ----------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (user, metadata, ...)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _SamplingBody(_Body):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+
+    def stop_strings(self) -> tuple[str, ...]:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or ())
+        if len(stop) > MAX_STOP:
+            raise APIError(400, f"at most {MAX_STOP} stop sequences are allowed, got {len(stop)}", param="stop")
+        if any(s == "" for s in stop):
+            raise APIError(400, "stop sequences must not be empty", param="stop")
+        return tuple(stop)
+
+    def check_unsupported(self) -> None:
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name) != 0:
+                raise APIError(400, f"{name} is not supported; leave it at 0", param=name)
+        if self.logit_bias:
+            raise APIError(400, "logit_bias is not supported", param="logit_bias")
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class FunctionSpec(_Body):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSpec(_Body):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class ChatBody(_SamplingBody):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionBody(_SamplingBody):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+# ----- one submitted choice ----------------------------------------------------------------------
+
+
+@dataclass
+class _Choice:
+    index: int
+    request: Request
+
+
+_END = object()
+
+
+def _drain(choice: _Choice, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+    """Thread body: move one request's text deltas into the event loop's queue, then an end marker."""
+    try:
+        for delta in choice.request.stream():
+            loop.call_soon_threadsafe(queue.put_nowait, (choice.index, delta))
+    except GenerationError:
+        pass  # the completion carries the error; the handler reports it
+    finally:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (choice.index, _END))
+        except RuntimeError:  # the loop is closed: the server is gone
+            pass
+
+
+async def _deltas(choices: Sequence[_Choice]) -> AsyncIterator[tuple[int, str]]:
+    """(choice index, text delta) from every choice as produced; cancels them all if the consumer stops early."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    for choice in choices:
+        threading.Thread(target=_drain, args=(choice, loop, queue), daemon=True, name=f"r1-api-{choice.request.id}").start()
+    running = len(choices)
+    try:
+        while running:
+            index, delta = await queue.get()
+            if delta is _END:
+                running -= 1
+            else:
+                yield index, delta
+    finally:
+        for choice in choices:
+            choice.request.cancel()
+
+
+async def _until_disconnected(http: HTTPRequest) -> None:
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _wait_all(http: HTTPRequest, choices: Sequence[_Choice]) -> list[Completion]:
+    """Wait for every choice to finish; a client that disconnects first cancels them all."""
+
+    async def collect() -> None:
+        async for _ in _deltas(choices):
+            pass
+
+    work = asyncio.ensure_future(collect())
+    watch = asyncio.ensure_future(_until_disconnected(http))
+    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    watch.cancel()
+    if not work.done():
+        work.cancel()
+        _cancel(choices)
+        raise APIError(499, "the client closed the request")  # nobody is left to read it
+    completions = [choice.request.result() for choice in choices]  # all finished: their drains ended
+    for completion in completions:
+        _raise_if_failed(completion)
+    return completions
+
+
+def _raise_if_failed(completion: Completion) -> None:
+    if completion.finish_reason == "error":
+        raise APIError(500, f"generation failed: {completion.error}", type="server_error")
+    if completion.finish_reason == "cancelled":
+        raise APIError(503, "the request was cancelled (the server is shutting down or reloading its model)", type="server_error")
+
+
+# ----- the app -----------------------------------------------------------------------------------
+
+
+def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
+    """The API app over `runtime`'s engine; `api_key` set = every /v1 call needs `Authorization: Bearer <key>`."""
+    app = FastAPI(title="r1-reasoner", docs_url=None, redoc_url=None, openapi_url=None)
+    model_id = runtime.settings.model
+
+    @app.exception_handler(APIError)
+    async def api_error(_: HTTPRequest, err: APIError) -> JSONResponse:
+        return JSONResponse(err.body, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: HTTPRequest, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0]
+        if first.get("type") == "json_invalid":
+            reason = first.get("ctx", {}).get("error", "")
+            return JSONResponse(APIError(400, f"the request body is not valid JSON: {reason}".rstrip(": ")).body, status_code=400)
+        where = [str(part) for part in first.get("loc", ()) if part != "body"]
+        param = ".".join(where) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return JSONResponse(APIError(400, message, param=param).body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: HTTPRequest, err: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if err.status_code == 404 else None
+        return JSONResponse(APIError(err.status_code, str(err.detail), code=code).body, status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: HTTPRequest, err: Exception) -> JSONResponse:
+        return JSONResponse(APIError(500, f"internal error: {err}", type="server_error").body, status_code=500)
+
+    async def authorize(http: HTTPRequest) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = http.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+
+    def check_model(name: str) -> None:
+        if name != model_id:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {model_id!r}", param="model", code="model_not_found")
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(model_id)]}
+
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorize)])
+    async def get_model(name: str) -> dict[str, Any]:
+        check_model(name)
+        return _model_card(model_id)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat_completions(body: ChatBody, http: HTTPRequest):
+        check_model(body.model)
+        body.check_unsupported()
+        if body.tools and body.tool_choice != "none":
+            # Tool calls come with grammar-constrained decoding (a logits processor built from the tools'
+            # JSON schemas); until that lands, refuse rather than let a small model improvise calls.
+            raise APIError(400, "tools are not supported yet", param="tools", code="tools_not_supported")
+        if body.response_format and body.response_format.get("type", "text") != "text":
+            raise APIError(400, "only response_format {'type': 'text'} is supported", param="response_format")
+        if body.top_logprobs and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if body.stream and body.logprobs:
+            raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
+        top = body.top_logprobs or 0
+        engine = runtime.engine
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+        ]
+        prompt = engine.chat_prompt(messages)
+        choices = _submit(runtime, [prompt], body, body.max_completion_tokens or body.max_tokens,
+                          logprobs=max(1, top) if body.logprobs else 0)
+        meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
+        if body.stream:
+            return _sse(_chat_stream(meta, choices, include_usage=bool(body.stream_options and body.stream_options.include_usage)))
+        completions = await _wait_all(http, choices)
+        tokenizer = engine.tokenizer
+        return {
+            "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": c.text},
+                    "logprobs": _chat_logprobs(tokenizer, c, top) if body.logprobs else None,
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(completions)
+            ],
+            "usage": _usage(completions, prompts=1),
+        }
+
+    @app.post("/v1/completions", dependencies=[Depends(authorize)])
+    async def completions(body: CompletionBody, http: HTTPRequest):
+        check_model(body.model)
+        body.check_unsupported()
+        if body.echo:
+            raise APIError(400, "echo is not supported", param="echo")
+        if body.suffix:
+            raise APIError(400, "suffix is not supported", param="suffix")
+        if body.best_of is not None and body.best_of != body.n:
+            raise APIError(400, "best_of other than n is not supported", param="best_of")
+        if body.stream and body.logprobs is not None:
+            raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
+        prompts = _prompts(body.prompt)
+        choices = _submit(runtime, prompts, body, body.max_tokens,
+                          logprobs=max(1, body.logprobs) if body.logprobs is not None else 0)
+        meta = _Meta("cmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
+        if body.stream:
+            return _sse(_completion_stream(meta, choices, prompts=len(prompts),
+                                           include_usage=bool(body.stream_options and body.stream_options.include_usage)))
+        done = await _wait_all(http, choices)
+        tokenizer = runtime.engine.tokenizer
+        return {
+            "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+            "choices": [
+                {
+                    "index": i,
+                    "text": c.text,
+                    "logprobs": _completion_logprobs(tokenizer, c, body.logprobs) if body.logprobs is not None else None,
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(done)
+            ],
+            "usage": _usage(done, prompts=len(prompts)),
+        }
+
+    return app
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "r1-reasoner"}
+
+
+def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [prompt]
+    return list(prompt)
+
+
+def _submit(
+    runtime: Runtime, prompts: Sequence[str | list[int]], body: _SamplingBody, max_tokens: int | None, *, logprobs: int
+) -> list[_Choice]:
+    """n engine requests per prompt (choice index = prompt * n + j); a seed gives choice j the seed + j."""
+    engine = runtime.engine
+    stop = body.stop_strings()
+    choices: list[_Choice] = []
+    try:
+        for p, prompt in enumerate(prompts):
+            ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+            room = engine.context_length - len(ids)
+            if room < 1:
+                raise APIError(400, f"the prompt is {len(ids)} tokens; the context window is {engine.context_length}",
+                               param="messages" if isinstance(body, ChatBody) else "prompt", code="context_length_exceeded")
+            if max_tokens is not None and max_tokens > room:
+                raise APIError(400, f"max_tokens is {max_tokens} but the prompt ({len(ids)} tokens) leaves room for {room} "
+                               f"in the context window of {engine.context_length}", param="max_tokens", code="context_length_exceeded")
+            for j in range(body.n):
+                request = engine.submit(
+                    ids,
+                    max_new_tokens=max_tokens or min(runtime.settings.max_new_tokens, room),
+                    temperature=body.temperature,
+                    top_p=body.top_p,
+                    stop=stop,
+                    seed=None if body.seed is None else body.seed + j,
+                    logprobs=logprobs,
+                )
+                choices.append(_Choice(p * body.n + j, request))
+    except ValueError as err:  # the engine's own checks: token ids outside the vocabulary, ...
+        _cancel(choices)
+        raise APIError(400, str(err), param="prompt") from None
+    except BaseException:
+        _cancel(choices)
+        raise
+    return choices
+
+
+def _cancel(choices: Sequence[_Choice]) -> None:
+    for choice in choices:
+        choice.request.cancel()
+
+
+def _usage(completions: Sequence[Completion], *, prompts: int) -> dict[str, Any]:
+    # Each prompt counts once, as OpenAI counts it, however many choices it was sampled for.
+    per_prompt = len(completions) // prompts
+    prompt_tokens = sum(c.prompt_tokens for c in completions[::per_prompt])
+    generated = sum(c.generated_tokens for c in completions)
+    cached = sum(c.cached_tokens for c in completions[::per_prompt])
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": generated,
+        "total_tokens": prompt_tokens + generated,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def _chat_logprobs(tokenizer, completion: Completion, top: int) -> dict[str, Any]:
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    content = []
+    for token_id, lp in zip(completion.token_ids, completion.logprobs or ()):
+        content.append({**entry(token_id, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top[:top]]})
+    return {"content": content}
+
+
+def _completion_logprobs(tokenizer, completion: Completion, top: int) -> dict[str, Any]:
+    tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
+    offset = 0
+    for token_id, lp in zip(completion.token_ids, completion.logprobs or ()):
+        text = tokenizer.decode([token_id])
+        tokens.append(text)
+        token_logprobs.append(lp.logprob)
+        top_logprobs.append({tokenizer.decode([t]): v for t, v in lp.top[:top]})
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": offsets}
+
+
+# ----- streaming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Meta:
+    id: str
+    created: int
+    model: str
+
+
+def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        async for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _stream_error(completion: Completion) -> dict[str, Any] | None:
+    try:
+        _raise_if_failed(completion)
+    except APIError as err:
+        return err.body
+    return None
+
+
+async def _chat_stream(meta: _Meta, choices: Sequence[_Choice], *, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    for choice in choices:
+        yield chunk(choice.index, {"role": "assistant", "content": ""})
+    async for index, delta in _deltas(choices):
+        yield chunk(index, {"content": delta})
+    completions = [choice.request.result() for choice in choices]
+    for choice, completion in zip(choices, completions):
+        if (error := _stream_error(completion)) is not None:
+            yield error
+            return
+        yield chunk(choice.index, {}, completion.finish_reason)
+    if include_usage:
+        yield {"id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
+               "choices": [], "usage": _usage(completions, prompts=1)}
+
+
+async def _completion_stream(
+    meta: _Meta, choices: Sequence[_Choice], *, prompts: int, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
+    def chunk(index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    async for index, delta in _deltas(choices):
+        yield chunk(index, delta)
+    completions = [choice.request.result() for choice in choices]
+    for choice, completion in zip(choices, completions):
+        if (error := _stream_error(completion)) is not None:
+            yield error
+            return
+        yield chunk(choice.index, "", completion.finish_reason)
+    if include_usage:
+        yield {"id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+               "choices": [], "usage": _usage(completions, prompts=prompts)}
+
+
+def serve(runtime: Runtime, sock: socket.socket, *, api_key: str | None = None) -> None:
+    """Serve the API on an already bound, listening socket until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(runtime, api_key=api_key), log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
