@@ -15,6 +15,7 @@ class Settings:
     quant: str | None = None  # None (fp32), "int8" or "int4"
     threads: int | None = None  # None = physical cores
     cache_dir: str | None = None  # repacked-weight cache; None = $R1_CACHE_DIR or ~/.cache/r1-reasoner
+    data_dir: str = "~/.local/share/r1-reasoner"  # app data: support transcripts and order database
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
