@@ -37,9 +37,7 @@ WRITE_TOOLS = frozenset({
 NEEDS_CONFIRMATION = "Refused: this change needs the customer's explicit yes to exactly this action first."
 
 _YES = re.compile(r"\b(yes|yeah|yep|confirm|confirmed|i confirm)\b", re.IGNORECASE)
-_NOTNEEDS_CONFIRMATION = "Refused: this change needs the customer's explicit yes to exactly this action first."
-
-_YES = re.compile(r"\b(no|not|don'?t|do not|never|wait|stop|cancel that)\b|\?", re.IGNORECASE)
+_NOT_YES = re.compile(r"\b(no|not|don'?t|do not|never|wait|stop|cancel that)\b|\?", re.IGNORECASE)
 
 
 def is_explicit_yes(text: str) -> bool:
