@@ -27,7 +27,7 @@ _STREET_SUFFIX = (
     r"(?:street|st|avenue|ave|road|rd|drive|dr|lane|ln|boulevard|blvd|court|ct|place|pl|way|terrace|"
     r"circle|cir|parkway|pkwy|highway|hwy|square|sq|trail|trl)"
 )
-_ADDRESS = re.compile(rf"\b\d{{1,6}}(?: [A-Z][A-Za-z'.-]*){{1,4}} {_STREET_SUFFIX}\b\.?", re.IGNORECASE)
+_ADDRESS = re.compile(rf"\b\d{{1,6}}(?: [A-Z][A-Za-z'.-]*){{1,4}} {_STREET_SUFFIX}\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
