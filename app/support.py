@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from app.config import Settings
 from app.redact import SensitiveFilter
 from app.support_guard import AUTH_TOOLS, NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
 from model import Completion, Engine, SamplingParams
@@ -46,6 +47,7 @@ _MESSAGE_START = '{"message": "'
 _PARTIAL_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,3})?$")  # a message cut inside an escape sequence
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _NAME = re.compile(r"\b[A-Z][a-z]{1,20}\b")
+_ASKS_FOR_HUMAN = re.compile(r"\b(human|person|representative|manager|real agent)\b", re.IGNORECASE)
 _ZIP = re.compile(r"(?<!\d)\d{5}(?!\d)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
@@ -228,7 +230,7 @@ class Support:
         """The action grammar offers only what the guard could allow now (the guard still checks every call).
 
         Before authentication: the authentication tools, with only the emails, names and zips the customer
-        typed, and the hand-over to a human. After: every other tool, with ids narrowed to the customer's own
+        typed, and the hand-over to a human when they asked for one. After: every other tool, with ids narrowed to the customer's own
         orders and payment methods, so a small model cannot even spell another customer's.
         """
         tools: dict[str, dict[str, Any]]
@@ -239,7 +241,9 @@ class Support:
             emails = sorted(set(_EMAIL.findall(typed)))
             words = sorted(set(_NAME.findall(typed)))
             zips = sorted(set(_ZIP.findall(typed)))
-            tools = {"transfer_to_human_agents": self._schemas["transfer_to_human_agents"]}
+            tools = {}
+            if _ASKS_FOR_HUMAN.search(typed):
+                tools["transfer_to_human_agents"] = self._schemas["transfer_to_human_agents"]
             if emails:
                 tools["find_user_id_by_email"] = _narrowed(self._schemas["find_user_id_by_email"], {"email": emails})
             if words and zips:
@@ -284,6 +288,19 @@ class Support:
         }
         with self._sessions_lock, self.transcript_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def open_support(settings: Settings, engine: Engine) -> Support:
+    """The bot as the app runs it: the order database <data_dir>/support/orders.db (built from the vendored
+    τ-bench data when missing) and transcripts under the same data directory."""
+    data_dir = Path(settings.data_dir).expanduser()
+    db_path = data_dir / "support" / "orders.db"
+    if db_path.exists():
+        db = OrderDB(db_path)
+    else:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = OrderDB.create(db_path)
+    return Support(db, engine, data_dir=data_dir)
 
 
 # ----- helpers ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from app import Settings, load_engine
+from app import Settings, load_engine, open_support
 from model.tokenizer import split_reasoning
 
 log = logging.getLogger("r1")
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system prompt")
     _add_model_flags(chat)
     _add_sampling_flags(chat)
+
+    support = sub.add_parser("support", parents=[common], help="the customer-service bot over the order database")
+    support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
+    _add_model_flags(support)
     return parser
 
 
@@ -59,13 +63,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         quant=args.quant,
         threads=args.threads,
         cache_dir=args.cache_dir,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
+        max_new_tokens=getattr(args, "max_new_tokens", None),
+        temperature=getattr(args, "temperature", None),
+        top_p=getattr(args, "top_p", None),
+        top_k=getattr(args, "top_k", None),
+        repetition_penalty=getattr(args, "repetition_penalty", None),
+        seed=getattr(args, "seed", None),
         system_prompt=getattr(args, "system", None),
+        data_dir=getattr(args, "data_dir", None),
     )
 
 
@@ -137,6 +142,32 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": answer})
 
 
+def cmd_support(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"r1 support — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    bot = open_support(settings, _load(settings))
+    session = f"cli-{time.time_ns()}"
+    interactive = sys.stdin.isatty()
+    print("You are the customer. /exit or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("customer> " if interactive else "")
+        except EOFError:
+            return 0
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
+        text = line.strip()
+        if text in ("/exit", "/quit"):
+            return 0
+        if not text:
+            continue
+        reply = bot.reply(session, text)
+        for call in reply.tool_calls:
+            print(f"  [{call.name} {call.arguments} -> {call.result[:120]}]", file=sys.stderr)
+        print(f"bot> {reply.text}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -144,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat}[args.command]
+    handler = {"generate": cmd_generate, "chat": cmd_chat, "support": cmd_support}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
