@@ -2,5 +2,6 @@
 
 from app.config import Settings
 from app.engine import load_engine
+from app.support import Reply, Support, ToolCall, open_support
 
-__all__ = ["Settings", "load_engine"]
+__all__ = ["Reply", "Settings", "Support", "ToolCall", "load_engine", "open_support"]

@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from app import Settings, load_engine
+from app import Settings, load_engine, open_support
 from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
 
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every call (default: $R1_API_KEY, or none)")
     _add_model_flags(serve)
     _add_sampling_flags(serve)
+
+    support = sub.add_parser("support", parents=[common], help="the customer-service bot over the order database")
+    support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
+    _add_model_flags(support)
     return parser
 
 
@@ -88,17 +92,18 @@ def _settings(args: argparse.Namespace) -> Settings:
         quant=args.quant,
         threads=args.threads,
         cache_dir=args.cache_dir,
-        kv_cache_mb=args.kv_cache_mb,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
+        kv_cache_mb=getattr(args, "kv_cache_mb", None),
+        max_new_tokens=getattr(args, "max_new_tokens", None),
+        temperature=getattr(args, "temperature", None),
+        top_p=getattr(args, "top_p", None),
+        top_k=getattr(args, "top_k", None),
+        repetition_penalty=getattr(args, "repetition_penalty", None),
+        seed=getattr(args, "seed", None),
         system_prompt=getattr(args, "system", None),
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         api_key=getattr(args, "api_key", None),
+        data_dir=getattr(args, "data_dir", None),
     )
 
 
@@ -233,6 +238,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_support(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"r1 support — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    bot = open_support(settings, _load(settings))
+    session = f"cli-{time.time_ns()}"
+    interactive = sys.stdin.isatty()
+    print("You are the customer. /exit or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("customer> " if interactive else "")
+        except EOFError:
+            return 0
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
+        text = line.strip()
+        if text in ("/exit", "/quit"):
+            return 0
+        if not text:
+            continue
+        reply = bot.reply(session, text)
+        for call in reply.tool_calls:
+            print(f"  [{call.name} {call.arguments} -> {call.result[:120]}]", file=sys.stderr)
+        print(f"bot> {reply.text}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -240,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve}[args.command]
+    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
