@@ -91,8 +91,7 @@ def engine():
     from model.checkpoint import ModelNotFoundError
 
     try:
-        # fp32: on this project's CPUs it decodes the 135M model faster than int4 or int8.
-        return model.load("default")
+        return model.load("default")  # quant "auto": int4 for the bundled Q4_1 GGUF
     except ModelNotFoundError as e:
         pytest.skip(str(e))
 
