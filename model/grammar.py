@@ -119,11 +119,14 @@ class GrammarProcessor:
         return self.matcher.is_accepting()
 
 
-def tool_or_message_schema(tools: Mapping[str, Mapping[str, Any]], *, message_max_length: int = 600) -> dict[str, Any]:
+def tool_or_message_schema(
+    tools: Mapping[str, Mapping[str, Any]], *, message_max_length: int = 600, include_message: bool = True
+) -> dict[str, Any]:
     """JSON schema of one agent action: a call of one of `tools` (name -> argument schema) or a message.
 
     A call is `{"tool": NAME, "arguments": {...}}`, a message `{"message": "..."}` (1 to
     `message_max_length` characters, so that a model cannot ramble past its token budget).
+    `include_message=False` leaves only the calls (a tool must be called).
     """
     calls = [
         {
@@ -140,7 +143,7 @@ def tool_or_message_schema(tools: Mapping[str, Mapping[str, Any]], *, message_ma
         "required": ["message"],
         "additionalProperties": False,
     }
-    return {"anyOf": [*calls, message]}
+    return {"anyOf": [*calls, message] if include_message else calls}
 
 
 def _first_line(message: str) -> str:

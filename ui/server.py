@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.runtime import Runtime
+from app.tool_calls import FunctionTool, ToolCallGrammar
 from model.request import Completion, GenerationError, Request
 
 MAX_N = 16  # choices per request
@@ -93,14 +94,39 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCallIn(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the result of that call
 
     def text(self) -> str:
+        """The turn as the model sees it; an earlier tool call reads as the JSON action it was decoded as."""
+        if self.tool_calls:
+            return "\n".join(
+                json.dumps({"tool": c.function.name, "arguments": _json_object(c.function.arguments)}) for c in self.tool_calls
+            )
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise APIError(400, f"tool call arguments are not JSON: {text[:80]!r}", param="messages") from None
 
 
 class FunctionSpec(_Body):
@@ -266,10 +292,7 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
     async def chat_completions(body: ChatBody, http: HTTPRequest):
         check_model(body.model)
         body.check_unsupported()
-        if body.tools and body.tool_choice != "none":
-            # Tool calls come with grammar-constrained decoding (a logits processor built from the tools'
-            # JSON schemas); until that lands, refuse rather than let a small model improvise calls.
-            raise APIError(400, "tools are not supported yet", param="tools", code="tools_not_supported")
+        grammar = _tool_grammar(runtime.engine, body)
         if body.response_format and body.response_format.get("type", "text") != "text":
             raise APIError(400, "only response_format {'type': 'text'} is supported", param="response_format")
         if body.top_logprobs and not body.logprobs:
@@ -281,9 +304,15 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
         ]
+        if grammar is not None:  # the tools go into the (first) system message
+            if messages[0]["role"] == "system":
+                messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + grammar.system_message()}
+            else:
+                messages.insert(0, {"role": "system", "content": grammar.system_message()})
         prompt = engine.chat_prompt(messages)
         choices = _submit(runtime, [prompt], body, body.max_completion_tokens or body.max_tokens,
-                          logprobs=max(1, top) if body.logprobs else 0)
+                          logprobs=max(1, top) if body.logprobs else 0,
+                          processor=grammar.processor if grammar is not None else None)
         meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
         if body.stream:
             return _sse(_chat_stream(meta, choices, include_usage=bool(body.stream_options and body.stream_options.include_usage)))
@@ -294,9 +323,8 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": c.text},
+                    **_chat_message(c, grammar),
                     "logprobs": _chat_logprobs(tokenizer, c, top) if body.logprobs else None,
-                    "finish_reason": c.finish_reason,
                 }
                 for i, c in enumerate(completions)
             ],
@@ -355,10 +383,46 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str 
     return list(prompt)
 
 
+def _tool_grammar(engine, body: ChatBody) -> ToolCallGrammar | None:
+    """The grammar for the request's `tools` and `tool_choice`, or None when no tool may be called."""
+    if not body.tools or body.tool_choice == "none":
+        return None
+    if body.stream:
+        raise APIError(400, "stream is not supported together with tools", param="stream")
+    choice = body.tool_choice or "auto"
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise APIError(400, "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': "
+                           "{'name': ...}}", param="tool_choice")
+        choice = name
+    tools = [FunctionTool(t.function.name, t.function.description or "", t.function.parameters or {"type": "object"})
+             for t in body.tools]
+    try:
+        return ToolCallGrammar(engine, tools, choice)
+    except ValueError as err:  # an unknown tool_choice name, or a schema the grammar cannot take
+        raise APIError(400, str(err), param="tools") from None
+
+
+def _chat_message(completion: Completion, grammar: ToolCallGrammar | None) -> dict[str, Any]:
+    """The choice's message and finish reason; a decoded tool call becomes `tool_calls`."""
+    if grammar is None:
+        return {"message": {"role": "assistant", "content": completion.text}, "finish_reason": completion.finish_reason}
+    action = grammar.parse(completion.text)
+    if action.name is None:
+        return {"message": {"role": "assistant", "content": action.message}, "finish_reason": completion.finish_reason}
+    call = {"id": action.call_id, "type": "function", "function": {"name": action.name, "arguments": action.arguments}}
+    return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
+
+
 def _submit(
-    runtime: Runtime, prompts: Sequence[str | list[int]], body: _SamplingBody, max_tokens: int | None, *, logprobs: int
+    runtime: Runtime, prompts: Sequence[str | list[int]], body: _SamplingBody, max_tokens: int | None, *, logprobs: int,
+    processor=None,
 ) -> list[_Choice]:
-    """n engine requests per prompt (choice index = prompt * n + j); a seed gives choice j the seed + j."""
+    """n engine requests per prompt (choice index = prompt * n + j); a seed gives choice j the seed + j.
+
+    `processor`: a factory of logits processors (a grammar), called once per choice: processors are stateful.
+    """
     engine = runtime.engine
     stop = body.stop_strings()
     choices: list[_Choice] = []
@@ -381,6 +445,7 @@ def _submit(
                     stop=stop,
                     seed=None if body.seed is None else body.seed + j,
                     logprobs=logprobs,
+                    logits_processor=processor() if processor is not None else None,
                 )
                 choices.append(_Choice(p * body.n + j, request))
     except ValueError as err:  # the engine's own checks: token ids outside the vocabulary, ...

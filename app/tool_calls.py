@@ -1,0 +1,90 @@
+"""Grammar-constrained tool calls for chat requests that offer tools (the OpenAI API's `tools`).
+
+The model is told the tools in a system message and decodes one JSON action under a grammar built from
+their schemas: `{"tool": NAME, "arguments": {...}}` or, when it may answer in words, `{"message": "..."}`.
+The grammar makes every call parse and validate, so even the 135M default model never emits a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from model.grammar import GrammarCompiler, GrammarProcessor, tool_or_message_schema
+
+_compilers: dict[int, GrammarCompiler] = {}
+_compilers_lock = threading.Lock()
+
+
+def grammar_compiler(engine) -> GrammarCompiler:
+    """One compiler per loaded engine (building llguidance's tokenizer view takes a while)."""
+    with _compilers_lock:
+        key = id(engine.tokenizer)
+        if key not in _compilers:
+            _compilers[key] = GrammarCompiler(engine.tokenizer, engine.config.vocab_size)
+        return _compilers[key]
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallOutput:
+    """What one constrained completion said: a message, or one call (name, JSON arguments text)."""
+
+    message: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    call_id: str | None = None
+
+
+class ToolCallGrammar:
+    """The grammar and prompt for one request's tools and `tool_choice` ("auto", "required" or one name)."""
+
+    def __init__(self, engine, tools: list[FunctionTool], choice: str = "auto", *, message_max_length: int = 2000) -> None:
+        if not tools:
+            raise ValueError("tools must not be empty")
+        names = [t.name for t in tools]
+        if choice not in ("auto", "required") and choice not in names:
+            raise ValueError(f"tool_choice names {choice!r}, which is not among the tools: {', '.join(names)}")
+        offered = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
+        schema = tool_or_message_schema(
+            {t.name: t.parameters or {"type": "object"} for t in offered},
+            message_max_length=message_max_length,
+            include_message=choice == "auto",
+        )
+        self.tools = offered
+        self.choice = choice
+        self.compiler = grammar_compiler(engine)
+        self.grammar = self.compiler.json_schema(schema)
+
+    def system_message(self) -> str:
+        listing = "\n".join(
+            json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in self.tools
+        )
+        how = ('Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool'
+               + (', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."))
+        return f"You can call these tools:\n{listing}\n{how}"
+
+    def processor(self) -> GrammarProcessor:
+        """A fresh, stateful processor: one per request."""
+        return self.compiler.processor(self.grammar)
+
+    @staticmethod
+    def parse(text: str) -> ToolCallOutput:
+        """The action in a completion; a completion cut off by the token limit comes back as its raw text."""
+        try:
+            action = json.loads(text)
+        except json.JSONDecodeError:
+            return ToolCallOutput(message=text)
+        if "tool" in action:
+            return ToolCallOutput(name=action["tool"], arguments=json.dumps(action["arguments"]),
+                                  call_id="call_" + uuid.uuid4().hex[:24])
+        return ToolCallOutput(message=action["message"])
