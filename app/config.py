@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "R1_"
+DEFAULT_DATA_DIR = "~/.local/share/r1-reasoner"
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,10 @@ class Settings:
     repetition_penalty: float = 1.0
     seed: int | None = None
     system_prompt: str = "You are a helpful assistant."
+    data_dir: str | None = None  # all persistent state; None = ~/.local/share/r1-reasoner
+    chroma_path: str | None = None  # the on-disk vector store; None = <data_dir>/chroma
+    chroma_url: str | None = None  # a Chroma server (http://host:port) instead of the on-disk store
+    memory_window_tokens: int | None = None  # the conversation window; None = model context - max_new_tokens
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -47,6 +53,12 @@ class Settings:
     def override(self, **values: Any) -> Settings:
         """A copy with every non-None value applied (CLI flags left unset keep the current value)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir or DEFAULT_DATA_DIR).expanduser()
+
+    def chroma_store_path(self) -> Path:
+        return Path(self.chroma_path).expanduser() if self.chroma_path else self.data_path() / "chroma"
 
     def sampling(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ import time
 
 from app import Settings, load_engine
 from model.tokenizer import split_reasoning
+from ui.memory_cli import add_memory_parser, cmd_memory
 
 log = logging.getLogger("r1")
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system prompt")
     _add_model_flags(chat)
     _add_sampling_flags(chat)
+    add_memory_parser(sub, common)
     return parser
 
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat}[args.command]
+    handler = {"generate": cmd_generate, "chat": cmd_chat, "memory": cmd_memory}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:
