@@ -86,30 +86,32 @@ def _where(user: str, **equal: str) -> dict[str, Any]:
 
 def open_client(path: str | Path | None = None, url: str | None = None) -> ClientAPI:
     """A Chroma client: a server at `url` (http[s]://host[:port]) if given, else on-disk at `path`."""
-    try:
-        if url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"chroma url must look like http://host:port, got {url!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 8000)
-            return chromadb.HttpClient(
-                host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=_chroma_settings()
-            )
-        if path is None:
-            raise ValueError("the vector store needs a path or a url")
-        path = Path(path).expanduser()
-        if path.exists() and not path.is_dir():
-            raise MemoryStoreError(f"cannot open the memory store at {path}: it is a file, not a directory")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"chroma url must look like http://host:port, got {url!r}")
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise MemoryStoreError(f"cannot create the memory store at {path}: {err.strerror or err}") from None
+            return chromadb.HttpClient(
+                host=parts.hostname,
+                port=parts.port or (443 if parts.scheme == "https" else 8000),
+                ssl=parts.scheme == "https",
+                settings=_chroma_settings(),
+            )
+        except Exception as err:  # chromadb reports a refused connection as a ValueError
+            raise MemoryStoreError(f"cannot reach the Chroma server at {url}: {err}") from None
+    if path is None:
+        raise ValueError("the vector store needs a path or a url")
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise MemoryStoreError(f"cannot open the memory store at {path}: it is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MemoryStoreError(f"cannot create the memory store at {path}: {err.strerror or err}") from None
+    try:
         return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
-    except (ValueError, MemoryStoreError):
-        raise
     except Exception as err:  # chromadb raises bare Exceptions from its Rust core; name the store instead
-        where = url or path
-        raise MemoryStoreError(f"cannot open the memory store at {where}: {err}") from None
+        raise MemoryStoreError(f"cannot open the memory store at {path}: {err}") from None
 
 
 class VectorStore:
