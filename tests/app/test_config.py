@@ -27,3 +27,11 @@ def test_sampling_carries_every_sampling_field():
     sampling = Settings(top_k=5, repetition_penalty=1.1).sampling()
     assert sampling["top_k"] == 5 and sampling["repetition_penalty"] == 1.1
     assert set(sampling) == {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"}
+
+
+def test_memory_locations_follow_the_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings().chroma_store_path() == tmp_path / ".local/share/r1-reasoner/chroma"
+    settings = Settings.from_env({"R1_DATA_DIR": "/srv/r1", "R1_MEMORY_WINDOW_TOKENS": "16384"})
+    assert settings.chroma_store_path().as_posix() == "/srv/r1/chroma" and settings.memory_window_tokens == 16384
+    assert Settings(data_dir="/srv/r1", chroma_path="~/vectors").chroma_store_path() == tmp_path / "vectors"
