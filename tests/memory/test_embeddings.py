@@ -21,7 +21,7 @@ def test_vectors_equal_sentence_transformers(embedding):
     reference = SentenceTransformer(str(bundled_model_dir()), device="cpu", local_files_only=True)
     assert reference.max_seq_length == 256
     expected = reference.encode(TEXTS, batch_size=4, convert_to_numpy=True)
-    ours = np.stack(embedding(TEXTS))  # one padded batch: padding must not leak into the mean
+    ours = np.stack(embedding(TEXTS))  # one padded, length-sorted batch: order kept, padding kept out of the mean
     assert ours.shape == (4, 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, expected, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
