@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "R1_"
+DEFAULT_DATA_DIR = "~/.local/share/r1-reasoner"
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Settings:
     search_budget: int | None = None  # reasoning-search iterations per problem; None = the strategy's default
     # front ends (`r1 ui`, `r1 serve`)
     data_dir: str | None = None  # every piece of persistent state; None = $R1_DATA_DIR or ~/.local/share/r1-reasoner
+    chroma_path: str | None = None  # the on-disk vector store; None = <data_dir>/chroma
+    chroma_url: str | None = None  # a Chroma server (http://host:port) instead of the on-disk store
+    memory_window_tokens: int | None = None  # the conversation window; None = model context - max_new_tokens
     host: str = "127.0.0.1"  # any other address is an explicit choice
     port: int | None = None  # None = 7860 for the web UI, 8000 for the API server
     api_key: str | None = None  # the API server then requires `Authorization: Bearer <key>`
@@ -57,10 +61,11 @@ class Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
     def data_path(self) -> Path:
-        """The data directory (created on first use)."""
-        path = Path(self.data_dir).expanduser() if self.data_dir else Path.home() / ".local" / "share" / "r1-reasoner"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """The data directory (not created here: each store creates what it writes)."""
+        return Path(self.data_dir or DEFAULT_DATA_DIR).expanduser()
+
+    def chroma_store_path(self) -> Path:
+        return Path(self.chroma_path).expanduser() if self.chroma_path else self.data_path() / "chroma"
 
     def sampling(self) -> dict[str, Any]:
         return {

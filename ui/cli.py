@@ -13,6 +13,7 @@ import time
 from app import Settings, load_engine, open_support
 from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
+from ui.memory_cli import add_memory_parser, cmd_memory
 
 log = logging.getLogger("r1")
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     support = sub.add_parser("support", parents=[common], help="the customer-service bot over the order database")
     support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
     _add_model_flags(support)
+    add_memory_parser(sub, common)
     return parser
 
 
@@ -271,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support}[args.command]
+    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
+               "memory": cmd_memory}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:

@@ -34,6 +34,14 @@ def test_sampling_carries_every_sampling_field():
 
 def test_front_end_settings_come_from_the_environment(tmp_path):
     settings = Settings.from_env({"R1_DATA_DIR": str(tmp_path / "data"), "R1_PORT": "9000", "R1_API_KEY": "sesame"})
-    assert settings.data_path() == tmp_path / "data" and (tmp_path / "data").is_dir()
+    assert settings.data_path() == tmp_path / "data"
     assert (settings.host, settings.port, settings.api_key) == ("127.0.0.1", 9000, "sesame")
     assert Settings().port is None  # each front end has its own default port
+
+
+def test_memory_locations_follow_the_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings().chroma_store_path() == tmp_path / ".local/share/r1-reasoner/chroma"
+    settings = Settings.from_env({"R1_DATA_DIR": "/srv/r1", "R1_MEMORY_WINDOW_TOKENS": "16384"})
+    assert settings.chroma_store_path().as_posix() == "/srv/r1/chroma" and settings.memory_window_tokens == 16384
+    assert Settings(data_dir="/srv/r1", chroma_path="~/vectors").chroma_store_path() == tmp_path / "vectors"

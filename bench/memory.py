@@ -1,0 +1,212 @@
+"""Memory tiers 2 and 3: fact recall over a long conversation, and vector-store ingest and query speed.
+
+(a) recall: a 60-turn conversation plants 20 facts in its first turns, chats about other things, then
+    asks about each fact. The window (tier 2, counted with the default model's tokenizer) is small
+    enough that every fact has left it by then. For each question we check whether the fact's text
+    is in the prompt: with the window only, and with the window plus the turns it evicted into the
+    vector store (tier 3, top-k by similarity, this user and session only). With --answers the
+    default model also answers from each prompt, and we check that its reply names the fact's value.
+(b) ingest: `VectorStore.add_document` (the path of `r1 memory add`) over Markdown files made of
+    GSM8K questions and worked answers (real prose) up to --chunks chunks, in chunks per second; query latency (embedding included) with the first
+    file stored (the baseline) and with all of them.
+
+Usage: python bench/memory.py [--window 512] [--k 3] [--answers] [--chunks 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a file, this script's folder comes first on sys.path and its name would shadow the `memory` package.
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from memory.vector_store import VectorStore, format_snippets
+from memory.window import SlidingWindow, chat_token_counter
+
+FACTS = [  # (what the user says early on, what they ask at the end, the value the answer must contain)
+    ("My sister's name is Clara.", "What is my sister's name?", "Clara"),
+    ("My dog is a corgi called Waffles.", "What is my dog called?", "Waffles"),
+    ("I was born in the city of Tampere.", "In which city was I born?", "Tampere"),
+    ("My favourite colour is teal.", "What is my favourite colour?", "teal"),
+    ("My bike lock combination is 3816.", "What is my bike lock combination?", "3816"),
+    ("I work as a marine biologist.", "What is my job?", "marine biologist"),
+    ("My car is a green Volvo.", "What car do I drive?", "Volvo"),
+    ("My dentist appointment is on the 14th.", "When is my dentist appointment?", "14"),
+    ("I am allergic to peanuts.", "What am I allergic to?", "peanuts"),
+    ("My best friend lives in Osaka.", "Where does my best friend live?", "Osaka"),
+    ("I play the cello in an orchestra.", "Which instrument do I play?", "cello"),
+    ("My wifi password is marmalade42.", "What is my wifi password?", "marmalade42"),
+    ("My grandmother turned 97 this year.", "How old is my grandmother?", "97"),
+    ("My favourite book is Dune.", "What is my favourite book?", "Dune"),
+    ("I keep the spare key under the blue flowerpot.", "Where is the spare key?", "flowerpot"),
+    ("My son's school is called Maple Grove.", "What is my son's school called?", "Maple Grove"),
+    ("I drink my coffee with oat milk.", "How do I take my coffee?", "oat milk"),
+    ("My flight to Lima leaves at 6:45.", "When does my flight to Lima leave?", "6:45"),
+    ("My manager's name is Priya.", "What is my manager's name?", "Priya"),
+    ("My locker at the gym is number 212.", "What is my gym locker number?", "212"),
+]
+FILLER = [  # (question, a short answer): chat about other things between the facts and the questions
+    ("What's a good way to cook rice?", "Rinse it, use about 1.5 cups of water per cup, simmer covered for 15 minutes."),
+    ("Can you explain what a black hole is?", "A region where gravity is so strong that not even light escapes."),
+    ("Tell me a fun fact about octopuses.", "Octopuses have three hearts and blue blood."),
+    ("How do I fix a squeaky door?", "Put a little oil or soap on the hinge pins."),
+    ("What are some tips for sleeping better?", "Keep a regular schedule, a dark room and no screens before bed."),
+    ("Why is the sky blue?", "Air scatters blue sunlight more than red light."),
+    ("How many planets are in the solar system?", "Eight."),
+    ("What's the difference between weather and climate?", "Weather is day to day; climate is the long-term average."),
+    ("Suggest a name for a sailing boat.", "How about Sea Breeze?"),
+    ("How do vaccines work?", "They train the immune system to recognise a germ before you meet it."),
+    ("What is the tallest mountain on Earth?", "Mount Everest, at about 8,849 metres."),
+    ("Give me a short poem about autumn.", "Leaves let go, the light grows thin, the year breathes out and draws us in."),
+    ("How do I remove a coffee stain?", "Blot it, then rinse with cold water and a little dish soap."),
+    ("What is photosynthesis?", "Plants turning light, water and carbon dioxide into sugar and oxygen."),
+    ("How long should I boil an egg?", "About 7 minutes for a firm yolk."),
+    ("Recommend a board game for four players.", "Ticket to Ride is a good choice."),
+    ("What causes thunder?", "Lightning heats the air so fast that it expands with a bang."),
+    ("How do airplanes stay in the air?", "Their wings push air down, and the air pushes the wings up."),
+    ("What is a haiku?", "A three-line poem of five, seven and five syllables."),
+    ("How can I learn to juggle?", "Start with one ball, then two, and practise over a bed."),
+]
+USER, SESSION = "bench-user", "bench-session"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/datasets/gsm8k/train.jsonl"
+
+
+def recall(args: argparse.Namespace) -> None:
+    from model.checkpoint import resolve_source
+    from model.gguf import open_gguf, read_metadata
+    from model.tokenizer import Tokenizer
+
+    path = resolve_source("default")
+    tokenizer = Tokenizer.from_gguf(path, read_metadata(open_gguf(path)))
+    engine = None
+    if args.answers:
+        import model
+
+        engine = model.load("default", quant=args.quant)
+    count = chat_token_counter(tokenizer)
+    system = "You are a helpful assistant. Answer briefly."
+    with tempfile.TemporaryDirectory() as tmp:
+        store = VectorStore(Path(tmp) / "chroma")
+        # One conversation per condition, each with its own history (its own replies when --answers).
+        windows = {
+            "window": SlidingWindow(count, args.window, system),
+            "window + store": SlidingWindow(
+                count, args.window, system,
+                on_evict=lambda messages, first: store.add_turns(USER, SESSION, messages, first),
+            ),
+        }
+        script = [(f"Please remember this: {fact}", "Noted, I will remember that.") for fact, _, _ in FACTS] + FILLER
+        for window in windows.values():  # 40 turns: the facts, then chat about other things
+            for question, answer in script:
+                window.add({"role": "user", "content": question})
+                window.add({"role": "assistant", "content": answer})
+        in_prompt: dict[str, list[bool]] = {condition: [] for condition in windows}
+        answered: dict[str, list[bool]] = {condition: [] for condition in windows}
+        query_seconds = []
+        for fact, question, value in FACTS:  # 20 more turns: the questions
+            for condition, window in windows.items():
+                window.add({"role": "user", "content": question})
+                recalled = ""
+                if condition == "window + store":
+                    start = time.perf_counter()
+                    hits = store.search_turns(USER, question, k=args.k, session=SESSION)
+                    query_seconds.append(time.perf_counter() - start)
+                    recalled = format_snippets(hits)
+                messages = window.prompt(recalled)
+                in_prompt[condition].append(any(fact in m["content"] for m in messages))
+                reply = "Let me check."
+                if engine is not None:
+                    reply = engine.chat(messages, max_new_tokens=32, temperature=0).strip() or reply
+                    answered[condition].append(value.lower() in reply.lower())
+                window.add({"role": "assistant", "content": reply})
+        cut = windows["window + store"]
+        print(f"window budget {args.window} tokens (default model's tokenizer), top-{args.k} from the store; "
+              f"{cut.evicted_messages} messages evicted in {cut.evictions} cuts; 60 user turns, 20 facts")
+        print("| condition | fact in prompt | model answer names the fact |")
+        print("|---|---:|---:|")
+        for condition in windows:
+            hit = sum(in_prompt[condition])
+            named = f"{sum(answered[condition])}/{len(FACTS)}" if engine else "not run"
+            print(f"| {condition} | {hit}/{len(FACTS)} ({100 * hit / len(FACTS):.0f}%) | {named} |")
+        print(f"store query (embed + search) median {1000 * statistics.median(query_seconds):.1f} ms", flush=True)
+
+
+def corpus_paragraphs(path: Path) -> list[str]:
+    """GSM8K question + worked answer pairs as prose paragraphs (real English, 200-800 characters)."""
+    paragraphs = []
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        answer = re.sub(r"<<[^>]*>>", "", item["answer"]).replace("\n#### ", " The answer is ").replace("\n", " ")
+        paragraphs.append(f"{item['question']} {answer}.")
+    return paragraphs
+
+
+def ingest(args: argparse.Namespace) -> None:
+    paragraphs = corpus_paragraphs(args.corpus)
+    rng = random.Random(1)
+    queries = [p.split("?")[0] + "?" for p in rng.sample(paragraphs, args.queries)]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = VectorStore(Path(tmp) / "chroma")
+        store.embedding(["warm up"])  # load MiniLM outside the timings
+
+        def query_latency() -> list[float]:
+            seconds = []
+            for query in queries:
+                start = time.perf_counter()
+                store.search_documents(USER, query, k=5)
+                seconds.append(time.perf_counter() - start)
+            return seconds
+
+        added, files, ingest_seconds, small, baseline_chunks = 0, 0, 0.0, [], 0
+        while added < args.chunks:  # files of --per-file paragraphs, cycling through the corpus
+            path = Path(tmp) / f"doc{files:04d}.md"
+            first = files * args.per_file
+            path.write_text("\n\n".join(paragraphs[(first + i) % len(paragraphs)] for i in range(args.per_file)))
+            start = time.perf_counter()
+            added += store.add_document(USER, path).chunks
+            ingest_seconds += time.perf_counter() - start
+            files += 1
+            if files == 1:
+                small, baseline_chunks = query_latency(), added
+        large = query_latency()
+    print(f"ingest: {added} chunks in {files} Markdown files of GSM8K prose, {ingest_seconds:.1f} s, "
+          f"{added / ingest_seconds:.1f} chunks/s")
+    print("| chunks stored | query median ms | query p95 ms |")
+    print("|---:|---:|---:|")
+    for stored, seconds in ((baseline_chunks, small), (added, large)):
+        seconds = sorted(seconds)
+        p95 = seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))]
+        print(f"| {stored} | {1000 * statistics.median(seconds):.1f} | {1000 * p95:.1f} |")
+    ratio = statistics.median(large) / statistics.median(small)
+    print(f"query median at {added} / at {baseline_chunks} chunks: {ratio:.2f}x", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--window", type=int, default=512, help="tier-2 budget in tokens (small, so facts leave it)")
+    parser.add_argument("--k", type=int, default=3, help="snippets retrieved from the store per question")
+    parser.add_argument("--answers", action="store_true", help="also have the default model answer each prompt")
+    parser.add_argument("--quant", choices=["int8", "int4"], default=None, help="weights for --answers")
+    parser.add_argument("--chunks", type=int, default=10_000, help="chunks to ingest for the speed part (0 skips it)")
+    parser.add_argument("--per-file", type=int, default=100, help="corpus paragraphs per generated file")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL with question/answer (GSM8K)")
+    parser.add_argument("--queries", type=int, default=50, help="queries per latency measurement")
+    args = parser.parse_args()
+    recall(args)
+    if args.chunks:
+        ingest(args)
+    print(f"\nmeasured {time.strftime('%Y-%m-%d %H:%M')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`r1 memory ...` as a user runs it: add with progress, search with sources, list, forget, stats, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ui.test_cli import run_r1
+
+
+@pytest.mark.slow  # seven r1 processes, most of which load MiniLM
+def test_memory_commands_end_to_end(tmp_path):
+    env = {"R1_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Garden\n\nThe tomatoes are planted along the south fence.\n\n# Car\n\nThe car is due for service in March.")
+    out = run_r1("memory", "add", str(notes), str(tmp_path / "missing.txt"), env=env)
+    assert out.returncode == 2  # one file failed; the other was still added
+    assert f"added {notes} (2 chunks)" in out.stdout
+    assert "r1: error:" in out.stderr and "missing.txt: no such file" in out.stderr and "Traceback" not in out.stderr
+
+    out = run_r1("memory", "search", "when does the car need servicing", "-k", "1", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"[{notes}, chunk 2] (") and "March" in out.stdout
+
+    assert run_r1("memory", "list", env=env).stdout == f"{notes}\t2 chunks\n"
+    out = run_r1("memory", "search", "car", "--user", "someone-else", env=env)
+    assert out.returncode == 0 and out.stdout == ""  # another user's memory is empty
+
+    stats = run_r1("memory", "stats", env=env).stdout
+    assert f"store: {tmp_path / 'data' / 'chroma'}" in stats and "r1_documents\t2 (local)\t2 (all users)" in stats
+
+    out = run_r1("memory", "forget", str(notes), env=env)
+    assert out.returncode == 0 and "forgot" in out.stdout and "(2 chunks)" in out.stdout
+    assert run_r1("memory", "list", env=env).stdout == ""
+
+
+def test_memory_store_errors_are_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run_r1("memory", "stats", "--chroma-path", str(blocker))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"r1: error: cannot open the memory store at {blocker}: it is a file, not a directory"
+    out = run_r1("memory", "stats", "--chroma-url", "ftp://nowhere")
+    assert out.returncode == 2 and "chroma url must look like http://host:port" in out.stderr
+
+
+def test_memory_help():
+    out = run_r1("memory", "--help")
+    assert out.returncode == 0
+    for action in ("add", "search", "list", "forget", "stats"):
+        assert action in out.stdout

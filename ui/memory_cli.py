@@ -1,0 +1,120 @@
+"""`r1 memory ...`: the user's documents and remembered conversations in the vector store (tier 3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app import Settings
+
+
+def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    memory = sub.add_parser("memory", parents=[common], help="add, search, list and forget what r1 remembers")
+    store = argparse.ArgumentParser(add_help=False)
+    group = store.add_argument_group("store (defaults from R1_* environment variables)")
+    group.add_argument("--data-dir", help="all persistent state (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
+    group.add_argument("--chroma-path", help="the on-disk vector store (default: <data dir>/chroma)")
+    group.add_argument("--chroma-url", help="use the Chroma server at http://host:port instead")
+    group.add_argument("--user", default=None, help="whose memory (default: the local user)")
+    actions = memory.add_subparsers(dest="memory_command", required=True)
+
+    add = actions.add_parser("add", parents=[common, store], help="add text, Markdown or PDF files")
+    add.add_argument("files", nargs="+", metavar="FILE")
+    search = actions.add_parser("search", parents=[common, store], help="documents and past turns most like TEXT")
+    search.add_argument("text", metavar="TEXT")
+    search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    search.add_argument("--in", dest="where", choices=["documents", "conversations", "all"], default="all")
+    actions.add_parser("list", parents=[common, store], help="the documents stored, with their chunk counts")
+    forget = actions.add_parser("forget", parents=[common, store], help="delete documents, a conversation, or everything")
+    what = forget.add_mutually_exclusive_group(required=True)
+    what.add_argument("files", nargs="*", default=[], metavar="FILE")
+    what.add_argument("--session", help="forget one conversation's turns")
+    what.add_argument("--everything", action="store_true", help="forget all of this user's memory")
+    actions.add_parser("stats", parents=[common, store], help="records per collection and where the store is")
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from app.memory import LOCAL_USER, MemoryStoreError, open_vector_store  # chromadb only for this command
+
+    settings = Settings.from_env().override(data_dir=args.data_dir, chroma_path=args.chroma_path, chroma_url=args.chroma_url)
+    user = args.user or LOCAL_USER
+    try:
+        store = open_vector_store(settings)
+        return _ACTIONS[args.memory_command](store, user, args)
+    except MemoryStoreError as err:
+        print(f"r1: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add(store, user: str, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    failed = 0
+    for name in args.files:
+        with tqdm(desc=name, unit="chunk", file=sys.stderr, leave=False, disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                info = store.add_document(user, name, progress)
+            except (ValueError, FileNotFoundError) as err:
+                bar.close()
+                print(f"r1: error: {err}", file=sys.stderr)
+                failed += 1
+                continue
+        print(f"added {info.source} ({info.chunks} chunks)")
+    return 2 if failed else 0
+
+
+def _search(store, user: str, args: argparse.Namespace) -> int:
+    hits = []
+    if args.where in ("documents", "all"):
+        hits += store.search_documents(user, args.text, args.k)
+    if args.where in ("conversations", "all"):
+        hits += store.search_turns(user, args.text, args.k)
+    hits = sorted(hits, key=lambda hit: hit.distance)[: args.k]
+    if not hits:
+        print("(nothing found)", file=sys.stderr)
+    for hit in hits:
+        text = " ".join(hit.text.split())
+        print(f"[{hit.source}] ({hit.distance:.3f}) {text[:300]}{'...' if len(text) > 300 else ''}")
+    return 0
+
+
+def _list(store, user: str, args: argparse.Namespace) -> int:
+    documents = store.list_documents(user)
+    if not documents:
+        print("(no documents)", file=sys.stderr)
+    for document in documents:
+        print(f"{document.source}\t{document.chunks} chunks")
+    return 0
+
+
+def _forget(store, user: str, args: argparse.Namespace) -> int:
+    if args.everything:
+        print(f"forgot {store.forget_user(user)} records")
+        return 0
+    if args.session:
+        print(f"forgot {store.forget_session(user, args.session)} turns of conversation {args.session}")
+        return 0
+    missing = 0
+    for name in args.files:
+        deleted = store.forget_document(user, name)
+        if deleted:
+            print(f"forgot {name} ({deleted} chunks)")
+        else:
+            print(f"r1: error: {name} is not in memory (see r1 memory list)", file=sys.stderr)
+            missing += 1
+    return 2 if missing else 0
+
+
+def _stats(store, user: str, args: argparse.Namespace) -> int:
+    print(f"store: {store.location}")
+    mine, everyone = store.stats(user), store.stats()
+    for name in everyone:
+        print(f"{name}\t{mine[name]} ({user})\t{everyone[name]} (all users)")
+    return 0
+
+
+_ACTIONS = {"add": _add, "search": _search, "list": _list, "forget": _forget, "stats": _stats}
