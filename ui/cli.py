@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from app import Settings, load_engine, open_support
+from app import Settings, load_engine, open_support, solve
 from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
 from ui.memory_cli import add_memory_parser, cmd_memory
@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
     _add_model_flags(support)
     add_memory_parser(sub, common)
+
+    solve_cmd = sub.add_parser("solve", parents=[common], help="search for a verified answer (MCTS over tool-using steps)")
+    solve_cmd.add_argument("problem", help="the problem text ('-' reads stdin)")
+    solve_cmd.add_argument("--task-type", choices=["auto", "math", "code"], default="auto")
+    solve_cmd.add_argument("--strategy", choices=["mcts", "self_consistency", "best_of_n", "greedy"], default="mcts")
+    solve_cmd.add_argument("--budget", type=int, help="search iterations (default: $R1_SEARCH_BUDGET, or 8)")
+    solve_cmd.add_argument("--json", action="store_true", help="print the whole solution (steps, tree, reward) as JSON")
+    _add_model_flags(solve_cmd)
+    solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
     return parser
 
 
@@ -266,6 +275,28 @@ def cmd_support(args: argparse.Namespace) -> int:
         print(f"bot> {reply.text}", flush=True)
 
 
+def cmd_solve(args: argparse.Namespace) -> int:
+    import json
+
+    settings = _settings(args)
+    problem = sys.stdin.read() if args.problem == "-" else args.problem
+    print(f"r1 solve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    engine = _load(settings)
+    solution = solve(problem, task_type=args.task_type, strategy=args.strategy,
+                     budget=args.budget or settings.search_budget, seed=settings.seed, engine=engine,
+                     on_progress=lambda line: print(f"r1 solve: {line}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(solution.to_dict(), indent=2))
+        return 0
+    for step in solution.steps:
+        print(f"  {step['text']}")
+    reward = ", ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
+    print(f"answer: {solution.answer if solution.answer is not None else '(none found)'}")
+    print(f"reward: {reward}; tokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of "
+          f"{solution.tokens['prompt']} prompt tokens from cache; {solution.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -274,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory}[args.command]
+               "memory": cmd_memory, "solve": cmd_solve}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:

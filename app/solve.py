@@ -1,0 +1,153 @@
+"""`solve(problem, task_type=..., strategy=...)`: the reasoning search as one call, with its whole record.
+
+    from app import solve
+    solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", seed=0)
+    solution.answer, solution.reward, solution.steps, solution.tree, solution.to_dict()
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from app.config import Settings
+from app.engine import load_engine
+from reasoning.mcts import MCTSConfig, mcts
+from reasoning.reward import LayeredReward, Problem, RewardWeights
+from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
+from reasoning.tasks import TASKS, classify
+
+STRATEGIES = ("greedy", "best_of_n", "self_consistency", "mcts")
+
+
+@dataclass
+class Solution:
+    problem: str
+    task_type: str
+    strategy: str
+    answer: str | None
+    steps: list[dict[str, Any]]  # the chosen path: kind, text, tool, tool_input, tool_output, tool_ok
+    reward: dict[str, float]  # correctness, validity, cost, total
+    tree: list[dict[str, Any]]  # MCTS nodes (id, parent, step, visits, value, reward); [] for other strategies
+    tokens: dict[str, int]  # prompt, generated, reused (prompt tokens served from the prefix cache)
+    seconds: float
+    paths: int = 0  # paths the search scored
+    cached: bool = False  # served from the reasoning-path cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PathCache:
+    """Solutions of problems solved before, keyed by normalised text (an LRU of `capacity` entries).
+
+    The memory tier's vector store can stand behind the same two methods for near-duplicates.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, Solution] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(problem: str, task_type: str, strategy: str) -> tuple:
+        return (" ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split()), task_type, strategy)
+
+    def get(self, key: tuple) -> Solution | None:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            return None
+
+    def put(self, key: tuple, solution: Solution) -> None:
+        with self._lock:
+            self._entries[key] = solution
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+_engine = None
+_engine_lock = threading.Lock()
+_cache = PathCache()
+
+
+def _default_engine():
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = load_engine(Settings.from_env())
+        return _engine
+
+
+def solve(
+    problem: str,
+    task_type: str = "auto",
+    strategy: str = "mcts",
+    budget: int | SearchBudget | None = None,
+    seed: int | None = None,
+    *,
+    engine=None,
+    truth: str | None = None,
+    tests: tuple[str, ...] = (),
+    weights: RewardWeights = RewardWeights(),
+    mcts_config: MCTSConfig = MCTSConfig(),
+    use_cache: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> Solution:
+    """Search for a verified answer to `problem`.
+
+    task_type: "math", "code" or "auto" (classified from the wording). strategy: one of STRATEGIES.
+    budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
+    The result is deterministic for a given seed (default 0). Raises ValueError for bad arguments.
+    """
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError("problem must be a non-empty string")
+    if task_type not in ("auto", *TASKS):
+        raise ValueError(f"unknown task_type {task_type!r}; choose auto, {', '.join(TASKS)}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    kind = classify(problem) if task_type == "auto" else task_type
+    if isinstance(budget, int):
+        if budget < 1:
+            raise ValueError(f"budget must be at least 1 iteration, got {budget}")
+        budget = SearchBudget(iterations=budget)
+    budget = budget or SearchBudget()
+    key = PathCache.key(problem, kind, strategy)
+    if use_cache and truth is None and not tests and (hit := _cache.get(key)) is not None:
+        return replace(hit, cached=True, seconds=0.0)
+
+    start = time.perf_counter()
+    engine = engine or _default_engine()
+    policy = Policy(engine, budget, seed=0 if seed is None else seed)
+    target = Problem(problem.strip(), kind, truth, tuple(tests))
+    prompt = TASKS[kind].prompt(problem)
+    reward = LayeredReward(weights)
+    if on_progress:
+        on_progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
+    if strategy == "mcts":
+        result = mcts(target, prompt, policy, reward, mcts_config)
+    else:
+        result = {"greedy": greedy, "best_of_n": best_of_n, "self_consistency": self_consistency}[strategy](
+            target, prompt, policy, reward)
+    solution = Solution(
+        problem=problem,
+        task_type=kind,
+        strategy=strategy,
+        answer=result.best.answer,
+        steps=[s.to_dict() for s in result.best.steps],
+        reward=dict(result.best.reward),
+        tree=result.tree,
+        tokens={"prompt": result.tokens.prompt, "generated": result.tokens.generated, "reused": result.tokens.reused},
+        seconds=time.perf_counter() - start,
+        paths=len(result.paths),
+    )
+    if use_cache and truth is None and not tests and solution.answer is not None:
+        _cache.put(key, solution)
+    return solution

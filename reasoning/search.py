@@ -1,0 +1,150 @@
+"""Search strategies over reasoning steps behind one interface: greedy, best-of-n, self-consistency (and MCTS in
+mcts.py).
+
+A path is a token prefix plus the steps it holds. The `Policy` decodes the next line of many paths in one
+`engine.generate_batch`, with each path's token ids as its prompt: paths that share a prefix (siblings,
+rollouts from one node) are served from the engine's radix prefix cache instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from model import SamplingParams
+from reasoning.reward import LayeredReward, Problem
+from reasoning.steps import Step, answer_of, parse_step
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    iterations: int = 8  # MCTS iterations, or paths sampled by best-of-n / self-consistency
+    tokens: int = 4096  # generated tokens over the whole search
+    seconds: float = 120.0
+    max_steps: int = 6  # lines per path
+    step_tokens: int = 48  # most tokens per line
+
+
+@dataclass
+class Path:
+    ids: list[int]
+    steps: list[Step] = field(default_factory=list)
+    generated_tokens: int = 0
+    reward: dict[str, float] | None = None
+
+    @property
+    def answer(self) -> str | None:
+        return next((answer_of(s) for s in reversed(self.steps) if answer_of(s) is not None), None)
+
+    @property
+    def finished(self) -> bool:
+        return self.answer is not None
+
+
+@dataclass
+class TokenCounts:
+    prompt: int = 0
+    generated: int = 0
+    reused: int = 0  # prompt tokens served from the prefix cache
+
+
+class Policy:
+    """The model as a step generator: next lines for many paths at once."""
+
+    def __init__(self, engine, budget: SearchBudget, seed: int) -> None:
+        self.engine = engine
+        self.budget = budget
+        self.seed = seed
+        self.tokens = TokenCounts()
+        self.started = time.perf_counter()
+        self._draws = 0
+
+    def exhausted(self) -> bool:
+        return self.tokens.generated >= self.budget.tokens or time.perf_counter() - self.started >= self.budget.seconds
+
+    def root(self, prompt: str) -> Path:
+        return Path(self.engine.tokenizer.encode(prompt))
+
+    def extend(self, paths: Sequence[Path], temperature: float) -> list[Path]:
+        """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible."""
+        params = []
+        for _ in paths:
+            self._draws += 1
+            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=temperature,
+                                         seed=self.seed * 1_000_003 + self._draws, stop=("\n",)))
+        done = self.engine.generate_batch([p.ids for p in paths], params)
+        grown = []
+        for path, completion in zip(paths, done):
+            self.tokens.prompt += completion.prompt_tokens
+            self.tokens.generated += completion.generated_tokens
+            self.tokens.reused += completion.cached_tokens
+            step = parse_step(completion.text)
+            ids = path.ids + self.engine.tokenizer.encode(step.text + "\n", add_bos=False)
+            grown.append(Path(ids, [*path.steps, step], path.generated_tokens + completion.generated_tokens))
+        return grown
+
+    def rollout(self, paths: Sequence[Path], temperature: float) -> list[Path]:
+        """Extend every path (in lockstep batches) until it answers, stalls or runs out of steps or budget."""
+        paths = list(paths)
+        active = [i for i, p in enumerate(paths) if not _done(p, self.budget)]
+        while active and not self.exhausted():
+            for i, grown in zip(active, self.extend([paths[i] for i in active], temperature)):
+                paths[i] = grown
+            active = [i for i in active if not _done(paths[i], self.budget)]
+        return paths
+
+
+def _done(path: Path, budget: SearchBudget) -> bool:
+    stalled = len(path.steps) >= 2 and not path.steps[-1].text and not path.steps[-2].text
+    return path.finished or len(path.steps) >= budget.max_steps or stalled
+
+
+@dataclass
+class SearchResult:
+    best: Path
+    paths: list[Path]  # every finished or abandoned path the search scored
+    tokens: TokenCounts
+    tree: list[dict[str, Any]] = field(default_factory=list)
+
+
+def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
+    """Reward every path, each against the answers of all the others (agreement, where nothing else checks)."""
+    answers = [p.answer for p in paths if p.answer is not None]
+    for i, path in enumerate(paths):
+        peers = [a for j, a in enumerate(answers) if j != i] if path.answer is not None else answers
+        path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+
+
+Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]
+
+
+def greedy(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+    (path,) = policy.rollout([policy.root(prompt)], temperature=0.0)
+    score([path], problem, reward, policy.budget)
+    return SearchResult(path, [path], policy.tokens)
+
+
+def _sampled(prompt: str, policy: Policy, temperature: float = 0.8) -> list[Path]:
+    root = policy.root(prompt)
+    return policy.rollout([root] * max(1, policy.budget.iterations), temperature)
+
+
+def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+    """n sampled paths; the one the reward ranks highest (verifier-guided selection)."""
+    paths = _sampled(prompt, policy)
+    score(paths, problem, reward, policy.budget)
+    return SearchResult(max(paths, key=lambda p: p.reward["total"]), paths, policy.tokens)
+
+
+def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+    """n sampled paths; the answer most of them reach (majority vote), and the first path that reached it."""
+    paths = _sampled(prompt, policy)
+    score(paths, problem, reward, policy.budget)
+    votes = Counter(p.answer.strip() for p in paths if p.answer is not None)
+    if not votes:
+        return SearchResult(paths[0], paths, policy.tokens)
+    winner = votes.most_common(1)[0][0]
+    return SearchResult(next(p for p in paths if p.answer is not None and p.answer.strip() == winner), paths, policy.tokens)

@@ -1,0 +1,47 @@
+"""`solve` end to end on the real default model: MCTS over tool-using steps, from Python and from `r1 solve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app import solve
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import model
+
+    with model.load("default") as engine:  # quant "auto": int4 for the bundled Q4_1 GGUF
+        yield engine
+
+
+@pytest.mark.slow
+def test_mcts_with_tool_calls_on_the_default_model(engine):
+    # Asked directly, the 135M model says 12 x 7 = 78; through tool steps the calculator does the arithmetic.
+    solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", budget=3, seed=0, engine=engine,
+                     use_cache=False)
+    assert solution.answer == "84"
+    assert any(s["tool"] == "math_simplify" and s["tool_ok"] for s in solution.steps)
+    assert len(solution.tree) > 1 and solution.tree[0]["visits"] >= 1
+    assert solution.tokens["reused"] > solution.tokens["prompt"] // 2, "siblings and rollouts share cached prefixes"
+    assert set(solution.reward) == {"correctness", "validity", "cost", "total"}
+    json.dumps(solution.to_dict())
+
+
+@pytest.mark.slow
+def test_r1_solve_prints_the_answer_and_json(tmp_path):
+    env = {**os.environ, "R1_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "ui.cli", "solve", "What is 15 plus 27?", "--budget", "2", "--json"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    solution = json.loads(done.stdout)
+    assert solution["answer"] == "42" and solution["strategy"] == "mcts"
+    assert "r1 solve: mcts on a math problem" in done.stderr
+    bad = subprocess.run([sys.executable, "-m", "ui.cli", "solve", "1+1", "--strategy", "beam"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
