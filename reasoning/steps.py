@@ -5,6 +5,7 @@ The step format is tool-first, because a 135M model cannot do arithmetic on its 
 
     Calc: 3*12 - 5            -> a sympy call; the line becomes "Calc: 3*12 - 5 = 31"
     Solve: 2*x + 3 = 11       -> a sympy solve; the line becomes "Solve: 2*x + 3 = 11 => x = 4"
+    Diff: x**3 / Integrate: 2*x from 0 to 3 / Limit: sin(x)/x as x -> 0 / Factor: x**2 - 9 / Simplify: ...
     Run: print(sum(range(5))) -> Python in the sandbox; the output is appended
     Answer: 31                -> the final answer
     anything else             -> a thought
@@ -23,7 +24,16 @@ from tools.math import math_tools
 from tools.sandbox import sandbox_tool
 from tools.tool import Tool
 
-TOOL_PREFIXES = {"Calc:": "math_simplify", "Solve:": "math_solve", "Run:": "python_exec"}
+TOOL_PREFIXES = {
+    "Calc:": "math_simplify",
+    "Simplify:": "math_simplify",
+    "Factor:": "math_factor",
+    "Solve:": "math_solve",
+    "Diff:": "math_diff",
+    "Integrate:": "math_integrate",
+    "Limit:": "math_limit",
+    "Run:": "python_exec",
+}
 ANSWER_PREFIX = "Answer:"
 
 
@@ -45,15 +55,26 @@ def _tools() -> dict[str, Tool]:
     return {t.name: t for t in [*math_tools(), sandbox_tool()]}
 
 
+def tool_arguments(name: str, argument: str) -> dict[str, Any]:
+    """A step's text after its prefix -> the tool's arguments."""
+    if name == "math_solve":
+        return {"equations": [e.strip() for e in re.split(r"[;,]", argument) if e.strip()]}
+    if name == "math_integrate":
+        match = re.fullmatch(r"(.+?)\s+from\s+(\S+)\s+to\s+(\S+)", argument)
+        return {"expression": match.group(1), "lower": match.group(2), "upper": match.group(3)} if match else {
+            "expression": argument}
+    if name == "math_limit":
+        match = re.fullmatch(r"(.+?)\s+as\s+([a-z])\s*->\s*(\S+)", argument)
+        return {"expression": match.group(1), "variable": match.group(2), "point": match.group(3)} if match else {
+            "expression": argument, "point": "0"}
+    if name == "python_exec":
+        return {"code": argument, "timeout_s": 5}
+    return {"expression": argument}
+
+
 def run_tool(name: str, argument: str) -> tuple[str, bool]:
     """Run one step's tool call; (output text, whether it ran without error)."""
-    tool = _tools()[name]
-    if name == "math_simplify":
-        output = tool({"expression": argument})
-    elif name == "math_solve":
-        output = tool({"equations": [e.strip() for e in argument.split(";") if e.strip()]})
-    else:
-        output = tool({"code": argument, "timeout_s": 5})
+    output = _tools()[name](tool_arguments(name, argument))
     ok = not output.startswith("Error")
     if name == "python_exec":  # "status: ...\n--- stdout ---\n..." -> the stdout, on one line
         ok = output.startswith("status: exit code 0")
@@ -70,12 +91,14 @@ def parse_step(line: str) -> Step:
     for prefix, tool in TOOL_PREFIXES.items():
         if line.startswith(prefix):
             argument = line[len(prefix):].strip()
-            if prefix == "Calc:":  # drop a result the model guessed ("= 84"): the tool writes the real one
-                argument = re.split(r"\s=\s*[^=]*$", argument)[0]
-            elif prefix == "Solve:":
+            if prefix == "Run:":
+                joiner = " -> "
+            else:  # drop a result the model guessed ("= 84", "=> x = 4"): the tool writes the real one
                 argument = argument.split("=>")[0].strip()
+                if prefix != "Solve:":
+                    argument = re.split(r"\s=\s*[^=]*$", argument)[0]
+                joiner = " => " if prefix == "Solve:" else " = "
             output, ok = run_tool(tool, argument)
-            joiner = " => " if prefix == "Solve:" else (" -> " if prefix == "Run:" else " = ")
             return Step("tool", f"{prefix} {argument}{joiner}{output}", tool, argument, output, ok)
     return Step("thought", line)
 

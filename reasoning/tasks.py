@@ -12,8 +12,9 @@ from functools import lru_cache
 from reasoning.steps import run_tool
 from tools.math import MathToolError, equal
 
-MATH_PROMPT = """Solve each problem step by step. Write arithmetic as "Calc: <expression>" and equations as \
-"Solve: <equation>"; a calculator fills in the result. Finish with "Answer: <result>".
+MATH_PROMPT = """Solve each problem step by step. Write arithmetic as "Calc: <expression>", equations as \
+"Solve: <equation>", and use "Diff:", "Integrate:", "Limit:", "Factor:", "Simplify:"; a calculator fills in \
+the result. Finish with "Answer: <result>".
 
 Problem: Tom has 3 boxes of 12 apples and eats 5 apples. How many apples are left?
 Calc: 3*12 - 5 = 31
@@ -26,6 +27,22 @@ Answer: 15
 Problem: Solve 2*x + 3 = 11 for x.
 Solve: 2*x + 3 = 11 => x = 4
 Answer: 4
+
+Problem: What is the derivative of x**3 with respect to x?
+Diff: x**3 = 3*x**2
+Answer: 3*x**2
+
+Problem: What is the definite integral of 2*x from 0 to 3?
+Integrate: 2*x from 0 to 3 = 9
+Answer: 9
+
+Problem: What is the limit of sin(2*x)/x as x approaches 0?
+Limit: sin(2*x)/x as x -> 0 = 2
+Answer: 2
+
+Problem: Factor x**2 - 4.
+Factor: x**2 - 4 = (x - 2)*(x + 2)
+Answer: (x - 2)*(x + 2)
 
 Problem: {problem}
 """
@@ -60,17 +77,29 @@ def classify(problem: str) -> str:
     return "code" if _CODE_WORDS.search(problem) else "math"
 
 
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
 @lru_cache(maxsize=4096)
 def check_math_answer(answer: str, truth: str) -> bool:
-    """Whether `answer` equals `truth` as maths (sympy), ignoring units and thousands separators."""
+    """Whether `answer` equals `truth` as maths (sympy). For a numeric truth, the answer's first number
+    counts, so units, "$" and thousands separators around it do not matter."""
     def clean(text: str) -> str:
-        text = text.replace(",", "").replace("$", "").strip().rstrip(".")
-        match = re.search(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)
-        return match.group(0) if match and not re.search(r"[a-zA-Z]\s*[=*+^]", text) else text
+        return text.replace(",", "").replace("$", "").strip().rstrip(".")
+
+    a, t = clean(answer), clean(truth)
     try:
-        return equal(clean(answer), clean(truth), timeout_s=2)
+        if equal(a, t, timeout_s=2):
+            return True
     except MathToolError:
-        return clean(answer) == clean(truth)
+        pass
+    number = _NUMBER.search(a)
+    if not _NUMBER.fullmatch(t) or number is None:
+        return False
+    try:
+        return equal(number.group(0), t, timeout_s=2)
+    except MathToolError:
+        return False
 
 
 _MATH_RUN = r"(?:(?<![A-Za-z])[a-z](?![A-Za-z])|[\d*+\-/^().\s])+"
