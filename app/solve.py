@@ -100,12 +100,14 @@ def solve(
     mcts_config: MCTSConfig = MCTSConfig(),
     use_cache: bool = True,
     on_progress: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Solution:
     """Search for a verified answer to `problem`.
 
     task_type: "math", "code" or "auto" (classified from the wording). strategy: one of STRATEGIES.
     budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
-    The result is deterministic for a given seed (default 0). Raises ValueError for bad arguments.
+    The result is deterministic for a given seed (default 0). on_progress gets a line per search iteration;
+    should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("problem must be a non-empty string")
@@ -125,14 +127,14 @@ def solve(
 
     start = time.perf_counter()
     engine = engine or _default_engine()
-    policy = Policy(engine, budget, seed=0 if seed is None else seed)
+    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)
     if on_progress:
         on_progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
     if strategy == "mcts":
-        result = mcts(target, prompt, policy, reward, mcts_config)
+        result = mcts(target, prompt, policy, reward, mcts_config, on_iteration=on_progress)
     else:
         result = {"greedy": greedy, "best_of_n": best_of_n, "self_consistency": self_consistency}[strategy](
             target, prompt, policy, reward)

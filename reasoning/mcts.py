@@ -9,6 +9,7 @@ The result is the best-rewarded finished path and the whole tree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +42,19 @@ class Node:
         return self.value + c_puct * prior * math.sqrt(self.parent.visits) / (1 + self.visits)
 
 
-def mcts(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig = MCTSConfig()) -> SearchResult:
+def mcts(
+    problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig = MCTSConfig(),
+    on_iteration: Callable[[str], None] | None = None,
+) -> SearchResult:
     root = Node(policy.root(prompt))
     finished: list[Path] = []
-    for _ in range(policy.budget.iterations):
+    for iteration in range(policy.budget.iterations):
         if policy.exhausted():
             break
+        if on_iteration is not None and finished:
+            best = max(finished, key=lambda p: p.reward["total"])
+            on_iteration(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
+                         f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
         leaf = _select(root, config.c_puct)
         if _done(leaf.path, policy.budget):  # a terminal node: revisit its value
             _backpropagate(leaf, leaf.value if leaf.visits else 0.0)

@@ -54,16 +54,19 @@ class TokenCounts:
 class Policy:
     """The model as a step generator: next lines for many paths at once."""
 
-    def __init__(self, engine, budget: SearchBudget, seed: int) -> None:
+    def __init__(self, engine, budget: SearchBudget, seed: int, should_stop: Callable[[], bool] | None = None) -> None:
         self.engine = engine
         self.budget = budget
         self.seed = seed
+        self.should_stop = should_stop or (lambda: False)
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
 
     def exhausted(self) -> bool:
-        return self.tokens.generated >= self.budget.tokens or time.perf_counter() - self.started >= self.budget.seconds
+        """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
+        return (self.tokens.generated >= self.budget.tokens or time.perf_counter() - self.started >= self.budget.seconds
+                or self.should_stop())
 
     def root(self, prompt: str) -> Path:
         return Path(self.engine.tokenizer.encode(prompt))

@@ -10,6 +10,10 @@ The step format is tool-first, because a 135M model cannot do arithmetic on its 
     Answer: 31                -> the final answer
     anything else             -> a thought
 
+A line that is plain arithmetic under another label ("Multiply: 12*7 = 75") is taken as a Calc step: the
+tool, not the model, writes the result. Arithmetic claimed inside a thought ("so 3*4 = 13") is checked,
+and a wrong claim makes the step invalid.
+
 Tools are called through the one `Tool` type (tools/tool.py), so a failing call comes back as text.
 """
 
@@ -20,7 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from tools.math import math_tools
+from tools.math import MathToolError, arithmetic, math_tools
 from tools.sandbox import sandbox_tool
 from tools.tool import Tool
 
@@ -35,6 +39,9 @@ TOOL_PREFIXES = {
     "Run:": "python_exec",
 }
 ANSWER_PREFIX = "Answer:"
+_ARITHMETIC = r"[-+*/^().\d\s]*\d[-+*/^().\d\s]*[-+*/^][-+*/^().\d\s]*\d[-+*/^().\d\s]*"
+_LABELLED_ARITHMETIC = re.compile(rf"(?:[A-Za-z][A-Za-z ]*:)?\s*({_ARITHMETIC})(?:=\s*[^=]*)?")
+_CLAIM = re.compile(rf"({_ARITHMETIC})=\s*(-?\d+(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,17 @@ def parse_step(line: str) -> Step:
                 joiner = " => " if prefix == "Solve:" else " = "
             output, ok = run_tool(tool, argument)
             return Step("tool", f"{prefix} {argument}{joiner}{output}", tool, argument, output, ok)
-    return Step("thought", line)
+    labelled = _LABELLED_ARITHMETIC.fullmatch(line)
+    if labelled:
+        return parse_step(f"Calc: {labelled.group(1).strip()}")
+    return Step("thought", line, tool_ok=all(_claim_holds(e, v) for e, v in _CLAIM.findall(line)))
+
+
+def _claim_holds(expression: str, value: str) -> bool:
+    try:
+        return abs(arithmetic(expression.replace("^", "**")) - float(value)) <= 1e-6 * max(1.0, abs(float(value)))
+    except (MathToolError, ValueError, TypeError):
+        return True  # not checkable arithmetic: no verdict
 
 
 def answer_of(step: Step) -> str | None:

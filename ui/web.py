@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from app import Settings
+from app import Settings, open_support, solve
 from app.conversation import Chat, ConversationStore, Message
 from app.runtime import Runtime
 
@@ -184,11 +187,165 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     demo.load(lambda: _cache_stats_markdown(runtime), None, [stats])
 
 
+# ----- Solve ---------------------------------------------------------------------------------
+
+
+def _step_messages(steps: list[dict]) -> list[gr.ChatMessage]:
+    """A solution's steps; each tool call is a collapsible message holding its input and result."""
+    shown = []
+    for step in steps:
+        if step["kind"] == "tool":
+            status = "done" if step["tool_ok"] else "error"
+            shown.append(gr.ChatMessage(role="assistant", content=f"`{step['tool_input']}`\n\n→ `{step['tool_output']}`",
+                                        metadata={"title": f"🔧 {step['tool']} ({status})", "status": "done"}))
+        else:
+            shown.append(gr.ChatMessage(role="assistant", content=step["text"]))
+    return shown
+
+
+def tree_svg(tree: list[dict], chosen: list[str]) -> str:
+    """The search tree as SVG: a node's radius grows with its visits, its colour goes red -> green with its
+    value, and the steps of the chosen path are outlined in black."""
+    if not tree:
+        return "<p>(no tree: this strategy samples whole paths)</p>"
+    children: dict[int | None, list[dict]] = {}
+    for node in tree:
+        children.setdefault(node["parent"], []).append(node)
+    positions: dict[int, tuple[float, float]] = {}
+    next_x = [0]
+
+    def place(node: dict, depth: int) -> float:
+        kids = children.get(node["id"], [])
+        x = sum(place(k, depth + 1) for k in kids) / len(kids) if kids else next_x[0]
+        if not kids:
+            next_x[0] += 1
+        positions[node["id"]] = (x, depth)
+        return x
+
+    place(tree[0], 0)
+    width, depth = max(next_x[0], 1), max(d for _, d in positions.values()) + 1
+    sx, sy = 640 / width, 80
+    most = max(n["visits"] for n in tree) or 1
+    values = [n["value"] for n in tree]
+    low, high = min(values), max(values)
+    parts = []
+    for node in tree:
+        if node["parent"] is not None:
+            (x1, y1), (x2, y2) = positions[node["parent"]], positions[node["id"]]
+            parts.append(f'<line x1="{x1 * sx + sx / 2:.0f}" y1="{y1 * sy + 30:.0f}" x2="{x2 * sx + sx / 2:.0f}" '
+                         f'y2="{y2 * sy + 30:.0f}" stroke="#999"/>')
+    for node in tree:
+        x, y = positions[node["id"]]
+        t = (node["value"] - low) / (high - low) if high > low else 0.5
+        colour = f"rgb({int(220 * (1 - t))},{int(180 * t + 40)},80)"
+        radius = 5 + 13 * (node["visits"] / most) ** 0.5
+        marked = node["step"] in chosen and node["parent"] is not None
+        title = f"{node['step'] or 'problem'} | visits {node['visits']}, value {node['value']:.2f}".replace("<", "&lt;")
+        parts.append(f'<circle cx="{x * sx + sx / 2:.0f}" cy="{y * sy + 30:.0f}" r="{radius:.1f}" fill="{colour}" '
+                     f'stroke="{"#000" if marked else "none"}" stroke-width="3"><title>{title}</title></circle>')
+    return f'<svg id="search-tree" width="660" height="{depth * sy + 40}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+
+
+def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
+    with gr.Row():
+        problem = gr.Textbox(label="Problem", placeholder="e.g. What is the derivative of x**3 - 2*x?", scale=4,
+                             elem_id="solve-input")
+        with gr.Column(scale=1, min_width=200):
+            task_type = gr.Dropdown(["auto", "math", "code"], value="auto", label="Task type")
+            strategy = gr.Dropdown(["mcts", "self_consistency", "best_of_n", "greedy"], value="mcts", label="Strategy")
+    with gr.Row():
+        solve_button = gr.Button("Solve", variant="primary", elem_id="solve-run")
+        stop_button = gr.Button("Stop", elem_id="solve-stop")
+    steps = gr.Chatbot(label="Steps", height=320, elem_id="solve-steps")
+    answer = gr.Markdown(elem_id="solve-answer")
+    tree = gr.HTML(label="Search tree")
+    stop_flags: dict[str, threading.Event] = {}
+
+    def run(text: str, kind: str, how: str, request: gr.Request) -> Iterator[tuple]:
+        if not text.strip():
+            return
+        stop = stop_flags[request.session_hash] = threading.Event()
+        lines: queue.SimpleQueue = queue.SimpleQueue()
+        outcome: dict = {}
+
+        def search() -> None:
+            try:
+                outcome["solution"] = solve(text, task_type=kind, strategy=how, engine=ctx.runtime.engine,
+                                            budget=ctx.runtime.settings.search_budget, on_progress=lines.put,
+                                            should_stop=stop.is_set)
+            except Exception as err:  # shown to the user; the app keeps serving
+                outcome["error"] = str(err)
+            lines.put(None)
+
+        threading.Thread(target=search, daemon=True).start()
+        progress: list[gr.ChatMessage] = []
+        while (line := lines.get()) is not None:  # steps found so far, as the search reports them
+            progress.append(gr.ChatMessage(role="assistant", content=line, metadata={"title": "search", "status": "pending"}))
+            yield progress, "*searching…*", gr.skip()
+        if "error" in outcome:
+            yield progress, f"**Error:** {outcome['error']}", ""
+            return
+        solution = outcome["solution"]
+        reward = " · ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
+        note = " (stopped early)" if stop.is_set() else ""
+        shown = f"**Answer: {solution.answer if solution.answer is not None else '(none found)'}**{note}\n\n" \
+                f"reward: {reward}\n\ntokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of " \
+                f"{solution.tokens['prompt']} prompt tokens from the prefix cache · {solution.seconds:.1f} s"
+        yield _step_messages(solution.steps), shown, tree_svg(solution.tree, [s["text"] for s in solution.steps])
+
+    def stop_search(request: gr.Request) -> None:
+        if request.session_hash in stop_flags:
+            stop_flags[request.session_hash].set()
+
+    solve_button.click(run, [problem, task_type, strategy], [steps, answer, tree], concurrency_limit=None)
+    problem.submit(run, [problem, task_type, strategy], [steps, answer, tree], concurrency_limit=None)
+    stop_button.click(stop_search, None, None, queue=False)
+
+
+# ----- Support -------------------------------------------------------------------------------
+
+
+def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
+    gr.Markdown("You are the customer: the bot authenticates you (email, or name and zip) before it looks "
+                "anything up, and asks for an explicit *yes* before any change to an order.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            dialogue = gr.Chatbot(label="Support", height=420, elem_id="support-chat")
+            text = gr.Textbox(placeholder="Hi, my email is …", show_label=False, elem_id="support-input")
+        with gr.Column(scale=2):
+            calls = gr.JSON(label="Tool calls", elem_id="support-calls")
+            orders = gr.JSON(label="Orders touched", elem_id="support-orders")
+    session = gr.State(None)
+    bots: dict[int, object] = {}
+
+    def bot():
+        engine = ctx.runtime.engine
+        if id(engine) not in bots:  # one bot (and order database) per loaded engine
+            bots.clear()
+            bots[id(engine)] = open_support(ctx.runtime.settings, engine)
+        return bots[id(engine)]
+
+    def respond(message: str, shown: list, made: list | None, session_id: str | None):
+        if not message.strip():
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session_id
+        session_id = session_id or uuid.uuid4().hex
+        reply = bot().reply(session_id, message)
+        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": c.result[:300]}
+                                 for c in reply.tool_calls)]
+        touched = sorted({c["arguments"]["order_id"] for c in made if "order_id" in c["arguments"]})
+        shown = [*shown, gr.ChatMessage(role="user", content=message), gr.ChatMessage(role="assistant", content=reply.text)]
+        return shown, "", made, touched, session_id
+
+    text.submit(respond, [text, dialogue, calls, session], [dialogue, text, calls, orders, session], concurrency_limit=None)
+
+
 # ----- the app -------------------------------------------------------------------------------
 
 TabBuilder = Callable[[WebContext, gr.Blocks], None]
 TABS: tuple[tuple[str, TabBuilder], ...] = (
     ("Chat", build_chat_tab),
+    ("Solve", build_solve_tab),
+    ("Support", build_support_tab),
     ("Settings", build_settings_tab),
 )
 

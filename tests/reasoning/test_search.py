@@ -174,3 +174,11 @@ def test_task_helpers():
     assert check_equation_answer("How many apples?", "3") is None
     run_step = parse_step("Run: print(sum(range(5)))")
     assert run_step.tool == "python_exec" and run_step.tool_output == "10" and run_step.text.endswith("-> 10")
+
+
+def test_arithmetic_under_any_label_goes_to_the_tool_and_wrong_claims_are_invalid():
+    relabelled = parse_step("Divide: 12*7 = 75")
+    assert relabelled.text == "Calc: 12*7 = 84" and relabelled.tool == "math_simplify"
+    assert parse_step("12*7 = 75").text == "Calc: 12*7 = 84"
+    assert not parse_step("So 3*4 = 13 apples").tool_ok
+    assert parse_step("So 3*4 = 12 apples").tool_ok and parse_step("He has 3 apples.").tool_ok

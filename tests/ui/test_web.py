@@ -158,6 +158,44 @@ def test_settings_tab_shows_the_model_and_cache_and_applies_changes(page, runtim
     assert_stayed_on_loopback(page)
 
 
+def test_solve_tab_shows_tool_steps_the_verified_answer_and_the_tree(page, runtime):
+    page.get_by_role("tab", name="Solve").click()
+    page.fill("#solve-input textarea", "What is 12 times 7?")
+    page.click("#solve-run")
+    page.wait_for_selector("#solve-answer >> text=Answer: 84", timeout=180_000)
+    assert "correctness" in page.inner_text("#solve-answer")
+    page.wait_for_selector("#solve-steps >> text=math_simplify")  # the tool call, as a collapsible message
+    page.wait_for_selector("#search-tree circle")
+    assert page.locator("#search-tree circle").count() > 1
+    screenshot(page, "solve.png")
+    assert_stayed_on_loopback(page)
+
+
+def test_support_tab_authenticates_and_lists_its_tool_calls(page, runtime):
+    page.get_by_role("tab", name="Support").click()
+    page.fill("#support-input textarea", "Hi, my email is ivan.santos3158@example.com")
+    page.press("#support-input textarea", "Enter")
+    page.wait_for_selector("#support-chat [data-testid='bot']", timeout=180_000)
+    page.wait_for_selector("#support-calls >> text=find_user_id_by_email")
+    screenshot(page, "support.png")
+    assert_stayed_on_loopback(page)
+
+
+def test_tree_picture_marks_the_chosen_path():
+    from ui.web import tree_svg
+
+    tree = [{"id": 0, "parent": None, "step": "", "visits": 4, "value": 0.5, "reward": None},
+            {"id": 1, "parent": 0, "step": "Calc: 6*7 = 42", "visits": 3, "value": 1.0, "reward": None},
+            {"id": 2, "parent": 0, "step": "Calc: 6*8 = 48", "visits": 1, "value": 0.0, "reward": None}]
+    svg = tree_svg(tree, ["Calc: 6*7 = 42", "Answer: 42"])
+    circles = svg.split("<circle")[1:]
+    assert len(circles) == 3
+    chosen, other = circles[1], circles[2]
+    assert 'stroke="#000"' in chosen and 'stroke="none"' in other
+    radius = lambda c: float(c.split('r="')[1].split('"')[0])  # noqa: E731
+    assert radius(chosen) > radius(other), "more visits, bigger node"
+
+
 def test_reasoning_is_a_collapsible_message_of_its_own(web):
     from app.conversation import Message
     from ui.web import _render
