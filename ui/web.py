@@ -197,7 +197,7 @@ def _step_messages(steps: list[dict]) -> list[gr.ChatMessage]:
         if step["kind"] == "tool":
             status = "done" if step["tool_ok"] else "error"
             shown.append(gr.ChatMessage(role="assistant", content=f"`{step['tool_input']}`\n\n→ `{step['tool_output']}`",
-                                        metadata={"title": f"🔧 {step['tool']} ({status})", "status": "done"}))
+                                        metadata={"title": f"tool call: {step['tool']} ({status})", "status": "done"}))
         else:
             shown.append(gr.ChatMessage(role="assistant", content=step["text"]))
     return shown
