@@ -42,9 +42,21 @@ WORDS = ("river stone lamp orbit cedar violet engine harbor pencil meadow signal
 
 @dataclass
 class StreamTiming:
-    ttft_s: float
+    start: float
+    ttft_s: float | None = None
     gaps_s: list[float] = field(default_factory=list)  # between consecutive streamed pieces
     tokens: int = 0
+    _last: float = 0.0
+
+    def piece(self) -> None:
+        """A streamed piece arrived now."""
+        now = time.perf_counter()
+        if self.ttft_s is None:
+            self.ttft_s = now - self.start
+        else:
+            self.gaps_s.append(now - self._last)
+        self._last = now
+        self.tokens += 1
 
 
 @dataclass
@@ -88,16 +100,10 @@ def make_prompts(tokenizer, n: int, n_tokens: int, seed: int) -> list[str]:
 
 
 def stream_ours(engine, prompt: str, new_tokens: int) -> StreamTiming:
-    start = time.perf_counter()
+    timing = StreamTiming(time.perf_counter())
     request = engine.submit(prompt, max_new_tokens=new_tokens, stop_token_ids=())
-    last, timing = None, None
     for _ in request.stream():
-        now = time.perf_counter()
-        if timing is None:
-            timing = StreamTiming(ttft_s=now - start)
-        else:
-            timing.gaps_s.append(now - last)
-        last = now
+        timing.piece()
     timing.tokens = request.result().generated_tokens
     return timing
 
@@ -164,24 +170,16 @@ class LlamaCppServer:
         No logit_bias against EOS: llama-cpp-python applies it in Python over the whole vocabulary per token.
         """
         body = json.dumps({"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True})
-        start = time.perf_counter()
+        timing = StreamTiming(time.perf_counter())
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
         response = conn.getresponse()
-        last, timing = None, None
         for raw in response:
             line = raw.decode().strip()
             if not line.startswith("data:") or line == "data: [DONE]":
                 continue
-            if not json.loads(line[5:])["choices"][0]["text"]:
-                continue
-            now = time.perf_counter()
-            if timing is None:
-                timing = StreamTiming(ttft_s=now - start)
-            else:
-                timing.gaps_s.append(now - last)
-            last = now
-            timing.tokens += 1
+            if json.loads(line[5:])["choices"][0]["text"]:
+                timing.piece()
         conn.close()
         return timing
 
