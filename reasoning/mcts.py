@@ -1,7 +1,7 @@
 """Monte Carlo tree search over reasoning steps.
 
 Each iteration selects a leaf by PUCT, expands it into K sibling next steps (decoded as one batch from the
-node's cached prefix), evaluates every new child by a greedy rollout to an answer (all K rollouts in
+node's cached prefix; one is the greedy step, the rest sampled), evaluates every new child by a greedy rollout to an answer (all K rollouts in
 lockstep batches), scores the rollouts with the layered reward, and backs the values up the tree.
 The result is the best-rewarded finished path and the whole tree.
 """
@@ -59,7 +59,9 @@ def mcts(
         if _done(leaf.path, policy.budget):  # a terminal node: revisit its value
             _backpropagate(leaf, leaf.value if leaf.visits else 0.0)
             continue
-        children = [Node(p, leaf) for p in policy.extend([leaf.path] * config.children, config.temperature)]
+        # One sibling is the model's own first choice (greedy), so the search never misses the greedy path.
+        temperatures = [0.0] + [config.temperature] * (config.children - 1)
+        children = [Node(p, leaf) for p in policy.extend([leaf.path] * config.children, temperatures)]
         leaf.children = children
         rollouts = policy.rollout([c.path for c in children], temperature=0.0)
         finished.extend(rollouts)

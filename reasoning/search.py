@@ -71,12 +71,16 @@ class Policy:
     def root(self, prompt: str) -> Path:
         return Path(self.engine.tokenizer.encode(prompt))
 
-    def extend(self, paths: Sequence[Path], temperature: float) -> list[Path]:
-        """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible."""
+    def extend(self, paths: Sequence[Path], temperature: float | Sequence[float]) -> list[Path]:
+        """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible.
+
+        `temperature`: one for all paths, or one per path.
+        """
+        temperatures = [temperature] * len(paths) if isinstance(temperature, (int, float)) else list(temperature)
         params = []
-        for _ in paths:
+        for t in temperatures:
             self._draws += 1
-            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=temperature,
+            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=t,
                                          seed=self.seed * 1_000_003 + self._draws, stop=("\n",)))
         done = self.engine.generate_batch([p.ids for p in paths], params)
         grown = []
