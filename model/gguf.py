@@ -7,6 +7,7 @@ package's reference `gguf.quants.dequantize` and handed over as a torch float32 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
+from tqdm import tqdm
 
 from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
 from model.config import ModelConfig, RopeScaling
@@ -162,7 +164,8 @@ def load_gguf(path: str | Path) -> GGUFModel:
         raise ModelLoadError(f"{path}: {e}") from e
 
     tensors: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
+    # The first load of a file reads and dequantizes every tensor: show it (on a terminal only).
+    for t in tqdm(reader.tensors, desc=f"reading {path.name}", unit="tensor", leave=False, disable=None, file=sys.stderr):
         if t.name == ROPE_FREQS_TENSOR:
             if config.rope_scaling is None:
                 scaling = rope_scaling_from_freqs(dequantize_tensor(t, path), config.head_dim, config.rope_theta)

@@ -18,9 +18,11 @@ later from whatever of them is still cached.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +75,16 @@ def forward_step(
     return logits
 
 
+_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_schedulers() -> None:
+    """Stop every loop before the interpreter tears down: a loop thread still alive then can abort the process."""
+    for scheduler in list(_live):
+        scheduler.close()
+
+
 class Scheduler:
     def __init__(self, model: Transformer, tokenizer, cache: KVCache, config: SchedulerConfig = SchedulerConfig()) -> None:
         self.model = model
@@ -88,6 +100,7 @@ class Scheduler:
         self._running: list[Request] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        _live.add(self)
 
     # ----- caller side (any thread) --------------------------------------------------------------
 
