@@ -305,17 +305,3 @@ def test_running_requests_that_outgrow_the_pool_are_preempted_and_resumed(transf
         assert tight.cache_stats().preemptions > 0
         assert tight.cache.n_blocks <= 12
 
-
-@pytest.mark.slow
-def test_a_process_that_never_closes_its_engine_exits_cleanly_on_a_terminal():
-    """The loop thread is stopped at exit (on a terminal, a live one aborted the interpreter: exit 134)."""
-    import os
-    import subprocess
-    import sys
-
-    leader, follower = os.openpty()
-    code = "import model; e = model.load('default'); print(e.generate('Hi', max_new_tokens=3))"
-    done = subprocess.run([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower, timeout=300)
-    os.close(follower)
-    os.close(leader)
-    assert done.returncode == 0
