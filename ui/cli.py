@@ -9,6 +9,7 @@ import logging
 import socket
 import sys
 import time
+from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
 from model import LOAD_QUANTS
@@ -16,6 +17,9 @@ from model.tokenizer import split_reasoning
 from ui.memory_cli import add_memory_parser, cmd_memory
 
 log = logging.getLogger("r1")
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -85,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
     _add_model_flags(support)
     add_memory_parser(sub, common)
+
+    bench = sub.add_parser("bench", parents=[common], help="run a benchmark of bench/ (its own --help lists its flags)")
+    bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the benchmark")
 
     solve_cmd = sub.add_parser("solve", parents=[common], help="search for a verified answer (MCTS over tool-using steps)")
     solve_cmd.add_argument("problem", help="the problem text ('-' reads stdin)")
@@ -275,6 +283,20 @@ def cmd_support(args: argparse.Namespace) -> int:
         print(f"bot> {reply.text}", flush=True)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = BENCH_DIR / f"{args.name}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: the benchmarks live in the source checkout's bench/ folder")
+    sys.argv = [str(script), *args.args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     import json
 
@@ -305,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory, "solve": cmd_solve}[args.command]
+               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError) as err:

@@ -84,3 +84,11 @@ def test_chat_over_stdin_answers_and_exits(tmp_path_factory, cache):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("r1> ") and "Paris" in out.stdout
     assert "(history cleared)" in out.stderr
+
+
+def test_r1_bench_runs_a_benchmark_script_with_its_own_flags():
+    done = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "serving", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--skip-llamacpp" in done.stdout
+    unknown = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "nope"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
