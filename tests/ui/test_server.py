@@ -163,22 +163,23 @@ def test_required_tool_calls_are_always_valid_calls(client):
     import jsonschema
 
     messages = [{"role": "user", "content": "Where is my order #W1234567?"}]
+    # max_tokens leaves room for the longest call the schemas allow (a 40-character city can take 80 tokens)
     reply = client.chat.completions.create(model=MODEL, messages=messages, tools=[ORDER_TOOL, WEATHER_TOOL],
-                                           tool_choice="required", max_tokens=60, n=3, temperature=1.0, seed=3)
+                                           tool_choice="required", max_tokens=200, n=3, temperature=1.0, seed=3)
     for choice in reply.choices:
         assert choice.finish_reason == "tool_calls" and choice.message.content is None
         (call,) = choice.message.tool_calls
         spec = {"get_order_details": ORDER_TOOL, "weather": WEATHER_TOOL}[call.function.name]["function"]
         jsonschema.validate(json.loads(call.function.arguments), spec["parameters"])
     forced = client.chat.completions.create(
-        model=MODEL, messages=messages, tools=[ORDER_TOOL, WEATHER_TOOL], max_tokens=60,
+        model=MODEL, messages=messages, tools=[ORDER_TOOL, WEATHER_TOOL], max_tokens=200,
         tool_choice={"type": "function", "function": {"name": "weather"}})
     assert forced.choices[0].message.tool_calls[0].function.name == "weather"
 
 
 def test_a_tool_result_goes_back_to_the_model(client):
     first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Order #W1234567?"}],
-                                           tools=[ORDER_TOOL], tool_choice="required", max_tokens=60)
+                                           tools=[ORDER_TOOL], tool_choice="required", max_tokens=200)
     call = first.choices[0].message.tool_calls[0]
     follow_up = [{"role": "user", "content": "Order #W1234567?"},
                  {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
