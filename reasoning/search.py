@@ -105,8 +105,11 @@ class Policy:
 
 
 def _done(path: Path, budget: SearchBudget) -> bool:
-    stalled = len(path.steps) >= 2 and not path.steps[-1].text and not path.steps[-2].text
-    return path.finished or len(path.steps) >= budget.max_steps or stalled
+    """Answered, out of steps, or off the rails: an empty line or a new "Problem:" (the model copying its few-shot
+    examples) ends the path without an answer."""
+    last = path.steps[-1].text if path.steps else None
+    derailed = last is not None and (not last or last.startswith("Problem:"))
+    return path.finished or len(path.steps) >= budget.max_steps or derailed
 
 
 @dataclass

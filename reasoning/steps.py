@@ -121,6 +121,7 @@ def _claim_holds(expression: str, value: str) -> bool:
 
 
 def answer_of(step: Step) -> str | None:
+    """The final answer a step states; of "Answer: 180/3 = 60" that is what follows the last "="."""
     if step.kind != "answer":
         return None
-    return step.text[len(ANSWER_PREFIX):].strip() or None
+    return step.text[len(ANSWER_PREFIX):].split("=")[-1].strip() or None

@@ -184,3 +184,14 @@ def test_arithmetic_under_any_label_goes_to_the_tool_and_wrong_claims_are_invali
     assert parse_step("12*7 = 75").text == "Calc: 12*7 = 84"
     assert not parse_step("So 3*4 = 13 apples").tool_ok
     assert parse_step("So 3*4 = 12 apples").tool_ok and parse_step("He has 3 apples.").tool_ok
+
+
+def test_a_derailed_path_ends_and_the_answer_is_what_follows_the_last_equals():
+    from reasoning.search import Path, SearchBudget, _done
+    from reasoning.steps import answer_of
+
+    budget = SearchBudget()
+    assert _done(Path([], [Step("thought", "")]), budget)
+    assert _done(Path([], [parse_step("Calc: 1+1"), Step("thought", "Problem: Solve 2*x + 3 = 11 for x.")]), budget)
+    assert not _done(Path([], [parse_step("Calc: 1+1")]), budget)
+    assert answer_of(parse_step("Answer: 180/3 = 60")) == "60" and answer_of(parse_step("Answer: x = 5")) == "5"
