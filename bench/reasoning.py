@@ -21,7 +21,6 @@ import os
 import re
 import statistics
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
