@@ -30,7 +30,8 @@ class Settings:
     data_dir: str | None = None  # every piece of persistent state; None = $R1_DATA_DIR or ~/.local/share/r1-reasoner
     chroma_path: str | None = None  # the on-disk vector store; None = <data_dir>/chroma
     chroma_url: str | None = None  # a Chroma server (http://host:port) instead of the on-disk store
-    memory_window_tokens: int | None = None  # the conversation window; None = model context - max_new_tokens
+    memory_window_tokens: int | None = None  # the conversation window; None = model context - answer - recall room
+    memory_recall_k: int = 3  # snippets recalled from the vector store per chat turn; 0 = none
     host: str = "127.0.0.1"  # any other address is an explicit choice
     port: int | None = None  # None = 7860 for the web UI, 8000 for the API server
     api_key: str | None = None  # the API server then requires `Authorization: Bearer <key>`

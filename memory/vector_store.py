@@ -6,6 +6,9 @@ Every collection is opened with our `MiniLMEmbedding`: Chroma's default embeddin
 downloads an ONNX model) is never reached. Writes are upserts keyed by content-derived ids, so
 repeating one after a crash is harmless, and re-adding a changed document removes the old chunks
 only after the new ones are in.
+
+chromadb (and torch, for MiniLM) are imported when a store is opened, not when this module is: the
+front ends import it freely, and `r1 generate` never pays for Chroma.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import chromadb
-from chromadb.api import ClientAPI
-from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings as ChromaSettings
-
 from memory.documents import read_chunks
-from memory.embeddings import MiniLMEmbedding
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from chromadb.config import Settings as ChromaSettings
+
+    from memory.embeddings import MiniLMEmbedding
 
 DOCUMENTS = "r1_documents"
 TURNS = "r1_turns"
@@ -65,6 +69,8 @@ class SolvedProblem:
 
 
 def _chroma_settings() -> ChromaSettings:
+    from chromadb.config import Settings as ChromaSettings
+
     return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
 
 
@@ -86,6 +92,8 @@ def _where(user: str, **equal: str) -> dict[str, Any]:
 
 def open_client(path: str | Path | None = None, url: str | None = None) -> ClientAPI:
     """A Chroma client: a server at `url` (http[s]://host[:port]) if given, else on-disk at `path`."""
+    import chromadb
+
     if url:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -120,7 +128,10 @@ class VectorStore:
     def __init__(
         self, path: str | Path | None = None, *, url: str | None = None, embedding: MiniLMEmbedding | None = None
     ) -> None:
+        from memory.embeddings import MiniLMEmbedding  # registers it with Chroma, so stored configs rebuild it
+
         self.location = url or str(Path(path or "").expanduser())  # for error messages
+        self.path = None if url else Path(path or "").expanduser()
         self.client = open_client(path, url)
         self.embedding = embedding or MiniLMEmbedding()
         self._collections: dict[str, Collection] = {}
@@ -142,12 +153,31 @@ class VectorStore:
         except Exception as err:
             raise MemoryStoreError(f"cannot write to the memory store at {self.location}: {err}") from None
 
+    def _get(self, name: str, **query: Any) -> dict[str, Any]:
+        """`Collection.get` with Chroma's errors named by the store they came from."""
+        collection = self._collection(name)
+        try:
+            return collection.get(**query)
+        except Exception as err:
+            raise MemoryStoreError(f"cannot read the memory store at {self.location}: {err}") from None
+
+    def _delete(self, name: str, ids: list[str]) -> None:
+        collection = self._collection(name)
+        try:
+            collection.delete(ids=ids)
+        except Exception as err:
+            raise MemoryStoreError(f"cannot write to the memory store at {self.location}: {err}") from None
+
     def _query(self, name: str, text: str, k: int, where: dict[str, Any]) -> list[Hit]:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        result = self._collection(name).query(
-            query_texts=[text], n_results=k, where=where, include=["documents", "metadatas", "distances"]
-        )
+        collection = self._collection(name)
+        try:
+            result = collection.query(
+                query_texts=[text], n_results=k, where=where, include=["documents", "metadatas", "distances"]
+            )
+        except Exception as err:
+            raise MemoryStoreError(f"cannot read the memory store at {self.location}: {err}") from None
         return [
             Hit(doc or "", _source_label(name, meta or {}), float(dist), dict(meta or {}))
             for doc, meta, dist in zip(result["documents"][0], result["metadatas"][0], result["distances"][0])
@@ -182,16 +212,21 @@ class VectorStore:
             if progress:
                 progress(start + len(batch), len(chunks))
         # Only now drop an older version's chunks: a crash above leaves the old version searchable.
-        self._collection(DOCUMENTS).delete(
-            where={"$and": [{"user": user}, {"source": source}, {"digest": {"$ne": digest}}]}
-        )
+        old = self._get(DOCUMENTS, where={"$and": [{"user": user}, {"source": source}, {"digest": {"$ne": digest}}]},
+                        include=[])["ids"]
+        if old:
+            self._delete(DOCUMENTS, old)
         return DocumentInfo(source, len(chunks), added_at)
 
     def search_documents(self, user: str, query: str, k: int = 5) -> list[Hit]:
         return self._query(DOCUMENTS, query, k, _where(user))
 
+    def has_documents(self, user: str) -> bool:
+        """Whether `user` stored any document (cheap: no embedding), so a chat turn can skip searching them."""
+        return bool(self._get(DOCUMENTS, where=_where(user), limit=1, include=[])["ids"])
+
     def list_documents(self, user: str) -> list[DocumentInfo]:
-        found = self._collection(DOCUMENTS).get(where=_where(user), include=["metadatas"])
+        found = self._get(DOCUMENTS, where=_where(user), include=["metadatas"])
         by_source: dict[str, list[Mapping[str, Any]]] = {}
         for meta in found["metadatas"] or []:
             by_source.setdefault(str(meta["source"]), []).append(meta)
@@ -203,20 +238,22 @@ class VectorStore:
     def forget_document(self, user: str, source: str | Path) -> int:
         """Delete one document's chunks (by its path as given or resolved); returns how many were deleted."""
         candidates = {str(source), str(Path(source).expanduser().resolve())}
-        collection = self._collection(DOCUMENTS)
         deleted = 0
         for candidate in candidates:
-            where = _where(user, source=candidate)
-            ids = collection.get(where=where, include=[])["ids"]
+            ids = self._get(DOCUMENTS, where=_where(user, source=candidate), include=[])["ids"]
             if ids:
-                collection.delete(ids=ids)
+                self._delete(DOCUMENTS, ids)
                 deleted += len(ids)
         return deleted
 
     # --- conversation turns (evicted from the window) ---------------------------------------
 
-    def add_turns(self, user: str, session: str, turns: Sequence[Mapping[str, Any]], first_index: int) -> None:
-        """Store messages that left `session`'s window; turn i gets number first_index + i."""
+    def add_turns(self, user: str, session: str, turns: Sequence[Mapping[str, Any]], first_index: int) -> int:
+        """Store messages that left `session`'s window; turn i gets number first_index + i.
+
+        A turn already stored with the same text is skipped (no embedding), so replaying a conversation
+        after a restart only writes what is missing. Returns how many turns were written.
+        """
         _check_name("user", user)
         _check_name("session", session)
         ids, texts, metadatas = [], [], []
@@ -230,9 +267,15 @@ class VectorStore:
             metadatas.append(
                 {"user": user, "session": session, "turn": number, "role": str(message.get("role", "")), "added_at": time.time()}
             )
+        if ids:
+            stored = self._get(TURNS, ids=ids, include=["documents"])
+            have = dict(zip(stored["ids"], stored["documents"] or []))
+            keep = [i for i, record in enumerate(ids) if have.get(record) != texts[i]]
+            ids, texts, metadatas = [ids[i] for i in keep], [texts[i] for i in keep], [metadatas[i] for i in keep]
         for start in range(0, len(ids), WRITE_BATCH):
             end = start + WRITE_BATCH
             self._upsert(TURNS, ids[start:end], texts[start:end], metadatas[start:end])
+        return len(ids)
 
     def search_turns(self, user: str, query: str, k: int = 5, session: str | None = None) -> list[Hit]:
         """Earlier turns of `user` most like `query`: of one session, or of all the user's sessions if None."""
@@ -240,24 +283,29 @@ class VectorStore:
         return self._query(TURNS, query, k, where)
 
     def forget_session(self, user: str, session: str) -> int:
-        collection = self._collection(TURNS)
-        ids = collection.get(where=_where(user, session=_check_name("session", session)), include=[])["ids"]
+        ids = self._get(TURNS, where=_where(user, session=_check_name("session", session)), include=[])["ids"]
         if ids:
-            collection.delete(ids=ids)
+            self._delete(TURNS, ids)
         return len(ids)
 
     # --- solved problems (the reasoning-path cache) -----------------------------------------
 
-    def add_solved_problem(self, user: str, problem: str, solution: str, answer: str) -> None:
+    def add_solved_problem(self, user: str, problem: str, solution: str, answer: str, kind: str = "") -> None:
+        """Store a solved problem; `kind` (e.g. "math/mcts") lets a lookup ask only for its own kind."""
         _check_name("problem", problem)
-        meta = {"user": _check_name("user", user), "solution": solution, "answer": answer, "added_at": time.time()}
-        self._upsert(SOLVED, [_record_id(user, problem.strip())], [problem.strip()], [meta])
+        meta = {"user": _check_name("user", user), "kind": kind, "solution": solution, "answer": answer,
+                "added_at": time.time()}
+        self._upsert(SOLVED, [_record_id(user, kind, problem.strip())], [problem.strip()], [meta])
 
-    def similar_problems(self, user: str, problem: str, k: int = 3, max_distance: float = 0.15) -> list[SolvedProblem]:
-        """Stored problems within `max_distance` of `problem`, nearest first. Candidates: verify before reuse."""
+    def similar_problems(
+        self, user: str, problem: str, k: int = 3, max_distance: float = 0.15, kind: str | None = None
+    ) -> list[SolvedProblem]:
+        """Stored problems within `max_distance` of `problem` (of `kind`, if given), nearest first.
+        Candidates only: verify before reuse."""
+        where = _where(user) if kind is None else _where(user, kind=kind)
         return [
             SolvedProblem(hit.text, str(hit.metadata["solution"]), str(hit.metadata["answer"]), hit.distance)
-            for hit in self._query(SOLVED, problem, k, _where(user))
+            for hit in self._query(SOLVED, problem, k, where)
             if hit.distance <= max_distance
         ]
 
@@ -267,19 +315,30 @@ class VectorStore:
         """Delete everything stored for `user` in every collection; returns how many records went."""
         deleted = 0
         for name in COLLECTIONS:
-            collection = self._collection(name)
-            ids = collection.get(where=_where(user), include=[])["ids"]
+            ids = self._get(name, where=_where(user), include=[])["ids"]
             if ids:
-                collection.delete(ids=ids)
+                self._delete(name, ids)
                 deleted += len(ids)
         return deleted
+
+    def disk_bytes(self) -> int | None:
+        """Bytes the on-disk store takes (None for a server)."""
+        if self.path is None:
+            return None
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     def stats(self, user: str | None = None) -> dict[str, int]:
         """Records per collection: of one user, or of everyone if None."""
         counts = {}
         for name in COLLECTIONS:
-            collection = self._collection(name)
-            counts[name] = collection.count() if user is None else len(collection.get(where=_where(user), include=[])["ids"])
+            if user is None:
+                collection = self._collection(name)
+                try:
+                    counts[name] = collection.count()
+                except Exception as err:
+                    raise MemoryStoreError(f"cannot read the memory store at {self.location}: {err}") from None
+            else:
+                counts[name] = len(self._get(name, where=_where(user), include=[])["ids"])
         return counts
 
 

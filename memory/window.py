@@ -2,7 +2,8 @@
 
 Invariants:
 - the system prompt is pinned: it is always first and never evicted;
-- a tool result (role "tool") belongs to the message before it (the call), and the two leave together;
+- a tool result (role "tool", or whatever `attached` says) belongs to the message before it (the call),
+  and the two leave together;
 - the newest message group is never evicted (a message that alone exceeds the budget is refused);
 - between evictions the prompt only grows at its end, so the engine's prefix cache serves every
   earlier token. Eviction changes the prompt right after the system prompt, which costs a fresh
@@ -20,6 +21,11 @@ Message = dict[str, Any]
 TokenCounter = Callable[[Sequence[Mapping[str, Any]]], int]
 EvictCallback = Callable[[list[Message], int], None]  # (evicted messages, number of the first of them)
 ROLES = ("system", "user", "assistant", "tool")
+
+
+def is_tool_result(message: Mapping[str, Any]) -> bool:
+    """The default `attached` rule: an OpenAI-style tool message belongs to the call before it."""
+    return message.get("role") == "tool"
 
 
 def chat_token_counter(tokenizer: Any) -> TokenCounter:
@@ -53,7 +59,9 @@ class SlidingWindow:
         system_prompt: str | None = None,
         on_evict: EvictCallback | None = None,
         evict_to: float = 0.75,
+        attached: Callable[[Mapping[str, Any]], bool] = is_tool_result,
     ) -> None:
+        """attached(message) -> True: the message belongs to the one before it (a tool result to its call)."""
         if budget_tokens <= 0:
             raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
         if not 0 < evict_to <= 1:
@@ -62,6 +70,7 @@ class SlidingWindow:
         self.budget_tokens = budget_tokens
         self.evict_to = evict_to
         self.on_evict = on_evict
+        self.attached = attached
         self.pinned: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self._groups: list[list[Message]] = []  # each group leaves the window whole
         self.evicted_messages = 0  # messages handed to on_evict so far; also the next evicted turn's number
@@ -75,6 +84,11 @@ class SlidingWindow:
     def tokens(self) -> int:
         return self.count_tokens(self.messages)
 
+    @property
+    def added(self) -> int:
+        """Messages added so far (kept or evicted), the system prompt not counted."""
+        return self.evicted_messages + sum(len(group) for group in self._groups)
+
     def add(self, message: Mapping[str, Any]) -> list[Message]:
         """Append one message; if the window then exceeds its budget, evict the oldest groups.
 
@@ -86,7 +100,8 @@ class SlidingWindow:
         if role not in ROLES:
             raise ValueError(f"message role must be one of {ROLES}, got {role!r}")
         message = copy.deepcopy(dict(message))
-        if role == "tool":
+        joins = self.attached(message)
+        if joins:
             if not self._groups:
                 raise ValueError("a tool result must follow the message that called the tool")
             self._groups[-1].append(message)
@@ -98,7 +113,7 @@ class SlidingWindow:
         cut = self._cut_point()
         if cut is None:
             alone = self._size_after_cut(len(self._groups) - 1)
-            self._undo_add(role)
+            self._undo_add(joins)
             raise ValueError(
                 f"the newest message does not fit the window: {alone} tokens with the system prompt alone, "
                 f"budget {self.budget_tokens}"
@@ -111,8 +126,8 @@ class SlidingWindow:
         self.evictions += 1
         return evicted
 
-    def _undo_add(self, role: str) -> None:
-        if role == "tool":
+    def _undo_add(self, joined: bool) -> None:
+        if joined:
             self._groups[-1].pop()
         else:
             self._groups.pop()
