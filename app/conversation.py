@@ -1,8 +1,10 @@
 """Chat conversations: kept in SQLite under the data directory, replied to through the engine's `submit`.
 
 `ConversationStore` is the persistence (one file, `conversations.sqlite3`); `Chat` runs a reply turn:
-it stores the user's message, streams the model's reply and stores it (reasoning apart from the answer),
-and can stop a reply in flight from another thread (the web UI's Stop button).
+it builds the prompt through the memory tiers (`app.memory.ConversationMemory`: the window, the snippets
+recalled from the vector store), stores the user's message, streams the model's reply and stores it
+(reasoning apart from the answer, with the recalled snippets it saw), and can stop a reply in flight from
+another thread (the web UI's Stop button).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.memory import ConversationMemory
 from app.runtime import Runtime
+from memory.vector_store import format_snippets
 from model.request import Request
 from model.tokenizer import split_reasoning
 
@@ -36,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     reasoning TEXT NOT NULL DEFAULT '',
     finish_reason TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    recalled TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
@@ -48,6 +53,7 @@ class Message:
     content: str  # for the assistant: the answer, without its reasoning
     reasoning: str = ""  # R1 <think> text, shown apart and never sent back to the model
     finish_reason: str | None = None  # the assistant's: "stop", "length", "cancelled" or "error"
+    recalled: str = ""  # the assistant's: snippets recalled from memory into its prompt, "[source] text" lines
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class ConversationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            if "recalled" not in columns:  # a file written before memory recall existed
+                db.execute("ALTER TABLE messages ADD COLUMN recalled TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> ConversationStore:
@@ -102,7 +111,8 @@ class ConversationStore:
         with closing(self._connect()) as db:
             self._check_exists(db, conversation_id)
             rows = db.execute(
-                "SELECT role, content, reasoning, finish_reason FROM messages WHERE conversation_id = ? ORDER BY id",
+                "SELECT role, content, reasoning, finish_reason, recalled FROM messages WHERE conversation_id = ? "
+                "ORDER BY id",
                 (conversation_id,),
             ).fetchall()
         return [Message(*row) for row in rows]
@@ -115,9 +125,10 @@ class ConversationStore:
         with closing(self._connect()) as db, db:
             self._check_exists(db, conversation_id)
             db.execute(
-                "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, message.role, message.content, message.reasoning, message.finish_reason, now),
+                "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at, recalled) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, message.role, message.content, message.reasoning, message.finish_reason, now,
+                 message.recalled),
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if message.role == "user":
@@ -125,6 +136,14 @@ class ConversationStore:
                     "UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
                     (_title(message.content), conversation_id),
                 )
+
+    def session_id(self, conversation_id: int) -> str:
+        """The conversation's name in the vector store: unique even if SQLite reuses a deleted conversation's id."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT created_at FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return f"conversation-{conversation_id}-{int(row[0] * 1e6)}"
 
     def delete(self, conversation_id: int) -> None:
         with closing(self._connect()) as db, db:
@@ -143,42 +162,56 @@ def _title(text: str) -> str:
 
 
 class Chat:
-    """Reply turns over stored conversations, through the runtime's engine (batched with every other session)."""
+    """Reply turns over stored conversations, through the runtime's engine (batched with every other session).
 
-    def __init__(self, runtime: Runtime, store: ConversationStore) -> None:
+    The prompt comes from `memory` (tiers 2 and 3; without a vector store, the window alone), so a
+    conversation goes on past the model's context; tier 1, the engine's prefix cache, serves the part of
+    each prompt that the previous turn already computed.
+    """
+
+    def __init__(self, runtime: Runtime, store: ConversationStore, memory: ConversationMemory | None = None) -> None:
         self.runtime = runtime
         self.store = store
-        self._active: dict[int, Request] = {}  # conversation id -> the reply being generated
+        self.memory = memory or ConversationMemory(None)
+        self._active: dict[int, Request | None] = {}  # conversation id -> the reply being generated (None: starting)
         self._lock = threading.Lock()
 
     def reply(self, conversation_id: int, text: str) -> Iterator[Message]:
         """Store `text` as the user's turn and yield the assistant's reply as it grows (finish_reason None).
 
-        The reply is stored when generation ends, also when it was stopped (finish_reason "cancelled")
-        or the iterator was closed early. Raises ValueError for an empty message or one that no longer
-        fits the context window (then nothing is stored).
+        Every yielded message carries the snippets recalled into the prompt (`recalled`). The reply is
+        stored when generation ends, also when it was stopped (finish_reason "cancelled") or the iterator
+        was closed early. Raises ValueError for an empty message, one that cannot fit the window even
+        alone, or a conversation that is already replying (then nothing is stored).
         """
         text = text.strip()
         if not text:
             raise ValueError("empty message")
         settings = self.runtime.settings
         engine = self.runtime.engine
-        history = [{"role": "system", "content": settings.system_prompt}]
-        history += [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
-        history.append({"role": "user", "content": text})
-        request = engine.submit(engine.chat_prompt(history), **settings.sampling())  # ValueError: too long
         with self._lock:
             if conversation_id in self._active:
-                request.cancel()
                 raise ValueError("a reply in this conversation is still being generated")
+            self._active[conversation_id] = None  # held while the prompt is built: the window is per conversation
+        try:
+            history = [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
+            history.append({"role": "user", "content": text})
+            turn = self.memory.prompt(self.store.session_id(conversation_id), history, engine, settings)
+            request = engine.submit(engine.chat_prompt(turn.messages), **settings.sampling())
+        except BaseException:
+            with self._lock:
+                self._active.pop(conversation_id, None)
+            raise
+        with self._lock:
             self._active[conversation_id] = request
+        recalled = format_snippets(turn.recalled)
         self.store.add(conversation_id, Message("user", text))
         raw = ""
         try:
             for delta in request.stream():
                 raw += delta
                 reasoning, answer = split_reasoning(raw)
-                yield Message("assistant", answer, reasoning)
+                yield Message("assistant", answer, reasoning, recalled=recalled)
         finally:
             request.cancel()  # no-op when finished; stops generation if our caller went away
             with self._lock:
@@ -186,14 +219,20 @@ class Chat:
             completion = request.result()
             reasoning, answer = split_reasoning(completion.text)
             self.store.add(
-                conversation_id, Message("assistant", answer, reasoning, completion.finish_reason)
+                conversation_id, Message("assistant", answer, reasoning, completion.finish_reason, recalled)
             )
+
+    def delete(self, conversation_id: int) -> None:
+        """Stop its reply, forget its turns in the vector store, and delete the conversation."""
+        self.stop(conversation_id)
+        self.memory.forget(self.store.session_id(conversation_id))
+        self.store.delete(conversation_id)
 
     def stop(self, conversation_id: int) -> bool:
         """Stop the reply being generated in this conversation (it is stored as far as it got)."""
         with self._lock:
             request = self._active.get(conversation_id)
-        if request is None:
+        if request is None:  # none, or still being built
             return False
         request.cancel()
         return True

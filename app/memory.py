@@ -42,7 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOCAL_USER = "local"  # the user of a single-user install (the CLI, the local web chat, `solve`)
-RECALL_MAX_DISTANCE = 0.75  # cosine distance; MiniLM puts unrelated sentences beyond ~0.8 (bench/memory.py)
+RECALL_MAX_DISTANCE = 0.7  # cosine; in bench/memory.py facts sit 0.19-0.63 from their questions, most other turns beyond 0.7
 SNIPPET_CHARS = 600  # a recalled snippet is cut to this (a document chunk is at most 800 characters)
 TOKENS_PER_SNIPPET = 200  # prompt room reserved per recalled snippet: 600 characters of English plus its source
 RECALL_HEADER_TOKENS = 32
@@ -136,6 +136,7 @@ class _StoreUser:
 class _Conversation:
     window: SlidingWindow
     built_for: tuple  # (tokenizer, budget, system prompt): a change rebuilds the window
+    seen: list[int] = field(default_factory=list)  # a hash of each message added, oldest first
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -163,12 +164,16 @@ class ConversationMemory(_StoreUser):
         k = settings.memory_recall_k if self.store is not None else 0
         budget = window_budget(model.context_length, settings.max_new_tokens, k, settings.memory_window_tokens)
         conversation = self._conversation(session, model.tokenizer, budget, settings.system_prompt)
+        digests = [hash((str(m["role"]), str(m["content"]))) for m in history]
         with conversation.lock:
+            seen = conversation.seen
+            if digests[: len(seen)] != seen:  # not an extension of what the window saw (a turn was not stored)
+                conversation.window = self._new_window(session, model.tokenizer, budget, settings.system_prompt)
+                seen.clear()
             window = conversation.window
-            if window.added > len(history):  # the stored conversation is shorter than what we saw: start over
-                window = conversation.window = self._new_window(session, model.tokenizer, budget, settings.system_prompt)
-            for message in history[window.added:]:
+            for message, digest in zip(history[len(seen):], digests[len(seen):]):
                 window.add({"role": message["role"], "content": message["content"]})
+                seen.append(digest)
             hits = self._recall(session, window, str(history[-1]["content"]), k)
             recalled, text = fit_snippets(hits, model.tokenizer, recall_reserve(k))
             return TurnPrompt(window.prompt(text), recalled)

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.engine import load_engine
@@ -21,6 +21,9 @@ from reasoning.mcts import MCTSConfig, mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
 from reasoning.tasks import TASKS, classify
+
+if TYPE_CHECKING:
+    from app.memory import SolvedProblems
 
 STRATEGIES = ("greedy", "best_of_n", "self_consistency", "mcts")
 
@@ -38,6 +41,7 @@ class Solution:
     seconds: float
     paths: int = 0  # paths the search scored
     cached: bool = False  # served from the reasoning-path cache
+    cached_from: str | None = None  # served from tier 3: the similar problem whose verified solution this is
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +103,7 @@ def solve(
     weights: RewardWeights = RewardWeights(),
     mcts_config: MCTSConfig = MCTSConfig(),
     use_cache: bool = True,
+    memory: SolvedProblems | None = None,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Solution:
@@ -106,6 +111,8 @@ def solve(
 
     task_type: "math", "code" or "auto" (classified from the wording). strategy: one of STRATEGIES.
     budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
+    memory: tier 3 (`app.memory.SolvedProblems`): a verified near-duplicate solved before is reused, and a
+    solution the search did not refute is stored. The front ends pass one; the default keeps nothing on disk.
     The result is deterministic for a given seed (default 0). on_progress gets a line per search iteration;
     should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
@@ -124,6 +131,10 @@ def solve(
     key = PathCache.key(problem, kind, strategy)
     if use_cache and truth is None and not tests and (hit := _cache.get(key)) is not None:
         return replace(hit, cached=True, seconds=0.0)
+    if use_cache and truth is None and not tests and memory is not None:
+        if (near := memory.recall(problem, kind, strategy)) is not None:
+            return Solution(problem, kind, strategy, near.answer, near.steps, near.reward, [],
+                            {"prompt": 0, "generated": 0, "reused": 0}, 0.0, cached=True, cached_from=near.problem)
 
     start = time.perf_counter()
     engine = engine or _default_engine()
@@ -152,4 +163,6 @@ def solve(
     )
     if use_cache and truth is None and not tests and solution.answer is not None:
         _cache.put(key, solution)
+        if memory is not None:
+            memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward)
     return solution

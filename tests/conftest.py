@@ -1,8 +1,10 @@
-"""Shared fixtures: the real default model (int4) in a Runtime, loaded once for the app and ui tests."""
+"""Shared fixtures: the real default model (int4) in a Runtime, loaded once for the app and ui tests; the memory
+tiers' MiniLM (one per session), a fresh on-disk vector store per test, and the default model's tokenizer."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +25,31 @@ def runtime(tmp_path_factory: pytest.TempPathFactory):
     runtime.engine  # load once, up front
     yield runtime
     runtime.close()
+
+
+@pytest.fixture(scope="session")
+def embedding():
+    from memory.embeddings import MiniLMEmbedding
+
+    return MiniLMEmbedding()
+
+
+@pytest.fixture
+def store(tmp_path: Path, embedding):
+    from memory.vector_store import VectorStore
+
+    return VectorStore(tmp_path / "chroma", embedding=embedding)
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer():
+    """The default model's own tokenizer (from its GGUF), without loading the weights."""
+    from model.checkpoint import ModelNotFoundError, resolve_source
+    from model.gguf import open_gguf, read_metadata
+    from model.tokenizer import Tokenizer
+
+    try:
+        path = resolve_source("default")
+    except ModelNotFoundError as err:
+        pytest.skip(str(err))
+    return Tokenizer.from_gguf(path, read_metadata(open_gguf(path)))
