@@ -220,3 +220,40 @@ def test_solved_problems_are_reused_only_when_verified(store):
 
     solved.remember("Solve 2*x + 3 = 11 for x.", "math", "mcts", "5", steps, {"correctness": 0.5})  # wrong, unrefuted
     assert solved.recall("Solve 2*x + 3 = 11 for x!", "math", "mcts") is None  # substituting 5 back fails
+
+
+class RecordingEngine:
+    """The real engine, recording every prompt the bot submits (decoded), to check what reached the model."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.prompts: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def submit(self, prompt, *args, **kwargs):
+        self.prompts.append(self.engine.tokenizer.decode(list(prompt)))
+        return self.engine.submit(prompt, *args, **kwargs)
+
+
+@pytest.mark.slow
+def test_support_bot_recalls_only_the_authenticated_customers_turns(runtime, store, order_db):
+    """On the real model: what an earlier session of Ivan's left in tier 3 reaches Ivan's new session once he
+    is authenticated, and never Raj's (test_support_memory_is_per_authenticated_customer covers how it got there)."""
+    from app.support import Support
+
+    store.add_turns("ivan_santos_6635", "earlier-session",
+                    [{"role": "user", "content": "My parrot Kiwi chewed the parcel of order #W8770097."}], 0)
+    engine = RecordingEngine(runtime.engine)
+    bot = Support(order_db, engine, memory_store=store, max_steps=1)
+
+    bot.reply("raj", "Hi, my email is raj.sanchez2046@example.com. My parrot chewed the parcel, what can I do?")
+    assert bot.memory._sessions["raj"].customer == "raj_sanchez_2970"
+    assert engine.prompts and not any("Kiwi" in prompt for prompt in engine.prompts)
+
+    engine.prompts.clear()
+    bot.reply("ivan", "Hi, my email is ivan.santos3158@example.com. My parrot chewed the parcel, what can I do?")
+    assert bot.memory._sessions["ivan"].customer == "ivan_santos_6635"
+    assert "Kiwi" not in engine.prompts[0]  # before authentication: nothing recalled
+    assert any("[conversation earlier-session, turn 0] user: My parrot Kiwi" in prompt for prompt in engine.prompts)
