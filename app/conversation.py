@@ -143,7 +143,7 @@ class ConversationStore:
             row = db.execute("SELECT created_at FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if row is None:
             raise ConversationNotFound(conversation_id)
-        return f"conversation-{conversation_id}-{int(row[0] * 1e6)}"
+        return f"chat-{conversation_id}-{int(row[0] * 1e6)}"
 
     def delete(self, conversation_id: int) -> None:
         with closing(self._connect()) as db, db:

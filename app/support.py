@@ -301,10 +301,10 @@ class Support:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def open_support(settings: Settings, engine: Engine) -> Support:
+def open_support(settings: Settings, engine: Engine, memory_store: VectorStore | None = None) -> Support:
     """The bot as the app runs it: the order database <data_dir>/support/orders.db (built from the vendored
-    τ-bench data when missing), transcripts under the same data directory, and the vector store of the
-    settings (tier 3; when it cannot be opened, the bot runs on tiers 1 and 2 and logs why)."""
+    τ-bench data when missing), transcripts under the same data directory, and `memory_store` or else the
+    vector store of the settings (tier 3; when it cannot be opened, the bot runs on tiers 1 and 2 and logs why)."""
     data_dir = settings.data_path()
     db_path = data_dir / "support" / "orders.db"
     if db_path.exists():
@@ -312,8 +312,9 @@ def open_support(settings: Settings, engine: Engine) -> Support:
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         db = OrderDB.create(db_path)
-    store, _ = try_open_vector_store(settings)
-    return Support(db, engine, memory_store=store, data_dir=data_dir)
+    if memory_store is None:
+        memory_store, _ = try_open_vector_store(settings)
+    return Support(db, engine, memory_store=memory_store, data_dir=data_dir)
 
 
 # ----- helpers ---------------------------------------------------------------------------------------

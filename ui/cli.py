@@ -14,7 +14,7 @@ from pathlib import Path
 from app import Settings, load_engine, open_support, solve
 from model import LOAD_QUANTS
 from model.tokenizer import split_reasoning
-from ui.memory_cli import add_memory_parser, cmd_memory
+from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 
 log = logging.getLogger("r1")
 
@@ -69,15 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(gen)
     _add_sampling_flags(gen)
 
-    chat = sub.add_parser("chat", parents=[common], help="streaming terminal chat (/reset clears history, /exit or Ctrl-D quits)")
+    chat = sub.add_parser("chat", parents=[common],
+                          help="streaming terminal chat, kept in the data directory (/reset starts anew, /exit or Ctrl-D quits)")
     chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--conversation", type=int, help="go on with this stored conversation (its id in the web UI too)")
     _add_model_flags(chat)
     _add_sampling_flags(chat)
+    add_store_flags(chat, window=True)
 
     ui = sub.add_parser("ui", parents=[common], help="the web UI (chat, settings) in your browser")
     _add_listen_flags(ui, UI_PORT)
     _add_model_flags(ui)
     _add_sampling_flags(ui)
+    add_store_flags(ui, window=True)
 
     serve = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions")
     _add_listen_flags(serve, SERVE_PORT)
@@ -86,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(serve)
 
     support = sub.add_parser("support", parents=[common], help="the customer-service bot over the order database")
-    support.add_argument("--data-dir", help="order database and transcripts (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
     _add_model_flags(support)
+    add_store_flags(support)
     add_memory_parser(sub, common)
 
     bench = sub.add_parser("bench", parents=[common], help="run a benchmark of bench/ (its own --help lists its flags)")
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve_cmd.add_argument("--json", action="store_true", help="print the whole solution (steps, tree, reward) as JSON")
     _add_model_flags(solve_cmd)
     solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
+    add_store_flags(solve_cmd)
     return parser
 
 
@@ -123,6 +128,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=getattr(args, "port", None),
         api_key=getattr(args, "api_key", None),
         data_dir=getattr(args, "data_dir", None),
+        chroma_path=getattr(args, "chroma_path", None),
+        chroma_url=getattr(args, "chroma_url", None),
+        memory_window_tokens=getattr(args, "memory_window_tokens", None),
     )
 
 
@@ -154,12 +162,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from app.conversation import Chat, ConversationNotFound, ConversationStore
+    from app.memory import ConversationMemory, try_open_vector_store
+    from app.runtime import Runtime
+
     settings = _settings(args)
+    conversations = ConversationStore.in_data_dir(settings.data_path())
+    conversation = conversations.create() if args.conversation is None else args.conversation
+    try:
+        conversations.messages(conversation)
+    except ConversationNotFound as err:
+        raise ValueError(f"{err} (the web UI lists the stored conversations)") from None
     print(f"r1 chat — loading {settings.model} ({settings.quant})...", file=sys.stderr)
-    engine = _load(settings)
+    runtime = Runtime(settings, _load(settings))
+    store, error = try_open_vector_store(settings)
+    if error:
+        print(f"r1: warning: {error}; turns that leave the window will not be recalled", file=sys.stderr)
+    chat = Chat(runtime, conversations, ConversationMemory(store, store_error=error))
     interactive = sys.stdin.isatty()
-    print("Type a message. /reset clears the history, /exit or Ctrl-D quits.", file=sys.stderr)
-    history: list[dict[str, str]] = [{"role": "system", "content": settings.system_prompt}]
+    print(f"Conversation {conversation}. Type a message. /reset starts a new conversation, /exit or Ctrl-D quits.",
+          file=sys.stderr)
+    reported = error
     while True:
         try:
             line = input("you> " if interactive else "")
@@ -175,26 +198,43 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if text in ("/exit", "/quit"):
             return 0
         if text == "/reset":
-            history = history[:1]
-            print("(history cleared)", file=sys.stderr)
+            conversation = conversations.create()
+            print(f"(history cleared: conversation {conversation})", file=sys.stderr)
             continue
-        history.append({"role": "user", "content": text})
-        sys.stdout.write("r1> ")
-        pieces = []
         try:
-            for delta in engine.chat(history, stream=True, **settings.sampling()):
-                pieces.append(delta)
-                sys.stdout.write(delta)
+            _print_reply(chat.reply(conversation, text))
+        except ValueError as err:  # e.g. a message too long for the window even alone
+            print(f"\nerror: {err}", file=sys.stderr)
+        if chat.memory.last_error != reported:
+            reported = chat.memory.last_error
+            print(f"r1: warning: {reported}", file=sys.stderr)
+
+
+def _print_reply(replies) -> None:
+    """Stream a Chat reply: the recalled sources and the reasoning to stderr, the answer to stdout."""
+    from contextlib import closing
+
+    answer = reasoning = ""
+    with closing(replies):
+        try:
+            for message in replies:
+                if not answer and not reasoning:
+                    if message.recalled:
+                        sources = "; ".join(line[1:].split("] ", 1)[0] for line in message.recalled.splitlines())
+                        print(f"(recalled: {sources})", file=sys.stderr)
+                    sys.stdout.write("r1> ")
+                if message.reasoning != reasoning:
+                    sys.stderr.write(message.reasoning[len(reasoning):] if message.reasoning.startswith(reasoning)
+                                     else "\n" + message.reasoning)
+                    reasoning = message.reasoning
+                if message.content != answer:
+                    sys.stdout.write(message.content[len(answer):] if message.content.startswith(answer)
+                                     else "\n" + message.content)
+                    answer = message.content
                 sys.stdout.flush()
         except KeyboardInterrupt:
             sys.stdout.write(" [interrupted]")
-        except ValueError as err:  # e.g. the conversation outgrew the context window
-            print(f"\nerror: {err}", file=sys.stderr)
-            history.pop()
-            continue
-        sys.stdout.write("\n")
-        _, answer = split_reasoning("".join(pieces))
-        history.append({"role": "assistant", "content": answer})
+    sys.stdout.write("\n")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -300,13 +340,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_solve(args: argparse.Namespace) -> int:
     import json
 
+    from app.memory import SolvedProblems, try_open_vector_store
+
     settings = _settings(args)
     problem = sys.stdin.read() if args.problem == "-" else args.problem
     print(f"r1 solve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
     engine = _load(settings)
+    store, error = try_open_vector_store(settings)
+    if error:
+        print(f"r1: warning: {error}; solved problems are not remembered", file=sys.stderr)
     solution = solve(problem, task_type=args.task_type, strategy=args.strategy,
                      budget=args.budget or settings.search_budget, seed=settings.seed, engine=engine,
+                     memory=SolvedProblems(store),
                      on_progress=lambda line: print(f"r1 solve: {line}", file=sys.stderr, flush=True))
+    if solution.cached_from:
+        print(f"r1 solve: reused the verified solution of a similar problem: {solution.cached_from}", file=sys.stderr)
     if args.json:
         print(json.dumps(solution.to_dict(), indent=2))
         return 0

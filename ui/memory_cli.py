@@ -8,14 +8,23 @@ import sys
 from app import Settings
 
 
-def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    memory = sub.add_parser("memory", parents=[common], help="add, search, list and forget what r1 remembers")
-    store = argparse.ArgumentParser(add_help=False)
-    group = store.add_argument_group("store (defaults from R1_* environment variables)")
+def add_store_flags(parser: argparse.ArgumentParser, *, window: bool = False) -> argparse._ArgumentGroup:
+    """--data-dir, --chroma-path, --chroma-url (and with `window`, --memory-window-tokens) in their own group."""
+    group = parser.add_argument_group("memory and data (defaults from R1_* environment variables)")
     group.add_argument("--data-dir", help="all persistent state (default: $R1_DATA_DIR or ~/.local/share/r1-reasoner)")
     group.add_argument("--chroma-path", help="the on-disk vector store (default: <data dir>/chroma)")
     group.add_argument("--chroma-url", help="use the Chroma server at http://host:port instead")
-    group.add_argument("--user", default=None, help="whose memory (default: the local user)")
+    if window:
+        group.add_argument("--memory-window-tokens", type=int,
+                           help="the conversation window in tokens (default: the model's context less the answer "
+                                "and the recalled snippets); older turns move to the vector store")
+    return group
+
+
+def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    memory = sub.add_parser("memory", parents=[common], help="add, search, list and forget what r1 remembers")
+    store = argparse.ArgumentParser(add_help=False)
+    add_store_flags(store).add_argument("--user", default=None, help="whose memory (default: the local user)")
     actions = memory.add_subparsers(dest="memory_command", required=True)
 
     add = actions.add_parser("add", parents=[common, store], help="add text, Markdown or PDF files")
@@ -30,7 +39,7 @@ def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.Argument
     what.add_argument("files", nargs="*", default=[], metavar="FILE")
     what.add_argument("--session", help="forget one conversation's turns")
     what.add_argument("--everything", action="store_true", help="forget all of this user's memory")
-    actions.add_parser("stats", parents=[common, store], help="records per collection and where the store is")
+    actions.add_parser("stats", parents=[common, store], help="where the store is, its size, records per collection")
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
@@ -110,10 +119,15 @@ def _forget(store, user: str, args: argparse.Namespace) -> int:
 
 
 def _stats(store, user: str, args: argparse.Namespace) -> int:
-    print(f"store: {store.location}")
-    mine, everyone = store.stats(user), store.stats()
-    for name in everyone:
-        print(f"{name}\t{mine[name]} ({user})\t{everyone[name]} (all users)")
+    from app.memory import memory_stats
+
+    stats = memory_stats(store, user)
+    print(f"store: {stats.location}")
+    if stats.disk_bytes is not None:
+        print(f"size on disk: {stats.disk_bytes / (1 << 20):.1f} MiB")
+    print(f"documents: {stats.documents} ({user})")
+    for name, count in stats.all_records.items():
+        print(f"{name}\t{stats.records[name]} ({user})\t{count} (all users)")
     return 0
 
 

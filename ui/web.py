@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 from app import Settings, open_support, solve
 from app.conversation import Chat, ConversationStore, Message
+from app.memory import (
+    ConversationMemory, MemoryStoreError, SolvedProblems, memory_stats, recall_reserve, try_open_vector_store, window_budget,
+)
 from app.runtime import Runtime
+from memory.vector_store import VectorStore
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
@@ -35,19 +39,26 @@ class WebContext:
     """What every tab builder gets: the shared runtime and the app objects built over it."""
 
     runtime: Runtime
-    chat: Chat
+    chat: Chat  # its `memory` holds the conversations' windows (tier 2) over `store`
+    store: VectorStore | None  # tier 3; None when it could not be opened (then chat.memory.last_error says why)
+    solved: SolvedProblems
 
 
 # ----- Chat ----------------------------------------------------------------------------------
 
 
 def _render(messages: list[Message]) -> list[gr.ChatMessage]:
-    """Stored or streaming messages as chatbot messages; reasoning becomes a collapsible message of its own."""
+    """Stored or streaming messages as chatbot messages; what was recalled from memory into a reply's prompt,
+    and the reply's reasoning, each become a collapsible message of its own."""
     shown: list[gr.ChatMessage] = []
     for message in messages:
         if message.role == "user":
             shown.append(gr.ChatMessage(role="user", content=message.content))
             continue
+        if message.recalled:
+            lines = "\n".join(f"- {line}" for line in message.recalled.splitlines())
+            shown.append(gr.ChatMessage(role="assistant", content=lines,
+                                        metadata={"title": "Recalled from memory", "status": "done"}))
         streaming = message.finish_reason is None
         if message.reasoning:
             status = "pending" if streaming and not message.content else "done"
@@ -106,8 +117,7 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
 
     def delete_conversation(conversation_id: int | None):
         if conversation_id is not None:
-            ctx.chat.stop(conversation_id)
-            store.delete(conversation_id)
+            ctx.chat.delete(conversation_id)
         return [], None, refresh_list(None)
 
     outputs = [chatbot, conversation, text, conversations]
@@ -146,6 +156,38 @@ def _cache_stats_markdown(runtime: Runtime) -> str:
     ])
 
 
+def _memory_stats_markdown(ctx: WebContext) -> str:
+    """Tier 2 (the window for the current model and settings) and tier 3 (what the vector store holds)."""
+    settings, engine, memory = ctx.runtime.settings, ctx.runtime.engine, ctx.chat.memory
+    k = settings.memory_recall_k if ctx.store is not None else 0
+    budget = window_budget(engine.context_length, settings.max_new_tokens, k, settings.memory_window_tokens)
+    rows = [
+        "| Memory | |",
+        "| --- | --- |",
+        f"| conversation window (tier 2) | {budget} tokens (context {engine.context_length} − answer "
+        f"{settings.max_new_tokens} − recall {recall_reserve(k)}) |",
+        f"| messages moved to the store this run | {memory.evicted_messages} |",
+    ]
+    if ctx.store is None:
+        rows.append(f"| vector store (tier 3) | unavailable: {memory.last_error} |")
+        return "\n".join(rows)
+    try:
+        stats = memory_stats(ctx.store, memory.user)
+    except MemoryStoreError as err:
+        rows.append(f"| vector store (tier 3) | unreadable: {err} |")
+        return "\n".join(rows)
+    rows.append(f"| vector store (tier 3) | `{stats.location}` |")
+    if stats.disk_bytes is not None:
+        rows.append(f"| store size on disk | {stats.disk_bytes / (1 << 20):.1f} MiB |")
+    rows.append(f"| your documents | {stats.documents} ({stats.records['r1_documents']} chunks) |")
+    rows.append(f"| remembered conversation turns | {stats.records['r1_turns']} |")
+    rows.append(f"| solved problems | {stats.records['r1_solved_problems']} |")
+    rows.append(f"| snippets recalled per turn | up to {settings.memory_recall_k} |")
+    if memory.last_error:
+        rows.append(f"| last store error | {memory.last_error} |")
+    return "\n".join(rows)
+
+
 def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     runtime = ctx.runtime
     settings = runtime.settings
@@ -164,6 +206,7 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             status = gr.Markdown(elem_id="settings-status")
         with gr.Column():
             stats = gr.Markdown(elem_id="cache-stats")
+            memory_stats_view = gr.Markdown(elem_id="memory-stats")
             refresh = gr.Button("Refresh statistics", size="sm")
 
     def apply_settings(model_path: str, quant_name: str, kv_mb: float | None, budget: float | None):
@@ -183,8 +226,11 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         return done, _cache_stats_markdown(runtime)
 
     apply.click(apply_settings, [model, quant, kv_cache_mb, search_budget], [status, stats], concurrency_limit=1)
-    refresh.click(lambda: _cache_stats_markdown(runtime), None, [stats])
-    demo.load(lambda: _cache_stats_markdown(runtime), None, [stats])
+    def all_stats() -> tuple[str, str]:
+        return _cache_stats_markdown(runtime), _memory_stats_markdown(ctx)
+
+    refresh.click(all_stats, None, [stats, memory_stats_view])
+    demo.load(all_stats, None, [stats, memory_stats_view])
 
 
 # ----- Solve ---------------------------------------------------------------------------------
@@ -272,7 +318,7 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             try:
                 outcome["solution"] = solve(text, task_type=kind, strategy=how, engine=ctx.runtime.engine,
                                             budget=ctx.runtime.settings.search_budget, on_progress=lines.put,
-                                            should_stop=stop.is_set)
+                                            should_stop=stop.is_set, memory=ctx.solved)
             except Exception as err:  # shown to the user; the app keeps serving
                 outcome["error"] = str(err)
             lines.put(None)
@@ -288,6 +334,8 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         solution = outcome["solution"]
         reward = " · ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
         note = " (stopped early)" if stop.is_set() else ""
+        if solution.cached_from:
+            note += f" (the verified solution of a similar problem solved before: *{solution.cached_from}*)"
         shown = f"**Answer: {solution.answer if solution.answer is not None else '(none found)'}**{note}\n\n" \
                 f"reward: {reward}\n\ntokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of " \
                 f"{solution.tokens['prompt']} prompt tokens from the prefix cache · {solution.seconds:.1f} s"
@@ -322,7 +370,7 @@ def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         engine = ctx.runtime.engine
         if id(engine) not in bots:  # one bot (and order database) per loaded engine
             bots.clear()
-            bots[id(engine)] = open_support(ctx.runtime.settings, engine)
+            bots[id(engine)] = open_support(ctx.runtime.settings, engine, memory_store=ctx.store)
         return bots[id(engine)]
 
     def respond(message: str, shown: list, made: list | None, session_id: str | None):
@@ -351,9 +399,13 @@ TABS: tuple[tuple[str, TabBuilder], ...] = (
 
 
 def build_app(runtime: Runtime) -> gr.Blocks:
-    """Every tab of TABS over `runtime`; conversations in the data directory's SQLite file."""
-    store = ConversationStore.in_data_dir(runtime.settings.data_path())
-    ctx = WebContext(runtime=runtime, chat=Chat(runtime, store))
+    """Every tab of TABS over `runtime`; conversations in the data directory's SQLite file, the vector store of
+    the settings (when it cannot be opened, chat runs on tiers 1 and 2 and Settings says why)."""
+    conversations = ConversationStore.in_data_dir(runtime.settings.data_path())
+    store, error = try_open_vector_store(runtime.settings)
+    memory = ConversationMemory(store, store_error=error)
+    ctx = WebContext(runtime=runtime, chat=Chat(runtime, conversations, memory), store=store,
+                     solved=SolvedProblems(store))
     with gr.Blocks(title="r1-reasoner", analytics_enabled=False) as demo:
         with gr.Tabs():
             for title, build in TABS:

@@ -79,7 +79,7 @@ def test_chat_over_stdin_answers_and_exits(tmp_path_factory, cache):
     out = run_r1(
         "chat", "--max-new-tokens", "24",
         stdin="What is the capital of France? Answer in one word.\n/reset\n/exit\n",
-        env={"R1_CACHE_DIR": str(cache_dir)},
+        env={"R1_CACHE_DIR": str(cache_dir), "R1_DATA_DIR": str(tmp_path_factory.mktemp("chat-data"))},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("r1> ") and "Paris" in out.stdout

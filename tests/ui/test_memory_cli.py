@@ -1,4 +1,5 @@
-"""`r1 memory ...` as a user runs it: add with progress, search with sources, list, forget, stats, clear errors."""
+"""`r1 memory ...` as a user runs it: add with progress, search with sources, list, forget, stats, clear errors;
+and `r1 chat` recalling what left its window."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_memory_commands_end_to_end(tmp_path):
 
     stats = run_r1("memory", "stats", env=env).stdout
     assert f"store: {tmp_path / 'data' / 'chroma'}" in stats and "r1_documents\t2 (local)\t2 (all users)" in stats
+    assert "documents: 1 (local)" in stats and "size on disk: " in stats
 
     out = run_r1("memory", "forget", str(notes), env=env)
     assert out.returncode == 0 and "forgot" in out.stdout and "(2 chunks)" in out.stdout
@@ -48,3 +50,25 @@ def test_memory_help():
     assert out.returncode == 0
     for action in ("add", "search", "list", "forget", "stats"):
         assert action in out.stdout
+
+
+@pytest.mark.slow  # the default model, three r1 processes
+def test_terminal_chat_recalls_what_left_its_window_also_after_a_restart(tmp_path):
+    env = {"R1_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    chat = ("chat", "--max-new-tokens", "6", "--memory-window-tokens", "120")
+    questions = ["Please remember: my locker code is 4471.", "Why is the sky blue?", "How do I fix a squeaky door?",
+                 "What causes thunder?", "What is my locker code?"]
+    out = run_r1(*chat, stdin="\n".join(questions) + "\n", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("r1> ") == 5 and "Conversation 1." in out.stderr
+    recalled = [line for line in out.stderr.splitlines() if line.startswith("(recalled: ")]
+    assert len(recalled) == 1 and recalled[0].startswith("(recalled: conversation chat-1-") and "turn 0" in recalled[0]
+
+    found = run_r1("memory", "search", "locker code", "--in", "conversations", "-k", "1", env=env)
+    assert "turn 0] (" in found.stdout and "my locker code is 4471" in found.stdout
+
+    again = run_r1(*chat, "--conversation", "1", stdin="Tell me my locker code again.\n", env=env)
+    assert again.returncode == 0, again.stderr  # the window was rebuilt from the stored conversation
+    assert "(recalled: conversation chat-1-" in again.stderr and "turn 0" in again.stderr
+    missing = run_r1(*chat, "--conversation", "99", env=env)
+    assert missing.returncode == 2 and "no conversation with id 99" in missing.stderr
