@@ -140,6 +140,9 @@ def test_stop_button_cancels_the_reply(page, runtime):
 def test_settings_tab_shows_the_model_and_cache_and_applies_changes(page, runtime):
     page.get_by_role("tab", name="Settings").click()
     page.wait_for_selector("#cache-stats >> text=prefix-cache hit tokens")
+    page.wait_for_selector("#memory-stats >> text=conversation window (tier 2)")
+    memory = page.inner_text("#memory-stats")
+    assert str(runtime.settings.chroma_store_path()) in memory and "remembered conversation turns" in memory
     assert page.input_value("#settings-model textarea, #settings-model input") == runtime.settings.model
     assert "int4" in page.locator("#settings-quant").inner_text() or page.input_value("#settings-quant input") == "int4"
     screenshot(page, "settings.png")
@@ -209,3 +212,8 @@ def test_reasoning_is_a_collapsible_message_of_its_own(web):
     assert len(thinking) == 1 and thinking[0].metadata["status"] == "pending"
     stopped = _render([Message("assistant", "Paris", finish_reason="cancelled")])
     assert stopped[0].content == "Paris *(stopped)*"
+    recalled = _render([Message("assistant", "4471", finish_reason="stop",
+                                recalled="[conversation chat-1-5, turn 0] user: my locker code is 4471")])
+    assert [(m.content, m.metadata.get("title")) for m in recalled] == [
+        ("- [conversation chat-1-5, turn 0] user: my locker code is 4471", "Recalled from memory"), ("4471", None)
+    ]
