@@ -306,7 +306,7 @@ OPERATION_WORDS = frozenset("""
 _WORD = re.compile(r"[a-z]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SYMBOL = re.compile(r"[-+*/^=<>%]")
-_VARIABLE = re.compile(r"(?<![A-Za-z])[b-zB-HJ-Z](?![A-Za-z])")  # single letters; "a", "A" and "I" are words
+_VARIABLE = re.compile(r"(?<![A-Za-z'’])[b-zB-HJ-Z](?![A-Za-z'’])")  # lone letters; not "a", "I", "what's"
 _IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?=\s*\()|\b\w*_\w*\b")  # function names and snake_case names
 
 

@@ -83,3 +83,36 @@ def test_empty_message_stores_nothing(tmp_path):
     with pytest.raises(ValueError, match="empty message"):
         next(chat.reply(conversation, "   "))
     assert chat.store.messages(conversation) == []
+
+
+@pytest.mark.slow
+def test_reply_turns_go_through_the_memory_tiers(tmp_path, runtime, store):
+    """On the real model, with a window small enough that the first turn leaves it: tier 1 serves each turn's
+    shared prefix from cache, tier 2 keeps the prompt in budget, tier 3 brings the fact back with its source,
+    which is stored with the reply."""
+    from app.memory import ConversationMemory
+
+    settings = dataclasses.replace(runtime.settings, max_new_tokens=8, memory_window_tokens=90)
+    chat = Chat(Runtime(settings, engine=runtime.engine), ConversationStore.in_data_dir(tmp_path), ConversationMemory(store))
+    conversation = chat.store.create()
+    engine, checked = runtime.engine, 0
+    for number, text in enumerate(["Please remember: my locker code is 4471.", "Why is the sky blue?",
+                                   "How do I fix a squeaky door?", "What causes thunder?"]):
+        window = chat.memory.window_of(chat.store.session_id(conversation))
+        cuts = window.evictions if window else 0
+        before = engine.cache_stats().hit_tokens
+        list(chat.reply(conversation, text))
+        window = chat.memory.window_of(chat.store.session_id(conversation))
+        if number and window.evictions == cuts:  # the previous prompt, up to its newest user message, came from cache
+            previous = [{"role": "system", "content": settings.system_prompt}, *window.messages[1:-2]]
+            shared = len(engine.tokenizer.encode(engine.tokenizer.apply_chat_template(previous), add_bos=False))
+            assert engine.cache_stats().hit_tokens - before >= shared // 16 * 16 > 0
+            checked += 1
+    assert checked >= 1 and window.evicted_messages >= 2 and window.tokens() <= 90
+
+    list(chat.reply(conversation, "What is my locker code?"))
+    answer = chat.store.messages(conversation)[-1]
+    assert answer.recalled.startswith(f"[conversation {chat.store.session_id(conversation)}, turn 0] user: Please remember")
+    assert "4471" in answer.recalled
+    chat.delete(conversation)  # forgets its turns in the store too
+    assert store.stats("local")["r1_turns"] == 0

@@ -198,10 +198,15 @@ def test_no_path_reaches_chromas_default_embedding_function(tmp_path, embedding,
 
 
 @pytest.mark.slow
-def test_chroma_server_over_http(tmp_path, embedding):
+def test_chroma_url_setting_against_a_real_chroma_server(tmp_path, embedding):
+    """`chroma run` on 127.0.0.1, started and stopped here; reached through the setting (Settings.chroma_url,
+    as R1_CHROMA_URL and --chroma-url set it) by the app and by `r1 memory`."""
+    from app.config import Settings
+    from app.memory import open_vector_store
+    from tests.ui.test_cli import run_r1
+
     chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
-    if chroma is None:
-        pytest.skip("the chroma CLI is not installed beside this python")
+    assert chroma, "the chroma CLI ships with the chromadb package and belongs beside this python"
     import socket
     import time
 
@@ -214,16 +219,18 @@ def test_chroma_server_over_http(tmp_path, embedding):
     )
     try:
         url = f"http://127.0.0.1:{port}"
+        settings = Settings.from_env({"R1_CHROMA_URL": url, "R1_DATA_DIR": str(tmp_path / "unused")})
         deadline = time.monotonic() + 60
         while True:
             try:
-                store = VectorStore(url=url, embedding=embedding)
+                store = open_vector_store(settings)
                 store.client.heartbeat()
                 break
             except MemoryStoreError:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.5)
+        store.embedding = embedding  # the session's MiniLM: same model, loaded once
         store.add_document("alice", write_doc(tmp_path, "a.md", "The server-side secret is OCTOPUS."))
         store.add_turns("bob", "s1", [{"role": "user", "content": "Bob's secret is SQUID."}], 0)
         assert "OCTOPUS" in store.search_documents("alice", "secret", k=1)[0].text
@@ -231,6 +238,12 @@ def test_chroma_server_over_http(tmp_path, embedding):
         assert store.search_turns("alice", "secret") == []
         assert store.stats() == {"r1_documents": 1, "r1_turns": 1, "r1_solved_problems": 0}
         assert (tmp_path / "server" / "chroma.sqlite3").is_file()  # the data went to the server's store
+        assert not (tmp_path / "unused").exists()  # and nothing to the local data directory
+
+        out = run_r1("memory", "stats", "--chroma-url", url, "--user", "alice", env={"R1_DATA_DIR": str(tmp_path / "unused")})
+        assert out.returncode == 0, out.stderr
+        assert f"store: {url}" in out.stdout and "r1_documents\t1 (alice)\t1 (all users)" in out.stdout
+        assert "size on disk" not in out.stdout
     finally:
         server.terminate()
         try:
@@ -238,3 +251,5 @@ def test_chroma_server_over_http(tmp_path, embedding):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    out = run_r1("memory", "stats", "--chroma-url", url)  # the server is gone: a clear one-line error
+    assert out.returncode == 2 and out.stderr.startswith(f"r1: error: cannot reach the Chroma server at {url}")
