@@ -1,5 +1,6 @@
 """Shared fixtures: the real default model (int4) in a Runtime, loaded once for the app and ui tests; the memory
-tiers' MiniLM (one per session), a fresh on-disk vector store per test, and the default model's tokenizer."""
+tiers' MiniLM (one per session), a fresh on-disk vector store per test, the default model's tokenizer, and a trap
+on Chroma's default embedding function."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def default_tokenizer():
     except ModelNotFoundError as err:
         pytest.skip(str(err))
     return Tokenizer.from_gguf(path, read_metadata(open_gguf(path)))
+
+
+@pytest.fixture
+def default_embedding_trap(monkeypatch):
+    """Chroma's default embedding function (it downloads an ONNX model) raises the returned error if reached."""
+    from chromadb.api.types import DefaultEmbeddingFunction
+    from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
+
+    class DefaultEmbeddingReached(AssertionError):
+        pass
+
+    def refuse(self, input):  # the signature Chroma checks EFs against
+        raise DefaultEmbeddingReached("Chroma's default (ONNX, downloading) embedding function was called")
+
+    monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", refuse)
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "__call__", refuse)
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "_download_model_if_not_exists", refuse)
+    with pytest.raises(DefaultEmbeddingReached):  # the trap works
+        DefaultEmbeddingFunction()(["x"])
+    return DefaultEmbeddingReached

@@ -150,6 +150,26 @@ def test_a_failing_store_never_fails_a_turn(store, model, tmp_path):
     assert (corrupt / "chroma.sqlite3").read_bytes() == b"not a database" * 100  # left as it was
 
 
+def test_no_memory_path_of_the_app_reaches_chromas_default_embedding_function(tmp_path, model, default_embedding_trap):
+    """Chat, bot and solve memories, statistics, and the store as the app opens it from Settings (its own MiniLM)."""
+    from app.memory import memory_stats, open_vector_store
+
+    store = open_vector_store(Settings(data_dir=str(tmp_path / "data")))
+    notes = tmp_path / "notes.md"
+    notes.write_text("The office wifi password is marmalade42.")
+    store.add_document("local", notes)
+    chat = ConversationMemory(store)
+    converse(chat, "chat", model, [*FILLER, ("What is the wifi password?", "")], settings())
+    bot = SupportMemory(store, model.tokenizer, "Policy.", context_length=8192, answer_tokens=128, budget_tokens=200)
+    bot.view("s", support_history("My parrot chewed the parcel", 4), "alice_smith_1234", "parrot")
+    solved = SolvedProblems(store)
+    solved.remember("What is 2 + 2?", "math", "greedy", "4", [], {"correctness": 1.0})
+    assert solved.recall("What's 2 + 2?", "math", "greedy").answer == "4"
+    memory_stats(store)
+    chat.forget("chat")
+    assert chat.last_error is None and bot.last_error is None and solved.last_error is None
+
+
 def is_tool_result(message) -> bool:
     return message["role"] == "user" and message["content"].startswith("TOOL RESULT")
 

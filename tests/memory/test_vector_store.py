@@ -12,8 +12,6 @@ from pathlib import Path
 
 import chromadb
 import pytest
-from chromadb.api.types import DefaultEmbeddingFunction
-from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
 
 from memory.vector_store import COLLECTIONS, TURNS, MemoryStoreError, VectorStore, format_snippets
 
@@ -158,19 +156,7 @@ def test_bad_document_leaves_the_store_as_it_was(store, tmp_path):
     assert "hunter2" in store.search_documents("alice", "wifi password", k=1)[0].text
 
 
-def test_no_path_reaches_chromas_default_embedding_function(tmp_path, embedding, monkeypatch):
-    class DefaultEmbeddingReached(AssertionError):
-        pass
-
-    def refuse(self, input):  # the signature Chroma checks EFs against
-        raise DefaultEmbeddingReached("Chroma's default (ONNX, downloading) embedding function was called")
-
-    monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", refuse)
-    monkeypatch.setattr(ONNXMiniLM_L6_V2, "__call__", refuse)
-    monkeypatch.setattr(ONNXMiniLM_L6_V2, "_download_model_if_not_exists", refuse)
-    with pytest.raises(DefaultEmbeddingReached):  # the trap works
-        DefaultEmbeddingFunction()(["x"])
-
+def test_no_path_reaches_chromas_default_embedding_function(tmp_path, embedding, default_embedding_trap):
     path = tmp_path / "chroma"
     store = VectorStore(path, embedding=embedding)
     doc = write_doc(tmp_path, "doc.md", "# A\n\nalpha\n\n# B\n\nbeta")
