@@ -1,16 +1,23 @@
-"""Memory tiers 2 and 3: fact recall over a long conversation, and vector-store ingest and query speed.
+"""Memory tiers: fact recall over a long conversation, time to first token with the prefix cache, and
+vector-store ingest and query speed.
 
 (a) recall: a 60-turn conversation plants 20 facts in its first turns, chats about other things, then
-    asks about each fact. The window (tier 2, counted with the default model's tokenizer) is small
-    enough that every fact has left it by then. For each question we check whether the fact's text
-    is in the prompt: with the window only, and with the window plus the turns it evicted into the
-    vector store (tier 3, top-k by similarity, this user and session only). With --answers the
-    default model also answers from each prompt, and we check that its reply names the fact's value.
-(b) ingest: `VectorStore.add_document` (the path of `r1 memory add`) over Markdown files made of
-    GSM8K questions and worked answers (real prose) up to --chunks chunks, in chunks per second; query latency (embedding included) with the first
-    file stored (the baseline) and with all of them.
+    asks about each fact. Prompts are built as the chat builds them (`app.memory.ConversationMemory`). The
+    window (tier 2, counted with the default model's tokenizer) is small enough that every fact has left it
+    by then. For each question we check whether the fact's text is in the prompt: with the window only, and
+    with the window plus the turns it evicted into the vector store (tier 3: this user and conversation,
+    top-k within the recall distance). With --answers the default model also answers from each prompt, and
+    we check that its reply names the fact's value.
+(b) time to first token (tier 1): a conversation of GSM8K questions answered by the default model, its
+    prompts built by ConversationMemory. Each measured turn's prompt is served by the engine (the radix
+    prefix cache holds the earlier turns) and by the same weights in an engine with the prefix cache off.
+    Once with the default window (no evictions) and once with a small one (the window is cut every few turns).
+(c) ingest: `VectorStore.add_document` (the path of `r1 memory add`) over Markdown files made of
+    GSM8K questions and worked answers (real prose) up to --chunks chunks, in chunks per second; query latency
+    (embedding included) with the first file stored (the baseline) and with all of them.
 
-Usage: python bench/memory.py [--window 512] [--k 3] [--answers] [--chunks 10000] [--threads N]
+Usage: python bench/memory.py [--parts recall,ttft,ingest] [--window 512] [--k 3] [--answers] [--turns 24]
+       [--chunks 10000] [--threads N]
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 # Run as a file, this script's folder comes first on sys.path and its name would shadow the `memory` package.
 if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from memory.vector_store import VectorStore, format_snippets
-from memory.window import SlidingWindow, chat_token_counter
+from app.config import Settings
+from app.memory import ConversationMemory
+from memory.vector_store import VectorStore
 
 FACTS = [  # (what the user says early on, what they ask at the end, the value the answer must contain)
     ("My sister's name is Clara.", "What is my sister's name?", "Clara"),
@@ -80,64 +89,106 @@ USER, SESSION = "bench-user", "bench-session"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/datasets/gsm8k/train.jsonl"
 
 
-def recall(args: argparse.Namespace) -> None:
+def default_tokenizer():
     from model.checkpoint import resolve_source
     from model.gguf import open_gguf, read_metadata
     from model.tokenizer import Tokenizer
 
     path = resolve_source("default")
-    tokenizer = Tokenizer.from_gguf(path, read_metadata(open_gguf(path)))
+    return Tokenizer.from_gguf(path, read_metadata(open_gguf(path)))
+
+
+def recall(args: argparse.Namespace) -> None:
     engine = None
     if args.answers:
         import model
 
         engine = model.load("default", quant=args.quant)
-    count = chat_token_counter(tokenizer)
-    system = "You are a helpful assistant. Answer briefly."
+    chat_model = engine or SimpleNamespace(tokenizer=default_tokenizer(), context_length=8192)
+    settings = Settings(system_prompt="You are a helpful assistant. Answer briefly.", max_new_tokens=32,
+                        memory_window_tokens=args.window, memory_recall_k=args.k)
     with tempfile.TemporaryDirectory() as tmp:
-        store = VectorStore(Path(tmp) / "chroma")
         # One conversation per condition, each with its own history (its own replies when --answers).
-        windows = {
-            "window": SlidingWindow(count, args.window, system),
-            "window + store": SlidingWindow(
-                count, args.window, system,
-                on_evict=lambda messages, first: store.add_turns(USER, SESSION, messages, first),
-            ),
-        }
+        memories = {"window": ConversationMemory(None, USER),
+                    "window + store": ConversationMemory(VectorStore(Path(tmp) / "chroma"), USER)}
+        histories: dict[str, list[dict]] = {condition: [] for condition in memories}
         script = [(f"Please remember this: {fact}", "Noted, I will remember that.") for fact, _, _ in FACTS] + FILLER
-        for window in windows.values():  # 40 turns: the facts, then chat about other things
+        for condition, history in histories.items():  # 40 turns: the facts, then chat about other things
             for question, answer in script:
-                window.add({"role": "user", "content": question})
-                window.add({"role": "assistant", "content": answer})
-        in_prompt: dict[str, list[bool]] = {condition: [] for condition in windows}
-        answered: dict[str, list[bool]] = {condition: [] for condition in windows}
-        query_seconds = []
+                history.append({"role": "user", "content": question})
+                memories[condition].prompt(SESSION, history, chat_model, settings)
+                history.append({"role": "assistant", "content": answer})
+        in_prompt: dict[str, list[bool]] = {condition: [] for condition in memories}
+        answered: dict[str, list[bool]] = {condition: [] for condition in memories}
+        prompt_seconds = []
         for fact, question, value in FACTS:  # 20 more turns: the questions
-            for condition, window in windows.items():
-                window.add({"role": "user", "content": question})
-                recalled = ""
+            for condition, memory in memories.items():
+                history = histories[condition]
+                history.append({"role": "user", "content": question})
+                start = time.perf_counter()
+                messages = memory.prompt(SESSION, history, chat_model, settings).messages
                 if condition == "window + store":
-                    start = time.perf_counter()
-                    hits = store.search_turns(USER, question, k=args.k, session=SESSION)
-                    query_seconds.append(time.perf_counter() - start)
-                    recalled = format_snippets(hits)
-                messages = window.prompt(recalled)
+                    prompt_seconds.append(time.perf_counter() - start)
                 in_prompt[condition].append(any(fact in m["content"] for m in messages))
                 reply = "Let me check."
                 if engine is not None:
                     reply = engine.chat(messages, max_new_tokens=32, temperature=0).strip() or reply
                     answered[condition].append(value.lower() in reply.lower())
-                window.add({"role": "assistant", "content": reply})
-        cut = windows["window + store"]
-        print(f"window budget {args.window} tokens (default model's tokenizer), top-{args.k} from the store; "
+                history.append({"role": "assistant", "content": reply})
+        cut = memories["window + store"].window_of(SESSION)
+        print(f"window budget {args.window} tokens (default model's tokenizer), up to {args.k} snippets from the store; "
               f"{cut.evicted_messages} messages evicted in {cut.evictions} cuts; 60 user turns, 20 facts")
         print("| condition | fact in prompt | model answer names the fact |")
         print("|---|---:|---:|")
-        for condition in windows:
+        for condition in memories:
             hit = sum(in_prompt[condition])
             named = f"{sum(answered[condition])}/{len(FACTS)}" if engine else "not run"
             print(f"| {condition} | {hit}/{len(FACTS)} ({100 * hit / len(FACTS):.0f}%) | {named} |")
-        print(f"store query (embed + search) median {1000 * statistics.median(query_seconds):.1f} ms", flush=True)
+        print(f"prompt with recall (window + query embedding + search) median "
+              f"{1000 * statistics.median(prompt_seconds):.1f} ms", flush=True)
+
+
+def first_token(args: argparse.Namespace) -> None:
+    import model
+    from model.scheduler import SchedulerConfig
+    from model.tokenizer import split_reasoning
+
+    engine = model.load("default", quant=args.quant or "auto", kv_cache_mb=256)
+    plain = model.Engine(engine.model, engine.tokenizer, kv_cache_mb=256, scheduler=SchedulerConfig(prefix_cache=False))
+    questions = [p.split("?")[0].strip() + "?" for p in corpus_paragraphs(args.corpus)[: args.turns]]
+    for window in (None, args.ttft_window):
+        engine.clear_prefix_cache()  # the second run asks the same questions: start it cold too
+        settings = Settings(max_new_tokens=args.reply_tokens, memory_window_tokens=window)
+        with tempfile.TemporaryDirectory() as tmp:
+            memory = ConversationMemory(VectorStore(Path(tmp) / "chroma"), USER)
+            history: list[dict] = []
+            rows, cuts = [], 0
+            for turn, question in enumerate(questions, 1):
+                history.append({"role": "user", "content": question})
+                turn_prompt = memory.prompt(SESSION, history, engine, settings)
+                cut = memory.window_of(SESSION).evictions > cuts
+                cuts = memory.window_of(SESSION).evictions
+                ids = engine.chat_prompt(turn_prompt.messages)
+                done = engine.submit(ids, max_new_tokens=args.reply_tokens, temperature=0).result()
+                if turn > 1 and (turn % args.every == 0 or turn == len(questions) or window):
+                    cold = plain.submit(ids, max_new_tokens=1).result()
+                    rows.append((turn, len(ids), done.cached_tokens, done.ttft_s, cold.ttft_s, cut))
+                history.append({"role": "assistant", "content": split_reasoning(done.text)[1]})
+        label = f"{window}-token window" if window else f"default window ({memory.window_of(SESSION).budget_tokens} tokens)"
+        print(f"\n{label}: {len(questions)} turns of GSM8K questions, {args.reply_tokens}-token greedy replies, "
+              f"{cuts} cuts")
+        print("| turn | prompt tokens | from the prefix cache | TTFT with tier 1 ms | TTFT without ms | speed-up |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for turn, tokens, cached, warm, cold, cut in rows:
+            note = " (after a cut)" if cut else ""
+            print(f"| {turn}{note} | {tokens} | {cached} | {1000 * warm:.0f} | {1000 * cold:.0f} | {cold / warm:.1f}x |")
+        warm = statistics.median(r[3] for r in rows)
+        cold = statistics.median(r[4] for r in rows)
+        print(f"medians over the {len(rows)} measured turns: {1000 * warm:.0f} ms with tier 1, {1000 * cold:.0f} ms "
+              f"without: {cold / warm:.1f}x; {sum(r[2] for r in rows) / sum(r[1] for r in rows):.0%} of prompt tokens "
+              f"from cache", flush=True)
+    plain.close()
+    engine.close()
 
 
 def corpus_paragraphs(path: Path) -> list[str]:
@@ -196,10 +247,16 @@ def ingest(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="recall,ttft,ingest", help="which parts to run, comma-separated")
     parser.add_argument("--window", type=int, default=512, help="tier-2 budget in tokens (small, so facts leave it)")
     parser.add_argument("--k", type=int, default=3, help="snippets retrieved from the store per question")
     parser.add_argument("--answers", action="store_true", help="also have the default model answer each prompt")
-    parser.add_argument("--quant", choices=["int8", "int4"], default=None, help="weights for --answers")
+    parser.add_argument("--quant", choices=["int8", "int4"], default=None,
+                        help="weights for --answers (default fp32) and for the TTFT part (default: auto = int4)")
+    parser.add_argument("--turns", type=int, default=24, help="conversation turns for the TTFT part")
+    parser.add_argument("--reply-tokens", type=int, default=48, help="tokens per reply in the TTFT part")
+    parser.add_argument("--every", type=int, default=4, help="measure TTFT without the cache every N turns (and the last)")
+    parser.add_argument("--ttft-window", type=int, default=1024, help="the small window of the TTFT part's second run")
     parser.add_argument("--chunks", type=int, default=10_000, help="chunks to ingest for the speed part (0 skips it)")
     parser.add_argument("--per-file", type=int, default=100, help="corpus paragraphs per generated file")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSONL with question/answer (GSM8K)")
@@ -210,8 +267,14 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    recall(args)
-    if args.chunks:
+    parts = set(args.parts.split(","))
+    if not parts <= {"recall", "ttft", "ingest"}:
+        parser.error(f"unknown parts {sorted(parts - {'recall', 'ttft', 'ingest'})}; choose recall, ttft, ingest")
+    if "recall" in parts:
+        recall(args)
+    if "ttft" in parts:
+        first_token(args)
+    if "ingest" in parts and args.chunks:
         ingest(args)
     print(f"\nmeasured {time.strftime('%Y-%m-%d %H:%M')}")
     return 0
