@@ -30,6 +30,27 @@ def test_conversations_survive_a_restart_in_order(tmp_path):
     ]
 
 
+def test_a_file_from_before_memory_recall_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "conversations.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema as it was, with one conversation in it
+        db.executescript(
+            "CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL, created_at REAL NOT NULL, "
+            "updated_at REAL NOT NULL);"
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL REFERENCES conversations(id) "
+            "ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL, reasoning TEXT NOT NULL DEFAULT '', "
+            "finish_reason TEXT, created_at REAL NOT NULL);"
+            "INSERT INTO conversations VALUES (1, 'old', 1.0, 1.0);"
+            "INSERT INTO messages VALUES (1, 1, 'user', 'hello', '', NULL, 1.0);"
+        )
+    store = ConversationStore(path)
+    assert store.messages(1) == [Message("user", "hello")]
+    store.add(1, Message("assistant", "hi", finish_reason="stop", recalled="[notes.md, chunk 1] hello"))
+    assert ConversationStore(path).messages(1)[-1].recalled == "[notes.md, chunk 1] hello"
+    assert store.session_id(1) == "chat-1-1000000"
+
+
 def test_bad_role_and_unknown_conversation_are_clear_errors(tmp_path):
     store = ConversationStore.in_data_dir(tmp_path)
     conversation = store.create()
