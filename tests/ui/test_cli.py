@@ -83,7 +83,7 @@ def test_chat_over_stdin_answers_and_exits(tmp_path_factory, cache):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("r1> ") and "Paris" in out.stdout
-    assert "(history cleared)" in out.stderr
+    assert "(history cleared: conversation 2)" in out.stderr  # /reset starts a new stored conversation
 
 
 def test_r1_bench_runs_a_benchmark_script_with_its_own_flags():
