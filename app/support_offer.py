@@ -70,6 +70,7 @@ _ASKS_FOR = {
 _ITEM_CHANGES = ("modify_pending_order_items", "exchange_delivered_order_items")
 _SEGMENT = re.compile(r"[,;\n]|\bto\b")
 _STREET = re.compile(r"^\d+ [A-Za-z]")
+_UNIT = re.compile(r"^(apt|apartment|suite|unit|floor|room)\b", re.IGNORECASE)
 
 # Tools a small model reaches for in place of an answer; they never move a customer's request forward.
 NOT_OFFERED = frozenset({"think", "calculate", "list_all_product_types"})
@@ -186,15 +187,17 @@ _ADDRESS_FIELDS = ("address1", "address2", "city", "state", "country", "zip")
 
 
 def _typed_address(typed: str) -> dict[str, Schema] | None:
-    """Address fields whose values are pieces of what the customer typed (split at commas), or None when they
-    typed no street line and zip. The second line may also be empty."""
+    """Address fields whose values are pieces of what the customer typed (split at commas): a street line
+    ("12 Elm Street"), an optional unit ("Apt 3", or empty), short words for city, state and country, a zip.
+    None when they typed no street line or zip."""
     pieces = _unique(p.strip().rstrip(".") for p in _SEGMENT.split(typed) if 0 < len(p.strip()) <= 80)
     streets = [p for p in pieces if _STREET.match(p)]
+    units = [p for p in pieces if _UNIT.match(p)]
     zips = _unique(_ZIP.findall(typed))
-    words = [p for p in pieces if not any(c.isdigit() for c in p)]
+    words = [p for p in pieces if len(p.split()) <= 3 and not any(c.isdigit() for c in p)]
     if not streets or not zips or not words:
         return None
-    return {"address1": _enum(streets), "address2": _enum([*pieces, ""]), "city": _enum(words),
+    return {"address1": _enum(streets), "address2": _enum([*units, ""]), "city": _enum(words),
             "state": _enum(words), "country": _enum(words), "zip": _enum(zips)}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from app import Settings, open_support, solve
 from app.conversation import Chat, ConversationStore, Message
 from app.runtime import Runtime
+from app.support_prompt import brief_result
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
@@ -330,7 +331,7 @@ def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session_id
         session_id = session_id or uuid.uuid4().hex
         reply = bot().reply(session_id, message)
-        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": c.result[:300]}
+        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": brief_result(c.name, c.result)[:300]}
                                  for c in reply.tool_calls)]
         touched = sorted({c["arguments"]["order_id"] for c in made if "order_id" in c["arguments"]})
         shown = [*shown, gr.ChatMessage(role="user", content=message), gr.ChatMessage(role="assistant", content=reply.text)]
