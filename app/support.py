@@ -176,7 +176,7 @@ class Support:
             if action is None:
                 break
             if "message" in action:
-                message = action["message"]
+                message = trim_message(action["message"])
                 break
             name, arguments = action["tool"], action["arguments"]
             refusal = self.guard.check(state, name, arguments)
@@ -191,12 +191,12 @@ class Support:
             calls.append(self._run(session, name, arguments, refusal))
         if message is None:
             action = self._next_action(session, calls, message_only=True)
-            message = action["message"] if action else None
+            message = trim_message(action["message"]) if action else None
         if message is None:
             return Reply(self._filtered(state, FALLBACK_TEXT), calls)
         # The bot's own messages stay out of what the model reads: a 135M model copies its last message
         # instead of answering the new one. Its calls and their results stay (docs/SUPPORT.md).
-        return Reply(self._filtered(state, trim_message(message)), calls)
+        return Reply(self._filtered(state, message), calls)
 
     def _run(self, session: _Session, name: str, arguments: dict[str, Any], refusal: str | None) -> ToolCall:
         """Run a call the guard allowed (refusal None), or record its refusal; either goes back to the model as data."""

@@ -5,8 +5,9 @@ The guard (`support_guard.py`) decides what may run; the offer decides what a sm
 It never offers more than the guard allows, and narrows further: a 135M model chooses well between two or
 three spelled-out values and badly among a thousand well-formed ids. The model still chooses every action.
 
-- Before authentication: the look-ups by email, or by name and zip, with only the emails, capitalised words
-  and 5-digit zips the customer typed; the hand-over to a human only when they asked for one.
+- Before authentication: the look-ups by email, or by name and zip, with only the emails, pairs of adjacent
+  capitalised words (first and last name) and 5-digit zips the customer typed; the hand-over to a human only
+  when they asked for one.
 - After: the customer's own ids only. Orders to look up are the ones the customer typed (all their own when
   they typed none). Changes and product look-ups only on orders the customer typed or the bot has read; cancel
   and modify only pending ones, return and exchange only delivered ones (the policy). Item ids
@@ -38,6 +39,7 @@ Schema = dict[str, Any]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _NAME = re.compile(r"\b[A-Z][a-z]{1,20}\b")
+_FULL_NAME = re.compile(r"(?=\b([A-Z][a-z]{1,20}) ([A-Z][a-z]{1,20})\b)")  # overlapping pairs of capitalised words
 _ZIP = re.compile(r"(?<!\d)\d{5}(?!\d)")
 _ORDER_ID = re.compile(r"#W\d{7}")
 _ASKS_FOR_HUMAN = re.compile(r"\b(human|person|representative|manager|real agent)\b", re.IGNORECASE)
@@ -95,13 +97,14 @@ def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderD
         offer["transfer_to_human_agents"] = schemas["transfer_to_human_agents"]
     if state.user_id is None:
         emails = _unique(_EMAIL.findall(typed))
-        words = _unique(_NAME.findall(typed))
+        names = _unique(_FULL_NAME.findall(typed))
         zips = _unique(_ZIP.findall(typed))
         if emails:
             offer["find_user_id_by_email"] = _object({"email": _enum(emails)})
-        if words and zips:
-            offer["find_user_id_by_name_zip"] = _object(
-                {"first_name": _enum(words), "last_name": _enum(words), "zip": _enum(zips)})
+        if names and zips:
+            choices = [_object({"first_name": _enum([first]), "last_name": _enum([last]), "zip": _enum(zips)})
+                       for first, last in names]
+            offer["find_user_id_by_name_zip"] = choices[0] if len(choices) == 1 else {"anyOf": choices}
         return offer
     user = db.user(state.user_id)
     assert user is not None, "an authenticated session's user exists"

@@ -36,8 +36,13 @@ def test_before_authentication_only_what_the_customer_typed(order_db, schemas) -
                                          user_id=None), order_db)
     assert set(offer) == {"find_user_id_by_email", "find_user_id_by_name_zip"}
     assert enum(offer, "find_user_id_by_email", "email") == [IVAN_EMAIL]
+    assert enum(offer, "find_user_id_by_name_zip", "first_name") == ["Ivan"]
+    assert enum(offer, "find_user_id_by_name_zip", "last_name") == ["Santos"]
     assert enum(offer, "find_user_id_by_name_zip", "zip") == ["75277"]
-    assert set(enum(offer, "find_user_id_by_name_zip", "first_name")) == {"Hi", "Ivan", "Santos"}
+    two = offered_tools(schemas, state("Hello Support Team, Ivan Santos here, zip 75277", user_id=None), order_db)
+    pairs = [(c["properties"]["first_name"]["enum"][0], c["properties"]["last_name"]["enum"][0])
+             for c in two["find_user_id_by_name_zip"]["anyOf"]]
+    assert pairs == [("Hello", "Support"), ("Support", "Team"), ("Ivan", "Santos")]  # adjacent words only
     assert offered_tools(schemas, state("What's the status of order #W8770097?", user_id=None), order_db) == {}
     human = offered_tools(schemas, state("Let me talk to a human", user_id=None), order_db)
     assert set(human) == {"transfer_to_human_agents"}
