@@ -169,9 +169,11 @@ def _order_arguments(name: str, schema: Schema, order: Mapping[str, Any], typed:
             said = [r for r, words in zip(CANCEL_REASONS, _REASON_WORDS) if words.search(typed)]
             prop = _enum(said if len(said) == 1 else list(CANCEL_REASONS))
         elif argument == "item_ids":
-            prop = _id_list(_named_items(order, typed))
+            named = _named_items(order, typed)  # an item ordered twice may be returned twice, no more
+            prop = _id_list(_unique(named), max_items=len(named))
         elif argument == "new_item_ids":
-            prop = _id_list(_variants(order, db, typed))
+            variants = _variants(order, db, typed)
+            prop = _id_list(variants, max_items=len(order["items"]))
         elif argument in _ADDRESS_FIELDS:
             address = _typed_address(typed)
             if address is None:
@@ -205,11 +207,11 @@ def _typed_address(typed: str) -> dict[str, Schema] | None:
 
 
 def _named_items(order: Mapping[str, Any], typed: str) -> list[str]:
-    """The order's item ids the customer named (by id or product name), else all of them."""
+    """The order's items the customer named (by id or product name), else all of them: one id per unit."""
     lowered = typed.lower()
     items = order["items"]
     named = [i["item_id"] for i in items if i["item_id"] in typed or i["name"].lower() in lowered]
-    return _unique(named or [i["item_id"] for i in items])
+    return named or [i["item_id"] for i in items]
 
 
 def _variants(order: Mapping[str, Any], db: OrderDB, typed: str) -> list[str]:
@@ -241,8 +243,8 @@ def _enum(values: list[str]) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
-def _id_list(values: list[str]) -> Schema:
-    return {"type": "array", "items": _enum(values), "minItems": 1, "maxItems": max(1, min(len(values), 5))}
+def _id_list(values: list[str], max_items: int) -> Schema:
+    return {"type": "array", "items": _enum(values), "minItems": 1, "maxItems": max(1, min(max_items, 5))}
 
 
 def _unique(values: Iterable[str]) -> list[str]:

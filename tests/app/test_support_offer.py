@@ -70,6 +70,7 @@ def test_a_return_offers_the_named_items_of_that_order_and_refund_methods(order_
     offer = offered_tools(schemas, state("I want to return the garden hose from order #W6893533."), order_db)
     assert enum(offer, "return_delivered_order_items", "order_id") == ["#W6893533"]
     assert enum(offer, "return_delivered_order_items", "item_ids") == ["5206946487"]
+    assert offer["return_delivered_order_items"]["properties"]["item_ids"]["maxItems"] == 1  # one hose was ordered
     assert enum(offer, "return_delivered_order_items", "payment_method_id") == ["paypal_6151711"]
     unnamed_item = offered_tools(schemas, state("Return something from order #W6893533."), order_db)
     assert enum(unnamed_item, "return_delivered_order_items", "item_ids") == ["5206946487", "1646531091"]
