@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ ID_PATTERNS = {
     "zip": "^[0-9]{5}$",
 }
 ITEM_ID_PATTERN = "^[0-9]{10}$"
+GRAMMAR_CACHE_SIZE = 256
 FALLBACK_TEXT = "Sorry, I could not work that out. Could you say it another way?"
 
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")  # chat-template control strings such as <|im_end|>
@@ -136,7 +138,8 @@ class Support:
         self.tools, self._runnable = support_tools(db)
         self.compiler = GrammarCompiler(engine.tokenizer)
         self._schemas = {t.name: t.parameters for t in self.tools}
-        self._grammars: dict[str, str] = {}  # compiled grammars by their schema's JSON
+        # Compiled grammars by their schema's JSON, least recently used first: the offer differs per customer.
+        self._grammars: OrderedDict[str, str] = OrderedDict()
         self.system_prompt = system_prompt(
             POLICY_PATH.read_text(), [(t.name, list(t.parameters["properties"]), t.description) for t in self.tools])
         self.transcript_path = (
@@ -254,8 +257,12 @@ class Support:
         schema = tool_or_message_schema(tools, message_max_length=self.options.message_max_length,
                                         include_message=include_message)
         key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
+        if key in self._grammars:
+            self._grammars.move_to_end(key)
+        else:
             self._grammars[key] = self.compiler.json_schema(schema)
+            if len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
         return self._grammars[key]
 
     def _filtered(self, state: SessionState, text: str) -> str:
