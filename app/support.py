@@ -170,7 +170,9 @@ class Support:
         session.history.append({"role": "user", "content": text or "(empty message)"})
         calls: list[ToolCall] = []
         if state.confirmed_write is not None:
-            name, arguments = state.confirmed_write[0], json.loads(state.confirmed_write[1])
+            name, confirmed = state.confirmed_write[0], json.loads(state.confirmed_write[1])
+            # In the schema's order, as the model wrote it and the confirmation question stated it.
+            arguments = {key: confirmed[key] for key in self._schemas[name]["properties"] if key in confirmed}
             calls.append(self._run(session, name, arguments, self.guard.check(state, name, arguments)))
             state.confirmed_write = None  # one yes, one write
         message = None
