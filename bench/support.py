@@ -45,16 +45,19 @@ FLOWS = ROOT / "bench" / "data" / "support_flows.jsonl"
 TAU_TASKS = ROOT.parent / "shared" / "datasets" / "tau_retail" / "tasks_train.json"
 STOP = "###STOP###"
 
-# τ-bench's user-simulation prompt, shortened for a small model.
-CUSTOMER_PROMPT = """You are a customer writing to an online shop's support agent. Your situation:
-{instruction}
-
-Rules:
-- Write one short message at a time, as the customer. Say only what is needed at this step.
-- Give your email, or your name and zip code, when the agent asks who you are.
-- Use only the names, ids and details in your situation; never make them up.
-- Say "yes" when the agent asks you to confirm the change you want.
-- When your request is done, write {stop}."""
+# τ-bench's user-simulation prompt, shortened for a small model, and one worked turn: a 135M model asked to
+# role-play a customer in chat turns answers as an assistant instead, so it is asked to write the next line of
+# a transcript.
+CUSTOMER_PROMPT = """You write the next message of a customer in a chat with an online shop's support agent.
+Rules: one or two short sentences; use only the names, emails, zip codes and order ids in the customer's
+situation, never made-up ones; say "yes" when the agent asks to confirm the change the customer wants; when
+the request is done, write {stop}."""
+CUSTOMER_EXAMPLE = (
+    "Customer's situation: Your name is Mia Park and your zip code is 10001. Cancel order "
+    "#W1111111 because no longer needed.\n\nChat so far:\nAgent: Hi! How can I help you today?\n\n"
+    "Write the customer's next message.",
+    "Hi, I am Mia Park, zip code 10001. Please cancel order #W1111111, I no longer need it.",
+)
 
 
 @dataclass
@@ -179,11 +182,12 @@ def run_flow(bot, databases: Databases, flow: dict, index: int) -> Dialogue:
 
 
 class SimulatedCustomer:
-    """A local model playing a task's instruction: the bot's messages are its user turns, it writes the customer's."""
+    """A local model playing a task's instruction: shown the chat so far, it writes the customer's next message."""
 
     def __init__(self, engine, instruction: str, seed: int, temperature: float, max_new_tokens: int = 60) -> None:
         self.engine = engine
-        self.messages = [{"role": "system", "content": CUSTOMER_PROMPT.format(instruction=instruction, stop=STOP)}]
+        self.instruction = instruction
+        self.lines: list[str] = []
         self.seed = seed
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
@@ -191,12 +195,17 @@ class SimulatedCustomer:
     def say(self, bot_text: str) -> str:
         from model import SamplingParams
 
-        self.messages.append({"role": "user", "content": bot_text})
-        ids = self.engine.chat_prompt(self.messages)
+        self.lines.append(f"Agent: {bot_text}")
+        request = (f"Customer's situation: {self.instruction.strip()}\n\nChat so far:\n" + "\n".join(self.lines)
+                   + "\n\nWrite the customer's next message.")
+        messages = [{"role": "system", "content": CUSTOMER_PROMPT.format(stop=STOP)},
+                    {"role": "user", "content": CUSTOMER_EXAMPLE[0]}, {"role": "assistant", "content": CUSTOMER_EXAMPLE[1]},
+                    {"role": "user", "content": request}]
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=0.95,
-                                seed=self.seed + len(self.messages), stop=("\n\n",))
-        text = self.engine.submit(ids, params).result().text.strip() or "Hello?"
-        self.messages.append({"role": "assistant", "content": text})
+                                seed=self.seed * 1000 + len(self.lines), stop=("\n",))
+        text = self.engine.submit(self.engine.chat_prompt(messages), params).result().text.strip()
+        text = text.removeprefix("Customer:").strip() or "Hello?"
+        self.lines.append(f"Customer: {text}")
         return text
 
 
