@@ -246,9 +246,11 @@ def pass_hat_k(successes: list[int], trials: int, k: int) -> float:
 
 
 def show(dialogue: Dialogue, verbose: bool) -> None:
+    from app.support_guard import NEEDS_CONFIRMATION
+
     verdict = "pass" if dialogue.passed else f"FAIL at {dialogue.step}"
     print(f"{dialogue.name:<28} {verdict:<24} {dialogue.seconds:6.1f}s  calls: "
-          + ", ".join(f"{c.name}" + ("(held)" if c.result.startswith("Refused: this change") else "") for c in dialogue.calls),
+          + ", ".join(f"{c.name}" + ("(held)" if c.result == NEEDS_CONFIRMATION else "") for c in dialogue.calls),
           flush=True)
     if verbose:
         for customer, bot in dialogue.turns:
