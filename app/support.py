@@ -7,9 +7,9 @@
 Each step the model writes one action under a grammar built from the tools' JSON schemas: a call of one
 tool, or a message to the customer. The grammar offers only the tools and argument values that can be right
 now (`support_offer.py`); the model reads a short prompt (`support_prompt.py`). `PolicyGuard` checks each
-call before it runs. A write that the guard
-holds back only for want of confirmation becomes a confirmation question written by code from the call
-itself; when the customer's next message is an explicit yes, that exact call runs. Customer text and tool
+call before it runs. A write that the guard holds back only for want of confirmation becomes a confirmation
+question written by code from the call itself; when the customer's next message is an explicit yes, that
+exact call runs. Customer text and tool
 output enter the prompt as data with special-token strings defused; outgoing text passes `SensitiveFilter`.
 """
 
