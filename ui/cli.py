@@ -13,13 +13,12 @@ from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
 from model import LOAD_QUANTS
-from model.tokenizer import split_reasoning
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support")
 
 UI_PORT = 7860
 SERVE_PORT = 8000

@@ -24,6 +24,7 @@ from app.memory import (
 )
 from app.runtime import Runtime
 from memory.vector_store import VectorStore
+from app.support_prompt import brief_result
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
@@ -378,7 +379,7 @@ def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session_id
         session_id = session_id or uuid.uuid4().hex
         reply = bot().reply(session_id, message)
-        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": c.result[:300]}
+        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": brief_result(c.name, c.result)[:300]}
                                  for c in reply.tool_calls)]
         touched = sorted({c["arguments"]["order_id"] for c in made if "order_id" in c["arguments"]})
         shown = [*shown, gr.ChatMessage(role="user", content=message), gr.ChatMessage(role="assistant", content=reply.text)]

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from app import Support
-from app.support import ToolCall, clean_text, parse_action
+from app.support import ToolCall, clean_text, parse_action, trim_message
+from app.support_prompt import brief_result
 from app.support_guard import WRITE_TOOLS, describe_write, is_explicit_yes
 
 IVAN, IVAN_EMAIL = "ivan_santos_6635", "ivan.santos3158@example.com"  # #W6893533 delivered, #W8770097 pending
@@ -197,6 +198,25 @@ def test_parse_action_keeps_a_cut_off_message_and_drops_a_cut_off_call() -> None
     assert parse_action('{"message": "Your order is pend') == {"message": "Your order is pend"}
     assert parse_action('{"message": "a \\u00') == {"message": "a "}
     assert parse_action('{"tool": "get_order_details", "arguments": {"order_id": "#W12') is None
+
+
+def test_trim_message_stops_at_a_repeated_sentence_and_drops_a_cut_fragment() -> None:
+    assert trim_message("Order #W1 is cancelled. The refund is due. The refund is due. The ref") == \
+        "Order #W1 is cancelled. The refund is due."
+    assert trim_message("Your order is pend") == "Your order is pend"  # nothing whole to keep instead
+    assert trim_message("Hello! How can I help?") == "Hello! How can I help?"
+
+
+def test_brief_result_keeps_the_facts_of_an_order_and_passes_other_text(order_db) -> None:
+    from tools.orders import call_tool, order_tools
+
+    order = call_tool(order_tools(order_db), "get_order_details", {"order_id": "#W8770097"})
+    assert brief_result("get_order_details", order) == (
+        "order #W8770097: status pending; items: Office Chair {material: mesh, color: red, armrest: none, "
+        "backrest height: standard} item 4274709903; paid with paypal_6151711")
+    assert brief_result("find_user_id_by_email", IVAN) == f"verified, user id {IVAN}"
+    assert brief_result("find_user_id_by_email", "Error: user not found") == "Error: user not found"
+    assert brief_result("get_order_details", INJECTION) == INJECTION  # not JSON: passed on as it is (as data)
 
 
 def test_clean_text_defuses_template_strings_and_binary() -> None:

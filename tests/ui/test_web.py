@@ -174,12 +174,18 @@ def test_solve_tab_shows_tool_steps_the_verified_answer_and_the_tree(page, runti
     assert_stayed_on_loopback(page)
 
 
-def test_support_tab_authenticates_and_lists_its_tool_calls(page, runtime):
+def test_support_tab_authenticates_looks_up_an_order_and_lists_its_tool_calls(page, runtime):
     page.get_by_role("tab", name="Support").click()
     page.fill("#support-input textarea", "Hi, my email is ivan.santos3158@example.com")
     page.press("#support-input textarea", "Enter")
     page.wait_for_selector("#support-chat [data-testid='bot']", timeout=180_000)
     page.wait_for_selector("#support-calls >> text=find_user_id_by_email")
+    page.fill("#support-input textarea", "What is the status of my order #W8770097?")  # same session: still verified
+    page.press("#support-input textarea", "Enter")
+    page.wait_for_selector("#support-calls >> text=get_order_details", timeout=180_000)
+    page.wait_for_selector("#support-orders >> text=#W8770097")
+    assert page.locator("#support-chat [data-testid='bot']").count() == 2
+    assert "pending" in page.inner_text("#support-calls")  # the order's details, as the tool returned them
     screenshot(page, "support.png")
     assert_stayed_on_loopback(page)
 
