@@ -25,8 +25,7 @@ from typing import Any
 from app.config import Settings
 from app.redact import SensitiveFilter
 from app.support_guard import AUTH_TOOLS, NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
-from model import Completion, Engine, SamplingParams
-from model.grammar import GrammarCompiler, GrammarProcessor, tool_or_message_schema
+from model.backend import Backend
 from tools.orders import OrderDB, call_tool, order_tools
 
 POLICY_PATH = Path(__file__).resolve().parent / "data" / "retail_policy.md"
@@ -128,7 +127,7 @@ class _Session:
 class Support:
     """The bot. Sessions are isolated: each has its own history and guard state, keyed by session id."""
 
-    def __init__(self, db: OrderDB, engine: Engine, **options: Any) -> None:
+    def __init__(self, db: OrderDB, engine: Backend, **options: Any) -> None:
         known = {f.name for f in fields(SupportOptions)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -139,9 +138,7 @@ class Support:
         self.guard = PolicyGuard(db)
         self.filter = SensitiveFilter(tuple(self.options.blocked_words))
         self.tools, self._runnable = support_tools(db)
-        self.compiler = GrammarCompiler(engine.tokenizer)
         self._schemas = {t.name: t.parameters for t in self.tools}
-        self._grammars: dict[str, str] = {}  # compiled grammars by their schema's JSON
         self.system_prompt = _system_prompt(POLICY_PATH.read_text(), self.tools)
         self.transcript_path = (
             Path(self.options.data_dir).expanduser() / "support" / "transcripts.jsonl"
@@ -217,13 +214,12 @@ class Support:
                   "The customer is not authenticated yet: find their user id first (by email, or name and zip).")
         messages = [{"role": "system", "content": self.system_prompt}, *session.history,
                     {"role": "system", "content": status}]
-        prompt = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        ids = self.engine.tokenizer.encode(prompt, add_bos=False)
         max_new = max(self.options.call_max_new_tokens, self.options.message_max_length // 2 + 16)
-        processor = self.compiler.processor(self._grammar_for(session.state, message_only))
-        return parse_action(generate_constrained(self.engine, ids, processor, max_new).text)
+        completion = self.engine.chat_action(messages, self._tools_for(session.state, message_only),
+                                             message_max_length=self.options.message_max_length, max_new_tokens=max_new)
+        return parse_action(completion.text)
 
-    def _grammar_for(self, state: SessionState, message_only: bool = False) -> str:
+    def _tools_for(self, state: SessionState, message_only: bool = False) -> dict[str, dict[str, Any]]:
         """The action grammar offers only what the guard could allow now (the guard still checks every call).
 
         Before authentication: the authentication tools, with only the emails, names and zips the customer
@@ -251,11 +247,7 @@ class Support:
             user = self.db.user(state.user_id)
             own = {"order_id": user["orders"], "payment_method_id": list(user["payment_methods"]), "user_id": [state.user_id]}
             tools = {name: _narrowed(schema, own) for name, schema in self._schemas.items() if name not in AUTH_TOOLS}
-        schema = tool_or_message_schema(tools, message_max_length=self.options.message_max_length)
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            self._grammars[key] = self.compiler.json_schema(schema)
-        return self._grammars[key]
+        return tools
 
     def _filtered(self, state: SessionState, text: str) -> str:
         emails: list[str] = []
@@ -287,7 +279,7 @@ class Support:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def open_support(settings: Settings, engine: Engine) -> Support:
+def open_support(settings: Settings, engine: Backend) -> Support:
     """The bot as the app runs it: the order database <data_dir>/support/orders.db (built from the vendored
     τ-bench data when missing) and transcripts under the same data directory."""
     data_dir = settings.data_path()
@@ -301,11 +293,6 @@ def open_support(settings: Settings, engine: Engine) -> Support:
 
 
 # ----- helpers ---------------------------------------------------------------------------------------
-
-
-def generate_constrained(engine: Engine, prompt_ids: list[int], processor: GrammarProcessor, max_new_tokens: int) -> Completion:
-    """Greedy completion of `prompt_ids` under `processor` (the request's own logits processor)."""
-    return engine.submit(prompt_ids, SamplingParams(max_new_tokens=max_new_tokens, logits_processor=processor)).result()
 
 
 def parse_action(text: str) -> dict[str, Any] | None:

@@ -8,24 +8,12 @@ The grammar makes every call parse and validate, so even the 135M default model 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from model.grammar import GrammarCompiler, GrammarProcessor, tool_or_message_schema
-
-_compilers: dict[int, GrammarCompiler] = {}
-_compilers_lock = threading.Lock()
-
-
-def grammar_compiler(engine) -> GrammarCompiler:
-    """One compiler per loaded engine (building llguidance's tokenizer view takes a while)."""
-    with _compilers_lock:
-        key = id(engine.tokenizer)
-        if key not in _compilers:
-            _compilers[key] = GrammarCompiler(engine.tokenizer, engine.config.vocab_size)
-        return _compilers[key]
+from model.engine import Engine
+from model.grammar import GrammarProcessor, tool_or_message_schema
 
 
 @dataclass(frozen=True)
@@ -48,7 +36,8 @@ class ToolCallOutput:
 class ToolCallGrammar:
     """The grammar and prompt for one request's tools and `tool_choice` ("auto", "required" or one name)."""
 
-    def __init__(self, engine, tools: list[FunctionTool], choice: str = "auto", *, message_max_length: int = 2000) -> None:
+    def __init__(self, engine: Engine, tools: list[FunctionTool], choice: str = "auto", *,
+                 message_max_length: int = 2000) -> None:
         if not tools:
             raise ValueError("tools must not be empty")
         names = [t.name for t in tools]
@@ -62,8 +51,8 @@ class ToolCallGrammar:
         )
         self.tools = offered
         self.choice = choice
-        self.compiler = grammar_compiler(engine)
-        self.grammar = self.compiler.json_schema(schema)
+        self.compiler = engine.grammar_compiler
+        self.grammar = engine.json_grammar(schema)  # compiled once per distinct schema, kept by the engine
 
     def system_message(self) -> str:
         listing = "\n".join(
@@ -72,6 +61,12 @@ class ToolCallGrammar:
         how = ('Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool'
                + (', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."))
         return f"You can call these tools:\n{listing}\n{how}"
+
+    def with_tools(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """`messages` with the tools listed in the first system message (one is put first if there is none)."""
+        if messages and messages[0]["role"] == "system":
+            return [{"role": "system", "content": messages[0]["content"] + "\n\n" + self.system_message()}, *messages[1:]]
+        return [{"role": "system", "content": self.system_message()}, *messages]
 
     def processor(self) -> GrammarProcessor:
         """A fresh, stateful processor: one per request."""
