@@ -117,11 +117,13 @@ class ChatR1(BaseChatModel):
         finally:
             request.cancel()  # no-op when finished; stops generation if we were interrupted
         _raise_if_failed(completion)
+        return _result(self.message(completion))
+
+    def message(self, completion: Completion) -> AIMessage:
+        """A completion as an AIMessage: R1's <think> block in additional_kwargs["reasoning_content"], usage."""
         reasoning, answer = split_reasoning(completion.text)
-        return _result(AIMessage(
-            content=answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-            usage_metadata=usage(completion), response_metadata=self._metadata(completion),
-        ))
+        return AIMessage(content=answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
+                         usage_metadata=usage(completion), response_metadata=self._metadata(completion))
 
     def _generate_tool_call(self, engine: Engine, chat: list[dict[str, str]], tools: list[dict[str, Any]],
                             choice: str, sampling: dict[str, Any]) -> ChatResult:
@@ -136,7 +138,12 @@ class ChatR1(BaseChatModel):
             request.cancel()
         _raise_if_failed(completion)
         action = grammar.parse(completion.text)
-        if action.name is None:
+        if action.name is None and completion.text.startswith('{"tool"'):  # a call cut off by max_tokens
+            invalid = {"name": None, "args": completion.text, "id": None, "type": "invalid_tool_call",
+                       "error": f"the call was cut off after {completion.generated_tokens} tokens (max_tokens)"}
+            message = AIMessage(content="", invalid_tool_calls=[invalid], usage_metadata=usage(completion),
+                                response_metadata=self._metadata(completion))
+        elif action.name is None:
             message = AIMessage(content=action.message or "", usage_metadata=usage(completion),
                                 response_metadata=self._metadata(completion))
         else:

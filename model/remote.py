@@ -472,27 +472,29 @@ class OpenAIBackend(Backend):
 
     # ----- HTTP ----------------------------------------------------------------------------------
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._send(path, body, stream=False)
+    def _call(self, path: str, body: dict[str, Any], *, retries: int | None = None) -> dict[str, Any]:
+        response = self._send(path, body, stream=False, retries=retries)
         try:
             return response.json()
         except ValueError:
             raise RemoteError(f"{self.name}: {path} answered with something that is not JSON") from None
 
     def _try(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """`_call`, with a 4xx answer (not offered, or not like this) as None."""
+        """A probe: `_call` without retries, any failure meaning "not offered (like this)" (some servers answer an
+        unknown field with 500)."""
         try:
-            return self._call(path, body)
-        except ValueError:
+            return self._call(path, body, retries=0)
+        except (ValueError, RemoteError):
             return None
 
-    def _send(self, path: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """POST with retries; returns a 2xx response (open, when streaming). Raises ValueError for 4xx, RemoteError
-        for what retrying did not fix."""
+    def _send(self, path: str, body: dict[str, Any], *, stream: bool, retries: int | None = None) -> httpx.Response:
+        """POST with retries (default: the config's); returns a 2xx response (open, when streaming). Raises
+        ValueError for 4xx, RemoteError for what retrying did not fix."""
         url = self.base_url + path
-        for attempt in range(self.config.retries + 1):
+        retries = self.config.retries if retries is None else retries
+        for attempt in range(retries + 1):
             self._count("requests")
-            last = attempt == self.config.retries
+            last = attempt == retries
             try:
                 response = self._client.send(self._client.build_request("POST", url, json=body), stream=stream)
             except httpx.TimeoutException as err:
@@ -533,7 +535,7 @@ class OpenAIBackend(Backend):
             except ValueError:
                 pass
         self._count("retries")
-        log.warning("%s: %s; retrying in %.1f s (%d of %d)", self.name, why, delay, attempt + 1, self.config.retries)
+        log.warning("%s: %s; retrying in %.1f s (retry %d)", self.name, why, delay, attempt + 1)
         time.sleep(delay)
 
     def _count(self, what: str) -> None:
