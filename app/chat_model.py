@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
@@ -33,9 +33,9 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from app.config import Settings
 from app.engine import shared_backends
-from app.tool_calls import FunctionTool, ToolCallGrammar
+from app.tool_calls import FunctionTool, ToolCallGrammar, closed
 from model.engine import Engine
-from model.request import Completion, GenerationError
+from model.request import Completion, GenerationError, RequestHandle
 from model.tokenizer import THINK_CLOSE, THINK_OPEN, split_reasoning
 from tools.tool import Tool
 
@@ -53,6 +53,7 @@ class ChatR1(BaseChatModel):
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    timeout: float | None = None  # seconds to wait for a reply before cancelling it; None = no limit
     settings: Settings | None = None  # None = Settings.from_env()
     engine: Engine | None = Field(default=None, exclude=True)  # a loaded engine to share; None = load one
     _engine: Engine | None = PrivateAttr(default=None)
@@ -66,24 +67,44 @@ class ChatR1(BaseChatModel):
         return {"model": self._settings().model, "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "seed": self.seed}
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="r1-reasoner", ls_model_type="chat",
+                                 ls_model_name=kwargs.get("model") or self._settings().model)
+        sampling = self._sampling(stop, kwargs)
+        params.update(ls_temperature=sampling["temperature"], ls_max_tokens=sampling["max_new_tokens"])
+        if sampling["stop"]:
+            params["ls_stop"] = list(sampling["stop"])
+        return params
+
     # ----- the engine and its parameters ---------------------------------------------------------
 
     def _settings(self) -> Settings:
         settings = self.settings or Settings.from_env()
         return settings.override(model=self.model_name)
 
-    def loaded_engine(self) -> Engine:
-        """The engine this model runs on, loaded (once per process and model) on first use."""
+    def loaded_engine(self, model: str | None = None) -> Engine:
+        """The engine this model runs on, loaded (once per process and model) on first use; `model` = another
+        model for one call (it is loaded and kept too)."""
+        settings = self._settings()
+        if model is not None and model != settings.model:
+            return self._shared(settings.override(model=model))
         if self._engine is None:
-            settings = self._settings()
-            if self.engine is not None:
-                self._engine = self.engine
-            elif settings.backend != "local":
-                raise ValueError(f"ChatR1 runs the local engine (R1_BACKEND is {settings.backend!r}); for a remote "
-                                 "OpenAI-compatible server use langchain-openai's ChatOpenAI(base_url=...)")
-            else:
-                self._engine = shared_backends.get(settings)
+            self._engine = self.engine if self.engine is not None else self._shared(settings)
         return self._engine
+
+    @staticmethod
+    def _shared(settings: Settings) -> Engine:
+        if settings.backend != "local":
+            raise ValueError(f"ChatR1 runs the local engine (R1_BACKEND is {settings.backend!r}); for a remote "
+                             "OpenAI-compatible server use langchain-openai's ChatOpenAI(base_url=...)")
+        return shared_backends.get(settings)
+
+    def _result_of(self, request: RequestHandle) -> Completion:
+        """Wait for a request (at most `timeout` seconds); stop it if we are interrupted or give up."""
+        try:
+            return request.result(timeout=self.timeout)
+        finally:
+            request.cancel()  # no-op when finished
 
     def _sampling(self, stop: list[str] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
         settings = self._settings()
@@ -101,7 +122,7 @@ class ChatR1(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        engine = self.loaded_engine()
+        engine = self.loaded_engine(kwargs.get("model"))
         chat = to_chat_messages(messages)
         sampling = self._sampling(stop, kwargs)
         if kwargs.get("tools") and kwargs.get("tool_choice") != "none":
@@ -110,46 +131,38 @@ class ChatR1(BaseChatModel):
             completion = engine.chat_json(chat, kwargs["response_format"], max_new_tokens=sampling["max_new_tokens"])
             _raise_if_failed(completion)
             return _result(AIMessage(content=completion.text, usage_metadata=usage(completion),
-                                     response_metadata=self._metadata(completion)))
-        request = engine.submit(engine.chat_prompt(chat), **sampling)
-        try:
-            completion = request.result()
-        finally:
-            request.cancel()  # no-op when finished; stops generation if we were interrupted
+                                     response_metadata=self._metadata(completion, engine)))
+        completion = self._result_of(engine.submit(engine.chat_prompt(chat), **sampling))
         _raise_if_failed(completion)
-        return _result(self.message(completion))
+        return _result(self.message(completion, engine))
 
-    def message(self, completion: Completion) -> AIMessage:
+    def message(self, completion: Completion, engine: Engine | None = None) -> AIMessage:
         """A completion as an AIMessage: R1's <think> block in additional_kwargs["reasoning_content"], usage."""
         reasoning, answer = split_reasoning(completion.text)
         return AIMessage(content=answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-                         usage_metadata=usage(completion), response_metadata=self._metadata(completion))
+                         usage_metadata=usage(completion), response_metadata=self._metadata(completion, engine))
 
     def _generate_tool_call(self, engine: Engine, chat: list[dict[str, str]], tools: list[dict[str, Any]],
                             choice: str, sampling: dict[str, Any]) -> ChatResult:
         functions = [FunctionTool(t["function"]["name"], t["function"].get("description", ""),
                                   t["function"].get("parameters") or {"type": "object"}) for t in tools]
         grammar = ToolCallGrammar(engine, functions, choice)
-        request = engine.submit(engine.chat_prompt(grammar.with_tools(chat)),
-                                **{**sampling, "logits_processor": grammar.processor()})
-        try:
-            completion = request.result()
-        finally:
-            request.cancel()
+        completion = self._result_of(engine.submit(engine.chat_prompt(grammar.with_tools(chat)),
+                                                   **{**sampling, "logits_processor": grammar.processor()}))
         _raise_if_failed(completion)
         action = grammar.parse(completion.text)
         if action.name is None and completion.text.startswith('{"tool"'):  # a call cut off by max_tokens
             invalid = {"name": None, "args": completion.text, "id": None, "type": "invalid_tool_call",
                        "error": f"the call was cut off after {completion.generated_tokens} tokens (max_tokens)"}
             message = AIMessage(content="", invalid_tool_calls=[invalid], usage_metadata=usage(completion),
-                                response_metadata=self._metadata(completion))
+                                response_metadata=self._metadata(completion, engine))
         elif action.name is None:
             message = AIMessage(content=action.message or "", usage_metadata=usage(completion),
-                                response_metadata=self._metadata(completion))
+                                response_metadata=self._metadata(completion, engine))
         else:
             call = {"name": action.name, "args": json.loads(action.arguments), "id": action.call_id, "type": "tool_call"}
             message = AIMessage(content="", tool_calls=[call], usage_metadata=usage(completion),
-                                response_metadata={**self._metadata(completion), "finish_reason": "tool_calls"})
+                                response_metadata={**self._metadata(completion, engine), "finish_reason": "tool_calls"})
         return _result(message)
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -163,7 +176,7 @@ class ChatR1(BaseChatModel):
                 content=message.content, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata, chunk_position="last"))
             return
-        engine = self.loaded_engine()
+        engine = self.loaded_engine(kwargs.get("model"))
         chat = to_chat_messages(messages)
         rendered = engine.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
         splitter = ReasoningSplitter(thinking=rendered.rstrip().endswith(THINK_OPEN))  # R1 templates open the tag
@@ -176,7 +189,7 @@ class ChatR1(BaseChatModel):
         yield from self._chunks(*splitter.finish(), run_manager)
         completion = request.result()
         yield ChatGenerationChunk(message=AIMessageChunk(
-            content="", usage_metadata=usage(completion), response_metadata=self._metadata(completion),
+            content="", usage_metadata=usage(completion), response_metadata=self._metadata(completion, engine),
             chunk_position="last"))
 
     @staticmethod
@@ -188,8 +201,8 @@ class ChatR1(BaseChatModel):
                 run_manager.on_llm_new_token(answer)
             yield ChatGenerationChunk(message=AIMessageChunk(content=answer))
 
-    def _metadata(self, completion: Completion) -> dict[str, Any]:
-        return {"model_name": self.loaded_engine().name, "model_provider": "r1-reasoner",
+    def _metadata(self, completion: Completion, engine: Engine | None = None) -> dict[str, Any]:
+        return {"model_name": (engine or self.loaded_engine()).name, "model_provider": "r1-reasoner",
                 "finish_reason": completion.finish_reason}
 
     # ----- tools and structured output -----------------------------------------------------------
@@ -214,7 +227,7 @@ class ChatR1(BaseChatModel):
             raise ValueError(f"unsupported arguments {sorted(kwargs)}")
         pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if method == "json_schema":
-            json_schema = schema.model_json_schema() if pydantic else _json_schema(schema)
+            json_schema = closed(_json_schema(schema))  # as OpenAI's strict mode: only the declared keys
         elif method == "json_mode":
             json_schema = {"type": "object"}
         else:

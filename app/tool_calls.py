@@ -45,7 +45,7 @@ class ToolCallGrammar:
             raise ValueError(f"tool_choice names {choice!r}, which is not among the tools: {', '.join(names)}")
         offered = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
         schema = tool_or_message_schema(
-            {t.name: t.parameters or {"type": "object"} for t in offered},
+            {t.name: closed(t.parameters or {"type": "object"}) for t in offered},
             message_max_length=message_max_length,
             include_message=choice == "auto",
         )
@@ -83,3 +83,21 @@ class ToolCallGrammar:
             return ToolCallOutput(name=action["tool"], arguments=json.dumps(action["arguments"]),
                                   call_id="call_" + uuid.uuid4().hex[:24])
         return ToolCallOutput(message=action["message"])
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that does not say otherwise closed to its declared properties.
+
+    JSON Schema lets an object carry any other key, and a small model under a grammar uses that freedom to
+    ramble (copying the schema into its arguments) until it runs out of tokens. A function takes only the
+    parameters it declares, so a call's arguments are closed unless the schema explicitly allows more.
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: ({k: closed(v) for k, v in value.items()} if key in ("properties", "$defs", "definitions")
+                 else closed(value)) for key, value in schema.items()}
+    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out

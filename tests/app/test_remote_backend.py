@@ -76,10 +76,10 @@ def test_solve_searches_through_the_server(remote_runtime):
 
 def test_support_dialogue_acts_through_the_server(remote_runtime, order_db):
     before = order_db.export()
-    bot = Support(order_db, remote_runtime.engine, max_steps=2, message_max_length=60)
-    replies = [bot.reply("s", f"Hi, my email is {IVAN_EMAIL}"), bot.reply("s", "What is the status of order #W8770097?")]
-    assert all(r.text for r in replies)
-    calls = [c for r in replies for c in r.tool_calls]
+    bot = Support(order_db, remote_runtime.engine, max_steps=1, message_max_length=60, call_max_new_tokens=48)
+    reply = bot.reply("s", f"Hi, my email is {IVAN_EMAIL}; what is the status of order #W8770097?")
+    assert reply.text
+    calls = reply.tool_calls
     assert calls, "the constrained action grammar made the model look the customer up"
     for call in calls:
         assert call.name in {t.name for t in bot.tools}
@@ -89,6 +89,8 @@ def test_support_dialogue_acts_through_the_server(remote_runtime, order_db):
 
 
 def test_r1_generate_runs_on_the_server(remote_runtime, server):
+    if server.name != "r1 serve":
+        pytest.skip("the CLI path is the same for every server: run once")
     done = subprocess.run(
         [sys.executable, "-m", "ui.cli", "generate", "--backend", "openai", "--base-url", server.url + "/v1",
          "--prompt", "The capital of France is", "--max-new-tokens", "4"],
