@@ -2,7 +2,7 @@
 
     from app import ChatR1
     llm = ChatR1()                                    # the default model and settings (R1_* variables apply)
-    llm.invoke("Hi").content                          # reasoning, if the model thinks: .additional_kwargs["reasoning_content"]
+    llm.invoke("Hi").content                          # R1's reasoning: .additional_kwargs["reasoning_content"]
     llm.bind_tools([tool]).invoke("...").tool_calls   # our Tool, LangChain tools or OpenAI tool dicts
     llm.with_structured_output(Answer).invoke("...")  # JSON-schema-constrained output, parsed
 
@@ -126,7 +126,8 @@ class ChatR1(BaseChatModel):
         chat = to_chat_messages(messages)
         sampling = self._sampling(stop, kwargs)
         if kwargs.get("tools") and kwargs.get("tool_choice") != "none":
-            return self._generate_tool_call(engine, chat, kwargs["tools"], kwargs.get("tool_choice") or "auto", sampling)
+            choice = kwargs.get("tool_choice") or "auto"
+            return self._generate_tool_call(engine, chat, kwargs["tools"], choice, sampling)
         if kwargs.get("response_format") is not None:
             completion = engine.chat_json(chat, kwargs["response_format"], max_new_tokens=sampling["max_new_tokens"])
             _raise_if_failed(completion)
@@ -160,7 +161,8 @@ class ChatR1(BaseChatModel):
             message = AIMessage(content=action.message or "", usage_metadata=usage(completion),
                                 response_metadata=self._metadata(completion, engine))
         else:
-            call = {"name": action.name, "args": json.loads(action.arguments), "id": action.call_id, "type": "tool_call"}
+            call = {"name": action.name, "args": json.loads(action.arguments), "id": action.call_id,
+                    "type": "tool_call"}
             message = AIMessage(content="", tool_calls=[call], usage_metadata=usage(completion),
                                 response_metadata={**self._metadata(completion, engine), "finish_reason": "tool_calls"})
         return _result(message)
@@ -170,8 +172,8 @@ class ChatR1(BaseChatModel):
         if kwargs.get("tools") and kwargs.get("tool_choice") != "none" or kwargs.get("response_format") is not None:
             # A tool call or a JSON document is useful only whole: one chunk, with parseable tool-call chunks.
             message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            chunks = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
-                      for i, c in enumerate(message.tool_calls)]
+            chunks = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
+                       "type": "tool_call_chunk"} for i, c in enumerate(message.tool_calls)]
             yield ChatGenerationChunk(message=AIMessageChunk(
                 content=message.content, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
                 response_metadata=message.response_metadata, chunk_position="last"))
@@ -193,9 +195,11 @@ class ChatR1(BaseChatModel):
             chunk_position="last"))
 
     @staticmethod
-    def _chunks(reasoning: str, answer: str, run_manager: CallbackManagerForLLMRun | None) -> Iterator[ChatGenerationChunk]:
+    def _chunks(reasoning: str, answer: str,
+                run_manager: CallbackManagerForLLMRun | None) -> Iterator[ChatGenerationChunk]:
         if reasoning:
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": reasoning}))
+            yield ChatGenerationChunk(message=AIMessageChunk(content="",
+                                                             additional_kwargs={"reasoning_content": reasoning}))
         if answer:
             if run_manager is not None:
                 run_manager.on_llm_new_token(answer)
@@ -335,7 +339,8 @@ def _tool_choice(choice: str | Mapping[str, Any] | bool | None) -> str | None:
         return choice
     name = (choice.get("function") or {}).get("name") if isinstance(choice, Mapping) else None
     if not isinstance(name, str):
-        raise ValueError(f"tool_choice must be 'auto', 'any', 'none', a tool name or an OpenAI tool choice, got {choice!r}")
+        raise ValueError("tool_choice must be 'auto', 'any', 'none', a tool name or an OpenAI tool choice, "
+                         f"got {choice!r}")
     return name
 
 

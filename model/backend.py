@@ -107,7 +107,8 @@ class Backend(ABC):
         """Yield the continuation as text deltas as tokens are produced; closing the iterator cancels it."""
         return self.submit(prompt, **sampling).stream()
 
-    def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False, **sampling: Any) -> str | Iterator[str]:
+    def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
+             **sampling: Any) -> str | Iterator[str]:
         """Reply to a conversation rendered with the model's own chat template."""
         prompt = self.chat_prompt(messages)
         return self.stream(prompt, **sampling) if stream else self.generate(prompt, **sampling)

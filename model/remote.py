@@ -102,7 +102,8 @@ class OpenAIBackend(Backend):
 
     def __init__(self, config: RemoteConfig) -> None:
         if config.tool_calls not in TOOL_CALL_MODES:
-            raise ValueError(f"unknown tool-call mode {config.tool_calls!r}; choose one of {', '.join(TOOL_CALL_MODES)}")
+            raise ValueError(f"unknown tool-call mode {config.tool_calls!r}; "
+                             f"choose one of {', '.join(TOOL_CALL_MODES)}")
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.Client(
@@ -283,7 +284,8 @@ class OpenAIBackend(Backend):
         """A handful of requests of a few tokens each; 4xx answers mean "not offered". Chat is required: a server
         that refuses it (e.g. an unknown model) raises ValueError with its own words."""
         hello = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 4}
-        reasoning = bool(_reasoning_of(_first_choice(self._call("/chat/completions", hello), self.name).get("message") or {}))
+        answer = _first_choice(self._call("/chat/completions", hello), self.name)
+        reasoning = bool(_reasoning_of(answer.get("message") or {}))
         text = {"model": self.model, "prompt": "1, 2, 3,", "max_tokens": 1, "temperature": 1.0, "seed": 0}
         completions = n = logprobs = False
         for extra in ({"n": 2, "logprobs": 1}, {"n": 2}, {}):
@@ -307,7 +309,8 @@ class OpenAIBackend(Backend):
                   "required": ["r1_probe"], "additionalProperties": False}
         structured = None
         for mode, response_format in (
-            ("json_schema", {"type": "json_schema", "json_schema": {"name": "probe", "schema": schema, "strict": True}}),
+            ("json_schema", {"type": "json_schema",
+                             "json_schema": {"name": "probe", "schema": schema, "strict": True}}),
             ("json_object", {"type": "json_object", "schema": schema}),
         ):
             data = self._try("/chat/completions", {**hello, "max_tokens": 16, "temperature": 0.0,
@@ -321,7 +324,8 @@ class OpenAIBackend(Backend):
             (not completions, "raw text prompts (solve's step search, r1 generate) cannot be sent"),
             (not streaming, "replies arrive whole instead of streamed"),
             (completions and not n, "K samples of one prompt are sent as K requests"),
-            (structured is None and not tools, "JSON replies and bot actions are asked for in the prompt, not enforced"),
+            (structured is None and not tools,
+             "JSON replies and bot actions are asked for in the prompt, not enforced"),
         ):
             if missing:
                 log.warning("%s: %s", self.name, consequence)
@@ -357,7 +361,8 @@ class OpenAIBackend(Backend):
                 return "tools"
             return "json_schema" if caps.structured else "tools" if caps.tools else "prompt"
         if wanted == "tools" and not caps.tools:
-            log.warning("%s: tool calls asked for, but the server did not return one when probed; trying anyway", self.name)
+            log.warning("%s: tool calls asked for, but the server did not return one when probed; trying anyway",
+                        self.name)
         if wanted == "json_schema" and not caps.structured:
             log.warning("%s: structured output asked for, but the server does not constrain JSON; prompting", self.name)
         return wanted
@@ -370,7 +375,8 @@ class OpenAIBackend(Backend):
         if params.logprobs:
             raise ValueError("token logprobs are reported only by the local engine")
         if params.stop_token_ids is not None:
-            raise ValueError("stop token ids need the local engine (the server's tokenizer may differ); use stop strings")
+            raise ValueError("stop token ids need the local engine (the server's tokenizer may differ); "
+                             "use stop strings")
         if len(params.stop) > MAX_STOP:
             raise ValueError(f"at most {MAX_STOP} stop strings can be sent to a server, got {len(params.stop)}")
         body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,

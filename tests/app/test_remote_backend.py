@@ -98,3 +98,13 @@ def test_r1_generate_runs_on_the_server(remote_runtime, server):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_the_web_ui_builds_on_the_server_and_reports_it(remote_runtime, server):
+    if server.name != "r1 serve":
+        pytest.skip("the UI sees the same interface for every server: run once")
+    from ui import web
+
+    web.build_app(remote_runtime)  # every tab, on the remote backend
+    table = web._cache_stats_markdown(remote_runtime)
+    assert f"| server | {server.url}/v1 |" in table and "support-bot actions via | tools" in table

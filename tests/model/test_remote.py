@@ -15,7 +15,6 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from model.backend import ChatMessages
 from model.remote import OpenAIBackend, RemoteConfig, RemoteError, _first_json_object, _sse_events
 from tests.servers import LiveServer, free_port
 from ui.server import create_app
@@ -251,7 +250,3 @@ def test_a_silent_server_times_out_with_its_name(proxy):
         proxy.delay = 0.0
         backend.close()
 
-
-def test_chat_messages_prompt_is_hashable_for_grouping():
-    prompt = ChatMessages(({"role": "user", "content": "hi"},))
-    assert prompt.messages[0]["content"] == "hi"
