@@ -87,10 +87,6 @@ class Capabilities:
 class RemoteRequest(RequestHandle):
     """A streamed (or whole) reply being read from the server by a thread of its own."""
 
-    def __init__(self, backend: OpenAIBackend) -> None:
-        super().__init__()
-        self._backend = backend
-
     def cancel(self) -> None:
         """Stop reading: the connection closes at the next event the server sends, which ends its generation."""
         if not self.done:
@@ -113,6 +109,14 @@ class OpenAIBackend(Backend):
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="r1-remote")
         self._lock = threading.Lock()
         self._counts = {"requests": 0, "retries": 0, "failures": 0}
+        try:
+            self._setup(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, config: RemoteConfig) -> None:
+        """Find the API, pick the model, probe the features (the requests of connecting)."""
         self.base_url, listed = self._connect(config.base_url.rstrip("/"))
         ids = [m.get("id") for m in listed]
         if config.model is None and not ids:
@@ -144,7 +148,7 @@ class OpenAIBackend(Backend):
         """
         params = with_sampling(params, sampling)
         path, body = self._body(prompt, params)
-        handle = RemoteRequest(self)
+        handle = RemoteRequest()
         if params.max_new_tokens == 0:
             handle.complete(Completion(text="", token_ids=[], finish_reason="length", prompt_tokens=0))
             return handle
@@ -207,6 +211,10 @@ class OpenAIBackend(Backend):
         _, text = split_reasoning(_with_reasoning(choice.get("message") or {}))
         if mode is None:
             text = _first_json_object(text) or text
+        try:  # written out again with the separators our own grammar uses (other servers space it differently)
+            text = json.dumps(json.loads(text), ensure_ascii=False)
+        except json.JSONDecodeError:
+            pass  # cut off by max_new_tokens: as it came
         return _completion(text, choice.get("finish_reason"), data.get("usage"), started)
 
     def chat_action(self, messages: Sequence[Mapping[str, str]], tools: Mapping[str, Mapping[str, Any]], *,
