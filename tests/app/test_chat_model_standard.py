@@ -53,25 +53,15 @@ class TestChatR1Integration(ChatModelIntegrationTests):
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": "default", "temperature": 0, "max_tokens": 100}
 
-    # The default 135M model falls into a loop inside a free-text string ("A cat is a cat, a cat is a cat, ...");
-    # the grammar keeps the output valid JSON so far, but only the model can end the string, and it does not
-    # within max_tokens. These pass or fail on the model's quality, not on ChatR1's, so they are expected to fail.
-    _LOOPS = "the 135M default model loops inside a free-text string until max_tokens cuts the JSON off"
 
-    SCHEMAS = [pytest.param("pydantic", marks=pytest.mark.xfail(reason=_LOOPS)), "typeddict", "json_schema"]
-
-    @pytest.mark.parametrize("schema_type", SCHEMAS)
-    def test_structured_output(self, model, schema_type) -> None:
-        super().test_structured_output(model, schema_type)
-
-    @pytest.mark.parametrize("schema_type", SCHEMAS)
-    async def test_structured_output_async(self, model, schema_type) -> None:
-        await super().test_structured_output_async(model, schema_type)
-
-    @pytest.mark.xfail(reason=_LOOPS)
-    def test_structured_output_pydantic_2_v1(self, model) -> None:
-        super().test_structured_output_pydantic_2_v1(model)
-
-    @pytest.mark.xfail(reason=_LOOPS)
-    def test_unicode_tool_call_integration(self, model) -> None:
-        super().test_unicode_tool_call_integration(model)
+# The default 135M model falls into a loop inside a free-text string ("A cat is a cat, a cat is a cat, ...");
+# the grammar keeps the output valid JSON so far, but only the model can end the string, and it does not
+# within max_tokens. These pass or fail on the model's quality, not on ChatR1's: expected to fail. They are
+# marked by tests/app/conftest.py (langchain-tests forbids overriding its tests in the class).
+_LOOPS = "the 135M default model loops inside a free-text string until max_tokens cuts the JSON off"
+EXPECTED_FAILURES = {
+    "test_structured_output[pydantic]": _LOOPS,
+    "test_structured_output_async[pydantic]": _LOOPS,
+    "test_structured_output_pydantic_2_v1": _LOOPS,
+    "test_unicode_tool_call_integration": _LOOPS,
+}
