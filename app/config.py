@@ -13,6 +13,7 @@ DEFAULT_DATA_DIR = "~/.local/share/r1-reasoner"
 
 @dataclass(frozen=True)
 class Settings:
+    backend: str = "local"  # "local" (our engine runs `model`) or "openai" (an OpenAI-compatible server runs it)
     model: str = "default"  # "default" (the bundled SmolLM2-135M GGUF), a .gguf file, or an HF model directory
     quant: str = "auto"  # "auto" (int4/int8 as the model file holds, fp32 for float checkpoints), "fp32", "int8", "int4"
     threads: int | None = None  # None = physical cores
@@ -25,6 +26,13 @@ class Settings:
     repetition_penalty: float = 1.0
     seed: int | None = None
     system_prompt: str = "You are a helpful assistant."
+    # backend "openai": the server (vLLM, SGLang, llama.cpp, another `r1 serve`); see docs/SCALING.md
+    base_url: str | None = None  # its API root, e.g. http://127.0.0.1:8000/v1
+    remote_model: str | None = None  # the model to ask it for; None = the first it lists
+    remote_api_key: str | None = None  # sent as `Authorization: Bearer <key>` (`--api-key` of the client commands)
+    remote_timeout: float = 600.0  # seconds the server may stay silent before a request fails
+    remote_retries: int = 3  # retries of connection errors, 429 and 5xx, with exponential backoff
+    remote_tool_calls: str = "auto"  # the bot's actions: auto, tools (the server's), json_schema, prompt
     search_budget: int | None = None  # reasoning-search iterations per problem; None = the strategy's default
     # front ends (`r1 ui`, `r1 serve`)
     data_dir: str | None = None  # every piece of persistent state; None = $R1_DATA_DIR or ~/.local/share/r1-reasoner

@@ -7,19 +7,16 @@ import threading
 import time
 
 from app.config import Settings
-from app.engine import load_engine
-from model.engine import Engine
+from app.engine import ENGINE_FIELDS, load_engine
+from model.backend import Backend
 
 log = logging.getLogger(__name__)
 
-# Settings whose change needs a new engine; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("model", "quant", "threads", "cache_dir", "kv_cache_mb")
-
 
 class Runtime:
-    """Current Settings plus the Engine loaded for them; shared by every session of a server."""
+    """Current Settings plus the backend loaded for them (our engine or a server); shared by every session."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Backend | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._lock = threading.Lock()
@@ -29,8 +26,8 @@ class Runtime:
         return self._settings
 
     @property
-    def engine(self) -> Engine:
-        """The loaded engine (loaded on first use). Raises ValueError for a missing or bad model."""
+    def engine(self) -> Backend:
+        """The loaded backend (loaded on first use). Raises ValueError for a missing or bad model or server."""
         with self._lock:
             if self._engine is None:
                 self._engine = self._load(self._settings)
@@ -62,8 +59,8 @@ class Runtime:
             engine.close()
 
     @staticmethod
-    def _load(settings: Settings) -> Engine:
+    def _load(settings: Settings) -> Backend:
         start = time.perf_counter()
         engine = load_engine(settings)
-        log.info("loaded %s (%s) in %.1f s", settings.model, settings.quant or "fp32", time.perf_counter() - start)
+        log.info("loaded %s in %.1f s", engine.name, time.perf_counter() - start)
         return engine

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.engine import load_engine
+from app.engine import shared_backends
 from reasoning.mcts import MCTSConfig, mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
@@ -77,17 +77,7 @@ class PathCache:
                 self._entries.popitem(last=False)
 
 
-_engine = None
-_engine_lock = threading.Lock()
 _cache = PathCache()
-
-
-def _default_engine():
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            _engine = load_engine(Settings.from_env())
-        return _engine
 
 
 def solve(
@@ -137,7 +127,7 @@ def solve(
                             {"prompt": 0, "generated": 0, "reused": 0}, 0.0, cached=True, cached_from=near.problem)
 
     start = time.perf_counter()
-    engine = engine or _default_engine()
+    engine = engine or shared_backends.get(Settings.from_env())
     policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)

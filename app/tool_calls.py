@@ -8,24 +8,12 @@ The grammar makes every call parse and validate, so even the 135M default model 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from model.grammar import GrammarCompiler, GrammarProcessor, tool_or_message_schema
-
-_compilers: dict[int, GrammarCompiler] = {}
-_compilers_lock = threading.Lock()
-
-
-def grammar_compiler(engine) -> GrammarCompiler:
-    """One compiler per loaded engine (building llguidance's tokenizer view takes a while)."""
-    with _compilers_lock:
-        key = id(engine.tokenizer)
-        if key not in _compilers:
-            _compilers[key] = GrammarCompiler(engine.tokenizer, engine.config.vocab_size)
-        return _compilers[key]
+from model.engine import Engine
+from model.grammar import GrammarProcessor, tool_or_message_schema
 
 
 @dataclass(frozen=True)
@@ -48,7 +36,8 @@ class ToolCallOutput:
 class ToolCallGrammar:
     """The grammar and prompt for one request's tools and `tool_choice` ("auto", "required" or one name)."""
 
-    def __init__(self, engine, tools: list[FunctionTool], choice: str = "auto", *, message_max_length: int = 2000) -> None:
+    def __init__(self, engine: Engine, tools: list[FunctionTool], choice: str = "auto", *,
+                 message_max_length: int = 2000) -> None:
         if not tools:
             raise ValueError("tools must not be empty")
         names = [t.name for t in tools]
@@ -56,14 +45,14 @@ class ToolCallGrammar:
             raise ValueError(f"tool_choice names {choice!r}, which is not among the tools: {', '.join(names)}")
         offered = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
         schema = tool_or_message_schema(
-            {t.name: t.parameters or {"type": "object"} for t in offered},
+            {t.name: closed(t.parameters or {"type": "object"}) for t in offered},
             message_max_length=message_max_length,
             include_message=choice == "auto",
         )
         self.tools = offered
         self.choice = choice
-        self.compiler = grammar_compiler(engine)
-        self.grammar = self.compiler.json_schema(schema)
+        self.compiler = engine.grammar_compiler
+        self.grammar = engine.json_grammar(schema)  # compiled once per distinct schema, kept by the engine
 
     def system_message(self) -> str:
         listing = "\n".join(
@@ -72,6 +61,12 @@ class ToolCallGrammar:
         how = ('Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool'
                + (', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."))
         return f"You can call these tools:\n{listing}\n{how}"
+
+    def with_tools(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """`messages` with the tools listed in the first system message (one is put first if there is none)."""
+        if messages and messages[0]["role"] == "system":
+            return [{"role": "system", "content": messages[0]["content"] + "\n\n" + self.system_message()}, *messages[1:]]
+        return [{"role": "system", "content": self.system_message()}, *messages]
 
     def processor(self) -> GrammarProcessor:
         """A fresh, stateful processor: one per request."""
@@ -88,3 +83,21 @@ class ToolCallGrammar:
             return ToolCallOutput(name=action["tool"], arguments=json.dumps(action["arguments"]),
                                   call_id="call_" + uuid.uuid4().hex[:24])
         return ToolCallOutput(message=action["message"])
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that does not say otherwise closed to its declared properties.
+
+    JSON Schema lets an object carry any other key, and a small model under a grammar uses that freedom to
+    ramble (copying the schema into its arguments) until it runs out of tokens. A function takes only the
+    parameters it declares, so a call's arguments are closed unless the schema explicitly allows more.
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: ({k: closed(v) for k, v in value.items()} if key in ("properties", "$defs", "definitions")
+                 else closed(value)) for key, value in schema.items()}
+    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out

@@ -104,4 +104,4 @@ def load(
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads)
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb)
+    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name)

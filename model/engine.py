@@ -1,19 +1,25 @@
 """The inference engine: thread-safe requests served by one scheduler loop over a paged, prefix-cached KV cache.
 
 `Engine.submit` is the one way to generate; `generate`, `generate_batch`, `stream` and `chat` are thin
-wrappers over it. Requests from any number of threads are batched together step by step
-(model/scheduler.py), and prompts that share a prefix with earlier ones reuse its cached K/V
-(model/radix_cache.py). `logits` scores a sequence outside the request path (perplexity, parity tests).
+wrappers over it (model/backend.py, the interface a remote server implements too). Requests from any
+number of threads are batched together step by step (model/scheduler.py), and prompts that share a prefix
+with earlier ones reuse its cached K/V (model/radix_cache.py). `logits` scores a sequence outside the request path (perplexity, parity tests).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import json
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from model.backend import Backend, with_sampling
+from model.grammar import GrammarCompiler
 from model.request import Completion, Request
 from model.sampler import SamplingParams
 from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
@@ -22,9 +28,10 @@ from model.transformer import Transformer
 log = logging.getLogger(__name__)
 
 DEFAULT_KV_CACHE_MB = 1024
+GRAMMAR_CACHE_SIZE = 64  # compiled JSON-schema grammars kept per engine
 
 
-class Engine:
+class Engine(Backend):
     def __init__(
         self,
         model: Transformer,
@@ -34,8 +41,10 @@ class Engine:
         context_length: int | None = None,
         kv_cache_mb: float | None = None,
         scheduler: SchedulerConfig = SchedulerConfig(),
+        name: str | None = None,
     ) -> None:
-        """context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
+        """name: what logs and status displays call the model (default: its architecture).
+        context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
         """
         self.model = model.eval()
@@ -51,7 +60,10 @@ class Engine:
             cache.max_seq_len = context = capacity_tokens
         self.context_length = context
         self.cache = cache
+        self.name = name or self.config.arch
         self._scheduler = Scheduler(model, tokenizer, cache, scheduler)
+        self._grammars: OrderedDict[str, str] = OrderedDict()  # compiled grammars by their schema's JSON
+        self._grammars_lock = threading.Lock()
 
     # ----- requests ------------------------------------------------------------------------------
 
@@ -61,7 +73,7 @@ class Engine:
         `sampling` are SamplingParams fields (None = the default), applied over `params`.
         Raises ValueError for an empty or overlong prompt or ids outside the vocabulary.
         """
-        params = _sampling_params(params, sampling)
+        params = with_sampling(params, sampling)
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         self._check_prompt(ids)
         stop_ids = self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
@@ -72,41 +84,54 @@ class Engine:
             self._scheduler.submit(request)
         return request
 
-    def generate_batch(
-        self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None
-    ) -> list[Completion]:
-        """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order."""
-        each = list(params) if isinstance(params, Sequence) else [params] * len(prompts)
-        if len(each) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(each)} SamplingParams")
-        requests = [self.submit(prompt, p) for prompt, p in zip(prompts, each)]
-        try:
-            return [request.result() for request in requests]
-        finally:
-            for request in requests:  # interrupted while waiting: stop the rest
-                request.cancel()
-
-    def generate(self, prompt: str | Sequence[int], **sampling) -> str:
-        """The continuation of `prompt` (text, or token ids) as text. Keyword arguments: `SamplingParams` fields."""
-        request = self.submit(prompt, **sampling)
-        try:
-            completion = request.result()
-        finally:
-            request.cancel()
-        return completion.text
-
-    def stream(self, prompt: str | Sequence[int], **sampling) -> Iterator[str]:
-        """Yield the continuation as text deltas as tokens are produced; closing the iterator cancels it."""
-        return self.submit(prompt, **sampling).stream()
-
-    def chat(self, messages: list[dict[str, str]], *, stream: bool = False, **sampling) -> str | Iterator[str]:
-        """Reply to a conversation rendered with the model's own chat template."""
-        ids = self.chat_prompt(messages)
-        return self.stream(ids, **sampling) if stream else self.generate(ids, **sampling)
+    def text_prompt(self, text: str, *, continuation: bool = False) -> list[int]:
+        """Token ids of `text`; a continuation (text appended to a prompt) gets no BOS."""
+        return self.tokenizer.encode(text, add_bos=False) if continuation else self.tokenizer.encode(text)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of `messages` rendered with the chat template, ready for the assistant's turn."""
         return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False)
+
+    @functools.cached_property
+    def grammar_compiler(self) -> GrammarCompiler:
+        """llguidance's view of this engine's tokenizer (built on first use: it takes a while)."""
+        return GrammarCompiler(self.tokenizer, self.config.vocab_size)
+
+    def json_grammar(self, schema: Mapping[str, Any]) -> str:
+        """The compiled grammar of JSON valid under `schema`, cached by the schema. Raises GrammarError."""
+        key = json.dumps(schema, sort_keys=True)
+        with self._grammars_lock:
+            if key in self._grammars:
+                self._grammars.move_to_end(key)
+                return self._grammars[key]
+        grammar = self.grammar_compiler.json_schema(schema)
+        with self._grammars_lock:
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
+        return grammar
+
+    def chat_json(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *,
+                  max_new_tokens: int) -> Completion:
+        """A greedy reply to `messages` under the grammar of `schema` (see Backend.chat_json)."""
+        processor = self.grammar_compiler.processor(self.json_grammar(schema))
+        return self.submit(self.chat_prompt(messages), max_new_tokens=max_new_tokens, temperature=0.0,
+                           logits_processor=processor).result()
+
+    def status(self) -> list[tuple[str, str]]:
+        stats = self.cache_stats()
+        looked_up = stats.hit_tokens + stats.miss_tokens
+        hit_rate = f"{stats.hit_tokens / looked_up:.0%}" if looked_up else "—"
+        mib = 1 << 20
+        return [
+            ("model", self.name),
+            ("KV cache used / capacity", f"{stats.bytes_used / mib:.1f} / {stats.bytes_capacity / mib:.0f} MiB"),
+            ("prefix-cache hit tokens", f"{stats.hit_tokens} ({hit_rate} of prompt tokens)"),
+            ("computed prompt tokens", str(stats.miss_tokens)),
+            ("cached blocks", str(stats.cached_blocks)),
+            ("evicted blocks", str(stats.evicted_blocks)),
+            ("preemptions", str(stats.preemptions)),
+        ]
 
     def cache_stats(self) -> CacheStats:
         """Prefix-cache hit and miss tokens, evictions, preemptions, bytes used of the capacity."""
@@ -119,12 +144,6 @@ class Engine:
     def close(self) -> None:
         """End the scheduler loop (unfinished requests end "cancelled") and free the cache."""
         self._scheduler.close()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __del__(self) -> None:
         scheduler = getattr(self, "_scheduler", None)
@@ -159,8 +178,3 @@ class Engine:
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.config.vocab_size})")
 
-
-def _sampling_params(params: SamplingParams | None, sampling: dict) -> SamplingParams:
-    """`params` with the keyword arguments of the text-level calls applied; None means "keep"."""
-    values = {key: value for key, value in sampling.items() if value is not None}
-    return SamplingParams(**values) if params is None else dataclasses.replace(params, **values)

@@ -100,52 +100,28 @@ _ids = itertools.count()
 _END = object()
 
 
-class Request:
-    def __init__(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        tokenizer,
-        stop_ids: frozenset[int],
-        wake: Callable[[], None],
-    ) -> None:
+class RequestHandle:
+    """What a caller holds of a request, whichever backend serves it: `stream`, `result`, `cancel`.
+
+    The producer (the scheduler thread, or a remote backend's reader thread) calls `emit` with each
+    text delta and `complete` once; subclasses say how `cancel` reaches it.
+    """
+
+    def __init__(self) -> None:
         self.id = next(_ids)
-        self.prompt_ids = list(prompt_ids)
-        self.params = params
         self.submitted_at = time.perf_counter()
-        self._wake = wake
         self._deltas: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Event()
         self._completion: Completion | None = None
         self._streaming = False
         self.cancel_requested = False
 
-        # ----- scheduler state (the scheduler thread only) -----
-        self.stop_ids = stop_ids
-        self.ids = list(prompt_ids)  # every token the sequence holds or is about to be fed (incl. the last sampled)
-        self.generated: list[int] = []
-        self.computed = 0  # tokens of `ids` whose K/V are cached
-        self.cached_tokens: int | None = None  # prompt tokens matched in the prefix cache at first admission
-        self.seq: int | None = None  # KV-cache sequence while running
-        self.node = None  # the radix node this request holds locked while running
-        self.indexed_blocks = 0  # blocks of this sequence already offered to the radix tree
-        self.forward_steps = 0  # forward steps this request took part in
-        self.first_token_at: float | None = None
-        self.sampler = Sampler(params)
-        self.tracker = TextTracker(tokenizer, params.stop)
-        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs else None
-
-    # ----- caller side ---------------------------------------------------------------------------
-
     @property
     def done(self) -> bool:
         return self._done.is_set()
 
     def cancel(self) -> None:
-        """End the request within one scheduler step (finish_reason "cancelled"); no-op once finished."""
-        if not self.done:
-            self.cancel_requested = True
-            self._wake()
+        raise NotImplementedError
 
     def result(self, timeout: float | None = None) -> Completion:
         """Block until the request finishes. Raises TimeoutError after `timeout` seconds."""
@@ -171,7 +147,7 @@ class Request:
         if completion.finish_reason == "error":
             raise GenerationError(completion.error)
 
-    # ----- scheduler side ------------------------------------------------------------------------
+    # ----- producer side -------------------------------------------------------------------------
 
     def emit(self, delta: str) -> None:
         if delta:
@@ -181,3 +157,41 @@ class Request:
         self._completion = completion
         self._done.set()
         self._deltas.put(_END)
+
+
+class Request(RequestHandle):
+    """A request of the local engine: the handle plus the state the scheduler advances."""
+
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        tokenizer,
+        stop_ids: frozenset[int],
+        wake: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self._wake = wake
+
+        # ----- scheduler state (the scheduler thread only) -----
+        self.stop_ids = stop_ids
+        self.ids = list(prompt_ids)  # every token the sequence holds or is about to be fed (incl. the last sampled)
+        self.generated: list[int] = []
+        self.computed = 0  # tokens of `ids` whose K/V are cached
+        self.cached_tokens: int | None = None  # prompt tokens matched in the prefix cache at first admission
+        self.seq: int | None = None  # KV-cache sequence while running
+        self.node = None  # the radix node this request holds locked while running
+        self.indexed_blocks = 0  # blocks of this sequence already offered to the radix tree
+        self.forward_steps = 0  # forward steps this request took part in
+        self.first_token_at: float | None = None
+        self.sampler = Sampler(params)
+        self.tracker = TextTracker(tokenizer, params.stop)
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs else None
+
+    def cancel(self) -> None:
+        """End the request within one scheduler step (finish_reason "cancelled"); no-op once finished."""
+        if not self.done:
+            self.cancel_requested = True
+            self._wake()

@@ -30,7 +30,7 @@ class SearchBudget:
 
 @dataclass
 class Path:
-    ids: list[int]
+    ids: list[int] | str  # the prompt so far, as the backend takes it (token ids locally, text for a server)
     steps: list[Step] = field(default_factory=list)
     generated_tokens: int = 0
     reward: dict[str, float] | None = None
@@ -69,7 +69,7 @@ class Policy:
                 or self.should_stop())
 
     def root(self, prompt: str) -> Path:
-        return Path(self.engine.tokenizer.encode(prompt))
+        return Path(self.engine.text_prompt(prompt))
 
     def extend(self, paths: Sequence[Path], temperature: float | Sequence[float]) -> list[Path]:
         """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible.
@@ -89,7 +89,7 @@ class Policy:
             self.tokens.generated += completion.generated_tokens
             self.tokens.reused += completion.cached_tokens
             step = parse_step(completion.text)
-            ids = path.ids + self.engine.tokenizer.encode(step.text + "\n", add_bos=False)
+            ids = path.ids + self.engine.text_prompt(step.text + "\n", continuation=True)
             grown.append(Path(ids, [*path.steps, step], path.generated_tokens + completion.generated_tokens))
         return grown
 

@@ -37,6 +37,29 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
            && timeout 300 apt-get install -y -qq --no-install-recommends bubblewrap </dev/null >/dev/null 2>&1; }; } \
       || echo "[setup] warning: could not install bubblewrap; the sandbox uses its native backend" >&2
 fi
+# The remote-backend tests (tests/app/test_remote_backend.py) also run against llama-cpp-python's OpenAI
+# server. PyPI has no Linux wheel: pip compiles llama.cpp, about 12 CPU-minutes (6 min on 2 free cores),
+# once per venv (pip's wheel cache makes a rebuild a copy). Never fatal: without it those tests skip.
+# R1_LLAMA_CPP=0 skips the build.
+if [ "${R1_LLAMA_CPP:-1}" = 1 ] && ! "$VENV/bin/python" -c "import llama_cpp.server.app" >/dev/null 2>&1; then
+    if ! command -v c++ >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        timeout 600 apt-get install -y -qq --no-install-recommends g++ </dev/null >/dev/null 2>&1 \
+          || { timeout 300 apt-get update -qq </dev/null >/dev/null 2>&1 \
+               && timeout 600 apt-get install -y -qq --no-install-recommends g++ </dev/null >/dev/null 2>&1; } || true
+    fi
+    if command -v c++ >/dev/null 2>&1; then
+        echo "[setup] building llama-cpp-python[server] for the remote-backend tests (compiles llama.cpp, ~6 min on 2 cores)"
+        start=$(date +%s)
+        if timeout 2400 "$VENV/bin/python" -m pip install --quiet "llama-cpp-python[server]==0.3.36" </dev/null >/dev/null 2>&1; then
+            echo "[setup] llama-cpp-python built in $(( $(date +%s) - start )) s"
+        else
+            echo "[setup] warning: llama-cpp-python did not build; its remote-backend tests will be skipped" >&2
+        fi
+    else
+        echo "[setup] warning: no C++ compiler; the llama-cpp-python remote-backend tests will be skipped" >&2
+    fi
+fi
 # Browser tests (tests/ui/test_web.py) drive Debian's chromium through Playwright; no `playwright install`.
 # ./test.sh asks for it (R1_NEED_BROWSER=1); installed when root with apt-get, never fatal.
 if [ "${R1_NEED_BROWSER:-0}" = 1 ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

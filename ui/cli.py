@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
-from model import LOAD_QUANTS
+from app.engine import BACKENDS, describe
+from model import LOAD_QUANTS, GenerationError
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -35,6 +36,14 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
     group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
+
+
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend (the local engine, or an OpenAI-compatible server: docs/SCALING.md)")
+    group.add_argument("--backend", choices=BACKENDS, help="where the model runs (default: local; $R1_BACKEND)")
+    group.add_argument("--base-url", help="the server's API root, e.g. http://127.0.0.1:8000/v1 ($R1_BASE_URL)")
+    group.add_argument("--api-key", dest="remote_api_key", help="the server's API key ($R1_REMOTE_API_KEY)")
+    group.add_argument("--remote-model", help="the model to ask the server for (default: the first it lists)")
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--stop", action="append", help="stop before this string (repeatable)")
     _add_model_flags(gen)
+    _add_backend_flags(gen)
     _add_sampling_flags(gen)
 
     chat = sub.add_parser("chat", parents=[common],
@@ -73,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--conversation", type=int, help="go on with this stored conversation (its id in the web UI too)")
     _add_model_flags(chat)
+    _add_backend_flags(chat)
     _add_sampling_flags(chat)
     add_store_flags(chat, window=True)
 
     ui = sub.add_parser("ui", parents=[common], help="the web UI (chat, settings) in your browser")
     _add_listen_flags(ui, UI_PORT)
     _add_model_flags(ui)
+    _add_backend_flags(ui)
     _add_sampling_flags(ui)
     add_store_flags(ui, window=True)
 
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     support = sub.add_parser("support", parents=[common], help="the customer-service bot over the order database")
     _add_model_flags(support)
     add_store_flags(support)
+    _add_backend_flags(support)
     add_memory_parser(sub, common)
 
     bench = sub.add_parser("bench", parents=[common], help="run a benchmark of bench/ (its own --help lists its flags)")
@@ -104,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve_cmd.add_argument("--budget", type=int, help="search iterations (default: $R1_SEARCH_BUDGET, or 8)")
     solve_cmd.add_argument("--json", action="store_true", help="print the whole solution (steps, tree, reward) as JSON")
     _add_model_flags(solve_cmd)
+    _add_backend_flags(solve_cmd)
     solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
     add_store_flags(solve_cmd)
     return parser
@@ -111,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env().override(
+        backend=getattr(args, "backend", None),
+        base_url=getattr(args, "base_url", None),
+        remote_api_key=getattr(args, "remote_api_key", None),
+        remote_model=getattr(args, "remote_model", None),
         model=args.model,
         quant=args.quant,
         threads=args.threads,
@@ -136,7 +154,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _load(settings: Settings):
     start = time.perf_counter()
     engine = load_engine(settings)
-    log.info("loaded %s (%s) in %.1f s", settings.model, settings.quant, time.perf_counter() - start)
+    log.info("loaded %s in %.1f s", engine.name, time.perf_counter() - start)
     return engine
 
 
@@ -172,7 +190,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         conversations.messages(conversation)
     except ConversationNotFound as err:
         raise ValueError(f"{err} (the web UI lists the stored conversations)") from None
-    print(f"r1 chat — loading {settings.model} ({settings.quant})...", file=sys.stderr)
+    print(f"r1 chat — loading {describe(settings)}...", file=sys.stderr)
     runtime = Runtime(settings, _load(settings))
     store, error = try_open_vector_store(settings)
     if error:
@@ -281,6 +299,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ui import server
 
     settings = _settings(args)
+    if settings.backend != "local":
+        raise ValueError(f"r1 serve serves the local engine (R1_BACKEND is {settings.backend!r}); clients of a "
+                         "remote server can talk to it directly")
     port = settings.port or SERVE_PORT
     sock = _listen(settings.host, port)
     if not settings.api_key:
@@ -298,7 +319,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_support(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"r1 support — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    print(f"r1 support — loading {describe(settings)}...", file=sys.stderr)
     bot = open_support(settings, _load(settings))
     session = f"cli-{time.time_ns()}"
     interactive = sys.stdin.isatty()
@@ -343,7 +364,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     problem = sys.stdin.read() if args.problem == "-" else args.problem
-    print(f"r1 solve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    print(f"r1 solve — loading {describe(settings)}...", file=sys.stderr)
     engine = _load(settings)
     store, error = try_open_vector_store(settings)
     if error:
@@ -377,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, GenerationError) as err:  # GenerationError: e.g. a remote server failed
         print(f"r1: error: {err}", file=sys.stderr)
         return 2
 

@@ -293,8 +293,9 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
         check_model(body.model)
         body.check_unsupported()
         grammar = _tool_grammar(runtime.engine, body)
-        if body.response_format and body.response_format.get("type", "text") != "text":
-            raise APIError(400, "only response_format {'type': 'text'} is supported", param="response_format")
+        json_grammar = _response_grammar(runtime.engine, body)
+        if grammar is not None and json_grammar is not None:
+            raise APIError(400, "tools and a JSON response_format cannot be combined", param="response_format")
         if body.top_logprobs and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         if body.stream and body.logprobs:
@@ -304,15 +305,14 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
         ]
-        if grammar is not None:  # the tools go into the (first) system message
-            if messages[0]["role"] == "system":
-                messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + grammar.system_message()}
-            else:
-                messages.insert(0, {"role": "system", "content": grammar.system_message()})
+        if grammar is not None:
+            messages = grammar.with_tools(messages)
         prompt = engine.chat_prompt(messages)
+        processor = grammar.processor if grammar is not None else None
+        if json_grammar is not None:
+            processor = lambda: engine.grammar_compiler.processor(json_grammar)  # noqa: E731
         choices = _submit(runtime, [prompt], body, body.max_completion_tokens or body.max_tokens,
-                          logprobs=max(1, top) if body.logprobs else 0,
-                          processor=grammar.processor if grammar is not None else None)
+                          logprobs=max(1, top) if body.logprobs else 0, processor=processor)
         meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
         if body.stream:
             return _sse(_chat_stream(meta, choices, include_usage=bool(body.stream_options and body.stream_options.include_usage)))
@@ -402,6 +402,30 @@ def _tool_grammar(engine, body: ChatBody) -> ToolCallGrammar | None:
         return ToolCallGrammar(engine, tools, choice)
     except ValueError as err:  # an unknown tool_choice name, or a schema the grammar cannot take
         raise APIError(400, str(err), param="tools") from None
+
+
+def _response_grammar(engine, body: ChatBody) -> str | None:
+    """The grammar for a JSON `response_format` (OpenAI's json_schema, or json_object with an optional `schema`
+    as llama-cpp-python takes it), or None for text."""
+    fmt = body.response_format or {}
+    kind = fmt.get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise APIError(400, "response_format json_schema needs json_schema.schema (a JSON schema object)",
+                           param="response_format")
+        schema = spec["schema"]
+    elif kind == "json_object":
+        schema = fmt["schema"] if isinstance(fmt.get("schema"), dict) else {"type": "object"}
+    else:
+        raise APIError(400, f"response_format type must be text, json_object or json_schema, got {kind!r}",
+                       param="response_format")
+    try:
+        return engine.json_grammar(schema)
+    except ValueError as err:  # GrammarError: a schema llguidance cannot compile
+        raise APIError(400, f"response_format: {err}", param="response_format") from None
 
 
 def _chat_message(completion: Completion, grammar: ToolCallGrammar | None) -> dict[str, Any]:

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from app import Settings, open_support, solve
 from app.conversation import Chat, ConversationStore, Message
+from app.engine import describe
 from app.memory import (
     ConversationMemory, MemoryStoreError, SolvedProblems, memory_stats, recall_reserve, try_open_vector_store, window_budget,
 )
 from app.runtime import Runtime
-from memory.vector_store import VectorStore
 from app.support_prompt import brief_result
+from memory.vector_store import VectorStore
+from model.engine import DEFAULT_KV_CACHE_MB
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
@@ -141,20 +143,13 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
 
 
 def _cache_stats_markdown(runtime: Runtime) -> str:
-    stats = runtime.engine.cache_stats()
-    looked_up = stats.hit_tokens + stats.miss_tokens
-    hit_rate = f"{stats.hit_tokens / looked_up:.0%}" if looked_up else "—"
-    mib = 1 << 20
-    return "\n".join([
-        "| KV cache | |",
-        "| --- | --- |",
-        f"| used / capacity | {stats.bytes_used / mib:.1f} / {stats.bytes_capacity / mib:.0f} MiB |",
-        f"| prefix-cache hit tokens | {stats.hit_tokens} ({hit_rate} of prompt tokens) |",
-        f"| computed prompt tokens | {stats.miss_tokens} |",
-        f"| cached blocks | {stats.cached_blocks} |",
-        f"| evicted blocks | {stats.evicted_blocks} |",
-        f"| preemptions | {stats.preemptions} |",
-    ])
+    """The backend's own report: KV-cache use for the local engine, the server and its features for a remote one."""
+    rows = [f"| {what} | {value} |" for what, value in runtime.engine.status()]
+    return "\n".join(["| Backend | |", "| --- | --- |", *rows])
+
+
+def _kv_cache_mb(runtime: Runtime) -> float:
+    return runtime.settings.kv_cache_mb or DEFAULT_KV_CACHE_MB
 
 
 def _memory_stats_markdown(ctx: WebContext) -> str:
@@ -199,7 +194,7 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
                                info="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory")
             quant = gr.Dropdown(label="Quantization", choices=list(QUANT_CHOICES), value=settings.quant or "fp32",
                                 elem_id="settings-quant")
-            kv_cache_mb = gr.Number(label="KV-cache size (MiB)", value=runtime.engine.kv_cache_mb, minimum=1,
+            kv_cache_mb = gr.Number(label="KV-cache size (MiB)", value=_kv_cache_mb(runtime), minimum=1,
                                     elem_id="settings-kv-cache")
             search_budget = gr.Number(label="Search budget (iterations per problem; 0 = the strategy's default)",
                                       value=settings.search_budget or 0, minimum=0, precision=0, elem_id="settings-budget")
@@ -216,7 +211,7 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             model=model_path.strip() or "default",
             quant=None if quant_name == "fp32" else quant_name,
             # unchanged from what the engine runs with: keep the setting as it is (None = the default size)
-            kv_cache_mb=float(kv_mb) if kv_mb and kv_mb != runtime.engine.kv_cache_mb else runtime.settings.kv_cache_mb,
+            kv_cache_mb=float(kv_mb) if kv_mb and kv_mb != _kv_cache_mb(runtime) else runtime.settings.kv_cache_mb,
             search_budget=int(budget) if budget else None,
         )
         try:
@@ -429,7 +424,7 @@ def start(runtime: Runtime, host: str, port: int) -> gr.Blocks:
 def launch(settings: Settings) -> None:
     """`r1 ui`: load the model, serve the app, print its address, block until interrupted."""
     runtime = Runtime(settings)
-    print(f"r1 ui — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
+    print(f"r1 ui — loading {describe(settings)}...", file=sys.stderr)
     runtime.engine  # load before listening: a missing model is an error, not a broken page
     demo = start(runtime, settings.host, settings.port)
     print(f"r1 ui: open http://{settings.host}:{settings.port} in your browser (Ctrl-C stops)", flush=True)

@@ -22,3 +22,11 @@ def order_db(support_template_db: Path, tmp_path: Path) -> OrderDB:
     db = copy_db(support_template_db, tmp_path / "orders.db")
     yield db
     db.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test module's EXPECTED_FAILURES (test name -> reason) become xfail marks on those tests."""
+    for item in items:
+        reason = getattr(getattr(item, "module", None), "EXPECTED_FAILURES", {}).get(item.name)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=reason))

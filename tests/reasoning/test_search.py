@@ -34,6 +34,9 @@ class ScriptedEngine:
         self.scripts = scripts
         self.calls: list[int] = []  # batch size of each generate_batch call
 
+    def text_prompt(self, text: str, *, continuation: bool = False) -> list[int]:
+        return self.tokenizer.encode(text)
+
     def generate_batch(self, prompts, params):
         self.calls.append(len(prompts))
         out = []
