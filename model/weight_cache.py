@@ -2,7 +2,14 @@
 
 Every entry is written to a temp file in the cache directory, fsynced, then `os.replace`d onto
 its final name, so readers see either no entry or a complete one. A failed save (full disk,
-permissions) removes its temp file, logs a warning and returns False; it never raises.
+permissions) removes its temp file, logs a warning and returns False; it raises only what the
+tensors' producer raises.
+
+Weights are written as a stream (`save_stream`): each tensor goes to disk as it arrives, so a first load
+never holds the whole model in memory. The safetensors header, which comes first in the file, is written
+last into room reserved for it (padded with spaces, as the format allows). Every tensor starts on a
+64-byte boundary, which the int8/int4 kernels need to run on memory-mapped weights without a copy;
+since safetensors forbids gaps, the padding is stored as small `__padding__.N` tensors that `load` drops.
 """
 
 from __future__ import annotations
@@ -12,12 +19,11 @@ import logging
 import os
 import struct
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,16 @@ _ST_DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
+ALIGNMENT = 64  # bytes; where every tensor's data starts
+_PADDING = "__padding__."
+# Header bytes one tensor can need: its name plus at most ~230 for dtype, a 4-d shape and two offsets,
+# and as much again for a padding entry after it.
+_HEADER_BYTES_PER_TENSOR = 512
+
+
+class _HeaderOverflow(Exception):
+    """More header than the room reserved for it."""
 
 
 def default_cache_dir() -> Path:
@@ -85,13 +101,57 @@ class WeightCache:
     # ---- tensors -------------------------------------------------------------------------
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> bool:
         """Store `tensors` (and string `meta`) under `key`; True on success, False (warned) on OSError."""
+        return self.save_stream(key, tensors.items(), meta, names=tensors.keys())
+
+    def save_stream(
+        self,
+        key: str,
+        tensors: Iterable[tuple[str, torch.Tensor]],
+        meta: dict[str, str] | None = None,
+        *,
+        names: Iterable[str],
+    ) -> bool:
+        """Store tensors as they arrive under `key`; True on success, False (warned) if the entry could not be written.
+
+        names: an upper bound on what will arrive (the names of the tensors, or of as many that are at least as
+        long), from which the header's room is reserved. Exceptions raised by `tensors` propagate, and the
+        partial entry is removed.
+        """
         path = self._path(key, ".safetensors")
+        meta = dict(meta or {})
+        reserve = sum(len(n) + _HEADER_BYTES_PER_TENSOR for n in names) + len(json.dumps(meta)) + 64
+        data_start = -(-(8 + reserve) // ALIGNMENT) * ALIGNMENT
+
+        def write(tmp: str) -> None:
+            entries: dict[str, dict[str, Any]] = {"__metadata__": meta}
+            offset = 0
+            with open(tmp, "wb") as f:
+                f.seek(data_start)
+                for name, tensor in tensors:
+                    if name in entries or name.startswith(_PADDING):
+                        raise ValueError(f"weight cache: tensor name {name!r} given twice or reserved")
+                    if offset % ALIGNMENT:
+                        pad = ALIGNMENT - offset % ALIGNMENT
+                        entries[f"{_PADDING}{len(entries)}"] = {"dtype": "U8", "shape": [pad], "data_offsets": [offset, offset + pad]}
+                        f.write(bytes(pad))
+                        offset += pad
+                    data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+                    f.write(memoryview(data))
+                    entries[name] = {"dtype": _ST_NAMES[tensor.dtype], "shape": list(tensor.shape),
+                                     "data_offsets": [offset, offset + data.nbytes]}
+                    offset += data.nbytes
+                header = json.dumps(entries, separators=(",", ":")).encode()
+                if len(header) > data_start - 8:
+                    raise _HeaderOverflow(f"header of {len(header)} bytes exceeds the {data_start - 8} reserved")
+                header += b" " * (data_start - 8 - len(header))
+                f.seek(0)
+                f.write(struct.pack("<Q", len(header)) + header)
+
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            flat = {k: v.contiguous() for k, v in tensors.items()}
-            atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=dict(meta or {})))
+            atomic_write(path, write)
             return True
-        except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
+        except (OSError, _HeaderOverflow) as e:
             log.warning("weight cache: could not save %s (%s); continuing without cache", path, e)
             return False
 
@@ -122,6 +182,8 @@ class WeightCache:
         tensors: dict[str, torch.Tensor] = {}
         try:
             for name, info in header.items():
+                if name.startswith(_PADDING):
+                    continue
                 dtype = _ST_DTYPES[info["dtype"]]
                 begin, end = info["data_offsets"]
                 begin += data_start
