@@ -56,7 +56,7 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> torc
 
 
 def int4_supported(out_features: int, in_features: int) -> bool:
-    return in_features % INT4_GROUP_SIZE == 0 and out_features % 8 == 0
+    return in_features % INT4_GROUP_SIZE == 0 and out_features % 16 == 0  # torch packs rows in sixteens
 
 
 QUANT_MODES = ("int8", "int4")
