@@ -190,3 +190,112 @@ def test_cli_generate_runs_a_deepseek_v3_directory(checkpoint, tmp_path, referen
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == reference_hf_tokenizer.decode(expected) + "\n"
+
+
+# ---- GGUF deepseek2 (llama.cpp's conversion of DeepSeek-V2/V3/R1) ----------------------------------
+
+
+def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
+    """`reference` as llama.cpp's convert_hf_to_gguf.py writes a DeepseekV3 (its metadata keys, stacked experts,
+    kv_b split into a transposed k_b and v_b, the score-correction bias as exp_probs_b)."""
+    import gguf
+    import numpy as np
+
+    cfg = reference.config
+    rope = cfg.rope_parameters
+    w = gguf.GGUFWriter(str(path), "deepseek2")
+    a = "deepseek2"
+    for key, value in {
+        "block_count": cfg.num_hidden_layers, "context_length": cfg.max_position_embeddings,
+        "embedding_length": cfg.hidden_size, "feed_forward_length": cfg.intermediate_size,
+        "attention.head_count": cfg.num_attention_heads, "attention.head_count_kv": 1, "vocab_size": cfg.vocab_size,
+        "leading_dense_block_count": cfg.first_k_dense_replace, "attention.q_lora_rank": cfg.q_lora_rank,
+        "attention.kv_lora_rank": cfg.kv_lora_rank,
+        "attention.key_length": cfg.kv_lora_rank + cfg.qk_rope_head_dim, "attention.value_length": cfg.kv_lora_rank,
+        "attention.key_length_mla": cfg.qk_nope_head_dim + cfg.qk_rope_head_dim,
+        "attention.value_length_mla": cfg.v_head_dim, "expert_feed_forward_length": cfg.moe_intermediate_size,
+        "expert_count": cfg.n_routed_experts, "expert_shared_count": cfg.n_shared_experts,
+        "expert_used_count": cfg.num_experts_per_tok, "expert_group_count": cfg.n_group,
+        "expert_group_used_count": cfg.topk_group, "expert_gating_func": 2, "rope.dimension_count": cfg.qk_rope_head_dim,
+        "rope.scaling.original_context_length": rope["original_max_position_embeddings"],
+    }.items():
+        w.add_uint32(f"{a}.{key}", value)
+    w.add_float32(f"{a}.rope.freq_base", rope["rope_theta"])
+    w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", cfg.rms_norm_eps)
+    w.add_float32(f"{a}.expert_weights_scale", cfg.routed_scaling_factor)
+    w.add_bool(f"{a}.expert_weights_norm", cfg.norm_topk_prob)
+    w.add_string(f"{a}.rope.scaling.type", "yarn")
+    w.add_float32(f"{a}.rope.scaling.factor", rope["factor"])
+    w.add_float32(f"{a}.rope.scaling.yarn_log_multiplier", 0.1 * rope["mscale_all_dim"])
+    with tempfile.TemporaryDirectory() as scratch:
+        reference.save_pretrained(scratch)
+        hf = load_file(Path(scratch) / "model.safetensors")
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                 "self_attn.q_a_proj.weight": "attn_q_a.weight", "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
+                 "self_attn.q_b_proj.weight": "attn_q_b.weight", "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
+                 "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                 "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+                 "mlp.down_proj.weight": "ffn_down.weight", "mlp.gate.weight": "ffn_gate_inp.weight",
+                 "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
+                 "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
+                 "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
+                 "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight"}
+    H, P, V = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
+    for layer in range(cfg.num_hidden_layers):
+        for hf_name, gguf_name in per_layer.items():
+            names[f"model.layers.{layer}.{hf_name}"] = f"blk.{layer}.{gguf_name}"
+        kv_b = hf.pop(f"model.layers.{layer}.self_attn.kv_b_proj.weight").view(H, P + V, -1)
+        w.add_tensor(f"blk.{layer}.attn_k_b.weight", kv_b[:, :P].transpose(1, 2).contiguous().numpy())
+        w.add_tensor(f"blk.{layer}.attn_v_b.weight", kv_b[:, P:].contiguous().numpy())
+        if layer >= cfg.first_k_dense_replace:
+            for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
+                stacked = torch.stack([hf.pop(f"model.layers.{layer}.mlp.experts.{e}.{theirs}.weight")
+                                       for e in range(cfg.n_routed_experts)]).numpy()
+                if expert_type is None:
+                    w.add_tensor(f"blk.{layer}.ffn_{ours}_exps.weight", stacked)
+                else:
+                    w.add_tensor(f"blk.{layer}.ffn_{ours}_exps.weight", gguf.quants.quantize(stacked, expert_type),
+                                 raw_dtype=expert_type)
+    for hf_name, tensor in hf.items():
+        w.add_tensor(names[hf_name], tensor.float().numpy().astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_deepseek2_runs_on_the_same_classes_with_parity(tmp_path):
+    from model.gguf import GGUFCheckpoint
+    from model.scheduler import forward_step
+    from model.tensor_names import checked
+
+    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=0.707,
+                mscale_all_dim=0.707)  # llama.cpp keeps one mscale; DeepSeek's releases have both equal
+    reference = deepseek_with(rope_parameters=yarn)
+    write_deepseek2_gguf(tmp_path / "ds.gguf", reference)
+    checkpoint = GGUFCheckpoint(tmp_path / "ds.gguf")
+    config = checkpoint.config
+    assert config.arch == "deepseek_v3" and config.mla.q_lora_rank == 48 and config.moe.n_group == 4
+    assert config.rope_scaling.kind == "yarn" and config.rope_interleaved
+    transformer = model.build_transformer(config, dict(checked(config, checkpoint.tensors(), "gguf")))
+    cache = transformer.new_cache(max_seq_len=128, capacity_bytes=1 << 22)
+    ids = [4, 99, 23, 150, 8, 8, 31, 77, 2, 190]
+    logits = forward_step(transformer, cache, [cache.new_sequence()], [ids], all_logits=True)
+    assert_logits_close(logits, reference_logits(reference, ids))
+
+
+def test_gguf_stacked_quantized_experts_slice_one_expert_at_a_time(tmp_path):
+    from gguf import GGMLQuantizationType as Q
+
+    from model.gguf import dequantize_tensor, open_gguf
+
+    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=1.0,
+                mscale_all_dim=1.0)
+    write_deepseek2_gguf(tmp_path / "q8.gguf", deepseek_with(rope_parameters=yarn), expert_type=Q.Q8_0)
+    (stacked,) = [t for t in open_gguf(tmp_path / "q8.gguf").tensors if t.name == "blk.1.ffn_down_exps.weight"]
+    whole = dequantize_tensor(stacked)
+    assert whole.shape == (16, 64, 32)
+    for expert in (0, 7, 15):
+        assert torch.equal(dequantize_tensor(stacked, index=expert), whole[expert])
