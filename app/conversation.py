@@ -166,7 +166,7 @@ class Chat:
         history = [{"role": "system", "content": settings.system_prompt}]
         history += [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
         history.append({"role": "user", "content": text})
-        request = engine.submit(engine.chat_prompt(history), **settings.sampling())  # ValueError: too long
+        request = engine.submit(engine.chat_prompt(history), task_type="chat", **settings.sampling())  # ValueError: too long
         with self._lock:
             if conversation_id in self._active:
                 request.cancel()

@@ -13,7 +13,7 @@ from model.engine import Engine
 log = logging.getLogger(__name__)
 
 # Settings whose change needs a new engine; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("model", "quant", "threads", "cache_dir", "kv_cache_mb")
+ENGINE_FIELDS = ("model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias")
 
 
 class Runtime:

@@ -127,7 +127,7 @@ def solve(
 
     start = time.perf_counter()
     engine = engine or _default_engine()
-    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop)
+    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop, task_type=kind)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)

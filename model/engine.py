@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
+from model.moe import TASK_TYPES, ExpertLoad
 from model.request import Completion, Request
 from model.sampler import SamplingParams
 from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
@@ -55,17 +56,23 @@ class Engine:
 
     # ----- requests ------------------------------------------------------------------------------
 
-    def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None, **sampling) -> Request:
+    def submit(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, *, task_type: str | None = None, **sampling
+    ) -> Request:
         """Queue a request (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
         `sampling` are SamplingParams fields (None = the default), applied over `params`.
-        Raises ValueError for an empty or overlong prompt or ids outside the vocabulary.
+        task_type: "math", "code" or "chat": the routers of an MoE model add that task's bias to this request's
+        tokens, if one is set (`set_task_router_bias`); otherwise it changes nothing.
+        Raises ValueError for an empty or overlong prompt, ids outside the vocabulary or an unknown task type.
         """
+        if task_type is not None and task_type not in TASK_TYPES:
+            raise ValueError(f"unknown task_type {task_type!r}; choose one of {', '.join(TASK_TYPES)} (or None)")
         params = _sampling_params(params, sampling)
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         self._check_prompt(ids)
         stop_ids = self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
-        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake)
+        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake, task_type)
         if params.max_new_tokens == 0:
             request.complete(Completion(text="", token_ids=[], finish_reason="length", prompt_tokens=len(ids)))
         else:
@@ -73,13 +80,17 @@ class Engine:
         return request
 
     def generate_batch(
-        self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        task_type: str | None = None,
     ) -> list[Completion]:
         """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order."""
         each = list(params) if isinstance(params, Sequence) else [params] * len(prompts)
         if len(each) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(each)} SamplingParams")
-        requests = [self.submit(prompt, p) for prompt, p in zip(prompts, each)]
+        requests = [self.submit(prompt, p, task_type=task_type) for prompt, p in zip(prompts, each)]
         try:
             return [request.result() for request in requests]
         finally:
@@ -107,6 +118,23 @@ class Engine:
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of `messages` rendered with the chat template, ready for the assistant's turn."""
         return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False)
+
+    # ----- routing (MoE models) --------------------------------------------------------------------
+
+    def set_task_router_bias(self, biases: Mapping[str, torch.Tensor] | None) -> None:
+        """Per task type ("math", "code", "chat"), a bias [MoE layers, experts] added to the router logits of
+        requests submitted with that task_type; None switches it off. Drops the prefix cache.
+        Raises ValueError for a model without experts, an unknown task type or a bias of the wrong shape."""
+        self._scheduler.set_task_router_bias(biases)
+
+    def set_expert_capacity(self, capacity: int | None) -> None:
+        """At most `capacity` (token, expert) assignments per expert per step (DEFAULT_EXPERT_CAPACITY = 128 is
+        typical); an assignment past it goes to the token's next-best expert. None = off. Drops the prefix cache."""
+        self._scheduler.set_expert_capacity(capacity)
+
+    def router_stats(self) -> list[ExpertLoad]:
+        """Per MoE layer: assignments each expert ran, re-routed and dropped counts, since load or the last reset."""
+        return self._scheduler.router_stats()
 
     def cache_stats(self) -> CacheStats:
         """Prefix-cache hit and miss tokens, evictions, preemptions, bytes used of the capacity."""

@@ -126,16 +126,16 @@ class Router(nn.Module):
             room -= torch.bincount(expert[fits], minlength=E)
             pending[token[fits], slot[fits]] = False
             token, slot = token[~fits], slot[~fits]
-            # the j-th overflowing slot of a token takes its (next_rank + j)-th preference
+            # the j-th overflowing slot of a token takes its (next_rank + j)-th preference, if it has one
             pick = next_rank[token] + _rank_within(token, N)
             next_rank.index_add_(0, token, torch.ones_like(token))
             exhausted = pick >= candidates[token]
-            moved = ~exhausted
-            experts[token[moved], slot[moved]] = order[token[moved], pick[moved]]
+            experts[token[~exhausted], slot[~exhausted]] = order[token[~exhausted], pick[~exhausted]]
             experts[token[exhausted], slot[exhausted]] = E
             pending[token[exhausted], slot[exhausted]] = False
-            self.rerouted += int(moved.sum())
-            self.dropped += int(exhausted.sum())
+        dropped = experts == E
+        self.rerouted += int((experts != order[:, :k]).sum() - dropped.sum())
+        self.dropped += int(dropped.sum())
         return experts
 
 

@@ -108,10 +108,12 @@ class Request:
         tokenizer,
         stop_ids: frozenset[int],
         wake: Callable[[], None],
+        task_type: str | None = None,
     ) -> None:
         self.id = next(_ids)
         self.prompt_ids = list(prompt_ids)
         self.params = params
+        self.task_type = task_type  # "math", "code", "chat" or None: selects the routers' task bias, if any
         self.submitted_at = time.perf_counter()
         self._wake = wake
         self._deltas: queue.SimpleQueue = queue.SimpleQueue()

@@ -299,3 +299,30 @@ def test_gguf_stacked_quantized_experts_slice_one_expert_at_a_time(tmp_path):
     assert whole.shape == (16, 64, 32)
     for expert in (0, 7, 15):
         assert torch.equal(dequantize_tensor(stacked, index=expert), whole[expert])
+
+
+@pytest.mark.slow
+def test_cli_generate_prints_router_statistics(tmp_path):
+    from safetensors.torch import save_file as save_tensors
+
+    tiny_model("deepseek_v3").save_pretrained(tmp_path / "model")
+    save_word_tokenizer(tmp_path / "model")
+    bias = torch.zeros(2, 16)
+    bias[:, 5] = 50.0
+    save_tensors({"math": bias}, tmp_path / "bias.safetensors")
+    env = dict(os.environ, R1_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run(
+        [sys.executable, "-m", "ui.cli", "generate", "--model", str(tmp_path / "model"), "--prompt",
+         " ".join(f"t{i}" for i in range(2, 40)), "--max-new-tokens", "4", "--threads", "1", "--router-stats",
+         "--expert-capacity", "3", "--router-bias", str(tmp_path / "bias.safetensors"), "--task-type", "math"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    table = out.stderr[out.stderr.index("router statistics"):].splitlines()
+    assert table[0] == "router statistics: 2 MoE layers, 16 experts each"
+    rows = [line.split() for line in table[2:4]]
+    assert [row[0] for row in rows] == ["1", "2"], out.stderr
+    # 38 prompt tokens (and BOS) + 3 decoded, 2 experts each: what ran plus what was dropped. At most 3 per expert
+    # per step, so the prompt's step re-routes (and, 16 * 3 places being too few for 78 assignments, drops).
+    for layer, assignments, used, share, imbalance, rerouted, dropped, *busiest in rows:
+        assert int(assignments) + int(dropped) == (39 + 3) * 2 and int(rerouted) > 0 and int(dropped) > 0

@@ -99,9 +99,11 @@ def tiny_model(name: str, seed: int = 0):
 
 
 def save_word_tokenizer(directory: Path, vocab_size: int = VOCAB) -> None:
-    """A word-level tokenizer over tokens "t0".."t{n-1}" (t1 = EOS), saved the way transformers saves any."""
+    """A word-level tokenizer: "<s>" (BOS) = 0, "</s>" (EOS) = 1, then "t2".."t{n-1}" = their number; saved the
+    way transformers saves any."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    vocab = {"<s>": 0, "</s>": 1, **{f"t{i}": i for i in range(2, vocab_size)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<s>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="t0", eos_token="t1", unk_token="t0").save_pretrained(directory)
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<s>").save_pretrained(directory)
