@@ -1,7 +1,8 @@
 """Hugging Face checkpoint directory: config.json + (sharded) safetensors -> ModelConfig and a stream of our tensors.
 
 A reader, and a leaf of the loader: `HFCheckpoint.tensors()` yields one tensor at a time under our
-checkpoint names (model/tensor_names.py), each read from its memory-mapped shard only when its turn comes.
+checkpoint names (model/tensor_names.py), each read from its shard only when its turn comes, into memory of
+its own (model/safetensors_file.py: no memory map whose touched pages would pile up).
 Along the way it block-dequantizes FP8 weights (model/fp8.py), reorders DeepSeek's interleaved rope rows
 into rotate-half layout, and skips multi-token-prediction layers, which generation does not use.
 """
@@ -13,16 +14,15 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from model import fp8
 from model.config import ModelConfig
 from model.rope import deinterleave_rows
+from model.safetensors_file import TensorFile, read_header
 from model.tensor_names import HF_NAMES, ModelLoadError, checked, rope_rows
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,19 @@ class HFCheckpoint:
         self.files = weight_files(self.directory)
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(our name, tensor) for every weight the model uses, one at a time, in the shards' order.
+        """(our name, tensor) for every weight the model uses, one at a time, shard by shard in file order.
 
         Tensors keep their stored dtype (bf16, fp32), except FP8 weights, which arrive dequantized to fp32.
         Raises ModelLoadError naming the shard and tensor for unknown names and corrupt or truncated files.
         """
         config, n_layers = self.config, self.config.n_layers
         rows = rope_rows(config) if config.rope_interleaved else {}
+        shard_of = self._shard_of_every_tensor()
         skipped_layers: set[int] = set()
         skipped = 0
-        with ExitStack() as stack:
-            shards = {path: self._open(stack, path) for path in self.files}
-            owner = {name: handle for handle in shards.values() for name in handle.keys()}
-            for path, handle in shards.items():
-                for name in handle.keys():
+        for path in self.files:
+            with self._open(path) as shard:
+                for name in shard.names():
                     if name.endswith(_IGNORED_SUFFIXES) or name.endswith(fp8.SCALE_SUFFIX):
                         continue  # scales are read with their weight
                     layer = _LAYER.match(name)
@@ -127,12 +126,9 @@ class HFCheckpoint:
                         raise ModelLoadError(f"{path}: unexpected tensor {name!r} (not in the HF name table)")
                     if ours == "output.weight" and config.tie_embeddings:
                         continue  # tied checkpoints sometimes still store lm_head; it equals the embedding
-                    try:
-                        tensor = handle.get_tensor(name)
-                        if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-                            tensor = self._dequantize(name, tensor, owner, path)
-                    except SafetensorError as e:
-                        raise ModelLoadError(f"{path}: corrupt or truncated safetensors file at {name!r}: {e}") from e
+                    tensor = self._read(shard, name)
+                    if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+                        tensor = self._dequantize(name, tensor, shard, shard_of)
                     layout = rows.get(ours.split(".", 2)[-1])
                     if layout is not None:
                         tensor = deinterleave_rows(tensor, *layout)
@@ -141,23 +137,45 @@ class HFCheckpoint:
             log.info("%s: skipped %d tensors of %d multi-token-prediction layer(s) %s (not used for generation)",
                      self.directory, skipped, len(skipped_layers), sorted(skipped_layers))
 
+    def _shard_of_every_tensor(self) -> dict[str, Path]:
+        shard_of = {}
+        for path in self.files:
+            try:
+                header, _ = read_header(path)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"{path}: corrupt or truncated safetensors file: {e}") from e
+            shard_of.update((name, path) for name in header if name != "__metadata__")
+        return shard_of
+
     @staticmethod
-    def _open(stack: ExitStack, path: Path):
+    def _open(path: Path) -> TensorFile:
         try:
-            return stack.enter_context(safe_open(str(path), framework="pt"))
-        except (SafetensorError, OSError) as e:
+            return TensorFile(path)
+        except (OSError, ValueError) as e:
             raise ModelLoadError(f"{path}: corrupt or truncated safetensors file: {e}") from e
 
-    def _dequantize(self, name: str, weight: torch.Tensor, owner: dict, path: Path) -> torch.Tensor:
-        if self.fp8_block is None:
-            raise ModelLoadError(f"{path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config")
-        scale_name = name + fp8.SCALE_SUFFIX
-        if scale_name not in owner:
-            raise ModelLoadError(f"{path}: fp8 tensor {name!r} has no {scale_name!r}")
+    @staticmethod
+    def _read(shard: TensorFile, name: str) -> torch.Tensor:
         try:
-            return fp8.dequantize_blocks(weight, owner[scale_name].get_tensor(scale_name), self.fp8_block)
+            return shard.read(name)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{shard.path}: corrupt or truncated safetensors file at {name!r}: {e}") from e
+
+    def _dequantize(self, name: str, weight: torch.Tensor, shard: TensorFile, shard_of: dict[str, Path]) -> torch.Tensor:
+        if self.fp8_block is None:
+            raise ModelLoadError(f"{shard.path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config")
+        scale_name = name + fp8.SCALE_SUFFIX
+        if scale_name not in shard_of:
+            raise ModelLoadError(f"{shard.path}: fp8 tensor {name!r} has no {scale_name!r}")
+        if scale_name in shard:
+            scale = self._read(shard, scale_name)
+        else:  # in another shard
+            with self._open(shard_of[scale_name]) as other:
+                scale = self._read(other, scale_name)
+        try:
+            return fp8.dequantize_blocks(weight, scale, self.fp8_block)
         except ValueError as e:
-            raise ModelLoadError(f"{path}: {name!r}: {e}") from e
+            raise ModelLoadError(f"{shard.path}: {name!r}: {e}") from e
 
 
 def load_hf_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -5,11 +5,9 @@ its final name, so readers see either no entry or a complete one. A failed save 
 permissions) removes its temp file, logs a warning and returns False; it raises only what the
 tensors' producer raises.
 
-Weights are written as a stream (`save_stream`): each tensor goes to disk as it arrives, so a first load
-never holds the whole model in memory. The safetensors header, which comes first in the file, is written
-last into room reserved for it (padded with spaces, as the format allows). Every tensor starts on a
-64-byte boundary, which the int8/int4 kernels need to run on memory-mapped weights without a copy;
-since safetensors forbids gaps, the padding is stored as small `__padding__.N` tensors that `load` drops.
+Weights are written as a stream (`save_stream`, model/safetensors_file.py): each tensor goes to disk as it
+arrives, so a first load never holds the whole model in memory. Every tensor starts on a 64-byte boundary,
+which the int8/int4 kernels need to run on memory-mapped weights without a copy.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,33 +22,12 @@ from typing import Any, Callable
 
 import torch
 
+from model.safetensors_file import DTYPES, PADDING_PREFIX, HeaderOverflow, read_header, write_stream
+
 log = logging.getLogger(__name__)
 
 # Bump when the on-disk layout or the meaning of cached tensors changes; part of every key.
 CACHE_FORMAT_VERSION = 1
-
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_NAMES = {dtype: name for name, dtype in _ST_DTYPES.items()}
-ALIGNMENT = 64  # bytes; where every tensor's data starts
-_PADDING = "__padding__."
-# Header bytes one tensor can need: its name plus at most ~230 for dtype, a 4-d shape and two offsets,
-# and as much again for a padding entry after it.
-_HEADER_BYTES_PER_TENSOR = 512
-
-
-class _HeaderOverflow(Exception):
-    """More header than the room reserved for it."""
 
 
 def default_cache_dir() -> Path:
@@ -118,40 +94,11 @@ class WeightCache:
         partial entry is removed.
         """
         path = self._path(key, ".safetensors")
-        meta = dict(meta or {})
-        reserve = sum(len(n) + _HEADER_BYTES_PER_TENSOR for n in names) + len(json.dumps(meta)) + 64
-        data_start = -(-(8 + reserve) // ALIGNMENT) * ALIGNMENT
-
-        def write(tmp: str) -> None:
-            entries: dict[str, dict[str, Any]] = {"__metadata__": meta}
-            offset = 0
-            with open(tmp, "wb") as f:
-                f.seek(data_start)
-                for name, tensor in tensors:
-                    if name in entries or name.startswith(_PADDING):
-                        raise ValueError(f"weight cache: tensor name {name!r} given twice or reserved")
-                    if offset % ALIGNMENT:
-                        pad = ALIGNMENT - offset % ALIGNMENT
-                        entries[f"{_PADDING}{len(entries)}"] = {"dtype": "U8", "shape": [pad], "data_offsets": [offset, offset + pad]}
-                        f.write(bytes(pad))
-                        offset += pad
-                    data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-                    f.write(memoryview(data))
-                    entries[name] = {"dtype": _ST_NAMES[tensor.dtype], "shape": list(tensor.shape),
-                                     "data_offsets": [offset, offset + data.nbytes]}
-                    offset += data.nbytes
-                header = json.dumps(entries, separators=(",", ":")).encode()
-                if len(header) > data_start - 8:
-                    raise _HeaderOverflow(f"header of {len(header)} bytes exceeds the {data_start - 8} reserved")
-                header += b" " * (data_start - 8 - len(header))
-                f.seek(0)
-                f.write(struct.pack("<Q", len(header)) + header)
-
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, write)
+            atomic_write(path, lambda tmp: write_stream(tmp, tensors, dict(meta or {}), names))
             return True
-        except (OSError, _HeaderOverflow) as e:
+        except (OSError, HeaderOverflow) as e:
             log.warning("weight cache: could not save %s (%s); continuing without cache", path, e)
             return False
 
@@ -163,14 +110,14 @@ class WeightCache:
     def load_meta(self, key: str) -> dict[str, str] | None:
         path = self._path(key, ".safetensors")
         try:
-            return _read_header(path)[0].get("__metadata__", {})
+            return read_header(path)[0].get("__metadata__", {})
         except (OSError, ValueError):
             return None
 
     def load_with_meta(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         path = self._path(key, ".safetensors")
         try:
-            header, data_start = _read_header(path)
+            header, data_start = read_header(path)
             size = path.stat().st_size
             # shared=False maps the file MAP_PRIVATE: pages load lazily and writes never reach the file.
             storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
@@ -182,9 +129,9 @@ class WeightCache:
         tensors: dict[str, torch.Tensor] = {}
         try:
             for name, info in header.items():
-                if name.startswith(_PADDING):
+                if name.startswith(PADDING_PREFIX):
                     continue
-                dtype = _ST_DTYPES[info["dtype"]]
+                dtype = DTYPES[info["dtype"]]
                 begin, end = info["data_offsets"]
                 begin += data_start
                 end += data_start
@@ -223,17 +170,3 @@ class WeightCache:
         except (OSError, ValueError) as e:
             log.warning("weight cache: ignoring unreadable entry %s (%s)", path, e)
             return None
-
-
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file too short for a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:
-            raise ValueError("implausible safetensors header length")
-        raw = f.read(n)
-        if len(raw) != n:
-            raise ValueError("truncated safetensors header")
-    return json.loads(raw), 8 + n
