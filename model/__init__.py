@@ -72,10 +72,11 @@ def load(
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
 ) -> Engine:
-    """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
+    """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
+    or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
 
     quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
-    int8 for other quantized GGUFs, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
+    int8 for other quantized GGUFs and FP8 checkpoints, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
     (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
     (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.

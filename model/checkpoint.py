@@ -105,7 +105,7 @@ def native_quant(source: str | Path) -> str | None:
         return None  # load_checkpoint reports what it cannot read
     from model.gguf_header import tensor_types
 
-    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) == 2}
+    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) >= 2}
     if matmul_types <= _FLOAT_TYPES:
         return None
     return "int4" if matmul_types <= _INT4_EXACT_TYPES else "int8"
