@@ -20,22 +20,14 @@ from model import fp8
 from model.linear import Linear
 from model.moe import Router
 from tests.model.test_engine_parity import assert_logits_close
-from tests.model.tiny import TINY_DEEPSEEK, save_word_tokenizer, tiny_model
+from tests.model.tiny import save_word_tokenizer, tiny_model
 
 # Wider than one 128x128 block, with partial edge blocks: 160 = 128 + 32, 288 = 2 * 128 + 32.
 FP8_SHAPE = dict(hidden_size=160, intermediate_size=288, moe_intermediate_size=144)
 
 
 def deepseek_with(**overrides):
-    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
-
-    from tests.model import tiny
-
-    tiny.CONFIGS["_deepseek_custom"] = (DeepseekV3ForCausalLM, lambda: DeepseekV3Config(**{**TINY_DEEPSEEK, **overrides}))
-    try:
-        return tiny_model("_deepseek_custom")
-    finally:
-        del tiny.CONFIGS["_deepseek_custom"]
+    return tiny_model("deepseek_v3", **overrides)
 
 
 def is_fp8_in_r1(name: str, tensor: torch.Tensor) -> bool:

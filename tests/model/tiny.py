@@ -55,40 +55,33 @@ TINY_DEEPSEEK = dict(
                          beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=0.8),
 )
 
+# family -> (transformers model class, its config class, the config's arguments)
 CONFIGS = {
-    "llama": (LlamaForCausalLM, lambda: LlamaConfig(**TINY, tie_word_embeddings=False)),
-    "llama-tied-llama3-rope": (
-        LlamaForCausalLM,
-        lambda: LlamaConfig(
-            **TINY,
-            tie_word_embeddings=True,
-            rope_theta=50000.0,
-            rope_scaling=dict(
-                rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16
-            ),
-        ),
-    ),
-    "qwen2": (Qwen2ForCausalLM, lambda: Qwen2Config(**TINY, tie_word_embeddings=False)),
+    "llama": (LlamaForCausalLM, LlamaConfig, dict(TINY, tie_word_embeddings=False)),
+    "llama-tied-llama3-rope": (LlamaForCausalLM, LlamaConfig, dict(
+        TINY, tie_word_embeddings=True, rope_theta=50000.0,
+        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=16),
+    )),
+    "qwen2": (Qwen2ForCausalLM, Qwen2Config, dict(TINY, tie_word_embeddings=False)),
     # the seeds' router shape: softmax top-2 over 16 experts
-    "mixtral": (MixtralForCausalLM, lambda: MixtralConfig(**TINY, num_local_experts=16, num_experts_per_tok=2)),
-    "deepseek_v3": (DeepseekV3ForCausalLM, lambda: DeepseekV3Config(**TINY_DEEPSEEK)),
+    "mixtral": (MixtralForCausalLM, MixtralConfig, dict(TINY, num_local_experts=16, num_experts_per_tok=2)),
+    "deepseek_v3": (DeepseekV3ForCausalLM, DeepseekV3Config, TINY_DEEPSEEK),
     # DeepSeek-V2-Lite-like corners: no query latent, plain RoPE in rotate-half rows, no groups, unnormalised
     # top-k weights, two shared experts
-    "deepseek_v3-no-q-lora": (
-        DeepseekV3ForCausalLM,
-        lambda: DeepseekV3Config(**{**TINY_DEEPSEEK, "q_lora_rank": None, "rope_interleave": False, "n_group": 1,
-                                    "topk_group": 1, "norm_topk_prob": False, "n_shared_experts": 2,
-                                    "rope_parameters": dict(rope_type="default", rope_theta=10000.0)}),
-    ),
+    "deepseek_v3-no-q-lora": (DeepseekV3ForCausalLM, DeepseekV3Config, dict(
+        TINY_DEEPSEEK, q_lora_rank=None, rope_interleave=False, n_group=1, topk_group=1, norm_topk_prob=False,
+        n_shared_experts=2, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+    )),
 }
 
 
-def tiny_model(name: str, seed: int = 0):
-    """A transformers model of family `name` (see CONFIGS) whose every weight, bias, norm and router score bias
-    is random, so no term can hide."""
-    model_cls, config = CONFIGS[name]
+def tiny_model(name: str, seed: int = 0, **overrides):
+    """A transformers model of family `name` (see CONFIGS; `overrides` change its config) whose every weight, bias,
+    norm and router score bias is random, so no term can hide."""
+    model_cls, config_cls, arguments = CONFIGS[name]
     torch.manual_seed(seed)
-    model = model_cls(config()).eval()
+    model = model_cls(config_cls(**{**arguments, **overrides})).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1 if p.ndim > 1 else 0.5)
