@@ -282,19 +282,23 @@ def main() -> int:
                   f"median of {args.runs}\n")
             print("| MLA | batch | prefill tok/s | decode tok/s | prefill vs naive | decode vs naive |")
             print("|---|---:|---:|---:|---:|---:|")
-            results: dict[tuple[str, int], tuple[float, float]] = {}
+            modes = ("naive", "absorbed", "auto")
             for batch in (1, 8):
-                for mode in ("naive", "absorbed", "auto"):
+                for mode in modes:
                     set_mla_mode(transformer, mode)
                     timed_steps(transformer, batch, 16, 2, seed=99)  # warm-up
-                    runs = [timed_steps(transformer, batch, args.prompt_tokens, args.decode_tokens, seed=r)
-                            for r in range(args.runs)]
-                    prefill = batch * args.prompt_tokens / statistics.median(r[0] for r in runs)
-                    decode = batch * args.decode_tokens / statistics.median(r[1] for r in runs)
-                    results[mode, batch] = prefill, decode
-                    base = results["naive", batch]
-                    print(f"| {mode} | {batch} | {prefill:.1f} | {decode:.2f} | {prefill / base[0]:.2f}x | "
-                          f"{decode / base[1]:.2f}x |", flush=True)
+                # modes interleaved within each run, so the machine's load swings hit them alike
+                runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+                for r in range(args.runs):
+                    for mode in modes:
+                        set_mla_mode(transformer, mode)
+                        runs[mode].append(timed_steps(transformer, batch, args.prompt_tokens, args.decode_tokens, seed=r))
+                speed = {mode: (batch * args.prompt_tokens / statistics.median(t[0] for t in times),
+                                batch * args.decode_tokens / statistics.median(t[1] for t in times))
+                         for mode, times in runs.items()}
+                for mode, (prefill, decode) in speed.items():
+                    print(f"| {mode} | {batch} | {prefill:.1f} | {decode:.2f} | {prefill / speed['naive'][0]:.2f}x | "
+                          f"{decode / speed['naive'][1]:.2f}x |", flush=True)
             if args.long_context:
                 speed = long_context_decode(transformer, args.long_context, args.decode_tokens, args.runs)
                 print(f"\n## Decode after a {args.long_context}-token prompt, batch 1, median of {args.runs}\n")
