@@ -19,6 +19,9 @@ class Settings:
     threads: int | None = None  # None = physical cores
     cache_dir: str | None = None  # repacked-weight cache; None = $R1_CACHE_DIR or ~/.cache/r1-reasoner
     kv_cache_mb: float | None = None  # KV-cache capacity (running requests + prefix cache); None = 1024 MiB
+    # MoE models (DeepSeek-V3/R1, Mixtral); both off by default, which keeps routing equal to the reference
+    expert_capacity: int | None = None  # most (token, expert) assignments per expert per step; overflow goes to a backup
+    router_bias: str | None = None  # a safetensors file of per-task router biases (tensors "math", "code", "chat")
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0

@@ -197,7 +197,7 @@ class Chat:
             history = [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
             history.append({"role": "user", "content": text})
             turn = self.memory.prompt(self.store.session_id(conversation_id), history, engine, settings)
-            request = engine.submit(engine.chat_prompt(turn.messages), **settings.sampling())
+            request = engine.submit(engine.chat_prompt(turn.messages), task_type="chat", **settings.sampling())
         except BaseException:
             with self._lock:
                 self._active.pop(conversation_id, None)

@@ -7,28 +7,38 @@ it returns, our own engine or an OpenAI-compatible server.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+
+import torch
 
 import model
 from app.config import Settings
 from model.backend import Backend
+from model.moe import TASK_TYPES
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "base_url", "remote_model",
-                 "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
+ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias",
+                 "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
 
 
 def load_engine(settings: Settings) -> Backend:
     """Our engine loaded with `settings.model`, or (backend "openai") a connection to the server at
-    `settings.base_url`, its features probed. Raises ValueError for a bad model or an unreachable server."""
+    `settings.base_url`, its features probed. Raises ValueError for a bad model or router bias, or an
+    unreachable server."""
     if settings.backend == "local":
-        return model.load(
+        engine = model.load(
             settings.model,
             quant=settings.quant,
             threads=settings.threads,
             cache_dir=settings.cache_dir,
             kv_cache_mb=settings.kv_cache_mb,
         )
+        if settings.expert_capacity is not None:
+            engine.set_expert_capacity(settings.expert_capacity)
+        if settings.router_bias is not None:
+            engine.set_task_router_bias(read_router_bias(settings.router_bias))
+        return engine
     if settings.backend == "openai":
         from model.remote import OpenAIBackend, RemoteConfig
 
@@ -69,3 +79,22 @@ class SharedBackends:
 
 
 shared_backends = SharedBackends()  # the process's one set: loading a model twice would double its memory
+
+
+def read_router_bias(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file with one tensor [MoE layers, experts] per task type ("math", "code", "chat").
+
+    Raises ValueError naming the file for a missing or unreadable file or a tensor that is not a task type.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    try:
+        biases = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise ValueError(f"cannot read router bias file {path}: {e}") from e
+    unknown = sorted(set(biases) - set(TASK_TYPES))
+    if unknown or not biases:
+        raise ValueError(f"{path}: router bias tensors must be named {', '.join(TASK_TYPES)}; found {sorted(biases)}")
+    return biases

@@ -128,7 +128,7 @@ def solve(
 
     start = time.perf_counter()
     engine = engine or shared_backends.get(Settings.from_env())
-    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop)
+    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop, task_type=kind)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from model.checkpoint import ModelLoadError, load_checkpoint, native_quant
 from model.config import ModelConfig
 from model.engine import Engine
+from model.repack import Repacker
 from model.request import Completion, GenerationError, Request
-from model.linear import Linear
 from model.sampler import SamplingParams
-from model.transformer import Transformer, fuse_checkpoint
+from model.tensor_names import checked
+from model.transformer import Transformer
 
 __all__ = [
     "Completion",
@@ -62,14 +61,7 @@ def physical_cores() -> int:
 
 def build_transformer(config: ModelConfig, tensors: dict[str, torch.Tensor], quant: str | None = None) -> Transformer:
     """A Transformer holding checkpoint-named `tensors`, fused (and quantized) for fast CPU inference."""
-    model = Transformer.from_state(config, fuse_checkpoint(tensors, config))
-    if quant is not None:
-        linears = [(name, module) for name, module in model.named_modules() if isinstance(module, Linear)]
-        for name, module in tqdm(linears, desc=f"quantizing to {quant}", unit="matrix", leave=False, disable=None,
-                                 file=sys.stderr):
-                # The LM head stays 8-bit: at 4 bits it alone costs SmolLM2 +5% perplexity.
-                module.quantize_("int8" if name == "output" else quant)
-    return model
+    return Transformer.from_state(config, dict(Repacker(config, quant)(checked(config, tensors.items(), "tensors"))))
 
 
 def load(
@@ -80,10 +72,11 @@ def load(
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
 ) -> Engine:
-    """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
+    """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
+    or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
 
     quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
-    int8 for other quantized GGUFs, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
+    int8 for other quantized GGUFs and FP8 checkpoints, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
     (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
     (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
@@ -99,7 +92,7 @@ def load(
         source,
         cache_dir=cache_dir,
         variant=f"engine-{quant or 'fp32'}",
-        repack=lambda config, tensors: build_transformer(config, tensors, quant).packed_state(),
+        repack=lambda config, tensors: Repacker(config, quant)(tensors),
     )
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,

@@ -1,4 +1,9 @@
-"""Grouped-query attention over the paged KV cache (Llama; Qwen2 adds q/k/v biases)."""
+"""Grouped-query attention over the paged KV cache (Llama, Qwen2's q/k/v biases, Mixtral), and the attention
+policy every attention class shares: the causal mask of a ragged step and the padding of its queries.
+
+An attention class owns its cache layout (`cache_row_shape`) and its mask; the KV cache only stores rows.
+A new pattern (sliding window, block-sparse) is a new mask function passed to `layout.derived`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,35 @@ from model.config import ModelConfig
 from model.kv_cache import KVCache, StepLayout
 from model.linear import Linear
 from model.rope import apply_rotary
+
+
+def causal_mask(layout: StepLayout) -> torch.Tensor | None:
+    """[B, 1, T, S] True = may attend: query t of row b (at position starts[b] + t) sees keys at positions up to
+    its own and never a padding key past its sequence's end. None when every query may see all S keys."""
+    S = layout.read_slots.shape[1]
+    if layout.max_new == 1 and all(end == S for end in layout.ends):
+        return None
+    q_pos = torch.tensor(layout.starts)[:, None] + torch.arange(layout.max_new)[None, :]  # [B, T]
+    k_pos = torch.arange(S)  # [S]
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < torch.tensor(layout.ends)[:, None, None])
+    return mask.unsqueeze(1)
+
+
+def pad_queries(q: torch.Tensor, layout: StepLayout) -> torch.Tensor:
+    """Packed queries [N, H, d] -> [B, H, T, d], zeros where a row has fewer than T new tokens."""
+    B, T = layout.batch_size, layout.max_new
+    if layout.row_of_token is None:
+        padded = q.view(B, T, *q.shape[1:])
+    else:
+        padded = q.new_zeros(B, T, *q.shape[1:])
+        padded[layout.row_of_token] = q
+    return padded.transpose(1, 2)
+
+
+def unpad(out: torch.Tensor, layout: StepLayout) -> torch.Tensor:
+    """Attention output [B, H, T, d] -> packed [N, H, d] (the inverse of `pad_queries`)."""
+    out = out.transpose(1, 2)  # [B, T, H, d]
+    return out.reshape(-1, *out.shape[2:]) if layout.row_of_token is None else out[layout.row_of_token]
 
 
 class GroupedQueryAttention(nn.Module):
@@ -28,6 +62,13 @@ class GroupedQueryAttention(nn.Module):
         """What one token of one layer occupies in the KV cache: its keys, then its values."""
         return (2 * config.n_kv_heads, config.head_dim)
 
+    def checkpoint_sources(self) -> dict[str, tuple[str, ...]]:
+        """Our fused parameters -> the checkpoint tensors concatenated (along rows) to make them."""
+        sources = {"wqkv.weight": ("wq.weight", "wk.weight", "wv.weight")}
+        if self.wqkv.bias is not None:
+            sources["wqkv.bias"] = ("wq.bias", "wk.bias", "wv.bias")
+        return sources
+
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
     ) -> torch.Tensor:
@@ -41,16 +82,7 @@ class GroupedQueryAttention(nn.Module):
         cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
         kv = cache.read(self.layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
         keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
-
-        B, T = layout.batch_size, layout.max_new
-        if layout.row_of_token is None:
-            q_padded = q.view(B, T, H, hd)
-        else:
-            q_padded = q.new_zeros(B, T, H, hd)
-            q_padded[layout.row_of_token] = q
         out = F.scaled_dot_product_attention(
-            q_padded.transpose(1, 2), keys, values, attn_mask=layout.mask, enable_gqa=True
+            pad_queries(q, layout), keys, values, attn_mask=layout.derived(causal_mask), enable_gqa=True
         )  # [B, H, T, hd]
-        out = out.transpose(1, 2)  # [B, T, H, hd]
-        out = out.reshape(N, H * hd) if layout.row_of_token is None else out[layout.row_of_token].reshape(N, H * hd)
-        return self.wo(out)
+        return self.wo(unpad(out, layout).reshape(N, H * hd))

@@ -43,10 +43,12 @@ class Backend(ABC):
     context_length: int
 
     @abstractmethod
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, **sampling: Any) -> RequestHandle:
+    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,
+               **sampling: Any) -> RequestHandle:
         """Start one completion (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
-        `sampling` are SamplingParams fields (None = keep), applied over `params`.
+        `sampling` are SamplingParams fields (None = keep), applied over `params`. `task_type` ("math", "code",
+        "chat") is a routing hint a backend may use (the local engine's MoE router bias) or ignore.
         Raises ValueError for a prompt the model cannot take (empty, too long, bad ids).
         """
 
@@ -90,10 +92,11 @@ class Backend(ABC):
         return self.chat_json(messages, schema, max_new_tokens=max_new_tokens)
 
     def generate_batch(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+        task_type: str | None = None,
     ) -> list[Completion]:
         """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order."""
-        requests = [self.submit(prompt, p) for prompt, p in zip(prompts, per_prompt(prompts, params))]
+        requests = [self.submit(prompt, p, task_type=task_type) for prompt, p in zip(prompts, per_prompt(prompts, params))]
         try:
             return [request.result() for request in requests]
         finally:

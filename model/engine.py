@@ -20,6 +20,7 @@ import torch
 
 from model.backend import Backend, with_sampling
 from model.grammar import GrammarCompiler
+from model.moe import TASK_TYPES, ExpertLoad
 from model.request import Completion, Request
 from model.sampler import SamplingParams
 from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
@@ -67,17 +68,23 @@ class Engine(Backend):
 
     # ----- requests ------------------------------------------------------------------------------
 
-    def submit(self, prompt: str | Sequence[int], params: SamplingParams | None = None, **sampling) -> Request:
+    def submit(
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, *, task_type: str | None = None, **sampling
+    ) -> Request:
         """Queue a request (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
         `sampling` are SamplingParams fields (None = the default), applied over `params`.
-        Raises ValueError for an empty or overlong prompt or ids outside the vocabulary.
+        task_type: "math", "code" or "chat": the routers of an MoE model add that task's bias to this request's
+        tokens, if one is set (`set_task_router_bias`); otherwise it changes nothing.
+        Raises ValueError for an empty or overlong prompt, ids outside the vocabulary or an unknown task type.
         """
+        if task_type is not None and task_type not in TASK_TYPES:
+            raise ValueError(f"unknown task_type {task_type!r}; choose one of {', '.join(TASK_TYPES)} (or None)")
         params = with_sampling(params, sampling)
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         self._check_prompt(ids)
         stop_ids = self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
-        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake)
+        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake, task_type)
         if params.max_new_tokens == 0:
             request.complete(Completion(text="", token_ids=[], finish_reason="length", prompt_tokens=len(ids)))
         else:
@@ -132,6 +139,23 @@ class Engine(Backend):
             ("evicted blocks", str(stats.evicted_blocks)),
             ("preemptions", str(stats.preemptions)),
         ]
+
+    # ----- routing (MoE models) --------------------------------------------------------------------
+
+    def set_task_router_bias(self, biases: Mapping[str, torch.Tensor] | None) -> None:
+        """Per task type ("math", "code", "chat"), a bias [MoE layers, experts] added to the router logits of
+        requests submitted with that task_type; None switches it off. Drops the prefix cache.
+        Raises ValueError for a model without experts, an unknown task type or a bias of the wrong shape."""
+        self._scheduler.set_task_router_bias(biases)
+
+    def set_expert_capacity(self, capacity: int | None) -> None:
+        """At most `capacity` (token, expert) assignments per expert per step (DEFAULT_EXPERT_CAPACITY = 128 is
+        typical); an assignment past it goes to the token's next-best expert. None = off. Drops the prefix cache."""
+        self._scheduler.set_expert_capacity(capacity)
+
+    def router_stats(self) -> list[ExpertLoad]:
+        """Per MoE layer: assignments each expert ran, re-routed and dropped counts, since load or the last reset."""
+        return self._scheduler.router_stats()
 
     def cache_stats(self) -> CacheStats:
         """Prefix-cache hit and miss tokens, evictions, preemptions, bytes used of the capacity."""

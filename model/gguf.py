@@ -1,14 +1,16 @@
-"""GGUF reader: decoded metadata and float32 tensors under our names, in HF (rotate-half) RoPE layout.
+"""GGUF reader: decoded metadata and a stream of float32 tensors under our names, in rotate-half RoPE layout.
 
-The file is memory-mapped by `gguf.GGUFReader`; each tensor is dequantized once with the gguf
-package's reference `gguf.quants.dequantize` and handed over as a torch float32 tensor.
+A reader, and a leaf of the loader. The file is memory-mapped by `gguf.GGUFReader`; `GGUFCheckpoint.tensors()`
+dequantizes one tensor at a time with the gguf package's reference `gguf.quants.dequantize`. llama.cpp's
+layouts are undone on the way: interleaved rope rows (Llama, DeepSeek) become rotate-half, a layer's stacked
+`*_exps` experts are sliced one expert at a time, and DeepSeek's split `attn_k_b` / `attn_v_b` are joined
+back into one `wkv_b`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +19,11 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
-from tqdm import tqdm
 
-from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
 from model.config import ModelConfig, RopeScaling
-from model.rope import inverse_frequencies
+from model.rope import deinterleave_rows, inverse_frequencies
+from model.tensor_names import GGUF_NAMES, ModelLoadError, checked, rope_rows
 
-
-# GGUF name -> our name; "{i}" is the layer index. The one place GGUF naming is spelled out.
-GGUF_TENSOR_NAMES: dict[str, str] = {
-    "token_embd.weight": "tok_embeddings.weight",
-    "output_norm.weight": "norm.weight",
-    "output.weight": "output.weight",
-    "blk.{i}.attn_norm.weight": "layers.{i}.attention_norm.weight",
-    "blk.{i}.attn_q.weight": "layers.{i}.attention.wq.weight",
-    "blk.{i}.attn_q.bias": "layers.{i}.attention.wq.bias",
-    "blk.{i}.attn_k.weight": "layers.{i}.attention.wk.weight",
-    "blk.{i}.attn_k.bias": "layers.{i}.attention.wk.bias",
-    "blk.{i}.attn_v.weight": "layers.{i}.attention.wv.weight",
-    "blk.{i}.attn_v.bias": "layers.{i}.attention.wv.bias",
-    "blk.{i}.attn_output.weight": "layers.{i}.attention.wo.weight",
-    "blk.{i}.ffn_norm.weight": "layers.{i}.ffn_norm.weight",
-    "blk.{i}.ffn_gate.weight": "layers.{i}.feed_forward.w1.weight",
-    "blk.{i}.ffn_up.weight": "layers.{i}.feed_forward.w3.weight",
-    "blk.{i}.ffn_down.weight": "layers.{i}.feed_forward.w2.weight",
-}
 
 # llama.cpp's converter stores Llama-3 RoPE scaling not as metadata but as this tensor of
 # per-frequency divisors; we turn it back into the config's RopeScaling (see rope_scaling_from_freqs).
@@ -65,14 +47,6 @@ SUPPORTED_TYPES = frozenset(
         GGMLQuantizationType.Q6_K,
     }
 )
-
-
-@dataclass
-class GGUFModel:
-    path: Path
-    metadata: dict[str, Any]
-    config: ModelConfig
-    tensors: dict[str, torch.Tensor]  # our names, float32, torch dim order, HF RoPE layout
 
 
 def open_gguf(path: str | Path) -> GGUFReader:
@@ -101,8 +75,11 @@ def read_metadata(reader: GGUFReader) -> dict[str, Any]:
     return meta
 
 
-def dequantize_tensor(t: Any, path: Path | str = "") -> torch.Tensor:
-    """One `ReaderTensor` -> float32 torch tensor in torch dim order (ggml's `ne` reversed)."""
+def dequantize_tensor(t: Any, path: Path | str = "", index: int | None = None) -> torch.Tensor:
+    """One `ReaderTensor` -> float32 torch tensor in torch dim order (ggml's `ne` reversed).
+
+    index: take only that slice of the outermost dimension (one expert of a stacked `*_exps` tensor).
+    """
     qtype = GGMLQuantizationType(t.tensor_type)
     if qtype not in SUPPORTED_TYPES:
         raise ModelLoadError(f"{path}: tensor {t.name!r} has unsupported type {qtype.name}")
@@ -115,21 +92,13 @@ def dequantize_tensor(t: Any, path: Path | str = "") -> torch.Tensor:
             f"{path}: tensor {t.name!r} ({qtype.name}, shape {list(shape)}) has {t.data.nbytes} bytes of data, "
             f"expected {n_elems // block * type_size} (truncated file?)"
         )
-    arr = dequantize(t.data, qtype)
+    data = t.data
+    if index is not None:  # the outermost dimension is data's first axis for every type
+        data, shape = data[index], shape[1:]
+    arr = dequantize(data, qtype)
     if arr.dtype != np.float32 or not arr.flags.writeable or not arr.flags.c_contiguous:
         arr = np.array(arr, dtype=np.float32)  # F32 data is a read-only view of the mmap: copy out
     return torch.from_numpy(arr.reshape(shape))
-
-
-def reverse_llama_permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k row permutation (`convert_hf_to_gguf.LlamaModel.permute`).
-
-    The converter regroups each head's rows from rotate-half order [x0..x(d/2-1), y0..] into
-    ggml's interleaved pairs [x0, y0, x1, y1, ...]; rows (dim 0) are per-head blocks of size hd.
-    Works for weights [H*hd, D] and biases [H*hd].
-    """
-    hd = w.shape[0] // n_heads
-    return w.reshape(n_heads, hd // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
 def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float) -> RopeScaling | None:
@@ -143,7 +112,7 @@ def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float)
     factor = float(divisors.max())
     for original in (8192, 4096, 16384, 2048, 32768):
         for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0)):
-            cand = RopeScaling(factor=factor, low_freq_factor=low, high_freq_factor=high,
+            cand = RopeScaling(kind="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
                                original_max_position_embeddings=original)
             # llama.cpp stores base / scaled frequency per pair; model/rope.py defines the scaled ones.
             candidate = inverse_frequencies(head_dim, theta, None) / inverse_frequencies(head_dim, theta, cand)
@@ -152,35 +121,69 @@ def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float)
     return None
 
 
-def load_gguf(path: str | Path) -> GGUFModel:
-    """Read config and all tensors; validate names, counts and shapes against the config."""
-    path = Path(path)
-    reader = open_gguf(path)
-    meta = read_metadata(reader)
-    gguf_names = {t.name for t in reader.tensors}
-    try:
-        config = ModelConfig.from_gguf_metadata(meta, has_output_tensor="output.weight" in gguf_names)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{path}: {e}") from e
+class GGUFCheckpoint:
+    """A GGUF file opened for reading: metadata and config now, tensors streamed by `tensors()`."""
 
-    tensors: dict[str, torch.Tensor] = {}
-    # The first load of a file reads and dequantizes every tensor: show it (on a terminal only).
-    for t in tqdm(reader.tensors, desc=f"reading {path.name}", unit="tensor", leave=False, disable=None, file=sys.stderr):
-        if t.name == ROPE_FREQS_TENSOR:
-            if config.rope_scaling is None:
-                scaling = rope_scaling_from_freqs(dequantize_tensor(t, path), config.head_dim, config.rope_theta)
-                if scaling is None:
-                    raise ModelLoadError(f"{path}: tensor {t.name!r} does not match any Llama-3 RoPE scaling")
-                config = dataclasses.replace(config, rope_scaling=scaling)
-            continue
-        ours = map_tensor_name(t.name, GGUF_TENSOR_NAMES)
-        if ours is None:
-            raise ModelLoadError(f"{path}: unexpected tensor {t.name!r} (not in the GGUF name table)")
-        w = dequantize_tensor(t, path)
-        if config.arch == "llama" and ".attention.wq." in ours:
-            w = reverse_llama_permute(w, config.n_heads)
-        elif config.arch == "llama" and ".attention.wk." in ours:
-            w = reverse_llama_permute(w, config.n_kv_heads)
-        tensors[ours] = w
-    validate_tensors(config, tensors, path)
-    return GGUFModel(path=path, metadata=meta, config=config, tensors=tensors)
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.reader = open_gguf(self.path)
+        self.metadata = read_metadata(self.reader)
+        names = {t.name for t in self.reader.tensors}
+        try:
+            config = ModelConfig.from_gguf_metadata(self.metadata, has_output_tensor="output.weight" in names)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelLoadError(f"{self.path}: {e}") from e
+        freqs = next((t for t in self.reader.tensors if t.name == ROPE_FREQS_TENSOR), None)
+        if freqs is not None and config.rope_scaling is None:
+            scaling = rope_scaling_from_freqs(dequantize_tensor(freqs, self.path), config.head_dim, config.rope_theta)
+            if scaling is None:
+                raise ModelLoadError(f"{self.path}: tensor {freqs.name!r} does not match any Llama-3 RoPE scaling")
+            config = dataclasses.replace(config, rope_scaling=scaling)
+        if self.metadata.get("general.architecture") == "llama":
+            # llama.cpp's converter interleaves Llama's q/k rows for ggml's adjacent-pair rotation
+            config = dataclasses.replace(config, rope_interleaved=True)
+        self.config = config
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(our name, float32 tensor) for every weight, one at a time (one expert at a time for stacked experts).
+
+        Raises ModelLoadError naming the file and tensor for unknown names, unsupported types and truncation.
+        """
+        config, path = self.config, self.path
+        rows = rope_rows(config) if config.rope_interleaved else {}
+        kv_b_halves: dict[int, dict[str, torch.Tensor]] = {}
+        for t in self.reader.tensors:
+            if t.name == ROPE_FREQS_TENSOR:
+                continue  # became config.rope_scaling
+            if t.name.endswith((".attn_k_b.weight", ".attn_v_b.weight")):
+                layer = int(t.name.split(".")[1])
+                halves = kv_b_halves.setdefault(layer, {})
+                halves[t.name.split(".")[2]] = dequantize_tensor(t, path)
+                if len(halves) == 2:
+                    yield f"layers.{layer}.attention.wkv_b.weight", self._join_kv_b(kv_b_halves.pop(layer))
+                continue
+            hit = GGUF_NAMES.lookup(t.name)
+            if hit is None:
+                raise ModelLoadError(f"{path}: unexpected tensor {t.name!r} (not in the GGUF name table)")
+            template, fields = hit
+            if "{expert}" in template and "expert" not in fields:  # stacked: [experts, ...]
+                for expert in range(int(t.shape[-1])):
+                    yield template.format(**fields, expert=expert), dequantize_tensor(t, path, index=expert)
+                continue
+            ours = template.format(**fields)
+            w = dequantize_tensor(t, path)
+            layout = rows.get(ours.split(".", 2)[-1])
+            yield ours, w if layout is None else deinterleave_rows(w, *layout)
+        if kv_b_halves:
+            raise ModelLoadError(f"{path}: layer {min(kv_b_halves)} has only half of attn_k_b / attn_v_b")
+
+    def _join_kv_b(self, halves: dict[str, torch.Tensor]) -> torch.Tensor:
+        """attn_k_b [H, C, P] (stored transposed) and attn_v_b [H, V, C] -> wkv_b [H * (P + V), C]."""
+        k_b, v_b = halves["attn_k_b"], halves["attn_v_b"]
+        return torch.cat([k_b.transpose(1, 2), v_b], dim=1).reshape(-1, k_b.shape[1])
+
+
+def load_gguf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and every tensor (float32, our names) in memory; names, counts and shapes checked against the config."""
+    checkpoint = GGUFCheckpoint(path)
+    return checkpoint.config, dict(checked(checkpoint.config, checkpoint.tensors(), checkpoint.path))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.checkpoint import ModelLoadError
+from model.tensor_names import ModelLoadError
 
 # ggml's `enum ggml_type` for the types we load (tests/model/test_gguf_header.py checks it against the gguf package).
 GGML_TYPE_NAMES = {

@@ -1,55 +1,54 @@
-"""Hugging Face checkpoint directory: config.json + (sharded) safetensors -> ModelConfig and our tensors."""
+"""Hugging Face checkpoint directory: config.json + (sharded) safetensors -> ModelConfig and a stream of our tensors.
+
+A reader, and a leaf of the loader: `HFCheckpoint.tensors()` yields one tensor at a time under our
+checkpoint names (model/tensor_names.py), each read from its shard only when its turn comes, into memory of
+its own (model/safetensors_file.py: no memory map whose touched pages would pile up).
+Along the way it block-dequantizes FP8 weights (model/fp8.py), reorders DeepSeek's interleaved rope rows
+into rotate-half layout, and skips multi-token-prediction layers, which generation does not use.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from model.checkpoint import ModelLoadError, map_tensor_name, validate_tensors
+from model import fp8
 from model.config import ModelConfig
+from model.rope import deinterleave_rows
+from model.safetensors_file import TensorFile, read_header
+from model.tensor_names import HF_NAMES, ModelLoadError, checked, rope_rows
 
-# HF name -> our name; "{i}" is the layer index. The one place HF naming is spelled out.
-# HF Llama/Qwen2 q/k rows are already in rotate-half order, which is our layout.
-HF_TENSOR_NAMES: dict[str, str] = {
-    "model.embed_tokens.weight": "tok_embeddings.weight",
-    "model.norm.weight": "norm.weight",
-    "lm_head.weight": "output.weight",
-    "model.layers.{i}.input_layernorm.weight": "layers.{i}.attention_norm.weight",
-    "model.layers.{i}.self_attn.q_proj.weight": "layers.{i}.attention.wq.weight",
-    "model.layers.{i}.self_attn.q_proj.bias": "layers.{i}.attention.wq.bias",
-    "model.layers.{i}.self_attn.k_proj.weight": "layers.{i}.attention.wk.weight",
-    "model.layers.{i}.self_attn.k_proj.bias": "layers.{i}.attention.wk.bias",
-    "model.layers.{i}.self_attn.v_proj.weight": "layers.{i}.attention.wv.weight",
-    "model.layers.{i}.self_attn.v_proj.bias": "layers.{i}.attention.wv.bias",
-    "model.layers.{i}.self_attn.o_proj.weight": "layers.{i}.attention.wo.weight",
-    "model.layers.{i}.post_attention_layernorm.weight": "layers.{i}.ffn_norm.weight",
-    "model.layers.{i}.mlp.gate_proj.weight": "layers.{i}.feed_forward.w1.weight",
-    "model.layers.{i}.mlp.up_proj.weight": "layers.{i}.feed_forward.w3.weight",
-    "model.layers.{i}.mlp.down_proj.weight": "layers.{i}.feed_forward.w2.weight",
-}
+log = logging.getLogger(__name__)
 
 # Buffers some exports include that carry no weights.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ModelLoadError(f"{path} not found") from e
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: unreadable config: {e}") from e
 
 
 def read_hf_config(directory: Path) -> ModelConfig:
     """config.json (plus generation_config.json's eos ids, which R1 distills set) -> ModelConfig."""
     cfg_path = directory / "config.json"
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ModelLoadError(f"{cfg_path} not found") from e
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{cfg_path}: unreadable config: {e}") from e
-    try:
-        config = ModelConfig.from_hf_config(cfg)
+        config = ModelConfig.from_hf_config(_read_json(cfg_path))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{cfg_path}: {type(e).__name__}: {e}") from e
     gen_path = directory / "generation_config.json"
@@ -83,27 +82,104 @@ def weight_files(directory: Path) -> list[Path]:
     raise ModelLoadError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} found")
 
 
-def load_hf_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Config and float32 tensors under our names; names, counts and shapes checked against the config."""
-    directory = Path(directory)
-    config = read_hf_config(directory)
-    tensors: dict[str, torch.Tensor] = {}
-    for path in weight_files(directory):
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                for hf_name in f.keys():
-                    if hf_name.endswith(_IGNORED_SUFFIXES):
+def fp8_block_size(directory: Path) -> tuple[int, int] | None:
+    """The FP8 scale block of the checkpoint's quantization_config; None when its weights are plain floats."""
+    cfg_path = directory / "config.json"
+    try:
+        return fp8.block_size(_read_json(cfg_path).get("quantization_config"))
+    except ValueError as e:
+        raise ModelLoadError(f"{cfg_path}: {e}") from e
+
+
+class HFCheckpoint:
+    """An HF directory opened for reading: its config now, its tensors streamed by `tensors()`."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.config = read_hf_config(self.directory)
+        self.fp8_block = fp8_block_size(self.directory)
+        self.files = weight_files(self.directory)
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(our name, tensor) for every weight the model uses, one at a time, shard by shard in file order.
+
+        Tensors keep their stored dtype (bf16, fp32), except FP8 weights, which arrive dequantized to fp32.
+        Raises ModelLoadError naming the shard and tensor for unknown names and corrupt or truncated files.
+        """
+        config, n_layers = self.config, self.config.n_layers
+        rows = rope_rows(config) if config.rope_interleaved else {}
+        shard_of = self._shard_of_every_tensor()
+        skipped_layers: set[int] = set()
+        skipped = 0
+        for path in self.files:
+            with self._open(path) as shard:
+                for name in shard.names():
+                    if name.endswith(_IGNORED_SUFFIXES) or name.endswith(fp8.SCALE_SUFFIX):
+                        continue  # scales are read with their weight
+                    layer = _LAYER.match(name)
+                    if layer and int(layer.group(1)) >= n_layers:
+                        skipped_layers.add(int(layer.group(1)))  # DeepSeek's multi-token-prediction modules
+                        skipped += 1
                         continue
-                    ours = map_tensor_name(hf_name, HF_TENSOR_NAMES)
+                    ours = HF_NAMES.map(name)
                     if ours is None:
-                        raise ModelLoadError(f"{path}: unexpected tensor {hf_name!r} (not in the HF name table)")
-                    if ours in tensors:
-                        raise ModelLoadError(f"{path}: tensor {hf_name!r} appears in more than one shard")
-                    tensors[ours] = f.get_tensor(hf_name).to(torch.float32)
-        except SafetensorError as e:
+                        raise ModelLoadError(f"{path}: unexpected tensor {name!r} (not in the HF name table)")
+                    if ours == "output.weight" and config.tie_embeddings:
+                        continue  # tied checkpoints sometimes still store lm_head; it equals the embedding
+                    tensor = self._read(shard, name)
+                    if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+                        tensor = self._dequantize(name, tensor, shard, shard_of)
+                    layout = rows.get(ours.split(".", 2)[-1])
+                    if layout is not None:
+                        tensor = deinterleave_rows(tensor, *layout)
+                    yield ours, tensor
+        if skipped:
+            log.info("%s: skipped %d tensors of %d multi-token-prediction layer(s) %s (not used for generation)",
+                     self.directory, skipped, len(skipped_layers), sorted(skipped_layers))
+
+    def _shard_of_every_tensor(self) -> dict[str, Path]:
+        shard_of = {}
+        for path in self.files:
+            try:
+                header, _ = read_header(path)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"{path}: corrupt or truncated safetensors file: {e}") from e
+            shard_of.update((name, path) for name in header if name != "__metadata__")
+        return shard_of
+
+    @staticmethod
+    def _open(path: Path) -> TensorFile:
+        try:
+            return TensorFile(path)
+        except (OSError, ValueError) as e:
             raise ModelLoadError(f"{path}: corrupt or truncated safetensors file: {e}") from e
-    # Tied checkpoints sometimes still store lm_head; drop it rather than fail, it equals the embedding.
-    if config.tie_embeddings:
-        tensors.pop("output.weight", None)
-    validate_tensors(config, tensors, directory)
-    return config, tensors
+
+    @staticmethod
+    def _read(shard: TensorFile, name: str) -> torch.Tensor:
+        try:
+            return shard.read(name)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{shard.path}: corrupt or truncated safetensors file at {name!r}: {e}") from e
+
+    def _dequantize(self, name: str, weight: torch.Tensor, shard: TensorFile, shard_of: dict[str, Path]) -> torch.Tensor:
+        if self.fp8_block is None:
+            raise ModelLoadError(f"{shard.path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config")
+        scale_name = name + fp8.SCALE_SUFFIX
+        if scale_name not in shard_of:
+            raise ModelLoadError(f"{shard.path}: fp8 tensor {name!r} has no {scale_name!r}")
+        if scale_name in shard:
+            scale = self._read(shard, scale_name)
+        else:  # in another shard
+            with self._open(shard_of[scale_name]) as other:
+                scale = self._read(other, scale_name)
+        try:
+            return fp8.dequantize_blocks(weight, scale, self.fp8_block)
+        except ValueError as e:
+            raise ModelLoadError(f"{shard.path}: {name!r}: {e}") from e
+
+
+def load_hf_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and every tensor (float32, our names) in memory; names, counts and shapes checked against the config."""
+    checkpoint = HFCheckpoint(directory)
+    tensors = checked(checkpoint.config, checkpoint.tensors(), checkpoint.directory)
+    return checkpoint.config, {name: t.float() for name, t in tensors}

@@ -10,15 +10,18 @@ What one cache row holds is the attention class's business: `row_shape` per toke
 `(2 * n_kv_heads, head_dim)` for grouped-query attention (keys then values).
 
 A forward step appends tokens to a set of sequences through `append`, which returns a `StepLayout`:
-where the new rows go and which cached slots each sequence attends over. All layers share it. Lengths
+where the new rows go and which cached slots each sequence attends over. All layers share it. Who may
+attend to what (the mask) is the attention's policy, not the storage's: attention builds it from the
+layout's positions and lengths, once per step (`StepLayout.derived`). Lengths
 advance only at `commit(layout)`, after the forward has written every layer; `rollback(layout)` undoes the
 step's allocations when the forward fails, so no sequence ever attends over unwritten rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -40,10 +43,17 @@ class StepLayout:
     write_slots: torch.Tensor  # [N] flat cache slot receiving each new token's row
     row_of_token: torch.Tensor | None  # [B, T] bool: which padded (b, t) cells hold a token; None if none are padding
     read_slots: torch.Tensor  # [B, S] flat cache slots each sequence attends over (padding points at slot 0)
-    mask: torch.Tensor | None  # [B, 1, T, S] True = may attend; None when every query sees all S keys
+    ends: tuple[int, ...]  # each sequence's length after the step: keys at or past it are padding
     last_token: torch.Tensor  # [B] index into the N packed tokens of each sequence's last new token
     batch_size: int
     max_new: int
+    _derived: dict[Callable[[StepLayout], Any], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def derived(self, build: Callable[[StepLayout], Any]) -> Any:
+        """`build(self)`, computed on first use and shared by every layer of the step (e.g. an attention mask)."""
+        if build not in self._derived:
+            self._derived[build] = build(self)
+        return self._derived[build]
 
 
 def block_bytes(n_layers: int, row_shape: Sequence[int], block_size: int, dtype: torch.dtype) -> int:
@@ -250,13 +260,6 @@ class KVCache:
 
         uniform = all(n == max_new for n in n_new)
         row_of_token = None if uniform else torch.arange(max_new)[None, :] < torch.tensor(list(n_new))[:, None]
-        mask = None
-        if not (max_new == 1 and all(e == max_len for e in ends)):
-            # Query t of row b sits at position starts[b] + t and may see keys at positions <= its own.
-            q_pos = torch.tensor(starts)[:, None] + torch.arange(max_new)[None, :]  # [B, T]
-            k_pos = torch.arange(max_len)  # [S]
-            mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < torch.tensor(ends)[:, None, None])
-            mask = mask.unsqueeze(1)  # [B, 1, T, S]
         return StepLayout(
             seqs=tuple(seqs),
             starts=tuple(starts),
@@ -264,7 +267,7 @@ class KVCache:
             write_slots=write_slots,
             row_of_token=row_of_token,
             read_slots=slot_rows,
-            mask=mask,
+            ends=tuple(ends),
             last_token=last_token,
             batch_size=len(seqs),
             max_new=max_new,

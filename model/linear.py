@@ -56,7 +56,24 @@ def dequantize_int4(codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> torc
 
 
 def int4_supported(out_features: int, in_features: int) -> bool:
-    return in_features % INT4_GROUP_SIZE == 0 and out_features % 8 == 0
+    return in_features % INT4_GROUP_SIZE == 0 and out_features % 16 == 0  # torch packs rows in sixteens
+
+
+QUANT_MODES = ("int8", "int4")
+
+
+def pack_weight(weight: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 weight [N, K] -> (the stored weight, bf16 scales) that `Linear` runs: "int8", or "int4" (int8 where
+    the shape does not fit int4 packing)."""
+    if mode not in QUANT_MODES:
+        raise ValueError(f"unknown quantization {mode!r}")
+    weight = weight.float()
+    if mode == "int4" and int4_supported(*weight.shape):
+        codes, scales = quantize_int4(weight)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)  # uint8 [N, K/2]
+    else:
+        packed, scales = quantize_int8(weight)
+    return packed, scales.to(torch.bfloat16)
 
 
 class Linear(nn.Module):
@@ -74,15 +91,9 @@ class Linear(nn.Module):
         """Convert fp32 weights in place: "int8", or "int4" (int8 where the shape does not fit int4 packing)."""
         if self.weight.dtype != torch.float32:
             raise ValueError("only fp32 weights can be quantized")
-        if mode == "int4" and int4_supported(self.out_features, self.in_features):
-            codes, scales = quantize_int4(self.weight.data)
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)  # uint8 [N, K/2]
-        elif mode in ("int8", "int4"):
-            packed, scales = quantize_int8(self.weight.data)
-        else:
-            raise ValueError(f"unknown quantization {mode!r}")
+        packed, scales = pack_weight(self.weight.data, mode)
         self.weight = nn.Parameter(packed, requires_grad=False)
-        self.scales = scales.to(torch.bfloat16)
+        self.scales = scales
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Adopt the stored format (quantized entries carry scales) before the shape/dtype copy happens.

@@ -164,8 +164,10 @@ class OpenAIBackend(Backend):
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatMessages:
         return ChatMessages(tuple(dict(m) for m in messages))
 
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, **sampling: Any) -> RemoteRequest:
+    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,
+               **sampling: Any) -> RemoteRequest:
         """Send one request and return its handle once the server has accepted it (status line received).
+        `task_type` is not sent: a server routes by its own means.
 
         Raises ValueError for a prompt this backend cannot send or the server rejects (4xx), RemoteError
         when the server cannot be reached. The reply is streamed when the server streams.
@@ -186,9 +188,10 @@ class OpenAIBackend(Backend):
         return handle
 
     def generate_batch(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+        task_type: str | None = None,
     ) -> list[Completion]:
-        """Complete every prompt, `concurrency` requests at a time; results in prompt order.
+        """Complete every prompt, `concurrency` requests at a time; results in prompt order (`task_type`: see submit).
 
         Sampled prompts that differ only in their seed (MCTS siblings) go as one request with `n` choices
         when the server offers `n` (the first one's seed seeds them all); otherwise as separate requests.

@@ -169,10 +169,12 @@ class Request(RequestHandle):
         tokenizer,
         stop_ids: frozenset[int],
         wake: Callable[[], None],
+        task_type: str | None = None,
     ) -> None:
         super().__init__()
         self.prompt_ids = list(prompt_ids)
         self.params = params
+        self.task_type = task_type  # "math", "code", "chat" or None: selects the routers' task bias, if any
         self._wake = wake
 
         # ----- scheduler state (the scheduler thread only) -----

@@ -24,12 +24,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from model.kv_cache import KVCache
+from model.moe import TASK_TYPES, ExpertLoad
 from model.radix_cache import RadixCache
 from model.request import Completion, Request, TokenLogprob, token_ids_of_text
 from model.transformer import Transformer
@@ -57,17 +58,27 @@ class CacheStats:
 
 
 def forward_step(
-    model: Transformer, cache: KVCache, seqs: Sequence[int], chunks: Sequence[Sequence[int]], all_logits: bool = False
+    model: Transformer,
+    cache: KVCache,
+    seqs: Sequence[int],
+    chunks: Sequence[Sequence[int]],
+    all_logits: bool = False,
+    task_types: Sequence[str | None] | None = None,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
+    task_types: per sequence, the task whose router bias its tokens use (None: no bias); None for all.
     The cache lengths advance only if the forward succeeds; on any exception the step is rolled back.
     """
     layout = cache.append(seqs, [len(c) for c in chunks])
     tokens = torch.tensor([t for chunk in chunks for t in chunk], dtype=torch.long)
+    task_rows = None
+    if task_types is not None and any(task_types):
+        rows = [TASK_TYPES.index(t) if t else len(TASK_TYPES) for t in task_types]
+        task_rows = torch.tensor([row for row, chunk in zip(rows, chunks) for _ in chunk], dtype=torch.long)
     try:
         with torch.inference_mode():
-            logits = model(tokens, cache, layout, all_logits=all_logits)
+            logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows)
     except BaseException:
         cache.rollback(layout)
         raise
@@ -92,6 +103,7 @@ class Scheduler:
         self.cache = cache
         self.config = config
         self.radix = RadixCache(cache.block_size)
+        self.task_bias_on = model.has_task_router_bias
         self.stats = CacheStats(bytes_capacity=cache.max_blocks * cache.bytes_per_block)
         self.lock = threading.Lock()  # held while the model and the cache are in use
         self._wake = threading.Condition()
@@ -145,10 +157,30 @@ class Scheduler:
 
     def clear_prefix_cache(self) -> int:
         with self.lock:
-            freed = self.radix.evict(self.radix.evictable_blocks)
-            self.cache.release(freed)
-            self.stats.evicted_blocks += len(freed)
-            return len(freed)
+            return self._clear_prefix_cache()
+
+    def _clear_prefix_cache(self) -> int:
+        freed = self.radix.evict(self.radix.evictable_blocks)
+        self.cache.release(freed)
+        self.stats.evicted_blocks += len(freed)
+        return len(freed)
+
+    # Routing changes land between steps. Prefixes cached under the old routing hold other K/V: dropped.
+
+    def set_task_router_bias(self, biases: Mapping[str, torch.Tensor] | None) -> None:
+        with self.lock:
+            self.model.set_task_router_bias(biases)
+            self.task_bias_on = biases is not None
+            self._clear_prefix_cache()
+
+    def set_expert_capacity(self, capacity: int | None) -> None:
+        with self.lock:
+            self.model.set_expert_capacity(capacity)
+            self._clear_prefix_cache()
+
+    def router_stats(self) -> list[ExpertLoad]:
+        with self.lock:
+            return self.model.router_stats()
 
     # ----- the loop ------------------------------------------------------------------------------
 
@@ -194,8 +226,9 @@ class Scheduler:
             return False
         seqs = [request.seq for request, _ in batch]
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
+        task_types = [request.task_type for request, _ in batch] if self.task_bias_on else None
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks)
+            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:
@@ -252,7 +285,7 @@ class Scheduler:
     def _admit(self, request: Request, budget: int, batch: list[tuple[Request, int]]) -> int | None:
         """Start `request` on its longest cached prefix and add its first chunk to `batch`; None if it can't fit."""
         # At least one token is fed, to get the next-token logits.
-        match = self.radix.match(request.ids[:-1] if self.config.prefix_cache else [])
+        match = self.radix.match(self._key(request)[:-1] if self.config.prefix_cache else [])
         matched = match.n_blocks * self.cache.block_size
         n = min(len(request.ids) - matched, self.config.prefill_chunk, budget)
         self.radix.lock(match.node)
@@ -279,8 +312,9 @@ class Scheduler:
         bs = self.cache.block_size
         for other in [*admitting, *(r for r in self._running if r.computed < len(r.prompt_ids))]:
             common = 0
-            limit = min(len(request.ids), len(other.ids)) - 1
-            while common < limit and request.ids[common] == other.ids[common]:
+            mine, theirs = self._key(request), self._key(other)
+            limit = min(len(mine), len(theirs)) - 1
+            while common < limit and mine[common] == theirs[common]:
                 common += 1
             if common >= bs and common // bs > other.computed // bs:
                 return True
@@ -291,12 +325,20 @@ class Scheduler:
         full = request.computed // self.cache.block_size
         if full <= request.indexed_blocks or not self.config.prefix_cache:
             return
-        tokens = request.ids[: full * self.cache.block_size]
+        tokens = self._key(request)[: full * self.cache.block_size]
         node, new_blocks = self.radix.insert(tokens, self.cache.blocks(request.seq)[:full])
         self.cache.retain(new_blocks)
         self.radix.lock(node)
         self.radix.unlock(request.node)
         request.node, request.indexed_blocks = node, full
+
+    def _key(self, request: Request) -> list[int]:
+        """The request's ids as the radix tree knows them. With a task router bias on, the same tokens hold
+        different K/V under different tasks, so each task's ids live in their own range: they never match."""
+        if not self.task_bias_on or request.task_type is None:
+            return request.ids
+        offset = (TASK_TYPES.index(request.task_type) + 1) * self.model.config.vocab_size
+        return [t + offset for t in request.ids]
 
     def _preempt(self, request: Request) -> None:
         log.info("preempting request %d to free KV blocks", request.id)

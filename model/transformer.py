@@ -1,36 +1,54 @@
 """The decoder-only transformer: embeddings, blocks (attention + MLP, each pre-normed), final norm, LM head.
 
-A block picks its attention and MLP classes from the config, so another architecture (MLA, MoE)
-adds classes here rather than branches inside them.
+Each block is built from its `LayerSpec` (model/config.py): the attention class and the MLP class come from
+the tables below, so a new architecture adds classes and table entries, not branches inside them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from model.attention import GroupedQueryAttention
-from model.config import ModelConfig
+from model.config import LayerSpec, ModelConfig
 from model.kv_cache import KVCache, StepLayout, block_bytes
-from model.mlp import SwiGLU
-from model.norm import RMSNorm
 from model.linear import Linear
+from model.mla import MultiHeadLatentAttention
+from model.mlp import SwiGLU
+from model.moe import TASK_TYPES, ExpertLoad, MoE, Router
+from model.norm import RMSNorm
 from model.rope import RotaryEmbedding
+
+ATTENTION_CLASSES = {"gqa": GroupedQueryAttention, "mla": MultiHeadLatentAttention}
+MLP_CLASSES = {
+    "dense": lambda config, layer: SwiGLU(config.dim, config.ffn_dim),
+    "moe": MoE,
+}
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    def __init__(self, config: ModelConfig, layer: int, spec: LayerSpec) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attention = GroupedQueryAttention(config, layer)
+        self.attention = ATTENTION_CLASSES[spec.attention](config, layer)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.feed_forward = SwiGLU(config)
+        self.feed_forward = MLP_CLASSES[spec.mlp](config, layer)
+        self.routed = spec.mlp == "moe"  # a routed MLP also takes the tokens' task rows
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache,
+        layout: StepLayout,
+        task_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, cache, layout)
-        return x + self.feed_forward(self.ffn_norm(x))
+        h = self.ffn_norm(x)
+        return x + (self.feed_forward(h, task_rows) if self.routed else self.feed_forward(h))
 
 
 class Transformer(nn.Module):
@@ -39,7 +57,7 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.tok_embeddings.weight.requires_grad_(False)
-        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.layers = nn.ModuleList(Block(config, i, spec) for i, spec in enumerate(config.layer_specs()))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         # With tied embeddings the head still gets its own Linear so int8 can quantize it separately;
         # the loader fills it from the embedding matrix.
@@ -48,14 +66,17 @@ class Transformer(nn.Module):
 
     def new_cache(self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16) -> KVCache:
         """A paged KV cache for this model holding at most `capacity_bytes` of rows."""
-        n_layers, row_shape = self.config.n_layers, self.layers[0].attention.cache_row_shape(self.config)
+        row_shapes = {type(block.attention).cache_row_shape(self.config) for block in self.layers}
+        assert len(row_shapes) == 1, f"layers disagree on the cache row shape: {row_shapes}"
+        (row_shape,) = row_shapes
+        n_layers = self.config.n_layers
         per_block = block_bytes(n_layers, row_shape, block_size, torch.float32)
         return KVCache(
             n_layers, row_shape, max_seq_len=max_seq_len, block_size=block_size, max_blocks=max(1, capacity_bytes // per_block)
         )
 
     @classmethod
-    def from_state(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
+    def from_state(cls, config: ModelConfig, state: Mapping[str, torch.Tensor]) -> Transformer:
         """Build around `state` (this module's layout, see `packed_state`) without copying it (tensors may be mmaps)."""
         state = dict(state)
         if config.tie_embeddings and "output.weight" not in state:
@@ -64,6 +85,7 @@ class Transformer(nn.Module):
             model = cls(config)
         model.load_state_dict(state, assign=True)
         model.rope = RotaryEmbedding(config)  # built on meta above; its tables are plain tensors
+        model.reset_router_stats()  # likewise the routers' counters
         return model.eval()
 
     def packed_state(self) -> dict[str, torch.Tensor]:
@@ -73,44 +95,70 @@ class Transformer(nn.Module):
             del state["output.weight"]
         return state
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, layout: StepLayout, all_logits: bool = False) -> torch.Tensor:
-        """tokens [N] packed as `layout` says -> fp32 logits [B, V] at each sequence's last token, or [N, V]."""
+    # ----- routing options -----------------------------------------------------------------------
+
+    def routers(self) -> list[Router]:
+        return [m for m in self.modules() if isinstance(m, Router)]
+
+    def set_task_router_bias(self, biases: Mapping[str, torch.Tensor] | None) -> None:
+        """Per task type, a bias [MoE layers, experts] added to router logits of that task's tokens; None = off."""
+        routers = self.routers()
+        if not routers:
+            raise ValueError(f"a {self.config.arch} model has no experts to route")
+        if biases is None:
+            for router in routers:
+                router.task_bias = None
+            return
+        unknown = set(biases) - set(TASK_TYPES)
+        if unknown:
+            raise ValueError(f"unknown task type {sorted(unknown)[0]!r}; choose from {', '.join(TASK_TYPES)}")
+        table = torch.zeros(len(routers), len(TASK_TYPES) + 1, routers[0].n_experts)
+        for task, bias in biases.items():
+            bias = torch.as_tensor(bias, dtype=torch.float32)
+            if bias.shape != (len(routers), routers[0].n_experts):
+                raise ValueError(f"router bias for {task!r} has shape {list(bias.shape)}, "
+                                 f"expected [{len(routers)} MoE layers, {routers[0].n_experts} experts]")
+            table[:, TASK_TYPES.index(task)] = bias
+        for router, rows in zip(routers, table):
+            router.task_bias = rows
+
+    @property
+    def has_task_router_bias(self) -> bool:
+        return any(router.task_bias is not None for router in self.routers())
+
+    def set_expert_capacity(self, capacity: int | None) -> None:
+        """Most (token, expert) assignments per expert per step, overflow going to backup experts; None = off."""
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"expert capacity must be at least 1, got {capacity}")
+        for router in self.routers():
+            router.capacity = capacity
+
+    def router_stats(self) -> list[ExpertLoad]:
+        return [router.stats() for router in self.routers()]
+
+    def reset_router_stats(self) -> None:
+        for router in self.routers():
+            router.reset_stats()
+
+    # ----- forward -------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        layout: StepLayout,
+        all_logits: bool = False,
+        task_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """tokens [N] packed as `layout` says -> fp32 logits [B, V] at each sequence's last token, or [N, V].
+
+        task_rows [N]: each token's row of the routers' task-bias table (`TASK_TYPES` index; len(TASK_TYPES) =
+        none), or None for no task bias.
+        """
         x = self.tok_embeddings(tokens)  # [N, D]
-        cos, sin = self.rope.at(layout.positions)  # [N, 1, hd]
+        cos, sin = self.rope.at(layout.positions)  # [N, 1, rope dim]
         for block in self.layers:
-            x = block(x, cos, sin, cache, layout)
+            x = block(x, cos, sin, cache, layout, task_rows)
         if not all_logits:
             x = x[layout.last_token]  # [B, D]: the LM head is a fifth of the compute; skip unused rows
         return self.output(self.norm(x)).float()
-
-
-def fuse_checkpoint(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Checkpoint-named tensors (wq/wk/wv, w1/w3 apart; see model/checkpoint.py) -> this module's state dict.
-
-    Fusing q/k/v and gate/up into single matrices halves the number of matmuls per block.
-    Raises ValueError naming any missing or unexpected tensor.
-    """
-    remaining = dict(tensors)
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return remaining.pop(name)
-        except KeyError:
-            raise ValueError(f"checkpoint lacks tensor {name!r}") from None
-
-    state = {"tok_embeddings.weight": take("tok_embeddings.weight"), "norm.weight": take("norm.weight")}
-    if not config.tie_embeddings:  # tied: the head is the embedding, re-tied in `from_state`
-        state["output.weight"] = take("output.weight")
-    for i in range(config.n_layers):
-        p = f"layers.{i}."
-        state[p + "attention_norm.weight"] = take(p + "attention_norm.weight")
-        state[p + "ffn_norm.weight"] = take(p + "ffn_norm.weight")
-        state[p + "attention.wqkv.weight"] = torch.cat([take(p + f"attention.{w}.weight") for w in ("wq", "wk", "wv")])
-        if config.qkv_bias:
-            state[p + "attention.wqkv.bias"] = torch.cat([take(p + f"attention.{w}.bias") for w in ("wq", "wk", "wv")])
-        state[p + "attention.wo.weight"] = take(p + "attention.wo.weight")
-        state[p + "feed_forward.w13.weight"] = torch.cat([take(p + "feed_forward.w1.weight"), take(p + "feed_forward.w3.weight")])
-        state[p + "feed_forward.w2.weight"] = take(p + "feed_forward.w2.weight")
-    if remaining:
-        raise ValueError(f"checkpoint has unexpected tensors: {', '.join(sorted(remaining)[:5])}")
-    return state

@@ -2,7 +2,12 @@
 
 Every entry is written to a temp file in the cache directory, fsynced, then `os.replace`d onto
 its final name, so readers see either no entry or a complete one. A failed save (full disk,
-permissions) removes its temp file, logs a warning and returns False; it never raises.
+permissions) removes its temp file, logs a warning and returns False; it raises only what the
+tensors' producer raises.
+
+Weights are written as a stream (`save_stream`, model/safetensors_file.py): each tensor goes to disk as it
+arrives, so a first load never holds the whole model in memory. Every tensor starts on a 64-byte boundary,
+which the int8/int4 kernels need to run on memory-mapped weights without a copy.
 """
 
 from __future__ import annotations
@@ -10,32 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
+
+from model.safetensors_file import DTYPES, PADDING_PREFIX, HeaderOverflow, read_header, write_stream
 
 log = logging.getLogger(__name__)
 
 # Bump when the on-disk layout or the meaning of cached tensors changes; part of every key.
 CACHE_FORMAT_VERSION = 1
-
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
 
 
 def default_cache_dir() -> Path:
@@ -85,13 +77,28 @@ class WeightCache:
     # ---- tensors -------------------------------------------------------------------------
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> bool:
         """Store `tensors` (and string `meta`) under `key`; True on success, False (warned) on OSError."""
+        return self.save_stream(key, tensors.items(), meta, names=tensors.keys())
+
+    def save_stream(
+        self,
+        key: str,
+        tensors: Iterable[tuple[str, torch.Tensor]],
+        meta: dict[str, str] | None = None,
+        *,
+        names: Iterable[str],
+    ) -> bool:
+        """Store tensors as they arrive under `key`; True on success, False (warned) if the entry could not be written.
+
+        names: an upper bound on what will arrive (the names of the tensors, or of as many that are at least as
+        long), from which the header's room is reserved. Exceptions raised by `tensors` propagate, and the
+        partial entry is removed.
+        """
         path = self._path(key, ".safetensors")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            flat = {k: v.contiguous() for k, v in tensors.items()}
-            atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=dict(meta or {})))
+            atomic_write(path, lambda tmp: write_stream(tmp, tensors, dict(meta or {}), names))
             return True
-        except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
+        except (OSError, HeaderOverflow) as e:
             log.warning("weight cache: could not save %s (%s); continuing without cache", path, e)
             return False
 
@@ -103,14 +110,14 @@ class WeightCache:
     def load_meta(self, key: str) -> dict[str, str] | None:
         path = self._path(key, ".safetensors")
         try:
-            return _read_header(path)[0].get("__metadata__", {})
+            return read_header(path)[0].get("__metadata__", {})
         except (OSError, ValueError):
             return None
 
     def load_with_meta(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         path = self._path(key, ".safetensors")
         try:
-            header, data_start = _read_header(path)
+            header, data_start = read_header(path)
             size = path.stat().st_size
             # shared=False maps the file MAP_PRIVATE: pages load lazily and writes never reach the file.
             storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
@@ -122,7 +129,9 @@ class WeightCache:
         tensors: dict[str, torch.Tensor] = {}
         try:
             for name, info in header.items():
-                dtype = _ST_DTYPES[info["dtype"]]
+                if name.startswith(PADDING_PREFIX):
+                    continue
+                dtype = DTYPES[info["dtype"]]
                 begin, end = info["data_offsets"]
                 begin += data_start
                 end += data_start
@@ -161,17 +170,3 @@ class WeightCache:
         except (OSError, ValueError) as e:
             log.warning("weight cache: ignoring unreadable entry %s (%s)", path, e)
             return None
-
-
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file too short for a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:
-            raise ValueError("implausible safetensors header length")
-        raw = f.read(n)
-        if len(raw) != n:
-            raise ValueError("truncated safetensors header")
-    return json.loads(raw), 8 + n

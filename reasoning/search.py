@@ -54,8 +54,17 @@ class TokenCounts:
 class Policy:
     """The model as a step generator: next lines for many paths at once."""
 
-    def __init__(self, engine, budget: SearchBudget, seed: int, should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        engine,
+        budget: SearchBudget,
+        seed: int,
+        should_stop: Callable[[], bool] | None = None,
+        task_type: str | None = None,
+    ) -> None:
+        """task_type: passed with every request, for MoE models whose routers bias experts per task type."""
         self.engine = engine
+        self.task_type = task_type
         self.budget = budget
         self.seed = seed
         self.should_stop = should_stop or (lambda: False)
@@ -82,7 +91,7 @@ class Policy:
             self._draws += 1
             params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=t,
                                          seed=self.seed * 1_000_003 + self._draws, stop=("\n",)))
-        done = self.engine.generate_batch([p.ids for p in paths], params)
+        done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type)
         grown = []
         for path, completion in zip(paths, done):
             self.tokens.prompt += completion.prompt_tokens

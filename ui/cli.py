@@ -14,12 +14,13 @@ from pathlib import Path
 from app import Settings, load_engine, open_support, solve
 from app.engine import BACKENDS, describe
 from model import LOAD_QUANTS, GenerationError
+from model.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -36,6 +37,13 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
     group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
+    group.add_argument(
+        "--expert-capacity", type=int, nargs="?", const=DEFAULT_EXPERT_CAPACITY, metavar="N",
+        help=f"MoE models: at most N token assignments per expert per step (N = {DEFAULT_EXPERT_CAPACITY} if omitted), "
+        "overflow going to each token's next-best expert; default off",
+    )
+    group.add_argument("--router-bias", metavar="FILE",
+                       help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, help="text to continue ('-' reads stdin)")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--stop", action="append", help="stop before this string (repeatable)")
+    gen.add_argument("--task-type", choices=TASK_TYPES, help="MoE models: apply this task's router bias (see --router-bias)")
+    gen.add_argument("--router-stats", action="store_true",
+                     help="MoE models: print tokens per expert, re-routed and dropped counts per layer to stderr")
     _add_model_flags(gen)
     _add_backend_flags(gen)
     _add_sampling_flags(gen)
@@ -134,6 +145,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         cache_dir=args.cache_dir,
         kv_cache_mb=getattr(args, "kv_cache_mb", None),
+        expert_capacity=getattr(args, "expert_capacity", None),
+        router_bias=getattr(args, "router_bias", None),
         max_new_tokens=getattr(args, "max_new_tokens", None),
         temperature=getattr(args, "temperature", None),
         top_p=getattr(args, "top_p", None),
@@ -161,8 +174,10 @@ def _load(settings: Settings):
 def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.router_stats and settings.backend != "local":
+        raise ValueError("--router-stats needs the local engine (--backend local): a server keeps its routers to itself")
     engine = _load(settings)
-    request = engine.submit(prompt, **settings.sampling(), stop=tuple(args.stop or ()))
+    request = engine.submit(prompt, **settings.sampling(), stop=tuple(args.stop or ()), task_type=args.task_type)
     if args.stream:
         for delta in request.stream():
             sys.stdout.write(delta)
@@ -172,10 +187,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(request.result().text)
     done = request.result()
     log.info("%d prompt tokens, %d generated, %s, %.2f s", done.prompt_tokens, done.generated_tokens, done.finish_reason, done.seconds)
+    if args.router_stats:
+        print(format_router_stats(engine.router_stats()), file=sys.stderr)
     if done.finish_reason == "error":
         print(f"r1: error: generation failed: {done.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def format_router_stats(layers: list[ExpertLoad]) -> str:
+    """A table of router statistics, one row per MoE layer."""
+    if not layers:
+        return "router statistics: this model has no experts"
+    n_experts = len(layers[0].tokens)
+    lines = [f"router statistics: {len(layers)} MoE layers, {n_experts} experts each",
+             "layer  assignments  experts used  busiest/mean  re-routed  dropped  busiest experts (expert:assignments)"]
+    for load in layers:
+        busiest = sorted(range(n_experts), key=lambda e: -load.tokens[e])[:4]
+        lines.append(
+            f"{load.layer:5d}  {sum(load.tokens):11d}  {f'{sum(1 for n in load.tokens if n)}/{n_experts} ({load.utilization:.0%})':>12}"
+            f"  {load.imbalance:11.2f}x  {load.rerouted:9d}  {load.dropped:7d}  "
+            + " ".join(f"{e}:{load.tokens[e]}" for e in busiest if load.tokens[e])
+        )
+    return "\n".join(lines)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.attention import causal_mask
 from model.kv_cache import CacheFull, KVCache
 
 N_LAYERS, ROW_SHAPE = 2, (2, 4)  # one KV head of dim 4: keys and values
@@ -76,7 +77,7 @@ def test_ragged_layout_masks_padding_and_future():
     assert layout.positions.tolist() == [3, 0, 1]
     assert layout.last_token.tolist() == [0, 2]
     assert layout.row_of_token.tolist() == [[True, False], [True, True]]
-    mask = layout.mask[:, 0]
+    mask = causal_mask(layout)[:, 0]
     assert mask[0, 0].tolist() == [True, True, True, True]  # a's new token sees its 3 cached + itself
     assert mask[1, 0].tolist() == [True, False, False, False]  # b's first token: causal
     assert mask[1, 1].tolist() == [True, True, False, False]  # b's second token: no padding keys

@@ -13,38 +13,32 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from model import quants
-from model.checkpoint import (
-    ModelLoadError,
-    ModelNotFoundError,
-    expected_shapes,
-    load_checkpoint,
-    map_tensor_name,
-)
-from model.gguf import GGUF_TENSOR_NAMES, dequantize_tensor, load_gguf, open_gguf, reverse_llama_permute
-from model.hf_checkpoint import HF_TENSOR_NAMES
+from model.checkpoint import ModelLoadError, ModelNotFoundError, load_checkpoint
+from model.gguf import dequantize_tensor, load_gguf, open_gguf
+from model.rope import deinterleave_rows
+from model.tensor_names import GGUF_NAMES, HF_NAMES, expected_shapes
 from model.weight_cache import WeightCache, cache_key
 
 torch.set_num_threads(1)
 
-OURS_TO_GGUF = {v: k for k, v in GGUF_TENSOR_NAMES.items()}
+OURS_TO_GGUF = GGUF_NAMES.inverse()
 
 
 # ---- helpers --------------------------------------------------------------------------------
 def hf_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in state.items():
-        ours = map_tensor_name(name, HF_TENSOR_NAMES)
+        ours = HF_NAMES.map(name)
         assert ours is not None, name
         out[ours] = t
     return out
 
 
 def ours_to_gguf_name(name: str) -> str:
-    for ours_t, gguf_t in OURS_TO_GGUF.items():
-        got = map_tensor_name(name, {ours_t: gguf_t})
-        if got is not None:
-            return got
-    raise KeyError(name)
+    got = OURS_TO_GGUF.map(name)
+    if got is None:
+        raise KeyError(name)
+    return got
 
 
 def llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -231,11 +225,11 @@ def test_unsupported_type_is_named(tmp_path):
 def test_tiny_gguf_matches_hf_weights(tmp_path, arch, tie):
     model = tiny_hf_model(arch, tie=tie)
     ours = write_tiny_gguf(tmp_path / "m.gguf", model, arch)
-    g = load_gguf(tmp_path / "m.gguf")
-    assert g.config.arch == arch and g.config.tie_embeddings == tie and g.config.qkv_bias == (arch == "qwen2")
-    assert set(g.tensors) == set(ours) == set(expected_shapes(g.config))
+    config, tensors = load_gguf(tmp_path / "m.gguf")
+    assert config.arch == arch and config.tie_embeddings == tie and config.qkv_bias == (arch == "qwen2")
+    assert set(tensors) == set(ours) == set(expected_shapes(config))
     for name, t in ours.items():
-        assert torch.equal(g.tensors[name], t.float()), name
+        assert torch.equal(tensors[name], t.float()), name
 
 
 def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
@@ -261,16 +255,18 @@ def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
     assert len(set(np.round(divisors, 6))) > 2  # exercises all three regions
     path = tmp_path / "m.gguf"
     write_tiny_gguf(path, model, "llama", extra={"rope_freqs.weight": np.array(divisors, dtype=np.float32)})
-    g = load_gguf(path)
-    assert g.config.rope_scaling == RopeScaling(factor, low, high, old)
-    assert "rope_freqs.weight" not in g.tensors
+    config, tensors = load_gguf(path)
+    assert config.rope_scaling == RopeScaling(
+        kind="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high, original_max_position_embeddings=old
+    )
+    assert "rope_freqs.weight" not in tensors
 
 
-def test_reverse_permute_inverts_llama_cpp():
+def test_deinterleaving_rope_rows_inverts_llama_cpp():
     w = torch.randn(6 * 8, 5)
-    assert torch.equal(reverse_llama_permute(llama_cpp_permute(w, 6), 6), w)
+    assert torch.equal(deinterleave_rows(llama_cpp_permute(w, 6), 8, 8), w)
     b = torch.randn(2 * 16)
-    assert torch.equal(reverse_llama_permute(llama_cpp_permute(b, 2), 2), b)
+    assert torch.equal(deinterleave_rows(llama_cpp_permute(b, 2), 16, 16), b)
 
 
 # ---- HF directories -------------------------------------------------------------------------
@@ -342,14 +338,14 @@ def test_weight_cache_round_trip(tmp_path):
     assert cache.load(cache_key("ab" * 32, "fp32")) is None  # the variant is part of the key
 
 
+def disk_full(*args):
+    raise OSError(28, "No space left on device")
+
+
 def test_weight_cache_save_failure_leaves_nothing(tmp_path, monkeypatch):
     import model.weight_cache as wc
 
-    def failing_save_file(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")  # as if the disk filled up mid-write
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(wc, "save_file", failing_save_file)
+    monkeypatch.setattr(wc.os, "fsync", disk_full)  # the data written so far never reaches the disk
     cache = WeightCache(tmp_path / "c")
     assert cache.save(cache_key("cd" * 32, "fp32"), {"a": torch.ones(2)}) is False
     assert list((tmp_path / "c").iterdir()) == []
@@ -358,11 +354,7 @@ def test_weight_cache_save_failure_leaves_nothing(tmp_path, monkeypatch):
 def test_load_survives_cache_write_failure(tmp_path, monkeypatch, reference_hf_tokenizer):
     import model.weight_cache as wc
 
-    def failing_save_file(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(wc, "save_file", failing_save_file)
+    monkeypatch.setattr(wc.os, "fsync", disk_full)
     model = tiny_hf_model("qwen2", vocab=len(reference_hf_tokenizer))
     d = tmp_path / "hf"
     model.save_pretrained(d)

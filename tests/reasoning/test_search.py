@@ -33,12 +33,14 @@ class ScriptedEngine:
         self.tokenizer = CharTokenizer()
         self.scripts = scripts
         self.calls: list[int] = []  # batch size of each generate_batch call
+        self.task_types: set[str | None] = set()  # the task_type of every call
 
     def text_prompt(self, text: str, *, continuation: bool = False) -> list[int]:
         return self.tokenizer.encode(text)
 
-    def generate_batch(self, prompts, params):
+    def generate_batch(self, prompts, params, task_type=None):
         self.calls.append(len(prompts))
+        self.task_types.add(task_type)
         out = []
         for ids, p in zip(prompts, params):
             text = self.tokenizer.decode(ids)
@@ -61,8 +63,9 @@ def stateful_engine():
             ["Calc: 6*7", "Calc: 6*8", "Calc: 5*7"][seed % 3] if depth == 0 else None)
 
     class Engine(ScriptedEngine):
-        def generate_batch(self, prompts, params):
+        def generate_batch(self, prompts, params, task_type=None):
             self.calls.append(len(prompts))
+            self.task_types.add(task_type)
             out = []
             for ids, p in zip(prompts, params):
                 lines = self.tokenizer.decode(ids).split("Problem:")[-1].strip().splitlines()[1:]
@@ -81,6 +84,13 @@ def test_greedy_takes_the_models_first_choice_and_runs_its_tool_call():
     assert solution.answer == "36" and solution.reward["correctness"] == 0.0
 
 
+def test_the_task_type_reaches_every_engine_call():
+    """An MoE model's routers can bias experts per task type; the search passes the solved task's type on."""
+    engine = stateful_engine()
+    run("best_of_n", engine)
+    assert engine.task_types == {"math"}
+
+
 def test_best_of_n_picks_the_verified_path():
     engine = stateful_engine()
     solution = run("best_of_n", engine)
@@ -92,7 +102,7 @@ def test_self_consistency_returns_the_majority_answer():
     votes = iter(["Calc: 2+3", "Calc: 1+4", "Calc: 3+4"])  # 5, 5, 7
 
     class Engine(ScriptedEngine):
-        def generate_batch(self, prompts, params):
+        def generate_batch(self, prompts, params, task_type=None):
             out = []
             for ids in prompts:
                 lines = self.tokenizer.decode(ids).split("Problem:")[-1].strip().splitlines()[1:]

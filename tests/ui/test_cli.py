@@ -93,5 +93,8 @@ def test_r1_bench_runs_a_benchmark_script_with_its_own_flags():
     support = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "support", "--help"], capture_output=True,
                              text=True, timeout=120)
     assert support.returncode == 0 and "--user-model" in support.stdout
+    r1_arch = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "r1_arch", "--help"], capture_output=True,
+                             text=True, timeout=120)
+    assert r1_arch.returncode == 0 and "--long-context" in r1_arch.stdout
     unknown = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "nope"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
