@@ -16,9 +16,12 @@ from model.engine import Engine
 from model.request import Completion, GenerationError, Request
 from model.linear import Linear
 from model.sampler import SamplingParams
+from model.sparse_attention import ATTENTION_MODES, AttentionConfig
 from model.transformer import Transformer, fuse_checkpoint
 
 __all__ = [
+    "ATTENTION_MODES",
+    "AttentionConfig",
     "Completion",
     "Engine",
     "GenerationError",
@@ -79,6 +82,8 @@ def load(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
+    attention: str | AttentionConfig = "dense",
+    fallback_full_attention: bool = False,
 ) -> Engine:
     """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
 
@@ -88,10 +93,16 @@ def load(
     (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
     kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
+    attention: "dense" (default), "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above), with
+    the default block settings, or an `AttentionConfig`; see model/sparse_attention.py.
+    fallback_full_attention: attend densely whatever `attention` says.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
         raise ValueError(f"unknown quant {quant!r}; choose one of {', '.join(LOAD_QUANTS)} (or None = fp32)")
+    attention = attention if isinstance(attention, AttentionConfig) else AttentionConfig(mode=attention)
+    if fallback_full_attention:
+        attention = AttentionConfig(mode="dense")
     quant = native_quant(source) if quant == "auto" else None if quant == "fp32" else quant
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
@@ -102,6 +113,6 @@ def load(
         repack=lambda config, tensors: build_transformer(config, tensors, quant).packed_state(),
     )
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
-    log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
-             checkpoint.config.n_layers, quant or "fp32", threads)
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb)
+    log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
+             checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
+    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, attention=attention)

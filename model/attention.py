@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.key_summaries import KeySummaries
 from model.kv_cache import KVCache, StepLayout
 from model.linear import Linear
 from model.rope import apply_rotary
+from model.sparse_attention import attend_gqa
 
 
 class GroupedQueryAttention(nn.Module):
@@ -28,6 +30,12 @@ class GroupedQueryAttention(nn.Module):
         """What one token of one layer occupies in the KV cache: its keys, then its values."""
         return (2 * config.n_kv_heads, config.head_dim)
 
+    @staticmethod
+    def key_summaries(config: ModelConfig, n_layers: int, page_size: int) -> KeySummaries:
+        """Per-page min/max of the key part of the rows (the first n_kv_heads vectors), for sparse attention."""
+        n_kv = config.n_kv_heads
+        return KeySummaries(n_layers, (n_kv, config.head_dim), lambda rows: rows[:, :n_kv], page_size)
+
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
     ) -> torch.Tensor:
@@ -39,6 +47,9 @@ class GroupedQueryAttention(nn.Module):
         qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
         q = qk[:, :H]  # [N, H, hd]
         cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
+        if layout.sparse is not None:  # block-sparse: only the chosen key blocks are gathered
+            out = attend_gqa(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer, q)  # [N, H, hd]
+            return self.wo(out.reshape(N, H * hd))
         kv = cache.read(self.layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
         keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
 

@@ -16,7 +16,8 @@ import torch
 
 from model.request import Completion, Request
 from model.sampler import SamplingParams
-from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
+from model.scheduler import DENSE, CacheStats, Scheduler, SchedulerConfig, forward_step
+from model.sparse_attention import AttentionConfig
 from model.transformer import Transformer
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ class Engine:
         context_length: int | None = None,
         kv_cache_mb: float | None = None,
         scheduler: SchedulerConfig = SchedulerConfig(),
+        attention: AttentionConfig = DENSE,
     ) -> None:
         """context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
+        attention: dense or block-sparse attention (model/sparse_attention.py), for every request and `logits`.
         """
         self.model = model.eval()
         self.config = model.config
@@ -44,14 +47,17 @@ class Engine:
         self.threads = threads
         self.kv_cache_mb = kv_cache_mb or DEFAULT_KV_CACHE_MB
         context = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
-        cache = model.new_cache(max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)))
+        self.attention = attention
+        cache = model.new_cache(
+            max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)), key_summaries=attention.uses_key_summaries
+        )
         capacity_tokens = cache.max_blocks * cache.block_size
         if capacity_tokens < context:
             log.warning("KV cache of %d MiB holds %d tokens; context cut from %d", self.kv_cache_mb, capacity_tokens, context)
             cache.max_seq_len = context = capacity_tokens
         self.context_length = context
         self.cache = cache
-        self._scheduler = Scheduler(model, tokenizer, cache, scheduler)
+        self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention)
 
     # ----- requests ------------------------------------------------------------------------------
 
@@ -143,7 +149,7 @@ class Engine:
             if short > 0:  # make room from the prefix cache (running requests keep theirs)
                 self.cache.release(self._scheduler.radix.evict(short))
             try:
-                return forward_step(self.model, self.cache, [seq], [ids], all_logits=True)
+                return forward_step(self.model, self.cache, [seq], [ids], all_logits=True, attention=self.attention)
             finally:
                 self.cache.free(seq)
 

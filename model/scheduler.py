@@ -19,6 +19,7 @@ later from whatever of them is still cached.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import threading
 import time
@@ -32,9 +33,12 @@ import torch
 from model.kv_cache import KVCache
 from model.radix_cache import RadixCache
 from model.request import Completion, Request, TokenLogprob, token_ids_of_text
+from model.sparse_attention import AttentionConfig, plan_step
 from model.transformer import Transformer
 
 log = logging.getLogger(__name__)
+
+DENSE = AttentionConfig()
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,24 @@ class CacheStats:
 
 
 def forward_step(
-    model: Transformer, cache: KVCache, seqs: Sequence[int], chunks: Sequence[Sequence[int]], all_logits: bool = False
+    model: Transformer,
+    cache: KVCache,
+    seqs: Sequence[int],
+    chunks: Sequence[Sequence[int]],
+    all_logits: bool = False,
+    attention: AttentionConfig = DENSE,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
+    attention: the attention pattern (dense, or block-sparse: model/sparse_attention.py).
     The cache lengths advance only if the forward succeeds; on any exception the step is rolled back.
     """
     layout = cache.append(seqs, [len(c) for c in chunks])
     tokens = torch.tensor([t for chunk in chunks for t in chunk], dtype=torch.long)
     try:
+        plan = plan_step(attention, layout, cache.block_size, cache.key_summaries is not None)
+        if plan is not None:
+            layout = dataclasses.replace(layout, sparse=plan)
         with torch.inference_mode():
             logits = model(tokens, cache, layout, all_logits=all_logits)
     except BaseException:
@@ -86,8 +99,16 @@ def _close_live_schedulers() -> None:
 
 
 class Scheduler:
-    def __init__(self, model: Transformer, tokenizer, cache: KVCache, config: SchedulerConfig = SchedulerConfig()) -> None:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer,
+        cache: KVCache,
+        config: SchedulerConfig = SchedulerConfig(),
+        attention: AttentionConfig = DENSE,
+    ) -> None:
         self.model = model
+        self.attention = attention
         self.tokenizer = tokenizer
         self.cache = cache
         self.config = config
@@ -195,7 +216,7 @@ class Scheduler:
         seqs = [request.seq for request, _ in batch]
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks)
+            logits = forward_step(self.model, self.cache, seqs, chunks, attention=self.attention)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:

@@ -46,12 +46,19 @@ class Transformer(nn.Module):
         self.output = Linear(config.dim, config.vocab_size)
         self.rope = RotaryEmbedding(config)
 
-    def new_cache(self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16) -> KVCache:
-        """A paged KV cache for this model holding at most `capacity_bytes` of rows."""
-        n_layers, row_shape = self.config.n_layers, self.layers[0].attention.cache_row_shape(self.config)
+    def new_cache(
+        self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16, key_summaries: bool = False
+    ) -> KVCache:
+        """A paged KV cache for this model holding at most `capacity_bytes` of rows.
+
+        key_summaries: also keep per-page key min/max (what top-k sparse attention scores blocks with).
+        """
+        attention = self.layers[0].attention
+        n_layers, row_shape = self.config.n_layers, attention.cache_row_shape(self.config)
         per_block = block_bytes(n_layers, row_shape, block_size, torch.float32)
         return KVCache(
-            n_layers, row_shape, max_seq_len=max_seq_len, block_size=block_size, max_blocks=max(1, capacity_bytes // per_block)
+            n_layers, row_shape, max_seq_len=max_seq_len, block_size=block_size, max_blocks=max(1, capacity_bytes // per_block),
+            key_summaries=attention.key_summaries(self.config, n_layers, block_size) if key_summaries else None,
         )
 
     @classmethod
