@@ -179,6 +179,17 @@ def ungroup_outputs(plan: SparsePlan, out: torch.Tensor) -> torch.Tensor:
     return out.reshape(plan.n_groups * plan.group_size, *out.shape[2:])[plan.token_index]
 
 
+def qk_upper_bound(q: torch.Tensor, block_min: torch.Tensor, block_max: torch.Tensor) -> torch.Tensor:
+    """max over a block's keys k of q·k, bounded from above by the block's elementwise key min/max.
+
+    q [Gq, Tg, G, g, dk] (g query heads per key group), block_min / block_max [Gq, NB, G, dk] -> [Gq, G, g, Tg, NB].
+    sum_d max(q_d min_d, q_d max_d) = q⁺·max + q⁻·min: two matmuls instead of a pass over the keys.
+    """
+    return torch.einsum("qtGgd,qnGd->qGgtn", q.clamp(min=0), block_max) + torch.einsum(
+        "qtGgd,qnGd->qGgtn", q.clamp(max=0), block_min
+    )
+
+
 def topk_blocks(plan: SparsePlan, summaries: KeySummaries, layer: int, queries: torch.Tensor, scale: float) -> torch.Tensor:
     """The top-k key blocks of every group and key group: queries [Gq, Tg, H, dk] -> block indices [Gq, G, k].
 
@@ -189,10 +200,7 @@ def topk_blocks(plan: SparsePlan, summaries: KeySummaries, layer: int, queries: 
     G = summaries.key_shape[0]
     block_min, block_max = summaries.blocks(layer, plan.pages, plan.pages_per_block)  # [B, NB, G, dk]
     block_min, block_max = block_min[plan.group_row], block_max[plan.group_row]  # [Gq, NB, G, dk]
-    q = queries.view(Gq, Tg, G, H // G, dk)
-    bound = torch.einsum("qtGgd,qnGd->qGgtn", q.clamp(min=0), block_max) + torch.einsum(
-        "qtGgd,qnGd->qGgtn", q.clamp(max=0), block_min
-    )  # [Gq, G, g, Tg, NB]: an upper bound of q·k over each block
+    bound = qk_upper_bound(queries.view(Gq, Tg, G, H // G, dk), block_min, block_max)  # [Gq, G, g, Tg, NB]
     bound = bound.masked_fill(~plan.block_visible[:, None, None, None, :], -torch.inf)
     mass = torch.softmax(bound * scale, dim=-1).nan_to_num(0.0)  # estimated attention mass per block
     mass = mass.masked_fill(~plan.query_valid[:, None, None, :, None], 0.0).amax(dim=3).sum(dim=2)  # [Gq, G, NB]
