@@ -14,4 +14,13 @@ def load_engine(settings: Settings) -> Engine:
         threads=settings.threads,
         cache_dir=settings.cache_dir,
         kv_cache_mb=settings.kv_cache_mb,
+        attention=attention_config(settings),
+        fallback_full_attention=settings.fallback_full_attention,
+    )
+
+
+def attention_config(settings: Settings) -> model.AttentionConfig:
+    """The attention pattern the settings ask for. Raises ValueError naming a bad mode or value."""
+    return model.AttentionConfig(
+        mode=settings.attention, local_blocks=settings.attention_local_blocks, topk=settings.attention_topk
     )

@@ -13,7 +13,10 @@ from model.engine import Engine
 log = logging.getLogger(__name__)
 
 # Settings whose change needs a new engine; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("model", "quant", "threads", "cache_dir", "kv_cache_mb")
+ENGINE_FIELDS = (
+    "model", "quant", "threads", "cache_dir", "kv_cache_mb",
+    "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention",
+)
 
 
 class Runtime:

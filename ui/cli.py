@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
-from model import LOAD_QUANTS
+from model import ATTENTION_MODES, LOAD_QUANTS
 from model.tokenizer import split_reasoning
 from ui.memory_cli import add_memory_parser, cmd_memory
 
@@ -36,6 +36,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
     group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
+    group.add_argument(
+        "--attention", choices=ATTENTION_MODES,
+        help="dense (default); local: own 64-token block + previous blocks + the first; topk: local + the blocks "
+        "with the highest q·k bound; auto: dense up to 512 tokens of context, topk above",
+    )
+    group.add_argument("--attention-local-blocks", type=int, help="blocks before its own a query always sees (default 2)")
+    group.add_argument("--attention-topk", type=float, help="top-k blocks: a fraction (< 1, default 0.05) or a count")
+    group.add_argument("--fallback-full-attention", action="store_true", default=None,
+                       help="attend densely whatever --attention says")
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +121,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         cache_dir=args.cache_dir,
         kv_cache_mb=getattr(args, "kv_cache_mb", None),
+        attention=getattr(args, "attention", None),
+        attention_local_blocks=getattr(args, "attention_local_blocks", None),
+        attention_topk=getattr(args, "attention_topk", None),
+        fallback_full_attention=getattr(args, "fallback_full_attention", None),
         max_new_tokens=getattr(args, "max_new_tokens", None),
         temperature=getattr(args, "temperature", None),
         top_p=getattr(args, "top_p", None),

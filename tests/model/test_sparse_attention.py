@@ -236,3 +236,14 @@ def test_engine_auto_matches_dense_up_to_512_tokens_and_is_sparse_after(tiny):
     scale = expected.abs().max()
     torch.testing.assert_close(logits[:512], expected[:512], rtol=0, atol=1e-5 * scale)
     assert (logits[1000:] - expected[1000:]).abs().max() > 1e-2 * scale
+
+
+def test_load_takes_a_mode_and_the_fallback_forces_dense(default_checkpoint, loading_cache_dir):
+    import model
+
+    with model.load("default", cache_dir=loading_cache_dir, attention="auto") as engine:
+        assert engine.attention.mode == "auto" and engine.cache.key_summaries is not None
+    with model.load("default", cache_dir=loading_cache_dir, attention="topk", fallback_full_attention=True) as engine:
+        assert engine.attention.mode == "dense" and engine.cache.key_summaries is None
+    with pytest.raises(ValueError, match="unknown attention mode"):
+        model.load("default", cache_dir=loading_cache_dir, attention="sparse")
