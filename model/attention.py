@@ -47,21 +47,28 @@ class GroupedQueryAttention(nn.Module):
         qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
         q = qk[:, :H]  # [N, H, hd]
         cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
-        if layout.sparse is not None:  # block-sparse: only the chosen key blocks are gathered
-            out = attend_gqa(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer, q)  # [N, H, hd]
-            return self.wo(out.reshape(N, H * hd))
-        kv = cache.read(self.layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
-        keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
+        if layout.sparse is None:
+            out = attend_dense(q, cache, self.layer, layout)
+        else:  # block-sparse: only the chosen key blocks are gathered (model/sparse_attention.py)
+            out = attend_gqa(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer, q)
+        return self.wo(out.reshape(N, H * hd))
 
-        B, T = layout.batch_size, layout.max_new
-        if layout.row_of_token is None:
-            q_padded = q.view(B, T, H, hd)
-        else:
-            q_padded = q.new_zeros(B, T, H, hd)
-            q_padded[layout.row_of_token] = q
-        out = F.scaled_dot_product_attention(
-            q_padded.transpose(1, 2), keys, values, attn_mask=layout.mask, enable_gqa=True
-        )  # [B, H, T, hd]
-        out = out.transpose(1, 2)  # [B, T, H, hd]
-        out = out.reshape(N, H * hd) if layout.row_of_token is None else out[layout.row_of_token].reshape(N, H * hd)
-        return self.wo(out)
+
+def attend_dense(q: torch.Tensor, cache: KVCache, layer: int, layout: StepLayout) -> torch.Tensor:
+    """Grouped-query attention of q [N, H, hd] over every cached key of its sequence -> [N, H, hd]."""
+    # N: packed new tokens, B: sequences, T: most new tokens in one sequence, S: cached keys attended.
+    N, H, hd = q.shape
+    KV = cache.row_shape[0] // 2
+    kv = cache.read(layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
+    keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
+    B, T = layout.batch_size, layout.max_new
+    if layout.row_of_token is None:
+        q_padded = q.view(B, T, H, hd)
+    else:
+        q_padded = q.new_zeros(B, T, H, hd)
+        q_padded[layout.row_of_token] = q
+    out = F.scaled_dot_product_attention(
+        q_padded.transpose(1, 2), keys, values, attn_mask=layout.mask, enable_gqa=True
+    )  # [B, H, T, hd]
+    out = out.transpose(1, 2)  # [B, T, H, hd]
+    return out.reshape(N, H, hd) if layout.row_of_token is None else out[layout.row_of_token]

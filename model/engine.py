@@ -139,8 +139,11 @@ class Engine:
 
     # ----- scoring -------------------------------------------------------------------------------
 
-    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached."""
+    def logits(self, token_ids: Sequence[int], chunk: int | None = None) -> torch.Tensor:
+        """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached.
+
+        chunk: feed the sequence in steps of this many tokens, as a chunked prefill does (None = one step).
+        """
         ids = [int(t) for t in token_ids]
         self._check_prompt(ids)
         with self._scheduler.lock:
@@ -149,7 +152,11 @@ class Engine:
             if short > 0:  # make room from the prefix cache (running requests keep theirs)
                 self.cache.release(self._scheduler.radix.evict(short))
             try:
-                return forward_step(self.model, self.cache, [seq], [ids], all_logits=True, attention=self.attention)
+                step = chunk or len(ids)
+                return torch.cat([
+                    forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention)
+                    for i in range(0, len(ids), step)
+                ])
             finally:
                 self.cache.free(seq)
 

@@ -19,7 +19,7 @@ The plan of a step (`plan_step`, once per forward, shared by all layers) fixes t
 and sink blocks and the mask; a layer adds its top-k blocks (`select_slots`) from its own summaries.
 Attention over another cache layout plugs in through the same three calls: `group_queries` (queries
 [N, H, dk] in the key space of the cache rows), `select_slots` (the cache slots each group attends, per key
-group), then its own gather and softmax under `plan.mask`, and `ungroup_outputs`. `attend_gqa` is that for
+group), then its own gather and softmax with `plan.bias` added to the scores, and `ungroup_outputs`. `attend_gqa` is that for
 grouped-query attention; latent attention (MLA) would pass its absorbed query [N, H, kv_rank + rope_dim],
 its softmax scale and one key group (the whole cached latent + rope key).
 """
@@ -82,7 +82,7 @@ class SparsePlan:
     group_row: torch.Tensor  # [Gq] the layout row (sequence) of each group
     read_slots: torch.Tensor  # [B, S] the layout's cache slot of every position of every sequence
     fixed_slots: torch.Tensor  # [Gq, F * bs] cache slots of the local, sink and own blocks
-    mask: torch.Tensor  # [Gq, Tg, K] True = may attend
+    bias: torch.Tensor  # [Gq, 1, Tg, K] added to the scores: 0 = may attend, -inf = may not (built once per step)
     max_topk: int  # top-k blocks per group (0: no top-k part, no summaries needed)
     pages: torch.Tensor | None  # [B, NB * pages_per_block] cache pages of each sequence's blocks (top-k only)
     pages_per_block: int
@@ -159,10 +159,11 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
         block_visible = n[None, :] < block[:, None]
         block_candidate = (n[None, :] >= 1) & (n[None, :] < (block - n_local)[:, None])
     topk_ok = (torch.arange(max_topk)[None, :] < topk_count[:, None]).repeat_interleave(bs, dim=1)  # [Gq, k * bs]
-    mask = torch.cat([topk_ok[:, None, :].expand(Gq, Tg, max_topk * bs), fixed_mask], dim=2)
+    mask = torch.cat([topk_ok[:, None, :].expand(Gq, Tg, max_topk * bs), fixed_mask], dim=2)  # [Gq, Tg, K]
+    bias = torch.zeros(mask.shape).masked_fill_(~mask, -torch.inf).unsqueeze(1)
     return SparsePlan(
         block_size=bs, n_groups=Gq, group_size=Tg, token_index=token_index, query_valid=query_valid,
-        group_row=group_row, read_slots=layout.read_slots, fixed_slots=fixed_slots, mask=mask, max_topk=max_topk,
+        group_row=group_row, read_slots=layout.read_slots, fixed_slots=fixed_slots, bias=bias, max_topk=max_topk,
         pages=pages, pages_per_block=ppb, block_visible=block_visible, block_candidate=block_candidate,
     )
 
@@ -211,7 +212,7 @@ def topk_blocks(plan: SparsePlan, summaries: KeySummaries, layer: int, queries: 
 def select_slots(
     plan: SparsePlan, summaries: KeySummaries | None, layer: int, queries: torch.Tensor, scale: float, n_groups: int
 ) -> torch.Tensor:
-    """Cache slots each query group attends, per key group: [Gq, G, K] (masked ones by `plan.mask`).
+    """Cache slots each query group attends, per key group: [Gq, G, K] (those to skip are -inf in `plan.bias`).
 
     queries: [Gq, Tg, H, dk] in the key space of the cache rows (see `group_queries`); n_groups: G.
     """
@@ -228,10 +229,9 @@ def select_slots(
 
 def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor) -> torch.Tensor:
     """Grouped-query attention over the chosen blocks only: q [N, H, hd], kv = one layer's rows [slots, 2KV, hd]."""
-    # Gq groups of Tg queries; H query heads in KV groups of g; K gathered keys.
+    # Gq groups of Tg queries; H query heads sharing KV key-value heads; K gathered keys.
     N, H, hd = q.shape
     KV = kv.shape[1] // 2
-    g = H // KV
     scale = 1.0 / math.sqrt(hd)
     queries = group_queries(plan, q)  # [Gq, Tg, H, hd]
     Gq, Tg = plan.n_groups, plan.group_size
@@ -241,8 +241,7 @@ def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | Non
     index = slots * (2 * KV) + torch.arange(KV)[None, :, None]
     keys = rows.index_select(0, index.view(-1)).view(Gq, KV, K, hd)
     values = rows.index_select(0, (index + KV).view(-1)).view(Gq, KV, K, hd)
-    q_heads = queries.view(Gq, Tg, KV, g, hd).permute(0, 2, 3, 1, 4).reshape(Gq, KV, g * Tg, hd)
-    mask = plan.mask[:, None, None].expand(Gq, 1, g, Tg, K).reshape(Gq, 1, g * Tg, K)
-    out = F.scaled_dot_product_attention(q_heads, keys, values, attn_mask=mask, scale=scale)  # [Gq, KV, g*Tg, hd]
-    out = out.view(Gq, KV, g, Tg, hd).permute(0, 3, 1, 2, 4).reshape(Gq, Tg, H, hd)
-    return ungroup_outputs(plan, out)
+    out = F.scaled_dot_product_attention(
+        queries.transpose(1, 2), keys, values, attn_mask=plan.bias, scale=scale, enable_gqa=True
+    )  # [Gq, H, Tg, hd]
+    return ungroup_outputs(plan, out.transpose(1, 2))
