@@ -10,8 +10,8 @@ Parts (--only):
   window's first L tokens, "far" over its tokens at positions >= L/2 (where sparse attention differs most).
 - passkey: the passkey test of Mohtashami & Jaggi (2023): a 5-digit key hidden at a depth of a filler text
   of L tokens; correct when the first number the model writes is the key. Depths are evenly spaced in
-  [0, 1]; the keys are seeded. The same requests give time to first token (submit -> first token, through
-  the scheduler with its 512-token prefill chunks) and decode time per token (the 7 steps after it).
+  [0, 1]; the keys are seeded. The same runs give time to first token (the prompt fed in the scheduler's
+  512-token chunks, then the first token) and decode time per token (the 7 greedy steps after it).
 - attention: attention alone (no projections) of one step at context L, decode (1 query) and a prefill chunk
   (512 queries at the end of the context), on random keys with the model's shapes: the per-step plan plus
   n_layers times the median per-layer time.
@@ -74,6 +74,7 @@ def attention_modes() -> dict:
 class Results:
     machine: str = ""
     threads: int = 0
+    clock: str = "wall"
     lengths: list[int] = field(default_factory=list)
     ppl: dict = field(default_factory=dict)  # mode -> length -> {"ppl", "far", "seconds"}
     passkey: dict = field(default_factory=dict)  # mode -> length -> {"correct", "total", "ttft", "decode"}
@@ -87,10 +88,19 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", file=sys.stderr, flush=True)
 
 
+def grown_cache(model, max_tokens: int, key_summaries: bool):
+    """A KV cache for one sequence of up to `max_tokens`, its pool grown in advance (growing is not timed)."""
+    cache = model.new_cache(max_seq_len=max_tokens, capacity_bytes=1 << 30, key_summaries=key_summaries)
+    seq = cache.new_sequence()
+    cache.rollback(cache.append([seq], [max_tokens]))
+    cache.free(seq)
+    return cache
+
+
 # ----- perplexity ---------------------------------------------------------------------------------
 
 
-def perplexity(engine, modes: dict, names: list[str], lengths: list[int], windows: int, results: Results) -> None:
+def perplexity(engine, modes: dict, names: list[str], lengths: list[int], windows: int, clock, results: Results) -> None:
     import torch
 
     from model.scheduler import forward_step
@@ -101,12 +111,10 @@ def perplexity(engine, modes: dict, names: list[str], lengths: list[int], window
         raise SystemExit(f"{TEXT.name} has {len(ids)} tokens: not enough for {windows} windows of {longest}")
     for name in names:
         nll = torch.zeros(windows, longest - 1)
-        start = time.perf_counter()
+        start = clock()
         for w in range(windows):
             window = ids[w * longest : (w + 1) * longest]
-            cache = engine.model.new_cache(
-                max_seq_len=longest, capacity_bytes=1 << 30, key_summaries=modes[name].uses_key_summaries
-            )
+            cache = grown_cache(engine.model, longest, modes[name].uses_key_summaries)
             seq = cache.new_sequence()
             for i in range(0, longest, CHUNK):
                 logits = forward_step(engine.model, cache, [seq], [window[i : i + CHUNK]], all_logits=True,
@@ -115,7 +123,7 @@ def perplexity(engine, modes: dict, names: list[str], lengths: list[int], window
                 logprobs = logits[: len(targets)].log_softmax(-1)
                 nll[w, i : i + len(targets)] = -logprobs.gather(1, targets[:, None])[:, 0]
             del cache
-        seconds = (time.perf_counter() - start) / windows
+        seconds = (clock() - start) / windows
         results.ppl[name] = {
             L: {"ppl": math.exp(nll[:, : L - 1].mean()), "far": math.exp(nll[:, L // 2 : L - 1].mean()), "seconds": seconds}
             for L in lengths
@@ -157,38 +165,60 @@ def first_number(text: str) -> int | None:
     return int(match.group()) if match else None
 
 
-def passkey(engine, modes: dict, names: list[str], cases: dict, results: Results) -> None:
-    from model import SamplingParams
-    from model.engine import Engine
+def answer(model, cache, attention, ids: list[int], clock) -> tuple[list[int], float, float]:
+    """Greedy answer to `ids` -> (ANSWER_TOKENS token ids, time to first token, time per later token).
 
-    params = SamplingParams(max_new_tokens=ANSWER_TOKENS, stop_token_ids=())
+    The prompt is fed in the scheduler's 512-token chunks, one request alone, as `Engine` does, minus its loop.
+    """
+    import torch
+
+    from model.scheduler import forward_step
+
+    seq = cache.new_sequence()
+    try:
+        start = clock()
+        for i in range(0, len(ids), CHUNK):
+            logits = forward_step(model, cache, [seq], [ids[i : i + CHUNK]], attention=attention)
+        tokens = [int(torch.argmax(logits[0]))]
+        first = clock()
+        for _ in range(ANSWER_TOKENS - 1):
+            tokens.append(int(torch.argmax(forward_step(model, cache, [seq], [tokens[-1:]], attention=attention)[0])))
+        end = clock()
+    finally:
+        cache.free(seq)
+    return tokens, first - start, (end - first) / (ANSWER_TOKENS - 1)
+
+
+def passkey(engine, modes: dict, names: list[str], cases: dict, clock, results: Results) -> None:
+    longest = max(len(ids) for trials in cases.values() for _, _, ids in trials) + ANSWER_TOKENS
     for name in names:
         results.passkey[name] = {}
-        with Engine(engine.model, engine.tokenizer, threads=engine.threads, attention=modes[name]) as eng:
-            eng.generate(cases[min(cases)][0][2][:64], max_new_tokens=2)  # warm-up
-            for L, trials in cases.items():
-                correct, ttft, decode, misses = 0, [], [], []
-                for depth, key, ids in trials:
-                    eng.clear_prefix_cache()  # every prompt is prefilled in full
-                    done = eng.submit(ids, params).result()
-                    ok = first_number(done.text) == key
-                    correct += ok
-                    if not ok:
-                        misses.append(f"depth {depth:.2f}: {done.text.strip()[:20]!r}")
-                    ttft.append(done.ttft_s)
-                    decode.append((done.seconds - done.ttft_s) / (done.generated_tokens - 1))
-                results.passkey[name][L] = {
-                    "correct": correct, "total": len(trials), "ttft": statistics.median(ttft),
-                    "decode": statistics.median(decode), "prompt_tokens": len(trials[0][2]),
-                }
-                log(f"passkey {name} {L}: {correct}/{len(trials)}, TTFT {statistics.median(ttft):.2f} s, "
-                    f"decode {1000 * statistics.median(decode):.1f} ms/token" + (f"; missed {misses}" if misses else ""))
+        cache = grown_cache(engine.model, longest, modes[name].uses_key_summaries)
+        answer(engine.model, cache, modes[name], cases[min(cases)][0][2][:CHUNK], clock)  # warm-up
+        for L, trials in cases.items():
+            correct, ttft, decode, misses = 0, [], [], []
+            for depth, key, ids in trials:
+                tokens, first, per_token = answer(engine.model, cache, modes[name], ids, clock)
+                text = engine.tokenizer.decode(tokens)
+                ok = first_number(text) == key
+                correct += ok
+                if not ok:
+                    misses.append(f"depth {depth:.2f}: {text.strip()[:20]!r}")
+                ttft.append(first)
+                decode.append(per_token)
+            results.passkey[name][L] = {
+                "correct": correct, "total": len(trials), "ttft": statistics.median(ttft),
+                "decode": statistics.median(decode), "prompt_tokens": len(trials[0][2]),
+            }
+            log(f"passkey {name} {L}: {correct}/{len(trials)}, TTFT {statistics.median(ttft):.2f} s, "
+                f"decode {1000 * statistics.median(decode):.1f} ms/token" + (f"; missed {misses}" if misses else ""))
+        del cache
 
 
 # ----- attention alone ----------------------------------------------------------------------------
 
 
-def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], reps: int, results: Results) -> None:
+def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], reps: int, clock, results: Results) -> None:
     import torch
 
     from model.attention import attend_dense
@@ -203,9 +233,9 @@ def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], r
     def median_ms(fn, n: int) -> float:
         times = []
         for _ in range(n):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
         return 1000 * statistics.median(times)
 
     for L in lengths:
@@ -248,12 +278,14 @@ def profile_steps(engine, modes: dict, names: list[str], length: int) -> str:
     ids = torch.randint(100, engine.config.vocab_size, (length,), generator=g).tolist()
     out = []
     for name in names:
-        cache = engine.model.new_cache(max_seq_len=length + 1, capacity_bytes=1 << 30, key_summaries=True)
+        cache = grown_cache(engine.model, length + 2, modes[name].uses_key_summaries)
         seq = cache.new_sequence()
-        for i in range(0, length - CHUNK, CHUNK):
-            forward_step(engine.model, cache, [seq], [ids[i : i + CHUNK]], attention=modes[name])
-        start = (length - CHUNK) // CHUNK * CHUNK
+        start = length - CHUNK
+        for i in range(0, start, CHUNK):
+            forward_step(engine.model, cache, [seq], [ids[i : min(i + CHUNK, start)]], attention=modes[name])
         for label, chunk in (("prefill chunk", ids[start:]), ("decode step", ids[:1])):
+            if label == "decode step":
+                forward_step(engine.model, cache, [seq], [chunk], attention=modes[name])  # warm-up
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 forward_step(engine.model, cache, [seq], [chunk], attention=modes[name])
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=48)
@@ -265,7 +297,7 @@ def profile_steps(engine, modes: dict, names: list[str], length: int) -> str:
 # ----- llama.cpp ----------------------------------------------------------------------------------
 
 
-def llamacpp(gguf: Path, cases: dict, threads: int, results: Results) -> None:
+def llamacpp(gguf: Path, cases: dict, threads: int, clock, results: Results) -> None:
     try:
         import numpy as np
         from llama_cpp import Llama
@@ -282,14 +314,14 @@ def llamacpp(gguf: Path, cases: dict, threads: int, results: Results) -> None:
         def next_token() -> int:
             return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
 
-        start = time.perf_counter()
+        start = clock()
         llm.eval(ids)
         tokens = [next_token()]
-        first = time.perf_counter()
+        first = clock()
         for _ in range(ANSWER_TOKENS - 1):
             llm.eval(tokens[-1:])
             tokens.append(next_token())
-        end = time.perf_counter()
+        end = clock()
         results.llamacpp[L] = {"ttft": first - start, "decode": (end - first) / (ANSWER_TOKENS - 1),
                                "answer": llm.detokenize(tokens).decode(errors="replace")}
         llm.close()
@@ -300,7 +332,7 @@ def llamacpp(gguf: Path, cases: dict, threads: int, results: Results) -> None:
 
 
 def report(results: Results) -> str:
-    lines = [f"machine: {results.machine}; threads {results.threads}; "
+    lines = [f"machine: {results.machine}; threads {results.threads}; {results.clock} clock; "
              f"load average {results.load[0]:.1f} at start, {results.load[-1]:.1f} at end", ""]
 
     def ratio(x: float, base: float) -> str:
@@ -374,6 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads (default 2)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time (default), or this process's CPU time: steadier on a loaded machine, "
+                   "meaningful with --threads 1 only (idle OpenMP threads spin)")
     p.add_argument("--lengths", default="2048,4096,8176", help="context lengths in tokens (default 2048,4096,8176)")
     p.add_argument("--only", default=",".join(PARTS), help=f"parts to run, of {','.join(PARTS)} (default all)")
     p.add_argument("--ppl-modes", default="dense,local,topk5,topk10,topk25,auto", help="modes scored for perplexity")
@@ -412,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     from model.checkpoint import resolve_source
 
     torch.set_num_interop_threads(1)
-    results = Results(machine=machine(), threads=args.threads, lengths=args.lengths, load=[os.getloadavg()[0]])
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    results = Results(machine=machine(), threads=args.threads, clock=args.clock, lengths=args.lengths, load=[os.getloadavg()[0]])
     modes = attention_modes()
     engine = model.load("default", quant=args.quant, threads=args.threads)
     if max(args.lengths) + ANSWER_TOKENS > engine.context_length:
@@ -421,13 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         f"context {engine.context_length}, threads {args.threads}")
     cases = passkey_cases(engine.tokenizer, args.lengths, args.depths, args.seed)
     if "ppl" in args.only:
-        perplexity(engine, modes, args.ppl_modes, args.lengths, args.windows, results)
+        perplexity(engine, modes, args.ppl_modes, args.lengths, args.windows, clock, results)
     if "attention" in args.only:
-        attention_alone(engine, modes, args.attention_modes, args.lengths, args.reps, results)
+        attention_alone(engine, modes, args.attention_modes, args.lengths, args.reps, clock, results)
     if "passkey" in args.only:
-        passkey(engine, modes, args.passkey_modes, cases, results)
+        passkey(engine, modes, args.passkey_modes, cases, clock, results)
     if "llamacpp" in args.only:
-        llamacpp(resolve_source("default"), cases, args.threads, results)
+        llamacpp(resolve_source("default"), cases, args.threads, clock, results)
     if args.profile:
         results.profile = profile_steps(engine, modes, ["dense", "topk5"], max(args.lengths))
     engine.close()

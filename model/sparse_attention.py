@@ -78,7 +78,7 @@ class SparsePlan:
     n_groups: int  # Gq
     group_size: int  # Tg
     token_index: torch.Tensor  # [N] where each packed new token sits in the flattened [Gq * Tg] groups
-    query_valid: torch.Tensor  # [Gq, Tg] bool: holds a real token (the rest is padding)
+    query_padding: torch.Tensor | None  # [Gq, Tg] bool: a padding cell, not a token; None if there is none
     group_row: torch.Tensor  # [Gq] the layout row (sequence) of each group
     read_slots: torch.Tensor  # [B, S] the layout's cache slot of every position of every sequence
     fixed_slots: torch.Tensor  # [Gq, F * bs] cache slots of the local, sink and own blocks
@@ -86,8 +86,9 @@ class SparsePlan:
     max_topk: int  # top-k blocks per group (0: no top-k part, no summaries needed)
     pages: torch.Tensor | None  # [B, NB * pages_per_block] cache pages of each sequence's blocks (top-k only)
     pages_per_block: int
-    block_visible: torch.Tensor | None  # [Gq, NB] blocks before the group's own (the softmax of the scores)
-    block_candidate: torch.Tensor | None  # [Gq, NB] blocks top-k may pick: not sink, local or own
+    visible_bias: torch.Tensor | None  # [Gq, 1, 1, 1, NB] 0 for blocks before the group's own, else -inf
+    candidate_bias: torch.Tensor | None  # [Gq, 1, NB] 0 for blocks top-k may pick (not sink, local, own), else -inf
+    group_is_row: bool  # one group per sequence (a decode step): group_row is the identity
 
 
 def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bool) -> SparsePlan | None:
@@ -121,9 +122,9 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
     token_index = token_group * Tg + positions - lo[token_group]
     query_pos = (hi - 1)[:, None].repeat(1, Tg)  # [Gq, Tg]
     query_pos.view(-1)[token_index] = positions
-    query_valid = torch.zeros(Gq * Tg, dtype=torch.bool)
-    query_valid[token_index] = True
-    query_valid = query_valid.view(Gq, Tg)
+    query_padding = torch.ones(Gq * Tg, dtype=torch.bool)
+    query_padding[token_index] = False
+    query_padding = query_padding.view(Gq, Tg) if query_padding.any() else None
 
     # Fixed blocks: the local ones (j - n_local .. j - 1), the sink (0), the own block (j).
     local = block[:, None] - n_local + torch.arange(n_local)  # [Gq, n_local]
@@ -146,7 +147,7 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
         if config.mode == "auto":
             topk_count = torch.where(context <= config.auto_dense_up_to, candidates, topk_count)
     max_topk = int(topk_count.max())
-    pages = block_visible = block_candidate = None
+    pages = visible_bias = candidate_bias = None
     ppb = bs // page_size
     if max_topk:
         if not has_summaries:
@@ -156,15 +157,18 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
         page_slots[:, :S] = layout.read_slots
         pages = page_slots[:, ::page_size] // page_size  # [B, NB * ppb]
         n = torch.arange(n_blocks)
-        block_visible = n[None, :] < block[:, None]
-        block_candidate = (n[None, :] >= 1) & (n[None, :] < (block - n_local)[:, None])
+        visible = n[None, :] < block[:, None]
+        candidate = (n[None, :] >= 1) & (n[None, :] < (block - n_local)[:, None])
+        visible_bias = torch.zeros(Gq, 1, 1, 1, n_blocks).masked_fill_(~visible[:, None, None, None], -torch.inf)
+        candidate_bias = torch.zeros(Gq, 1, n_blocks).masked_fill_(~candidate[:, None], -torch.inf)
     topk_ok = (torch.arange(max_topk)[None, :] < topk_count[:, None]).repeat_interleave(bs, dim=1)  # [Gq, k * bs]
     mask = torch.cat([topk_ok[:, None, :].expand(Gq, Tg, max_topk * bs), fixed_mask], dim=2)  # [Gq, Tg, K]
     bias = torch.zeros(mask.shape).masked_fill_(~mask, -torch.inf).unsqueeze(1)
     return SparsePlan(
-        block_size=bs, n_groups=Gq, group_size=Tg, token_index=token_index, query_valid=query_valid,
+        block_size=bs, n_groups=Gq, group_size=Tg, token_index=token_index, query_padding=query_padding,
         group_row=group_row, read_slots=layout.read_slots, fixed_slots=fixed_slots, bias=bias, max_topk=max_topk,
-        pages=pages, pages_per_block=ppb, block_visible=block_visible, block_candidate=block_candidate,
+        pages=pages, pages_per_block=ppb, visible_bias=visible_bias, candidate_bias=candidate_bias,
+        group_is_row=Gq == B,
     )
 
 
@@ -200,13 +204,16 @@ def topk_blocks(plan: SparsePlan, summaries: KeySummaries, layer: int, queries: 
     Gq, Tg, H, dk = queries.shape
     G = summaries.key_shape[0]
     block_min, block_max = summaries.blocks(layer, plan.pages, plan.pages_per_block)  # [B, NB, G, dk]
-    block_min, block_max = block_min[plan.group_row], block_max[plan.group_row]  # [Gq, NB, G, dk]
+    if not plan.group_is_row:
+        block_min, block_max = block_min[plan.group_row], block_max[plan.group_row]  # [Gq, NB, G, dk]
     bound = qk_upper_bound(queries.view(Gq, Tg, G, H // G, dk), block_min, block_max)  # [Gq, G, g, Tg, NB]
-    bound = bound.masked_fill(~plan.block_visible[:, None, None, None, :], -torch.inf)
-    mass = torch.softmax(bound * scale, dim=-1).nan_to_num(0.0)  # estimated attention mass per block
-    mass = mass.masked_fill(~plan.query_valid[:, None, None, :, None], 0.0).amax(dim=3).sum(dim=2)  # [Gq, G, NB]
-    mass = mass.masked_fill(~plan.block_candidate[:, None, :], -torch.inf)
-    return mass.topk(plan.max_topk, dim=-1).indices
+    # Estimated attention mass per block: a softmax over the blocks before the own one. A group with none
+    # (its own block is the first) gets NaN here; it has no candidates either, so none of its picks is used.
+    mass = torch.softmax(torch.add(plan.visible_bias, bound, alpha=scale), dim=-1)
+    if plan.query_padding is not None:  # padding queries are zero: their flat softmax must not count
+        mass = mass.masked_fill(plan.query_padding[:, None, None, :, None], 0.0)
+    mass = mass.amax(dim=3).sum(dim=2)  # [Gq, G, NB]: the largest over the queries, summed over the heads
+    return torch.add(mass, plan.candidate_bias).topk(plan.max_topk, dim=-1).indices
 
 
 def select_slots(
