@@ -237,11 +237,9 @@ def select_slots(
 def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor) -> torch.Tensor:
     """Grouped-query attention over the chosen blocks only: q [N, H, hd], kv = one layer's rows [slots, 2KV, hd]."""
     # Gq groups of Tg queries; H query heads sharing KV key-value heads; K gathered keys.
-    N, H, hd = q.shape
-    KV = kv.shape[1] // 2
+    hd, KV, Gq = q.shape[2], kv.shape[1] // 2, plan.n_groups
     scale = 1.0 / math.sqrt(hd)
     queries = group_queries(plan, q)  # [Gq, Tg, H, hd]
-    Gq, Tg = plan.n_groups, plan.group_size
     slots = select_slots(plan, summaries, layer, queries, scale, KV)  # [Gq, KV, K]
     K = slots.shape[2]
     rows = kv.view(-1, hd)  # row r * 2KV + h is head h's key of slot r; + KV its value

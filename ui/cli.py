@@ -19,7 +19,7 @@ from ui.memory_cli import add_memory_parser, cmd_memory
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "long_context")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
