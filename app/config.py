@@ -22,6 +22,10 @@ class Settings:
     # MoE models (DeepSeek-V3/R1, Mixtral); both off by default, which keeps routing equal to the reference
     expert_capacity: int | None = None  # most (token, expert) assignments per expert per step; overflow goes to a backup
     router_bias: str | None = None  # a safetensors file of per-task router biases (tensors "math", "code", "chat")
+    attention: str = "dense"  # "dense", "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above)
+    attention_local_blocks: int = 2  # sparse modes: 64-token blocks before its own that a query always sees
+    attention_topk: float = 0.05  # topk / auto: blocks picked per query block, a fraction (< 1) or a count (>= 1)
+    fallback_full_attention: bool = False  # attend densely whatever `attention` says
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
@@ -58,7 +62,9 @@ class Settings:
                 continue
             kind = f.type if isinstance(f.type, str) else f.type.__name__
             try:
-                if kind.startswith("int"):
+                if kind == "bool":
+                    values[f.name] = _parse_bool(raw)
+                elif kind.startswith("int"):
                     values[f.name] = int(raw)
                 elif kind.startswith("float"):
                     values[f.name] = float(raw)
@@ -88,3 +94,12 @@ class Settings:
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
         }
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

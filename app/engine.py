@@ -19,7 +19,7 @@ from model.moe import TASK_TYPES
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
 ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias",
-                 "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
+                 "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
 
 
 def load_engine(settings: Settings) -> Backend:
@@ -33,6 +33,8 @@ def load_engine(settings: Settings) -> Backend:
             threads=settings.threads,
             cache_dir=settings.cache_dir,
             kv_cache_mb=settings.kv_cache_mb,
+            attention=attention_config(settings),
+            fallback_full_attention=settings.fallback_full_attention,
         )
         if settings.expert_capacity is not None:
             engine.set_expert_capacity(settings.expert_capacity)
@@ -98,3 +100,10 @@ def read_router_bias(path: str | Path) -> dict[str, torch.Tensor]:
     if unknown or not biases:
         raise ValueError(f"{path}: router bias tensors must be named {', '.join(TASK_TYPES)}; found {sorted(biases)}")
     return biases
+
+
+def attention_config(settings: Settings) -> model.AttentionConfig:
+    """The attention pattern the settings ask for. Raises ValueError naming a bad mode or value."""
+    return model.AttentionConfig(
+        mode=settings.attention, local_blocks=settings.attention_local_blocks, topk=settings.attention_topk
+    )

@@ -14,10 +14,13 @@ from model.engine import Engine
 from model.repack import Repacker
 from model.request import Completion, GenerationError, Request
 from model.sampler import SamplingParams
+from model.sparse_attention import ATTENTION_MODES, AttentionConfig
 from model.tensor_names import checked
 from model.transformer import Transformer
 
 __all__ = [
+    "ATTENTION_MODES",
+    "AttentionConfig",
     "Completion",
     "Engine",
     "GenerationError",
@@ -71,6 +74,8 @@ def load(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
+    attention: str | AttentionConfig = "dense",
+    fallback_full_attention: bool = False,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -81,10 +86,16 @@ def load(
     (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
     kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
+    attention: "dense" (default), "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above), with
+    the default block settings, or an `AttentionConfig`; see model/sparse_attention.py.
+    fallback_full_attention: attend densely whatever `attention` says.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
         raise ValueError(f"unknown quant {quant!r}; choose one of {', '.join(LOAD_QUANTS)} (or None = fp32)")
+    attention = attention if isinstance(attention, AttentionConfig) else AttentionConfig(mode=attention)
+    if fallback_full_attention:
+        attention = AttentionConfig(mode="dense")
     quant = native_quant(source) if quant == "auto" else None if quant == "fp32" else quant
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
@@ -95,6 +106,7 @@ def load(
         repack=lambda config, tensors: Repacker(config, quant)(tensors),
     )
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
-    log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
-             checkpoint.config.n_layers, quant or "fp32", threads)
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name)
+    log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
+             checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
+    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name,
+                  attention=attention)

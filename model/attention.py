@@ -2,7 +2,8 @@
 policy every attention class shares: the causal mask of a ragged step and the padding of its queries.
 
 An attention class owns its cache layout (`cache_row_shape`) and its mask; the KV cache only stores rows.
-A new pattern (sliding window, block-sparse) is a new mask function passed to `layout.derived`.
+A dense pattern (e.g. a sliding window) is a new mask function passed to `layout.derived`; block-sparse
+attention (model/sparse_attention.py) gathers only the chosen key blocks instead, when the step has a plan.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.key_summaries import KeySummaries
 from model.kv_cache import KVCache, StepLayout
 from model.linear import Linear
 from model.rope import apply_rotary
+from model.sparse_attention import attend_gqa
 
 
 def causal_mask(layout: StepLayout) -> torch.Tensor | None:
@@ -69,6 +72,12 @@ class GroupedQueryAttention(nn.Module):
             sources["wqkv.bias"] = ("wq.bias", "wk.bias", "wv.bias")
         return sources
 
+    @staticmethod
+    def key_summaries(config: ModelConfig, n_layers: int, page_size: int) -> KeySummaries:
+        """Per-page min/max of the key part of the rows (the first n_kv_heads vectors), for sparse attention."""
+        n_kv = config.n_kv_heads
+        return KeySummaries(n_layers, (n_kv, config.head_dim), lambda rows: rows[:, :n_kv], page_size)
+
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, layout: StepLayout
     ) -> torch.Tensor:
@@ -80,9 +89,19 @@ class GroupedQueryAttention(nn.Module):
         qk = apply_rotary(qkv[:, : H + KV], cos, sin)  # queries and keys rotated in one pass
         q = qk[:, :H]  # [N, H, hd]
         cache.write(self.layer, layout.write_slots, torch.cat([qk[:, H:], qkv[:, H + KV :]], dim=1))  # [N, 2KV, hd]
-        kv = cache.read(self.layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
-        keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
-        out = F.scaled_dot_product_attention(
-            pad_queries(q, layout), keys, values, attn_mask=layout.derived(causal_mask), enable_gqa=True
-        )  # [B, H, T, hd]
-        return self.wo(unpad(out, layout).reshape(N, H * hd))
+        if layout.sparse is None:
+            out = attend_dense(q, cache, self.layer, layout)
+        else:  # block-sparse: only the chosen key blocks are gathered (model/sparse_attention.py)
+            out = attend_gqa(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer, q)
+        return self.wo(out.reshape(N, H * hd))
+
+
+def attend_dense(q: torch.Tensor, cache: KVCache, layer: int, layout: StepLayout) -> torch.Tensor:
+    """Grouped-query attention of q [N, H, hd] over every cached key of its sequence -> [N, H, hd]."""
+    KV = cache.row_shape[0] // 2
+    kv = cache.read(layer, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
+    keys, values = kv[:, :KV], kv[:, KV:]  # [B, KV, S, hd]
+    out = F.scaled_dot_product_attention(
+        pad_queries(q, layout), keys, values, attn_mask=layout.derived(causal_mask), enable_gqa=True
+    )  # [B, H, T, hd]
+    return unpad(out, layout)

@@ -23,7 +23,8 @@ from model.grammar import GrammarCompiler
 from model.moe import TASK_TYPES, ExpertLoad
 from model.request import Completion, Request
 from model.sampler import SamplingParams
-from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
+from model.scheduler import DENSE, CacheStats, Scheduler, SchedulerConfig, forward_step
+from model.sparse_attention import AttentionConfig
 from model.transformer import Transformer
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,12 @@ class Engine(Backend):
         kv_cache_mb: float | None = None,
         scheduler: SchedulerConfig = SchedulerConfig(),
         name: str | None = None,
+        attention: AttentionConfig = DENSE,
     ) -> None:
         """name: what logs and status displays call the model (default: its architecture).
         context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
+        attention: dense or block-sparse attention (model/sparse_attention.py), for every request and `logits`.
         """
         self.model = model.eval()
         self.config = model.config
@@ -54,7 +57,11 @@ class Engine(Backend):
         self.threads = threads
         self.kv_cache_mb = kv_cache_mb or DEFAULT_KV_CACHE_MB
         context = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
-        cache = model.new_cache(max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)))
+        self.attention = attention
+        cache = model.new_cache(
+            max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)), sparse=attention.mode != "dense",
+            key_summaries=attention.uses_key_summaries,
+        )
         capacity_tokens = cache.max_blocks * cache.block_size
         if capacity_tokens < context:
             log.warning("KV cache of %d MiB holds %d tokens; context cut from %d", self.kv_cache_mb, capacity_tokens, context)
@@ -62,7 +69,7 @@ class Engine(Backend):
         self.context_length = context
         self.cache = cache
         self.name = name or self.config.arch
-        self._scheduler = Scheduler(model, tokenizer, cache, scheduler)
+        self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention)
         self._grammars: OrderedDict[str, str] = OrderedDict()  # compiled grammars by their schema's JSON
         self._grammars_lock = threading.Lock()
 
@@ -176,8 +183,11 @@ class Engine(Backend):
 
     # ----- scoring -------------------------------------------------------------------------------
 
-    def logits(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached."""
+    def logits(self, token_ids: Sequence[int], chunk: int | None = None) -> torch.Tensor:
+        """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached.
+
+        chunk: feed the sequence in steps of this many tokens, as a chunked prefill does (None = one step).
+        """
         ids = [int(t) for t in token_ids]
         self._check_prompt(ids)
         with self._scheduler.lock:
@@ -186,7 +196,11 @@ class Engine(Backend):
             if short > 0:  # make room from the prefix cache (running requests keep theirs)
                 self.cache.release(self._scheduler.radix.evict(short))
             try:
-                return forward_step(self.model, self.cache, [seq], [ids], all_logits=True)
+                step = chunk or len(ids)
+                return torch.cat([
+                    forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention)
+                    for i in range(0, len(ids), step)
+                ])
             finally:
                 self.cache.free(seq)
 

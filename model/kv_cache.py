@@ -7,7 +7,9 @@ into it (copy-on-write). The pool never grows past `max_blocks`; running out rai
 scheduler checks `blocks_needed` against `free_blocks` (evicting from the tree) before it steps.
 
 What one cache row holds is the attention class's business: `row_shape` per token per layer, e.g.
-`(2 * n_kv_heads, head_dim)` for grouped-query attention (keys then values).
+`(2 * n_kv_heads, head_dim)` for grouped-query attention (keys then values). Sparse attention needs, next to
+the rows, per-page min/max summaries of their keys (model/key_summaries.py); a cache built with
+`key_summaries` keeps them exact through every write, copy-on-write and reuse of a page.
 
 A forward step appends tokens to a set of sequences through `append`, which returns a `StepLayout`:
 where the new rows go and which cached slots each sequence attends over. All layers share it. Who may
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from model.key_summaries import KeySummaries
 
 
 class CacheFull(RuntimeError):
@@ -47,6 +51,7 @@ class StepLayout:
     last_token: torch.Tensor  # [B] index into the N packed tokens of each sequence's last new token
     batch_size: int
     max_new: int
+    sparse: Any = None  # the step's block-sparse plan (model/sparse_attention.py `SparsePlan`); None = dense
     _derived: dict[Callable[[StepLayout], Any], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def derived(self, build: Callable[[StepLayout], Any]) -> Any:
@@ -75,9 +80,12 @@ class KVCache:
         block_size: int = 16,
         initial_blocks: int = 64,
         dtype: torch.dtype = torch.float32,
+        key_summaries: KeySummaries | None = None,
     ) -> None:
         if max_blocks < 1:
             raise ValueError(f"the KV cache needs at least one block, got max_blocks={max_blocks}")
+        if key_summaries is not None and key_summaries.page_size != block_size:
+            raise ValueError(f"key summaries of {key_summaries.page_size}-token pages for a cache of {block_size}-token blocks")
         self.n_layers = n_layers
         self.row_shape = tuple(row_shape)
         self.block_size = block_size
@@ -85,6 +93,7 @@ class KVCache:
         self.max_blocks = max_blocks
         self.dtype = dtype
         self.kv = torch.zeros(n_layers, 0, *self.row_shape, dtype=dtype)  # [L, slots, *row_shape]
+        self.key_summaries = key_summaries  # per-page key min/max for sparse attention; None = not kept
         self._refs: list[int] = []
         self._free: list[int] = []
         self._grow(min(initial_blocks, max_blocks))
@@ -119,6 +128,8 @@ class KVCache:
         if old:
             kv[:, : old * self.block_size] = self.kv
         self.kv = kv
+        if self.key_summaries is not None:
+            self.key_summaries.grow(old + n_new_blocks)
         self._refs.extend([0] * n_new_blocks)
         # Pop from the end: lowest free index first keeps a fresh sequence's blocks contiguous.
         self._free = list(range(old + n_new_blocks - 1, old - 1, -1)) + self._free
@@ -245,6 +256,8 @@ class KVCache:
             for seq, start in zip(seqs[: done + 1], starts):
                 self._drop_blocks_from(seq, -(-start // bs))
             raise
+        if self.key_summaries is not None:
+            self._reset_summaries(seqs, starts, n_new)
 
         ends = [start + n for start, n in zip(starts, n_new)]
         max_len, max_new = max(ends), max(n_new)
@@ -273,6 +286,16 @@ class KVCache:
             max_new=max_new,
         )
 
+    def _reset_summaries(self, seqs: Sequence[int], starts: Sequence[int], n_new: Sequence[int]) -> None:
+        """Before a step writes: every page it writes into summarises only the rows its sequence holds there."""
+        bs, pages, valid_rows = self.block_size, [], []
+        for seq, start, n in zip(seqs, starts, n_new):
+            table = self._tables[seq]
+            for index in range(start // bs, (start + n - 1) // bs + 1):
+                pages.append(table[index])
+                valid_rows.append(max(0, start - index * bs))
+        self.key_summaries.reset(self.kv, pages, valid_rows)
+
     def commit(self, layout: StepLayout) -> None:
         """The step's forward wrote every layer: its tokens are now cached."""
         n_new = layout.last_token.diff(prepend=torch.tensor([-1])).tolist()
@@ -288,6 +311,8 @@ class KVCache:
     def write(self, layer: int, slots: torch.Tensor, rows: torch.Tensor) -> None:
         """Store the step's new rows, [N, *row_shape]."""
         self.kv[layer].index_copy_(0, slots, rows)
+        if self.key_summaries is not None:
+            self.key_summaries.update(layer, slots, rows)
 
     def read(self, layer: int, slots: torch.Tensor) -> torch.Tensor:
         """Rows for slots [B, S] -> [B, S, *row_shape]."""

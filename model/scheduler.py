@@ -19,6 +19,7 @@ later from whatever of them is still cached.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import threading
 import time
@@ -33,9 +34,12 @@ from model.kv_cache import KVCache
 from model.moe import TASK_TYPES, ExpertLoad
 from model.radix_cache import RadixCache
 from model.request import Completion, Request, TokenLogprob, token_ids_of_text
+from model.sparse_attention import AttentionConfig, plan_step
 from model.transformer import Transformer
 
 log = logging.getLogger(__name__)
+
+DENSE = AttentionConfig()
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,12 @@ def forward_step(
     chunks: Sequence[Sequence[int]],
     all_logits: bool = False,
     task_types: Sequence[str | None] | None = None,
+    attention: AttentionConfig = DENSE,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
     task_types: per sequence, the task whose router bias its tokens use (None: no bias); None for all.
+    attention: the attention pattern (dense, or block-sparse: model/sparse_attention.py).
     The cache lengths advance only if the forward succeeds; on any exception the step is rolled back.
     """
     layout = cache.append(seqs, [len(c) for c in chunks])
@@ -77,6 +83,9 @@ def forward_step(
         rows = [TASK_TYPES.index(t) if t else len(TASK_TYPES) for t in task_types]
         task_rows = torch.tensor([row for row, chunk in zip(rows, chunks) for _ in chunk], dtype=torch.long)
     try:
+        plan = plan_step(attention, layout, cache.block_size, cache.key_summaries is not None)
+        if plan is not None:
+            layout = dataclasses.replace(layout, sparse=plan)
         with torch.inference_mode():
             logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows)
     except BaseException:
@@ -97,8 +106,16 @@ def _close_live_schedulers() -> None:
 
 
 class Scheduler:
-    def __init__(self, model: Transformer, tokenizer, cache: KVCache, config: SchedulerConfig = SchedulerConfig()) -> None:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer,
+        cache: KVCache,
+        config: SchedulerConfig = SchedulerConfig(),
+        attention: AttentionConfig = DENSE,
+    ) -> None:
         self.model = model
+        self.attention = attention
         self.tokenizer = tokenizer
         self.cache = cache
         self.config = config
@@ -228,7 +245,7 @@ class Scheduler:
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
         task_types = [request.task_type for request, _ in batch] if self.task_bias_on else None
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types)
+            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types, attention=self.attention)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:

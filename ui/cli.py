@@ -13,14 +13,14 @@ from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
 from app.engine import BACKENDS, describe
-from model import LOAD_QUANTS, GenerationError
+from model import ATTENTION_MODES, LOAD_QUANTS, GenerationError
 from model.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch", "long_context")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -44,6 +44,15 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--router-bias", metavar="FILE",
                        help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
+    group.add_argument(
+        "--attention", choices=ATTENTION_MODES,
+        help="dense (default); local: own 64-token block + previous blocks + the first; topk: local + the blocks "
+        "with the highest q·k bound; auto: dense up to 512 tokens of context, topk above",
+    )
+    group.add_argument("--attention-local-blocks", type=int, help="blocks before its own a query always sees (default 2)")
+    group.add_argument("--attention-topk", type=float, help="top-k blocks: a fraction (< 1, default 0.05) or a count")
+    group.add_argument("--fallback-full-attention", action="store_true", default=None,
+                       help="attend densely whatever --attention says")
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +156,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         kv_cache_mb=getattr(args, "kv_cache_mb", None),
         expert_capacity=getattr(args, "expert_capacity", None),
         router_bias=getattr(args, "router_bias", None),
+        attention=getattr(args, "attention", None),
+        attention_local_blocks=getattr(args, "attention_local_blocks", None),
+        attention_topk=getattr(args, "attention_topk", None),
+        fallback_full_attention=getattr(args, "fallback_full_attention", None),
         max_new_tokens=getattr(args, "max_new_tokens", None),
         temperature=getattr(args, "temperature", None),
         top_p=getattr(args, "top_p", None),

@@ -45,3 +45,20 @@ def test_memory_locations_follow_the_data_dir(monkeypatch, tmp_path):
     settings = Settings.from_env({"R1_DATA_DIR": "/srv/r1", "R1_MEMORY_WINDOW_TOKENS": "16384"})
     assert settings.chroma_store_path().as_posix() == "/srv/r1/chroma" and settings.memory_window_tokens == 16384
     assert Settings(data_dir="/srv/r1", chroma_path="~/vectors").chroma_store_path() == tmp_path / "vectors"
+
+
+def test_attention_settings_come_from_the_environment():
+    from app.engine import attention_config
+
+    settings = Settings.from_env(
+        {"R1_ATTENTION": "topk", "R1_ATTENTION_TOPK": "0.25", "R1_ATTENTION_LOCAL_BLOCKS": "4",
+         "R1_FALLBACK_FULL_ATTENTION": "yes"}
+    )
+    assert settings.fallback_full_attention is True
+    config = attention_config(settings)
+    assert (config.mode, config.topk, config.local_blocks) == ("topk", 0.25, 4)
+    assert Settings().attention == "dense" and Settings().fallback_full_attention is False
+    with pytest.raises(ValueError, match="R1_FALLBACK_FULL_ATTENTION='maybe'"):
+        Settings.from_env({"R1_FALLBACK_FULL_ATTENTION": "maybe"})
+    with pytest.raises(ValueError, match="unknown attention mode 'sparse'"):
+        attention_config(Settings(attention="sparse"))

@@ -318,3 +318,13 @@ def test_cli_generate_prints_router_statistics(tmp_path):
     # per step, so the prompt's step re-routes (and, 16 * 3 places being too few for 78 assignments, drops).
     for layer, assignments, used, share, imbalance, rerouted, dropped, *busiest in rows:
         assert int(assignments) + int(dropped) == (39 + 3) * 2 and int(rerouted) > 0 and int(dropped) > 0
+
+
+@pytest.mark.parametrize("attention", ["local", "topk"])
+def test_sparse_attention_on_a_latent_attention_model_is_refused_by_name(fp8_dir, tmp_path, attention):
+    directory, _ = fp8_dir
+    with pytest.raises(ValueError, match="block-sparse attention needs grouped-query attention.*MultiHeadLatentAttention"):
+        model.load(directory, quant=None, threads=1, cache_dir=tmp_path, attention=attention)
+    dense = model.load(directory, quant=None, threads=1, cache_dir=tmp_path, attention=attention,
+                       fallback_full_attention=True)
+    assert dense.attention.mode == "dense"
