@@ -11,6 +11,8 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import ModelLoadError, load_checkpoint, native_quant
+from model.compiled_step import enabled_by_env
+from model.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
 from model.request import Completion, GenerationError, Request
@@ -79,6 +81,7 @@ def load(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     kv_cache_mb: float | None = None,
+    compiled_step: bool | None = None,
 ) -> Engine:
     """Load a model ("default" = bundled SmolLM2-135M GGUF, a .gguf file, or an HF directory) as an Engine.
 
@@ -88,6 +91,8 @@ def load(
     (groups of 32); see model/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
     kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
+    compiled_step: decode through the native step (model/compiled_step.py), built in the background into
+    `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -104,4 +109,7 @@ def load(
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads)
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb)
+    if compiled_step is None:
+        compiled_step = enabled_by_env()
+    native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
+    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, native_dir=native_dir)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 
+from model.compiled_step import CompiledDecode
 from model.request import Completion, Request
 from model.sampler import SamplingParams
 from model.scheduler import CacheStats, Scheduler, SchedulerConfig, forward_step
@@ -34,9 +36,12 @@ class Engine:
         context_length: int | None = None,
         kv_cache_mb: float | None = None,
         scheduler: SchedulerConfig = SchedulerConfig(),
+        native_dir: Path | None = None,
     ) -> None:
         """context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
+        native_dir: where the native decode step is built and cached (model/compiled_step.py); None = eager only.
+        Building starts in the background; requests decode eagerly until it is ready.
         """
         self.model = model.eval()
         self.config = model.config
@@ -51,7 +56,8 @@ class Engine:
             cache.max_seq_len = context = capacity_tokens
         self.context_length = context
         self.cache = cache
-        self._scheduler = Scheduler(model, tokenizer, cache, scheduler)
+        self.compiled = None if native_dir is None else CompiledDecode(model, cache, Path(native_dir))
+        self._scheduler = Scheduler(model, tokenizer, cache, scheduler, compiled=self.compiled)
 
     # ----- requests ------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +34,9 @@ from model.kv_cache import KVCache
 from model.radix_cache import RadixCache
 from model.request import Completion, Request, TokenLogprob, token_ids_of_text
 from model.transformer import Transformer
+
+if TYPE_CHECKING:
+    from model.compiled_step import CompiledDecode
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +61,26 @@ class CacheStats:
 
 
 def forward_step(
-    model: Transformer, cache: KVCache, seqs: Sequence[int], chunks: Sequence[Sequence[int]], all_logits: bool = False
+    model: Transformer,
+    cache: KVCache,
+    seqs: Sequence[int],
+    chunks: Sequence[Sequence[int]],
+    all_logits: bool = False,
+    compiled: CompiledDecode | None = None,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
+    A decode step (one token per sequence) goes through `compiled` when it is ready, else the eager model.
     The cache lengths advance only if the forward succeeds; on any exception the step is rolled back.
     """
     layout = cache.append(seqs, [len(c) for c in chunks])
     tokens = torch.tensor([t for chunk in chunks for t in chunk], dtype=torch.long)
     try:
         with torch.inference_mode():
-            logits = model(tokens, cache, layout, all_logits=all_logits)
+            if compiled is not None and compiled.usable(layout, all_logits):
+                logits = compiled(tokens, cache, layout)
+            else:
+                logits = model(tokens, cache, layout, all_logits=all_logits)
     except BaseException:
         cache.rollback(layout)
         raise
@@ -86,8 +99,16 @@ def _close_live_schedulers() -> None:
 
 
 class Scheduler:
-    def __init__(self, model: Transformer, tokenizer, cache: KVCache, config: SchedulerConfig = SchedulerConfig()) -> None:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer,
+        cache: KVCache,
+        config: SchedulerConfig = SchedulerConfig(),
+        compiled: CompiledDecode | None = None,
+    ) -> None:
         self.model = model
+        self.compiled = compiled  # the native decode step, used once it is ready (model/compiled_step.py)
         self.tokenizer = tokenizer
         self.cache = cache
         self.config = config
@@ -195,7 +216,7 @@ class Scheduler:
         seqs = [request.seq for request, _ in batch]
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks)
+            logits = forward_step(self.model, self.cache, seqs, chunks, compiled=self.compiled)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:

@@ -1,0 +1,286 @@
+// One decode step of a Llama-family model (RMSNorm, grouped-query attention with RoPE, SwiGLU) as a single
+// native call: every sequence of the batch feeds one token, and the logits of its next token come back.
+//
+// Why: in eager PyTorch a decode step of SmolLM2-135M is ~1,600 small aten calls (30 layers x ~50), each
+// 1-3 us of dispatch, plus ~9 module calls per layer; that overhead is as large as the matmuls themselves.
+// Here the small ops are plain loops (norm + cast, rope + KV write, attention over the paged cache,
+// SiLU * mul, residual adds) and only the matmuls go through ATen, on the same kernels as the eager path
+// (model/linear.py), so the numbers match eager up to summation order.
+//
+// Built at run time by model/compiled_step.py (c++ -O3 -march=native), loaded with torch.ops.load_library.
+// Each loop is a named torch.profiler range (r1::...), so profiles of the native step still say where time goes.
+// Shapes: B sequences, D model dim, H / KV query / key-value heads, hd head dim, F ffn dim, V vocab.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// A linear layer in one of model/linear.py's formats, chosen by the weight's dtype:
+// float32 [O, K]; int8 [O, K] + bf16 scales [O]; packed int4 uint8 + bf16 scales_and_zeros [K/g, O, 2].
+struct LinearWeights {
+  Tensor weight, scales, bias;  // scales / bias: empty when absent
+
+  bool quantized() const { return weight.scalar_type() != at::kFloat; }
+
+  // x: [B, K], bf16 when quantized() else float32 -> float32 [B, O]
+  Tensor operator()(const Tensor& x) const {
+    Tensor y;
+    if (weight.scalar_type() == at::kFloat) {
+      return bias.numel() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
+    } else if (weight.scalar_type() == at::kChar) {
+      y = at::_weight_int8pack_mm(x, weight, scales);
+    } else {
+      y = at::_weight_int4pack_mm_for_cpu(x, weight, x.size(1) / scales.size(0), scales);
+    }
+    y = y.to(at::kFloat);
+    if (bias.numel()) y.add_(bias);
+    return y;
+  }
+};
+
+inline void store(float* dst, int64_t i, float v) { dst[i] = v; }
+inline void store(at::BFloat16* dst, int64_t i, float v) { dst[i] = at::BFloat16(v); }
+
+// out[b] = x[b] / rms(x[b]) * w, in float, then stored as float or bf16 (what the next matmul takes).
+template <typename Out>
+void rms_norm_rows(const float* x, const float* w, Out* out, int64_t B, int64_t D, float eps) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = x + b * D;
+    float sum = 0.f;
+    for (int64_t d = 0; d < D; ++d) sum += row[d] * row[d];
+    const float inv = 1.f / std::sqrt(sum / D + eps);
+    for (int64_t d = 0; d < D; ++d) store(out + b * D, d, row[d] * inv * w[d]);
+  }
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, bool to_bf16) {
+  RECORD_FUNCTION("r1::rms_norm", c10::ArrayRef<const c10::IValue>{});
+  const int64_t B = x.size(0), D = x.size(1);
+  Tensor out = at::empty({B, D}, x.options().dtype(to_bf16 ? at::kBFloat16 : at::kFloat));
+  if (to_bf16) {
+    rms_norm_rows(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<at::BFloat16>(), B, D, eps);
+  } else {
+    rms_norm_rows(x.data_ptr<float>(), w.data_ptr<float>(), out.data_ptr<float>(), B, D, eps);
+  }
+  return out;
+}
+
+class DecodeModel : public torch::CustomClassHolder {
+ public:
+  // tensors: embedding [V, D], final norm [D], LM head (weight, scales, bias), cos [P, hd], signed sin [P, hd],
+  //   then per layer: attention norm, qkv (w, s, b), wo (w, s, b), ffn norm, w13 (w, s, b), w2 (w, s, b).
+  // sizes: n_layers, n_heads, n_kv_heads, head_dim, ffn_dim.
+  DecodeModel(std::vector<Tensor> tensors, std::vector<int64_t> sizes, double eps)
+      : n_layers_(sizes.at(0)), n_heads_(sizes.at(1)), n_kv_heads_(sizes.at(2)), head_dim_(sizes.at(3)),
+        ffn_dim_(sizes.at(4)), eps_(static_cast<float>(eps)) {
+    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == 7 + 14 * n_layers_, "DecodeModel: expected ",
+                7 + 14 * n_layers_, " tensors, got ", tensors.size());
+    size_t i = 0;
+    embedding_ = tensors[i++];
+    norm_ = tensors[i++];
+    output_ = take_linear(tensors, i);
+    cos_ = tensors[i++];
+    sin_ = tensors[i++];
+    for (int64_t l = 0; l < n_layers_; ++l) {
+      Layer layer;
+      layer.attention_norm = tensors[i++];
+      layer.qkv = take_linear(tensors, i);
+      layer.wo = take_linear(tensors, i);
+      layer.ffn_norm = tensors[i++];
+      layer.w13 = take_linear(tensors, i);
+      layer.w2 = take_linear(tensors, i);
+      layers_.push_back(layer);
+    }
+  }
+
+  // tokens [B], positions [B] (each sequence's cached length = its new token's position),
+  // write_slots [B] (cache slot of the new token), read_slots [B, S] (slots of positions 0..S-1; row b reads
+  // positions[b] + 1 of them), kv [L, slots, 2 KV, hd] float32, written in place -> logits float32 [B, V].
+  Tensor step(Tensor tokens, Tensor positions, Tensor write_slots, Tensor read_slots, Tensor kv) {
+    TORCH_CHECK(kv.scalar_type() == at::kFloat && kv.is_contiguous() && kv.dim() == 4, "kv: contiguous float [L, slots, 2KV, hd]");
+    TORCH_CHECK(kv.size(0) == n_layers_ && kv.size(2) == 2 * n_kv_heads_ && kv.size(3) == head_dim_, "kv shape mismatch");
+    tokens = tokens.contiguous();
+    positions = positions.contiguous();
+    write_slots = write_slots.contiguous();
+    read_slots = read_slots.contiguous();
+    const int64_t B = tokens.size(0);
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t n_slots = kv.size(1);
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(pos[b] >= 0 && pos[b] < read_slots.size(1) && pos[b] < cos_.size(0), "position out of range");
+      TORCH_CHECK(write_slots.data_ptr<int64_t>()[b] >= 0 && write_slots.data_ptr<int64_t>()[b] < n_slots, "slot out of range");
+    }
+
+    Tensor x = embedding_.index_select(0, tokens).to(at::kFloat).contiguous();  // [B, D]
+    const int64_t layer_stride = kv.stride(0);
+    for (int64_t l = 0; l < n_layers_; ++l) {
+      const Layer& layer = layers_[l];
+      float* kv_layer = kv.data_ptr<float>() + l * layer_stride;
+      Tensor qkv = layer.qkv(rms_norm(x, layer.attention_norm, eps_, layer.qkv.quantized()));  // [B, (H + 2KV) hd]
+      Tensor q = rope_and_store(qkv, positions, write_slots, kv_layer);                      // [B, H, hd]
+      Tensor attended = attention(q, positions, read_slots, kv_layer, layer.wo.quantized());  // [B, H hd]
+      x.add_(layer.wo(attended));
+      Tensor gate_up = layer.w13(rms_norm(x, layer.ffn_norm, eps_, layer.w13.quantized()));  // [B, 2F]
+      x.add_(layer.w2(silu_mul(gate_up, layer.w2.quantized())));
+    }
+    return output_(rms_norm(x, norm_, eps_, output_.quantized()));
+  }
+
+ private:
+  struct Layer {
+    Tensor attention_norm, ffn_norm;
+    LinearWeights qkv, wo, w13, w2;
+  };
+
+  static LinearWeights take_linear(const std::vector<Tensor>& tensors, size_t& i) {
+    LinearWeights w{tensors[i], tensors[i + 1], tensors[i + 2]};
+    i += 3;
+    return w;
+  }
+
+  // Rotate q and k of every row by its position (pairs (d, d + hd/2), as model/rope.py), store k and v in the
+  // cache at the row's write slot, and return the rotated queries.
+  Tensor rope_and_store(const Tensor& qkv, const Tensor& positions, const Tensor& write_slots, float* kv_layer) const {
+    RECORD_FUNCTION("r1::rope_kv_write", c10::ArrayRef<const c10::IValue>{});
+    const int64_t B = qkv.size(0), H = n_heads_, KV = n_kv_heads_, hd = head_dim_, half = hd / 2;
+    Tensor q = at::empty({B, H, hd}, qkv.options());
+    const float* src = qkv.data_ptr<float>();
+    float* qdst = q.data_ptr<float>();
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t* slot = write_slots.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* cos = cos_.data_ptr<float>() + pos[b] * hd;
+      const float* sin = sin_.data_ptr<float>() + pos[b] * hd;
+      const float* row = src + b * (H + 2 * KV) * hd;
+      float* cache_row = kv_layer + slot[b] * 2 * KV * hd;
+      for (int64_t h = 0; h < H + KV; ++h) {
+        const float* in = row + h * hd;
+        float* out = h < H ? qdst + (b * H + h) * hd : cache_row + (h - H) * hd;
+        for (int64_t d = 0; d < half; ++d) {
+          out[d] = in[d] * cos[d] + in[d + half] * sin[d];
+          out[d + half] = in[d + half] * cos[d + half] + in[d] * sin[d + half];
+        }
+      }
+      std::memcpy(cache_row + KV * hd, row + (H + KV) * hd, KV * hd * sizeof(float));  // values
+    }
+    return q;
+  }
+
+  // Softmax attention of each row's single query over its positions[b] + 1 cached keys, read in place from the
+  // paged pool; the H / KV query heads of a group share each key and value load.
+  Tensor attention(const Tensor& q, const Tensor& positions, const Tensor& read_slots, const float* kv_layer,
+                   bool to_bf16) const {
+    RECORD_FUNCTION("r1::attention", c10::ArrayRef<const c10::IValue>{});
+    const int64_t B = q.size(0), H = n_heads_, KV = n_kv_heads_, hd = head_dim_, group = H / KV;
+    const int64_t S_max = read_slots.size(1);
+    Tensor out = at::empty({B, H * hd}, q.options().dtype(to_bf16 ? at::kBFloat16 : at::kFloat));
+    const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+    const float* qs = q.data_ptr<float>();
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t* slots = read_slots.data_ptr<int64_t>();
+    float* out_f = to_bf16 ? nullptr : out.data_ptr<float>();
+    at::BFloat16* out_h = to_bf16 ? out.data_ptr<at::BFloat16>() : nullptr;
+    int64_t work = 0;
+    for (int64_t b = 0; b < B; ++b) work += (pos[b] + 1) * H * hd;
+    // Below ~0.2M multiply-adds a parallel region costs more than it saves (batch 1 at short contexts).
+    const int64_t grain = work < 200000 ? B * KV : 1;
+    at::parallel_for(0, B * KV, grain, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(static_cast<size_t>(group * S_max));
+      std::vector<float> acc(static_cast<size_t>(group * hd));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / KV, g = item % KV, S = pos[b] + 1;
+        const int64_t* row_slots = slots + b * S_max;
+        const float* qg = qs + (b * H + g * group) * hd;  // the group's queries, [group, hd]
+        for (int64_t s = 0; s < S; ++s) {
+          const float* k = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
+          for (int64_t j = 0; j < group; ++j) {
+            const float* qj = qg + j * hd;
+            float dot = 0.f;
+            for (int64_t d = 0; d < hd; ++d) dot += qj[d] * k[d];
+            scores[j * S + s] = dot * scale;
+          }
+        }
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t j = 0; j < group; ++j) {
+          float* sc = scores.data() + j * S;
+          float m = sc[0];
+          for (int64_t s = 1; s < S; ++s) m = std::max(m, sc[s]);
+          float sum = 0.f;
+          for (int64_t s = 0; s < S; ++s) {
+            sc[s] = std::exp(sc[s] - m);
+            sum += sc[s];
+          }
+          const float inv = 1.f / sum;
+          for (int64_t s = 0; s < S; ++s) sc[s] *= inv;
+        }
+        for (int64_t s = 0; s < S; ++s) {
+          const float* v = kv_layer + row_slots[s] * 2 * KV * hd + (KV + g) * hd;
+          for (int64_t j = 0; j < group; ++j) {
+            const float p = scores[j * S + s];
+            float* a = acc.data() + j * hd;
+            for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
+          }
+        }
+        for (int64_t j = 0; j < group; ++j) {
+          const int64_t offset = b * H * hd + (g * group + j) * hd;
+          for (int64_t d = 0; d < hd; ++d) {
+            if (out_h) {
+              out_h[offset + d] = at::BFloat16(acc[j * hd + d]);
+            } else {
+              out_f[offset + d] = acc[j * hd + d];
+            }
+          }
+        }
+      }
+    });
+    return out;
+  }
+
+  // gate_up [B, 2F] (gate, then up) -> silu(gate) * up [B, F], as float or bf16.
+  Tensor silu_mul(const Tensor& gate_up, bool to_bf16) const {
+    RECORD_FUNCTION("r1::silu_mul", c10::ArrayRef<const c10::IValue>{});
+    const int64_t B = gate_up.size(0), F = ffn_dim_;
+    Tensor out = at::empty({B, F}, gate_up.options().dtype(to_bf16 ? at::kBFloat16 : at::kFloat));
+    const float* in = gate_up.data_ptr<float>();
+    float* out_f = to_bf16 ? nullptr : out.data_ptr<float>();
+    at::BFloat16* out_h = to_bf16 ? out.data_ptr<at::BFloat16>() : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* gate = in + b * 2 * F;
+      const float* up = gate + F;
+      for (int64_t f = 0; f < F; ++f) {
+        const float g = gate[f];
+        const float v = g / (1.f + std::exp(-g)) * up[f];
+        if (out_h) {
+          out_h[b * F + f] = at::BFloat16(v);
+        } else {
+          out_f[b * F + f] = v;
+        }
+      }
+    }
+    return out;
+  }
+
+  int64_t n_layers_, n_heads_, n_kv_heads_, head_dim_, ffn_dim_;
+  float eps_;
+  Tensor embedding_, norm_, cos_, sin_;
+  LinearWeights output_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace
+
+TORCH_LIBRARY(r1_native, m) {
+  m.class_<DecodeModel>("DecodeModel")
+      .def(torch::init<std::vector<at::Tensor>, std::vector<int64_t>, double>())
+      .def("step", &DecodeModel::step);
+}
