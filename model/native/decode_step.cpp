@@ -32,21 +32,71 @@ struct LinearWeights {
 
   bool quantized() const { return weight.scalar_type() != at::kFloat; }
 
-  // x: [B, K], bf16 when quantized() else float32 -> float32 [B, O]
+  // x: [B, K], bf16 when quantized() else float32 -> [B, O], bf16 when quantized() (the consumers read it as
+  // is, instead of a conversion op per matmul) unless there is a bias, which is added in float32.
   Tensor operator()(const Tensor& x) const {
-    Tensor y;
     if (weight.scalar_type() == at::kFloat) {
       return bias.numel() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
-    } else if (weight.scalar_type() == at::kChar) {
-      y = at::_weight_int8pack_mm(x, weight, scales);
-    } else {
-      y = at::_weight_int4pack_mm_for_cpu(x, weight, x.size(1) / scales.size(0), scales);
     }
-    y = y.to(at::kFloat);
-    if (bias.numel()) y.add_(bias);
-    return y;
+    Tensor y = weight.scalar_type() == at::kChar
+                   ? at::_weight_int8pack_mm(x, weight, scales)
+                   : at::_weight_int4pack_mm_for_cpu(x, weight, x.size(1) / scales.size(0), scales);
+    return bias.numel() ? y.to(at::kFloat).add_(bias) : y;
   }
 };
+
+// Call f with the data of a float32 or bf16 tensor (loops below are written once for both).
+template <typename F>
+void with_data(const Tensor& t, F&& f) {
+  if (t.scalar_type() == at::kBFloat16) {
+    f(t.data_ptr<at::BFloat16>());
+  } else {
+    f(t.data_ptr<float>());
+  }
+}
+
+// exp for the softmax and SiLU loops: Cody-Waite range reduction and a degree-6 polynomial (as Cephes' expf,
+// within ~2 ulp), branch-free so the compiler vectorizes the loops that call it; std::exp does not vectorize.
+inline float fast_exp(float x) {
+  x = std::min(std::max(x, -87.3f), 88.7f);
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
+  const float n = (x * 1.44269504f + kRound) - kRound;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// x[b] += y[b] for the residual stream (y as the matmul left it).
+void add_into(Tensor& x, const Tensor& y) {
+  float* dst = x.data_ptr<float>();
+  const int64_t n = x.numel();
+  with_data(y, [&](const auto* src) {
+    for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<float>(src[i]);
+  });
+}
+
+// Dot product in 16 independent lanes, so it vectorizes without reassociating a single running sum.
+inline float dot(const float* a, const float* b, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[i + l] * b[i + l];
+  }
+  float sum = 0.f;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
 
 inline void store(float* dst, int64_t i, float v) { dst[i] = v; }
 inline void store(at::BFloat16* dst, int64_t i, float v) { dst[i] = at::BFloat16(v); }
@@ -56,8 +106,7 @@ template <typename Out>
 void rms_norm_rows(const float* x, const float* w, Out* out, int64_t B, int64_t D, float eps) {
   for (int64_t b = 0; b < B; ++b) {
     const float* row = x + b * D;
-    float sum = 0.f;
-    for (int64_t d = 0; d < D; ++d) sum += row[d] * row[d];
+    const float sum = dot(row, row, D);
     const float inv = 1.f / std::sqrt(sum / D + eps);
     for (int64_t d = 0; d < D; ++d) store(out + b * D, d, row[d] * inv * w[d]);
   }
@@ -129,11 +178,11 @@ class DecodeModel : public torch::CustomClassHolder {
       Tensor qkv = layer.qkv(rms_norm(x, layer.attention_norm, eps_, layer.qkv.quantized()));  // [B, (H + 2KV) hd]
       Tensor q = rope_and_store(qkv, positions, write_slots, kv_layer);                      // [B, H, hd]
       Tensor attended = attention(q, positions, read_slots, kv_layer, layer.wo.quantized());  // [B, H hd]
-      x.add_(layer.wo(attended));
+      add_into(x, layer.wo(attended));
       Tensor gate_up = layer.w13(rms_norm(x, layer.ffn_norm, eps_, layer.w13.quantized()));  // [B, 2F]
-      x.add_(layer.w2(silu_mul(gate_up, layer.w2.quantized())));
+      add_into(x, layer.w2(silu_mul(gate_up, layer.w2.quantized())));
     }
-    return output_(rms_norm(x, norm_, eps_, output_.quantized()));
+    return output_(rms_norm(x, norm_, eps_, output_.quantized())).to(at::kFloat);
   }
 
  private:
@@ -153,26 +202,29 @@ class DecodeModel : public torch::CustomClassHolder {
   Tensor rope_and_store(const Tensor& qkv, const Tensor& positions, const Tensor& write_slots, float* kv_layer) const {
     RECORD_FUNCTION("r1::rope_kv_write", c10::ArrayRef<const c10::IValue>{});
     const int64_t B = qkv.size(0), H = n_heads_, KV = n_kv_heads_, hd = head_dim_, half = hd / 2;
-    Tensor q = at::empty({B, H, hd}, qkv.options());
-    const float* src = qkv.data_ptr<float>();
+    Tensor q = at::empty({B, H, hd}, qkv.options().dtype(at::kFloat));
     float* qdst = q.data_ptr<float>();
     const int64_t* pos = positions.data_ptr<int64_t>();
     const int64_t* slot = write_slots.data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const float* cos = cos_.data_ptr<float>() + pos[b] * hd;
-      const float* sin = sin_.data_ptr<float>() + pos[b] * hd;
-      const float* row = src + b * (H + 2 * KV) * hd;
-      float* cache_row = kv_layer + slot[b] * 2 * KV * hd;
-      for (int64_t h = 0; h < H + KV; ++h) {
-        const float* in = row + h * hd;
-        float* out = h < H ? qdst + (b * H + h) * hd : cache_row + (h - H) * hd;
-        for (int64_t d = 0; d < half; ++d) {
-          out[d] = in[d] * cos[d] + in[d + half] * sin[d];
-          out[d + half] = in[d + half] * cos[d + half] + in[d] * sin[d + half];
+    with_data(qkv, [&](const auto* src) {
+      for (int64_t b = 0; b < B; ++b) {
+        const float* cos = cos_.data_ptr<float>() + pos[b] * hd;
+        const float* sin = sin_.data_ptr<float>() + pos[b] * hd;
+        const auto* row = src + b * (H + 2 * KV) * hd;
+        float* cache_row = kv_layer + slot[b] * 2 * KV * hd;
+        for (int64_t h = 0; h < H + KV; ++h) {
+          const auto* in = row + h * hd;
+          float* out = h < H ? qdst + (b * H + h) * hd : cache_row + (h - H) * hd;
+          for (int64_t d = 0; d < half; ++d) {
+            const float lo = static_cast<float>(in[d]), hi = static_cast<float>(in[d + half]);
+            out[d] = lo * cos[d] + hi * sin[d];
+            out[d + half] = hi * cos[d + half] + lo * sin[d + half];
+          }
         }
+        const auto* values = row + (H + KV) * hd;
+        for (int64_t i = 0; i < KV * hd; ++i) cache_row[KV * hd + i] = static_cast<float>(values[i]);
       }
-      std::memcpy(cache_row + KV * hd, row + (H + KV) * hd, KV * hd * sizeof(float));  // values
-    }
+    });
     return q;
   }
 
@@ -204,10 +256,7 @@ class DecodeModel : public torch::CustomClassHolder {
         for (int64_t s = 0; s < S; ++s) {
           const float* k = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
           for (int64_t j = 0; j < group; ++j) {
-            const float* qj = qg + j * hd;
-            float dot = 0.f;
-            for (int64_t d = 0; d < hd; ++d) dot += qj[d] * k[d];
-            scores[j * S + s] = dot * scale;
+            scores[j * S + s] = dot(qg + j * hd, k, hd) * scale;
           }
         }
         std::fill(acc.begin(), acc.end(), 0.f);
@@ -216,10 +265,8 @@ class DecodeModel : public torch::CustomClassHolder {
           float m = sc[0];
           for (int64_t s = 1; s < S; ++s) m = std::max(m, sc[s]);
           float sum = 0.f;
-          for (int64_t s = 0; s < S; ++s) {
-            sc[s] = std::exp(sc[s] - m);
-            sum += sc[s];
-          }
+          for (int64_t s = 0; s < S; ++s) sc[s] = fast_exp(sc[s] - m);
+          for (int64_t s = 0; s < S; ++s) sum += sc[s];
           const float inv = 1.f / sum;
           for (int64_t s = 0; s < S; ++s) sc[s] *= inv;
         }
@@ -235,9 +282,9 @@ class DecodeModel : public torch::CustomClassHolder {
           const int64_t offset = b * H * hd + (g * group + j) * hd;
           for (int64_t d = 0; d < hd; ++d) {
             if (out_h) {
-              out_h[offset + d] = at::BFloat16(acc[j * hd + d]);
+              store(out_h, offset + d, acc[j * hd + d]);
             } else {
-              out_f[offset + d] = acc[j * hd + d];
+              store(out_f, offset + d, acc[j * hd + d]);
             }
           }
         }
@@ -251,22 +298,18 @@ class DecodeModel : public torch::CustomClassHolder {
     RECORD_FUNCTION("r1::silu_mul", c10::ArrayRef<const c10::IValue>{});
     const int64_t B = gate_up.size(0), F = ffn_dim_;
     Tensor out = at::empty({B, F}, gate_up.options().dtype(to_bf16 ? at::kBFloat16 : at::kFloat));
-    const float* in = gate_up.data_ptr<float>();
-    float* out_f = to_bf16 ? nullptr : out.data_ptr<float>();
-    at::BFloat16* out_h = to_bf16 ? out.data_ptr<at::BFloat16>() : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      const float* gate = in + b * 2 * F;
-      const float* up = gate + F;
-      for (int64_t f = 0; f < F; ++f) {
-        const float g = gate[f];
-        const float v = g / (1.f + std::exp(-g)) * up[f];
-        if (out_h) {
-          out_h[b * F + f] = at::BFloat16(v);
-        } else {
-          out_f[b * F + f] = v;
+    with_data(gate_up, [&](const auto* in) {
+      with_data(out, [&](auto* dst) {
+        for (int64_t b = 0; b < B; ++b) {
+          const auto* gate = in + b * 2 * F;
+          const auto* up = gate + F;
+          for (int64_t f = 0; f < F; ++f) {
+            const float g = static_cast<float>(gate[f]);
+            store(dst + b * F, f, g / (1.f + fast_exp(-g)) * static_cast<float>(up[f]));
+          }
         }
-      }
-    }
+      });
+    });
     return out;
   }
 

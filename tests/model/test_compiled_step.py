@@ -149,7 +149,7 @@ def test_a_failed_build_is_remembered_and_not_retried(tmp_path, monkeypatch):
     with pytest.raises(compiled_step.NativeBuildError, match="no such file"):
         compiled_step.build_library(tmp_path / "native", str(fake))
     fake.write_text("#!/bin/sh\nexit 99\n")  # would fail differently if it ran again
-    with pytest.raises(compiled_step.NativeBuildError, match="an earlier build failed.*no such file"):
+    with pytest.raises(compiled_step.NativeBuildError, match="(?s)an earlier build failed.*no such file"):
         compiled_step.build_library(tmp_path / "native", str(fake))
     assert not [p for p in (tmp_path / "native").iterdir() if p.suffix in (".so", ".tmp")]
 
