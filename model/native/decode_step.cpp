@@ -21,6 +21,11 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define R1_AVX2 1
+#endif
+
 namespace {
 
 using at::Tensor;
@@ -57,11 +62,13 @@ void with_data(const Tensor& t, F&& f) {
 
 // exp for the softmax and SiLU loops: Cody-Waite range reduction and a degree-6 polynomial (as Cephes' expf,
 // within ~2 ulp), branch-free so the compiler vectorizes the loops that call it; std::exp does not vectorize.
+// Below e^-87 it returns 0 rather than a subnormal: arithmetic on subnormals is ~100x slower, and softmax
+// rows here are peaked enough (attention sinks) that most of a row would land there.
 inline float fast_exp(float x) {
-  x = std::min(std::max(x, -87.3f), 88.7f);
   constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
-  const float n = (x * 1.44269504f + kRound) - kRound;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const float xc = std::min(std::max(x, -87.f), 88.7f);
+  const float n = (xc * 1.44269504f + kRound) - kRound;
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -72,7 +79,7 @@ inline float fast_exp(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return x < -87.f ? 0.f : p * scale;
 }
 
 // x[b] += y[b] for the residual stream (y as the matmul left it).
@@ -96,6 +103,59 @@ inline float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) sum += a[i] * b[i];
   for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
   return sum;
+}
+
+// scores[s] = q . keys[s] for S keys of hd floats each (keys are scattered over the paged pool).
+void dot_keys(const float* q, const float* const* keys, int64_t S, int64_t hd, float* scores) {
+  int64_t s = 0;
+#ifdef R1_AVX2
+  // Eight keys at a time, each in its own accumulator, reduced together by a tree of horizontal adds: one
+  // reduction per eight dot products instead of one per product.
+  if (hd % 8 == 0) {
+    for (; s + 8 <= S; s += 8) {
+      __m256 acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+      for (int64_t d = 0; d < hd; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys[s + i] + d), acc[i]);
+      }
+      const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+      const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+      _mm256_storeu_ps(scores + s, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
+    }
+  }
+#endif
+  for (; s < S; ++s) scores[s] = dot(q, keys[s], hd);
+}
+
+// out[d] = sum_s p[s] * values[s][d].
+template <int64_t kHeadDim>
+void weighted_sum_fixed(const float* p, const float* const* values, int64_t S, float* out) {
+#ifdef R1_AVX2
+  // Accumulators stay in registers across the keys (the auto-vectorizer gathers across s instead).
+  __m256 acc[kHeadDim / 8];
+  for (int64_t c = 0; c < kHeadDim / 8; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < S; ++s) {
+    const __m256 ps = _mm256_set1_ps(p[s]);
+    const float* v = values[s];
+    for (int64_t c = 0; c < kHeadDim / 8; ++c) acc[c] = _mm256_fmadd_ps(ps, _mm256_loadu_ps(v + 8 * c), acc[c]);
+  }
+  for (int64_t c = 0; c < kHeadDim / 8; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+#else
+  std::fill(out, out + kHeadDim, 0.f);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t d = 0; d < kHeadDim; ++d) out[d] += p[s] * values[s][d];
+  }
+#endif
+}
+
+void weighted_sum(const float* p, const float* const* values, int64_t S, int64_t hd, float* out) {
+  if (hd == 64) return weighted_sum_fixed<64>(p, values, S, out);
+  if (hd == 128) return weighted_sum_fixed<128>(p, values, S, out);
+  std::fill(out, out + hd, 0.f);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t d = 0; d < hd; ++d) out[d] += p[s] * values[s][d];
+  }
 }
 
 inline void store(float* dst, int64_t i, float v) { dst[i] = v; }
@@ -229,7 +289,7 @@ class DecodeModel : public torch::CustomClassHolder {
   }
 
   // Softmax attention of each row's single query over its positions[b] + 1 cached keys, read in place from the
-  // paged pool; the H / KV query heads of a group share each key and value load.
+  // paged pool (no gather); the H / KV query heads of a group reuse the group's key and value pointers.
   Tensor attention(const Tensor& q, const Tensor& positions, const Tensor& read_slots, const float* kv_layer,
                    bool to_bf16) const {
     RECORD_FUNCTION("r1::attention", c10::ArrayRef<const c10::IValue>{});
@@ -247,45 +307,32 @@ class DecodeModel : public torch::CustomClassHolder {
     // Below ~0.2M multiply-adds a parallel region costs more than it saves (batch 1 at short contexts).
     const int64_t grain = work < 200000 ? B * KV : 1;
     at::parallel_for(0, B * KV, grain, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(static_cast<size_t>(group * S_max));
-      std::vector<float> acc(static_cast<size_t>(group * hd));
+      std::vector<float> scores(static_cast<size_t>(S_max)), acc(static_cast<size_t>(hd));
+      std::vector<const float*> keys(static_cast<size_t>(S_max)), values(static_cast<size_t>(S_max));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / KV, g = item % KV, S = pos[b] + 1;
         const int64_t* row_slots = slots + b * S_max;
-        const float* qg = qs + (b * H + g * group) * hd;  // the group's queries, [group, hd]
         for (int64_t s = 0; s < S; ++s) {
-          const float* k = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
-          for (int64_t j = 0; j < group; ++j) {
-            scores[j * S + s] = dot(qg + j * hd, k, hd) * scale;
-          }
+          keys[s] = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
+          values[s] = kv_layer + row_slots[s] * 2 * KV * hd + (KV + g) * hd;
         }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t j = 0; j < group; ++j) {
-          float* sc = scores.data() + j * S;
-          float m = sc[0];
-          for (int64_t s = 1; s < S; ++s) m = std::max(m, sc[s]);
+        for (int64_t j = 0; j < group; ++j) {  // the group's query heads share these keys and values
+          const int64_t head = g * group + j;
+          float* sc = scores.data();
+          dot_keys(qs + (b * H + head) * hd, keys.data(), S, hd, sc);
+          float m = -INFINITY;
+          for (int64_t s = 0; s < S; ++s) m = std::max(m, sc[s] * scale);
           float sum = 0.f;
-          for (int64_t s = 0; s < S; ++s) sc[s] = fast_exp(sc[s] - m);
+          for (int64_t s = 0; s < S; ++s) sc[s] = fast_exp(sc[s] * scale - m);
           for (int64_t s = 0; s < S; ++s) sum += sc[s];
           const float inv = 1.f / sum;
           for (int64_t s = 0; s < S; ++s) sc[s] *= inv;
-        }
-        for (int64_t s = 0; s < S; ++s) {
-          const float* v = kv_layer + row_slots[s] * 2 * KV * hd + (KV + g) * hd;
-          for (int64_t j = 0; j < group; ++j) {
-            const float p = scores[j * S + s];
-            float* a = acc.data() + j * hd;
-            for (int64_t d = 0; d < hd; ++d) a[d] += p * v[d];
-          }
-        }
-        for (int64_t j = 0; j < group; ++j) {
-          const int64_t offset = b * H * hd + (g * group + j) * hd;
-          for (int64_t d = 0; d < hd; ++d) {
-            if (out_h) {
-              store(out_h, offset + d, acc[j * hd + d]);
-            } else {
-              store(out_f, offset + d, acc[j * hd + d]);
-            }
+          weighted_sum(sc, values.data(), S, hd, acc.data());
+          const int64_t offset = b * H * hd + head * hd;
+          if (out_h) {
+            for (int64_t d = 0; d < hd; ++d) store(out_h, offset + d, acc[d]);
+          } else {
+            std::memcpy(out_f + offset, acc.data(), hd * sizeof(float));
           }
         }
       }
