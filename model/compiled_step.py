@@ -214,6 +214,7 @@ class CompiledDecode:
 
     def __init__(self, model: Transformer, cache: KVCache, build_dir: Path, library: NativeLibrary | None = None) -> None:
         self.model = model
+        self.build_dir = build_dir
         self.library = library or native_library()
         self._native = None  # the C++ DecodeModel, made on the first native step
         self.steps = 0  # decode steps run natively
