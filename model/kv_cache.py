@@ -247,6 +247,7 @@ class KVCache:
         slot_rows = (table[:, :, None] * bs + torch.arange(bs)).view(B, n_table * bs)[:, :max_len]  # [B, S]
         if any(e != max_len for e in ends):
             slot_rows = slot_rows.masked_fill(torch.arange(max_len) >= torch.tensor(ends)[:, None], 0)
+        slot_rows = slot_rows.contiguous()  # readers flatten it
 
         token_positions = [p for start, end in zip(starts, ends) for p in range(start, end)]
         token_slots = [t[p // bs] * bs + p % bs for t, start, end in zip(tables, starts, ends) for p in range(start, end)]
