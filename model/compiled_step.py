@@ -100,7 +100,13 @@ def library_path(directory: Path, compiler: str) -> Path:
     return directory / f"decode_step-{key.hexdigest()[:16]}.so"
 
 
-def compile_command(compiler: str, source: Path, output: Path) -> list[str]:
+# Compile to a temporary file, then rename it into place (atomic: a reader sees the whole library or none).
+# The shell does the rename, so a build started by a short-lived process (`r1 generate`) still lands for the
+# next one after that process has exited; it runs in its own session, so a Ctrl-C there does not cut it.
+_COMPILE_AND_RENAME = 'target="$1"; tmp="$2"; shift 2; "$@" -o "$tmp" && mv -f "$tmp" "$target"; status=$?; rm -f "$tmp"; exit $status'
+
+
+def compile_command(compiler: str, source: Path, target: Path, partial: Path) -> list[str]:
     from torch.utils import cpp_extension
 
     torch_lib = cpp_extension.library_paths()[0]
@@ -108,11 +114,11 @@ def compile_command(compiler: str, source: Path, output: Path) -> list[str]:
         compiler, "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fopenmp", "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *(f"-I{path}" for path in cpp_extension.include_paths()),
-        str(source), "-o", str(output),
-        f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
+        str(source), f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
     ]
+    wrapped = ["sh", "-c", _COMPILE_AND_RENAME, "sh", str(target), str(partial), *command]
     nice = shutil.which("nice")  # the build shares the cores with the requests it is meant to speed up
-    return [nice, "-n", "10", *command] if nice else command
+    return [nice, "-n", "10", *wrapped] if nice else wrapped
 
 
 def build_library(directory: Path, compiler: str) -> Path:
@@ -129,15 +135,12 @@ def build_library(directory: Path, compiler: str) -> Path:
         raise NativeBuildError(f"an earlier build failed ({failed}): {failed.read_text(errors='replace')[-2000:]}")
     directory.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        proc = subprocess.run(compile_command(compiler, SOURCE, partial), capture_output=True, text=True)
-        if proc.returncode != 0:
-            output = (proc.stderr or proc.stdout).strip()
-            failed.write_text(f"{' '.join(proc.args)}\n{output}\n")
-            raise NativeBuildError(f"{compiler} exited with {proc.returncode}: {output[-2000:]}")
-        os.replace(partial, target)  # atomic: a reader sees the whole library or none
-    finally:
-        partial.unlink(missing_ok=True)
+    command = compile_command(compiler, SOURCE, target, partial)
+    proc = subprocess.run(command, capture_output=True, text=True, start_new_session=True)
+    if proc.returncode != 0 or not target.exists():
+        output = (proc.stderr or proc.stdout).strip()
+        failed.write_text(f"{' '.join(command)}\n{output}\n")
+        raise NativeBuildError(f"{compiler} exited with {proc.returncode}: {output[-2000:]}")
     return target
 
 

@@ -154,6 +154,17 @@ def test_a_failed_build_is_remembered_and_not_retried(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "native").iterdir() if p.suffix in (".so", ".tmp")]
 
 
+def test_a_build_lands_under_its_key_through_a_temporary_file(tmp_path):
+    fake = tmp_path / "bin" / "c++"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor last; do :; done\necho library > "$last"\n')  # writes its -o argument
+    fake.chmod(0o755)
+    built = compiled_step.build_library(tmp_path / "native", str(fake))
+    assert built == compiled_step.library_path(tmp_path / "native", str(fake)) and built.read_text() == "library\n"
+    assert [p.name for p in (tmp_path / "native").iterdir()] == [built.name]  # no temporary file left
+    assert compiled_step.library_path(tmp_path / "native", "/other/c++") != built  # the key names the compiler
+
+
 def test_models_the_native_step_does_not_cover_stay_eager(checkpoint, tmp_path):
     _, config, tensors = checkpoint
     model = build_transformer(config, tensors)
