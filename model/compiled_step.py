@@ -15,6 +15,7 @@ and not retried for the same key).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -53,12 +54,28 @@ def find_compiler() -> str | None:
     return None
 
 
+# The ModelConfig fields the native step implements. A field added later (a sliding window, a sparse
+# pattern, MoE or MLA sizes) that is set away from its default makes the model fall back to eager rather
+# than be run wrongly.
+KNOWN_CONFIG_FIELDS = frozenset({
+    "arch", "vocab_size", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim", "qkv_bias",
+    "max_seq_len", "rope_theta", "rope_scaling", "norm_eps", "tie_embeddings", "bos_token_id", "eos_token_ids",
+})
+
+
 def unsupported_reason(model: Transformer, cache: KVCache) -> str | None:
     """Why the native step cannot run this model and cache (None: it can).
 
     It covers exactly the blocks of model/transformer.py built of RMSNorm, GroupedQueryAttention and SwiGLU
-    with `Linear` weights in one of linear.py's formats, over a float32 cache of (2 KV, hd) rows.
+    with `Linear` weights in one of linear.py's formats, over a float32 cache of (2 KV, hd) rows, for a
+    config that sets nothing beyond KNOWN_CONFIG_FIELDS.
     """
+    for field in dataclasses.fields(model.config):
+        if field.name in KNOWN_CONFIG_FIELDS:
+            continue
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if getattr(model.config, field.name) != default:
+            return f"config sets {field.name}, which the native step does not implement"
     for i, block in enumerate(model.layers):
         parts = (type(block.attention_norm), type(block.attention), type(block.ffn_norm), type(block.feed_forward))
         if parts != (RMSNorm, GroupedQueryAttention, RMSNorm, SwiGLU):

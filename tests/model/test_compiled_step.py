@@ -176,6 +176,16 @@ def test_models_the_native_step_does_not_cover_stay_eager(checkpoint, tmp_path):
     assert library._thread is None  # nothing is built for a model it cannot run
 
 
+def test_config_fields_the_native_step_does_not_know_make_it_decline(checkpoint, monkeypatch):
+    _, config, tensors = checkpoint
+    model = build_transformer(config, tensors)
+    cache = model.new_cache(max_seq_len=256, capacity_bytes=1 << 20)
+    assert compiled_step.unsupported_reason(model, cache) is None
+    monkeypatch.setattr(compiled_step, "KNOWN_CONFIG_FIELDS", compiled_step.KNOWN_CONFIG_FIELDS - {"qkv_bias", "n_layers"})
+    reason = compiled_step.unsupported_reason(model, cache)
+    assert reason is not None and "n_layers" in reason  # set away from its default (a field still at it would pass)
+
+
 # ----- the real default model -------------------------------------------------------------------------
 
 
