@@ -5,7 +5,7 @@ the small ops (norm + cast, rope + KV write, attention over the paged cache, SiL
 plain loops there and the matmuls call the same ATen kernels as the eager path (model/linear.py).
 Prefill, mixed steps and every model the native step does not cover stay on the eager `Transformer`.
 
-The library is compiled on the user's machine (`c++ -O3 -march=native`, ~20 s of one core), once per
+The library is compiled on the user's machine (`c++ -O3 -march=native`, ~15 s of CPU), once per
 source, torch version, compiler and CPU, into `<cache dir>/native/` with an atomic rename, the way the
 weight cache is written. The build runs in a background thread at low priority, so the first requests
 never wait for it: they decode eagerly until the library is loaded. Without a C++ compiler, or if the build

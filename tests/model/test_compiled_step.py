@@ -1,7 +1,7 @@
 """The native decode step (model/compiled_step.py): parity with transformers and with the eager model, the
 background build, and the eager fallback without a C++ compiler.
 
-Building the library costs ~20 s of one core, so it is built once per session (the `library` fixture) and
+Building the library costs ~15 s of CPU (40 s wall on a loaded 2-core machine), so it is built once per session (the `library` fixture) and
 these are the only tests that run it; the rest of the suite sets R1_COMPILED_STEP=0.
 """
 
