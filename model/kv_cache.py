@@ -21,6 +21,7 @@ step's allocations when the forward fails, so no sequence ever attends over unwr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class StepLayout:
 
     seqs: tuple[int, ...]  # the B sequences, in row order
     starts: tuple[int, ...]  # each sequence's cached length before the step
+    n_new: tuple[int, ...]  # each sequence's new tokens in this step
     positions: torch.Tensor  # [N] absolute position of each new token
     write_slots: torch.Tensor  # [N] flat cache slot receiving each new token's row
     row_of_token: torch.Tensor | None  # [B, T] bool: which padded (b, t) cells hold a token; None if none are padding
@@ -259,30 +261,36 @@ class KVCache:
         if self.key_summaries is not None:
             self._reset_summaries(seqs, starts, n_new)
 
+        # Built from Python lists with a handful of tensor ops: at decode this runs once per generated token.
         ends = [start + n for start, n in zip(starts, n_new)]
-        max_len, max_new = max(ends), max(n_new)
-        slot_rows = torch.zeros(len(seqs), max_len, dtype=torch.long)  # [B, S]
-        for row, seq in enumerate(seqs):
-            table = torch.tensor(self._tables[seq], dtype=torch.long)
-            slots = (table[:, None] * bs + torch.arange(bs)).flatten()[: ends[row]]
-            slot_rows[row, : ends[row]] = slots
+        max_len, max_new, B = max(ends), max(n_new), len(seqs)
+        tables = [self._tables[seq] for seq in seqs]
+        n_table = -(-max_len // bs)
+        table = torch.tensor([t[:n_table] + [0] * (n_table - len(t[:n_table])) for t in tables], dtype=torch.long)
+        slot_rows = (table[:, :, None] * bs + torch.arange(bs)).view(B, n_table * bs)[:, :max_len]  # [B, S]
+        if any(e != max_len for e in ends):
+            slot_rows = slot_rows.masked_fill(torch.arange(max_len) >= torch.tensor(ends)[:, None], 0)
+        slot_rows = slot_rows.contiguous()  # readers flatten it
 
-        positions = torch.cat([torch.arange(s, e) for s, e in zip(starts, ends)])
-        write_slots = torch.cat([slot_rows[row, s:e] for row, (s, e) in enumerate(zip(starts, ends))])
-        last_token = torch.tensor(list(n_new)).cumsum(0) - 1
+        token_positions = [p for start, end in zip(starts, ends) for p in range(start, end)]
+        token_slots = [t[p // bs] * bs + p % bs for t, start, end in zip(tables, starts, ends) for p in range(start, end)]
+        positions = torch.tensor(token_positions, dtype=torch.long)
+        write_slots = torch.tensor(token_slots, dtype=torch.long)
+        last_token = torch.tensor(list(itertools.accumulate(n_new)), dtype=torch.long) - 1
 
         uniform = all(n == max_new for n in n_new)
         row_of_token = None if uniform else torch.arange(max_new)[None, :] < torch.tensor(list(n_new))[:, None]
         return StepLayout(
             seqs=tuple(seqs),
             starts=tuple(starts),
+            n_new=tuple(n_new),
             positions=positions,
             write_slots=write_slots,
             row_of_token=row_of_token,
             read_slots=slot_rows,
             ends=tuple(ends),
             last_token=last_token,
-            batch_size=len(seqs),
+            batch_size=B,
             max_new=max_new,
         )
 
@@ -298,8 +306,7 @@ class KVCache:
 
     def commit(self, layout: StepLayout) -> None:
         """The step's forward wrote every layer: its tokens are now cached."""
-        n_new = layout.last_token.diff(prepend=torch.tensor([-1])).tolist()
-        for seq, start, n in zip(layout.seqs, layout.starts, n_new):
+        for seq, start, n in zip(layout.seqs, layout.starts, layout.n_new):
             self._lengths[seq] = start + n
 
     def rollback(self, layout: StepLayout) -> None:

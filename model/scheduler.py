@@ -27,6 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +37,9 @@ from model.radix_cache import RadixCache
 from model.request import Completion, Request, TokenLogprob, token_ids_of_text
 from model.sparse_attention import AttentionConfig, plan_step
 from model.transformer import Transformer
+
+if TYPE_CHECKING:
+    from model.compiled_step import CompiledDecode
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,14 @@ def forward_step(
     all_logits: bool = False,
     task_types: Sequence[str | None] | None = None,
     attention: AttentionConfig = DENSE,
+    compiled: CompiledDecode | None = None,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
     task_types: per sequence, the task whose router bias its tokens use (None: no bias); None for all.
     attention: the attention pattern (dense, or block-sparse: model/sparse_attention.py).
+    A dense decode step (one token per sequence, no router bias) goes through `compiled` when it is ready,
+    else the eager model.
     The cache lengths advance only if the forward succeeds; on any exception the step is rolled back.
     """
     layout = cache.append(seqs, [len(c) for c in chunks])
@@ -87,7 +94,10 @@ def forward_step(
         if plan is not None:
             layout = dataclasses.replace(layout, sparse=plan)
         with torch.inference_mode():
-            logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows)
+            if compiled is not None and task_rows is None and compiled.usable(layout, all_logits):
+                logits = compiled(tokens, cache, layout)
+            else:
+                logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows)
     except BaseException:
         cache.rollback(layout)
         raise
@@ -113,9 +123,11 @@ class Scheduler:
         cache: KVCache,
         config: SchedulerConfig = SchedulerConfig(),
         attention: AttentionConfig = DENSE,
+        compiled: CompiledDecode | None = None,
     ) -> None:
         self.model = model
         self.attention = attention
+        self.compiled = compiled  # the native decode step, used once it is ready (model/compiled_step.py)
         self.tokenizer = tokenizer
         self.cache = cache
         self.config = config
@@ -245,7 +257,8 @@ class Scheduler:
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
         task_types = [request.task_type for request, _ in batch] if self.task_bias_on else None
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types, attention=self.attention)
+            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types, attention=self.attention,
+                                  compiled=self.compiled)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:

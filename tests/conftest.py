@@ -14,6 +14,9 @@ from app.runtime import Runtime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The native decode step costs a ~15 s (CPU) compile per fresh cache dir: only tests/model/test_compiled_step.py
+# builds it (once); every other engine of the suite, and every `r1` subprocess, decodes eagerly.
+os.environ.setdefault("R1_COMPILED_STEP", "0")
 
 
 @pytest.fixture(scope="session")
