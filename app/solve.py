@@ -17,6 +17,7 @@ from typing import Any
 
 from app.config import Settings
 from app.engine import load_engine
+from app.tool_calls import grammar_compiler
 from reasoning.mcts import MCTSConfig, mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
@@ -99,6 +100,7 @@ def solve(
     weights: RewardWeights = RewardWeights(),
     mcts_config: MCTSConfig = MCTSConfig(),
     use_cache: bool = True,
+    constrained: bool = True,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Solution:
@@ -106,6 +108,7 @@ def solve(
 
     task_type: "math", "code" or "auto" (classified from the wording). strategy: one of STRATEGIES.
     budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
+    constrained: decode every step under the step grammar (llguidance); False lets the model write free text.
     The result is deterministic for a given seed (default 0). on_progress gets a line per search iteration;
     should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
@@ -122,12 +125,13 @@ def solve(
         budget = SearchBudget(iterations=budget)
     budget = budget or SearchBudget()
     key = PathCache.key(problem, kind, strategy)
-    if use_cache and truth is None and not tests and (hit := _cache.get(key)) is not None:
+    if use_cache and constrained and truth is None and not tests and (hit := _cache.get(key)) is not None:
         return replace(hit, cached=True, seconds=0.0)
 
     start = time.perf_counter()
     engine = engine or _default_engine()
-    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop)
+    policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
+                    grammar=grammar_compiler(engine) if constrained else None)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)
@@ -150,6 +154,6 @@ def solve(
         seconds=time.perf_counter() - start,
         paths=len(result.paths),
     )
-    if use_cache and truth is None and not tests and solution.answer is not None:
+    if use_cache and constrained and truth is None and not tests and solution.answer is not None:
         _cache.put(key, solution)
     return solution

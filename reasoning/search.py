@@ -1,9 +1,12 @@
 """Search strategies over reasoning steps behind one interface: greedy, best-of-n, self-consistency (and MCTS in
 mcts.py).
 
-A path is a token prefix plus the steps it holds. The `Policy` decodes the next line of many paths in one
+A path is a token prefix plus the steps it holds. The `Policy` decodes the next step of many paths in one
 `engine.generate_batch`, with each path's token ids as its prompt: paths that share a prefix (siblings,
-rollouts from one node) are served from the engine's radix prefix cache instead of being recomputed.
+rollouts from one node) are served from the engine's radix prefix cache instead of being recomputed. Given a
+grammar compiler, every step is decoded under the step grammar (reasoning/step_grammar.py), so it is one of
+the allowed forms and a tool call's arguments are valid for the tool's schema. The Policy is the only place
+the search calls the engine.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import SamplingParams
+from model.grammar import GrammarCompiler
 from reasoning.reward import LayeredReward, Problem
-from reasoning.steps import Step, answer_of, parse_step
+from reasoning.step_grammar import step_grammar
+from reasoning.steps import Step, answer_choices, answer_of, parse_step
+from reasoning.tasks import TaskType
 
 
 @dataclass(frozen=True)
@@ -24,8 +30,8 @@ class SearchBudget:
     iterations: int = 8  # MCTS iterations, or paths sampled by best-of-n / self-consistency
     tokens: int = 4096  # generated tokens over the whole search
     seconds: float = 120.0
-    max_steps: int = 6  # lines per path
-    step_tokens: int = 48  # most tokens per line
+    max_steps: int = 6  # steps per path
+    step_tokens: int | None = None  # most tokens per step; None = the task type's
 
 
 @dataclass
@@ -52,16 +58,23 @@ class TokenCounts:
 
 
 class Policy:
-    """The model as a step generator: next lines for many paths at once."""
+    """The model as a step generator: next steps for many paths at once.
 
-    def __init__(self, engine, budget: SearchBudget, seed: int, should_stop: Callable[[], bool] | None = None) -> None:
+    `grammar`: constrain each step to the task's step forms (None: free text, cut at the task's stop strings).
+    """
+
+    def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
+                 should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None) -> None:
         self.engine = engine
+        self.task = task
         self.budget = budget
         self.seed = seed
         self.should_stop = should_stop or (lambda: False)
+        self.grammar = grammar
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
+        self._compiled: dict[str, str] = {}  # step grammar source -> compiled grammar
 
     def exhausted(self) -> bool:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
@@ -72,16 +85,16 @@ class Policy:
         return Path(self.engine.tokenizer.encode(prompt))
 
     def extend(self, paths: Sequence[Path], temperature: float | Sequence[float]) -> list[Path]:
-        """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible.
+        """Each path one step longer (tool steps run), decoded as one batch; seeds make it reproducible.
 
         `temperature`: one for all paths, or one per path.
         """
         temperatures = [temperature] * len(paths) if isinstance(temperature, (int, float)) else list(temperature)
         params = []
-        for t in temperatures:
+        for path, t in zip(paths, temperatures):
             self._draws += 1
-            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=t,
-                                         seed=self.seed * 1_000_003 + self._draws, stop=("\n",)))
+            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens or self.task.step_tokens, temperature=t,
+                                         seed=self.seed * 1_000_003 + self._draws, **self._constraint(path)))
         done = self.engine.generate_batch([p.ids for p in paths], params)
         grown = []
         for path, completion in zip(paths, done):
@@ -92,6 +105,15 @@ class Policy:
             ids = path.ids + self.engine.tokenizer.encode(step.text + "\n", add_bos=False)
             grown.append(Path(ids, [*path.steps, step], path.generated_tokens + completion.generated_tokens))
         return grown
+
+    def _constraint(self, path: Path) -> dict[str, Any]:
+        """The sampling options that end a step: the step grammar (which ends it itself), or stop strings."""
+        if self.grammar is None:
+            return {"stop": self.task.stop}
+        source = step_grammar(self.task.labels, answers=answer_choices(path.steps), code_answer=self.task.code_answer)
+        if source not in self._compiled:
+            self._compiled[source] = self.grammar.lark(source)
+        return {"logits_processor": self.grammar.processor(self._compiled[source])}
 
     def rollout(self, paths: Sequence[Path], temperature: float) -> list[Path]:
         """Extend every path (in lockstep batches) until it answers, stalls or runs out of steps or budget."""
