@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from app.config import Settings
@@ -38,6 +38,7 @@ class Solution:
     tokens: dict[str, int]  # prompt, generated, reused (prompt tokens served from the prefix cache)
     seconds: float
     paths: int = 0  # paths the search scored
+    answers: dict[str, float] = field(default_factory=dict)  # each answer the search reached -> its best reward
     cached: bool = False  # served from the reasoning-path cache
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +154,16 @@ def solve(
         tokens={"prompt": result.tokens.prompt, "generated": result.tokens.generated, "reused": result.tokens.reused},
         seconds=time.perf_counter() - start,
         paths=len(result.paths),
+        answers=_answers(result.paths),
     )
     if use_cache and constrained and truth is None and not tests and solution.answer is not None:
         _cache.put(key, solution)
     return solution
+
+
+def _answers(paths) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for path in paths:
+        if path.answer is not None:
+            best[path.answer] = max(best.get(path.answer, float("-inf")), round(path.reward["total"], 4))
+    return dict(sorted(best.items(), key=lambda item: -item[1]))

@@ -6,10 +6,10 @@ value the search maximises (cost counts against it).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from reasoning.grounding import grounded
 from reasoning.steps import Step, answer_choices, answer_of
 from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
 
@@ -27,38 +27,41 @@ class Correctness:
 
     - math: the ground truth (1/0); else the answer substituted into the problem's equation or system (1/0);
     - code: the given tests, else the examples the problem states, run in the sandbox (share passed);
-    - otherwise the share of the other finished paths that reached the same answer (agreement), so an
-      answer many independent rollouts agree on scores higher.
+    - otherwise agreement: the share of the other finished paths that reached the same answer, each path's
+      vote weighed by its step validity, so an answer many well-formed rollouts agree on scores higher.
+
+    `peers`: (answer, weight) of the other finished paths.
     """
 
-    def __call__(self, problem: Problem, answer: str | None, peer_answers: Sequence[str]) -> float:
+    def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]]) -> float:
         if answer is None:
             return 0.0
         if problem.task_type == "code":
             if problem.tests:
                 return run_code_checks(answer, problem.tests)
             checked = check_code_answer(problem.text, answer)
-            return checked if checked is not None else _agreement(answer, peer_answers)
+            return checked if checked is not None else _agreement(answer, peers)
         if problem.truth is not None:
             return float(check_math_answer(answer, problem.truth))
         substituted = check_equation_answer(problem.text, answer)
         if substituted is not None:
             return float(substituted)
-        return _agreement(answer, peer_answers)
+        return _agreement(answer, peers)
 
 
-def _agreement(answer: str, peers: Sequence[str]) -> float:
-    if not peers:
-        return 0.5
-    counts = Counter(p.strip() for p in peers)
-    return counts[answer.strip()] / len(peers)
+def _agreement(answer: str, peers: Sequence[tuple[str, float]]) -> float:
+    total = sum(weight for _, weight in peers)
+    if total <= 0:
+        return 0.5  # nobody to agree with
+    return sum(weight for peer, weight in peers if peer.strip() == answer.strip()) / total
 
 
 class StepValidity:
-    """Share of steps that are well formed: tool calls that ran, thoughts without false arithmetic, no repeated
-    step, and a math answer that states a result a tool computed; halved when the path never answers."""
+    """Share of steps that are well formed: tool calls that ran on what the problem states (grounding.py),
+    thoughts without false arithmetic, no repeated step, and a math answer that states a result a tool computed;
+    halved when the path never answers."""
 
-    def __call__(self, steps: Sequence[Step]) -> float:
+    def __call__(self, steps: Sequence[Step], problem: str) -> float:
         if not steps:
             return 0.0
         seen: set[str] = set()
@@ -66,12 +69,13 @@ class StepValidity:
         for i, step in enumerate(steps):
             repeated = step.text in seen
             seen.add(step.text)
-            good += int(step.tool_ok and not repeated and bool(step.text) and _grounded(step, steps[:i]))
+            good += int(step.tool_ok and not repeated and bool(step.text) and _answer_computed(step, steps[:i])
+                        and grounded(step, problem, steps[:i]))
         has_answer = any(answer_of(s) is not None for s in steps)
         return (good / len(steps)) * (1.0 if has_answer else 0.5)
 
 
-def _grounded(step: Step, before: Sequence[Step]) -> bool:
+def _answer_computed(step: Step, before: Sequence[Step]) -> bool:
     """A math answer must be what a tool computed earlier in the path (a code answer is checked by running it)."""
     answer = answer_of(step)
     if answer is None or "```" in step.text:
@@ -110,14 +114,14 @@ class LayeredReward:
     validity: StepValidity = field(default_factory=StepValidity)
     cost: Cost = field(default_factory=Cost)
 
-    def __call__(
-        self, problem: Problem, steps: Sequence[Step], peer_answers: Sequence[str], generated_tokens: int, token_budget: int
-    ) -> dict[str, float]:
-        """The breakdown of one path, with "total" the weighted value."""
+    def __call__(self, problem: Problem, steps: Sequence[Step], peers: Sequence[tuple[str, float]],
+                 generated_tokens: int, token_budget: int) -> dict[str, float]:
+        """The breakdown of one path, with "total" the weighted value. `peers`: (answer, validity) of the other
+        finished paths."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
         layers = {
-            "correctness": self.correctness(problem, answer, peer_answers),
-            "validity": self.validity(steps),
+            "correctness": self.correctness(problem, answer, peers),
+            "validity": self.validity(steps, problem.text),
             "cost": self.cost(steps, generated_tokens, token_budget),
         }
         w = self.weights

@@ -36,10 +36,24 @@ class SearchBudget:
 
 @dataclass
 class Path:
-    ids: list[int]
+    ids: list[int]  # the prompt's token ids, then each step's
     steps: list[Step] = field(default_factory=list)
-    generated_tokens: int = 0
+    ends: list[int] = field(default_factory=list)  # len(ids) after each step
+    step_tokens: list[int] = field(default_factory=list)  # tokens the model generated for each step
     reward: dict[str, float] | None = None
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.step_tokens)
+
+    def prefix(self, n: int) -> Path:
+        """The path's first `n` steps (n >= 1), unscored."""
+        return Path(self.ids[:self.ends[n - 1]], self.steps[:n], self.ends[:n], self.step_tokens[:n])
+
+    def grown(self, step: Step, step_ids: list[int], generated: int) -> Path:
+        """This path one step longer."""
+        ids = self.ids + step_ids
+        return Path(ids, [*self.steps, step], [*self.ends, len(ids)], [*self.step_tokens, generated])
 
     @property
     def answer(self) -> str | None:
@@ -102,8 +116,8 @@ class Policy:
             self.tokens.generated += completion.generated_tokens
             self.tokens.reused += completion.cached_tokens
             step = parse_step(completion.text)
-            ids = path.ids + self.engine.tokenizer.encode(step.text + "\n", add_bos=False)
-            grown.append(Path(ids, [*path.steps, step], path.generated_tokens + completion.generated_tokens))
+            step_ids = self.engine.tokenizer.encode(step.text + "\n", add_bos=False)
+            grown.append(path.grown(step, step_ids, completion.generated_tokens))
         return grown
 
     def _constraint(self, path: Path) -> dict[str, Any]:
@@ -143,11 +157,20 @@ class SearchResult:
 
 
 def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
-    """Reward every path, each against the answers of all the others (agreement, where nothing else checks)."""
-    answers = [p.answer for p in paths if p.answer is not None]
+    """Reward every path, each against the answers of all the others weighed by their step validity (agreement,
+    where nothing else checks)."""
+    validity = [reward.validity(p.steps, problem.text) for p in paths]
+    votes = [(i, p.answer, v) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None]
     for i, path in enumerate(paths):
-        peers = [a for j, a in enumerate(answers) if j != i] if path.answer is not None else answers
+        peers = [(answer, v) for j, answer, v in votes if j != i]
         path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+
+
+def best_path(paths: Sequence[Path], tie: float = 0.02) -> Path:
+    """The highest-rewarded path. Rewards within `tie` of the best count as equal, and the path found first wins:
+    the greedy one where it is among them (a few tokens of cost should not overrule the model's own first choice)."""
+    top = max(p.reward["total"] for p in paths)
+    return next(p for p in paths if p.reward["total"] >= top - tie)
 
 
 Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]
@@ -168,7 +191,7 @@ def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredRewa
     """n sampled paths; the one the reward ranks highest (verifier-guided selection)."""
     paths = _sampled(prompt, policy)
     score(paths, problem, reward, policy.budget)
-    return SearchResult(max(paths, key=lambda p: p.reward["total"]), paths, policy.tokens)
+    return SearchResult(best_path(paths), paths, policy.tokens)
 
 
 def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:

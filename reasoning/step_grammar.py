@@ -20,11 +20,20 @@ from typing import Any
 from model.grammar import JSON_OPTIONS
 from reasoning.steps import ANSWER_PREFIX, THOUGHT_PREFIX, TOOL_LABELS, step_tools
 
-# JSON Schema patterns match anywhere in a string unless anchored.
-_EXPRESSION = r"^[-+*/^()., 0-9A-Za-z_]{1,80}$"  # sympy syntax, no "=": a result is the tool's to write
-_EQUATION = r"^[-+*/^()., 0-9A-Za-z_]{1,40}=[-+*/^()., 0-9A-Za-z_]{1,40}$"
+# JSON Schema patterns match anywhere in a string unless anchored. A number has at most 9 digits (and 6 after the
+# point): left free, the model runs away into "1000000000000..." until the step's token cap.
+_NUMBER = r"[0-9]{1,9}(?:\.[0-9]{1,6})?"
+_SYMBOLS = r"[-+*/^(), A-Za-z_]"
+# starts with a number, a name or a sign/bracket before one (so not ", "); numbers alternate with symbols
+_TERM = rf"[-(]*(?:{_NUMBER}|[A-Za-z_])(?:{_SYMBOLS}+(?:{_NUMBER})?)*"
+_EXPRESSION = rf"^{_TERM}$"  # sympy syntax without "=": a result is the tool's to write
+_EQUATION = rf"^{_TERM}= ?{_TERM}$"
+_ARITHMETIC = rf"^[-(]*{_NUMBER}(?:[-+*/^() ]+(?:{_NUMBER})?)*$"  # a Calc step: numbers only, no names
+_POINT = rf"^-?(?:oo|(?:{_NUMBER}|pi|E)(?:/[0-9]{{1,6}})?)$"  # a limit's point, an integral's bound
 _IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
-_FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION}
+_FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION, "point": _POINT,
+                   "lower": _POINT, "upper": _POINT}
+_MAX_EXPRESSION_CHARS = 80
 _HIDDEN_FIELDS = {"timeout_s"}  # set by the step runner, not the model
 _MAX_CODE_CHARS = 400  # of a Run call
 
@@ -37,7 +46,7 @@ def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None,
     if thoughts:
         rules["thought"] = f'"{THOUGHT_PREFIX} " /[^\\n]{{1,200}}/ "\\n"'
     if code_answer:
-        rules["answer"] = f'"{ANSWER_PREFIX}\\n```python\\n" /([^`\\n]*\\n){{1,80}}/ "```\\n"'
+        rules["answer"] = f'"{ANSWER_PREFIX}\\n```python\\n" /([^`\\n]{{0,160}}\\n){{1,60}}/ "```\\n"'
     elif answers:
         rules["answer"] = f'"{ANSWER_PREFIX} " ({" | ".join(json.dumps(a) for a in answers)}) "\\n"'
     if not rules:
@@ -51,6 +60,8 @@ def _call_schema(label: str) -> dict[str, Any]:
     schema = step_tools()[TOOL_LABELS[label]].schema
     properties = {name: _tightened(name, field) for name, field in schema["properties"].items()
                   if name not in _HIDDEN_FIELDS}
+    if label == "Calc":
+        properties["expression"]["pattern"] = _ARITHMETIC
     return {"type": "object", "properties": properties, "required": list(schema.get("required", [])),
             "additionalProperties": False, "x-guidance": JSON_OPTIONS}
 
@@ -61,8 +72,12 @@ def _tightened(name: str, field: dict[str, Any]) -> dict[str, Any]:
     if field.get("type") == "string" and "enum" not in field:
         if name == "code":
             return {"type": "string", "minLength": 1, "maxLength": _MAX_CODE_CHARS}
-        return {"type": "string", "pattern": _FIELD_PATTERNS.get(name, _EXPRESSION)}
+        return _maths_string(name)
     if field.get("type") == "array" and field.get("items", {}).get("type") == "string":
-        return {"type": "array", "items": {"type": "string", "pattern": _FIELD_PATTERNS.get(name, _EXPRESSION)},
-                "minItems": 1, "maxItems": 4}
+        return {"type": "array", "items": _maths_string(name), "minItems": 1, "maxItems": 4}
     return field
+
+
+def _maths_string(name: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": _MAX_EXPRESSION_CHARS,
+            "pattern": _FIELD_PATTERNS.get(name, _EXPRESSION)}

@@ -11,144 +11,43 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from reasoning.fewshot import CODE_EXAMPLES, MATH_EXAMPLES, Example, nearest
 from reasoning.steps import CODE_TOOLS, MATH_TOOLS, run_tool
 from tools.math import MathToolError, equal, solve
 
-MATH_PROMPT = """Solve each problem with a calculator. Each line is one step: a tool call with JSON arguments \
+MATH_INTRO = """Solve each problem with a calculator. Each line is one step: a tool call with JSON arguments \
 ("Calc" for arithmetic, "Solve" for equations, "Diff", "Integrate", "Limit", "Factor", "Simplify"), after which \
-the tool writes its result, or the final "Answer", a result a tool computed.
+the tool writes its result, or the final "Answer", a result a tool computed."""
 
-Problem: Tom has 3 boxes of 12 apples and eats 5 apples. How many apples are left?
-Calc: {"expression": "3*12 - 5"} => 31
-Answer: 31
-
-Problem: A baker sells 24 muffins a day at 3 dollars each. How many dollars does she make in 5 days?
-Calc: {"expression": "24*3"} => 72
-Calc: {"expression": "72*5"} => 360
-Answer: 360
-
-Problem: What is 30% of 70?
-Calc: {"expression": "30/100*70"} => 21
-Answer: 21
-
-Problem: A shirt costs 40 dollars and is 25% off. What is the new price?
-Calc: {"expression": "40 - 40*25/100"} => 30
-Answer: 30
-
-Problem: 4 pens cost 6 dollars. How many dollars do 10 pens cost?
-Calc: {"expression": "6/4*10"} => 15
-Answer: 15
-
-Problem: A train goes 150 km in 2 hours. What is its speed in km per hour?
-Calc: {"expression": "150/2"} => 75
-Answer: 75
-
-Problem: Solve 3*x - 2 = 10 for x.
-Solve: {"equations": ["3*x - 2 = 10"]} => x = 4
-Answer: x = 4
-
-Problem: Solve the system x + y = 5, x - y = 1. What is y?
-Solve: {"equations": ["x + y = 5", "x - y = 1"]} => x = 3, y = 2
-Answer: y = 2
-
-Problem: What is the derivative of x**3 + x with respect to x?
-Diff: {"expression": "x**3 + x", "variable": "x"} => 3*x**2 + 1
-Answer: 3*x**2 + 1
-
-Problem: What is the integral of 3*x**2 with respect to x?
-Integrate: {"expression": "3*x**2", "variable": "x"} => x**3
-Answer: x**3
-
-Problem: What is the definite integral of 4*x from 1 to 2?
-Integrate: {"expression": "4*x", "variable": "x", "lower": "1", "upper": "2"} => 6
-Answer: 6
-
-Problem: What is the limit of sin(2*x)/x as x approaches 0?
-Limit: {"expression": "sin(2*x)/x", "point": "0", "variable": "x"} => 2
-Answer: 2
-
-Problem: What is the limit of (5*x + 1)/x as x approaches infinity?
-Limit: {"expression": "(5*x + 1)/x", "point": "oo", "variable": "x"} => 5
-Answer: 5
-
-Problem: Factor x**2 - 4.
-Factor: {"expression": "x**2 - 4"} => (x - 2)*(x + 2)
-Answer: (x - 2)*(x + 2)
-
-Problem: Simplify 3*a + 2*a - a.
-Simplify: {"expression": "3*a + 2*a - a"} => 4*a
-Answer: 4*a
-
-Problem: {problem}
-"""
-
-CODE_PROMPT = '''Write the Python function the task asks for. You may test an idea first with "Run" (a sandbox \
-runs the code and shows what it prints). Finish with "Answer:" and the whole function in a ```python block.
-
-Task:
-def double(x: int) -> int:
-    """ Return twice x.
-    >>> double(4)
-    8
-    """
-Answer:
-```python
-def double(x: int) -> int:
-    return 2 * x
-```
-
-Task:
-from typing import List
-
-
-def count_evens(numbers: List[int]) -> int:
-    """ Count the even numbers in the list.
-    >>> count_evens([1, 2, 4])
-    2
-    """
-Run: {"code": "print([n for n in [1, 2, 4] if n % 2 == 0])"} => [2, 4]
-Answer:
-```python
-def count_evens(numbers: List[int]) -> int:
-    count = 0
-    for n in numbers:
-        if n % 2 == 0:
-            count += 1
-    return count
-```
-
-Task:
-Write a function is_palindrome(text) that returns True when text reads the same backwards.
-Answer:
-```python
-def is_palindrome(text):
-    return text == text[::-1]
-```
-
-Task:
-{problem}
-'''
+CODE_INTRO = """Write the Python function the task asks for. You may test an idea first with "Run" (a sandbox runs \
+the code and shows what it prints). Finish with "Answer:" and the whole function in a ```python block."""
 
 
 @dataclass(frozen=True)
 class TaskType:
-    """A task type: its prompt (few-shot examples, then the problem), the tools its steps may call, how it
-    answers, and how long a step may be."""
+    """A task type: its prompt (an instruction, the few-shot examples nearest the problem, then the problem), the
+    tools its steps may call, how it answers, and how long a step may be."""
 
     name: str
-    template: str
+    intro: str
+    examples: tuple[Example, ...]
+    shots: int  # examples shown per problem
+    problem_label: str  # "Problem: ..." or "Task:\n..."
     labels: tuple[str, ...]  # tool labels of reasoning/steps.py
     code_answer: bool  # the answer is a fenced function rather than a tool's result
     step_tokens: int  # most generated tokens per step
     stop: tuple[str, ...]  # where a step ends when no grammar constrains it
 
     def prompt(self, problem: str) -> str:
-        return self.template.replace("{problem}", problem.strip())
+        shots = [f"{self.problem_label}{e.problem}\n{e.solution}" for e in nearest(self.examples, problem, self.shots)]
+        return "\n\n".join([self.intro, *shots, f"{self.problem_label}{problem.strip()}\n"])
 
 
 TASKS = {
-    "math": TaskType("math", MATH_PROMPT, tuple(MATH_TOOLS), code_answer=False, step_tokens=64, stop=("\n",)),
-    "code": TaskType("code", CODE_PROMPT, tuple(CODE_TOOLS), code_answer=True, step_tokens=320, stop=("\n```",)),
+    "math": TaskType("math", MATH_INTRO, MATH_EXAMPLES, shots=4, problem_label="Problem: ", labels=tuple(MATH_TOOLS),
+                     code_answer=False, step_tokens=64, stop=("\n",)),
+    "code": TaskType("code", CODE_INTRO, CODE_EXAMPLES, shots=3, problem_label="Task:\n", labels=tuple(CODE_TOOLS),
+                     code_answer=True, step_tokens=320, stop=("\n```",)),
 }
 
 _CODE_WORDS = re.compile(r"\b(def|function|python|code|implement|program|return[s]?|list of|string)\b|>>>", re.I)
