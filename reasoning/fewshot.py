@@ -37,6 +37,9 @@ def _similarity(a: set[str], b: set[str]) -> float:
 
 
 MATH_EXAMPLES = (
+    Example("What is 15 times 4?", 'Calc: {"expression": "15*4"} => 60\nAnswer: 60'),
+    Example("What is 245 plus 378?", 'Calc: {"expression": "245 + 378"} => 623\nAnswer: 623'),
+    Example("What is 96 divided by 8?", 'Calc: {"expression": "96/8"} => 12\nAnswer: 12'),
     Example("Tom has 3 boxes of 12 apples and eats 5 apples. How many apples are left?",
             'Calc: {"expression": "3*12 - 5"} => 31\nAnswer: 31'),
     Example("A baker sells 24 muffins a day at 3 dollars each. How many dollars does she make in 5 days?",
@@ -56,6 +59,8 @@ MATH_EXAMPLES = (
             'Calc: {"expression": "6/4*10"} => 15\nAnswer: 15'),
     Example("A train goes 150 km in 2 hours. What is its speed in km per hour?",
             'Calc: {"expression": "150/2"} => 75\nAnswer: 75'),
+    Example("4 kg of rice cost 10 dollars. What is the price per kg?",
+            'Calc: {"expression": "10/4"} => 5/2\nAnswer: 5/2'),
     Example("A plumber earns 120 dollars in 4 hours. How many dollars does he earn per hour?",
             'Calc: {"expression": "120/4"} => 30\nAnswer: 30'),
     Example("A pump moves 20 liters in 5 minutes. How many liters does it move in 8 minutes?",

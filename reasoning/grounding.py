@@ -76,6 +76,8 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
         return False
     stated = stated_maths(problem)
     if not any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1):
+        if step.tool == "math_solve" and not re.search(r"[A-Za-z]", " ".join(arguments.get("equations", []))):
+            return False  # an "equation" of numbers only: nothing to solve for
         return _numbers_known(json.dumps(arguments), problem, before)
     named = [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
     if named and step.text.split(":", 1)[0] not in named:

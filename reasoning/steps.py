@@ -47,6 +47,7 @@ ANSWER_PREFIX = "Answer:"
 THOUGHT_PREFIX = "Thought:"
 RESULT_MARK = " => "  # between a tool call and the result the tool wrote
 CODE_FENCE = "```"
+NO_VALUE = {"no solution", "any value is a solution"}  # math_solve results that are not an answer
 _ARITHMETIC = r"[-+*/^().\d\s]*\d[-+*/^().\d\s]*[-+*/^][-+*/^().\d\s]*\d[-+*/^().\d\s]*"
 _LABELLED_ARITHMETIC = re.compile(rf"(?:[A-Za-z][A-Za-z ]*:)?\s*({_ARITHMETIC})(?:=\s*[^=]*)?")
 _CLAIM = re.compile(rf"({_ARITHMETIC})=\s*(-?\d+(?:\.\d+)?)")
@@ -169,6 +170,8 @@ def answer_choices(steps: list[Step]) -> list[str]:
         parts = re.split(r";\s*|,\s*(?=\w+ = )", step.tool_output) if step.tool == "math_solve" else [step.tool_output]
         for part in parts:
             part = part.strip()
-            if part and part not in choices and "\n" not in part and len(part) <= 120:
+            if part in NO_VALUE or not part:
+                continue
+            if part not in choices and "\n" not in part and len(part) <= 120:
                 choices.append(part)
     return choices

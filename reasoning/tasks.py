@@ -119,7 +119,8 @@ def check_equation_answer(problem: str, answer: str) -> bool | None:
 
 
 _DOCTEST = re.compile(r"^\s*>>> (.+)\n\s*([^\s>].*)$", re.M)
-_STATED_CALL = re.compile(r"^\s*((?:[A-Za-z_]\w*)\(.*\))\s*(?:==|➞|=>|->)\s*(.+?)\s*$", re.M)
+_STATED_CALL = re.compile(r"^\s*(?:(?:for )?examples?:?\s*)?([A-Za-z_]\w*\(.*\))\s*(?:==|➞|=>|->)\s*(.+?)\s*$",
+                          re.M | re.I)
 _IMPORT = re.compile(r"^(?:from \S+ import .+|import .+)$", re.M)
 
 
