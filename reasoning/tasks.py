@@ -50,12 +50,13 @@ TASKS = {
                      code_answer=True, step_tokens=320, stop=("\n```",)),
 }
 
-_CODE_WORDS = re.compile(r"\b(def|function|python|code|implement|program|return[s]?|list of|string)\b|>>>", re.I)
+_CODE = re.compile(r"\bdef\s+\w+\s*\(|>>>|```|\bpython\b|\b(?:write|implement|code)\b.*\b(?:function|program|script|class)\b",
+                   re.I | re.S)
 
 
 def classify(problem: str) -> str:
-    """"code" when the problem asks for a program (or shows one), else "math"."""
-    return "code" if _CODE_WORDS.search(problem) else "math"
+    """"code" when the problem shows code or asks for a program ("write a function ..."), else "math"."""
+    return "code" if _CODE.search(problem) else "math"
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")

@@ -38,7 +38,7 @@ def accepts(compiler: GrammarCompiler, tokenizer, grammar: str, text: str) -> bo
     return processor.matcher.consume_tokens(tokenizer.encode(text, add_bos=False)) and processor.accepting
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(8))
 def test_random_logits_always_give_a_well_formed_step(compiler, tokenizer, seed: int) -> None:
     answers = ["x = 6", "42"]
     text = tokenizer.decode(sample_under(compiler, compiler.lark(step_grammar(MATH_LABELS, answers=answers)), seed))

@@ -18,6 +18,9 @@ def test_classify_tells_code_from_math():
     assert classify('def add(a, b):\n    """Add.\n    >>> add(1, 2)\n    3\n    """') == "code"
     assert classify("A train travels 60 km in 1.5 hours. What is its speed?") == "math"
     assert classify("What is the derivative of x**3?") == "math"
+    assert classify("Implement a function that returns the list of primes below n.") == "code"
+    assert classify("What is the derivative of the function x**2 + 1?") == "math"
+    assert classify("A string of 12 lights costs 3 dollars. How much do 4 strings cost?") == "math"
 
 
 def test_the_prompt_shows_the_nearest_examples_last_and_ends_with_the_problem():
