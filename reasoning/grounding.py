@@ -4,7 +4,8 @@ The tools compute correctly; what a small model gets wrong is what it hands them
 "exp(2*x) - 2*exp(x)" when asked about exp(2*x), takes a limit at 0 when the problem says infinity, or
 multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
 
-- the problem states maths in a variable (an expression, an equation): each expression or equation the call
+- the problem states maths in a variable (an expression, an equation) or names an operation on one: each
+  expression or equation the call
   passes is one the problem states (the same text, or equal under sympy); a limit's point is what the problem
   says x approaches and an integral's bounds what it integrates from and to ("oo" for infinity); and where the
   problem names an operation ("derivative", "integral", "limit", "factor", "simplify", "solve") the call is
@@ -12,8 +13,8 @@ multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
 - otherwise (a word problem): every number in the call appears in the problem, in an earlier tool result, or is
   a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100).
 
-`StepValidity` (reward.py) counts an ungrounded call as an invalid step, and the reward's agreement layer
-weighs each path's vote by its validity.
+
+
 """
 
 from __future__ import annotations
@@ -75,13 +76,15 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
     except ValueError:
         return False
     stated = stated_maths(problem)
-    if not any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1):
+    named = [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
+    symbolic = any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1) or set(named) - {"Solve"}
+    if not symbolic:
         if step.tool == "math_solve" and not re.search(r"[A-Za-z]", " ".join(arguments.get("equations", []))):
             return False  # an "equation" of numbers only: nothing to solve for
         return _numbers_known(json.dumps(arguments), problem, before)
-    named = [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
     if named and step.text.split(":", 1)[0] not in named:
         return False
+    stated = (*stated, *_NUMBER.findall(problem))  # "the integral of 6 from 1 to 3" states the expression 6
     for name, value in arguments.items():
         values = value if isinstance(value, list) else [value]
         for item in (v for v in values if isinstance(v, str)):

@@ -27,8 +27,9 @@ class Correctness:
 
     - math: the ground truth (1/0); else the answer substituted into the problem's equation or system (1/0);
     - code: the given tests, else the examples the problem states, run in the sandbox (share passed);
-    - otherwise agreement: the share of the other finished paths that reached the same answer, each path's
-      vote weighed by its step validity, so an answer many well-formed rollouts agree on scores higher.
+    - otherwise agreement: the share of the other finished paths that reached the same answer, each vote
+      weighed (the search lets only paths whose every step is valid vote), so an answer many well-formed
+      rollouts agree on scores higher.
 
     `peers`: (answer, weight) of the other finished paths.
     """
@@ -116,7 +117,7 @@ class LayeredReward:
 
     def __call__(self, problem: Problem, steps: Sequence[Step], peers: Sequence[tuple[str, float]],
                  generated_tokens: int, token_budget: int) -> dict[str, float]:
-        """The breakdown of one path, with "total" the weighted value. `peers`: (answer, validity) of the other
+        """The breakdown of one path, with "total" the weighted value. `peers`: (answer, vote weight) of the other
         finished paths."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
         layers = {

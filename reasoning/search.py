@@ -157,10 +157,11 @@ class SearchResult:
 
 
 def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
-    """Reward every path, each against the answers of all the others weighed by their step validity (agreement,
-    where nothing else checks)."""
+    """Reward every path, each against the answers of all the others (agreement, where nothing else checks).
+    Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
+    otherwise outvote one that copied it right."""
     validity = [reward.validity(p.steps, problem.text) for p in paths]
-    votes = [(i, p.answer, v) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None]
+    votes = [(i, p.answer, 1.0) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None and v == 1.0]
     for i, path in enumerate(paths):
         peers = [(answer, v) for j, answer, v in votes if j != i]
         path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)

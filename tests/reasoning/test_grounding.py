@@ -45,3 +45,10 @@ def test_word_problem_calls_must_use_the_problems_numbers_or_earlier_results():
     assert grounded(first, baker, []) and grounded(call('Calc: {"expression": "60 + 1"}'), baker, [first]) is False
     assert grounded(call('Calc: {"expression": "60*2"}'), "Twice the 60 apples", [])
     assert grounded(call("Thought: anything"), baker, [])
+
+
+def test_a_named_operation_on_a_stated_number_is_symbolic():
+    constant = "What is the definite integral of 6 from 1 to 3?"
+    assert grounded(call('Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "3"}'), constant, [])
+    assert not grounded(call('Integrate: {"expression": "6*3", "variable": "x", "lower": "1", "upper": "3"}'),
+                        constant, [])
