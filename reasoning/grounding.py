@@ -13,8 +13,8 @@ multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
 - otherwise (a word problem): every number in the call appears in the problem, in an earlier tool result, or is
   a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100).
 
-
-
+`StepValidity` (reward.py) counts an ungrounded call as an invalid step, and only paths whose every step is valid
+vote in the reward's agreement layer.
 """
 
 from __future__ import annotations
