@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
@@ -40,6 +40,7 @@ class Solution:
     tokens: dict[str, int]  # prompt, generated, reused (prompt tokens served from the prefix cache)
     seconds: float
     paths: int = 0  # paths the search scored
+    answers: dict[str, float] = field(default_factory=dict)  # each answer the search reached -> its best reward
     cached: bool = False  # served from the reasoning-path cache
     cached_from: str | None = None  # served from tier 3: the similar problem whose verified solution this is
 
@@ -94,6 +95,7 @@ def solve(
     mcts_config: MCTSConfig = MCTSConfig(),
     use_cache: bool = True,
     memory: SolvedProblems | None = None,
+    constrained: bool = True,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Solution:
@@ -103,6 +105,7 @@ def solve(
     budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
     memory: tier 3 (`app.memory.SolvedProblems`): a verified near-duplicate solved before is reused, and a
     solution the search did not refute is stored. The front ends pass one; the default keeps nothing on disk.
+    constrained: decode every step under the step grammar (llguidance); False lets the model write free text.
     The result is deterministic for a given seed (default 0). on_progress gets a line per search iteration;
     should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
@@ -119,7 +122,7 @@ def solve(
         budget = SearchBudget(iterations=budget)
     budget = budget or SearchBudget()
     key = PathCache.key(problem, kind, strategy)
-    if use_cache and truth is None and not tests and (hit := _cache.get(key)) is not None:
+    if use_cache and constrained and truth is None and not tests and (hit := _cache.get(key)) is not None:
         return replace(hit, cached=True, seconds=0.0)
     if use_cache and truth is None and not tests and memory is not None:
         if (near := memory.recall(problem, kind, strategy)) is not None:
@@ -128,7 +131,10 @@ def solve(
 
     start = time.perf_counter()
     engine = engine or shared_backends.get(Settings.from_env())
-    policy = Policy(engine, budget, seed=0 if seed is None else seed, should_stop=should_stop, task_type=kind)
+    # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
+    grammar = engine.grammar_compiler if constrained else None
+    policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
+                    grammar=grammar, task_type=kind)
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)
@@ -150,9 +156,18 @@ def solve(
         tokens={"prompt": result.tokens.prompt, "generated": result.tokens.generated, "reused": result.tokens.reused},
         seconds=time.perf_counter() - start,
         paths=len(result.paths),
+        answers=_answers(result.paths),
     )
-    if use_cache and truth is None and not tests and solution.answer is not None:
+    if use_cache and constrained and truth is None and not tests and solution.answer is not None:
         _cache.put(key, solution)
         if memory is not None:
             memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward)
     return solution
+
+
+def _answers(paths) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for path in paths:
+        if path.answer is not None:
+            best[path.answer] = max(best.get(path.answer, float("-inf")), round(path.reward["total"], 4))
+    return dict(sorted(best.items(), key=lambda item: -item[1]))

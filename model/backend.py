@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model.grammar import tool_or_message_schema
+from model.grammar import GrammarCompiler, tool_or_message_schema
 from model.request import Completion, RequestHandle
 from model.sampler import SamplingParams
 
@@ -41,6 +41,9 @@ class Backend(ABC):
     # add_generation_prompt=)` (the model's own tokenizer, or an estimate for a server), and the context size.
     tokenizer: Any
     context_length: int
+    # llguidance's view of the tokenizer, for token-level grammars (`SamplingParams.logits_processor`);
+    # None: the backend takes none (a server), and callers fall back to stop strings or `chat_json`.
+    grammar_compiler: GrammarCompiler | None = None
 
     @abstractmethod
     def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,

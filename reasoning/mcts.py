@@ -1,8 +1,15 @@
 """Monte Carlo tree search over reasoning steps.
 
-Each iteration selects a leaf by PUCT, expands it into K sibling next steps (decoded as one batch from the
-node's cached prefix; one is the greedy step, the rest sampled), evaluates every new child by a greedy rollout to an answer (all K rollouts in
-lockstep batches), scores the rollouts with the layered reward, and backs the values up the tree.
+Each iteration selects a node by PUCT and expands it into K candidate next steps, decoded as one batch from the
+node's cached prefix: one is the greedy step (taken from the node's own greedy rollout when it has one, not
+decoded again), the rest sampled. Candidates that wrote the same step are merged; the share of the draws that
+wrote a step is its prior. Every new child is evaluated by a greedy rollout to an answer (all rollouts in
+lockstep batches), the rollouts are scored with the layered reward, and the values are backed up the tree.
+
+A small model often writes the same step in all K draws, which would leave a node one child and the search
+nothing to choose from. So a node is widened (progressive widening): once its visits allow more children than it
+has, it is expanded again with fresh samples, until a widening brings no new step.
+
 The result is the best-rewarded finished path and the whole tree.
 """
 
@@ -14,14 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasoning.reward import LayeredReward, Problem
-from reasoning.search import Path, Policy, SearchResult, _done, score
+from reasoning.search import Path, Policy, SearchResult, _done, best_path, score
 
 
 @dataclass(frozen=True)
 class MCTSConfig:
     c_puct: float = 1.0
-    children: int = 4  # K siblings per expansion
-    temperature: float = 0.8  # for expansions; rollouts are greedy
+    children: int = 4  # K draws per expansion
+    temperature: float = 0.8  # for sampled draws; rollouts are greedy
+    widening: float = 1.0  # a node may hold up to widening * sqrt(visits) distinct children
 
 
 @dataclass(eq=False)
@@ -29,17 +37,23 @@ class Node:
     path: Path
     parent: Node | None = None
     children: list[Node] = field(default_factory=list)
+    draws: int = 1  # expansion draws of the parent that wrote this step
     visits: int = 0
     value_sum: float = 0.0
-    reward: dict[str, float] | None = None  # of the rollout that evaluated this node
+    saturated: bool = False  # a widening found no new step: expand no more
+    rollout: Path | None = None  # the finished path that evaluated this node
+    reward: dict[str, float] | None = None  # of that rollout
 
     @property
     def value(self) -> float:
         return self.value_sum / self.visits if self.visits else 0.0
 
+    @property
+    def prior(self) -> float:
+        return self.draws / sum(c.draws for c in self.parent.children) if self.parent else 1.0
+
     def puct(self, c_puct: float) -> float:
-        prior = 1.0 / len(self.parent.children)
-        return self.value + c_puct * prior * math.sqrt(self.parent.visits) / (1 + self.visits)
+        return self.value + c_puct * self.prior * math.sqrt(self.parent.visits) / (1 + self.visits)
 
 
 def mcts(
@@ -55,31 +69,78 @@ def mcts(
             best = max(finished, key=lambda p: p.reward["total"])
             on_iteration(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
                          f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
-        leaf = _select(root, config.c_puct)
-        if _done(leaf.path, policy.budget):  # a terminal node: revisit its value
-            _backpropagate(leaf, leaf.value if leaf.visits else 0.0)
-            continue
-        # One sibling is the model's own first choice (greedy), so the search never misses the greedy path.
-        temperatures = [0.0] + [config.temperature] * (config.children - 1)
-        children = [Node(p, leaf) for p in policy.extend([leaf.path] * config.children, temperatures)]
-        leaf.children = children
-        rollouts = policy.rollout([c.path for c in children], temperature=0.0)
-        finished.extend(rollouts)
+        node = _select(root, policy, config)
+        if node is None:  # every node is terminal or saturated: the tree is complete
+            break
+        new = _expand(node, policy, config)
+        fresh = [c for c in new if c.rollout is None]
+        for child, path in zip(fresh, policy.rollout([c.path for c in fresh], temperature=0.0)):
+            child.rollout = path
+            finished.append(path)
         score(finished, problem, reward, policy.budget)
-        for child, rollout in zip(children, rollouts):
-            child.reward = rollout.reward
-            _backpropagate(child, rollout.reward["total"])
+        for child in new:
+            child.reward = child.rollout.reward
+            _backpropagate(child, child.rollout.reward["total"])
     if not finished:  # no iteration ran (budget already spent): one greedy path
         finished = policy.rollout([root.path], temperature=0.0)
         score(finished, problem, reward, policy.budget)
-    best = max(finished, key=lambda p: (p.reward["total"], p.finished))
-    return SearchResult(best, finished, policy.tokens, tree=_tree(root))
+    return SearchResult(best_path(finished), finished, policy.tokens, tree=_tree(root))
 
 
-def _select(node: Node, c_puct: float) -> Node:
-    while node.children:
-        node = max(node.children, key=lambda c: c.puct(c_puct))
-    return node
+def _expandable(node: Node, policy: Policy, config: MCTSConfig) -> bool:
+    if node.saturated or _done(node.path, policy.budget):
+        return False
+    return not node.children or len(node.children) < config.widening * math.sqrt(node.visits)
+
+
+def _select(root: Node, policy: Policy, config: MCTSConfig) -> Node | None:
+    """The node to expand: down the tree by PUCT until a node that may take (more) children. Where the best child's
+    subtree has nothing left to expand, the node itself is widened if it can be; otherwise the next child is
+    tried. None when nothing in the tree can be expanded."""
+    def walk(node: Node) -> Node | None:
+        if _expandable(node, policy, config):
+            return node
+        for child in sorted(node.children, key=lambda c: -c.puct(config.c_puct)):
+            found = walk(child)
+            if found is not None:
+                return found
+            if not node.saturated and not _done(node.path, policy.budget):
+                return node
+        return None
+
+    return walk(root)
+
+
+def _expand(node: Node, policy: Policy, config: MCTSConfig) -> list[Node]:
+    """New children of `node` from K draws; returns those that are new (an existing step only gains draws).
+
+    The first expansion's first draw is greedy: taken from the node's greedy rollout when it has one, so the
+    search never misses the greedy path and does not decode it twice.
+    """
+    depth = len(node.path.steps)
+    greedy: list[Path] = []
+    if node.children:  # widening: all sampled
+        drawn = policy.extend([node.path] * config.children, config.temperature)
+    elif node.rollout is not None and len(node.rollout.steps) > depth:
+        greedy = [node.rollout.prefix(depth + 1)]
+        drawn = greedy + policy.extend([node.path] * (config.children - 1), config.temperature)
+    else:
+        drawn = policy.extend([node.path] * config.children, [0.0] + [config.temperature] * (config.children - 1))
+    existing = {c.path.steps[-1].text: c for c in node.children}
+    new: list[Node] = []
+    for path in drawn:
+        text = path.steps[-1].text
+        if text in existing:
+            existing[text].draws += 1
+        else:
+            existing[text] = child = Node(path, node)
+            new.append(child)
+    if greedy and new:
+        new[0].rollout = node.rollout  # the greedy step's evaluation is the node's own rollout
+    if node.children and not new:
+        node.saturated = True
+    node.children.extend(new)
+    return new
 
 
 def _backpropagate(node: Node | None, value: float) -> None:
@@ -90,7 +151,7 @@ def _backpropagate(node: Node | None, value: float) -> None:
 
 
 def _tree(root: Node) -> list[dict[str, Any]]:
-    """Every node: id, parent id, its step, visits, mean value and its rollout's reward breakdown."""
+    """Every node: id, parent id, its step, prior, visits, mean value and its rollout's reward breakdown."""
     nodes, ids, stack = [], {}, [root]
     while stack:
         node = stack.pop()
@@ -99,6 +160,7 @@ def _tree(root: Node) -> list[dict[str, Any]]:
             "id": ids[node],
             "parent": ids[node.parent] if node.parent is not None else None,
             "step": node.path.steps[-1].text if node.path.steps else "",
+            "prior": round(node.prior, 4),
             "visits": node.visits,
             "value": round(node.value, 4),
             "reward": node.reward,

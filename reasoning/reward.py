@@ -6,12 +6,12 @@ value the search maximises (cost counts against it).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reasoning.steps import Step, answer_of
-from reasoning.tasks import check_equation_answer, check_math_answer, run_code_checks
+from reasoning.grounding import grounded
+from reasoning.steps import Step, answer_choices, answer_of
+from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
 
 
 @dataclass(frozen=True)
@@ -19,57 +19,86 @@ class Problem:
     text: str
     task_type: str  # "math" | "code"
     truth: str | None = None  # ground truth, when a benchmark supplies it
-    tests: tuple[str, ...] = ()  # for code: assert statements the answer must pass
+    tests: tuple[str, ...] = ()  # for code: statements (asserts) the answer must pass
 
 
 class Correctness:
-    """1/0 where the answer can be checked: ground truth, the equation substituted back, or the code's tests.
+    """How surely the answer is right, from the strongest check available:
 
-    Otherwise the share of the other finished paths that reached the same answer (agreement), so an answer
-    many independent rollouts agree on scores higher.
+    - math: the ground truth (1/0); else the answer substituted into the problem's equation or system (1/0);
+    - code: the given tests, else the examples the problem states, run in the sandbox (share passed);
+    - otherwise agreement: the share of the other finished paths that reached the same answer, each vote
+      weighed (the search lets only paths whose every step is valid vote), so an answer many well-formed
+      rollouts agree on scores higher.
+
+    `peers`: (answer, weight) of the other finished paths.
     """
 
-    def __call__(self, problem: Problem, answer: str | None, peer_answers: Sequence[str]) -> float:
+    def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]]) -> float:
         if answer is None:
             return 0.0
         if problem.task_type == "code":
-            return run_code_checks(answer, problem.tests) if problem.tests else _agreement(answer, peer_answers)
+            if problem.tests:
+                return run_code_checks(answer, problem.tests)
+            checked = check_code_answer(problem.text, answer)
+            return checked if checked is not None else _agreement(answer, peers)
         if problem.truth is not None:
             return float(check_math_answer(answer, problem.truth))
         substituted = check_equation_answer(problem.text, answer)
         if substituted is not None:
             return float(substituted)
-        return _agreement(answer, peer_answers)
+        return _agreement(answer, peers)
 
 
-def _agreement(answer: str, peers: Sequence[str]) -> float:
-    if not peers:
-        return 0.5
-    counts = Counter(p.strip() for p in peers)
-    return counts[answer.strip()] / len(peers)
+def _agreement(answer: str, peers: Sequence[tuple[str, float]]) -> float:
+    total = sum(weight for _, weight in peers)
+    if total <= 0:
+        return 0.5  # nobody to agree with
+    return sum(weight for peer, weight in peers if peer.strip() == answer.strip()) / total
 
 
 class StepValidity:
-    """Share of steps that are well formed: tool calls that ran, no repeated line, a final answer present."""
+    """Share of steps that are well formed: tool calls that ran on what the problem states (grounding.py),
+    thoughts without false arithmetic, no repeated step, and a math answer that states a result a tool computed;
+    halved when the path never answers."""
 
-    def __call__(self, steps: Sequence[Step]) -> float:
+    def __call__(self, steps: Sequence[Step], problem: str) -> float:
         if not steps:
             return 0.0
         seen: set[str] = set()
         good = 0
-        for step in steps:
+        for i, step in enumerate(steps):
             repeated = step.text in seen
             seen.add(step.text)
-            good += int(step.tool_ok and not repeated and bool(step.text))
+            good += int(step.tool_ok and not repeated and bool(step.text) and _answer_computed(step, steps[:i])
+                        and grounded(step, problem, steps[:i]))
         has_answer = any(answer_of(s) is not None for s in steps)
         return (good / len(steps)) * (1.0 if has_answer else 0.5)
 
 
-class Cost:
-    """Generated tokens against the budget of one path (0 = free, 1 = the whole budget)."""
+def _answer_computed(step: Step, before: Sequence[Step]) -> bool:
+    """A math answer must be what a tool computed earlier in the path (a code answer is checked by running it)."""
+    answer = answer_of(step)
+    if answer is None or "```" in step.text:
+        return True
+    return any(answer == choice.split("=")[-1].strip() for choice in answer_choices(list(before)))
 
-    def __call__(self, generated_tokens: int, token_budget: int) -> float:
-        return min(1.0, generated_tokens / max(token_budget, 1))
+
+@dataclass(frozen=True)
+class Cost:
+    """Generated tokens against the path's budget, plus a fixed cost per tool call (0 = free, capped at 1).
+
+    Tool time enters as a nominal cost per call, not the measured seconds: those vary from run to run, and the
+    same seed must give the same search.
+    """
+
+    per_tool_call: float = 0.02
+    per_sandbox_run: float = 0.05
+
+    def __call__(self, steps: Sequence[Step], generated_tokens: int, token_budget: int) -> float:
+        tools = sum(self.per_sandbox_run if s.tool == "python_exec" else self.per_tool_call
+                    for s in steps if s.kind == "tool")
+        return min(1.0, generated_tokens / max(token_budget, 1) + tools)
 
 
 @dataclass(frozen=True)
@@ -86,15 +115,15 @@ class LayeredReward:
     validity: StepValidity = field(default_factory=StepValidity)
     cost: Cost = field(default_factory=Cost)
 
-    def __call__(
-        self, problem: Problem, steps: Sequence[Step], peer_answers: Sequence[str], generated_tokens: int, token_budget: int
-    ) -> dict[str, float]:
-        """The breakdown of one path, with "total" the weighted value."""
+    def __call__(self, problem: Problem, steps: Sequence[Step], peers: Sequence[tuple[str, float]],
+                 generated_tokens: int, token_budget: int) -> dict[str, float]:
+        """The breakdown of one path, with "total" the weighted value. `peers`: (answer, vote weight) of the other
+        finished paths."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
         layers = {
-            "correctness": self.correctness(problem, answer, peer_answers),
-            "validity": self.validity(steps),
-            "cost": self.cost(generated_tokens, token_budget),
+            "correctness": self.correctness(problem, answer, peers),
+            "validity": self.validity(steps, problem.text),
+            "cost": self.cost(steps, generated_tokens, token_budget),
         }
         w = self.weights
         layers["total"] = w.correctness * layers["correctness"] + w.validity * layers["validity"] - w.cost * layers["cost"]

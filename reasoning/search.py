@@ -1,9 +1,12 @@
 """Search strategies over reasoning steps behind one interface: greedy, best-of-n, self-consistency (and MCTS in
 mcts.py).
 
-A path is a token prefix plus the steps it holds. The `Policy` decodes the next line of many paths in one
+A path is a token prefix plus the steps it holds. The `Policy` decodes the next step of many paths in one
 `engine.generate_batch`, with each path's token ids as its prompt: paths that share a prefix (siblings,
-rollouts from one node) are served from the engine's radix prefix cache instead of being recomputed.
+rollouts from one node) are served from the engine's radix prefix cache instead of being recomputed. Given a
+grammar compiler, every step is decoded under the step grammar (reasoning/step_grammar.py), so it is one of
+the allowed forms and a tool call's arguments are valid for the tool's schema. The Policy is the only place
+the search calls the engine.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import SamplingParams
+from model.grammar import GrammarCompiler
 from reasoning.reward import LayeredReward, Problem
-from reasoning.steps import Step, answer_of, parse_step
+from reasoning.step_grammar import step_grammar
+from reasoning.steps import Step, answer_choices, answer_of, parse_step
+from reasoning.tasks import TaskType
 
 
 @dataclass(frozen=True)
@@ -24,16 +30,30 @@ class SearchBudget:
     iterations: int = 8  # MCTS iterations, or paths sampled by best-of-n / self-consistency
     tokens: int = 4096  # generated tokens over the whole search
     seconds: float = 120.0
-    max_steps: int = 6  # lines per path
-    step_tokens: int = 48  # most tokens per line
+    max_steps: int = 6  # steps per path
+    step_tokens: int | None = None  # most tokens per step; None = the task type's
 
 
 @dataclass
 class Path:
     ids: list[int] | str  # the prompt so far, as the backend takes it (token ids locally, text for a server)
     steps: list[Step] = field(default_factory=list)
-    generated_tokens: int = 0
+    ends: list[int] = field(default_factory=list)  # len(ids) after each step
+    step_tokens: list[int] = field(default_factory=list)  # tokens the model generated for each step
     reward: dict[str, float] | None = None
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.step_tokens)
+
+    def prefix(self, n: int) -> Path:
+        """The path's first `n` steps (n >= 1), unscored."""
+        return Path(self.ids[:self.ends[n - 1]], self.steps[:n], self.ends[:n], self.step_tokens[:n])
+
+    def grown(self, step: Step, step_ids: list[int], generated: int) -> Path:
+        """This path one step longer."""
+        ids = self.ids + step_ids
+        return Path(ids, [*self.steps, step], [*self.ends, len(ids)], [*self.step_tokens, generated])
 
     @property
     def answer(self) -> str | None:
@@ -52,25 +72,26 @@ class TokenCounts:
 
 
 class Policy:
-    """The model as a step generator: next lines for many paths at once."""
+    """The model as a step generator: next steps for many paths at once.
 
-    def __init__(
-        self,
-        engine,
-        budget: SearchBudget,
-        seed: int,
-        should_stop: Callable[[], bool] | None = None,
-        task_type: str | None = None,
-    ) -> None:
-        """task_type: passed with every request, for MoE models whose routers bias experts per task type."""
+    `grammar`: constrain each step to the task's step forms (None: free text, cut at the task's stop strings).
+    `task_type` is passed with every request, for MoE models whose routers bias experts per task type.
+    """
+
+    def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
+                 should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
+                 task_type: str | None = None) -> None:
         self.engine = engine
+        self.task = task
         self.task_type = task_type
         self.budget = budget
         self.seed = seed
         self.should_stop = should_stop or (lambda: False)
+        self.grammar = grammar
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
+        self._compiled: dict[str, str] = {}  # step grammar source -> compiled grammar
 
     def exhausted(self) -> bool:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
@@ -81,16 +102,16 @@ class Policy:
         return Path(self.engine.text_prompt(prompt))
 
     def extend(self, paths: Sequence[Path], temperature: float | Sequence[float]) -> list[Path]:
-        """Each path one line longer (tool steps run), decoded as one batch; seeds make it reproducible.
+        """Each path one step longer (tool steps run), decoded as one batch; seeds make it reproducible.
 
         `temperature`: one for all paths, or one per path.
         """
         temperatures = [temperature] * len(paths) if isinstance(temperature, (int, float)) else list(temperature)
         params = []
-        for t in temperatures:
+        for path, t in zip(paths, temperatures):
             self._draws += 1
-            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens, temperature=t,
-                                         seed=self.seed * 1_000_003 + self._draws, stop=("\n",)))
+            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens or self.task.step_tokens, temperature=t,
+                                         seed=self.seed * 1_000_003 + self._draws, **self._constraint(path)))
         done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type)
         grown = []
         for path, completion in zip(paths, done):
@@ -98,9 +119,18 @@ class Policy:
             self.tokens.generated += completion.generated_tokens
             self.tokens.reused += completion.cached_tokens
             step = parse_step(completion.text)
-            ids = path.ids + self.engine.text_prompt(step.text + "\n", continuation=True)
-            grown.append(Path(ids, [*path.steps, step], path.generated_tokens + completion.generated_tokens))
+            step_ids = self.engine.text_prompt(step.text + "\n", continuation=True)
+            grown.append(path.grown(step, step_ids, completion.generated_tokens))
         return grown
+
+    def _constraint(self, path: Path) -> dict[str, Any]:
+        """The sampling options that end a step: the step grammar (which ends it itself), or stop strings."""
+        if self.grammar is None:
+            return {"stop": self.task.stop}
+        source = step_grammar(self.task.labels, answers=answer_choices(path.steps), code_answer=self.task.code_answer)
+        if source not in self._compiled:
+            self._compiled[source] = self.grammar.lark(source)
+        return {"logits_processor": self.grammar.processor(self._compiled[source])}
 
     def rollout(self, paths: Sequence[Path], temperature: float) -> list[Path]:
         """Extend every path (in lockstep batches) until it answers, stalls or runs out of steps or budget."""
@@ -130,11 +160,21 @@ class SearchResult:
 
 
 def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
-    """Reward every path, each against the answers of all the others (agreement, where nothing else checks)."""
-    answers = [p.answer for p in paths if p.answer is not None]
+    """Reward every path, each against the answers of all the others (agreement, where nothing else checks).
+    Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
+    otherwise outvote one that copied it right."""
+    validity = [reward.validity(p.steps, problem.text) for p in paths]
+    votes = [(i, p.answer, 1.0) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None and v == 1.0]
     for i, path in enumerate(paths):
-        peers = [a for j, a in enumerate(answers) if j != i] if path.answer is not None else answers
+        peers = [(answer, v) for j, answer, v in votes if j != i]
         path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+
+
+def best_path(paths: Sequence[Path], tie: float = 0.02) -> Path:
+    """The highest-rewarded path. Rewards within `tie` of the best count as equal, and the path found first wins:
+    the greedy one where it is among them (a few tokens of cost should not overrule the model's own first choice)."""
+    top = max(p.reward["total"] for p in paths)
+    return next(p for p in paths if p.reward["total"] >= top - tie)
 
 
 Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]
@@ -155,7 +195,7 @@ def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredRewa
     """n sampled paths; the one the reward ranks highest (verifier-guided selection)."""
     paths = _sampled(prompt, policy)
     score(paths, problem, reward, policy.budget)
-    return SearchResult(max(paths, key=lambda p: p.reward["total"]), paths, policy.tokens)
+    return SearchResult(best_path(paths), paths, policy.tokens)
 
 
 def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:

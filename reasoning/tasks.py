@@ -1,6 +1,8 @@
-"""Task types: for math and code, the prompt with its few-shot examples and the verifier of an answer.
+"""Task types: for math and code, the prompt with its few-shot examples, the step forms, and the verifiers.
 
-`classify` picks the type for task_type="auto" from the problem's wording.
+`classify` picks the type for task_type="auto" from the problem's wording. The verifiers are what the search
+trusts without ground truth: a math answer substituted back into the problem's equation (or system), and
+code run in the sandbox against the examples the problem states.
 """
 
 from __future__ import annotations
@@ -9,72 +11,52 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from reasoning.steps import run_tool
-from tools.math import MathToolError, equal
+from reasoning.fewshot import CODE_EXAMPLES, MATH_EXAMPLES, Example, nearest
+from reasoning.steps import CODE_TOOLS, MATH_TOOLS, run_tool
+from tools.math import MathToolError, equal, solve
 
-MATH_PROMPT = """Solve each problem step by step. Write arithmetic as "Calc: <expression>", equations as \
-"Solve: <equation>", and use "Diff:", "Integrate:", "Limit:", "Factor:", "Simplify:"; a calculator fills in \
-the result. Finish with "Answer: <result>".
+MATH_INTRO = """Solve each problem with a calculator. Each line is one step: a tool call with JSON arguments \
+("Calc" for arithmetic, "Solve" for equations, "Diff", "Integrate", "Limit", "Factor", "Simplify"), after which \
+the tool writes its result, or the final "Answer", a result a tool computed."""
 
-Problem: Tom has 3 boxes of 12 apples and eats 5 apples. How many apples are left?
-Calc: 3*12 - 5 = 31
-Answer: 31
-
-Problem: A shirt costs 20 dollars and is 25% off. What is the new price?
-Calc: 20 - 20*25/100 = 15
-Answer: 15
-
-Problem: Solve 2*x + 3 = 11 for x.
-Solve: 2*x + 3 = 11 => x = 4
-Answer: 4
-
-Problem: What is the derivative of x**3 with respect to x?
-Diff: x**3 = 3*x**2
-Answer: 3*x**2
-
-Problem: What is the definite integral of 2*x from 0 to 3?
-Integrate: 2*x from 0 to 3 = 9
-Answer: 9
-
-Problem: What is the limit of sin(2*x)/x as x approaches 0?
-Limit: sin(2*x)/x as x -> 0 = 2
-Answer: 2
-
-Problem: Factor x**2 - 4.
-Factor: x**2 - 4 = (x - 2)*(x + 2)
-Answer: (x - 2)*(x + 2)
-
-Problem: {problem}
-"""
-
-CODE_PROMPT = """Write a Python function that solves the task. Test it with "Run: <python code>"; the output \
-is shown. Finish with "Answer: <the function on one line, statements separated by ;>".
-
-Task: Write a function double(x) that returns twice x.
-Run: print((lambda x: 2*x)(4))  -> 8
-Answer: def double(x): return 2*x
-
-Task: {problem}
-"""
-
-_CODE_WORDS = re.compile(r"\b(def|function|python|code|implement|program|return[s]?|list of|string)\b", re.I)
+CODE_INTRO = """Write the Python function the task asks for. You may test an idea first with "Run" (a sandbox runs \
+the code and shows what it prints). Finish with "Answer:" and the whole function in a ```python block."""
 
 
 @dataclass(frozen=True)
 class TaskType:
+    """A task type: its prompt (an instruction, the few-shot examples nearest the problem, then the problem), the
+    tools its steps may call, how it answers, and how long a step may be."""
+
     name: str
-    template: str
+    intro: str
+    examples: tuple[Example, ...]
+    shots: int  # examples shown per problem
+    problem_label: str  # "Problem: ..." or "Task:\n..."
+    labels: tuple[str, ...]  # tool labels of reasoning/steps.py
+    code_answer: bool  # the answer is a fenced function rather than a tool's result
+    step_tokens: int  # most generated tokens per step
+    stop: tuple[str, ...]  # where a step ends when no grammar constrains it
 
     def prompt(self, problem: str) -> str:
-        return self.template.format(problem=problem.strip())
+        shots = [f"{self.problem_label}{e.problem}\n{e.solution}" for e in nearest(self.examples, problem, self.shots)]
+        return "\n\n".join([self.intro, *shots, f"{self.problem_label}{problem.strip()}\n"])
 
 
-TASKS = {"math": TaskType("math", MATH_PROMPT), "code": TaskType("code", CODE_PROMPT)}
+TASKS = {
+    "math": TaskType("math", MATH_INTRO, MATH_EXAMPLES, shots=4, problem_label="Problem: ", labels=tuple(MATH_TOOLS),
+                     code_answer=False, step_tokens=64, stop=("\n",)),
+    "code": TaskType("code", CODE_INTRO, CODE_EXAMPLES, shots=3, problem_label="Task:\n", labels=tuple(CODE_TOOLS),
+                     code_answer=True, step_tokens=320, stop=("\n```",)),
+}
+
+_CODE = re.compile(r"\bdef\s+\w+\s*\(|>>>|```|\bpython\b|\b(?:write|implement|code)\b.*\b(?:function|program|script|class)\b",
+                   re.I | re.S)
 
 
 def classify(problem: str) -> str:
-    """"code" when the problem asks for a program, else "math"."""
-    return "code" if _CODE_WORDS.search(problem) else "math"
+    """"code" when the problem shows code or asks for a program ("write a function ..."), else "math"."""
+    return "code" if _CODE.search(problem) else "math"
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
@@ -104,34 +86,69 @@ def check_math_answer(answer: str, truth: str) -> bool:
 
 _MATH_RUN = r"(?:(?<![A-Za-z])[a-z](?![A-Za-z])|[\d*+\-/^().\s])+"
 _EQUATION = re.compile(_MATH_RUN + "=" + _MATH_RUN)
+_LETTER = r"(?<![A-Za-z])([a-z])(?![A-Za-z])"
+_ASKED = re.compile(r"\bwhat is ([a-z])\s*\?", re.I)
 
 
+@lru_cache(maxsize=4096)
 def check_equation_answer(problem: str, answer: str) -> bool | None:
-    """For "solve ... = ..." problems in one unknown: substitute the answer back (None if there is no such equation)."""
-    match = _EQUATION.search(problem)
-    if not match:
+    """Substitute the answer back into the problem's equations: None when the problem states none.
+
+    One equation in one unknown: the answer must satisfy it. A system ("x + y = 10, x - y = 2. What is x?"):
+    with the asked unknown replaced by the answer, the system must still have a solution.
+    """
+    equations = [m.group(0).strip().rstrip(".").strip() for m in _EQUATION.finditer(problem.replace(",", " ,"))]
+    equations = [e for e in (e.strip(" ,") for e in equations) if re.search(_LETTER, e)]
+    if not equations:
         return None
-    equation = match.group(0).strip().rstrip(".")
-    variables = set(re.findall(r"(?<![A-Za-z])([a-z])(?![A-Za-z])", equation))
-    if len(variables) != 1:
+    unknowns = sorted({v for e in equations for v in re.findall(_LETTER, e)})
+    asked = _ASKED.search(problem)
+    variable = asked.group(1) if asked and asked.group(1) in unknowns else unknowns[0] if len(unknowns) == 1 else None
+    if variable is None:
         return None
-    (variable,) = variables
     value = re.sub(rf"^\s*{variable}\s*=\s*", "", answer.strip())
-    left, right = equation.split("=", 1)
-    substituted = re.sub(rf"(?<![A-Za-z]){variable}(?![A-Za-z])", f"({value})", f"({left}) - ({right})")
+    if "=" in value:
+        return False
+    substituted = [re.sub(rf"(?<![A-Za-z]){variable}(?![A-Za-z])", f"({value})", e) for e in equations]
     try:
-        return equal(substituted, "0", timeout_s=2)
+        if len(unknowns) == 1:
+            left, right = substituted[0].split("=", 1)
+            return equal(f"({left}) - ({right})", "0", timeout_s=2)
+        return bool(solve(substituted, [u for u in unknowns if u != variable], timeout_s=2))
     except MathToolError:
         return False
 
 
+_DOCTEST = re.compile(r"^\s*>>> (.+)\n\s*([^\s>].*)$", re.M)
+_STATED_CALL = re.compile(r"^\s*(?:(?:for )?examples?:?\s*)?([A-Za-z_]\w*\(.*\))\s*(?:==|➞|=>|->)\s*(.+?)\s*$",
+                          re.M | re.I)
+_IMPORT = re.compile(r"^(?:from \S+ import .+|import .+)$", re.M)
+
+
+def stated_examples(problem: str) -> tuple[tuple[str, str], ...]:
+    """The examples a code problem states: (call, expected) from doctests (">>> f(1)" then "2") and
+    lines such as "f(1) == 2" or "f(1) ➞ 2"."""
+    examples = _DOCTEST.findall(problem) or _STATED_CALL.findall(problem)
+    return tuple((call.strip(), expected.strip()) for call, expected in examples)
+
+
 @lru_cache(maxsize=1024)
-def run_code_checks(answer: str, tests: tuple[str, ...]) -> float:
-    """Fraction of `tests` (Python assert statements) the answer's code passes in the sandbox."""
-    if not tests:
+def run_code_checks(code: str, checks: tuple[str, ...], preamble: str = "") -> float:
+    """Fraction of `checks` (Python statements, usually asserts) the code passes, run together in the sandbox
+    after `preamble` (the problem's imports) and the code."""
+    if not checks:
         return 0.0
-    script = answer + "\n" + "\n".join(
-        f"try:\n    {t}\n    print('PASS')\nexcept Exception:\n    print('FAIL')" for t in tests
-    )
-    output, _ = run_tool("python_exec", script)
-    return output.count("PASS") / len(tests)
+    script = "\n".join([preamble, code, *(
+        f"try:\n    exec({check!r})\n    print('PASS')\nexcept BaseException:\n    print('FAIL')" for check in checks)])
+    output, _ = run_tool("python_exec", {"code": script})
+    return min(output.count("PASS"), len(checks)) / len(checks)
+
+
+def check_code_answer(problem: str, code: str) -> float | None:
+    """Fraction of the problem's stated examples the code reproduces (None if it states none)."""
+    examples = stated_examples(problem)
+    if not examples:
+        return None
+    checks = tuple(f"_got = {call}\ntry:\n    _want = eval({expected!r})\nexcept Exception:\n    _want = object()\n"
+                   f"assert _got == _want or repr(_got) == {expected!r}" for call, expected in examples)
+    return run_code_checks(code, checks, "\n".join(_IMPORT.findall(problem)))

@@ -406,6 +406,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     import json
+    import textwrap
 
     from app.memory import SolvedProblems, try_open_vector_store
 
@@ -426,9 +427,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(json.dumps(solution.to_dict(), indent=2))
         return 0
     for step in solution.steps:
-        print(f"  {step['text']}")
+        print(textwrap.indent(step["text"], "  "))
     reward = ", ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
-    print(f"answer: {solution.answer if solution.answer is not None else '(none found)'}")
+    answer = solution.answer if solution.answer is not None else "(none found)"
+    print(f"answer:\n{textwrap.indent(answer, '  ')}" if "\n" in answer else f"answer: {answer}")
     print(f"reward: {reward}; tokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of "
           f"{solution.tokens['prompt']} prompt tokens from cache; {solution.seconds:.1f} s", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""`solve` end to end on the real default model: MCTS over tool-using steps, from Python and from `r1 solve`."""
+"""`solve` end to end on the real default model: MCTS over grammar-constrained tool steps, for math and code, from
+Python and from `r1 solve`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import pytest
 
 from app import solve
+
+ADD = 'def add(a, b):\n    """ Return the sum of a and b.\n    >>> add(2, 3)\n    5\n    """'
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +29,23 @@ def test_mcts_with_tool_calls_on_the_default_model(engine):
     solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", budget=3, seed=0, engine=engine,
                      use_cache=False)
     assert solution.answer == "84"
-    assert any(s["tool"] == "math_simplify" and s["tool_ok"] for s in solution.steps)
+    call = next(s for s in solution.steps if s["kind"] == "tool")
+    assert call["tool"] == "math_simplify" and call["tool_ok"] and json.loads(call["tool_input"])["expression"]
     assert len(solution.tree) > 1 and solution.tree[0]["visits"] >= 1
     assert solution.tokens["reused"] > solution.tokens["prompt"] // 2, "siblings and rollouts share cached prefixes"
-    assert set(solution.reward) == {"correctness", "validity", "cost", "total"}
+    assert set(solution.reward) == {"correctness", "validity", "cost", "total"} and solution.reward["validity"] == 1.0
+    again = solve("What is 12 times 7?", task_type="math", strategy="mcts", budget=3, seed=0, engine=engine,
+                  use_cache=False)
+    assert again.tree == solution.tree, "the same seed gives the same search"
     json.dumps(solution.to_dict())
+
+
+@pytest.mark.slow
+def test_a_code_task_is_classified_and_verified_by_its_stated_examples_in_the_sandbox(engine):
+    solution = solve(ADD, strategy="greedy", seed=0, engine=engine, use_cache=False)
+    assert solution.task_type == "code"
+    assert solution.steps[-1]["text"].startswith("Answer:\n```python\ndef add(")
+    assert solution.reward["correctness"] == 1.0, solution.answer  # add(2, 3) == 5, run in the sandbox
 
 
 @pytest.mark.slow
@@ -42,6 +57,10 @@ def test_r1_solve_prints_the_answer_and_json(tmp_path):
     solution = json.loads(done.stdout)
     assert solution["answer"] == "42" and solution["strategy"] == "mcts"
     assert "r1 solve: mcts on a math problem" in done.stderr
+    code = subprocess.run([sys.executable, "-m", "ui.cli", "solve", "-", "--strategy", "greedy"], input=ADD,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert code.returncode == 0, code.stderr
+    assert "greedy on a code problem" in code.stderr and "def add(" in code.stdout
     bad = subprocess.run([sys.executable, "-m", "ui.cli", "solve", "1+1", "--strategy", "beam"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

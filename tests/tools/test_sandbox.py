@@ -16,7 +16,6 @@ import socket
 import stat
 import string
 import subprocess
-import sys
 import tempfile
 import time
 import uuid

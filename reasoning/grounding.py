@@ -1,0 +1,142 @@
+"""Whether a tool call works on what the problem states: a check of a step's inputs, not of its result.
+
+The tools compute correctly; what a small model gets wrong is what it hands them. It differentiates
+"exp(2*x) - 2*exp(x)" when asked about exp(2*x), takes a limit at 0 when the problem says infinity, or
+multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
+
+- the problem states maths in a variable (an expression, an equation) or names an operation on one: each
+  expression or equation the call
+  passes is one the problem states (the same text, or equal under sympy); a limit's point is what the problem
+  says x approaches and an integral's bounds what it integrates from and to ("oo" for infinity); and where the
+  problem names an operation ("derivative", "integral", "limit", "factor", "simplify", "solve") the call is
+  one of those it names;
+- otherwise (a word problem): every number in the call appears in the problem, in an earlier tool result, or is
+  a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100).
+
+`StepValidity` (reward.py) counts an ungrounded call as an invalid step, and only paths whose every step is valid
+vote in the reward's agreement layer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from reasoning.steps import MATH_TOOLS, Step
+from tools.math import MathToolError, equal
+
+_FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
+# a run of maths: numbers, one-letter variables, known functions, operators, brackets (English words end it)
+_MATHS_RUN = re.compile(
+    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=])\s*)+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
+            "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+            "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "hundred": "100", "thousand": "1000"}
+_POINT_FIELDS = ("point", "lower", "upper")
+_POINT_PHRASES = {
+    "point": re.compile(r"(?:approaches|approaching|tends to|goes to|->|→)\s*(-?\s*[\w.+/*]+)"),
+    "lower": re.compile(r"\bfrom\s+(-?[\w.+/*]+)\s+to\b"),
+    "upper": re.compile(r"\bfrom\s+-?[\w.+/*]+\s+to\s+(-?[\w.+/*]+)"),
+}
+_INFINITY = {"infinity", "oo", "∞", "inf"}
+_NAMED_OPERATIONS = {  # tool label -> how a problem names it
+    "Diff": re.compile(r"derivative|differentiat", re.I),
+    "Integrate": re.compile(r"integral|integrat|antiderivative", re.I),
+    "Limit": re.compile(r"\blimit\b", re.I),
+    "Factor": re.compile(r"\bfactor", re.I),
+    "Simplify": re.compile(r"\bsimplif", re.I),
+    "Solve": re.compile(r"\bsolve\b|\bsystem\b", re.I),
+}
+# English around numbers ("a 3-pack", "x 2 times"): two operands side by side, or a dangling operator
+_MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=]\s*$|^\s*[+*/^=]")
+
+
+@lru_cache(maxsize=1024)
+def stated_maths(problem: str) -> tuple[str, ...]:
+    """The expressions and equations the problem states in a variable ("x**2 + 5*x + 6", "x + y = 10")."""
+    spans = []
+    for run in _MATHS_RUN.findall(problem):
+        for part in run.split(","):
+            part = part.strip().rstrip(".").strip()
+            if re.search(r"(?<![A-Za-z])[a-z](?![A-Za-z])", part) and (re.search(r"[\d(*/+^-]", part) or len(part) == 1):
+                if not _MALFORMED.search(part):
+                    spans.append(part)
+    return tuple(spans)
+
+
+def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
+    """Whether a tool step's inputs come from the problem (see the module docstring); other steps pass."""
+    if step.kind != "tool" or step.tool not in MATH_TOOLS.values() or not step.tool_ok:
+        return True
+    try:
+        arguments = json.loads(step.tool_input or "{}")
+    except ValueError:
+        return False
+    stated = stated_maths(problem)
+    named = [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
+    symbolic = any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1) or set(named) - {"Solve"}
+    if not symbolic:
+        if step.tool == "math_solve" and not re.search(r"[A-Za-z]", " ".join(arguments.get("equations", []))):
+            return False  # an "equation" of numbers only: nothing to solve for
+        return _numbers_known(json.dumps(arguments), problem, before)
+    if named and step.text.split(":", 1)[0] not in named:
+        return False
+    stated = (*stated, *_NUMBER.findall(problem))  # "the integral of 6 from 1 to 3" states the expression 6
+    for name, value in arguments.items():
+        values = value if isinstance(value, list) else [value]
+        for item in (v for v in values if isinstance(v, str)):
+            if name in _POINT_FIELDS:
+                if not _point_stated(name, item, problem):
+                    return False
+            elif name not in ("variable", "variables") and not _is_stated(item, stated):
+                return False
+    return True
+
+
+def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:
+    known = set(_NUMBER.findall(problem))
+    known.update(value for word, value in _SPELLED.items() if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])",
+                                                                         problem.lower()))
+    for step in before:
+        known.update(_NUMBER.findall(step.tool_output or ""))
+    return all(_canonical(n) in {_canonical(k) for k in known} for n in _NUMBER.findall(text))
+
+
+def _canonical(number: str) -> str:
+    return number.rstrip("0").rstrip(".") if "." in number else number
+
+
+def _point_stated(field: str, value: str, problem: str) -> bool:
+    """A limit's point or an integral's bound: what the problem's wording gives for it (a number of the problem
+    when it has no such wording)."""
+    said = [m.replace(" ", "").rstrip(".?,") for m in _POINT_PHRASES[field].findall(problem)]
+    if not said:
+        said = _NUMBER.findall(problem)
+    value = value.replace(" ", "")
+    sign, magnitude = ("-", value[1:]) if value.startswith("-") else ("", value)
+    return any(value == s or (magnitude == "oo" and s.lstrip("-") in _INFINITY and s.startswith("-") == bool(sign))
+               for s in said)
+
+
+def _is_stated(value: str, stated: Sequence[str]) -> bool:
+    squeezed = value.replace(" ", "")
+    if any(squeezed == s.replace(" ", "") for s in stated):
+        return True
+    return any(_same_maths(value, s) for s in stated if ("=" in s) == ("=" in value))
+
+
+@lru_cache(maxsize=4096)
+def _same_maths(a: str, b: str) -> bool:
+    """Equal under sympy; an equation as the difference of its sides (up to sign)."""
+    if "=" in a:
+        (la, ra), (lb, rb) = a.split("=", 1), b.split("=", 1)
+        a, b = f"({la}) - ({ra})", f"({lb}) - ({rb})"
+        if _same_maths(a, f"-({b})"):
+            return True
+    try:
+        return equal(a, b, timeout_s=2)
+    except MathToolError:
+        return False

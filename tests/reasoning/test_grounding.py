@@ -1,0 +1,54 @@
+"""Grounding: a tool call must work on the maths or numbers the problem states."""
+
+from __future__ import annotations
+
+from reasoning.grounding import grounded, stated_maths
+from reasoning.steps import parse_step
+
+
+def call(text: str):
+    return parse_step(text)
+
+
+def test_stated_maths_finds_expressions_and_equations_but_not_english():
+    assert stated_maths("Solve the system x + y = 10, x - y = 2. What is x?") == ("x + y = 10", "x - y = 2", "x")
+    assert stated_maths("What is the limit of (x**2 - 9)/(x - 3) as x approaches 3?") == ("(x**2 - 9)/(x - 3)", "x")
+    assert stated_maths("James writes a 3-page letter to 2 different friends") == ()
+
+
+def test_symbolic_calls_must_use_the_stated_expression_operation_and_points():
+    limit = "What is the limit of (x**2 - 9)/(x - 3) as x approaches 3?"
+    assert grounded(call('Limit: {"expression": "(x**2 - 9)/(x - 3)", "point": "3", "variable": "x"}'), limit, [])
+    assert not grounded(call('Limit: {"expression": "(x**2 - 9)/(x + 3)", "point": "3", "variable": "x"}'), limit, [])
+    assert not grounded(call('Limit: {"expression": "(x**2 - 9)/(x - 3)", "point": "9", "variable": "x"}'), limit, [])
+    infinity = "What is the limit of 1/x as x approaches infinity?"
+    assert grounded(call('Limit: {"expression": "1/x", "point": "oo", "variable": "x"}'), infinity, [])
+    assert not grounded(call('Limit: {"expression": "1/x", "point": "0", "variable": "x"}'), infinity, [])
+    integral = "What is the integral of 2*x with respect to x (no constant)?"
+    assert grounded(call('Integrate: {"expression": "2*x", "variable": "x"}'), integral, [])
+    assert not grounded(call('Diff: {"expression": "2*x", "variable": "x"}'), integral, [])  # not the named operation
+    definite = "What is the definite integral of 2*x + 1 from 0 to 3?"
+    assert not grounded(call('Integrate: {"expression": "2*x + 1", "lower": "0", "upper": "2"}'), definite, [])
+    simplify = "Simplify 4*a - a + 2*a."
+    assert grounded(call('Simplify: {"expression": "4*a + 2*a - a"}'), simplify, [])  # equal under sympy
+    system = "Solve the system x + y = 10, x - y = 2. What is x?"
+    assert grounded(call('Solve: {"equations": ["y + x = 10", "x - y - 2 = 0"]}'), system, [])
+    assert not grounded(call('Solve: {"equations": ["x + y = 10", "x - y = 3"]}'), system, [])
+
+
+def test_word_problem_calls_must_use_the_problems_numbers_or_earlier_results():
+    town = "A town of 2000 people grows by 10%. What is the new population?"
+    assert grounded(call('Calc: {"expression": "2000 + 2000*10/100"}'), town, [])  # 100 from "%"
+    assert not grounded(call('Calc: {"expression": "1000*1000"}'), town, [])
+    baker = "A baker sells a dozen muffins a day for 5 days. How many muffins?"
+    first = call('Calc: {"expression": "12*5"}')
+    assert grounded(first, baker, []) and grounded(call('Calc: {"expression": "60 + 1"}'), baker, [first]) is False
+    assert grounded(call('Calc: {"expression": "60*2"}'), "Twice the 60 apples", [])
+    assert grounded(call("Thought: anything"), baker, [])
+
+
+def test_a_named_operation_on_a_stated_number_is_symbolic():
+    constant = "What is the definite integral of 6 from 1 to 3?"
+    assert grounded(call('Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "3"}'), constant, [])
+    assert not grounded(call('Integrate: {"expression": "6*3", "variable": "x", "lower": "1", "upper": "3"}'),
+                        constant, [])

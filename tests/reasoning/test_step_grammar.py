@@ -1,0 +1,90 @@
+"""The step grammar on the default model's real tokenizer: whatever the logits say (random logits stand in for a
+model that tries everything), each step is one of the allowed forms, a tool call's arguments are valid for the
+tool's own schema, and a math answer is one of the path's tool results."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from model.grammar import GrammarCompiler
+from reasoning.step_grammar import step_grammar
+from reasoning.steps import TOOL_LABELS, step_tools
+from reasoning.tasks import TASKS
+from tests.model.test_grammar import sample_under
+
+MATH_LABELS = TASKS["math"].labels
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from model.checkpoint import ModelNotFoundError, load_checkpoint
+
+    try:
+        return load_checkpoint("default").tokenizer
+    except ModelNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def compiler(tokenizer) -> GrammarCompiler:
+    return GrammarCompiler(tokenizer)
+
+
+def accepts(compiler: GrammarCompiler, tokenizer, grammar: str, text: str) -> bool:
+    processor = compiler.processor(grammar)
+    return processor.matcher.consume_tokens(tokenizer.encode(text, add_bos=False)) and processor.accepting
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_logits_always_give_a_well_formed_step(compiler, tokenizer, seed: int) -> None:
+    answers = ["x = 6", "42"]
+    text = tokenizer.decode(sample_under(compiler, compiler.lark(step_grammar(MATH_LABELS, answers=answers)), seed))
+    assert text.endswith("\n") and text.count("\n") == 1
+    label, _, rest = text.strip().partition(": ")
+    assert label in (*MATH_LABELS, "Thought", "Answer"), text
+    if label == "Answer":
+        assert rest in answers
+    elif label != "Thought":
+        arguments = json.loads(rest)
+        jsonschema.validate(arguments, step_tools()[TOOL_LABELS[label]].schema)
+        assert text.strip() == f"{label}: {json.dumps(arguments)}"  # compact, as the few-shot examples are written
+
+
+def test_the_grammar_admits_the_forms_and_refuses_what_a_small_model_gets_wrong(compiler, tokenizer) -> None:
+    grammar = compiler.lark(step_grammar(MATH_LABELS, answers=["31"]))
+    for good in ['Calc: {"expression": "3*12 - 5"}\n', 'Calc: {"expression": "-3"}\n', "Answer: 31\n",
+                 'Solve: {"equations": ["x + y = 10", "x - y = -2"], "variables": ["x"]}\n',
+                 'Limit: {"expression": "sin(x)/x", "point": "oo", "variable": "x"}\n',
+                 'Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "pi/2"}\n',
+                 "Thought: the price per pen comes first\n"]:
+        assert accepts(compiler, tokenizer, grammar, good), good
+    for bad in ["Integral: 2*x\n",  # an invented label
+                'Calc: {"expression": "20% of 150"}\n',  # not maths syntax
+                'Calc: {"expression": "1000000000000"}\n',  # a runaway number
+                'Calc: {"expression": "3*12 = 36"}\n',  # a result is the tool's to write
+                'Calc: {"expression": ", "}\n',
+                'Solve: {"equations": ["x + 2"]}\n',  # not an equation
+                'Limit: {"expression": "1/x", "point": "infinity", "variable": "x"}\n',
+                'Diff: {"expression": "x**2", "variable": null}\n',
+                'Calc: {"expression": "1", "extra": "1"}\n',
+                "Answer: 32\n",  # not a result any tool computed
+                'Run: {"code": "print(1)"}\n']:  # not a math tool
+        assert not accepts(compiler, tokenizer, grammar, bad), bad
+
+
+def test_no_answer_is_allowed_before_a_tool_has_computed_one(compiler, tokenizer) -> None:
+    grammar = compiler.lark(step_grammar(MATH_LABELS, answers=[]))
+    assert not accepts(compiler, tokenizer, grammar, "Answer: 4\n")
+    assert accepts(compiler, tokenizer, grammar, 'Factor: {"expression": "x**2 - 4"}\n')
+
+
+def test_code_steps_run_python_or_answer_with_a_fenced_function(compiler, tokenizer) -> None:
+    grammar = compiler.lark(step_grammar(TASKS["code"].labels, code_answer=True))
+    assert accepts(compiler, tokenizer, grammar, "Answer:\n```python\ndef f(x):\n    return x + 1\n```\n")
+    assert accepts(compiler, tokenizer, grammar, 'Run: {"code": "print(f\'{1 + 1}\')"}\n')
+    assert not accepts(compiler, tokenizer, grammar, 'Calc: {"expression": "1 + 1"}\n')
+    assert not accepts(compiler, tokenizer, grammar, "Answer: def f(x): return x\n")
+    assert not accepts(compiler, tokenizer, grammar, "Answer:\n```python\n" + "x = 1\n" * 61 + "```\n")
