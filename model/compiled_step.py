@@ -60,6 +60,7 @@ def find_compiler() -> str | None:
 KNOWN_CONFIG_FIELDS = frozenset({
     "arch", "vocab_size", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim", "qkv_bias",
     "max_seq_len", "rope_theta", "rope_scaling", "norm_eps", "tie_embeddings", "bos_token_id", "eos_token_ids",
+    "rope_interleaved",  # the file's row order, undone by the loader: the model in memory is always rotate-half
 })
 
 
