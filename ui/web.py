@@ -412,6 +412,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
 
 def start(runtime: Runtime, host: str, port: int) -> gr.Blocks:
     """Serve the app on host:port in background threads; returns it (`.close()` stops it)."""
+    # Gradio reads its temp dir per upload: keep it under this runtime's data dir, whatever the import saw.
+    os.environ["GRADIO_TEMP_DIR"] = str(runtime.settings.data_path() / "gradio-tmp")
     demo = build_app(runtime)
     demo.queue(default_concurrency_limit=None)
     demo.launch(

@@ -240,7 +240,7 @@ def test_solved_problems_are_reused_only_when_verified(store):
 
 
 class RecordingEngine:
-    """The real engine, recording every prompt the bot submits (decoded), to check what reached the model."""
+    """The real engine, recording every prompt the bot sends (rendered), to check what reached the model."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -252,6 +252,10 @@ class RecordingEngine:
     def submit(self, prompt, *args, **kwargs):
         self.prompts.append(self.engine.tokenizer.decode(list(prompt)))
         return self.engine.submit(prompt, *args, **kwargs)
+
+    def chat_action(self, messages, tools, **kwargs):  # the bot's one way to the model
+        self.prompts.append(self.engine.tokenizer.decode(self.engine.chat_prompt(list(messages))))
+        return self.engine.chat_action(messages, tools, **kwargs)
 
 
 @pytest.mark.slow

@@ -67,8 +67,9 @@ def test_solve_searches_through_the_server(remote_runtime):
     budget = SearchBudget(iterations=1, max_steps=3, step_tokens=24, tokens=400)
     solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", budget=budget, seed=0, engine=backend,
                      use_cache=False)
-    assert solution.paths >= 4  # one expansion: K siblings, each rolled out and scored
-    assert len(solution.tree) == 1 + 4 and solution.tree[0]["visits"] == 4
+    # One expansion: K draws (equal ones merge into one child), each distinct step rolled out and scored.
+    assert solution.paths >= 1 and len(solution.tree) >= 2 and solution.tree[0]["visits"] >= 1
+    assert solution.answer is not None and solution.steps
     assert solution.tokens["generated"] > 0 and solution.tokens["prompt"] > 0  # the server's usage counts
     assert set(solution.reward) == {"correctness", "validity", "cost", "total"}
     json.dumps(solution.to_dict())

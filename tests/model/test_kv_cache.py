@@ -90,7 +90,7 @@ def test_decode_layout_of_equal_lengths_reads_each_sequences_own_rows():
     fill(cache, a, 5, 1.0)
     fill(cache, b, 5, 2.0)
     layout = cache.append([a, b], [1, 1])
-    assert layout.mask is None and layout.positions.tolist() == [5, 5] and layout.n_new == (1, 1)
+    assert causal_mask(layout) is None and layout.positions.tolist() == [5, 5] and layout.n_new == (1, 1)
     assert layout.write_slots.tolist() == [layout.read_slots[0, 5].item(), layout.read_slots[1, 5].item()]
     rows = cache.read(0, layout.read_slots)  # [B, S, 2, 4]
     assert rows[0, :5, 0, 0].tolist() == [1.0] * 5 and rows[1, :5, 0, 0].tolist() == [2.0] * 5

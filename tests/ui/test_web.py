@@ -50,9 +50,9 @@ def web(runtime):
         env.setenv("R1_DATA_DIR", runtime.settings.data_dir)
         from ui import web as web_ui  # imports Gradio with the environment above
 
-        assert os.environ["GRADIO_TEMP_DIR"].startswith(runtime.settings.data_dir)
         port = free_port()
         demo = web_ui.start(runtime, "127.0.0.1", port)
+        assert os.environ["GRADIO_TEMP_DIR"].startswith(runtime.settings.data_dir)
         try:
             yield f"http://127.0.0.1:{port}/"
         finally:
