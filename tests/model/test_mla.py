@@ -82,3 +82,12 @@ def test_sparse_steps_gather_only_the_chosen_rows(deepseek, monkeypatch):
     ragged_run(deepseek, AttentionConfig(mode="topk", block_size=16, local_blocks=1, topk=2))
     with pytest.raises(AssertionError, match="every cached row"):  # the dense path does read them all
         ragged_run(deepseek, AttentionConfig())
+
+
+def test_the_native_decode_step_declines_a_latent_attention_model(deepseek):
+    from model.compiled_step import unsupported_reason
+
+    for key_summaries in (False, True):
+        cache = deepseek.new_cache(max_seq_len=256, capacity_bytes=1 << 22, key_summaries=key_summaries)
+        reason = unsupported_reason(deepseek, cache)
+        assert reason is not None and ("mla" in reason or "MultiHeadLatentAttention" in reason), reason
