@@ -263,7 +263,7 @@ def attend_latent(
     Gq, d = plan.n_groups, q.shape[2]
     queries = group_queries(plan, q)  # [Gq, Tg, H, d]
     slots = select_slots(plan, summaries, layer, queries, scale, 1)  # [Gq, 1, K]
-    keys = rows.index_select(0, slots.view(-1)).view(Gq, 1, slots.shape[2], d)
+    keys = rows.index_select(0, slots.reshape(-1)).view(Gq, 1, slots.shape[2], d)
     return attend_gathered(plan, queries, keys, keys[..., :value_dim], scale)
 
 
