@@ -64,7 +64,7 @@ class Engine(Backend):
         context = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
         self.attention = attention
         cache = model.new_cache(
-            max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)), sparse=attention.mode != "dense",
+            max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)),
             key_summaries=attention.uses_key_summaries,
         )
         capacity_tokens = cache.max_blocks * cache.block_size

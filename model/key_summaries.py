@@ -10,8 +10,8 @@ Invariant: a page's summary is the min/max over the rows its owner has written i
 copy-on-write, and rows left behind by a truncation or a rolled-back step); `update` folds in each new row.
 
 What "the key part of a row" is belongs to the attention class: for grouped-query attention it is the
-n_kv_heads key vectors of a row; for latent attention (MLA) it would be the whole cached latent + rope key,
-one group, the space the absorbed query lives in. `key_part(rows [N, *row_shape]) -> [N, G, dk]`.
+n_kv_heads key vectors of a row; for latent attention (MLA) it is the whole cached latent + rope key, one
+group, the space the absorbed query lives in. `key_part(rows [N, *row_shape]) -> [N, G, dk]`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ multi-head attention. Two ways to attend, equal in exact arithmetic:
   touches only the small latent rows, which is what decode needs.
 
 `mode` = "auto" (default) picks per step by counting multiply-adds; "absorbed" / "naive" force one
-(tests and bench/r1_arch.py compare them).
+(tests and bench/r1_arch.py compare them). A block-sparse step (model/sparse_attention.py) always absorbs: its
+query meets the chosen blocks' latent rows, gathered from the pool, and the page summaries of those rows.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from torch import nn
 
 from model.attention import causal_mask, pad_queries, unpad
 from model.config import ModelConfig
+from model.key_summaries import KeySummaries
 from model.kv_cache import KVCache, StepLayout
 from model.linear import Linear
 from model.norm import RMSNorm
 from model.rope import apply_rotary, softmax_scale
+from model.sparse_attention import attend_latent
 
 MLA_MODES = ("auto", "absorbed", "naive")
 LATENT_NORM_EPS = 1e-6  # DeepSeek's q_a / kv_a norms use RMSNorm's default, not the config's rms_norm_eps
@@ -60,6 +63,12 @@ class MultiHeadLatentAttention(nn.Module):
         """One token of one layer in the cache: its normed kv latent, then its rotated rope key."""
         return (config.mla.kv_lora_rank + config.mla.qk_rope_head_dim,)
 
+    @staticmethod
+    def key_summaries(config: ModelConfig, n_layers: int, page_size: int) -> KeySummaries:
+        """Per-page min/max of whole rows (latent + rope key, one key group): the space of the absorbed query."""
+        width = config.mla.kv_lora_rank + config.mla.qk_rope_head_dim
+        return KeySummaries(n_layers, (1, width), lambda rows: rows.reshape(rows.shape[0], 1, width), page_size)
+
     def checkpoint_sources(self) -> dict[str, tuple[str, ...]]:
         """Our fused parameters -> the checkpoint tensors concatenated (along rows) to make them."""
         return {
@@ -80,10 +89,16 @@ class MultiHeadLatentAttention(nn.Module):
         q_rope = apply_rotary(q_rope, cos, sin)
         k_rope = apply_rotary(k_rope.view(N, 1, R), cos, sin).view(N, R)
         cache.write(self.layer, layout.write_slots, torch.cat([self.kv_norm(latent), k_rope], dim=-1))  # [N, C+R]
-        rows = cache.read(self.layer, layout.read_slots)  # [B, S, C+R]
-        mask = layout.derived(causal_mask)  # [B, 1, T, S] or None
-        absorbed = self.mode == "absorbed" or (self.mode == "auto" and self._absorbing_is_cheaper(layout))
-        out = self._absorbed(q_nope, q_rope, rows, mask, layout) if absorbed else self._expanded(q_nope, q_rope, rows, mask, layout)
+        if layout.sparse is not None:  # block-sparse: only the chosen key blocks' rows are gathered
+            latent_out = attend_latent(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer,
+                                       self._absorb_query(q_nope, q_rope), self.scale, C)  # [N, H, C]
+            out = self._up_project_values(latent_out)
+        else:
+            rows = cache.read(self.layer, layout.read_slots)  # [B, S, C+R]
+            mask = layout.derived(causal_mask)  # [B, 1, T, S] or None
+            absorbed = self.mode == "absorbed" or (self.mode == "auto" and self._absorbing_is_cheaper(layout))
+            attend = self._absorbed if absorbed else self._expanded
+            out = attend(q_nope, q_rope, rows, mask, layout)
         return self.wo(out.reshape(N, H * self.v_dim))
 
     def _expanded(self, q_nope, q_rope, rows, mask, layout) -> torch.Tensor:
@@ -101,11 +116,9 @@ class MultiHeadLatentAttention(nn.Module):
 
     def _absorbed(self, q_nope, q_rope, rows, mask, layout) -> torch.Tensor:
         """Attention in latent space: q_nope . W_UK . latent + q_rope . k_rope, then W_UV; returns [N, H, V]."""
-        B, S = rows.shape[:2]
-        H, P, C, T = self.n_heads, self.nope_dim, self.kv_rank, layout.max_new
-        w = self.wkv_b.view(H, P + self.v_dim, C)
-        w_uk, w_uv = w[:, :P], w[:, P:]  # [H, P, C], [H, V, C]
-        q = torch.cat([torch.einsum("nhp,hpc->nhc", q_nope, w_uk), q_rope], dim=-1)  # [N, H, C+R]
+        B = rows.shape[0]
+        H, C, T = self.n_heads, self.kv_rank, layout.max_new
+        q = self._absorb_query(q_nope, q_rope)  # [N, H, C+R]
         # Every head attends over the same latent rows, so heads fold into the query rows of a single-head
         # attention: [B, 1, T*H, C+R] against [B, 1, S, C+R] (row t*H + h is head h of token t).
         q = pad_queries(q, layout).transpose(1, 2).reshape(B, 1, T * H, -1)
@@ -113,7 +126,17 @@ class MultiHeadLatentAttention(nn.Module):
             mask = mask.repeat_interleave(H, dim=2)  # [B, 1, T*H, S]
         out = F.scaled_dot_product_attention(q, rows[:, None], rows[:, None, :, :C], attn_mask=mask, scale=self.scale)
         out = out.view(B, T, H, C).transpose(1, 2)  # [B, H, T, C]
-        return torch.einsum("nhc,hvc->nhv", unpad(out, layout), w_uv)  # [N, H, V]
+        return self._up_project_values(unpad(out, layout))
+
+    def _absorb_query(self, q_nope: torch.Tensor, q_rope: torch.Tensor) -> torch.Tensor:
+        """q_nope [N, H, P] through W_UK into latent space, then q_rope: [N, H, C+R], against whole cache rows."""
+        w_uk = self.wkv_b.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)[:, : self.nope_dim]  # [H, P, C]
+        return torch.cat([torch.einsum("nhp,hpc->nhc", q_nope, w_uk), q_rope], dim=-1)
+
+    def _up_project_values(self, latent_out: torch.Tensor) -> torch.Tensor:
+        """Attention output in latent space [N, H, C] through W_UV -> per-head values [N, H, V]."""
+        w_uv = self.wkv_b.view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)[:, self.nope_dim :]  # [H, V, C]
+        return torch.einsum("nhc,hvc->nhv", latent_out, w_uv)
 
     def _absorbing_is_cheaper(self, layout: StepLayout) -> bool:
         """Multiply-adds of both ways for this step: expanding is linear in cached keys, absorbing in new tokens."""

@@ -19,9 +19,10 @@ The plan of a step (`plan_step`, once per forward, shared by all layers) fixes t
 and sink blocks and the mask; a layer adds its top-k blocks (`select_slots`) from its own summaries.
 Attention over another cache layout plugs in through the same three calls: `group_queries` (queries
 [N, H, dk] in the key space of the cache rows), `select_slots` (the cache slots each group attends, per key
-group), then its own gather and softmax with `plan.bias` added to the scores, and `ungroup_outputs`. `attend_gqa` is that for
-grouped-query attention; latent attention (MLA) would pass its absorbed query [N, H, kv_rank + rope_dim],
-its softmax scale and one key group (the whole cached latent + rope key).
+group), then its own gather and softmax with `plan.bias` added to the scores (`attend_gathered`), and
+`ungroup_outputs`. `attend_gqa` is that for grouped-query attention; `attend_latent` for latent attention (MLA),
+which passes its absorbed query [N, H, kv_rank + rope_dim], its softmax scale and one key group (the whole
+cached latent + rope key).
 """
 
 from __future__ import annotations
@@ -246,7 +247,32 @@ def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | Non
     index = slots * (2 * KV) + torch.arange(KV)[None, :, None]
     keys = rows.index_select(0, index.view(-1)).view(Gq, KV, K, hd)
     values = rows.index_select(0, (index + KV).view(-1)).view(Gq, KV, K, hd)
+    return attend_gathered(plan, queries, keys, values, scale)
+
+
+def attend_latent(
+    plan: SparsePlan, rows: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor, scale: float,
+    value_dim: int,
+) -> torch.Tensor:
+    """Multi-query attention over the chosen blocks, for cache rows that are both key and value (latent attention).
+
+    q [N, H, d]: every head's query in the space of the whole row (MLA: the absorbed query, latent + rope key);
+    rows: one layer's cache rows [slots, d], the value being each row's first `value_dim` entries (the latent).
+    All heads share the rows, one key group. -> [N, H, value_dim]
+    """
+    Gq, d = plan.n_groups, q.shape[2]
+    queries = group_queries(plan, q)  # [Gq, Tg, H, d]
+    slots = select_slots(plan, summaries, layer, queries, scale, 1)  # [Gq, 1, K]
+    keys = rows.index_select(0, slots.reshape(-1)).view(Gq, 1, slots.shape[2], d)
+    return attend_gathered(plan, queries, keys, keys[..., :value_dim], scale)
+
+
+def attend_gathered(
+    plan: SparsePlan, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Grouped queries [Gq, Tg, H, dk] over their gathered keys / values [Gq, G, K, dk / dv] (plan.bias masks
+    the keys to skip) -> packed [N, H, dv]."""
     out = F.scaled_dot_product_attention(
         queries.transpose(1, 2), keys, values, attn_mask=plan.bias, scale=scale, enable_gqa=True
-    )  # [Gq, H, Tg, hd]
+    )  # [Gq, H, Tg, dv]
     return ungroup_outputs(plan, out.transpose(1, 2))

@@ -65,24 +65,18 @@ class Transformer(nn.Module):
         self.rope = RotaryEmbedding(config)
 
     def new_cache(
-        self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16, sparse: bool = False,
-        key_summaries: bool = False,
+        self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16, key_summaries: bool = False
     ) -> KVCache:
         """A paged KV cache for this model holding at most `capacity_bytes` of rows.
 
-        sparse: steps will carry a block-sparse plan; key_summaries: also keep per-page key min/max (what
-        top-k sparse attention scores blocks with). Raises ValueError for either when the model's attention
-        cannot attend sparsely (only grouped-query attention can: `key_summaries` names its key part).
+        key_summaries: also keep per-page key min/max (what top-k sparse attention scores blocks with), in the
+        key space the attention class names (`key_summaries`: GQA's key heads, MLA's whole latent + rope row).
         """
         attentions = {type(block.attention) for block in self.layers}
         row_shapes = {attention.cache_row_shape(self.config) for attention in attentions}
         assert len(row_shapes) == 1, f"layers disagree on the cache row shape: {row_shapes}"
         (row_shape,) = row_shapes
         n_layers = self.config.n_layers
-        if (sparse or key_summaries) and not all(hasattr(a, "key_summaries") for a in attentions):
-            names = ", ".join(sorted(a.__name__ for a in attentions))
-            raise ValueError(f"block-sparse attention needs grouped-query attention; {self.config.arch} uses {names}: "
-                             "load it with attention='dense'")
         summaries = None
         if key_summaries:
             (attention,) = attentions

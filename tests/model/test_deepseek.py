@@ -320,11 +320,23 @@ def test_cli_generate_prints_router_statistics(tmp_path):
         assert int(assignments) + int(dropped) == (39 + 3) * 2 and int(rerouted) > 0 and int(dropped) > 0
 
 
-@pytest.mark.parametrize("attention", ["local", "topk"])
-def test_sparse_attention_on_a_latent_attention_model_is_refused_by_name(fp8_dir, tmp_path, attention):
+@pytest.fixture(scope="module")
+def dense_generation(fp8_dir, tmp_path_factory):
+    """A 150-token prompt (three 64-token blocks) and what the dense model greedily generates after it."""
     directory, _ = fp8_dir
-    with pytest.raises(ValueError, match="block-sparse attention needs grouped-query attention.*MultiHeadLatentAttention"):
-        model.load(directory, quant=None, threads=1, cache_dir=tmp_path, attention=attention)
-    dense = model.load(directory, quant=None, threads=1, cache_dir=tmp_path, attention=attention,
-                       fallback_full_attention=True)
-    assert dense.attention.mode == "dense"
+    prompt = torch.randint(2, 211, (150,), generator=torch.Generator().manual_seed(3)).tolist()
+    with model.load(directory, quant=None, threads=1, cache_dir=tmp_path_factory.mktemp("cache")) as engine:
+        return prompt, engine.submit(prompt, max_new_tokens=30, stop_token_ids=()).result().token_ids
+
+
+@pytest.mark.parametrize("attention", ["local", "topk", "auto"])
+def test_latent_attention_model_loads_and_generates_with_sparse_attention(fp8_dir, dense_generation, tmp_path, attention):
+    """Within 256 positions the default window (2 blocks + sink + own) covers the context: as dense, but through
+    the sparse path for "local" / "topk" ("auto" is dense up to 512 tokens)."""
+    directory, _ = fp8_dir
+    prompt, expected = dense_generation
+    with model.load(directory, quant=None, threads=1, cache_dir=tmp_path, attention=attention) as engine:
+        assert engine.attention.mode == attention
+        assert (engine.cache.key_summaries is not None) == (attention != "local")
+        assert engine.cache.key_summaries is None or engine.cache.key_summaries.key_shape == (1, 32 + 8)
+        assert engine.submit(prompt, max_new_tokens=30, stop_token_ids=()).result().token_ids == expected

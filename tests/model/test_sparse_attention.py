@@ -19,6 +19,7 @@ from model.kv_cache import KVCache, StepLayout
 from model.sparse_attention import (
     AttentionConfig,
     attend_gqa,
+    attend_latent,
     group_queries,
     plan_step,
     qk_upper_bound,
@@ -41,15 +42,15 @@ def write_step(cache: KVCache, seqs: list[int], n_new: list[int], g: torch.Gener
     return layout
 
 
-def ragged_step(g: torch.Generator) -> tuple[KVCache, StepLayout, torch.Tensor]:
+def ragged_step(g: torch.Generator, cache: KVCache | None = None, query_dim: int = HD) -> tuple[KVCache, StepLayout, torch.Tensor]:
     """A step mixing a prefill chunk that starts mid-block, a decode token, a fresh prompt and two forks."""
-    cache = make_cache()
+    cache = cache or make_cache()
     long, mid, parent = cache.new_sequence(), cache.new_sequence(), cache.new_sequence()
     write_step(cache, [long, mid, parent], [45, 70, 38], g, commit=True)
     fresh = cache.new_sequence()
     left, right = cache.fork(parent, 2)  # share parent's pages; their writes copy the half-filled one
     layout = write_step(cache, [long, mid, fresh, left, right], [21, 1, 19, 1, 12], g, commit=False)
-    q = torch.randn(layout.positions.shape[0], H, HD, generator=g)
+    q = torch.randn(layout.positions.shape[0], H, query_dim, generator=g)
     return cache, layout, q
 
 
@@ -113,24 +114,79 @@ def test_topk_attends_exactly_the_chosen_blocks_per_kv_head():
     plan = plan_step(config, layout, PAGE, has_summaries=True)
     chosen = topk_blocks(plan, cache.key_summaries, 0, group_queries(plan, q), 1 / math.sqrt(HD))  # [Gq, KV, 2]
     out = attend_gqa(plan, cache.kv[0], cache.key_summaries, 0, q)
+    allowed = allowed_keys(layout, plan, chosen, n_local=1, k=2)
+    torch.testing.assert_close(out, dense_reference(cache, layout, q, allowed), rtol=0, atol=1e-5)
 
-    # The allowed keys of each query, per KV head: its group's sink, local, own and chosen blocks.
+
+def allowed_keys(layout: StepLayout, plan, chosen: torch.Tensor, n_local: int, k: int) -> torch.Tensor:
+    """[B, G, T, S]: the keys each query may see, per key group: its group's sink, local, own and chosen blocks."""
     q_pos, k_pos = positions_grid(layout)
-    B, T, S = q_pos.shape[0], q_pos.shape[1], k_pos.shape[0]
-    allowed = torch.zeros(B, KV, T, S, dtype=torch.bool)
+    B, T, S, G = q_pos.shape[0], q_pos.shape[1], k_pos.shape[0], chosen.shape[1]
+    allowed = torch.zeros(B, G, T, S, dtype=torch.bool)
     group = 0
     for row, start in enumerate(layout.starts):
         n = int(layout.last_token[row] - (layout.last_token[row - 1] if row else -1))
         for block in range(start // BLOCK, (start + n - 1) // BLOCK + 1):
             cells = (q_pos[row] // BLOCK == block) & (torch.arange(T) < n)
-            blocks = {0, block - 1, block}
-            for head in range(KV):
-                picked = blocks | set(chosen[group, head].tolist()[: min(2, max(0, block - 2))])
+            blocks = {0, *range(block - n_local, block + 1)}
+            for head in range(G):
+                picked = blocks | set(chosen[group, head].tolist()[: min(k, max(0, block - n_local - 1))])
                 keys = torch.isin(k_pos // BLOCK, torch.tensor(sorted(picked)))
                 allowed[row, head] |= cells[:, None] & keys[None, :]
             group += 1
     assert group == plan.n_groups
-    torch.testing.assert_close(out, dense_reference(cache, layout, q, allowed), rtol=0, atol=1e-5)
+    return allowed
+
+
+# Latent attention (MLA): rows of a latent (the values) and a rope key, the whole row the key; one key group.
+LATENT, ROPE = 12, 4
+
+
+def latent_cache() -> KVCache:
+    width = LATENT + ROPE
+    summaries = KeySummaries(1, (1, width), lambda rows: rows.reshape(rows.shape[0], 1, width), PAGE)
+    return KVCache(1, (width,), max_seq_len=4096, block_size=PAGE, key_summaries=summaries)
+
+
+def dense_latent_reference(cache: KVCache, layout: StepLayout, q: torch.Tensor, scale: float,
+                           allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Every head of q [N, H, LATENT + ROPE] over every cached row of its sequence (restricted to `allowed`
+    [B, 1, T, S]), with explicit scores: softmax(q · row * scale) @ latent."""
+    rows = cache.read(0, layout.read_slots)  # [B, S, LATENT + ROPE]
+    B, T = layout.batch_size, layout.max_new
+    mask = causal_mask(layout)
+    mask = mask if mask is not None else torch.ones(B, 1, T, rows.shape[1], dtype=torch.bool)
+    if allowed is not None:
+        mask = mask & allowed
+    row_of_token = layout.row_of_token if layout.row_of_token is not None else torch.ones(B, T, dtype=torch.bool)
+    q_padded = q.new_zeros(B, T, *q.shape[1:])
+    q_padded[row_of_token] = q
+    scores = torch.einsum("bthd,bsd->bhts", q_padded, rows) * scale
+    weights = torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=-1)
+    out = torch.einsum("bhts,bsc->bthc", weights, rows[..., :LATENT])
+    return out[row_of_token]
+
+
+@pytest.mark.parametrize("config", [
+    AttentionConfig(mode="topk", block_size=BLOCK, local_blocks=1, topk=1000),
+    AttentionConfig(mode="local", block_size=BLOCK, local_blocks=100),
+], ids=["topk-every-block", "local-covering"])
+def test_latent_attention_over_every_block_equals_dense(config):
+    cache, layout, q = ragged_step(torch.Generator().manual_seed(8), latent_cache(), LATENT + ROPE)
+    plan = plan_step(config, layout, PAGE, has_summaries=True)
+    out = attend_latent(plan, cache.kv[0], cache.key_summaries, 0, q, 0.3, LATENT)
+    torch.testing.assert_close(out, dense_latent_reference(cache, layout, q, 0.3), rtol=0, atol=1e-5)
+
+
+def test_latent_attention_attends_exactly_the_chosen_blocks():
+    cache, layout, q = ragged_step(torch.Generator().manual_seed(9), latent_cache(), LATENT + ROPE)
+    plan = plan_step(AttentionConfig(mode="topk", block_size=BLOCK, local_blocks=1, topk=2), layout, PAGE, True)
+    scale = 0.3
+    chosen = topk_blocks(plan, cache.key_summaries, 0, group_queries(plan, q), scale)  # [Gq, 1, 2]
+    out = attend_latent(plan, cache.kv[0], cache.key_summaries, 0, q, scale, LATENT)
+    expected = dense_latent_reference(cache, layout, q, scale, allowed_keys(layout, plan, chosen, n_local=1, k=2))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    assert (out - dense_latent_reference(cache, layout, q, scale)).abs().max() > 1e-3, "top-2 must leave keys out"
 
 
 def test_topk_picks_the_block_holding_the_largest_qk():
