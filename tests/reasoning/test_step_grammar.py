@@ -13,24 +13,9 @@ from model.grammar import GrammarCompiler
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import TOOL_LABELS, step_tools
 from reasoning.tasks import TASKS
-from tests.model.test_grammar import sample_under
+from tests.model.test_grammar import compiler, sample_under, tokenizer  # noqa: F401 (fixtures)
 
 MATH_LABELS = TASKS["math"].labels
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from model.checkpoint import ModelNotFoundError, load_checkpoint
-
-    try:
-        return load_checkpoint("default").tokenizer
-    except ModelNotFoundError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer) -> GrammarCompiler:
-    return GrammarCompiler(tokenizer)
 
 
 def accepts(compiler: GrammarCompiler, tokenizer, grammar: str, text: str) -> bool:
