@@ -134,7 +134,7 @@ def solve(
     # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
     grammar = engine.grammar_compiler if constrained else None
     policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
-                    grammar=grammar, task_type=kind)
+                    grammar=grammar, task_type=kind, problem=problem.strip())
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)

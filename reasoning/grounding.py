@@ -96,13 +96,20 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
     return True
 
 
-def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:
+def known_numbers(problem: str, before: Sequence[Step]) -> frozenset[str]:
+    """The numbers a word problem's tool call may use (canonical form): those the problem writes or spells out,
+    and those the earlier tool calls returned."""
     known = set(_NUMBER.findall(problem))
     known.update(value for word, value in _SPELLED.items() if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])",
                                                                          problem.lower()))
     for step in before:
         known.update(_NUMBER.findall(step.tool_output or ""))
-    return all(_canonical(n) in {_canonical(k) for k in known} for n in _NUMBER.findall(text))
+    return frozenset(_canonical(k) for k in known)
+
+
+def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:
+    known = known_numbers(problem, before)
+    return all(_canonical(n) in known for n in _NUMBER.findall(text))
 
 
 def _canonical(number: str) -> str:

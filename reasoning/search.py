@@ -19,6 +19,7 @@ from typing import Any
 
 from model import SamplingParams
 from model.grammar import GrammarCompiler
+from reasoning.grounding import known_numbers
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, answer_choices, answer_of, parse_step
@@ -76,12 +77,14 @@ class Policy:
 
     `grammar`: constrain each step to the task's step forms (None: free text, cut at the task's stop strings).
     `task_type` is passed with every request, for MoE models whose routers bias experts per task type.
+    `problem`: its text; given it, a word problem's arithmetic may use only its numbers and earlier results.
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
                  should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
-                 task_type: str | None = None) -> None:
+                 task_type: str | None = None, problem: str | None = None) -> None:
         self.engine = engine
+        self.problem = problem
         self.task = task
         self.task_type = task_type
         self.budget = budget
@@ -127,7 +130,9 @@ class Policy:
         """The sampling options that end a step: the step grammar (which ends it itself), or stop strings."""
         if self.grammar is None:
             return {"stop": self.task.stop}
-        source = step_grammar(self.task.labels, answers=answer_choices(path.steps), code_answer=self.task.code_answer)
+        numbers = known_numbers(self.problem, path.steps) if self.problem is not None else None
+        source = step_grammar(self.task.labels, answers=answer_choices(path.steps), numbers=numbers,
+                              code_answer=self.task.code_answer)
         if source not in self._compiled:
             self._compiled[source] = self.grammar.lark(source)
         return {"logits_processor": self.grammar.processor(self._compiled[source])}

@@ -4,7 +4,9 @@ A step is one of the forms of reasoning/steps.py, ended by a newline (or, for a 
 fence); once it is complete the grammar allows only end-of-sequence, so the grammar, not a stop string, ends
 the step. A tool call's arguments are JSON valid under that tool's schema, tightened for a small model: no
 nulls, no extra keys, and strings limited to maths syntax (or to an identifier for a variable). A math answer
-must be one of the results the path's tool calls computed; a code answer is a fenced block.
+must be one of the results the path's tool calls computed; a code answer is a fenced block. Given `numbers`, a
+Calc call may use only those (the problem's and the earlier results: reasoning/grounding.py), so the model
+cannot hand the calculator a number it made up.
 
     source = step_grammar(["Calc", "Solve"], answers=["31"])      # Lark source with %json tool schemas
     processor = compiler.processor(compiler.lark(source))        # model.grammar.GrammarCompiler
@@ -13,6 +15,7 @@ must be one of the results the path's tool calls computed; a code answer is a fe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -28,7 +31,6 @@ _SYMBOLS = r"[-+*/^(), A-Za-z_]"
 _TERM = rf"[-(]*(?:{_NUMBER}|[A-Za-z_])(?:{_SYMBOLS}+(?:{_NUMBER})?)*"
 _EXPRESSION = rf"^{_TERM}$"  # sympy syntax without "=": a result is the tool's to write
 _EQUATION = rf"^{_TERM}= ?{_TERM}$"
-_ARITHMETIC = rf"^[-(]*{_NUMBER}(?:[-+*/^() ]+(?:{_NUMBER})?)*$"  # a Calc step: numbers only, no names
 _POINT = rf"^-?(?:oo|(?:{_NUMBER}|pi|E)(?:/[0-9]{{1,6}})?)$"  # a limit's point, an integral's bound
 _IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
 _FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION, "point": _POINT,
@@ -38,11 +40,14 @@ _HIDDEN_FIELDS = {"timeout_s"}  # set by the step runner, not the model
 _MAX_CODE_CHARS = 400  # of a Run call
 
 
-def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None, code_answer: bool = False,
-                 thoughts: bool = True) -> str:
+def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None, numbers: Sequence[str] | None = None,
+                 code_answer: bool = False, thoughts: bool = True) -> str:
     """Lark source of one step: a call of a tool among `labels` (keys of steps.TOOL_LABELS), a thought, or an
-    answer (one of `answers`; none offered while that is empty) or, with `code_answer`, a fenced function."""
-    rules = {label.lower(): f'"{label}: " %json {json.dumps(_call_schema(label))} "\\n"' for label in labels}
+    answer (one of `answers`; none offered while that is empty) or, with `code_answer`, a fenced function.
+    `numbers`: the only numbers a Calc call may write (None or empty: any)."""
+    calc_numbers = tuple(sorted(set(numbers), key=lambda n: (-len(n), n))) if numbers else None
+    rules = {label.lower(): f'"{label}: " %json {json.dumps(_call_schema(label, calc_numbers))} "\\n"'
+             for label in labels}
     if thoughts:
         rules["thought"] = f'"{THOUGHT_PREFIX} " /[^\\n]{{1,200}}/ "\\n"'
     if code_answer:
@@ -54,14 +59,15 @@ def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None,
     return "\n".join([f"start: {' | '.join(rules)}", *(f"{name}: {body}" for name, body in rules.items())])
 
 
-@lru_cache(maxsize=None)
-def _call_schema(label: str) -> dict[str, Any]:
+@lru_cache(maxsize=1024)
+def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The JSON schema a step's arguments must follow: the tool's own, tightened (see the module docstring)."""
     schema = step_tools()[TOOL_LABELS[label]].schema
     properties = {name: _tightened(name, field) for name, field in schema["properties"].items()
                   if name not in _HIDDEN_FIELDS}
     if label == "Calc":
-        properties["expression"]["pattern"] = _ARITHMETIC
+        number = f"(?:{'|'.join(re.escape(n) for n in calc_numbers)})" if calc_numbers else _NUMBER
+        properties["expression"]["pattern"] = _arithmetic(number)
     return {"type": "object", "properties": properties, "required": list(schema.get("required", [])),
             "additionalProperties": False, "x-guidance": JSON_OPTIONS}
 
@@ -76,6 +82,11 @@ def _tightened(name: str, field: dict[str, Any]) -> dict[str, Any]:
     if field.get("type") == "array" and field.get("items", {}).get("type") == "string":
         return {"type": "array", "items": _maths_string(name), "minItems": 1, "maxItems": 4}
     return field
+
+
+def _arithmetic(number: str) -> str:
+    """A Calc step's pattern: numbers (matching `number`) and operators only, no names."""
+    return rf"^[-(]*{number}(?:[-+*/^() ]+(?:{number})?)*$"
 
 
 def _maths_string(name: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.support_guard import NEEDS_CONFIRMATION, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
+from app.support_guard import (NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write,
+                               is_explicit_yes)
 
 IVAN = "ivan_santos_6635"  # orders: #W6893533 delivered, #W8770097 pending; pays with paypal_6151711
 IVAN_EMAIL = "ivan.santos3158@example.com"
@@ -96,6 +97,36 @@ def test_a_write_runs_only_after_a_yes_to_exactly_that_call(guard) -> None:
     assert guard.check(state, "cancel_pending_order", other) == NEEDS_CONFIRMATION
     assert guard.check(state, "modify_pending_order_payment",
                        {"order_id": "#W8770097", "payment_method_id": "paypal_6151711"}) == NEEDS_CONFIRMATION
+
+
+ADDRESS = {"address1": "12 Elm Street", "address2": "Apt 3", "city": "Dallas", "state": "TX", "country": "USA",
+           "zip": "75201"}
+IVANS_WRITES = {  # one call of each write tool on Ivan's own orders and profile
+    "cancel_pending_order": {"order_id": "#W8770097", "reason": "no longer needed"},
+    "modify_pending_order_address": {"order_id": "#W8770097", **ADDRESS},
+    "modify_pending_order_items": {"order_id": "#W8770097", "item_ids": ["4274709903"], "new_item_ids": ["1793929609"],
+                                   "payment_method_id": "paypal_6151711"},
+    "modify_pending_order_payment": {"order_id": "#W8770097", "payment_method_id": "paypal_6151711"},
+    "modify_user_address": {"user_id": IVAN, **ADDRESS},
+    "return_delivered_order_items": {"order_id": "#W6893533", "item_ids": ["5206946487"],
+                                     "payment_method_id": "paypal_6151711"},
+    "exchange_delivered_order_items": {"order_id": "#W6893533", "item_ids": ["5206946487"],
+                                       "new_item_ids": ["9829827210"], "payment_method_id": "paypal_6151711"},
+}
+
+
+def test_the_writes_above_are_every_write_tool() -> None:
+    assert set(IVANS_WRITES) == WRITE_TOOLS
+
+
+@pytest.mark.parametrize("name", sorted(IVANS_WRITES))
+def test_every_write_tool_needs_authentication_then_a_yes(guard, name: str) -> None:
+    arguments = IVANS_WRITES[name]
+    assert "authenticate" in guard.check(SessionState(), name, arguments)
+    state = authenticated(guard)
+    assert guard.check(state, name, arguments) == NEEDS_CONFIRMATION
+    state.confirmed_write = canonical(name, arguments)
+    assert guard.check(state, name, arguments) is None
 
 
 @pytest.mark.parametrize("text, expected", [

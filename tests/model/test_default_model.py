@@ -84,7 +84,9 @@ def _perplexity(engine: model.Engine, ids: list[int]) -> float:
     return math.exp(nll.item())
 
 
-def test_quantized_perplexity_within_2_percent_of_fp32(engine, quantized_engine):
+@pytest.fixture(scope="module")
+def gsm8k_ids(engine) -> list[int]:
+    """2,048 tokens of GSM8K questions and answers."""
     if not GSM8K.is_file():
         pytest.skip(f"{GSM8K} not found (../shared/datasets is provided in CI)")
     text = ""
@@ -96,7 +98,17 @@ def test_quantized_perplexity_within_2_percent_of_fp32(engine, quantized_engine)
                 break
     ids = engine.tokenizer.encode(text)[:2048]
     assert len(ids) == 2048
-    fp32, quantized = _perplexity(engine, ids), _perplexity(quantized_engine, ids)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def fp32_perplexity(engine, gsm8k_ids) -> float:
+    """Computed once for both quantizations."""
+    return _perplexity(engine, gsm8k_ids)
+
+
+def test_quantized_perplexity_within_2_percent_of_fp32(fp32_perplexity, quantized_engine, gsm8k_ids):
+    fp32, quantized = fp32_perplexity, _perplexity(quantized_engine, gsm8k_ids)
     print(f"perplexity on 2048 GSM8K tokens: fp32 {fp32:.3f}, quantized {quantized:.3f} ({(quantized / fp32 - 1) * 100:+.2f}%)")
     assert fp32 < 20, "fp32 perplexity itself is implausible: the model is broken"
     assert abs(quantized / fp32 - 1) <= 0.02

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reasoning.grounding import grounded, stated_maths
+from reasoning.grounding import grounded, known_numbers, stated_maths
+from reasoning.steps import Step
 from reasoning.steps import parse_step
 
 
@@ -45,6 +46,13 @@ def test_word_problem_calls_must_use_the_problems_numbers_or_earlier_results():
     assert grounded(first, baker, []) and grounded(call('Calc: {"expression": "60 + 1"}'), baker, [first]) is False
     assert grounded(call('Calc: {"expression": "60*2"}'), "Twice the 60 apples", [])
     assert grounded(call("Thought: anything"), baker, [])
+
+
+def test_known_numbers_are_the_problems_its_spelled_ones_and_earlier_results():
+    problem = "Natalia sold 48 clips in April and half as many in May, at 1.50 dollars each."
+    assert known_numbers(problem, []) == {"48", "1.5", "2"}
+    result = Step("tool", 'Calc: {"expression": "48/2"}', tool="math_calculate", tool_output="24.0000", tool_ok=True)
+    assert known_numbers(problem, [result]) == {"48", "1.5", "2", "24"}
 
 
 def test_a_named_operation_on_a_stated_number_is_symbolic():

@@ -66,6 +66,19 @@ def test_no_answer_is_allowed_before_a_tool_has_computed_one(compiler, tokenizer
     assert accepts(compiler, tokenizer, grammar, 'Factor: {"expression": "x**2 - 4"}\n')
 
 
+def test_given_numbers_a_calc_call_may_use_only_those(compiler, tokenizer) -> None:
+    grammar = compiler.lark(step_grammar(MATH_LABELS, numbers=["48", "2", "0.5"]))
+    for good in ['Calc: {"expression": "48 + 48/2"}\n', 'Calc: {"expression": "-(48*0.5)"}\n']:
+        assert accepts(compiler, tokenizer, grammar, good), good
+    for bad in ['Calc: {"expression": "45 - 20"}\n', 'Calc: {"expression": "480/2"}\n',
+                'Calc: {"expression": "48*2.5"}\n', 'Calc: {"expression": "0.55"}\n']:
+        assert not accepts(compiler, tokenizer, grammar, bad), bad
+    # other tools are not narrowed, and without numbers Calc takes any
+    assert accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["3*x = 7"], "variables": ["x"]}\n')
+    assert accepts(compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=[])),
+                   'Calc: {"expression": "45 - 20"}\n')
+
+
 def test_code_steps_run_python_or_answer_with_a_fenced_function(compiler, tokenizer) -> None:
     grammar = compiler.lark(step_grammar(TASKS["code"].labels, code_answer=True))
     assert accepts(compiler, tokenizer, grammar, "Answer:\n```python\ndef f(x):\n    return x + 1\n```\n")
