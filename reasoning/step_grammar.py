@@ -46,8 +46,8 @@ def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None,
     answer (one of `answers`; none offered while that is empty) or, with `code_answer`, a fenced function.
     `numbers`: the only numbers a Calc call may write (None or empty: any)."""
     calc_numbers = tuple(sorted(set(numbers), key=lambda n: (-len(n), n))) if numbers else None
-    rules = {label.lower(): f'"{label}: " %json {json.dumps(_call_schema(label, calc_numbers))} "\\n"'
-             for label in labels}
+    schemas = {label: _call_schema(label, calc_numbers if label == "Calc" else None) for label in labels}
+    rules = {label.lower(): f'"{label}: " %json {json.dumps(schema)} "\\n"' for label, schema in schemas.items()}
     if thoughts:
         rules["thought"] = f'"{THOUGHT_PREFIX} " /[^\\n]{{1,200}}/ "\\n"'
     if code_answer:
