@@ -11,6 +11,7 @@ the search calls the engine.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import SamplingParams
-from model.grammar import GrammarCompiler
+from model.grammar import GrammarCompiler, GrammarError
 from reasoning.grounding import known_numbers
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, answer_choices, answer_of, parse_step
 from reasoning.tasks import TaskType
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Policy:
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
-        self._compiled: dict[str, str] = {}  # step grammar source -> compiled grammar
+        self._compiled: dict[str, str | None] = {}  # step grammar source -> compiled grammar (None: refused)
 
     def exhausted(self) -> bool:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
@@ -131,11 +134,25 @@ class Policy:
         if self.grammar is None:
             return {"stop": self.task.stop}
         numbers = known_numbers(self.problem, path.steps) if self.problem is not None else None
+        grammar = self._step_grammar(path, numbers)
+        if grammar is None:  # llguidance gave up on the narrowed grammar (see step_grammar.py): any numbers
+            grammar = self._step_grammar(path, None)
+        return {"logits_processor": self.grammar.processor(grammar)}
+
+    def _step_grammar(self, path: Path, numbers: frozenset[str] | None) -> str | None:
+        """The compiled step grammar for `path`'s next step (cached by source); None if llguidance refuses it."""
         source = step_grammar(self.task.labels, answers=answer_choices(path.steps), numbers=numbers,
                               code_answer=self.task.code_answer)
         if source not in self._compiled:
-            self._compiled[source] = self.grammar.lark(source)
-        return {"logits_processor": self.grammar.processor(self._compiled[source])}
+            try:
+                self._compiled[source] = self.grammar.lark(source)
+            except GrammarError:
+                if not numbers:
+                    raise
+                log.warning("step grammar with numbers %s did not compile; the step may use any number",
+                            sorted(numbers))
+                self._compiled[source] = None
+        return self._compiled[source]
 
     def rollout(self, paths: Sequence[Path], temperature: float) -> list[Path]:
         """Extend every path (in lockstep batches) until it answers, stalls or runs out of steps or budget."""

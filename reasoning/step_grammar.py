@@ -65,9 +65,13 @@ def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None) -> dic
     schema = step_tools()[TOOL_LABELS[label]].schema
     properties = {name: _tightened(name, field) for name, field in schema["properties"].items()
                   if name not in _HIDDEN_FIELDS}
-    if label == "Calc":
-        number = f"(?:{'|'.join(re.escape(n) for n in calc_numbers)})" if calc_numbers else _NUMBER
-        properties["expression"]["pattern"] = _arithmetic(number)
+    if label == "Calc" and calc_numbers:
+        # No maxLength here: with a list of numbers nothing can run away, and llguidance's emptiness check of a
+        # length-bounded alternation sometimes runs out of fuel (the grammar then does not compile).
+        properties["expression"].pop("maxLength")
+        properties["expression"]["pattern"] = _arithmetic(f"(?:{'|'.join(re.escape(n) for n in calc_numbers)})")
+    elif label == "Calc":
+        properties["expression"]["pattern"] = _arithmetic(_NUMBER)
     return {"type": "object", "properties": properties, "required": list(schema.get("required", [])),
             "additionalProperties": False, "x-guidance": JSON_OPTIONS}
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 
 from app.solve import solve
-from reasoning.search import Path, SearchBudget, _done
+from model.grammar import GrammarError
+from reasoning.search import Path, Policy, SearchBudget, _done
+from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, parse_step
+from reasoning.tasks import TASKS
 from tests.reasoning.scripted import ScriptedEngine, answer_last_result, calc
 
 PROBLEM = "What is six times seven?"
@@ -74,3 +77,30 @@ def test_a_derailed_path_ends_and_the_answer_is_what_follows_the_last_equals():
     assert _done(Path([], [parse_step("Calc: 1+1"), Step("thought", "Problem: Solve 2*x + 3 = 11 for x.")]), budget)
     assert not _done(Path([], [parse_step("Calc: 1+1")]), budget)
     assert _done(Path([], [parse_step("Calc: 1+1")] * budget.max_steps), budget)
+
+
+class SourceRecordingCompiler:
+    """Stands in for model.grammar.GrammarCompiler: a "compiled" grammar is its source; `refuse` makes lark()
+    refuse every source that holds it, as llguidance may refuse a narrowed grammar."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+
+    def lark(self, source: str) -> str:
+        if self.refuse and self.refuse in source:
+            raise GrammarError("grammar does not compile: out of fuel")
+        return source
+
+    def processor(self, grammar: str) -> str:
+        return grammar
+
+
+def test_a_word_problems_calc_steps_get_only_its_numbers_and_fall_back_to_any_if_refused():
+    problem = "Natalia sold 48 clips in April and half as many in May. How many in all?"
+    narrowed = step_grammar(TASKS["math"].labels, answers=[], numbers=["48", "2"])
+    policy = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
+                    grammar=SourceRecordingCompiler(), problem=problem)
+    assert policy._constraint(Path([]))["logits_processor"] == narrowed
+    refusing = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
+                      grammar=SourceRecordingCompiler(refuse="48|2"), problem=problem)
+    assert refusing._constraint(Path([]))["logits_processor"] == step_grammar(TASKS["math"].labels, answers=[])

@@ -73,6 +73,9 @@ def test_given_numbers_a_calc_call_may_use_only_those(compiler, tokenizer) -> No
     for bad in ['Calc: {"expression": "45 - 20"}\n', 'Calc: {"expression": "480/2"}\n',
                 'Calc: {"expression": "48*2.5"}\n', 'Calc: {"expression": "0.55"}\n']:
         assert not accepts(compiler, tokenizer, grammar, bad), bad
+    # a set that llguidance could not check once its length was bounded (maxLength 80) now compiles
+    assert accepts(compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=["10", "20", "1", "2"])),
+                   'Calc: {"expression": "10*20 - 1"}\n')
     # other tools are not narrowed, and without numbers Calc takes any
     assert accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["3*x = 7"], "variables": ["x"]}\n')
     assert accepts(compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=[])),
