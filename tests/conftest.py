@@ -31,6 +31,22 @@ def runtime(tmp_path_factory: pytest.TempPathFactory):
     runtime.close()
 
 
+@pytest.fixture
+def submitted(runtime, monkeypatch) -> list:
+    """Every engine Request the code under test submits during the test (the real engine, observed)."""
+    engine = runtime.engine
+    seen = []
+    original = engine.submit
+
+    def observe(*args, **kwargs):
+        request = original(*args, **kwargs)
+        seen.append(request)
+        return request
+
+    monkeypatch.setattr(engine, "submit", observe)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def embedding():
     from memory.embeddings import MiniLMEmbedding

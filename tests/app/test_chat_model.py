@@ -69,21 +69,6 @@ def llm(runtime) -> ChatR1:
     return ChatR1(engine=runtime.engine, max_tokens=24, temperature=0)
 
 
-@pytest.fixture
-def submitted(runtime, monkeypatch) -> list:
-    engine = runtime.engine
-    seen = []
-    original = engine.submit
-
-    def observe(*args, **kwargs):
-        request = original(*args, **kwargs)
-        seen.append(request)
-        return request
-
-    monkeypatch.setattr(engine, "submit", observe)
-    return seen
-
-
 @pytest.mark.slow
 def test_no_arguments_means_the_default_settings(runtime, monkeypatch):
     monkeypatch.setenv("R1_QUANT", "int4")

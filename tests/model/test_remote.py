@@ -62,22 +62,6 @@ def remote(server):
     backend.close()
 
 
-@pytest.fixture
-def submitted(runtime, monkeypatch) -> list:
-    """Every engine Request the server submits during the test (the real engine, observed)."""
-    engine = runtime.engine
-    seen = []
-    original = engine.submit
-
-    def observe(*args, **kwargs):
-        request = original(*args, **kwargs)
-        seen.append(request)
-        return request
-
-    monkeypatch.setattr(engine, "submit", observe)
-    return seen
-
-
 @pytest.mark.slow
 def test_our_server_offers_every_feature_and_is_recognised(remote, server):
     caps = remote.capabilities

@@ -29,22 +29,6 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-@pytest.fixture
-def submitted(runtime, monkeypatch) -> list:
-    """Every engine Request the server submits during the test (the real engine, observed)."""
-    engine = runtime.engine
-    seen = []
-    original = engine.submit
-
-    def observe(*args, **kwargs):
-        request = original(*args, **kwargs)
-        seen.append(request)
-        return request
-
-    monkeypatch.setattr(engine, "submit", observe)
-    return seen
-
-
 def test_models_lists_the_served_model(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
 
