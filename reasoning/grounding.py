@@ -11,7 +11,8 @@ multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
   problem names an operation ("derivative", "integral", "limit", "factor", "simplify", "solve") the call is
   one of those it names;
 - otherwise (a word problem): every number in the call appears in the problem, in an earlier tool result, or is
-  a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100).
+  a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100) or a conversion of a unit it
+  names ("minutes" -> 60, "weeks" -> 7 and 52).
 
 `StepValidity` (reward.py) counts an ungrounded call as an invalid step, and only paths whose every step is valid
 vote in the reward's agreement layer.
@@ -35,6 +36,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
             "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
             "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "hundred": "100", "thousand": "1000"}
+# the conversions a word problem leaves unsaid ("$12 an hour, 50 minutes" -> 12*50/60), by the unit's stem
+_UNIT_CONSTANTS = {"minute": ("60",), "hour": ("60", "24"), "day": ("24", "7", "365"), "week": ("7", "52"),
+                   "month": ("12", "30"), "year": ("12", "52", "365"), "cent": ("100",), "meter": ("100", "1000"),
+                   "gram": ("1000",), "foot": ("12",), "feet": ("12", "3"), "inch": ("12",), "yard": ("3",)}
 _POINT_FIELDS = ("point", "lower", "upper")
 _POINT_PHRASES = {
     "point": re.compile(r"(?:approaches|approaching|tends to|goes to|->|→)\s*(-?\s*[\w.+/*]+)"),
@@ -98,10 +103,13 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
 
 def known_numbers(problem: str, before: Sequence[Step]) -> frozenset[str]:
     """The numbers a word problem's tool call may use (canonical form): those the problem writes or spells out,
-    and those the earlier tool calls returned."""
+    the conversions of the units it names, and those the earlier tool calls returned."""
     known = set(_NUMBER.findall(problem))
     known.update(value for word, value in _SPELLED.items() if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])",
                                                                          problem.lower()))
+    words = set(re.findall(r"[a-z]+", problem.lower()))
+    known.update(value for unit, values in _UNIT_CONSTANTS.items() if any(w.startswith(unit) for w in words)
+                 for value in values)
     for step in before:
         known.update(_NUMBER.findall(step.tool_output or ""))
     return frozenset(_canonical(k) for k in known)

@@ -53,6 +53,8 @@ def test_known_numbers_are_the_problems_its_spelled_ones_and_earlier_results():
     assert known_numbers(problem, []) == {"48", "1.5", "2"}
     result = Step("tool", 'Calc: {"expression": "48/2"}', tool="math_calculate", tool_output="24.0000", tool_ok=True)
     assert known_numbers(problem, [result]) == {"48", "1.5", "2", "24"}
+    assert known_numbers("Weng earns $12 an hour. She babysat for 50 minutes.", []) == {"12", "50", "60", "24"}
+    assert grounded(call('Calc: {"expression": "12*50/60"}'), "Weng earns $12 an hour. She babysat 50 minutes.", [])
 
 
 def test_a_named_operation_on_a_stated_number_is_symbolic():
