@@ -33,7 +33,7 @@ os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tm
 
 import gradio as gr  # noqa: E402  (after the environment above: Gradio reads it at import)
 
-QUANT_CHOICES = ("fp32", "int8", "int4")
+QUANT_CHOICES = ("auto", "fp32", "int8", "int4")  # auto: as the model file holds (app.config.Settings)
 STOPPED_NOTES = {"cancelled": "*(stopped)*", "error": "*(generation failed)*"}
 
 

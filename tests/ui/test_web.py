@@ -223,3 +223,11 @@ def test_reasoning_is_a_collapsible_message_of_its_own(web):
     assert [(m.content, m.metadata.get("title")) for m in recalled] == [
         ("- [conversation chat-1-5, turn 0] user: my locker code is 4471", "Recalled from memory"), ("4471", None)
     ]
+
+
+def test_every_quantization_setting_is_a_choice_of_the_settings_tab():
+    from app.config import Settings
+    from ui.web import QUANT_CHOICES
+
+    assert Settings().quant in QUANT_CHOICES  # the default ("auto") showed as an invalid value before
+    assert {"fp32", "int8", "int4"} <= set(QUANT_CHOICES)
