@@ -133,9 +133,9 @@ def solve(
     engine = engine or shared_backends.get(Settings.from_env())
     # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
     grammar = engine.grammar_compiler if constrained else None
-    policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
-                    grammar=grammar, task_type=kind, problem=problem.strip())
     target = Problem(problem.strip(), kind, truth, tuple(tests))
+    policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
+                    grammar=grammar, task_type=kind, problem=target.text)
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)
     if on_progress:

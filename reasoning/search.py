@@ -80,7 +80,7 @@ class Policy:
 
     `grammar`: constrain each step to the task's step forms (None: free text, cut at the task's stop strings).
     `task_type` is passed with every request, for MoE models whose routers bias experts per task type.
-    `problem`: its text; given it, a word problem's arithmetic may use only its numbers and earlier results.
+    `problem`: its text; given it, a Calc step may use only the numbers `grounding.known_numbers` allows.
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
