@@ -80,16 +80,14 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
         arguments = json.loads(step.tool_input or "{}")
     except ValueError:
         return False
-    stated = stated_maths(problem)
-    named = [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
-    symbolic = any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1) or set(named) - {"Solve"}
-    if not symbolic:
+    named = _named_operations(problem)
+    if not is_symbolic(problem):
         if step.tool == "math_solve" and not re.search(r"[A-Za-z]", " ".join(arguments.get("equations", []))):
             return False  # an "equation" of numbers only: nothing to solve for
         return _numbers_known(json.dumps(arguments), problem, before)
     if named and step.text.split(":", 1)[0] not in named:
         return False
-    stated = (*stated, *_NUMBER.findall(problem))  # "the integral of 6 from 1 to 3" states the expression 6
+    stated = (*stated_maths(problem), *_NUMBER.findall(problem))  # "the integral of 6 from 1 to 3" states 6
     for name, value in arguments.items():
         values = value if isinstance(value, list) else [value]
         for item in (v for v in values if isinstance(v, str)):
@@ -101,18 +99,63 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
     return True
 
 
+def _named_operations(problem: str) -> list[str]:
+    return [label for label, wording in _NAMED_OPERATIONS.items() if wording.search(problem)]
+
+
+def is_symbolic(problem: str) -> bool:
+    """Whether the problem states maths in a variable or names an operation on one (else: a word problem)."""
+    stated = stated_maths(problem)
+    return bool(any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1)
+                or set(_named_operations(problem)) - {"Solve"})
+
+
+def stated_arguments(problem: str) -> dict[str, tuple[str, ...]]:
+    """What a symbolic problem's tool calls may pass, by argument: "expression" one of the expressions (or numbers)
+    it states, "point"/"lower"/"upper" the point or bounds its wording gives ("oo" for infinity). Arguments it
+    gives nothing for are left out; a word problem gives none (its Calc steps are narrowed by `known_numbers`)."""
+    if not is_symbolic(problem):
+        return {}
+    allowed = {"expression": tuple(dict.fromkeys(
+        [s for s in stated_maths(problem) if "=" not in s] + _NUMBER.findall(problem)))}
+    for field, phrase in _POINT_PHRASES.items():
+        said = [m.replace(" ", "").rstrip(".?,") for m in phrase.findall(problem)]
+        points = tuple(dict.fromkeys(_point_value(p) for p in said if _point_value(p) is not None))
+        if points:
+            allowed[field] = points
+    return {field: values for field, values in allowed.items() if values}
+
+
+def _point_value(said: str) -> str | None:
+    """A point as the problem says it -> as a tool takes it ("infinity" -> "oo"); None if it is no point."""
+    sign, magnitude = ("-", said[1:]) if said.startswith("-") else ("", said)
+    if magnitude.lower() in _INFINITY:
+        return sign + "oo"
+    return said if re.fullmatch(r"-?(?:\d+(?:\.\d+)?|pi|E)(?:/\d+)?", said) else None
+
+
 def known_numbers(problem: str, before: Sequence[Step]) -> frozenset[str]:
     """The numbers a word problem's tool call may use (canonical form): those the problem writes or spells out,
     the conversions of the units it names, and those the earlier tool calls returned."""
-    known = set(_NUMBER.findall(problem))
-    known.update(value for word, value in _SPELLED.items() if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])",
-                                                                         problem.lower()))
-    words = set(re.findall(r"[a-z]+", problem.lower()))
-    known.update(value for unit, values in _UNIT_CONSTANTS.items() if any(w.startswith(unit) for w in words)
-                 for value in values)
+    known = set(_NUMBER.findall(problem)) | spelled_numbers(problem) | unit_constants(problem)
     for step in before:
         known.update(_NUMBER.findall(step.tool_output or ""))
     return frozenset(_canonical(k) for k in known)
+
+
+@lru_cache(maxsize=1024)
+def spelled_numbers(problem: str) -> frozenset[str]:
+    """The numbers the problem spells out ("half" -> 2, "a dozen" -> 12, "percent" -> 100)."""
+    return frozenset(value for word, value in _SPELLED.items()
+                     if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", problem.lower()))
+
+
+@lru_cache(maxsize=1024)
+def unit_constants(problem: str) -> frozenset[str]:
+    """The conversions of the units the problem names ("minutes" -> 60, "weeks" -> 7 and 52)."""
+    words = set(re.findall(r"[a-z]+", problem.lower()))
+    return frozenset(value for unit, values in _UNIT_CONSTANTS.items() if any(w.startswith(unit) for w in words)
+                     for value in values)
 
 
 def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from reasoning.grounding import grounded
 from reasoning.steps import Step, answer_choices, answer_of
+from reasoning.units import units_ok
 from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
 
 
@@ -58,9 +59,9 @@ def _agreement(answer: str, peers: Sequence[tuple[str, float]]) -> float:
 
 
 class StepValidity:
-    """Share of steps that are well formed: tool calls that ran on what the problem states (grounding.py),
-    thoughts without false arithmetic, no repeated step, and a math answer that states a result a tool computed;
-    halved when the path never answers."""
+    """Share of steps that are well formed: tool calls that ran on what the problem states (grounding.py) in
+    consistent units (units.py), thoughts without false arithmetic, no repeated step, and a math answer that states
+    a result a tool computed in the unit the question asks for; halved when the path never answers."""
 
     def __call__(self, steps: Sequence[Step], problem: str) -> float:
         if not steps:
@@ -71,7 +72,7 @@ class StepValidity:
             repeated = step.text in seen
             seen.add(step.text)
             good += int(step.tool_ok and not repeated and bool(step.text) and _answer_computed(step, steps[:i])
-                        and grounded(step, problem, steps[:i]))
+                        and grounded(step, problem, steps[:i]) and units_ok(step, problem, steps[:i]))
         has_answer = any(answer_of(s) is not None for s in steps)
         return (good / len(steps)) * (1.0 if has_answer else 0.5)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from model import SamplingParams
 from model.grammar import GrammarCompiler, GrammarError
-from reasoning.grounding import known_numbers
+from reasoning.grounding import known_numbers, stated_arguments
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, answer_choices, answer_of, parse_step
@@ -80,7 +80,8 @@ class Policy:
 
     `grammar`: constrain each step to the task's step forms (None: free text, cut at the task's stop strings).
     `task_type` is passed with every request, for MoE models whose routers bias experts per task type.
-    `problem`: its text; given it, a Calc step may use only the numbers `grounding.known_numbers` allows.
+    `problem`: its text; given it, a Calc step may use only the numbers `grounding.known_numbers` allows, and a
+    symbolic call only the expressions and points `grounding.stated_arguments` gives.
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
@@ -133,24 +134,26 @@ class Policy:
         """The sampling options that end a step: the step grammar (which ends it itself), or stop strings."""
         if self.grammar is None:
             return {"stop": self.task.stop}
-        numbers = known_numbers(self.problem, path.steps) if self.problem is not None else None
-        grammar = self._step_grammar(path, numbers)
+        grammar = self._step_grammar(path, narrowed=self.problem is not None)
         if grammar is None:  # llguidance gave up on the narrowed grammar (see step_grammar.py): any numbers
-            grammar = self._step_grammar(path, None)
+            grammar = self._step_grammar(path, narrowed=False)
         return {"logits_processor": self.grammar.processor(grammar)}
 
-    def _step_grammar(self, path: Path, numbers: frozenset[str] | None) -> str | None:
-        """The compiled step grammar for `path`'s next step (cached by source); None if llguidance refuses it."""
+    def _step_grammar(self, path: Path, narrowed: bool) -> str | None:
+        """The compiled step grammar for `path`'s next step (cached by source); None if llguidance refuses a
+        narrowed one. `narrowed`: the tool calls may pass only what the problem states (reasoning/grounding.py)."""
+        numbers = known_numbers(self.problem, path.steps) if narrowed else None
+        arguments = stated_arguments(self.problem) if narrowed else None
         source = step_grammar(self.task.labels, answers=answer_choices(path.steps), numbers=numbers,
-                              code_answer=self.task.code_answer)
+                              arguments=arguments, code_answer=self.task.code_answer)
         if source not in self._compiled:
             try:
                 self._compiled[source] = self.grammar.lark(source)
             except GrammarError:
-                if not numbers:
+                if not narrowed:
                     raise
-                log.warning("step grammar with numbers %s did not compile; the step may use any number",
-                            sorted(numbers))
+                log.warning("step grammar narrowed to numbers %s and arguments %s did not compile; the step may "
+                            "use any", sorted(numbers), arguments)
                 self._compiled[source] = None
         return self._compiled[source]
 

@@ -6,7 +6,8 @@ the step. A tool call's arguments are JSON valid under that tool's schema, tight
 nulls, no extra keys, and strings limited to maths syntax (or to an identifier for a variable). A math answer
 must be one of the results the path's tool calls computed; a code answer is a fenced block. Given `numbers`, a
 Calc call may use only those (the problem's and the earlier results: reasoning/grounding.py), so the model
-cannot hand the calculator a number it made up.
+cannot hand the calculator a number it made up; given `arguments`, a symbolic call may pass only the expression,
+point or bounds the problem states (a limit "as x approaches infinity" is taken at "oo", not at 0).
 
     source = step_grammar(["Calc", "Solve"], answers=["31"])      # Lark source with %json tool schemas
     processor = compiler.processor(compiler.lark(source))        # model.grammar.GrammarCompiler
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -41,12 +42,16 @@ _MAX_CODE_CHARS = 400  # of a Run call
 
 
 def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None, numbers: Sequence[str] | None = None,
-                 code_answer: bool = False, thoughts: bool = True) -> str:
+                 arguments: Mapping[str, Sequence[str]] | None = None, code_answer: bool = False,
+                 thoughts: bool = True) -> str:
     """Lark source of one step: a call of a tool among `labels` (keys of steps.TOOL_LABELS), a thought, or an
     answer (one of `answers`; none offered while that is empty) or, with `code_answer`, a fenced function.
-    `numbers`: the only numbers a Calc call may write (None or empty: any)."""
+    `numbers`: the only numbers a Calc call may write (None or empty: any). `arguments`: the only values the other
+    tools' string arguments of those names may take ({"point": ["oo"]}: a limit at infinity)."""
     calc_numbers = tuple(sorted(set(numbers), key=lambda n: (-len(n), n))) if numbers else None
-    schemas = {label: _call_schema(label, calc_numbers if label == "Calc" else None) for label in labels}
+    fixed = tuple((name, tuple(values)) for name, values in sorted((arguments or {}).items()) if values)
+    schemas = {label: _call_schema(label, calc_numbers) if label == "Calc" else _call_schema(label, fixed=fixed)
+               for label in labels}
     rules = {label.lower(): f'"{label}: " %json {json.dumps(schema)} "\\n"' for label, schema in schemas.items()}
     if thoughts:
         rules["thought"] = f'"{THOUGHT_PREFIX} " /[^\\n]{{1,200}}/ "\\n"'
@@ -60,11 +65,15 @@ def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None,
 
 
 @lru_cache(maxsize=1024)
-def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None,
+                 fixed: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> dict[str, Any]:
     """The JSON schema a step's arguments must follow: the tool's own, tightened (see the module docstring)."""
     schema = step_tools()[TOOL_LABELS[label]].schema
     properties = {name: _tightened(name, field) for name, field in schema["properties"].items()
                   if name not in _HIDDEN_FIELDS}
+    for name, values in fixed:
+        if properties.get(name, {}).get("type") == "string":
+            properties[name] = {"type": "string", "enum": list(values)}
     if label == "Calc" and calc_numbers:
         # No maxLength here: with a list of numbers nothing can run away, and llguidance's emptiness check of a
         # length-bounded alternation sometimes runs out of fuel (the grammar then does not compile).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reasoning.grounding import grounded, known_numbers, stated_maths
+from reasoning.grounding import grounded, known_numbers, stated_arguments, stated_maths
 from reasoning.steps import Step
 from reasoning.steps import parse_step
 
@@ -62,3 +62,13 @@ def test_a_named_operation_on_a_stated_number_is_symbolic():
     assert grounded(call('Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "3"}'), constant, [])
     assert not grounded(call('Integrate: {"expression": "6*3", "variable": "x", "lower": "1", "upper": "3"}'),
                         constant, [])
+
+
+def test_stated_arguments_are_what_a_symbolic_problem_lets_its_calls_pass():
+    assert stated_arguments("What is the limit of 1/x as x approaches infinity?") == {
+        "expression": ("1/x", "x", "1"), "point": ("oo",)}
+    assert stated_arguments("What is the limit of 1/x as x approaches -infinity?")["point"] == ("-oo",)
+    assert stated_arguments("What is the definite integral of 6 from 1 to 3?") == {
+        "expression": ("6", "1", "3"), "lower": ("1",), "upper": ("3",)}
+    assert "point" not in stated_arguments("What is the limit of sin(x)/x as x approaches zero?")  # no verdict
+    assert stated_arguments("A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?") == {}

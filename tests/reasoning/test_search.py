@@ -104,3 +104,11 @@ def test_a_word_problems_calc_steps_get_only_its_numbers_and_fall_back_to_any_if
     refusing = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
                       grammar=SourceRecordingCompiler(refuse="48|2"), problem=problem)
     assert refusing._constraint(Path([]))["logits_processor"] == step_grammar(TASKS["math"].labels, answers=[])
+
+
+def test_a_symbolic_problems_calls_get_only_its_expressions_and_points():
+    problem = "What is the limit of 1/x as x approaches infinity?"
+    policy = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
+                    grammar=SourceRecordingCompiler(), problem=problem)
+    assert policy._constraint(Path([]))["logits_processor"] == step_grammar(
+        TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x", "1"], "point": ["oo"]})

@@ -82,6 +82,19 @@ def test_given_numbers_a_calc_call_may_use_only_those(compiler, tokenizer) -> No
                    'Calc: {"expression": "45 - 20"}\n')
 
 
+def test_given_arguments_a_symbolic_call_passes_only_the_stated_expression_and_point(compiler, tokenizer) -> None:
+    arguments = {"expression": ["1/x", "x", "1"], "point": ["oo"]}
+    grammar = compiler.lark(step_grammar(MATH_LABELS, arguments=arguments))
+    assert accepts(compiler, tokenizer, grammar, 'Limit: {"expression": "1/x", "point": "oo", "variable": "x"}\n')
+    for bad in ['Limit: {"expression": "1/x", "point": "0", "variable": "x"}\n',
+                'Limit: {"expression": "1/x + 1", "point": "oo", "variable": "x"}\n',
+                'Diff: {"expression": "x**2", "variable": "x"}\n']:
+        assert not accepts(compiler, tokenizer, grammar, bad), bad
+    # Calc keeps its own narrowing (numbers), and Solve's equations are not narrowed
+    assert accepts(compiler, tokenizer, grammar, 'Calc: {"expression": "2*3"}\n')
+    assert accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["3*x = 7"], "variables": ["x"]}\n')
+
+
 def test_code_steps_run_python_or_answer_with_a_fenced_function(compiler, tokenizer) -> None:
     grammar = compiler.lark(step_grammar(TASKS["code"].labels, code_answer=True))
     assert accepts(compiler, tokenizer, grammar, "Answer:\n```python\ndef f(x):\n    return x + 1\n```\n")
