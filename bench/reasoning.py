@@ -74,6 +74,7 @@ def derailment(item: dict, solution, truth_ok) -> str:
     """Where a wrong answer's path went off: the first step that failed, or what was missing."""
     from reasoning.grounding import grounded
     from reasoning.steps import Step
+    from reasoning.units import units_ok
 
     if solution.answer is None:
         return "no answer within the budget"
@@ -83,6 +84,8 @@ def derailment(item: dict, solution, truth_ok) -> str:
             return f"step {i + 1}: the tool call failed"
         if not grounded(step, item["question"], steps[:i]):
             return f"step {i + 1}: the tool call was not on the problem's numbers or expression"
+        if not units_ok(step, item["question"], steps[:i]):
+            return f"step {i + 1}: the units do not work out (unlike measures added, or not the unit asked for)"
     if any(truth_ok(a) for a in solution.answers if a != solution.answer):
         return "the search reached the right answer but selected another"
     if item["task_type"] == "code":

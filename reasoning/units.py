@@ -46,7 +46,8 @@ _NO_UNIT = {"more", "fewer", "less", "each", "of", "in", "at", "for", "per", "a"
             "will", "would", "can", "has", "have", "had", "do", "does", "did", "be", "been", "years", "year"}
 _QUANTITY = re.compile(r"(\$)?\s?(\d+(?:\.\d+)?)(?:\s*(%)|[ -]?(?:per ?cent\b|([A-Za-z]+)))?")
 # a rate written with the unit ("5 arms each", "$12 an hour", "4 hours for every game"): its unit is per something
-_RATE_AFTER = re.compile(r"\s+(?:each|apiece|per|every|for every|a|an)\b", re.I)
+_RATE_AFTER = re.compile(r"\s*/|\s+(?:each|apiece|per|every|for every|a|an)\b", re.I)
+_RATE_UNITS = {"mph", "kph", "kmh", "rpm", "wpm", "bpm", "st", "nd", "rd", "th"}  # rates, and ordinals ("2nd")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _MONEY_WORDS = re.compile(r"\bhow much (?:money|does|do|did|will|is|are|was|would|should|can)\b|"
                           r"\b(?:price|cost|costs|spend|spent|pay|pays|paid|earn|earns|earned|charge|charges)\b")
@@ -84,7 +85,7 @@ def stated_units(problem: str) -> dict[str, frozenset[Unit | None]]:
             unit = _PLAIN  # "... 150?", "50."
         elif word.lower() in _PLAIN_AFTER:
             unit = _PLAIN
-        elif word.lower() in _NO_UNIT or not word.isalpha():
+        elif word.lower() in _NO_UNIT or word.lower() in _RATE_UNITS:
             unit = None
         else:
             unit = ((singular(word), 1),)

@@ -34,6 +34,8 @@ def test_stated_units_reads_the_unit_written_with_each_number():
     assert units["40"] == {()} and units["50"] == {()}  # "from 40 to 50": plain numbers
     rates = stated_units("Cards cost $1.25 each; she earns $9 per hour and 12 dollars an hour; he buys 3 more.")
     assert rates["1.25"] == rates["9"] == rates["12"] == rates["3"] == {None}  # a rate, or the unit unsaid
+    speeds = stated_units("It drives at 60 km/h, then 50 mph, on the 2nd day.")
+    assert speeds["60"] == speeds["50"] == speeds["2"] == {None}
     assert stated_units("5 pencils and 20 Pencils; 4 boxes; 2 people")["20"] == {(("pencil", 1),)}
     assert stated_units("4 boxes; 2 people")["2"] == {(("person", 1),)}
 
