@@ -140,7 +140,7 @@ def known_numbers(problem: str, before: Sequence[Step]) -> frozenset[str]:
     known = set(_NUMBER.findall(problem)) | spelled_numbers(problem) | unit_constants(problem)
     for step in before:
         known.update(_NUMBER.findall(step.tool_output or ""))
-    return frozenset(_canonical(k) for k in known)
+    return frozenset(canonical_number(k) for k in known)
 
 
 @lru_cache(maxsize=1024)
@@ -160,10 +160,11 @@ def unit_constants(problem: str) -> frozenset[str]:
 
 def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:
     known = known_numbers(problem, before)
-    return all(_canonical(n) in known for n in _NUMBER.findall(text))
+    return all(canonical_number(n) in known for n in _NUMBER.findall(text))
 
 
-def _canonical(number: str) -> str:
+def canonical_number(number: str) -> str:
+    """One spelling of a number ("2.50" -> "2.5", "8.000" -> "8")."""
     return number.rstrip("0").rstrip(".") if "." in number else number
 
 

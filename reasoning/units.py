@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from reasoning.grounding import spelled_numbers, unit_constants
+from reasoning.grounding import canonical_number, spelled_numbers, unit_constants
 from reasoning.steps import MATH_TOOLS, Step, answer_of
 
 Unit = tuple[tuple[str, int], ...]  # sorted (unit, power) pairs; () is a plain number
@@ -43,12 +43,11 @@ _PLAIN_AFTER = {"to", "and", "or", "times", "than", "from"}
 _NO_UNIT = {"more", "fewer", "less", "each", "of", "in", "at", "for", "per", "a", "an", "the", "is", "are", "was",
             "were", "other", "new", "extra", "additional", "another", "on", "with", "by", "as", "that", "this",
             "he", "she", "it", "they", "we", "you", "i", "his", "her", "their", "its", "if", "so", "then", "but",
-            "will", "would", "can", "has", "have", "had", "do", "does", "did", "be", "been", "years", "year"}
+            "will", "would", "can", "has", "have", "had", "do", "does", "did", "be", "been"}
 _QUANTITY = re.compile(r"(\$)?\s?(\d+(?:\.\d+)?)(?:\s*(%)|[ -]?(?:per ?cent\b|([A-Za-z]+)))?")
 # a rate written with the unit ("5 arms each", "$12 an hour", "4 hours for every game"): its unit is per something
 _RATE_AFTER = re.compile(r"\s*/|\s+(?:each|apiece|per|every|for every|a|an)\b", re.I)
 _RATE_UNITS = {"mph", "kph", "kmh", "rpm", "wpm", "bpm", "st", "nd", "rd", "th"}  # rates, and ordinals ("2nd")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _MONEY_WORDS = re.compile(r"\bhow much (?:money|does|do|did|will|is|are|was|would|should|can)\b|"
                           r"\b(?:price|cost|costs|spend|spent|pay|pays|paid|earn|earns|earned|charge|charges)\b")
 
@@ -89,12 +88,8 @@ def stated_units(problem: str) -> dict[str, frozenset[Unit | None]]:
             unit = None
         else:
             unit = ((singular(word), 1),)
-        units.setdefault(_canonical(number), set()).add(unit)
+        units.setdefault(canonical_number(number), set()).add(unit)
     return {number: frozenset(found) for number, found in units.items()}
-
-
-def _canonical(number: str) -> str:
-    return number.rstrip("0").rstrip(".") if "." in number else number
 
 
 def _question(problem: str) -> str:
@@ -114,7 +109,7 @@ def asked_unit(problem: str) -> Unit | None:
         return ((PERCENT, 1),)
     of = re.search(r"(\d+(?:\.\d+)?)\s*%\s*of\s+\$?(\d+(?:\.\d+)?)", question)
     if of:  # "What is 20% of 150?": the unit of the 150
-        units = stated_units(problem).get(_canonical(of.group(2)), frozenset())
+        units = stated_units(problem).get(canonical_number(of.group(2)), frozenset())
         return next(iter(units)) if len(units) == 1 else None
     rate = re.search(r"\b([a-z]+) per ([a-z]+)\b", question)
     if rate:
@@ -198,7 +193,7 @@ def _combine(left: Unit, right: Unit, sign: int) -> Unit:
 
 
 def _number_unit(value: float, problem: str, results: set[str]) -> Unit:
-    number = _canonical(repr(value) if isinstance(value, float) else str(value))
+    number = canonical_number(repr(value) if isinstance(value, float) else str(value))
     candidates = set(stated_units(problem).get(number, ()))
     if number in results:
         candidates.add(None)
@@ -221,8 +216,8 @@ def units_ok(step: Step, problem: str, before: Sequence[Step]) -> bool:
     if answer is None or asked is None:
         return True
     for i in range(len(before) - 1, -1, -1):  # the call that computed the answer
-        if before[i].kind == "tool" and before[i].tool_output is not None and _canonical(
-                before[i].tool_output.strip()) == _canonical(answer):
+        if before[i].kind == "tool" and before[i].tool_output is not None and canonical_number(
+                before[i].tool_output.strip()) == canonical_number(answer):
             unit = _calc_unit(before[i], problem, before[:i])
             return unit is None or unit == asked
     return True
@@ -235,7 +230,7 @@ def _calc_unit(step: Step, problem: str, before: Sequence[Step]) -> Unit | None 
     expression = _expression(step)
     if expression is None or re.search(r"[A-Za-z]", expression):
         return None
-    results = {_canonical(earlier.tool_output.strip()) for earlier in before if earlier.tool_output}
+    results = {canonical_number(earlier.tool_output.strip()) for earlier in before if earlier.tool_output}
     return expression_unit(expression, problem, results)
 
 
