@@ -104,6 +104,9 @@ def main() -> int:
                                                    "(default 600 for math, 1500 for code)")
     parser.add_argument("--samples", type=int, default=4, help="paths for self-consistency")
     parser.add_argument("--strategies", default="greedy,self_consistency,mcts")
+    parser.add_argument("--mcts-children", type=int, help="K draws per MCTS expansion (default: MCTSConfig's)")
+    parser.add_argument("--mcts-widening", type=float,
+                        help="an MCTS node may hold up to this times sqrt(visits) children (default: MCTSConfig's)")
     parser.add_argument("--no-grammar", action="store_true", help="steps in free text, without the step grammar")
     parser.add_argument("--json", type=Path, help="also write per-item results here")
     args = parser.parse_args()
@@ -112,6 +115,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import model
     from app.solve import solve
+    from reasoning.mcts import MCTSConfig
     from reasoning.search import SearchBudget
     from reasoning.tasks import check_math_answer
 
@@ -128,6 +132,8 @@ def main() -> int:
         "mcts": SearchBudget(iterations=64, tokens=tokens, seconds=unbounded),
     }
     strategies = args.strategies.split(",")
+    mcts_config = MCTSConfig(**{name: value for name, value in (("children", args.mcts_children),
+                                                                ("widening", args.mcts_widening)) if value is not None})
     results: dict[str, list[dict]] = defaultdict(list)
     for i, item in enumerate(items):
         if task_type == "code":
@@ -138,7 +144,7 @@ def main() -> int:
                 return answer is not None and check_math_answer(answer, item["answer"])
         for strategy in strategies:
             solution = solve(item["question"], task_type=task_type, strategy=strategy, budget=budgets[strategy], seed=0,
-                             engine=engine, use_cache=False, constrained=not args.no_grammar)
+                             engine=engine, use_cache=False, constrained=not args.no_grammar, mcts_config=mcts_config)
             correct = truth_ok(solution.answer)
             results[strategy].append({
                 "question": item["question"], "category": item["category"], "truth": item.get("answer", item.get("id")),
