@@ -102,9 +102,9 @@ def test_wrong_units_lose_validity_and_their_vote():
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="needs ../shared/datasets/gsm8k")
 def test_no_step_of_a_gsm8k_gold_solution_is_rejected():
-    """The check must not reject right arithmetic: every calculation of the first 1000 gold solutions passes."""
+    """The check must not reject right arithmetic: every calculation of the first 2000 gold solutions passes."""
     rejected = []
-    for line in GSM8K.read_text().splitlines()[:1000]:
+    for line in GSM8K.read_text().splitlines()[:2000]:
         row = json.loads(line)
         steps = [Step("tool", f"Calc: {json.dumps({'expression': e})} => {r}", "math_simplify",
                       json.dumps({"expression": e}), r.strip()) for e, r in re.findall(r"<<([^=<>]+)=([^<>]+)>>",
