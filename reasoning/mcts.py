@@ -4,8 +4,7 @@ Each iteration selects a node by PUCT and expands it into K candidate next steps
 node's cached prefix: one is the greedy step (taken from the node's own greedy rollout when it has one, not
 decoded again), the rest sampled. Candidates that wrote the same step are merged; the share of the draws that
 wrote a step is its prior. Every new child is evaluated by a greedy rollout to an answer (all rollouts in
-lockstep batches), the rollouts are scored with the layered reward (a derivation that several rollouts repeat
-votes once in its agreement layer), and the values are backed up the tree.
+lockstep batches), the rollouts are scored with the layered reward, and the values are backed up the tree.
 
 A small model often writes the same step in all K draws, which would leave a node one child and the search
 nothing to choose from. So a node is widened (progressive widening): once its visits allow more children than it
@@ -78,13 +77,13 @@ def mcts(
         for child, path in zip(fresh, policy.rollout([c.path for c in fresh], temperature=0.0)):
             child.rollout = path
             finished.append(path)
-        score(finished, problem, reward, policy.budget, independent=False)
+        score(finished, problem, reward, policy.budget)
         for child in new:
             child.reward = child.rollout.reward
             _backpropagate(child, child.rollout.reward["total"])
     if not finished:  # no iteration ran (budget already spent): one greedy path
         finished = policy.rollout([root.path], temperature=0.0)
-        score(finished, problem, reward, policy.budget, independent=False)
+        score(finished, problem, reward, policy.budget)
     return SearchResult(best_path(finished), finished, policy.tokens, tree=_tree(root))
 
 

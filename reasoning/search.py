@@ -184,26 +184,15 @@ class SearchResult:
     tree: list[dict[str, Any]] = field(default_factory=list)
 
 
-def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget, *,
-          independent: bool = True) -> None:
+def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
     """Reward every path, each against the answers of all the others (agreement, where nothing else checks).
-
     Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
-    otherwise outvote one that copied it right. `independent=False` (MCTS): a derivation (the path's tool calls
-    and answer) votes once, however many paths repeat it. MCTS spends its rollouts in the subtree it rates best,
-    so the paths below one tool call are copies of one piece of evidence; independently sampled paths that
-    repeat a call are not.
-    """
+    otherwise outvote one that copied it right."""
     validity = [reward.validity(p.steps, problem.text) for p in paths]
-    voters = [i if independent else _derivation(p) for i, p in enumerate(paths)]
-    votes = {voter: p.answer for voter, p, v in zip(voters, paths, validity) if p.answer is not None and v == 1.0}
-    for path, own in zip(paths, voters):
-        peers = [(answer, 1.0) for voter, answer in votes.items() if voter != own]
+    votes = [(i, p.answer, 1.0) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None and v == 1.0]
+    for i, path in enumerate(paths):
+        peers = [(answer, v) for j, answer, v in votes if j != i]
         path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
-
-
-def _derivation(path: Path) -> tuple[str, ...]:
-    return (*(s.text for s in path.steps if s.kind == "tool"), str(path.answer))
 
 
 def best_path(paths: Sequence[Path], tie: float = 0.02) -> Path:

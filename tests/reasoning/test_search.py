@@ -7,8 +7,7 @@ import pytest
 
 from app.solve import solve
 from model.grammar import GrammarError
-from reasoning.reward import LayeredReward, Problem
-from reasoning.search import Path, Policy, SearchBudget, _done, best_path, score
+from reasoning.search import Path, Policy, SearchBudget, _done
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, parse_step
 from reasoning.tasks import TASKS
@@ -113,21 +112,3 @@ def test_a_symbolic_problems_calls_get_only_its_expressions_and_points():
                     grammar=SourceRecordingCompiler(), problem=problem)
     assert policy._constraint(Path([]))["logits_processor"] == step_grammar(
         TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x", "1"], "point": ["oo"]})
-
-
-def test_in_mcts_a_derivation_votes_once_however_many_paths_repeat_it():
-    """Three copies of one tool call (what MCTS's rollouts below one node look like) are one piece of evidence:
-    two different calls that agree outweigh them. Independent samples each vote."""
-    def path(expression: str) -> Path:
-        step = parse_step(f'Calc: {{"expression": "{expression}"}}')
-        return Path([], [step, parse_step("Answer: " + step.tool_output)])
-
-    problem = Problem("Add 2 and 3, or is it 2 and 2?", "math")
-    paths = [path("2 + 2"), path("2 + 2"), path("2 + 2"), path("2 + 3"), path("3 + 2")]
-    score(paths, problem, LayeredReward(), SearchBudget(), independent=False)
-    # the other derivations' answers: 4 has {5, 5}, 5 has {4, 5}
-    assert [p.reward["correctness"] for p in paths] == [0.0, 0.0, 0.0, 0.5, 0.5]
-    assert best_path(paths).answer == "5"
-    score(paths, problem, LayeredReward(), SearchBudget())  # per path: 4 has {4, 4, 5, 5}, 5 has {4, 4, 4, 5}
-    assert [p.reward["correctness"] for p in paths] == [0.5, 0.5, 0.5, 0.25, 0.25]
-    assert best_path(paths).answer == "4"
