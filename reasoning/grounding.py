@@ -87,7 +87,7 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
         return _numbers_known(json.dumps(arguments), problem, before)
     if named and step.text.split(":", 1)[0] not in named:
         return False
-    stated = (*stated_maths(problem), *_NUMBER.findall(problem))  # "the integral of 6 from 1 to 3" states 6
+    stated = _stated_expressions(problem)
     for name, value in arguments.items():
         values = value if isinstance(value, list) else [value]
         for item in (v for v in values if isinstance(v, str)):
@@ -116,14 +116,23 @@ def stated_arguments(problem: str) -> dict[str, tuple[str, ...]]:
     gives nothing for are left out; a word problem gives none (its Calc steps are narrowed by `known_numbers`)."""
     if not is_symbolic(problem):
         return {}
-    allowed = {"expression": tuple(dict.fromkeys(
-        [s for s in stated_maths(problem) if "=" not in s] + _NUMBER.findall(problem)))}
+    allowed = {"expression": tuple(dict.fromkeys(s for s in _stated_expressions(problem) if "=" not in s))}
     for field, phrase in _POINT_PHRASES.items():
         said = [m.replace(" ", "").rstrip(".?,") for m in phrase.findall(problem)]
         points = tuple(dict.fromkeys(_point_value(p) for p in said if _point_value(p) is not None))
         if points:
             allowed[field] = points
     return {field: values for field, values in allowed.items() if values}
+
+
+def _stated_expressions(problem: str) -> tuple[str, ...]:
+    """The maths a symbolic problem states; its numbers too where it states nothing beyond a bare variable ("the
+    integral of 6 from 1 to 3"). Otherwise a number is no expression of the problem: "Simplify (x + 1)**2 - x**2"
+    is not answered by simplifying 2."""
+    stated = stated_maths(problem)
+    if any(len(s) > 1 for s in stated):
+        return stated
+    return (*stated, *_NUMBER.findall(problem))
 
 
 def _point_value(said: str) -> str | None:

@@ -111,4 +111,4 @@ def test_a_symbolic_problems_calls_get_only_its_expressions_and_points():
     policy = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
                     grammar=SourceRecordingCompiler(), problem=problem)
     assert policy._constraint(Path([]))["logits_processor"] == step_grammar(
-        TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x", "1"], "point": ["oo"]})
+        TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x"], "point": ["oo"]})
