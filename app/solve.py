@@ -106,7 +106,9 @@ def solve(
     memory: tier 3 (`app.memory.SolvedProblems`): a verified near-duplicate solved before is reused, and a
     solution the search did not refute is stored. The front ends pass one; the default keeps nothing on disk.
     constrained: decode every step under the step grammar (llguidance); False lets the model write free text.
-    The result is deterministic for a given seed (default 0). on_progress gets a line per search iteration;
+    The result is deterministic for a given seed (default 0) on an engine in a given state: prompt tokens served
+    from the prefix cache were computed in other batch shapes, which can change the last bits of the logits and so
+    flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration;
     should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
     if not isinstance(problem, str) or not problem.strip():
