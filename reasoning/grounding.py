@@ -12,7 +12,7 @@ multiplies by 1000 where no 1000 appears. So a maths tool call is grounded when
   one of those it names;
 - otherwise (a word problem): every number in the call appears in the problem, in an earlier tool result, or is
   a number the problem spells out ("twice", "half", "a dozen", "percent" -> 100) or a conversion of a unit it
-  names ("minutes" -> 60, "weeks" -> 7 and 52).
+  names ("minutes" -> 60, "weeks" -> 7 and 52), and no number it writes cancels out ("150/20*20").
 
 `StepValidity` (reward.py) counts an ungrounded call as an invalid step, and only paths whose every step is valid
 vote in the reward's agreement layer.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from reasoning.steps import MATH_TOOLS, Step
-from tools.math import MathToolError, equal
+from tools.math import MathToolError, arithmetic, equal
 
 _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
 # a run of maths: numbers, one-letter variables, known functions, operators, brackets (English words end it)
@@ -84,6 +84,9 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
     if not is_symbolic(problem):
         if step.tool == "math_solve" and not re.search(r"[A-Za-z]", " ".join(arguments.get("equations", []))):
             return False  # an "equation" of numbers only: nothing to solve for
+        expression = arguments.get("expression")
+        if isinstance(expression, str) and cancelled_number(expression) is not None:
+            return False  # "150/20*20" for "20% of 150": the 20 is written but not used
         return _numbers_known(json.dumps(arguments), problem, before)
     if named and step.text.split(":", 1)[0] not in named:
         return False
@@ -97,6 +100,29 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
             elif name not in ("variable", "variables") and not _is_stated(item, stated):
                 return False
     return True
+
+
+def cancelled_number(expression: str) -> str | None:
+    """A number written in an arithmetic expression that does not change its value ("150/20*20": 20), if any.
+
+    A calculation in which a number cancels is the same calculation without it; a small model writes one to use a
+    stated number while reaching the answer it favours. (In GSM8K's own solutions 22 of the first 2,000
+    problems' 6,336 steps do this, "3*(2/3)" for two thirds of three: rare enough to count as a slip.)
+    """
+    try:
+        value = arithmetic(expression.replace("^", "**"))
+    except MathToolError:
+        return None
+    for number in dict.fromkeys(_NUMBER.findall(expression)):
+        if float(number) == 0:
+            continue
+        moved = re.sub(rf"(?<![\d.]){re.escape(number)}(?![\d.])", f"({number}*1.37)", expression.replace("^", "**"))
+        try:
+            if abs(arithmetic(moved) - value) <= 1e-9 * max(1.0, abs(value)):
+                return number
+        except MathToolError:
+            continue
+    return None
 
 
 def _named_operations(problem: str) -> list[str]:

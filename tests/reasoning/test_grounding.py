@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reasoning.grounding import grounded, known_numbers, stated_arguments, stated_maths
+from reasoning.grounding import cancelled_number, grounded, known_numbers, stated_arguments, stated_maths
 from reasoning.steps import Step
 from reasoning.steps import parse_step
 
@@ -76,3 +76,12 @@ def test_stated_arguments_are_what_a_symbolic_problem_lets_its_calls_pass():
     assert stated_arguments("Simplify (x + 1)**2 - x**2.") == {"expression": ("(x + 1)**2 - x**2",)}
     assert "point" not in stated_arguments("What is the limit of sin(x)/x as x approaches zero?")  # no verdict
     assert stated_arguments("A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?") == {}
+
+
+def test_a_number_that_cancels_out_is_not_used():
+    assert cancelled_number("150/20*20") == "20" and cancelled_number("120 - 20 + 20") == "20"
+    assert cancelled_number("20/100*150") is None and cancelled_number("45*8/3") is None
+    assert cancelled_number("1/0") is None and cancelled_number("2^3") is None  # no value / nothing cancels
+    percent = "What is 20% of 150?"
+    assert not grounded(call('Calc: {"expression": "150/20*20"}'), percent, [])
+    assert grounded(call('Calc: {"expression": "150*20/100"}'), percent, [])
