@@ -153,7 +153,7 @@ def expression_unit(expression: str, problem: str, results: set[str]) -> Unit | 
         return _unit(tree, problem, results)[0]
     except _Mismatch:
         return False
-    except (_Unknown, SyntaxError, RecursionError, ValueError):
+    except (_Unknown, SyntaxError, RecursionError, ValueError, OverflowError, ZeroDivisionError):
         return None
 
 

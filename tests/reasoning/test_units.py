@@ -12,7 +12,7 @@ from reasoning.reward import LayeredReward, Problem
 from reasoning.search import Path as SearchPath
 from reasoning.search import SearchBudget, best_path, score
 from reasoning.steps import Step, parse_step
-from reasoning.units import asked_unit, stated_units, units_ok
+from reasoning.units import asked_unit, expression_unit, stated_units, units_ok
 
 GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 
@@ -89,6 +89,9 @@ def test_no_verdict_where_the_units_cannot_be_told():
     chained = calc("135*8")
     assert units_ok(parse_step("Answer: 1080"), follow, [first, chained])  # an earlier result's unit is not tracked
     assert answer_ok("Factor x**2 + 5*x + 6.", "2 + 3")  # no unit anywhere
+    big = "It costs 999999999 dollars for 0 hours. What is the price?"
+    for overflowing in ("999999999**63", "0**-1", "999999999**2**3"):
+        assert expression_unit(overflowing, big, set()) is None
 
 
 def test_wrong_units_lose_validity_and_their_vote():
