@@ -109,14 +109,15 @@ def cancelled_number(expression: str) -> str | None:
     stated number while reaching the answer it favours. (In GSM8K's own solutions 22 of the first 2,000
     problems' 6,336 steps do this, "3*(2/3)" for two thirds of three: rare enough to count as a slip.)
     """
+    expression = expression.replace("^", "**")
     try:
-        value = arithmetic(expression.replace("^", "**"))
+        value = arithmetic(expression)
     except MathToolError:
         return None
     for number in dict.fromkeys(_NUMBER.findall(expression)):
         if float(number) == 0:
             continue
-        moved = re.sub(rf"(?<![\d.]){re.escape(number)}(?![\d.])", f"({number}*1.37)", expression.replace("^", "**"))
+        moved = re.sub(rf"(?<![\d.]){re.escape(number)}(?![\d.])", f"({number}*1.37)", expression)
         try:
             if abs(arithmetic(moved) - value) <= 1e-9 * max(1.0, abs(value)):
                 return number

@@ -24,6 +24,7 @@ from functools import lru_cache
 
 from reasoning.grounding import canonical_number, spelled_numbers, unit_constants
 from reasoning.steps import MATH_TOOLS, Step, answer_of
+from tools.math import MathToolError, arithmetic
 
 Unit = tuple[tuple[str, int], ...]  # sorted (unit, power) pairs; () is a plain number
 PERCENT = "percent"
@@ -150,35 +151,41 @@ def expression_unit(expression: str, problem: str, results: set[str]) -> Unit | 
     """
     try:
         tree = ast.parse(expression.replace("^", "**"), mode="eval").body
-        return _unit(tree, problem, results)[0]
+        return _unit(tree, problem, results)
     except _Mismatch:
         return False
-    except (_Unknown, SyntaxError, RecursionError, ValueError, OverflowError, ZeroDivisionError):
+    except (_Unknown, SyntaxError, RecursionError):
         return None
 
 
-def _unit(node: ast.AST, problem: str, results: set[str]) -> tuple[Unit, float]:
-    """(unit, value) of an arithmetic node."""
+def _unit(node: ast.AST, problem: str, results: set[str]) -> Unit:
+    """The unit of an arithmetic node."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return _number_unit(node.value, problem, results), float(node.value)
+        return _number_unit(node.value, problem, results)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        unit, value = _unit(node.operand, problem, results)
-        return unit, -value if isinstance(node.op, ast.USub) else value
+        return _unit(node.operand, problem, results)
     if isinstance(node, ast.BinOp):
-        (left, a), (right, b) = _unit(node.left, problem, results), _unit(node.right, problem, results)
+        left, right = _unit(node.left, problem, results), _unit(node.right, problem, results)
         if isinstance(node.op, (ast.Add, ast.Sub)):
             if left != right:  # unlike measures (dollars and percent) are a mistake; counted things, no verdict
                 raise _Mismatch if _measure(left) and _measure(right) else _Unknown
-            return left, a + b if isinstance(node.op, ast.Add) else a - b
-        if isinstance(node.op, ast.Mult):
-            return _combine(left, right, 1), a * b
-        if isinstance(node.op, ast.Div):
-            return _combine(left, right, -1), a / b if b else float("nan")
+            return left
+        if isinstance(node.op, (ast.Mult, ast.Div)):
+            return _combine(left, right, 1 if isinstance(node.op, ast.Mult) else -1)
         if isinstance(node.op, ast.Pow):
-            if right != _PLAIN or b != int(b):
+            exponent = _plain_value(node.right) if right == _PLAIN else None
+            if exponent is None or exponent != int(exponent):
                 raise _Mismatch if left != _PLAIN else _Unknown
-            return tuple((name, power * int(b)) for name, power in left), a ** b if abs(b) < 64 else float("nan")
+            return tuple((name, power * int(exponent)) for name, power in left)
     raise _Unknown
+
+
+def _plain_value(node: ast.AST) -> float | None:
+    """The value of a plain-number exponent (tools.math's evaluator); None where it has none."""
+    try:
+        return arithmetic(ast.unparse(node))
+    except MathToolError:
+        return None
 
 
 def _measure(unit: Unit) -> bool:
