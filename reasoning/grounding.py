@@ -33,6 +33,7 @@ _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
 _MATHS_RUN = re.compile(
     rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=])\s*)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_LITERAL = re.compile(r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?![\d.])")  # a whole number literal: "12", "2.5", ".5"
 _SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
             "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
             "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "hundred": "100", "thousand": "1000"}
@@ -114,7 +115,7 @@ def cancelled_number(expression: str) -> str | None:
         value = arithmetic(expression)
     except MathToolError:
         return None
-    for number in dict.fromkeys(_NUMBER.findall(expression)):
+    for number in dict.fromkeys(_LITERAL.findall(expression)):
         if float(number) == 0:
             continue
         moved = re.sub(rf"(?<![\d.]){re.escape(number)}(?![\d.])", f"({number}*1.37)", expression)

@@ -81,6 +81,8 @@ def test_stated_arguments_are_what_a_symbolic_problem_lets_its_calls_pass():
 def test_a_number_that_cancels_out_is_not_used():
     assert cancelled_number("150/20*20") == "20" and cancelled_number("120 - 20 + 20") == "20"
     assert cancelled_number("20/100*150") is None and cancelled_number("45*8/3") is None
+    assert cancelled_number("18*.5") is None and cancelled_number("2*20*.01") is None  # ".5" is one number, used
+    assert cancelled_number("3*.5/.5") == ".5"
     assert cancelled_number("1/0") is None and cancelled_number("2^3") is None  # no value / nothing cancels
     percent = "What is 20% of 150?"
     assert not grounded(call('Calc: {"expression": "150/20*20"}'), percent, [])
