@@ -540,3 +540,30 @@ def test_wrong_argument_types_raise_math_tool_error(w, call):
     with pytest.raises(MathToolError) as info:
         call(w)
     assert len(str(info.value)) < 300
+
+
+# --- issue 30: hardening, round 3 (each fails on the code before its fix) ----------
+
+@pytest.mark.parametrize("call", [
+    lambda w: simplify("x", timeout_s=1e10, worker=w),
+    lambda w: simplify("x", timeout_s=10**5000, worker=w),
+    lambda w: arithmetic("1 + 1", timeout_s=1e10),
+    lambda w: arithmetic("1 + 1", timeout_s=float("inf")),
+])
+def test_huge_timeout_is_a_clear_error(w, call):
+    with pytest.raises(MathToolError, match="timeout_s must be a number of seconds in"):
+        call(w)
+
+
+@pytest.mark.parametrize("text", ["1e308*10", "1e308*10 - 1e308*10", "1e999", "-1e999 + 1e999",
+                                  "2.0**1024", "(1e200*1e200)/1e200"])
+def test_arithmetic_never_returns_inf_or_nan(text):
+    with pytest.raises(MathToolError, match="too large for a float"):
+        arithmetic(text)
+
+
+def test_error_text_is_capped_like_a_result():
+    from tools.math.checks import MAX_RESULT_CHARS
+    error = MathToolError("x" * 8_000_000)
+    assert len(str(error)) == MAX_RESULT_CHARS and str(error).endswith("more chars]")
+    assert str(MathToolError("short")) == "short"

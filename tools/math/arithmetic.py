@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import time
 
 from tools.math.checks import (
@@ -58,8 +59,10 @@ def _arith_eval(node: ast.AST, deadline: float) -> int | float | complex:
         raise MathToolError("arithmetic timed out")
     if isinstance(node, ast.Constant):
         # bool is an int subclass; reject it along with str, complex, None, ...
-        if type(node.value) in (int, float):
+        if type(node.value) is int:
             return node.value
+        if type(node.value) is float:
+            return _finite(node.value)  # a literal such as 1e999 is already inf
         raise MathToolError(f"only numbers are allowed, got {node.value!r}")
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         operand = _arith_eval(node.operand, deadline)
@@ -99,5 +102,13 @@ def _arith_binop(op: type, a, b):
         raise MathToolError("result too large for a float") from None
     if isinstance(result, int) and result.bit_length() > _ARITH_MAX_INT_BITS:
         raise MathToolError("integer result too large (over 100000 bits)")
-    return result
+    return _finite(result) if isinstance(result, float) else result
+
+
+def _finite(value: float) -> float:
+    """`value`, or MathToolError for inf (float arithmetic overflows to inf without raising,
+    and inf - inf is nan): the caller gets an error, never a non-number."""
+    if not math.isfinite(value):
+        raise MathToolError("result too large for a float")
+    return value
 

@@ -18,10 +18,25 @@ MAX_EXPRESSION_CHARS = 10_000
 MAX_TOTAL_CHARS = 2 * MAX_EXPRESSION_CHARS
 MAX_LIST_ITEMS = 50
 DEFAULT_TIMEOUT_S = 2.0
+MAX_TIMEOUT_S = 86_400.0  # a day: far beyond any use, and safe for every timer and deadline
+# A result, and an error's text, both go back to the model: neither may be longer than this.
+MAX_RESULT_CHARS = 20_000
+
+
+def capped_error(text: str) -> str:
+    """`text` cut to MAX_RESULT_CHARS: sympy's messages can quote a huge expanded expression."""
+    if len(text) <= MAX_RESULT_CHARS:
+        return text
+    marker = f" [... error text cut: {len(text) - MAX_RESULT_CHARS} more chars]"
+    return text[:MAX_RESULT_CHARS - len(marker)] + marker
 
 
 class MathToolError(ValueError):
-    """Bad input to a math tool, or a computation that hit a limit (time, memory, size)."""
+    """Bad input to a math tool, or a computation that hit a limit (time, memory, size).
+    Its text is capped (`capped_error`), since it goes back to the model like a result."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(capped_error(str(message)))
 
 
 def _check_length(text: str, what: str = "expression") -> None:
@@ -80,7 +95,6 @@ def _node_label(node: ast.AST) -> str:
 # Symbolic input: normalisation and the AST allowlist (run in parent and worker)
 # ---------------------------------------------------------------------------
 
-MAX_RESULT_CHARS = 20_000
 MAX_NESTING = 100
 
 # Callable names the user may write -> sympy attribute. Nothing else can be called.
@@ -267,9 +281,12 @@ MatrixOperation = Literal["det", "inverse", "rank", "transpose", "eigenvals", "e
 
 
 def check_timeout(timeout_s: float) -> float:
-    """A finite, positive number of seconds (not a bool, not a string)."""
-    if type(timeout_s) not in (int, float) or not math.isfinite(timeout_s) or timeout_s <= 0:
-        raise MathToolError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    """A positive number of seconds up to MAX_TIMEOUT_S (not a bool, not a string, not nan)."""
+    if type(timeout_s) not in (int, float):
+        raise MathToolError(f"timeout_s must be a number of seconds, got {_short(timeout_s)}")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:  # false for nan too; an int compares without overflow
+        shown = repr(timeout_s) if isinstance(timeout_s, float) or abs(timeout_s) < 10**20 else "a huge int"
+        raise MathToolError(f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {shown}")
     return float(timeout_s)
 
 

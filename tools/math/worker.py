@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tools.math.checks import DEFAULT_TIMEOUT_S, MAX_RESULT_CHARS, MathToolError, check_timeout
+from tools.math.checks import DEFAULT_TIMEOUT_S, MAX_RESULT_CHARS, MathToolError, capped_error, check_timeout
 
 DEFAULT_MEMORY_MB = 1024
 # A sum of a few thousand terms is a left-deep chain that sympy parses and walks recursively
@@ -76,7 +76,7 @@ def _worker_main(memory_mb: int) -> None:
         except RecursionError:
             reply = {"error": "expression too deeply nested"}
         except Exception as e:  # sympy's own failures are the user's answer, not a crash
-            reply = {"error": f"{type(e).__name__}: {e}"}
+            reply = {"error": capped_error(f"{type(e).__name__}: {e}")}
         signal.setitimer(signal.ITIMER_REAL, 0)
         reply["id"] = request["id"]
         reply["fatal"] = fatal
