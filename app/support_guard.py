@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +37,28 @@ WRITE_TOOLS = frozenset({
 
 NEEDS_CONFIRMATION = "Refused: this change needs the customer's explicit yes to exactly this action first."
 
-_YES = re.compile(r"\b(yes|yeah|yep|confirm|confirmed|i confirm)\b", re.IGNORECASE)
-_NOT_YES = re.compile(r"\b(no|not|don'?t|do not|never|wait|stop|cancel that)\b|\?", re.IGNORECASE)
+# Consent is an allow-list: the whole message must be made of these phrases (at least one yes among them),
+# separated only by spaces, commas, full stops and exclamation marks. Anything else (a condition, a question,
+# a "but", another request, a word this list does not know) is not consent, and the bot asks again.
+_YES_PHRASES = ("yes", "yeah", "yep", "yup", "confirm", "confirmed", "i confirm")
+_COURTESY_PHRASES = ("please", "go ahead", "please go ahead", "proceed", "please proceed", "do it", "please do",
+                     "thanks", "thank you", "correct", "that's correct", "that is correct", "that's right",
+                     "that is right")
+_PHRASE = "|".join(re.escape(p) for p in sorted(_YES_PHRASES + _COURTESY_PHRASES, key=len, reverse=True))
+_CONSENT = re.compile(rf"(?:(?:{_PHRASE})\b[\s,.!]*)+")
+_MAX_CONSENT_CHARS = 200
 
 
 def is_explicit_yes(text: str) -> bool:
-    """An unhedged yes: a yes word, and no negation, hesitation or question in the same message."""
-    return bool(_YES.search(text)) and not _NOT_YES.search(text)
+    """An unhedged yes to exactly the proposed action: the message holds a yes and nothing but courtesy
+    ("Yes, please go ahead."). "What happens if I say yes", "yes if it is free", "Yes, but cancel my other
+    order instead" are not consent: they hold a question, a condition or another request."""
+    if len(text) > _MAX_CONSENT_CHARS:
+        return False
+    words = unicodedata.normalize("NFKC", text).replace("\u2019", "'").lower().strip(" \t\r\n,.!")
+    if not _CONSENT.fullmatch(words):
+        return False
+    return any(phrase in _YES_PHRASES for phrase in re.findall(rf"\b(?:{_PHRASE})\b", words))
 
 
 def describe_write(name: str, arguments: Mapping[str, Any]) -> str:

@@ -141,3 +141,29 @@ def test_explicit_yes(text: str, expected: bool) -> None:
 def test_the_confirmation_question_states_every_argument() -> None:
     text = describe_write("cancel_pending_order", {"order_id": "#W8770097", "reason": "no longer needed"})
     assert "cancel pending order" in text and '"#W8770097"' in text and '"no longer needed"' in text
+
+
+# Issue 30, finding 1: consent is an unhedged yes to exactly the proposed action, and nothing else.
+HEDGED = [
+    "What happens if I say yes", "Yes, but cancel my other order instead", "yes if it is free",
+    "yes, if it is free", "Yes but only the first item", "yes unless it costs money", "maybe yes",
+    "I guess yes", "yes I think so", "probably yes", "yes, and change my address too", "Yes and refund me",
+    "yes for the other order", "Yes, cancel #W2378156 instead", "yes?", "Yes. Will I get a refund?",
+    "yes (if free)", "yes - wait", "yes... actually no", "not yet, yes later", "yes, as long as it is free",
+    "Yes provided the refund goes to my card", "ok yes whatever", "yes " + "please " * 40,
+]
+PLAIN = [
+    "yes", "Yes.", "YES!", "yes please", "Yes, please.", "Yes, please go ahead.", "yeah", "yep", "Yup!",
+    "I confirm", "Confirmed.", "yes, I confirm", "Yes, go ahead.", "Yes, that\u2019s correct, thank you.",
+    "yes proceed", "  yes  ", "Yes, do it.",
+]
+
+
+@pytest.mark.parametrize("text", HEDGED)
+def test_a_hedged_or_extended_yes_is_not_consent(text: str) -> None:
+    assert is_explicit_yes(text) is False
+
+
+@pytest.mark.parametrize("text", PLAIN)
+def test_a_plain_yes_is_consent(text: str) -> None:
+    assert is_explicit_yes(text) is True
