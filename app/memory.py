@@ -282,6 +282,11 @@ class SupportMemory(_StoreUser):
             state.recalled = (f"{customer}\0{query}", f"Earlier with this customer (source in brackets):\n{text}" if text else "")
         return messages, state.recalled[1]
 
+    def end(self, session: str) -> None:
+        """Drop a session's window (the bot expired the idle session); turns already evicted to the store stay."""
+        with self._lock:
+            self._sessions.pop(session, None)
+
     def _new_window(self, session: str) -> SlidingWindow:
         def to_store(messages: list[dict[str, Any]], first: int) -> None:
             customer = self._sessions[session].customer if session in self._sessions else None
