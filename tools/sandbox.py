@@ -51,6 +51,10 @@ INNER_WORKDIR = "/tmp/work"      # cwd of the code when a mount namespace exists
 INNER_PYTHON = "/tmp/.python"    # where the interpreter's prefix is bound read-only
 MAX_CODE_BYTES = 120_000         # code travels as one argv string (kernel cap: 128 KiB)
 MAX_FILES_BYTES = 16 << 20
+MAX_FILES = 1000                 # files= entries
+MAX_FILE_NAME_BYTES = 1024       # a files= name in UTF-8: checking it costs the host ~depth^2
+MAX_FILE_NAME_DEPTH = 32         # path components of a files= name
+MAX_NAME_COMPONENT_BYTES = 255   # NAME_MAX: longer fails inside, after start-up
 STARTUP_GRACE_S = 15.0           # launcher + init start-up, not counted in timeout_s
 DRAIN_GRACE_S = 2.0              # wait for pipes to close after a kill / exit
 CLEANUP_BUDGET_S = 2.0           # host-side removal of a degraded run's work dir
@@ -194,16 +198,33 @@ def _check_files(files: dict[str, str | bytes] | None) -> list[tuple[str, bytes]
     """Validated (relative name, bytes) pairs; raises ValueError on any bad entry."""
     checked: list[tuple[str, bytes]] = []
     total = 0
+    if files is not None and not isinstance(files, dict):
+        raise ValueError(f"files must be a dict of name -> content, got {type(files).__name__}")
+    if len(files or {}) > MAX_FILES:
+        raise ValueError(f"files: more than {MAX_FILES} entries")
     for name, content in (files or {}).items():
         if not isinstance(name, str) or not name or "\x00" in name:
-            raise ValueError(f"files: bad file name {name!r}")
+            raise ValueError(f"files: bad file name {name!r:.100}")
+        try:
+            encoded = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"files: file name {name!r:.100} is not valid UTF-8 (a lone surrogate)") from None
+        if len(encoded) > MAX_FILE_NAME_BYTES or name.count("/") >= MAX_FILE_NAME_DEPTH:
+            raise ValueError(f"files: file name {name!r:.100} is over {MAX_FILE_NAME_BYTES} bytes "
+                             f"or {MAX_FILE_NAME_DEPTH} path components")
         parts = Path(name).parts
+        if any(len(p.encode("utf-8")) > MAX_NAME_COMPONENT_BYTES for p in parts):
+            raise ValueError(f"files: a component of {name!r:.100} is over "
+                             f"{MAX_NAME_COMPONENT_BYTES} bytes")
         if Path(name).is_absolute() or ".." in parts or not parts:
             raise ValueError(f"files: {name!r} must be a relative path without '..'")
         if not isinstance(content, (str, bytes)):
             raise ValueError(f"files[{name!r}]: content must be str or bytes, "
                              f"got {type(content).__name__}")
-        data = content.encode() if isinstance(content, str) else content
+        try:
+            data = content.encode() if isinstance(content, str) else content
+        except UnicodeEncodeError:
+            raise ValueError(f"files[{name!r:.100}]: content is not valid UTF-8 (a lone surrogate)") from None
         total += len(data)
         if total > MAX_FILES_BYTES:
             raise ValueError(f"files: more than {MAX_FILES_BYTES} bytes in total")
@@ -476,12 +497,15 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
 
     isolation = tuple(outcome.ready.get("isolation", ()))
     warnings = list(outcome.ready.get("warnings", ()))
-    if "net-ns" not in isolation:
+    if outcome.ready and "net-ns" not in isolation:   # only code that ran could reach anything
         warnings.insert(0, "NO NETWORK ISOLATION: the code could reach the network")
-    if outcome.error:
-        warnings.append(f"sandbox supervisor error: {outcome.error}")
     for w in warnings:
         log.warning("sandbox: %s", w)
+    if outcome.error and outcome.ready:
+        warnings.append(f"sandbox supervisor error: {outcome.error}")
+        log.warning("sandbox: supervisor error: %s", outcome.error)
+    elif outcome.error:     # the code never started: that is the result, not a missing measure
+        log.info("sandbox: run did not start: %s", outcome.error)
 
     stderr = outcome.stderr.text()
     if outcome.timed_out:
@@ -491,7 +515,7 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
         reason = _killed_reason(outcome.status)
     else:
         exit_code = None
-        reason = ("sandbox failed to start" if not outcome.ready
+        reason = (f"sandbox failed to start: {outcome.error or 'no status'}" if not outcome.ready
                   else "sandbox supervisor died without reporting a status")
     return ExecResult(stdout=outcome.stdout.text(), stderr=stderr, exit_code=exit_code,
                       timed_out=outcome.timed_out, killed_reason=reason, backend=backend_name,

@@ -35,6 +35,7 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 INODES_PER_TMPFS = 16384       # bounds the kernel memory (and teardown time) of a tmpfs
+UNSET_LOGINUID = 4294967295    # (uid_t)-1 in /proc/<pid>/loginuid
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,25 @@ class Arch:
 
 ARCHES = {
     "x86_64": Arch(0xC000003E, {"clone": 56, "unshare": 272, "clone3": 435, "add_key": 248,
-                                "request_key": 249, "keyctl": 250, "pivot_root": 155},
+                                "request_key": 249, "keyctl": 250, "pivot_root": 155,
+                                "memfd_create": 319, "socket": 41, "inotify_init": 253,
+                                "inotify_init1": 294},
                    x32_bit=0x40000000),
     "aarch64": Arch(0xC00000B7, {"clone": 220, "unshare": 97, "clone3": 435, "add_key": 217,
-                                 "request_key": 218, "keyctl": 219, "pivot_root": 41}),
+                                 "request_key": 218, "keyctl": 219, "pivot_root": 41,
+                                 "memfd_create": 279, "socket": 198, "inotify_init1": 26}),
 }
+# Socket families the code may open: the network namespace isolates exactly these. Others
+# (AF_VSOCK reaches the hypervisor or host whatever the namespace; AF_ALG, AF_PACKET, ...)
+# are refused with EAFNOSUPPORT, as a kernel without them would.
+SOCKET_FAMILIES = (1, 2, 10, 16)    # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
 
 # --- seccomp -------------------------------------------------------------------------
 # Classic BPF over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}.
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x50000, 0x7FFF0000
-EPERM, ENOSYS = 1, 38
+EPERM, ENOSYS, EAFNOSUPPORT = 1, 38, 97
 
 
 class SockFilter(ctypes.Structure):
@@ -72,20 +80,32 @@ class SockFprog(ctypes.Structure):
 
 def seccomp_program(arch: Arch) -> list[tuple[int, int, int, int]]:
     """(code, jt, jf, k) instructions that deny the kernel keyring (add_key, request_key,
-    keyctl: keys would outlive the run in uid 65534's user keyring) and new user namespaces
+    keyctl: keys would outlive the run in uid 65534's user keyring), new user namespaces
     (unshare/clone with CLONE_NEWUSER; clone3, whose flags BPF cannot read, gets ENOSYS so
-    libc falls back to clone). A nested user namespace would let the code mount a tmpfs
+    libc falls back to clone), memfd_create (its memory is not counted by RLIMIT_AS),
+    inotify (it would see the host's own reads of the read-only /etc and /usr binds) and
+    sockets outside SOCKET_FAMILIES. A nested user namespace would let the code mount a tmpfs
     that no rlimit counts. Other architectures' syscalls (i386 on x86-64, x32) are killed."""
     deny, nosys = SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ERRNO | ENOSYS
     # Built back to front so every jump is a forward offset to a known instruction.
+    families = [(BPF_LD_W_ABS, 0, 0, 16)]                    # socket(): args[0] = family
+    for i, family in enumerate(SOCKET_FAMILIES):
+        families.append((BPF_JEQ_K, len(SOCKET_FAMILIES) - i, 0, family))
+    families += [(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EAFNOSUPPORT),
+                 (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
     tail = [(BPF_LD_W_ABS, 0, 0, 16),                        # args[0], low 32 bits
             (BPF_JSET_K, 0, 1, CLONE_NEWUSER),
             (BPF_RET_K, 0, 0, deny),
-            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)] + families
     body: list[tuple[int, int, int, int]] = [(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
-    for name in ("clone", "unshare"):      # jump to the flag check at the start of `tail`
+    # socket jumps past the flag check to `families`; clone and unshare to the flag check.
+    body.insert(0, (BPF_JEQ_K, len(body) + 4, 0, arch.nr["socket"]))
+    for name in ("clone", "unshare"):
         body.insert(0, (BPF_JEQ_K, len(body), 0, arch.nr[name]))
-    returns = {"clone3": nosys, "add_key": deny, "request_key": deny, "keyctl": deny}
+    returns = {"clone3": nosys, "add_key": deny, "request_key": deny, "keyctl": deny,
+               "memfd_create": deny, "inotify_init1": deny}
+    if "inotify_init" in arch.nr:           # aarch64 has only inotify_init1
+        returns["inotify_init"] = deny
     for name, ret in returns.items():
         body[0:0] = [(BPF_JEQ_K, 0, 1, arch.nr[name]), (BPF_RET_K, 0, 0, ret)]
     head = [(BPF_LD_W_ABS, 0, 0, 4),                          # arch
@@ -277,6 +297,26 @@ class Sandbox:
 
     # --- both backends ---------------------------------------------------------------
 
+    def pin_loginuid(self) -> None:
+        """Set the audit login uid to the sandbox uid. While it is unset, any process may set
+        it once (no capability needed), so the code could claim uid 0 in audit records; once
+        set, changing it needs CAP_AUDIT_CONTROL, which the code never has. Already set (a
+        login session's), it stays as it is: the code cannot change that either."""
+        try:
+            with open("/proc/self/loginuid", "r+") as f:
+                if f.read().strip() == str(UNSET_LOGINUID):
+                    f.seek(0)
+                    f.write(str(self.cfg["uid"]))
+        except FileNotFoundError:      # a kernel without audit: nothing to spoof
+            return
+        except PermissionError:        # immutable login uids: the code cannot set it either
+            return
+        except OSError as exc:
+            self.warnings.append("audit login uid left unset (%s): the code may set it"
+                                 % exc.strerror)
+            return
+        self.isolation.append("loginuid")
+
     def init(self, arch: Arch | None) -> None:
         """Pid 1 of the sandbox: isolate, drop privileges, run the code, report its status."""
         cfg, libc = self.cfg, self.libc
@@ -290,6 +330,7 @@ class Sandbox:
                 cfg.update(exe=cfg["host_exe"], workdir=cfg["host_workdir"])
                 cfg["env"].update(HOME=cfg["host_workdir"], TMPDIR=cfg["host_workdir"],
                                   LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib")
+        self.pin_loginuid()   # before the uid change, which makes /proc/self root's
         if os.geteuid() == 0:
             os.setgroups([])
             os.setgid(cfg["gid"])

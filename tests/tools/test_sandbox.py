@@ -610,6 +610,38 @@ libc = ctypes.CDLL(None, use_errno=True)
 print('ptrace init', libc.ptrace(16, 1, 0, 0))     # PTRACE_ATTACH to the supervisor
 print('unshare net', libc.unshare(0x40000000))     # CLONE_NEWNET without privileges
 """, lambda r, h: "ptrace init -1" in r.stdout and "unshare net -1" in r.stdout, 3),
+    # --- issue 30 (findings 6 and 12) ---
+    ("memfd_memory_outside_rlimit_as", """
+import os
+try:
+    fd = os.memfd_create('hog'); os.ftruncate(fd, 256 << 20); print('MEMFD', fd)
+except OSError as e:
+    print('refused', e.errno)
+""", lambda r, h: "refused 1" in r.stdout and "MEMFD" not in r.stdout, 3),
+    ("af_vsock_socket", """
+import socket
+try:
+    s = socket.socket(40, socket.SOCK_STREAM); s.bind((0xFFFFFFFF, 1234)); print('BOUND')
+except OSError as e:
+    print('refused', e.errno)
+""", lambda r, h: "refused 97" in r.stdout and "BOUND" not in r.stdout, 3),
+    ("inotify_on_the_etc_bind", """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+print('refused' if fd < 0 else 'WATCHING', ctypes.get_errno())
+""", lambda r, h: "refused 1" in r.stdout, 3),
+    ("set_loginuid_to_root", """
+try:
+    with open('/proc/self/loginuid', 'w') as f:
+        f.write('0')
+    print('SET')
+except FileNotFoundError:
+    print('refused (no audit)')
+except OSError as e:
+    print('refused', e.errno)
+print('loginuid', open('/proc/self/loginuid').read() if __import__('os').path.exists('/proc/self/loginuid') else '-')
+""", lambda r, h: "refused" in r.stdout and "SET" not in r.stdout and "loginuid 0" not in r.stdout, 3),
 ]
 
 
@@ -618,6 +650,33 @@ def test_attack_is_contained(backend, host, name, code, check, timeout_s):
     r = attack(host, backend, code, timeout_s=timeout_s)
     assert check(r, host), f"{name} on {backend} not contained:\n{r}"
     assert r.warnings == (), r.warnings
+
+
+# ----------------------------------------------------------------------------- issue 30
+
+def test_files_names_are_capped_before_any_work(backend):
+    """A 45 KB name of 15,000 components cost the host 6-9 s and +324 MiB; lone surrogates
+    raised UnicodeEncodeError (finding 7). Both are ValueErrors at once now."""
+    deep = "/".join(["d"] * 15_000) + "/f.txt"
+    for files in ({deep: "x"}, {"a" * 300: "x"}, {"x" * 2000: "x"}, {"\ud800.txt": "x"},
+                  {"ok.txt": "\udc00"}, {f"f{i}": "" for i in range(5000)}):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="files"):
+            run("print(1)", files=files, backend=backend)
+        assert time.monotonic() - started < 0.5
+    assert run("print(open('a/b/c.txt').read())", files={"a/b/c.txt": "deep ok"},
+               backend=backend).stdout == "deep ok\n"
+
+
+def test_a_run_that_never_started_reports_its_cause(backend, monkeypatch, caplog):
+    """A name that fails inside the sandbox (NAME_MAX, let through by lifting the host-side
+    cap) was reported as "NO NETWORK ISOLATION" at WARNING (finding 12)."""
+    monkeypatch.setattr(sandbox, "MAX_NAME_COMPONENT_BYTES", 10_000, raising=False)
+    with caplog.at_level("WARNING", logger="tools.sandbox"):
+        r = run("print(1)", files={"n" * 300: "x"}, backend=backend)
+    assert r.exit_code is None and r.stdout == ""
+    assert r.killed_reason.startswith("sandbox failed to start") and "too long" in r.killed_reason, r
+    assert r.warnings == () and not caplog.records, (r, caplog.records)
 
 
 def test_kill_minus_one_spares_other_nobody_processes(backend, host):
