@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -57,6 +58,7 @@ MAX_FILE_NAME_DEPTH = 32         # path components of a files= name
 MAX_NAME_COMPONENT_BYTES = 255   # NAME_MAX: longer fails inside, after start-up
 STARTUP_GRACE_S = 15.0           # launcher + init start-up, not counted in timeout_s
 DRAIN_GRACE_S = 2.0              # wait for pipes to close after a kill / exit
+TEARDOWN_WAIT_S = 30.0           # at most this long for the kernel to end a killed run's processes
 CLEANUP_BUDGET_S = 2.0           # host-side removal of a degraded run's work dir
 MAX_CLEANUP_ENTRIES = 100_000
 MAX_STATUS_BYTES = 64 << 10      # all the supervisor ever says is a few short lines
@@ -472,7 +474,11 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
         for d in package_dirs:
             argv += ["--size", "4096", "--tmpfs", d, "--remount-ro", d]
         if root:
-            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            # CAP_SYS_ADMIN only so that init can cap the inodes of bwrap's tmpfs mounts
+            # (bwrap has no option for it); init's change to uid 65534 drops every capability.
+            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                     "--cap-add", "CAP_SYS_ADMIN"]
+            cfg["cap_inodes"] = ["/tmp", "/dev/shm"]
         # Only the sandboxed command gets LD_LIBRARY_PATH: bwrap itself runs on the host.
         argv += ["--setenv", "LD_LIBRARY_PATH", f"{INNER_PYTHON}/lib",
                  "--", inner_exe, "-I", "-S", "-c", _init_source(), stage]
@@ -553,6 +559,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
                 signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
             except OSError:
                 pass
+            _wait_for_exit(init_pidfd)
             # Give the launcher a moment to reap it; killed first, it would leave the
             # supervisor a zombie of the host's init (still counted in RLIMIT_NPROC).
             until = time.monotonic() + 1.0
@@ -627,6 +634,17 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
         except subprocess.TimeoutExpired:
             log.error("sandbox: launcher %d did not die after SIGKILL", proc.pid)
     return out
+
+
+def _wait_for_exit(pidfd: int) -> None:
+    """Block until the process behind `pidfd` (the sandbox's pid 1) has exited. The kernel
+    lets pid 1 of a pid namespace finish exiting only after every other process in it has
+    been killed and reaped, and each of those dropped its mounts first: so when this returns
+    nothing of the run is left but that zombie, which the launcher reaps."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    if not poller.poll(TEARDOWN_WAIT_S * 1000):
+        log.error("sandbox: the run's processes did not end within %gs of SIGKILL", TEARDOWN_WAIT_S)
 
 
 def _killpg(pgid: int) -> None:

@@ -330,6 +330,9 @@ class Sandbox:
                 cfg.update(exe=cfg["host_exe"], workdir=cfg["host_workdir"])
                 cfg["env"].update(HOME=cfg["host_workdir"], TMPDIR=cfg["host_workdir"],
                                   LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib")
+        for path in cfg.get("cap_inodes", ()):    # bwrap's tmpfs mounts: no inode cap of their own
+            self.mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                       "nr_inodes=%d" % INODES_PER_TMPFS)
         self.pin_loginuid()   # before the uid change, which makes /proc/self root's
         if os.geteuid() == 0:
             os.setgroups([])

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -677,6 +678,45 @@ def test_a_run_that_never_started_reports_its_cause(backend, monkeypatch, caplog
     assert r.exit_code is None and r.stdout == ""
     assert r.killed_reason.startswith("sandbox failed to start") and "too long" in r.killed_reason, r
     assert r.warnings == () and not caplog.records, (r, caplog.records)
+
+
+HOSTILE_BURST = [
+    # two processes making directories as fast as they can (finding 13's reproduction)
+    "import os\nos.fork()\ni = 0\nwhile True:\n    try:\n        os.mkdir('m%d_%d' % (os.getpid(), i))\n"
+    "    except OSError:\n        pass\n    i += 1\n",
+    # files in both tmpfs mounts, from several processes
+    "import os\n[os.fork() for _ in range(2)]\ni = 0\nwhile True:\n    for d in ('/dev/shm', '.'):\n"
+    "        try:\n            open('%s/f%d_%d' % (d, os.getpid(), i), 'w').close()\n        except OSError:\n"
+    "            pass\n    i += 1\n",
+    # daemons that leave their session and ignore SIGTERM, while the main process exits at once
+    "import os, signal, time\nfor _ in range(6):\n    if os.fork() == 0:\n        os.setsid()\n"
+    "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n        while True: time.sleep(0.01)\nprint('left')\n",
+    # memory held by several processes
+    "import os, time\n[os.fork() for _ in range(2)]\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 4096):\n"
+    "    b[i] = 1\ntime.sleep(60)\n",
+]
+
+
+def test_a_burst_of_hostile_runs_leaves_nothing_when_run_returns(backend):
+    """run() returns only when every process of the run is gone and its directory removed,
+    within timeout_s + 1 s of the code's start (finding 13: two mkdir loops under
+    timeout_s=5 returned after 6.1 s with 3 uid-65534 processes still alive)."""
+    before_pids, before_dirs = nobody_pids(), run_dirs()
+    started = time.monotonic()
+    run("pass", backend=backend)
+    start_up = time.monotonic() - started        # this machine's start-up time, now
+    for code, timeout_s in zip(HOSTILE_BURST, (5, 1.5, 1.5, 1.5)):   # 5 s: the issue's own run
+        started = time.monotonic()
+        r = run(code, backend=backend, timeout_s=timeout_s)
+        elapsed = time.monotonic() - started
+        left, dirs = nobody_pids() - before_pids, run_dirs() - before_dirs
+        assert not left and not dirs, f"left after run() returned: {left} {dirs}\n{code}"
+        assert r.timed_out or r.ok, r
+        assert elapsed < timeout_s + 1 + start_up, f"{elapsed:.2f}s (start-up {start_up:.2f}s) for\n{code}"
+    with ThreadPoolExecutor(3) as pool:          # three at a time
+        results = list(pool.map(lambda c: run(c, backend=backend, timeout_s=1.5), HOSTILE_BURST))
+    assert all(r.timed_out or r.ok for r in results), results
+    assert not nobody_pids() - before_pids and not run_dirs() - before_dirs
 
 
 def test_kill_minus_one_spares_other_nobody_processes(backend, host):
