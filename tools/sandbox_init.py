@@ -50,11 +50,12 @@ ARCHES = {
     "x86_64": Arch(0xC000003E, {"clone": 56, "unshare": 272, "clone3": 435, "add_key": 248,
                                 "request_key": 249, "keyctl": 250, "pivot_root": 155,
                                 "memfd_create": 319, "socket": 41, "inotify_init": 253,
-                                "inotify_init1": 294},
+                                "inotify_init1": 294, "io_uring_setup": 425},
                    x32_bit=0x40000000),
     "aarch64": Arch(0xC00000B7, {"clone": 220, "unshare": 97, "clone3": 435, "add_key": 217,
                                  "request_key": 218, "keyctl": 219, "pivot_root": 41,
-                                 "memfd_create": 279, "socket": 198, "inotify_init1": 26}),
+                                 "memfd_create": 279, "socket": 198, "inotify_init1": 26,
+                                 "io_uring_setup": 425}),
 }
 # Socket families the code may open: the network namespace isolates exactly these. Others
 # (AF_VSOCK reaches the hypervisor or host whatever the namespace; AF_ALG, AF_PACKET, ...)
@@ -84,7 +85,8 @@ def seccomp_program(arch: Arch) -> list[tuple[int, int, int, int]]:
     (unshare/clone with CLONE_NEWUSER; clone3, whose flags BPF cannot read, gets ENOSYS so
     libc falls back to clone), memfd_create (its memory is not counted by RLIMIT_AS),
     inotify (it would see the host's own reads of the read-only /etc and /usr binds) and
-    sockets outside SOCKET_FAMILIES. A nested user namespace would let the code mount a tmpfs
+    sockets outside SOCKET_FAMILIES (io_uring, which could open them without a socket()
+    call, gets ENOSYS). A nested user namespace would let the code mount a tmpfs
     that no rlimit counts. Other architectures' syscalls (i386 on x86-64, x32) are killed."""
     deny, nosys = SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ERRNO | ENOSYS
     # Built back to front so every jump is a forward offset to a known instruction.
@@ -103,7 +105,7 @@ def seccomp_program(arch: Arch) -> list[tuple[int, int, int, int]]:
     for name in ("clone", "unshare"):
         body.insert(0, (BPF_JEQ_K, len(body), 0, arch.nr[name]))
     returns = {"clone3": nosys, "add_key": deny, "request_key": deny, "keyctl": deny,
-               "memfd_create": deny, "inotify_init1": deny}
+               "memfd_create": deny, "inotify_init1": deny, "io_uring_setup": nosys}
     if "inotify_init" in arch.nr:           # aarch64 has only inotify_init1
         returns["inotify_init"] = deny
     for name, ret in returns.items():

@@ -43,6 +43,7 @@ out["memfd_create"] = errno_of(min(0, libc.syscall(arch.nr["memfd_create"], b"pr
 out["inotify_init1"] = errno_of(min(0, libc.syscall(arch.nr["inotify_init1"], 0)))
 if "inotify_init" in arch.nr:
     out["inotify_init"] = errno_of(min(0, libc.syscall(arch.nr["inotify_init"])))
+out["io_uring_setup"] = errno_of(min(0, libc.syscall(arch.nr["io_uring_setup"], 1, None)))
 out["af_vsock"] = socket_errno(40)
 out["af_alg"] = socket_errno(38, 5)
 out["af_packet"] = socket_errno(17, 3)
@@ -70,6 +71,7 @@ def test_seccomp_denies_keyring_and_user_namespaces_but_not_threads_or_fork():
     # AF_VSOCK is not covered by the network namespace (findings 6 and 12)
     assert out["memfd_create"] == out["inotify_init1"] == out.get("inotify_init", eperm) == eperm
     assert out["af_vsock"] == out["af_alg"] == out["af_packet"] == 97     # EAFNOSUPPORT
+    assert out["io_uring_setup"] == enosys    # it could open any socket family without socket()
     assert out["af_unix"] == out["af_inet"] == out["af_inet6"] == out["af_netlink"] == 0
     if os.geteuid() == 0:
         assert out["unshare_uts"] == 0
