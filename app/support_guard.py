@@ -142,10 +142,13 @@ class PolicyGuard:
             order = self.db.order(str(arguments["order_id"]))
             if order is None or order["user_id"] != user_id:
                 return "Refused: that order id is not one of the authenticated customer's orders."
-        if "payment_method_id" in arguments and arguments["payment_method_id"] not in user["payment_methods"]:
+        # Ids are compared as strings: anything else is refused here, whatever checked the call before.
+        payment = arguments.get("payment_method_id")
+        if "payment_method_id" in arguments and (not isinstance(payment, str) or payment not in user["payment_methods"]):
             return "Refused: that payment method is not one of the authenticated customer's."
         if "item_ids" in arguments:
             owned = [item["item_id"] for item in order["items"]] if order else []
-            if any(item_id not in owned for item_id in arguments["item_ids"]):
+            items = arguments["item_ids"]
+            if not isinstance(items, list) or any(not isinstance(i, str) or i not in owned for i in items):
                 return "Refused: those item ids are not all in that order."
         return None

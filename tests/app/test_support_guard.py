@@ -167,3 +167,16 @@ def test_a_hedged_or_extended_yes_is_not_consent(text: str) -> None:
 @pytest.mark.parametrize("text", PLAIN)
 def test_a_plain_yes_is_consent(text: str) -> None:
     assert is_explicit_yes(text) is True
+
+
+# Issue 30, finding 11: mistyped ids (possible with a remote backend) are refused, never a TypeError.
+@pytest.mark.parametrize("name, arguments", [
+    ("modify_pending_order_payment", {"order_id": "#W8770097", "payment_method_id": {"id": "paypal_6151711"}}),
+    ("modify_pending_order_payment", {"order_id": "#W8770097", "payment_method_id": ["paypal_6151711"]}),
+    ("return_delivered_order_items", {"order_id": "#W6893533", "item_ids": 5206946487, "payment_method_id": "paypal_6151711"}),
+    ("return_delivered_order_items", {"order_id": "#W6893533", "item_ids": [5206946487], "payment_method_id": "paypal_6151711"}),
+    ("return_delivered_order_items", {"order_id": "#W6893533", "item_ids": "5206946487", "payment_method_id": "paypal_6151711"}),
+    ("get_order_details", {"order_id": {"id": "#W8770097"}}),
+])
+def test_mistyped_ids_are_refused_not_raised(guard, name: str, arguments: dict) -> None:
+    assert guard.check(authenticated(guard), name, arguments).startswith("Refused")
