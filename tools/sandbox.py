@@ -52,7 +52,7 @@ INNER_WORKDIR = "/tmp/work"      # cwd of the code when a mount namespace exists
 INNER_PYTHON = "/tmp/.python"    # where the interpreter's prefix is bound read-only
 MAX_CODE_BYTES = 120_000         # code travels as one argv string (kernel cap: 128 KiB)
 MAX_FILES_BYTES = 16 << 20
-MAX_FILES = 1000                 # files= entries
+MAX_FILES = 10_000               # files= entries (each tmpfs holds 16 384 inodes)
 MAX_FILE_NAME_BYTES = 1024       # a files= name in UTF-8: checking it costs the host ~depth^2
 MAX_FILE_NAME_DEPTH = 32         # path components of a files= name
 MAX_NAME_COMPONENT_BYTES = 255   # NAME_MAX: longer fails inside, after start-up
