@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,3 @@ def write_stream(
         f.seek(0)
         f.write(struct.pack("<Q", data_start - 8) + header + b" " * (data_start - 8 - len(header)))
 
-
-def iter_tensors(path: Path | str) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of a file, in file order, one at a time."""
-    with TensorFile(path) as f:
-        for name in f.names():
-            yield name, f.read(name)

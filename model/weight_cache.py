@@ -107,13 +107,6 @@ class WeightCache:
         hit = self.load_with_meta(key)
         return None if hit is None else hit[0]
 
-    def load_meta(self, key: str) -> dict[str, str] | None:
-        path = self._path(key, ".safetensors")
-        try:
-            return read_header(path)[0].get("__metadata__", {})
-        except (OSError, ValueError):
-            return None
-
     def load_with_meta(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         path = self._path(key, ".safetensors")
         try:
