@@ -42,6 +42,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         help=f"MoE models: at most N token assignments per expert per step (N = {DEFAULT_EXPERT_CAPACITY} if omitted), "
         "overflow going to each token's next-best expert; default off",
     )
+    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` ($R1_ADAPTER)")
     group.add_argument("--router-bias", metavar="FILE",
                        help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
     group.add_argument(
@@ -156,6 +157,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         kv_cache_mb=getattr(args, "kv_cache_mb", None),
         expert_capacity=getattr(args, "expert_capacity", None),
         router_bias=getattr(args, "router_bias", None),
+        adapter=getattr(args, "adapter", None),
         attention=getattr(args, "attention", None),
         attention_local_blocks=getattr(args, "attention_local_blocks", None),
         attention_topk=getattr(args, "attention_topk", None),
