@@ -16,6 +16,7 @@ from app.engine import BACKENDS, describe
 from model import ATTENTION_MODES, LOAD_QUANTS, GenerationError
 from model.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
+from ui.train_cli import add_train_parser, cmd_train
 
 log = logging.getLogger("r1")
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(solve_cmd)
     solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
     add_store_flags(solve_cmd)
+    add_train_parser(sub, common)
     return parser
 
 
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench}[args.command]
+               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench, "train": cmd_train}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, GenerationError) as err:  # GenerationError: e.g. a remote server failed
