@@ -10,8 +10,10 @@ For each way of running the adapter it measures:
 
 Ways: "int4" (the default model as loaded, no adapter), "int4 + LoRA unmerged" (`model.load(adapter=...)`: low-rank
 matmuls beside the int4 weights), "int4 merged + requantized" (the adapter merged into the float32 weights, then
-every Linear quantized as the loader does: int4 groups of 32, the head int8), and float32 with and without the
-adapter merged (the reference: what the adapter does before any rounding).
+every Linear quantized as the loader does: int4 groups of 32, the head int8; its control is the float32 base
+requantized the same way, without the adapter), and float32 with and without the adapter merged (the reference:
+what the adapter does before any rounding). "Keeps x%" is a way's dev-NLL drop below its own no-adapter control,
+as a share of the float32 drop.
 
     python bench/train.py --adapter DIR                      # after `r1 train sft --out DIR`
     python bench/train.py --adapter DIR --dev-paths 32 --windows 4
@@ -101,6 +103,7 @@ def main() -> int:
     ways = {
         "int4": lambda: load(),
         "int4 + LoRA unmerged": lambda: load(adapter=args.adapter),
+        "int4 requantized (control)": lambda: load(quant=None),
         "int4 merged + requantized": lambda: load(quant=None, adapter=args.adapter),
         "fp32": lambda: load(quant=None),
         "fp32 + LoRA merged": lambda: load(quant=None, adapter=args.adapter),
@@ -108,7 +111,7 @@ def main() -> int:
     results = {}
     for name, make in ways.items():
         engine = make()
-        if name == "int4 merged + requantized":
+        if "requantized" in name:
             requantize(engine)
         results[name] = (nll_of(engine, examples), perplexity(engine, text_ids, args.windows),
                          decode_rate(engine, prompt_ids), os.getloadavg()[0])
@@ -123,9 +126,10 @@ def main() -> int:
     for name, (nll, ppl, rate, load_average) in results.items():
         print(f"| {name} | {nll:.4f} | {ppl:.2f} | {rate:.1f} | {load_average:.1f} |")
     gain = results["fp32"][0] - results["fp32 + LoRA merged"][0]
-    for name in ("int4 + LoRA unmerged", "int4 merged + requantized"):
-        kept = (results["int4"][0] - results[name][0]) / gain if gain else float("nan")
-        print(f"\n{name}: keeps {kept:.0%} of the adapter's float32 dev-NLL gain ({gain:.4f} nats/token)", end="")
+    for name, control in (("int4 + LoRA unmerged", "int4"), ("int4 merged + requantized", "int4 requantized (control)")):
+        kept = (results[control][0] - results[name][0]) / gain if gain else float("nan")
+        print(f"\n{name}: keeps {kept:.0%} of the adapter's float32 dev-NLL gain ({gain:.4f} nats/token; "
+              f"against {control})", end="")
     print(f"\n\nload average at end {os.getloadavg()[0]:.2f}")
     return 0
 
