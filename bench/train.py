@@ -125,6 +125,13 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|")
     for name, (nll, ppl, rate, load_average) in results.items():
         print(f"| {name} | {nll:.4f} | {ppl:.2f} | {rate:.1f} | {load_average:.1f} |")
+    from model.compiled_step import native_library
+
+    native = model.load("default", threads=args.threads)  # the base model's decode with the native step, for scale
+    if native_library().wait(timeout=300):
+        print(f"| int4, native decode step (speed only) | | | {decode_rate(native, prompt_ids):.1f} | "
+              f"{os.getloadavg()[0]:.1f} |")
+    native.close()
     gain = results["fp32"][0] - results["fp32 + LoRA merged"][0]
     for name, control in (("int4 + LoRA unmerged", "int4"), ("int4 merged + requantized", "int4 requantized (control)")):
         kept = (results[control][0] - results[name][0]) / gain if gain else float("nan")
