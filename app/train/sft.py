@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from model.lora import TARGETS
 from reasoning.steps import RESULT_MARK
 
 CHECKPOINT = "checkpoint.pt"
@@ -182,6 +183,9 @@ def train(config: SFTConfig, *, log=None) -> dict:
     from app.train.hf_base import hf_model
 
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    unknown = sorted(set(config.targets) - set(TARGETS))
+    if unknown or not config.targets:
+        raise ValueError(f"unknown LoRA target {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(TARGETS)}")
     out = Path(config.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)

@@ -116,3 +116,12 @@ def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
     train(config(tiny, out), log=lambda line: None)
     with pytest.raises(ValueError, match=r"other settings \(lr, rank\)"):
         train(config(tiny, out, rank=8, lr=1e-3), log=lambda line: None)
+
+
+def test_bad_targets_and_rows_are_named(tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown LoRA target 'qproj'; choose from q_proj"):
+        train(config(tiny, tmp_path / "a", targets=("qproj",)), log=lambda line: None)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "t2", "steps": ["t3"]}\n{"prompt": "t2"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a training row"):
+        train(config(tiny, tmp_path / "b", data=str(bad)), log=lambda line: None)
