@@ -28,8 +28,7 @@ from model.tensor_names import ModelLoadError
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
-# HF module name -> (our Linear under layers.{i}, which rows of its output the module is): the fused layouts
-# of model/attention.py (wq, wk, wv rows of wqkv) and model/mlp.py (w1, w3 rows of w13).
+# The projections of a Llama-family layer an adapter may target (HF names), and where each sits in the HF tree.
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _MODULE_PATH = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
                 "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
@@ -69,7 +68,8 @@ def module_shape(config: ModelConfig, module: str) -> tuple[int, int]:
 
 
 def _fused_place(config: ModelConfig, module: str) -> tuple[str, int]:
-    """Our Linear (relative to layers.{i}) holding `module`, and the first row it occupies there."""
+    """Our Linear (relative to layers.{i}) holding `module`, and the first row it occupies there: the fused layouts
+    of model/attention.py (wq, wk, wv rows of wqkv) and model/mlp.py (w1, w3 rows of w13)."""
     q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
     return {"q_proj": ("attention.wqkv", 0), "k_proj": ("attention.wqkv", q), "v_proj": ("attention.wqkv", q + kv),
             "o_proj": ("attention.wo", 0), "gate_proj": ("feed_forward.w13", 0),
