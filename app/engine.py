@@ -18,7 +18,7 @@ from model.moe import TASK_TYPES
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias",
+ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias", "adapter",
                  "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
 
 
@@ -35,6 +35,7 @@ def load_engine(settings: Settings) -> Backend:
             kv_cache_mb=settings.kv_cache_mb,
             attention=attention_config(settings),
             fallback_full_attention=settings.fallback_full_attention,
+            adapter=settings.adapter,
         )
         if settings.expert_capacity is not None:
             engine.set_expert_capacity(settings.expert_capacity)
@@ -62,7 +63,8 @@ def describe(settings: Settings) -> str:
     """What `settings` will run, for "loading ..." lines."""
     if settings.backend == "openai":
         return f"{settings.remote_model or 'the model'} at {settings.base_url}"
-    return f"{settings.model} ({settings.quant or 'fp32'})"
+    adapter = f" + adapter {settings.adapter}" if settings.adapter else ""
+    return f"{settings.model} ({settings.quant or 'fp32'}){adapter}"
 
 
 class SharedBackends:

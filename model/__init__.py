@@ -13,6 +13,7 @@ from model.compiled_step import enabled_by_env
 from model.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
+from model.lora import AdapterError, apply_adapter, read_adapter
 from model.repack import Repacker
 from model.request import Completion, GenerationError, Request
 from model.sampler import SamplingParams
@@ -22,6 +23,7 @@ from model.transformer import Transformer
 
 __all__ = [
     "ATTENTION_MODES",
+    "AdapterError",
     "AttentionConfig",
     "Completion",
     "Engine",
@@ -79,6 +81,7 @@ def load(
     attention: str | AttentionConfig = "dense",
     fallback_full_attention: bool = False,
     compiled_step: bool | None = None,
+    adapter: str | Path | None = None,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -94,6 +97,8 @@ def load(
     fallback_full_attention: attend densely whatever `attention` says.
     compiled_step: decode through the native step (model/compiled_step.py), built in the background into
     `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
+    adapter: a LoRA directory in PEFT's format (model/lora.py): merged into float32 weights, run unmerged beside
+    int8/int4 ones (which the native decode step then declines). Raises AdapterError naming a bad file or tensor.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -111,6 +116,9 @@ def load(
         repack=lambda config, tensors: Repacker(config, quant)(tensors),
     )
     model = Transformer.from_state(checkpoint.config, checkpoint.tensors)
+    if adapter is not None:
+        placed = apply_adapter(model, read_adapter(adapter))
+        log.info("adapter %s: %d linears merged, %d unmerged", adapter, placed["merged"], placed["unmerged"])
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
     if compiled_step is None:

@@ -84,6 +84,8 @@ def unsupported_reason(model: Transformer, cache: KVCache) -> str | None:
     linears = [m for m in model.modules() if isinstance(m, Linear)]
     if any(type(m) is not Linear or m.weight.dtype not in (torch.float32, torch.int8, torch.uint8) for m in linears):
         return "a linear layer in a format the native step does not know"
+    if any(m.lora_down is not None for m in linears):
+        return "an unmerged LoRA adapter (quantized weights), which the native step does not apply"
     config = model.config
     if cache.dtype != torch.float32 or cache.row_shape != (2 * config.n_kv_heads, config.head_dim):
         return f"a KV cache of {cache.dtype} rows {cache.row_shape}"

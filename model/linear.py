@@ -86,6 +86,22 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("scales", None)
+        # An unmerged low-rank delta (model/lora.py): y += (x down^T) up^T; not part of the weight cache's state.
+        self.lora_down: torch.Tensor | None = None  # [r, K]
+        self.lora_up: torch.Tensor | None = None  # [N, r], LoRA's alpha / r folded in
+
+    def set_low_rank(self, down: torch.Tensor, up: torch.Tensor) -> None:
+        """Run beside the weight, whatever its format: y = x W^T + (x down^T) up^T."""
+        if down.shape[1] != self.in_features or up.shape != (self.out_features, down.shape[0]):
+            raise ValueError(f"low-rank pair {list(down.shape)} x {list(up.shape)} does not fit a "
+                             f"{self.out_features}x{self.in_features} linear")
+        self.lora_down, self.lora_up = down.float().contiguous(), up.float().contiguous()
+
+    def merge_(self, delta: torch.Tensor) -> None:
+        """W += delta, for float32 weights (exact); a quantized weight takes a delta unmerged (`set_low_rank`)."""
+        if self.weight.dtype != torch.float32:
+            raise ValueError("only fp32 weights can take a merged delta")
+        self.weight = nn.Parameter(self.weight.data + delta, requires_grad=False)
 
     def quantize_(self, mode: str) -> None:
         """Convert fp32 weights in place: "int8", or "int4" (int8 where the shape does not fit int4 packing)."""
@@ -112,12 +128,18 @@ class Linear(nn.Module):
         weight, bias = self.weight, self.bias  # one nn.Module attribute lookup each: this runs ~120x per token
         if weight.dtype == torch.float32:
             return F.linear(x, weight, bias)
-        scales = self.scales
         # The engine's activations are already 2-D ([tokens, features]); only other callers pay for reshapes.
-        x2d = (x if x.dim() == 2 else x.reshape(-1, x.shape[-1])).to(torch.bfloat16)  # [M, K]
-        if weight.dtype == torch.int8:
-            y = torch.ops.aten._weight_int8pack_mm(x2d, weight, scales)
-        else:  # uint8: two int4 codes per byte
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d, weight, self.in_features // scales.shape[0], scales)
-        y = y.float() if x.dim() == 2 else y.float().view(*x.shape[:-1], self.out_features)
+        x2d = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # [M, K]
+        y = self._quantized_matmul(x2d.to(torch.bfloat16)).float()
+        if self.lora_down is not None:
+            y = y + (x2d.float() @ self.lora_down.t()) @ self.lora_up.t()
+        y = y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
         return y if bias is None else y + bias
+
+    def _quantized_matmul(self, x2d: torch.Tensor) -> torch.Tensor:
+        """bf16 x [M, K] -> bf16 x W^T on torch's int8 or int4 CPU kernel."""
+        weight, scales = self.weight, self.scales
+        if weight.dtype == torch.int8:
+            return torch.ops.aten._weight_int8pack_mm(x2d, weight, scales)
+        # uint8: two int4 codes per byte
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2d, weight, self.in_features // scales.shape[0], scales)

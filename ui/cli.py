@@ -16,6 +16,7 @@ from app.engine import BACKENDS, describe
 from model import ATTENTION_MODES, LOAD_QUANTS, GenerationError
 from model.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
+from ui.train_cli import add_train_parser, cmd_train
 
 log = logging.getLogger("r1")
 
@@ -42,6 +43,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         help=f"MoE models: at most N token assignments per expert per step (N = {DEFAULT_EXPERT_CAPACITY} if omitted), "
         "overflow going to each token's next-best expert; default off",
     )
+    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` ($R1_ADAPTER)")
     group.add_argument("--router-bias", metavar="FILE",
                        help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
     group.add_argument(
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(solve_cmd)
     solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
     add_store_flags(solve_cmd)
+    add_train_parser(sub, common)
     return parser
 
 
@@ -156,6 +159,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         kv_cache_mb=getattr(args, "kv_cache_mb", None),
         expert_capacity=getattr(args, "expert_capacity", None),
         router_bias=getattr(args, "router_bias", None),
+        adapter=getattr(args, "adapter", None),
         attention=getattr(args, "attention", None),
         attention_local_blocks=getattr(args, "attention_local_blocks", None),
         attention_topk=getattr(args, "attention_topk", None),
@@ -444,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench}[args.command]
+               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench, "train": cmd_train}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, GenerationError) as err:  # GenerationError: e.g. a remote server failed

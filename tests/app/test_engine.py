@@ -1,4 +1,4 @@
-"""`load_engine`: settings for MoE routing (expert capacity, per-task router bias) reach the engine."""
+"""`load_engine`: settings for MoE routing (expert capacity, per-task router bias) and the LoRA adapter reach the engine."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ def test_router_bias_file_errors_name_the_file(tmp_path):
     save_file({"poetry": torch.zeros(2, 16)}, tmp_path / "odd.safetensors")
     with pytest.raises(ValueError, match="odd.safetensors.*math, code, chat"):
         read_router_bias(tmp_path / "odd.safetensors")
+
+
+def test_adapter_setting_from_the_environment_reaches_the_engine(tmp_path):
+    peft = pytest.importorskip("peft")
+    base = tiny_model("llama")
+    base.save_pretrained(tmp_path / "model")
+    save_word_tokenizer(tmp_path / "model")
+    wrapped = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["v_proj"]))
+    wrapped.save_pretrained(tmp_path / "adapter")
+    settings = Settings.from_env({"R1_ADAPTER": str(tmp_path / "adapter"), "R1_MODEL": str(tmp_path / "model"),
+                                  "R1_QUANT": "int8", "R1_THREADS": "1", "R1_CACHE_DIR": str(tmp_path / "cache")})
+    engine = load_engine(settings)
+    assert sum(m.lora_down is not None for m in engine.model.modules() if hasattr(m, "lora_down")) == 3
+    engine.close()
+    with pytest.raises(ValueError, match="adapter not found: .*nowhere"):
+        load_engine(settings.override(adapter=str(tmp_path / "nowhere")))

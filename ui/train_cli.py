@@ -1,0 +1,105 @@
+"""`r1 train ...`: build training data from verified solutions, and fine-tune a LoRA adapter on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    train = sub.add_parser("train", parents=[common], help="training data from verified solutions, LoRA fine-tuning")
+    actions = train.add_subparsers(dest="train_command", required=True)
+
+    data = actions.add_parser("data", parents=[common], help="build training paths in the step format solve decodes")
+    sources = data.add_subparsers(dest="data_source", required=True)
+    gsm8k = sources.add_parser("gsm8k", parents=[common], help="GSM8K's worked solutions: annotations as Calc steps, "
+                               "'#### n' as the answer; the 500-problem dev split is never written")
+    gsm8k.add_argument("file", nargs="?", help="GSM8K train.jsonl (default: $R1_GSM8K, else "
+                       "../shared/datasets/gsm8k/train.jsonl beside the working directory or the project)")
+    gsm8k.add_argument("--out", default="gsm8k-sft.jsonl", help="where to write the rows (default gsm8k-sft.jsonl)")
+
+    search = sources.add_parser("search", parents=[common], help="expert iteration: the model's own sampled paths "
+                                "that reach the gold answer with every step valid, deduplicated")
+    search.add_argument("--problems", help="JSONL of {question, answer} (GSM8K's '#### n' answers too; default: GSM8K "
+                        "train less the dev split, found as for `gsm8k`)")
+    search.add_argument("--limit", type=int, help="the first N problems")
+    search.add_argument("--samples", type=int, default=8, help="paths sampled per problem (default 8)")
+    search.add_argument("--tokens", type=int, default=2400, help="generated tokens per problem (default 2400)")
+    search.add_argument("--temperature", type=float, default=0.8)
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--out", default="search-sft.jsonl", help="where to write the rows (default search-sft.jsonl)")
+    search.add_argument("--model", help="the sampler: 'default', a .gguf file or an HF directory ($R1_MODEL)")
+    search.add_argument("--quant", help="its precision ($R1_QUANT)")
+    search.add_argument("--adapter", help="a LoRA adapter on it, e.g. the last round's ($R1_ADAPTER)")
+    search.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    search.add_argument("--cache-dir", help="the engine's weight cache")
+    search.add_argument("--teacher-base-url", help="sample from this OpenAI-compatible server instead (vLLM, SGLang, "
+                        "another `r1 serve`): free-text steps, parsed and checked the same way")
+    search.add_argument("--teacher-model", help="the server's model (default: the first it lists)")
+
+    sft = actions.add_parser("sft", parents=[common], help="LoRA fine-tuning on CPU in bf16; resumes after a kill")
+    sft.add_argument("--data", required=True, help="JSONL rows {prompt, steps}, e.g. from `r1 train data gsm8k`")
+    sft.add_argument("--out", required=True, help="the adapter directory (PEFT format; also its checkpoint and log)")
+    sft.add_argument("--model", default="default", help="the base: 'default', a .gguf file or an HF directory")
+    sft.add_argument("--cache-dir", help="the engine's weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
+    sft.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    sft.add_argument("--alpha", type=float, default=32.0, help="LoRA alpha (default 32)")
+    sft.add_argument("--targets", default="q_proj,v_proj",
+                     help="comma-separated modules (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)")
+    sft.add_argument("--epochs", type=int, default=1)
+    sft.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, decaying linearly to 0")
+    sft.add_argument("--batch-size", type=int, default=4)
+    sft.add_argument("--max-tokens", type=int, default=768, help="skip rows longer than this")
+    sft.add_argument("--limit", type=int, help="train on this many rows (a seeded sample)")
+    sft.add_argument("--eval-rows", type=int, default=64, help="rows held out for the per-epoch evaluation")
+    sft.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints")
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.train_command == "data" and args.data_source == "search":
+        return _search_data(args)
+    if args.train_command == "data":
+        from app.train.gsm8k import build
+
+        report = build(args.file, args.out)
+        print(json.dumps(report, indent=2))
+        print(f"r1 train: {report['kept']} of {report['rows'] - report['dev_held_out']} solutions kept "
+              f"({report['dev_held_out']} dev problems held out) -> {report['out']}", file=sys.stderr)
+        return 0
+    from app.train.sft import SFTConfig, train
+
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    train(SFTConfig(data=args.data, out=args.out, model=args.model, cache_dir=args.cache_dir, rank=args.rank,
+                    alpha=args.alpha, targets=targets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    max_tokens=args.max_tokens, limit=args.limit, eval_rows=args.eval_rows,
+                    checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads))
+    return 0
+
+
+def _search_data(args: argparse.Namespace) -> int:
+    from app import Settings, load_engine
+    from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
+    from app.train.search_data import SearchDataConfig, build
+
+    if args.problems:
+        rows = [json.loads(line) for line in open(args.problems, encoding="utf-8") if line.strip()]
+    else:
+        rows, _ = split_dev(read_gsm8k(find_gsm8k()))
+    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
+                for r in rows[:args.limit]]
+    settings = Settings.from_env().override(model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads,
+                                            cache_dir=args.cache_dir)
+    if args.teacher_base_url:
+        settings = settings.override(backend="openai", base_url=args.teacher_base_url, remote_model=args.teacher_model)
+    engine = load_engine(settings)
+    try:
+        report = build(engine, problems, args.out, SearchDataConfig(samples=args.samples, tokens=args.tokens,
+                                                                    temperature=args.temperature, seed=args.seed),
+                       progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+    finally:
+        engine.close()
+    print(json.dumps(report, indent=2))
+    return 0
