@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reasoning.grounding import grounded
-from reasoning.steps import Step, answer_choices, answer_of
+from reasoning.steps import Step, answer_choices, answer_of, stated_value
 from reasoning.units import units_ok
 from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
 
@@ -82,7 +82,7 @@ def _answer_computed(step: Step, before: Sequence[Step]) -> bool:
     answer = answer_of(step)
     if answer is None or "```" in step.text:
         return True
-    return any(answer == choice.split("=")[-1].strip() for choice in answer_choices(list(before)))
+    return any(answer == stated_value(choice) for choice in answer_choices(list(before)))
 
 
 @dataclass(frozen=True)
