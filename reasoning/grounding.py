@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from reasoning.steps import MATH_TOOLS, Step
+from reasoning.steps import MATH_TOOLS, Step, answer_choices, stated_value
 from tools.math import MathToolError, arithmetic, equal
 
 _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
@@ -89,7 +89,8 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
         if isinstance(expression, str) and cancelled_number(expression) is not None:
             return False  # "150/20*20" for "20% of 150": the 20 is written but not used
         return _numbers_known(json.dumps(arguments), problem, before)
-    if named and step.text.split(":", 1)[0] not in named:
+    label = step.text.split(":", 1)[0]
+    if named and label not in named or not wording_allows(label, arguments, problem):
         return False
     stated = _stated_expressions(problem)
     for name, value in arguments.items():
@@ -101,6 +102,39 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
             elif name not in ("variable", "variables") and not _is_stated(item, stated):
                 return False
     return True
+
+
+_ORDINALS = {"second": 2, "third": 3, "fourth": 4}
+
+
+def wording_allows(label: str, arguments: dict, problem: str) -> bool:
+    """Whether the wording leaves room for this tool call: bounds ("from 0 to 3") ask for a definite integral, so
+    an `Integrate` call without them, or another operation on the expression, answers another question; a
+    derivative is of the order the wording says ("second derivative" -> 2, otherwise 1)."""
+    bounded = all(_POINT_PHRASES[field].search(problem) for field in ("lower", "upper"))
+    if bounded and label not in ("Integrate", "Calc"):
+        return False
+    if bounded and label == "Integrate" and not (arguments.get("lower") and arguments.get("upper")):
+        return False
+    if label == "Diff":
+        said = re.search(r"\b(second|third|fourth)\s+derivative", problem, re.I)
+        if arguments.get("order", 1) != (_ORDINALS[said.group(1).lower()] if said else 1):
+            return False
+    return True
+
+
+def tool_computed(problem: str, answer: str | None, steps: Sequence[Step]) -> bool:
+    """Whether the answer is the result of the operation the problem names, called on what it states (a grounded
+    call): "the derivative of x**3*sin(x)" answered with what `Diff` returned for x**3*sin(x). The tool is then
+    the verifier. Solving is left out: a solution set is checked against the equations (tasks.py)."""
+    named = set(_named_operations(problem)) - {"Solve"}
+    if answer is None or not named or not is_symbolic(problem):
+        return False
+    for i, step in enumerate(steps):
+        if (step.kind == "tool" and step.text.split(":", 1)[0] in named and grounded(step, problem, steps[:i])
+                and any(stated_value(choice) == answer for choice in answer_choices([step]))):
+            return True
+    return False
 
 
 def cancelled_number(expression: str) -> str | None:

@@ -67,7 +67,7 @@ def test_budgets_and_stop_end_the_search_with_the_best_so_far():
     assert len(engine.batches) == 1 and few_tokens.answer is None  # out of tokens after the first step
     engine = ScriptedEngine(six_times_seven)
     stopped = run("mcts", engine, budget=50, should_stop=lambda: len(engine.batches) >= 2)
-    assert len(engine.batches) == 2 and stopped.answer == "42"  # one expansion and its rollouts, then stop
+    assert len(engine.batches) == 2 and stopped.answer == "36"  # the greedy path, then stop: the best so far
     assert run("mcts", ScriptedEngine(six_times_seven), should_stop=lambda: True).answer is None
 
 
