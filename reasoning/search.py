@@ -201,10 +201,15 @@ TIE = 0.02  # rewards this close count as equal when choosing the best path
 
 
 def best_path(paths: Sequence[Path], tie: float = TIE) -> Path:
-    """The highest-rewarded path. Rewards within `tie` of the best count as equal, and the path found first wins:
-    the greedy one where it is among them (a few tokens of cost should not overrule the model's own first choice)."""
+    """The highest-rewarded path. Rewards within `tie` of the best count as equal. Among those, a verified path
+    whose every step is valid (so every number it used is the problem's own or a result) wins, the one with the
+    fewest steps first: a longer verified path only repeats or pads the work. Otherwise the path found first
+    wins: the greedy one where it is among them (a few tokens of cost should not overrule the model's own first
+    choice)."""
     top = max(p.reward["total"] for p in paths)
-    return next(p for p in paths if p.reward["total"] >= top - tie)
+    near = [p for p in paths if p.reward["total"] >= top - tie]
+    return min(near, key=lambda p: (0, len(p.steps), p.generated_tokens) if p.verified
+               and p.reward["validity"] == 1.0 else (1, 0, 0))
 
 
 Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]
