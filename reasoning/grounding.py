@@ -31,7 +31,7 @@ from tools.math import MathToolError, arithmetic, equal
 _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
 # a run of maths: numbers, one-letter variables, known functions, operators, brackets (English words end it)
 _MATHS_RUN = re.compile(
-    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=])\s*)+")
+    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=<>])\s*)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LITERAL = re.compile(r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?![\d.])")  # a whole number literal: "12", "2.5", ".5"
 _SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
@@ -57,7 +57,10 @@ _NAMED_OPERATIONS = {  # tool label -> how a problem names it
     "Solve": re.compile(r"\bsolve\b|\bsystem\b", re.I),
 }
 # English around numbers ("a 3-pack", "x 2 times"): two operands side by side, or a dangling operator
-_MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=]\s*$|^\s*[+*/^=]")
+_MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=<>]\s*$|^\s*[+*/^=<>]")
+# an interval the wording limits the unknown to: "in the interval [0, 2*pi]", "on [0, pi]", "between 0 and 2*pi"
+_INTERVAL = re.compile(r"\b(?:in|on|over)\s+(?:the\s+interval\s+)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]|"
+                       r"\bbetween\s+(-?[\w.*/+]+)\s+and\s+(-?[\w.*/+]+?)(?=[\s,.?]|$)", re.I)
 
 
 @lru_cache(maxsize=1024)
@@ -71,6 +74,19 @@ def stated_maths(problem: str) -> tuple[str, ...]:
                 if not _MALFORMED.search(part):
                     spans.append(part)
     return tuple(spans)
+
+
+@lru_cache(maxsize=1024)
+def stated_domain(problem: str) -> tuple[str, ...]:
+    """The interval the wording limits the unknown to, as the two inequalities a `Solve` call passes with the
+    equation: "sin(x) = 0 for x in the interval [0, 2*pi]" -> ("x >= 0", "x <= 2*pi"); () where it states none."""
+    match = _INTERVAL.search(problem)
+    if match is None:
+        return ()
+    low, high = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+    letters = {v for s in stated_maths(problem) if "=" in s for v in re.findall(r"(?<![A-Za-z])[a-z](?![A-Za-z])", s)}
+    variable = letters.pop() if len(letters) == 1 else "x"
+    return f"{variable} >= {low.strip()}", f"{variable} <= {high.strip()}"
 
 
 def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
@@ -191,7 +207,7 @@ def _stated_expressions(problem: str) -> tuple[str, ...]:
     """The maths a symbolic problem states; its numbers too where it states nothing beyond a bare variable ("the
     integral of 6 from 1 to 3"). Otherwise a number is no expression of the problem: "Simplify (x + 1)**2 - x**2"
     is not answered by simplifying 2."""
-    stated = stated_maths(problem)
+    stated = (*stated_maths(problem), *stated_domain(problem))
     if any(len(s) > 1 for s in stated):
         return stated
     return (*stated, *_NUMBER.findall(problem))

@@ -32,7 +32,7 @@ _SYMBOLS = r"[-+*/^(), A-Za-z_]"
 # starts with a number, a name or a sign/bracket before one (so not ", "); numbers alternate with symbols
 _TERM = rf"[-(]*(?:{_NUMBER}|[A-Za-z_])(?:{_SYMBOLS}+(?:{_NUMBER})?)*"
 _EXPRESSION = rf"^{_TERM}$"  # sympy syntax without "=": a result is the tool's to write
-_EQUATION = rf"^{_TERM}= ?{_TERM}$"
+_EQUATION = rf"^{_TERM}(?:=|<|>|<=|>=) ?{_TERM}$"  # an equation, or an inequality (a range, a domain)
 _POINT = rf"^-?(?:oo|(?:{_NUMBER}|pi|E)(?:/[0-9]{{1,6}})?)$"  # a limit's point, an integral's bound
 _IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
 _FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION, "point": _POINT,

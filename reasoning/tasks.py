@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from reasoning.fewshot import CODE_EXAMPLES, MATH_EXAMPLES, Example, nearest
-from reasoning.grounding import stated_maths
+from reasoning.grounding import stated_domain, stated_maths
 from reasoning.solution_sets import parse_set, same_set, solution_tuples
 from reasoning.steps import CODE_TOOLS, MATH_TOOLS, run_tool, stated_value
 from tools.math import MathToolError, equal, solve
@@ -112,13 +112,18 @@ def check_equation_answer(problem: str, answer: str) -> bool | None:
     """Whether the answer is the complete solution of the problem's equations: None when the problem states none.
 
     One equation, or a system without an asked unknown: the answer must be the whole solution set the Solve tool
-    finds ("{2, 3}" for x**2 - 5*x + 6 = 0; "2" satisfies it but is not the answer). A system that asks for one
-    unknown ("x + y = 10, x - y = 2. What is x?"): the set of that unknown's values. Where the tool cannot solve
-    the system, the answer is substituted back instead; where the wording limits the unknown to an interval
-    ("for x in [0, 2*pi]"), there is no verdict.
+    finds ("{2, 3}" for x**2 - 5*x + 6 = 0; "2" satisfies it but is not the answer), on the interval the wording
+    gives ("in [0, 2*pi]") or the inequalities it states. A system that asks for one unknown ("x + y = 10,
+    x - y = 2. What is x?"): the set of that unknown's values. Inequalities alone: the range the tool finds
+    ("x > 3"). Where the tool cannot solve the system, the answer is substituted back instead; where the wording
+    limits the unknown in a way not read, there is no verdict.
     """
-    equations = [e for e in stated_maths(problem) if "=" in e]
-    if not equations or _BOUNDED.search(problem):
+    stated = stated_maths(problem)
+    equations = [e for e in stated if "=" in e and not re.search(r"[<>]", e)]
+    conditions = [e for e in stated if len(re.findall(r"<=|>=|<|>", e)) == 1] + list(stated_domain(problem))
+    if not equations:
+        return _range_answer(conditions, answer) if conditions else None
+    if _BOUNDED.search(problem) and not conditions:
         return None
     unknowns = sorted({v for e in equations for v in re.findall(_LETTER, e)})
     asked = _ASKED.search(problem)
@@ -128,14 +133,27 @@ def check_equation_answer(problem: str, answer: str) -> bool | None:
     if got is None:
         return False
     try:
-        solutions = solve(list(equations), unknowns, timeout_s=2)
+        solutions = solve([*equations, *conditions], unknowns, timeout_s=2)
     except MathToolError:
+        if conditions:
+            return None
         solutions = []
     names = [variable] if variable else unknowns
     truth = solution_tuples(solutions, names)
     if not truth:
-        return _substituted(equations, unknowns, variable, value)
+        return None if conditions else _substituted(equations, unknowns, variable, value)
     return same_set(got, truth)
+
+
+def _range_answer(conditions: list[str], answer: str) -> bool | None:
+    """Inequalities alone: whether the answer is the range the Solve tool finds for them (None if it finds none)."""
+    try:
+        solutions = solve(conditions, timeout_s=2)
+    except MathToolError:
+        return None
+    if len(solutions) != 1 or len(solutions[0]) != 1:
+        return None
+    return _inequality(answer) == _inequality(next(iter(solutions[0].values())))
 
 
 def _substituted(equations: list[str], unknowns: list[str], variable: str | None, value: str) -> bool | None:

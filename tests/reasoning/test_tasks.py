@@ -54,7 +54,12 @@ def test_an_equation_is_answered_by_its_whole_solution_set():
     assert check_equation_answer(quadratic, "{2, 3, 4}") is False
     system = "Solve the system x + y = 4, x*y = 3."
     assert check_equation_answer(system, "{(3, 1), (1, 3)}") is True and check_equation_answer(system, "(1, 3)") is False
-    assert check_equation_answer("Solve sin(x) = 0 for x in the interval [0, 2*pi].", "{0, pi}") is None  # bounded
+    sine = "Solve sin(x) = 0 for x in the interval [0, 2*pi]."  # the interval's solutions, all of them
+    assert check_equation_answer(sine, "{0, pi}") is False and check_equation_answer(sine, "{0, pi, 2*pi}") is True
+    assert check_equation_answer("Solve sin(x) = 0 for x where x is small.", "0") is False  # not bounded: {0, pi}
+    assert check_equation_answer("Solve sin(x) = 0 for x between zero and pi.", "0") is None  # bound not read
+    assert check_equation_answer("Solve 3*x - 2 > 4 for x.", "x > 2") is True
+    assert check_equation_answer("Solve 3*x - 2 > 4 for x.", "x > 3") is False
     assert check_math_answer("{3, 2}", "{2, 3}") and not check_math_answer("2", "{2, 3}")
     assert check_math_answer("{(3, 1), (1, 3)}", "{(1, 3), (3, 1)}") and not check_math_answer("{1, 3}", "{(1, 3), (3, 1)}")
     assert check_math_answer("2 < x", "x > 2") and not check_math_answer("x > 3", "x > 2")
