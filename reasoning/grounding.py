@@ -200,6 +200,7 @@ def stated_arguments(problem: str) -> dict[str, tuple[str, ...]]:
         points = tuple(dict.fromkeys(_point_value(p) for p in said if _point_value(p) is not None))
         if points:
             allowed[field] = points
+    allowed["domain"] = stated_domain(problem)  # a Solve call passes these beside the equation
     return {field: values for field, values in allowed.items() if values}
 
 

@@ -32,18 +32,15 @@ def parse_solutions(output: str) -> list[Solution]:
 
 
 def set_choices(solutions: list[Solution]) -> list[str]:
-    """The complete answers a Solve result allows when it has several solutions: the whole set ("x = {2, 3}",
-    "(x, y) = {(1, 3), (3, 1)}") and, for a system, each variable's set of values ("y = 4" where all agree)."""
+    """The complete answer a Solve result allows when it has several solutions: the whole set ("x = {2, 3}",
+    "(x, y) = {(1, 3), (3, 1)}"). A system's answer is its pairs: one variable's values ("x = {1, 3}") are not
+    offered, as a small model takes them for the answer."""
     if len(solutions) < 2 or any(s.keys() != solutions[0].keys() for s in solutions):
         return []
     names = list(solutions[0])
     if len(names) == 1:
         return [f"{names[0]} = {_braced(s[names[0]] for s in solutions)}"]
-    choices = [f"({', '.join(names)}) = {_braced('(' + ', '.join(s[n] for n in names) + ')' for s in solutions)}"]
-    for name in names:
-        values = list(dict.fromkeys(s[name] for s in solutions))
-        choices.append(f"{name} = {values[0]}" if len(values) == 1 else f"{name} = {_braced(values)}")
-    return choices
+    return [f"({', '.join(names)}) = {_braced('(' + ', '.join(s[n] for n in names) + ')' for s in solutions)}"]
 
 
 def _braced(items) -> str:

@@ -82,6 +82,9 @@ def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None,
         properties["expression"]["pattern"] = _arithmetic(f"(?:{'|'.join(re.escape(n) for n in calc_numbers)})")
     elif label == "Calc":
         properties["expression"]["pattern"] = _arithmetic(_NUMBER)
+    domain = dict(fixed).get("domain")
+    if label == "Solve" and domain:  # an interval the wording gives: its inequalities go beside the equation
+        properties["equations"] = {**properties["equations"], "minItems": len(domain) + 1}
     required = list(schema.get("required", []))
     bounds = [name for name, _ in fixed if name in ("lower", "upper") and name in properties]
     if len(bounds) == 2:  # the problem states bounds: a definite integral (grounding.wording_allows)

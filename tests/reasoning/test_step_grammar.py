@@ -103,6 +103,9 @@ def test_stated_bounds_must_be_passed_and_solve_takes_inequalities(compiler, tok
                        'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n']:
         assert accepts(compiler, tokenizer, grammar, inequality), inequality
     assert not accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["x >> 2"]}\n')
+    bounded = compiler.lark(step_grammar(MATH_LABELS, arguments={"domain": ["x >= 0", "x <= 2*pi"]}))
+    assert not accepts(compiler, tokenizer, bounded, 'Solve: {"equations": ["sin(x) = 0"]}\n')  # the domain left out
+    assert accepts(compiler, tokenizer, bounded, 'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n')
 
 
 def test_code_steps_run_python_or_answer_with_a_fenced_function(compiler, tokenizer) -> None:
