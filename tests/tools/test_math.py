@@ -141,6 +141,17 @@ def test_equal_false(w, a, b):
     assert equal(a, b, worker=w) is False
 
 
+def test_inequalities_in_one_variable_give_a_range_or_bound_an_equation(w):
+    assert solve("2*x + 1 > 7", worker=w) == [{"x": "x > 3"}]
+    assert solve("x^2 < 4", worker=w) == [{"x": "-2 < x < 2"}]
+    assert solve("x^2 >= 1", worker=w) == [{"x": "x <= -1 or x >= 1"}]
+    assert solve(["sin(x) = 0", "x >= 0", "x <= 2*pi"], worker=w) == [{"x": "0"}, {"x": "pi"}, {"x": "2*pi"}]
+    assert solve(["x^2 = 4", "x > 0"], worker=w) == [{"x": "2"}] and solve(["x^2 = 4", "x > 5"], worker=w) == []
+    with pytest.raises(MathToolError, match="not a finite set"):
+        solve(["sin(x) = 0", "x >= 0"], worker=w)
+    assert solve("x^2 + 1 > 0", worker=w) == [{}]  # every real
+
+
 def test_operation_errors_are_clear(w):
     with pytest.raises(MathToolError, match=r"several variables \(x, y\)"):
         diff("x*y", worker=w)
@@ -543,13 +554,3 @@ def test_wrong_argument_types_raise_math_tool_error(w, call):
         call(w)
     assert len(str(info.value)) < 300
 
-
-def test_inequalities_in_one_variable_give_a_range_or_bound_an_equation(w):
-    assert solve("2*x + 1 > 7", worker=w) == [{"x": "x > 3"}]
-    assert solve("x^2 < 4", worker=w) == [{"x": "-2 < x < 2"}]
-    assert solve("x^2 >= 1", worker=w) == [{"x": "x <= -1 or x >= 1"}]
-    assert solve(["sin(x) = 0", "x >= 0", "x <= 2*pi"], worker=w) == [{"x": "0"}, {"x": "pi"}, {"x": "2*pi"}]
-    assert solve(["x^2 = 4", "x > 0"], worker=w) == [{"x": "2"}] and solve(["x^2 = 4", "x > 5"], worker=w) == []
-    with pytest.raises(MathToolError, match="not a finite set"):
-        solve(["sin(x) = 0", "x >= 0"], worker=w)
-    assert solve("x^2 + 1 > 0", worker=w) == [{}]  # every real
