@@ -553,4 +553,3 @@ def test_wrong_argument_types_raise_math_tool_error(w, call):
     with pytest.raises(MathToolError) as info:
         call(w)
     assert len(str(info.value)) < 300
-
