@@ -108,7 +108,8 @@ def solve(
     constrained: decode every step under the step grammar (llguidance); False lets the model write free text.
     The result is deterministic for a given seed (default 0) on an engine in a given state: prompt tokens served
     from the prefix cache were computed in other batch shapes, which can change the last bits of the logits and so
-    flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration;
+    flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration
+    (MCTS: the answer it would return if stopped then, and a last line when a verified answer ends it early);
     should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
     """
     if not isinstance(problem, str) or not problem.strip():

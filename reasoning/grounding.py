@@ -25,13 +25,13 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from reasoning.steps import MATH_TOOLS, Step
+from reasoning.steps import MATH_TOOLS, Step, answer_choices, stated_value
 from tools.math import MathToolError, arithmetic, equal
 
 _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
 # a run of maths: numbers, one-letter variables, known functions, operators, brackets (English words end it)
 _MATHS_RUN = re.compile(
-    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=])\s*)+")
+    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=<>])\s*)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LITERAL = re.compile(r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?![\d.])")  # a whole number literal: "12", "2.5", ".5"
 _SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
@@ -57,7 +57,10 @@ _NAMED_OPERATIONS = {  # tool label -> how a problem names it
     "Solve": re.compile(r"\bsolve\b|\bsystem\b", re.I),
 }
 # English around numbers ("a 3-pack", "x 2 times"): two operands side by side, or a dangling operator
-_MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=]\s*$|^\s*[+*/^=]")
+_MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=<>]\s*$|^\s*[+*/^=<>]")
+# an interval the wording limits the unknown to: "in the interval [0, 2*pi]", "on [0, pi]", "between 0 and 2*pi"
+_INTERVAL = re.compile(r"\b(?:in|on|over)\s+(?:the\s+interval\s+)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]|"
+                       r"\bbetween\s+(-?[\w.*/+]+)\s+and\s+(-?[\w.*/+]+?)(?=[\s,.?]|$)", re.I)
 
 
 @lru_cache(maxsize=1024)
@@ -71,6 +74,19 @@ def stated_maths(problem: str) -> tuple[str, ...]:
                 if not _MALFORMED.search(part):
                     spans.append(part)
     return tuple(spans)
+
+
+@lru_cache(maxsize=1024)
+def stated_domain(problem: str) -> tuple[str, ...]:
+    """The interval the wording limits the unknown to, as the two inequalities a `Solve` call passes with the
+    equation: "sin(x) = 0 for x in the interval [0, 2*pi]" -> ("x >= 0", "x <= 2*pi"); () where it states none."""
+    match = _INTERVAL.search(problem)
+    if match is None:
+        return ()
+    low, high = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+    letters = {v for s in stated_maths(problem) if "=" in s for v in re.findall(r"(?<![A-Za-z])[a-z](?![A-Za-z])", s)}
+    variable = letters.pop() if len(letters) == 1 else "x"
+    return f"{variable} >= {low.strip()}", f"{variable} <= {high.strip()}"
 
 
 def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
@@ -89,7 +105,8 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
         if isinstance(expression, str) and cancelled_number(expression) is not None:
             return False  # "150/20*20" for "20% of 150": the 20 is written but not used
         return _numbers_known(json.dumps(arguments), problem, before)
-    if named and step.text.split(":", 1)[0] not in named:
+    label = step.text.split(":", 1)[0]
+    if named and label not in named or not wording_allows(label, arguments, problem):
         return False
     stated = _stated_expressions(problem)
     for name, value in arguments.items():
@@ -101,6 +118,39 @@ def grounded(step: Step, problem: str, before: Sequence[Step]) -> bool:
             elif name not in ("variable", "variables") and not _is_stated(item, stated):
                 return False
     return True
+
+
+_ORDINALS = {"second": 2, "third": 3, "fourth": 4}
+
+
+def wording_allows(label: str, arguments: dict, problem: str) -> bool:
+    """Whether the wording leaves room for this tool call: bounds ("from 0 to 3") ask for a definite integral, so
+    an `Integrate` call without them, or another operation on the expression, answers another question; a
+    derivative is of the order the wording says ("second derivative" -> 2, otherwise 1)."""
+    bounded = all(_POINT_PHRASES[field].search(problem) for field in ("lower", "upper"))
+    if bounded and label not in ("Integrate", "Calc"):
+        return False
+    if bounded and label == "Integrate" and not (arguments.get("lower") and arguments.get("upper")):
+        return False
+    if label == "Diff":
+        said = re.search(r"\b(second|third|fourth)\s+derivative", problem, re.I)
+        if arguments.get("order", 1) != (_ORDINALS[said.group(1).lower()] if said else 1):
+            return False
+    return True
+
+
+def tool_computed(problem: str, answer: str | None, steps: Sequence[Step]) -> bool:
+    """Whether the answer is the result of the operation the problem names, called on what it states (a grounded
+    call): "the derivative of x**3*sin(x)" answered with what `Diff` returned for x**3*sin(x). The tool is then
+    the verifier. Solving is left out: a solution set is checked against the equations (tasks.py)."""
+    named = set(_named_operations(problem)) - {"Solve"}
+    if answer is None or not named or not is_symbolic(problem):
+        return False
+    for i, step in enumerate(steps):
+        if (step.kind == "tool" and step.text.split(":", 1)[0] in named and grounded(step, problem, steps[:i])
+                and any(stated_value(choice) == answer for choice in answer_choices([step]))):
+            return True
+    return False
 
 
 def cancelled_number(expression: str) -> str | None:
@@ -150,6 +200,7 @@ def stated_arguments(problem: str) -> dict[str, tuple[str, ...]]:
         points = tuple(dict.fromkeys(_point_value(p) for p in said if _point_value(p) is not None))
         if points:
             allowed[field] = points
+    allowed["domain"] = stated_domain(problem)  # a Solve call passes these beside the equation
     return {field: values for field, values in allowed.items() if values}
 
 
@@ -157,7 +208,7 @@ def _stated_expressions(problem: str) -> tuple[str, ...]:
     """The maths a symbolic problem states; its numbers too where it states nothing beyond a bare variable ("the
     integral of 6 from 1 to 3"). Otherwise a number is no expression of the problem: "Simplify (x + 1)**2 - x**2"
     is not answered by simplifying 2."""
-    stated = stated_maths(problem)
+    stated = (*stated_maths(problem), *stated_domain(problem))
     if any(len(s) > 1 for s in stated):
         return stated
     return (*stated, *_NUMBER.findall(problem))

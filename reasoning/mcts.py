@@ -10,6 +10,11 @@ A small model often writes the same step in all K draws, which would leave a nod
 nothing to choose from. So a node is widened (progressive widening): once its visits allow more children than it
 has, it is expanded again with fresh samples, until a widening brings no new step.
 
+The search starts from the greedy path and ends early once a verifier (a solution set checked against the
+equations, the named tool's result, the stated examples) confirms a path that no other path could outscore; it
+never expands below a node whose rollout is verified. Progress lines name the path it would return if stopped
+then.
+
 The result is the best-rewarded finished path and the whole tree.
 """
 
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasoning.reward import LayeredReward, Problem
-from reasoning.search import Path, Policy, SearchResult, _done, best_path, score
+from reasoning.search import TIE, Path, Policy, SearchResult, _done, best_path, score
 
 
 @dataclass(frozen=True)
@@ -60,17 +65,26 @@ def mcts(
     problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig = MCTSConfig(),
     on_iteration: Callable[[str], None] | None = None,
 ) -> SearchResult:
+    """The search (see the module docstring). It starts from the greedy path and stops as soon as a verified path
+    scores within `TIE` of the most any path can score (`settled`): no search can then change the answer."""
     root = Node(policy.root(prompt))
-    finished: list[Path] = []
+    root.rollout, = policy.rollout([root.path], temperature=0.0)
+    finished: list[Path] = [root.rollout]
+    score(finished, problem, reward, policy.budget)
     for iteration in range(policy.budget.iterations):
+        best = best_path(finished)
+        if settled(best, reward):
+            if on_iteration is not None:
+                on_iteration(f"stopped after {iteration} iterations: {best.answer!r} is verified "
+                             f"(reward {best.reward['total']:.2f}); no other path can score higher")
+            break
         if policy.exhausted():
             break
-        if on_iteration is not None and finished:
-            best = max(finished, key=lambda p: p.reward["total"])
+        if on_iteration is not None:
             on_iteration(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
                          f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
         node = _select(root, policy, config)
-        if node is None:  # every node is terminal or saturated: the tree is complete
+        if node is None:  # every node is terminal, saturated or verified: the tree is complete
             break
         new = _expand(node, policy, config)
         fresh = [c for c in new if c.rollout is None]
@@ -81,14 +95,19 @@ def mcts(
         for child in new:
             child.reward = child.rollout.reward
             _backpropagate(child, child.rollout.reward["total"])
-    if not finished:  # no iteration ran (budget already spent): one greedy path
-        finished = policy.rollout([root.path], temperature=0.0)
-        score(finished, problem, reward, policy.budget)
     return SearchResult(best_path(finished), finished, policy.tokens, tree=_tree(root))
 
 
+def settled(best: Path, reward: LayeredReward) -> bool:
+    """Whether the search can stop: the best path is verified and within `TIE` of the reward's ceiling, so no
+    path the remaining budget could find would be chosen over it."""
+    return best.verified and reward.ceiling - best.reward["total"] <= TIE
+
+
 def _expandable(node: Node, policy: Policy, config: MCTSConfig) -> bool:
-    if node.saturated or _done(node.path, policy.budget):
+    """Whether `node` may take (more) children: not finished, not saturated, and its rollout not verified (greedy
+    tails below a verified node cannot improve on its answer, only repeat it)."""
+    if node.saturated or _done(node.path, policy.budget) or (node.rollout is not None and node.rollout.verified):
         return False
     return not node.children or len(node.children) < config.widening * math.sqrt(node.visits)
 

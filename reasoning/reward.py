@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reasoning.grounding import grounded
-from reasoning.steps import Step, answer_choices, answer_of
+from reasoning.grounding import grounded, tool_computed
+from reasoning.steps import Step, answer_choices, answer_of, stated_value
 from reasoning.units import units_ok
 from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
 
@@ -24,9 +24,12 @@ class Problem:
 
 
 class Correctness:
-    """How surely the answer is right, from the strongest check available:
+    """How surely the answer is right, from the strongest check available (`verdict`):
 
-    - math: the ground truth (1/0); else the answer substituted into the problem's equation or system (1/0);
+    - math: the ground truth (1/0); else, where the problem states equations, whether the answer is their complete
+      solution set (1/0, tasks.check_equation_answer); else, where the problem names the operation and states
+      what it works on ("the derivative of x**3*sin(x)"), whether the answer is the result of that tool's call on
+      it (1: the tool computed it; grounding.py checks the call);
     - code: the given tests, else the examples the problem states, run in the sandbox (share passed);
     - otherwise agreement: the share of the other finished paths that reached the same answer, each vote
       weighed (the search lets only paths whose every step is valid vote), so an answer many well-formed
@@ -35,20 +38,27 @@ class Correctness:
     `peers`: (answer, weight) of the other finished paths.
     """
 
-    def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]]) -> float:
+    def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]],
+                 steps: Sequence[Step] = ()) -> float:
         if answer is None:
             return 0.0
+        verdict = self.verdict(problem, answer, steps)
+        return verdict if verdict is not None else _agreement(answer, peers)
+
+    def verdict(self, problem: Problem, answer: str | None, steps: Sequence[Step] = ()) -> float | None:
+        """What a verifier says of the answer, in [0, 1]; None where none applies (agreement decides)."""
+        if answer is None:
+            return None
         if problem.task_type == "code":
             if problem.tests:
                 return run_code_checks(answer, problem.tests)
-            checked = check_code_answer(problem.text, answer)
-            return checked if checked is not None else _agreement(answer, peers)
+            return check_code_answer(problem.text, answer)
         if problem.truth is not None:
             return float(check_math_answer(answer, problem.truth))
         substituted = check_equation_answer(problem.text, answer)
         if substituted is not None:
             return float(substituted)
-        return _agreement(answer, peers)
+        return 1.0 if tool_computed(problem.text, answer, steps) else None
 
 
 def _agreement(answer: str, peers: Sequence[tuple[str, float]]) -> float:
@@ -82,7 +92,7 @@ def _answer_computed(step: Step, before: Sequence[Step]) -> bool:
     answer = answer_of(step)
     if answer is None or "```" in step.text:
         return True
-    return any(answer == choice.split("=")[-1].strip() for choice in answer_choices(list(before)))
+    return any(answer == stated_value(choice) for choice in answer_choices(list(before)))
 
 
 @dataclass(frozen=True)
@@ -122,10 +132,21 @@ class LayeredReward:
         finished paths."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
         layers = {
-            "correctness": self.correctness(problem, answer, peers),
+            "correctness": self.correctness(problem, answer, peers, steps),
             "validity": self.validity(steps, problem.text),
             "cost": self.cost(steps, generated_tokens, token_budget),
         }
         w = self.weights
         layers["total"] = w.correctness * layers["correctness"] + w.validity * layers["validity"] - w.cost * layers["cost"]
         return layers
+
+    def verified(self, problem: Problem, steps: Sequence[Step]) -> bool:
+        """Whether a verifier (not agreement) confirms the path's answer: substitution into a solution set, the
+        named tool's result, the stated examples or tests, the ground truth."""
+        answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
+        return self.correctness.verdict(problem, answer, steps) == 1.0
+
+    @property
+    def ceiling(self) -> float:
+        """The most any path can score: correct, every step valid, at no cost."""
+        return self.weights.correctness + self.weights.validity

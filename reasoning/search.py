@@ -45,6 +45,7 @@ class Path:
     ends: list[int] = field(default_factory=list)  # len(ids) after each step
     step_tokens: list[int] = field(default_factory=list)  # tokens the model generated for each step
     reward: dict[str, float] | None = None
+    verified: bool = False  # a verifier (not agreement) confirms its answer; set with the reward
 
     @property
     def generated_tokens(self) -> int:
@@ -193,13 +194,22 @@ def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget
     for i, path in enumerate(paths):
         peers = [(answer, v) for j, answer, v in votes if j != i]
         path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+        path.verified = reward.verified(problem, path.steps)
 
 
-def best_path(paths: Sequence[Path], tie: float = 0.02) -> Path:
-    """The highest-rewarded path. Rewards within `tie` of the best count as equal, and the path found first wins:
-    the greedy one where it is among them (a few tokens of cost should not overrule the model's own first choice)."""
+TIE = 0.02  # rewards this close count as equal when choosing the best path
+
+
+def best_path(paths: Sequence[Path], tie: float = TIE) -> Path:
+    """The highest-rewarded path. Rewards within `tie` of the best count as equal. Among those, a verified path
+    whose every step is valid (so every number it used is the problem's own or a result) wins, the one with the
+    fewest steps first: a longer verified path only repeats or pads the work. Otherwise the path found first
+    wins: the greedy one where it is among them (a few tokens of cost should not overrule the model's own first
+    choice)."""
     top = max(p.reward["total"] for p in paths)
-    return next(p for p in paths if p.reward["total"] >= top - tie)
+    near = [p for p in paths if p.reward["total"] >= top - tie]
+    return min(near, key=lambda p: (0, len(p.steps), p.generated_tokens) if p.verified
+               and p.reward["validity"] == 1.0 else (1, 0, 0))
 
 
 Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]

@@ -7,7 +7,8 @@ nulls, no extra keys, and strings limited to maths syntax (or to an identifier f
 must be one of the results the path's tool calls computed; a code answer is a fenced block. Given `numbers`, a
 Calc call may use only those (the problem's and the earlier results: reasoning/grounding.py), so the model
 cannot hand the calculator a number it made up; given `arguments`, a symbolic call may pass only the expression,
-point or bounds the problem states (a limit "as x approaches infinity" is taken at "oo", not at 0).
+point or bounds the problem states (a limit "as x approaches infinity" is taken at "oo", not at 0), and an integral
+with stated bounds must pass them.
 
     source = step_grammar(["Calc", "Solve"], answers=["31"])      # Lark source with %json tool schemas
     processor = compiler.processor(compiler.lark(source))        # model.grammar.GrammarCompiler
@@ -31,7 +32,7 @@ _SYMBOLS = r"[-+*/^(), A-Za-z_]"
 # starts with a number, a name or a sign/bracket before one (so not ", "); numbers alternate with symbols
 _TERM = rf"[-(]*(?:{_NUMBER}|[A-Za-z_])(?:{_SYMBOLS}+(?:{_NUMBER})?)*"
 _EXPRESSION = rf"^{_TERM}$"  # sympy syntax without "=": a result is the tool's to write
-_EQUATION = rf"^{_TERM}= ?{_TERM}$"
+_EQUATION = rf"^{_TERM}(?:=|<|>|<=|>=) ?{_TERM}$"  # an equation, or an inequality (a range, a domain)
 _POINT = rf"^-?(?:oo|(?:{_NUMBER}|pi|E)(?:/[0-9]{{1,6}})?)$"  # a limit's point, an integral's bound
 _IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
 _FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION, "point": _POINT,
@@ -81,7 +82,14 @@ def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None,
         properties["expression"]["pattern"] = _arithmetic(f"(?:{'|'.join(re.escape(n) for n in calc_numbers)})")
     elif label == "Calc":
         properties["expression"]["pattern"] = _arithmetic(_NUMBER)
-    return {"type": "object", "properties": properties, "required": list(schema.get("required", [])),
+    domain = dict(fixed).get("domain")
+    if label == "Solve" and domain:  # an interval the wording gives: its inequalities go beside the equation
+        properties["equations"] = {**properties["equations"], "minItems": len(domain) + 1}
+    required = list(schema.get("required", []))
+    bounds = [name for name, _ in fixed if name in ("lower", "upper") and name in properties]
+    if len(bounds) == 2:  # the problem states bounds: a definite integral (grounding.wording_allows)
+        required += [name for name in bounds if name not in required]
+    return {"type": "object", "properties": properties, "required": required,
             "additionalProperties": False, "x-guidance": JSON_OPTIONS}
 
 

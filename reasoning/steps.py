@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from reasoning.solution_sets import parse_solutions, set_choices
 from tools.math import MathToolError, arithmetic, math_tools
 from tools.sandbox import sandbox_tool
 from tools.tool import Tool
@@ -51,6 +52,7 @@ NO_VALUE = {"no solution", "any value is a solution"}  # math_solve results that
 _ARITHMETIC = r"[-+*/^().\d\s]*\d[-+*/^().\d\s]*[-+*/^][-+*/^().\d\s]*\d[-+*/^().\d\s]*"
 _LABELLED_ARITHMETIC = re.compile(rf"(?:[A-Za-z][A-Za-z ]*:)?\s*({_ARITHMETIC})(?:=\s*[^=]*)?")
 _CLAIM = re.compile(rf"({_ARITHMETIC})=\s*(-?\d+(?:\.\d+)?)")
+_ASSIGNMENT = re.compile(r"(?<![<>!=])=(?!=)")  # an "=" that is not part of "<=", ">=", "!=" or "=="
 _CODE_BLOCK = re.compile(r"```(?:python)?\n(.*?)(?:\n```|\Z)", re.S)
 
 
@@ -156,18 +158,26 @@ def answer_of(step: Step) -> str | None:
     if CODE_FENCE in body:
         match = _CODE_BLOCK.search(body)
         return match.group(1).strip() or None if match else None
-    return body.split("=")[-1].strip() or None
+    return stated_value(body) or None
+
+
+def stated_value(text: str) -> str:
+    """What a result or answer states after its last "=" ("x = 4" -> "4", "x = {2, 3}" -> "{2, 3}"); an inequality
+    ("x >= 2") is kept whole."""
+    return _ASSIGNMENT.split(text)[-1].strip()
 
 
 def answer_choices(steps: list[Step]) -> list[str]:
     """What a math answer may state: the results the path's tool calls computed, a solution split per variable
-    ("x = 6, y = 4" -> "x = 6", "y = 4"). The step grammar allows only these, so an answer is never the
-    model's own arithmetic."""
+    ("x = 6, y = 4" -> "x = 6", "y = 4"), several solutions only as their whole set ("x = 2; x = 3" ->
+    "x = {2, 3}"). The step grammar allows only these, so an answer is never the model's own arithmetic."""
     choices: list[str] = []
     for step in steps:
         if step.kind != "tool" or not step.tool_ok or step.tool not in MATH_TOOLS.values() or not step.tool_output:
             continue
-        parts = re.split(r";\s*|,\s*(?=\w+ = )", step.tool_output) if step.tool == "math_solve" else [step.tool_output]
+        parts = [step.tool_output]
+        if step.tool == "math_solve":  # several solutions: only the whole set answers (solution_sets.py)
+            parts = set_choices(parse_solutions(step.tool_output)) or re.split(r";\s*|,\s*(?=\w+ = )", step.tool_output)
         for part in parts:
             part = part.strip()
             if part in NO_VALUE or not part:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from reasoning.fewshot import CODE_EXAMPLES, MATH_EXAMPLES, Example, nearest
-from reasoning.steps import CODE_TOOLS, MATH_TOOLS, run_tool
+from reasoning.grounding import stated_domain, stated_maths
+from reasoning.solution_sets import parse_set, same_set, solution_tuples
+from reasoning.steps import CODE_TOOLS, MATH_TOOLS, run_tool, stated_value
 from tools.math import MathToolError, equal, solve
 
 MATH_INTRO = """Solve each problem with a calculator. Each line is one step: a tool call with JSON arguments \
@@ -65,10 +67,16 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 @lru_cache(maxsize=4096)
 def check_math_answer(answer: str, truth: str) -> bool:
     """Whether `answer` equals `truth` as maths (sympy). For a numeric truth, the answer's first number
-    counts, so units, "$" and thousands separators around it do not matter."""
+    counts, so units, "$" and thousands separators around it do not matter. A truth that is a set ("{2, 3}",
+    "{(1, 3), (3, 1)}") needs the same set: a partial one is wrong. An inequality ("x > 3") compares as written."""
     def clean(text: str) -> str:
         return text.replace(",", "").replace("$", "").strip().rstrip(".")
 
+    if truth.strip().startswith("{"):
+        wanted, got = parse_set(truth), parse_set(stated_value(answer))
+        return wanted is not None and got is not None and same_set(got, wanted)
+    if re.search(r"[<>]", truth):
+        return _inequality(answer) == _inequality(truth)
     a, t = clean(answer), clean(truth)
     try:
         if equal(a, t, timeout_s=2):
@@ -84,31 +92,75 @@ def check_math_answer(answer: str, truth: str) -> bool:
         return False
 
 
-_MATH_RUN = r"(?:(?<![A-Za-z])[a-z](?![A-Za-z])|[\d*+\-/^().\s])+"
-_EQUATION = re.compile(_MATH_RUN + "=" + _MATH_RUN)
+def _inequality(text: str) -> str:
+    """An inequality in one spelling: spaces dropped, "3 < x" as "x > 3"."""
+    text = text.replace(" ", "")
+    flipped = re.fullmatch(r"([^<>=]+)(<=|>=|<|>)([A-Za-z])", text)
+    if flipped:
+        text = flipped.group(3) + {"<": ">", ">": "<", "<=": ">=", ">=": "<="}[flipped.group(2)] + flipped.group(1)
+    return text
+
+
 _LETTER = r"(?<![A-Za-z])([a-z])(?![A-Za-z])"
 _ASKED = re.compile(r"\bwhat is ([a-z])\s*\?", re.I)
+# wording that limits the unknown to part of its range ("in the interval [0, 2*pi]", "between 0 and 2*pi", "x > 0")
+_BOUNDED = re.compile(r"\binterval\b|\bbetween\b|\b(?:in|on) \[|[<>]|\bpositive\b|\bnegative\b", re.I)
 
 
 @lru_cache(maxsize=4096)
 def check_equation_answer(problem: str, answer: str) -> bool | None:
-    """Substitute the answer back into the problem's equations: None when the problem states none.
+    """Whether the answer is the complete solution of the problem's equations: None when the problem states none.
 
-    One equation in one unknown: the answer must satisfy it. A system ("x + y = 10, x - y = 2. What is x?"):
-    with the asked unknown replaced by the answer, the system must still have a solution.
+    One equation, or a system without an asked unknown: the answer must be the whole solution set the Solve tool
+    finds ("{2, 3}" for x**2 - 5*x + 6 = 0; "2" satisfies it but is not the answer), on the interval the wording
+    gives ("in [0, 2*pi]") or the inequalities it states. A system that asks for one unknown ("x + y = 10,
+    x - y = 2. What is x?"): the set of that unknown's values. Inequalities alone: the range the tool finds
+    ("x > 3"). Where the tool cannot solve the system, the answer is substituted back instead; where the wording
+    limits the unknown in a way not read, there is no verdict.
     """
-    equations = [m.group(0).strip().rstrip(".").strip() for m in _EQUATION.finditer(problem.replace(",", " ,"))]
-    equations = [e for e in (e.strip(" ,") for e in equations) if re.search(_LETTER, e)]
+    stated = stated_maths(problem)
+    equations = [e for e in stated if "=" in e and not re.search(r"[<>]", e)]
+    conditions = [e for e in stated if len(re.findall(r"<=|>=|<|>", e)) == 1] + list(stated_domain(problem))
     if not equations:
+        return _range_answer(conditions, answer) if conditions else None
+    if _BOUNDED.search(problem) and not conditions:
         return None
     unknowns = sorted({v for e in equations for v in re.findall(_LETTER, e)})
     asked = _ASKED.search(problem)
-    variable = asked.group(1) if asked and asked.group(1) in unknowns else unknowns[0] if len(unknowns) == 1 else None
+    variable = asked.group(1) if asked and asked.group(1) in unknowns else None
+    value = stated_value(answer)
+    got = parse_set(value)
+    if got is None:
+        return False
+    try:
+        solutions = solve([*equations, *conditions], unknowns, timeout_s=2)
+    except MathToolError:
+        if conditions:
+            return None
+        solutions = []
+    names = [variable] if variable else unknowns
+    truth = solution_tuples(solutions, names)
+    if not truth:
+        return None if conditions else _substituted(equations, unknowns, variable, value)
+    return same_set(got, truth)
+
+
+def _range_answer(conditions: list[str], answer: str) -> bool | None:
+    """Inequalities alone: whether the answer is the range the Solve tool finds for them (None if it finds none)."""
+    try:
+        solutions = solve(conditions, timeout_s=2)
+    except MathToolError:
+        return None
+    if len(solutions) != 1 or len(solutions[0]) != 1:
+        return None
+    return _inequality(answer) == _inequality(next(iter(solutions[0].values())))
+
+
+def _substituted(equations: list[str], unknowns: list[str], variable: str | None, value: str) -> bool | None:
+    """The answer substituted into the equations (where the tool gives no solution set to compare with)."""
+    variable = variable or (unknowns[0] if len(unknowns) == 1 else None)
     if variable is None:
         return None
-    value = re.sub(rf"^\s*{variable}\s*=\s*", "", answer.strip())
-    if "=" in value:
-        return False
     substituted = [re.sub(rf"(?<![A-Za-z]){variable}(?![A-Za-z])", f"({value})", e) for e in equations]
     try:
         if len(unknowns) == 1:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from reasoning.grounding import canonical_number, spelled_numbers, unit_constants
@@ -47,8 +47,14 @@ _NO_UNIT = {"more", "fewer", "less", "each", "of", "in", "at", "for", "per", "a"
             "will", "would", "can", "has", "have", "had", "do", "does", "did", "be", "been"}
 _QUANTITY = re.compile(r"(\$)?\s?(\d+(?:\.\d+)?)(?:\s*(%)|[ -]?(?:per ?cent\b|([A-Za-z]+)))?")
 # a rate written with the unit ("5 arms each", "$12 an hour", "4 hours for every game"): its unit is per something
-_RATE_AFTER = re.compile(r"\s*/|\s+(?:each|apiece|per|every|for every|a|an)\b", re.I)
+_RATE_AFTER = re.compile(r"\s*/|\s+(?:each|apiece|per|every|for every|for each|a|an)\b", re.I)
 _RATE_UNITS = {"mph", "kph", "kmh", "rpm", "wpm", "bpm", "st", "nd", "rd", "th"}  # rates, and ordinals ("2nd")
+_RATE_WORDS = {"each", "apiece", "per", "every", "a", "an"}
+# the wording after a quantity that makes it a rate: "each"/"apiece" (per counted thing), or "per"/"for each" and
+# the unit it is per ("$12 an hour", "30 minutes every day" stay unknown: "$60000 a year" is often one year's pay)
+_RATE_NAMED = re.compile(r"\s+(?:(each|apiece)\b|(?:per|for each)\s+([A-Za-z]+)\b)", re.I)
+_VAGUE = {"few", "lot", "little", "bit", "total", "single", "piece", "new", "half", "quarter", "couple", "dozen"}
+EACH = "each"  # a rate's "each": per whatever counted thing it multiplies
 _MONEY_WORDS = re.compile(r"\bhow much (?:money|does|do|did|will|is|are|was|would|should|can)\b|"
                           r"\b(?:price|cost|costs|spend|spent|pay|pays|paid|earn|earns|earned|charge|charges)\b")
 
@@ -71,26 +77,49 @@ def singular(word: str) -> str:
 
 @lru_cache(maxsize=1024)
 def stated_units(problem: str) -> dict[str, frozenset[Unit | None]]:
-    """Each number the problem writes -> the units it is written with (None: cannot tell)."""
+    """Each number the problem writes -> the units it is written with (None: cannot tell). A rate is read where
+    its wording names both sides: "8 dollars each" is dollars per counted thing, "40 bolts per hour" and "$9 for
+    each hour" are per hour; "60 km/h", "$12 an hour" or "5 each" (no unit before "each") stay unknown."""
     units: dict[str, set[Unit | None]] = {}
     for match in _QUANTITY.finditer(problem):
         dollar, number, percent, word = match.groups()
+        rate_word = word is not None and word.lower() in _RATE_WORDS
+        if dollar:
+            base: Unit | None = (("dollar", 1),)
+            rest = match.end(2)
+        elif word is not None and not rate_word and word.lower() not in _NO_UNIT | _PLAIN_AFTER | _RATE_UNITS \
+                and not percent:
+            base, rest = ((singular(word), 1),), match.end()
+        else:
+            base, rest = None, match.end(2)
         if _RATE_AFTER.match(problem, match.end(2)) or _RATE_AFTER.match(problem, match.end()):
-            unit: Unit | None = None
-        elif dollar:
-            unit = (("dollar", 1),)
+            unit: Unit | None = _rate(base, problem, rest)
         elif percent or re.match(r"[ -]?per ?cent", problem[match.end(2):match.end()]):
             unit = ((PERCENT, 1),)
+        elif dollar:
+            unit = base
         elif word is None:
             unit = _PLAIN  # "... 150?", "50."
         elif word.lower() in _PLAIN_AFTER:
             unit = _PLAIN
-        elif word.lower() in _NO_UNIT or word.lower() in _RATE_UNITS:
-            unit = None
         else:
-            unit = ((singular(word), 1),)
+            unit = base
         units.setdefault(canonical_number(number), set()).add(unit)
     return {number: frozenset(found) for number, found in units.items()}
+
+
+def _rate(base: Unit | None, problem: str, at: int) -> Unit | None:
+    """The unit of a rate whose wording starts at `at`: `base` per the thing it names ("each": per counted thing,
+    `EACH`); None where either side is not named."""
+    per = _RATE_NAMED.match(problem, at)
+    if base is None or per is None:
+        return None
+    if per.group(1):
+        return _combine(base, ((EACH, 1),), -1)
+    thing = per.group(2).lower()
+    if thing in _NO_UNIT or thing in _VAGUE:
+        return None
+    return _combine(base, ((singular(thing), 1),), -1)
 
 
 def _question(problem: str) -> str:
@@ -142,23 +171,27 @@ class _Mismatch(Exception):
     """Unlike units added, or a unit raised to a power that is not a plain whole number."""
 
 
-def expression_unit(expression: str, problem: str, results: set[str]) -> Unit | None | bool:
+def expression_unit(expression: str, problem: str, results: Mapping[str, Unit | None] | set[str]) -> Unit | None | bool:
     """The unit of a Calc expression; False where it adds unlike measures; None where it cannot be told.
 
-    `results`: earlier tool results (canonical numbers). Their units are not tracked: a chain of steps multiplies
-    counted things whose relation the wording leaves implicit ("4 trips ... 12 people during one trip"), so a
-    number that an earlier call returned has no known unit.
+    `results`: earlier tool results (canonical numbers), each with the unit of the call that computed it where that
+    was known (a set: none known). So "3 dollars each" times "7 notebooks" is 21 dollars, and 21 times 7 again is
+    dollar notebooks, not the dollars asked for. A result whose unit was not known stays unknown: a chain of steps
+    multiplies counted things whose relation the wording leaves implicit ("4 trips ... 12 people during one trip").
     """
+    if not isinstance(results, Mapping):
+        results = dict.fromkeys(results)
     try:
         tree = ast.parse(expression.replace("^", "**"), mode="eval").body
-        return _unit(tree, problem, results)
+        unit = _unit(tree, problem, results)
     except _Mismatch:
         return False
     except (_Unknown, SyntaxError, RecursionError):
         return None
+    return None if any(name == EACH for name, _ in unit) else unit
 
 
-def _unit(node: ast.AST, problem: str, results: set[str]) -> Unit:
+def _unit(node: ast.AST, problem: str, results: Mapping[str, Unit | None]) -> Unit:
     """The unit of an arithmetic node."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
         return _number_unit(node.value, problem, results)
@@ -167,8 +200,10 @@ def _unit(node: ast.AST, problem: str, results: set[str]) -> Unit:
     if isinstance(node, ast.BinOp):
         left, right = _unit(node.left, problem, results), _unit(node.right, problem, results)
         if isinstance(node.op, (ast.Add, ast.Sub)):
-            if left != right:  # unlike measures (dollars and percent) are a mistake; counted things, no verdict
-                raise _Mismatch if _measure(left) and _measure(right) else _Unknown
+            if left != right:  # unlike measures (dollars and percent) are a mistake; counted things, no verdict;
+                # a rate and a total ("$9 per hour" and "$20") are often one hour's worth in the wording: no verdict
+                rate = any(power < 0 for _, power in (*left, *right))
+                raise _Mismatch if _measure(left) and _measure(right) and not rate else _Unknown
             return left
         if isinstance(node.op, (ast.Mult, ast.Div)):
             return _combine(left, right, 1 if isinstance(node.op, ast.Mult) else -1)
@@ -193,17 +228,23 @@ def _measure(unit: Unit) -> bool:
 
 
 def _combine(left: Unit, right: Unit, sign: int) -> Unit:
+    """The unit of a product (sign 1) or quotient (-1). A rate's "each" cancels against one counted thing (not a
+    measure): "8 dollars each" times "5 tickets" is dollars."""
     powers = dict(left)
     for name, power in right:
         powers[name] = powers.get(name, 0) + sign * power
+    if powers.get(EACH) == -1:
+        counted = [name for name, power in powers.items() if power == 1 and name != EACH and name not in _MEASURES]
+        if len(counted) == 1:
+            del powers[EACH], powers[counted[0]]
     return tuple(sorted((name, power) for name, power in powers.items() if power))
 
 
-def _number_unit(value: float, problem: str, results: set[str]) -> Unit:
+def _number_unit(value: float, problem: str, results: Mapping[str, Unit | None]) -> Unit:
     number = canonical_number(repr(value) if isinstance(value, float) else str(value))
     candidates = set(stated_units(problem).get(number, ()))
     if number in results:
-        candidates.add(None)
+        candidates.add(results[number])
     if number == "100" and (PERCENT in problem.lower() or "%" in problem):
         candidates.add(((PERCENT, 1),))  # the 100 of "per cent": 25 percent / 100 percent is a plain 0.25
     elif number in spelled_numbers(problem) | unit_constants(problem):  # "half", "60 minutes an hour": unit unknown
@@ -237,8 +278,34 @@ def _calc_unit(step: Step, problem: str, before: Sequence[Step]) -> Unit | None 
     expression = _expression(step)
     if expression is None or re.search(r"[A-Za-z]", expression):
         return None
-    results = {canonical_number(earlier.tool_output.strip()) for earlier in before if earlier.tool_output}
-    return expression_unit(expression, problem, results)
+    return expression_unit(expression, problem, _result_units(problem, tuple(before)))
+
+
+def _result_units(problem: str, before: tuple[Step, ...]) -> dict[str, Unit | None]:
+    """Each earlier tool result (canonical number) -> the unit its call computed, where that call used a price each
+    and came out in one unit to the first power; None otherwise, or where two calls gave the same number in
+    different units."""
+    results: dict[str, Unit | None] = {}
+    for i, earlier in enumerate(before):
+        if not earlier.tool_output:
+            continue
+        unit = _calc_unit(earlier, problem, before[:i])
+        number = canonical_number(earlier.tool_output.strip())
+        # only a total from a price each ("3 dollars each" x "7 notebooks" = 21 dollars, in one plain unit): other
+        # chains relate counted things implicitly ("4 trips" x "12 people"; "12 pages" in "one hour"), so their
+        # units say nothing
+        known = unit if isinstance(unit, tuple) and len(unit) == 1 and unit[0][1] == 1 and _uses_each(
+            earlier, problem) else None
+        results[number] = known if results.get(number, known) == known else None
+    return results
+
+
+def _uses_each(step: Step, problem: str) -> bool:
+    """Whether a Calc call uses a number the problem states as a price or amount "each"."""
+    stated = stated_units(problem)
+    return any(unit is not None and any(name == EACH for name, _ in unit)
+               for number in re.findall(r"\d+(?:\.\d+)?", _expression(step) or "")
+               for unit in stated.get(canonical_number(number), ()))
 
 
 def _expression(step: Step) -> str | None:

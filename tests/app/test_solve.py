@@ -41,6 +41,16 @@ def test_mcts_with_tool_calls_on_the_default_model(engine):
 
 
 @pytest.mark.slow
+def test_a_quadratic_is_answered_with_its_whole_solution_set_and_the_search_stops_once_verified(engine):
+    lines = []
+    solution = solve("Solve x**2 - 5*x + 6 = 0 for x.", task_type="math", strategy="mcts", seed=0, engine=engine,
+                     use_cache=False, on_progress=lines.append)
+    assert solution.answer is not None and {v.strip() for v in solution.answer.strip("{}").split(",")} == {"2", "3"}
+    assert solution.reward["correctness"] == 1.0  # the set the Solve tool found, not one root substituted
+    assert any(line.startswith("stopped after") for line in lines) and solution.paths < 5
+
+
+@pytest.mark.slow
 def test_a_code_task_is_classified_and_verified_by_its_stated_examples_in_the_sandbox(engine):
     solution = solve(ADD, strategy="greedy", seed=0, engine=engine, use_cache=False)
     assert solution.task_type == "code"

@@ -87,3 +87,20 @@ def test_a_number_that_cancels_out_is_not_used():
     percent = "What is 20% of 150?"
     assert not grounded(call('Calc: {"expression": "150/20*20"}'), percent, [])
     assert grounded(call('Calc: {"expression": "150*20/100"}'), percent, [])
+
+
+def test_the_wording_picks_the_tool_and_its_arguments():
+    from reasoning.grounding import stated_domain, tool_computed, wording_allows
+
+    definite = "What is the definite integral of x from 0 to 4?"
+    assert not wording_allows("Integrate", {"expression": "x"}, definite)  # bounds stated: a definite integral
+    assert wording_allows("Integrate", {"expression": "x", "lower": "0", "upper": "4"}, definite)
+    assert not wording_allows("Diff", {"expression": "x"}, "Find the value of x**2 from 0 to 4.")
+    assert not wording_allows("Diff", {"expression": "x**3", "order": 2}, "What is the derivative of x**3?")
+    assert wording_allows("Diff", {"expression": "x**3", "order": 2}, "What is the second derivative of x**3?")
+    call = parse_step('Integrate: {"expression": "x", "lower": "0", "upper": "4"}')
+    assert tool_computed(definite, "8", [call]) and not tool_computed(definite, "9", [call])
+    assert not tool_computed("What is 4 times 2?", "8", [parse_step('Calc: {"expression": "4*2"}')])  # no operation
+    assert stated_domain("Solve cos(t) = 0 for t in the interval [0, 2*pi].") == ("t >= 0", "t <= 2*pi")
+    assert stated_domain("Solve x**2 = 4 for x between -3 and 0.") == ("x >= -3", "x <= 0")
+    assert stated_domain("Solve x**2 = 4.") == ()

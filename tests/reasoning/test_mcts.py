@@ -7,6 +7,7 @@ import json
 
 from app.solve import solve
 from reasoning.mcts import MCTSConfig
+from reasoning.reward import RewardWeights
 from tests.reasoning.scripted import ScriptedEngine, answer_last_result, calc
 from tests.reasoning.test_search import six_times_seven
 
@@ -26,7 +27,9 @@ def test_mcts_finds_the_verified_sibling_and_reports_its_tree():
     assert first[0]["step"] == 'Calc: {"expression": "6*6"} => 36', "one sibling is the greedy step"
     assert {n["step"].split(" => ")[-1] for n in first[1:]} <= {"42", "48", "35"}
     assert sum(n["prior"] for n in first) == 1.0 and all(set(n["reward"]) >= {"correctness", "validity"} for n in first)
-    assert len(engine.batches[0]) == 4, "the K siblings of an expansion are one batch"
+    assert engine.batches[0] == [[]], "the search starts with the greedy path"
+    root_draws = next(batch for batch in engine.batches[1:] if batch and not batch[0])
+    assert len(root_draws) == 3, "the K - 1 sampled siblings of an expansion are one batch (the greedy one is reused)"
     assert solution.tokens["reused"] > 0
     json.dumps(solution.to_dict())
 
@@ -59,12 +62,36 @@ def test_identical_draws_merge_into_one_child_and_widening_finds_new_steps():
 
 def test_a_tree_with_nothing_left_to_expand_ends_the_search_early():
     engine = ScriptedEngine(lambda steps, seed, greedy: answer_last_result(steps) if steps else calc("6*7"))
-    solution = run(engine, budget=64)
+    solution = run(engine, budget=64, truth=None)  # nothing verifies it: only saturation ends the search
     assert solution.answer == "42" and len(solution.tree) == 3  # root, the one step, the one answer
     assert len(engine.batches) < 10, "saturated nodes are not expanded again"
+
+
+def test_a_verified_greedy_path_that_nothing_can_outscore_ends_the_search_at_once():
+    lines = []
+    engine = ScriptedEngine(lambda steps, seed, greedy: answer_last_result(steps) if steps else calc("6*7"))
+    solution = run(engine, budget=64, on_progress=lines.append)
+    assert solution.answer == "42" and solution.paths == 1 and len(engine.batches) == 2  # the greedy path's 2 steps
+    assert "stopped after 0 iterations: '42' is verified" in lines[-1]
+
+
+def test_a_verified_node_is_not_expanded_and_progress_names_what_would_be_returned():
+    def script(steps, seed, greedy):  # greedy 6*6 (wrong), sampled 6*7 (verified) or 6*8
+        if steps:
+            return answer_last_result(steps) if len(steps) == 1 else "Thought: done"
+        return calc("6*6") if greedy else [calc("6*7"), calc("6*8")][seed % 2]
+
+    lines = []
+    solution = run(ScriptedEngine(script), budget=20, on_progress=lines.append,
+                   weights=RewardWeights(cost=1.0))  # a costly path: verified but never settled
+    assert solution.answer == "42"
+    verified = [n for n in solution.tree if n["reward"] and n["reward"]["correctness"] == 1.0]
+    assert verified and all(n["parent"] != v["id"] for v in verified for n in solution.tree)
+    progress = [line for line in lines if "best so far" in line]
+    assert progress and "best so far '42'" in progress[-1]
 
 
 def test_c_puct_and_k_are_configurable():
     engine = ScriptedEngine(six_times_seven)
     solution = run(engine, budget=2, mcts_config=MCTSConfig(c_puct=2.0, children=6))
-    assert len(engine.batches[0]) == 6 and solution.answer == "42"
+    assert len(next(batch for batch in engine.batches[1:] if batch and not batch[0])) == 5 and solution.answer == "42"

@@ -67,7 +67,7 @@ def test_budgets_and_stop_end_the_search_with_the_best_so_far():
     assert len(engine.batches) == 1 and few_tokens.answer is None  # out of tokens after the first step
     engine = ScriptedEngine(six_times_seven)
     stopped = run("mcts", engine, budget=50, should_stop=lambda: len(engine.batches) >= 2)
-    assert len(engine.batches) == 2 and stopped.answer == "42"  # one expansion and its rollouts, then stop
+    assert len(engine.batches) == 2 and stopped.answer == "36"  # the greedy path, then stop: the best so far
     assert run("mcts", ScriptedEngine(six_times_seven), should_stop=lambda: True).answer is None
 
 
@@ -112,3 +112,20 @@ def test_a_symbolic_problems_calls_get_only_its_expressions_and_points():
                     grammar=SourceRecordingCompiler(), problem=problem)
     assert policy._constraint(Path([]))["logits_processor"] == step_grammar(
         TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x"], "point": ["oo"]})
+
+
+def test_among_verified_paths_the_shortest_is_chosen():
+    from reasoning.reward import LayeredReward, Problem
+    from reasoning.search import best_path, score
+
+    problem = Problem("What is the derivative of x**2 + 3*x?", "math")
+    diff = parse_step('Diff: {"expression": "x**2 + 3*x", "variable": "x"}')
+    padded = Path([], [parse_step("Thought: differentiate it"), diff, parse_step("Answer: 2*x + 3")])
+    short = Path([], [diff, parse_step("Answer: 2*x + 3")])
+    score([padded, short], problem, LayeredReward(), SearchBudget(tokens=10_000))
+    assert padded.verified and short.verified
+    assert best_path([padded, short]) is short
+    unverified = Problem("What is six times seven?", "math")
+    paths = [Path([], [parse_step(calc("6*7")), parse_step("Answer: 42")]) for _ in range(2)]
+    score(paths, unverified, LayeredReward(), SearchBudget(tokens=10_000))
+    assert not paths[0].verified and best_path(paths) is paths[0]  # no verifier: the first found

@@ -95,6 +95,19 @@ def test_given_arguments_a_symbolic_call_passes_only_the_stated_expression_and_p
     assert accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["3*x = 7"], "variables": ["x"]}\n')
 
 
+def test_stated_bounds_must_be_passed_and_solve_takes_inequalities(compiler, tokenizer) -> None:
+    grammar = compiler.lark(step_grammar(MATH_LABELS, arguments={"expression": ["x"], "lower": ["0"], "upper": ["4"]}))
+    assert accepts(compiler, tokenizer, grammar, 'Integrate: {"expression": "x", "lower": "0", "upper": "4"}\n')
+    assert not accepts(compiler, tokenizer, grammar, 'Integrate: {"expression": "x", "variable": "x"}\n')
+    for inequality in ['Solve: {"equations": ["2*x + 1 > 7"]}\n',
+                       'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n']:
+        assert accepts(compiler, tokenizer, grammar, inequality), inequality
+    assert not accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["x >> 2"]}\n')
+    bounded = compiler.lark(step_grammar(MATH_LABELS, arguments={"domain": ["x >= 0", "x <= 2*pi"]}))
+    assert not accepts(compiler, tokenizer, bounded, 'Solve: {"equations": ["sin(x) = 0"]}\n')  # the domain left out
+    assert accepts(compiler, tokenizer, bounded, 'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n')
+
+
 def test_code_steps_run_python_or_answer_with_a_fenced_function(compiler, tokenizer) -> None:
     grammar = compiler.lark(step_grammar(TASKS["code"].labels, code_answer=True))
     assert accepts(compiler, tokenizer, grammar, "Answer:\n```python\ndef f(x):\n    return x + 1\n```\n")

@@ -31,7 +31,11 @@ def test_stated_units_reads_the_unit_written_with_each_number():
     assert units["3"] == {(("kg", 1),)} and units["2"] == {(("hour", 1),)}
     assert units["40"] == {()} and units["50"] == {()}  # "from 40 to 50": plain numbers
     rates = stated_units("Cards cost $1.25 each; she earns $9 per hour and 12 dollars an hour; he buys 3 more.")
-    assert rates["1.25"] == rates["9"] == rates["12"] == rates["3"] == {None}  # a rate, or the unit unsaid
+    assert rates["1.25"] == {(("dollar", 1), ("each", -1))}  # dollars per whatever counted thing it multiplies
+    assert rates["9"] == {(("dollar", 1), ("hour", -1))} and rates["3"] == {None}  # "3 more": the unit unsaid
+    assert rates["12"] == {None}  # "an hour": "$60000 a year" is as often one year's pay as a rate
+    assert stated_units("Pies sell for 5 each and bakers work 8 hours a day.")["5"] == {None}  # no unit before "each"
+    assert stated_units("He reads 20 pages for each hour.")["20"] == {(("hour", -1), ("page", 1))}
     speeds = stated_units("It drives at 60 km/h, then 50 mph, on the 2nd day.")
     assert speeds["60"] == speeds["50"] == speeds["2"] == {None}
     assert stated_units("5 pencils and 20 Pencils; 4 boxes; 2 people")["20"] == {(("pencil", 1),)}
@@ -86,10 +90,22 @@ def test_no_verdict_where_the_units_cannot_be_told():
     follow = "A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?"
     chained = calc("135*8")
     assert units_ok(parse_step("Answer: 1080"), follow, [first, chained])  # an earlier result's unit is not tracked
+    # ... unless it is a total from a price each (test_a_price_each_times_a_count_...)
     assert answer_ok("Factor x**2 + 5*x + 6.", "2 + 3")  # no unit anywhere
     big = "It costs 999999999 dollars for 0 hours. What is the price?"
     for overflowing in ("999999999**63", "0**-1", "999999999**2**3"):
         assert expression_unit(overflowing, big, set()) is None
+
+
+def test_a_price_each_times_a_count_is_money_and_multiplying_by_the_count_again_is_caught():
+    problem = "Pencils cost 4 dollars each. Ben buys 6 pencils. How many dollars does he spend?"
+    first = calc("4*6")
+    assert units_ok(first, problem, []) and units_ok(parse_step("Answer: 24"), problem, [first])
+    again = calc("24*6")  # dollar pencils, not dollars
+    assert not units_ok(parse_step("Answer: 144"), problem, [first, again])
+    rate = "A pump moves 30 liters per minute. How many liters does it move in 4 minutes?"
+    assert answer_ok(rate, "30*4") and not answer_ok(rate, "30/4")
+    assert expression_unit("4*6", "Pies cost $4 each. She sells 6. How much money does she make?", set()) is None
 
 
 def test_wrong_units_lose_validity_and_their_vote():

@@ -141,13 +141,26 @@ def test_equal_false(w, a, b):
     assert equal(a, b, worker=w) is False
 
 
+def test_inequalities_in_one_variable_give_a_range_or_bound_an_equation(w):
+    assert solve("2*x + 1 > 7", worker=w) == [{"x": "x > 3"}]
+    assert solve("x^2 < 4", worker=w) == [{"x": "-2 < x < 2"}]
+    assert solve("x^2 >= 1", worker=w) == [{"x": "x <= -1 or x >= 1"}]
+    assert solve(["sin(x) = 0", "x >= 0", "x <= 2*pi"], worker=w) == [{"x": "0"}, {"x": "pi"}, {"x": "2*pi"}]
+    assert solve(["x^2 = 4", "x > 0"], worker=w) == [{"x": "2"}] and solve(["x^2 = 4", "x > 5"], worker=w) == []
+    with pytest.raises(MathToolError, match="not a finite set"):
+        solve(["sin(x) = 0", "x >= 0"], worker=w)
+    assert solve("x^2 + 1 > 0", worker=w) == [{}]  # every real
+
+
 def test_operation_errors_are_clear(w):
     with pytest.raises(MathToolError, match=r"several variables \(x, y\)"):
         diff("x*y", worker=w)
     with pytest.raises(MathToolError, match="takes exactly 1 argument"):
         simplify("sin(x, y)", worker=w)
-    with pytest.raises(MathToolError, match="inequalities are not supported"):
-        solve("x^2 < 4", worker=w)
+    with pytest.raises(MathToolError, match="one variable only"):
+        solve(["x + y < 4"], worker=w)
+    with pytest.raises(MathToolError, match="one <, >, <= or >= per inequality"):
+        solve("0 < x < 4", worker=w)
     with pytest.raises(MathToolError, match="more than one '='"):
         solve("x = 1 = 2", worker=w)
     with pytest.raises(MathToolError, match="'=' is only allowed in solve"):

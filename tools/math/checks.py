@@ -258,6 +258,19 @@ def check_variable(name: str) -> str:
     return name
 
 
+def split_inequality(text: str) -> tuple[str, str, str] | None:
+    """'lhs < rhs' (or >, <=, >=) -> (lhs, op, rhs); None for text without one. One relation per inequality: a
+    range 'a < x < b' is written as two."""
+    parts = re.split(r"(<=|>=|<|>)", text)
+    if len(parts) == 1:
+        return None
+    if len(parts) != 3 or "=" in parts[0] + parts[2] or "!" in parts[0]:
+        raise MathToolError(f"inequality {text!r}: write one <, >, <= or >= per inequality (a < x < b as two)")
+    if not parts[0].strip() or not parts[2].strip():
+        raise MathToolError(f"inequality {text!r} is missing a side")
+    return parts[0].strip(), parts[1], parts[2].strip()
+
+
 def _split_equation(text: str) -> tuple[str, str | None]:
     """'lhs = rhs' (or 'lhs == rhs') -> (lhs, rhs); an expression alone -> (text, None), meaning '= 0'."""
     _check_length(text, "equation")
@@ -316,9 +329,15 @@ class CallArguments:
         return None if value is None else self.expression(value, what)
 
     def equation(self, value: Any) -> str:
-        """'lhs = rhs', or an expression meaning '= 0'; returned normalised, sides checked."""
+        """'lhs = rhs', an expression meaning '= 0', or an inequality 'lhs < rhs' (<, >, <=, >=); returned
+        normalised, sides checked."""
         self._count(value, "equation")
         text = normalize_expression(value, "equation")
+        inequality = split_inequality(text)
+        if inequality is not None:
+            for side in (inequality[0], inequality[2]):
+                checked_expression(side, what="inequality")
+            return text
         for side in _split_equation(text):
             if side is not None:
                 checked_expression(side, what="equation")

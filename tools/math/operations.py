@@ -54,6 +54,9 @@ def solve(equations: str | list[str], variables: str | list[str] | None = None, 
     Each equation is 'lhs = rhs' or an expression meaning '= 0'. Without `variables`,
     solves for every free symbol. `[]` means no solution; a dict missing a variable means
     that variable is free (infinitely many solutions). Solutions may be complex.
+    In one variable, inequalities ('x >= 0', <, >, <=) restrict the solutions to the reals they
+    allow (every solution in [0, 2*pi] of 'sin(x) = 0'); inequalities alone give the range as a
+    relation: [{'x': 'x > 3'}], [{'x': '-3 < x < 3'}].
     """
     def check(a: CallArguments) -> dict[str, Any]:
         eqs = a.items(equations, "equations", a.equation)

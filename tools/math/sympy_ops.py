@@ -11,6 +11,7 @@ from tools.math.checks import (
     _MATRIX_UNARY,
     MathToolError,
     _split_equation,
+    split_inequality,
     check_variable,
     checked_expression,
     normalize_expression,
@@ -100,8 +101,13 @@ def _op_factor(expression: str) -> str:
 def _op_solve(equations: list[str], variables: list[str] | None) -> list[dict[str, str]]:
     import sympy
 
-    eqs = []  # each as an expression meaning "= 0"
+    eqs, conditions = [], []  # equations as expressions meaning "= 0"; inequalities as relations
     for text in equations:
+        inequality = split_inequality(normalize_expression(text, "equation"))
+        if inequality is not None:
+            lhs, op, rhs = inequality
+            conditions.append(sympy.Rel(_expr(lhs, "inequality"), _expr(rhs, "inequality"), op))
+            continue
         lhs, rhs = _split_equation(normalize_expression(text, "equation"))
         e = _expr(lhs, "equation") - (0 if rhs is None else _expr(rhs, "equation"))
         if not e.free_symbols:  # e.g. 'x = x + 1' became -1: false, or always true
@@ -109,6 +115,8 @@ def _op_solve(equations: list[str], variables: list[str] | None) -> list[dict[st
                 return []
             continue
         eqs.append(e)
+    if conditions:
+        return _solve_on_reals(eqs, conditions, variables)
     if not eqs:
         return [{}]  # every equation holds for any value
     if variables:
@@ -120,6 +128,56 @@ def _op_solve(equations: list[str], variables: list[str] | None) -> list[dict[st
     except NotImplementedError as e:
         raise MathToolError(f"sympy cannot solve this: {e}") from None
     return [{str(k): str(v) for k, v in sol.items()} for sol in solutions]
+
+
+def _solve_on_reals(eqs: list, conditions: list, variables: list[str] | None) -> list[dict[str, str]]:
+    """Equations on the real numbers the inequalities allow (a domain such as 'x >= 0', 'x <= 2*pi'): every
+    solution there; or, inequalities alone, the range they allow as a relation ('x > 2', '-3 < x < 3'). One
+    variable only."""
+    import sympy
+
+    free = set().union(*(c.free_symbols for c in conditions), *(e.free_symbols for e in eqs))
+    syms = [_symbol(v) for v in variables] if variables else sorted(free, key=str)
+    if len(syms) != 1 or free - set(syms):
+        raise MathToolError("inequalities are supported in one variable only")
+    x = syms[0]
+    domain = sympy.S.Reals
+    for condition in conditions:
+        domain = domain.intersect(sympy.solveset(condition, x, sympy.S.Reals))
+    if not eqs:
+        if domain is sympy.S.EmptySet:
+            return []
+        return [{}] if domain == sympy.S.Reals else [{str(x): _relation_text(domain, x)}]
+    found = domain
+    for e in eqs:
+        found = found.intersect(sympy.solveset(e, x, domain))
+    if isinstance(found, sympy.FiniteSet):
+        return [{str(x): str(v)} for v in sorted(found, key=sympy.default_sort_key)]
+    if found is sympy.S.EmptySet:
+        return []
+    raise MathToolError(f"the solutions are not a finite set: {found}")
+
+
+def _relation_text(found, x) -> str:
+    """A set of reals as the relation that describes it: 'x > 2', '-3 < x <= 3', 'x < -1 or x > 1'."""
+    import sympy
+
+    parts = []
+    for piece in (found.args if isinstance(found, sympy.Union) else (found,)):
+        if isinstance(piece, sympy.FiniteSet):
+            parts.extend(f"{x} = {v}" for v in piece)
+        elif isinstance(piece, sympy.Interval):
+            low = "" if piece.start == -sympy.oo else f"{piece.start} {'<' if piece.left_open else '<='} "
+            high = "" if piece.end == sympy.oo else f" {'<' if piece.right_open else '<='} {piece.end}"
+            if not low:
+                parts.append(f"{x}{high}")
+            elif not high:
+                parts.append(f"{x} {'>' if piece.left_open else '>='} {piece.start}")
+            else:
+                parts.append(f"{low}{x}{high}")
+        else:
+            raise MathToolError(f"the solutions are not a range of reals: {found}")
+    return " or ".join(parts)
 
 
 def _op_diff(expression: str, variable: str | None, order: int) -> str:

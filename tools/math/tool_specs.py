@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -36,7 +37,9 @@ class ExpressionArgs(BaseModel):
 
 class SolveArgs(BaseModel):
     equations: list[str] = Field(description="One or more equations, e.g. ['x + y = 3', 'x - y = 1']; "
-                                             f"an expression alone means '= 0'. {_SYNTAX}")
+                                             "an expression alone means '= 0'. In one variable, inequalities too: "
+                                             "alone (['2*x + 1 > 7'] -> 'x > 3') or as a domain (['sin(x) = 0', "
+                                             f"'x >= 0', 'x <= 2*pi']). {_SYNTAX}")
     variables: list[str] | None = Field(None, description="Variables to solve for; default: all of them.")
 
 
@@ -88,7 +91,8 @@ class EqualArgs(BaseModel):
 def _render_solutions(solutions: list[dict[str, str]]) -> str:
     if not solutions:
         return "no solution"
-    lines = [", ".join(f"{k} = {v}" for k, v in sol.items()) or "any value is a solution" for sol in solutions]
+    lines = [", ".join(v if re.search(r"[<>]", v) else f"{k} = {v}" for k, v in sol.items())  # a range: 'x > 2'
+             or "any value is a solution" for sol in solutions]
     return "\n".join(lines)
 
 
@@ -97,8 +101,9 @@ _TOOL_SPECS = (
     ("math_simplify", "Simplify a math expression exactly (symbolic).", ExpressionArgs, simplify, str),
     ("math_expand", "Expand products and powers of a math expression.", ExpressionArgs, expand, str),
     ("math_factor", "Factor a polynomial, or an integer into primes.", ExpressionArgs, factor, str),
-    ("math_solve", "Solve an equation or a system of equations exactly. Returns one line per "
-                   "solution, e.g. 'x = 2, y = 1', or 'no solution'.", SolveArgs, solve, _render_solutions),
+    ("math_solve", "Solve an equation or a system of equations exactly (inequalities in one variable too). "
+                   "Returns one line per solution, e.g. 'x = 2, y = 1', a range such as 'x > 3', or "
+                   "'no solution'.", SolveArgs, solve, _render_solutions),
     ("math_diff", "Differentiate an expression.", DiffArgs, diff, str),
     ("math_integrate", "Integrate an expression: antiderivative, or definite integral with bounds.",
      IntegrateArgs, integrate, str),
