@@ -68,6 +68,7 @@ class Dialogue:
     kind: str
     turns: list[tuple[str, str]] = field(default_factory=list)  # (customer, bot)
     calls: list = field(default_factory=list)  # app.support.ToolCall
+    calls_per_turn: list[int] = field(default_factory=list)  # how many of `calls` each customer turn made
     passed: bool = False
     step: str = ""  # the first step not reached, for a failure
     seconds: float = 0.0
@@ -174,6 +175,7 @@ def run_flow(bot, databases: Databases, flow: dict, index: int) -> Dialogue:
             reply = support.reply("bench", text)
             dialogue.turns.append((text, reply.text))
             dialogue.calls.extend(reply.tool_calls)
+            dialogue.calls_per_turn.append(len(reply.tool_calls))
         dialogue.seconds = time.perf_counter() - start
         judge(dialogue, db, databases, flow["user_id"], flow["actions"], [], flow.get("order_id"))
     finally:
@@ -227,6 +229,7 @@ def run_task(bot, customer_engine, databases: Databases, task: dict, index: int,
             bot_text = reply.text
             dialogue.turns.append((text, bot_text))
             dialogue.calls.extend(reply.tool_calls)
+            dialogue.calls_per_turn.append(len(reply.tool_calls))
         dialogue.seconds = time.perf_counter() - start
         judge(dialogue, db, databases, task["user_id"], task["actions"], task.get("outputs", []))
     finally:
@@ -357,7 +360,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps([
             {"name": d.name, "kind": d.kind, "passed": d.passed, "step": d.step, "seconds": round(d.seconds, 2),
-             "turns": d.turns, "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result[:300]} for c in d.calls]}
+             "turns": d.turns, "calls_per_turn": d.calls_per_turn,
+             "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result} for c in d.calls]}
             for d in dialogues], indent=1))
     return 0
 
