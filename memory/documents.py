@@ -149,6 +149,11 @@ def paragraph_spans(text: str) -> list[tuple[int, int]]:
     return [trimmed for s, e in spans if (trimmed := _trim(text, s, e))]
 
 
+def all_sentence_spans(text: str) -> list[tuple[int, int]]:
+    """The sentences of every paragraph of `text` (a heading is one)."""
+    return [span for start, end in paragraph_spans(text) for span in sentence_spans(text, start, end)]
+
+
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """(start, end) offsets of the sentences of text[start:end]. "Mr. Okafor" and initials do not end one."""
     end = len(text) if end is None else end

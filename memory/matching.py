@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from memory.documents import sentence_spans
+from memory.documents import all_sentence_spans
 from memory.vector_store import Hit
 
 MAX_SENTENCES = 2  # per hit: the best one, and the next best if it scores nearly as well
@@ -45,7 +45,7 @@ def best_sentences(embed: Callable[[list[str]], Sequence[Sequence[float]]], quer
                    hits: Sequence[Hit]) -> list[Match]:
     """Each hit with its sentences nearest `query` (one embedding pass over all of them, `embed` returning
     unit vectors as MiniLMEmbedding does): the best, and up to MAX_SENTENCES within MARGIN of it."""
-    spans = [sentence_spans(hit.text) or [(0, len(hit.text))] for hit in hits]
+    spans = [all_sentence_spans(hit.text) or [(0, len(hit.text))] for hit in hits]
     sentences = [" ".join(hit.text[s:e].split()) for hit, found in zip(hits, spans) for s, e in found]
     if not sentences:
         return []
