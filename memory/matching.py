@@ -29,12 +29,13 @@ class Match:
 
     @property
     def position(self) -> str:
-        """Where the first matching sentence stands: "FILE, page P, line L" or "conversation S, turn T"."""
+        """Where the best matching sentence stands: "FILE, page P, line L" or "conversation S, turn T"."""
         meta = self.hit.metadata
-        if "source" not in meta or self.sentences[0].line is None:  # a turn, or a chunk stored without lines
+        best = max(self.sentences, key=lambda s: s.score)
+        if "source" not in meta or best.line is None:  # a turn, or a chunk stored without lines
             return self.hit.source
         page = f", page {meta['page']}" if "page" in meta else ""
-        return f"{meta['source']}{page}, line {self.sentences[0].line}"
+        return f"{meta['source']}{page}, line {best.line}"
 
     @property
     def text(self) -> str:
@@ -47,6 +48,7 @@ def best_sentences(embed: Callable[[list[str]], Sequence[Sequence[float]]], quer
     unit vectors as MiniLMEmbedding does): the best, and up to MAX_SENTENCES within MARGIN of it."""
     spans = [all_sentence_spans(hit.text) or [(0, len(hit.text))] for hit in hits]
     sentences = [" ".join(hit.text[s:e].split()) for hit, found in zip(hits, spans) for s, e in found]
+    starts = [s for found in spans for s, _ in found]  # where each sentence starts in its hit's text
     if not sentences:
         return []
     vectors = embed([query, *sentences])
@@ -56,12 +58,13 @@ def best_sentences(embed: Callable[[list[str]], Sequence[Sequence[float]]], quer
     for hit, found in zip(hits, spans):
         own = list(range(at, at + len(found)))
         at += len(found)
+        own = [i for i in own if not sentences[i].startswith("#")] or own  # a heading only when nothing else is
         best = max(scores[i] for i in own)
         chosen = sorted(sorted(own, key=lambda i: -scores[i])[:MAX_SENTENCES])
         chosen = [i for i in chosen if scores[i] >= best - MARGIN]
         first_line = hit.metadata.get("line")
         matches.append(Match(hit, [
-            Sentence(sentences[i], None if first_line is None else int(first_line) + hit.text.count("\n", 0, found[i - own[0]][0]),
+            Sentence(sentences[i], None if first_line is None else int(first_line) + hit.text.count("\n", 0, starts[i]),
                      float(scores[i]))
             for i in chosen
         ]))
