@@ -94,10 +94,11 @@ def chunk_spans(text: str, max_chars: int = MAX_CHUNK_CHARS, overlap: int = OVER
     """(start, end) offsets of the chunks of `text`: whole sentences packed up to `max_chars`.
 
     A paragraph starts a new chunk unless the chunk, begun at a paragraph's start, stays within `short`
-    characters with it (a run of short notes stays together) or the chunk so far is only headings; a Markdown heading always starts one. When a
-    paragraph goes on into the next chunk, that chunk repeats its predecessor's last sentences (up to
-    `overlap` characters), so a statement and the sentence it leans on are found together. A sentence longer
-    than `max_chars` is cut at word boundaries into pieces that overlap.
+    characters with it (a run of short notes stays together), or the chunk so far is only headings (a
+    heading stays with what follows it). A Markdown heading starts a new chunk unless it follows another.
+    When a paragraph goes on into the next chunk, that chunk repeats its predecessor's last sentences (up to
+    `overlap` characters), so a statement and the sentence it leans on are found together. A sentence
+    longer than `max_chars` is cut at word boundaries into pieces that overlap.
     """
     chunks: list[tuple[int, int]] = []
     current: list[_Unit] = []

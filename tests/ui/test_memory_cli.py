@@ -62,6 +62,8 @@ def test_memory_store_errors_are_one_line(tmp_path):
     assert out.stderr.strip() == f"r1: error: cannot open the memory store at {blocker}: it is a file, not a directory"
     out = run_r1("memory", "stats", "--chroma-url", "ftp://nowhere")
     assert out.returncode == 2 and "chroma url must look like http://host:port" in out.stderr
+    out = run_r1("memory", "search", "car", "-k", "0", "--chroma-path", str(tmp_path / "chroma"))
+    assert out.returncode == 2 and out.stderr.strip() == "r1: error: -k must be positive, got 0"
 
 
 def test_memory_help():
