@@ -92,12 +92,13 @@ def sentences(text: str) -> list[str]:
 
 
 def grounded(text: str, evidence: Evidence, products: Iterable[str] = ()) -> tuple[str, list[str]]:
-    """(the message without its ungrounded sentences, the sentences dropped). The kept text may be empty."""
+    """(the message without its ungrounded sentences, the sentences dropped): the text as written when none
+    is dropped; it may be empty."""
     products = tuple(products)
     kept, dropped = [], []
     for sentence in sentences(text):
         (dropped if unsupported(sentence, evidence, products) else kept).append(sentence)
-    return " ".join(kept), dropped
+    return (" ".join(kept) if dropped else text), dropped
 
 
 def _value(number: str) -> float:
