@@ -50,8 +50,8 @@ class Evidence:
         said = claim.text.lower()
         if claim.kind == "number":
             return _value(said) in self.numbers
-        if claim.kind == "id":
-            return said in self.text or said.lstrip("#$") in self.text
+        if claim.kind == "id":  # whole: "#W1" is not grounded by "#W1234567"
+            return any(re.search(rf"(?<!\w){re.escape(form)}(?!\w)", self.text) for form in {said, said.lstrip("#$")})
         if claim.kind == "date":
             return said in self.words
         return re.search(rf"(?<!\w){re.escape(said)}", self.text) is not None  # a product, also as a plural

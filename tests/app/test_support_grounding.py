@@ -37,6 +37,7 @@ def test_evidence_supports_values_in_any_form_the_sources_wrote_them() -> None:
         "10.00", "Monday"]
     assert [c.text for c in unsupported("Your T-Shirt is order #W1111111.", evidence, PRODUCTS)] == [
         "#W1111111", "T-Shirt"]
+    assert [c.text for c in unsupported("See order #W877 or gift_card_72.", evidence)] == ["#W877", "gift_card_72"]
 
 
 def test_grounded_drops_only_the_sentences_with_unsupported_claims() -> None:
