@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from app import Settings
+
+if TYPE_CHECKING:
+    from memory.matching import Match
 
 
 def add_store_flags(parser: argparse.ArgumentParser, *, window: bool = False) -> argparse._ArgumentGroup:
@@ -103,7 +107,7 @@ def _search(store, user: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_json(match) -> dict:
+def _as_json(match: Match) -> dict[str, Any]:
     meta = match.hit.metadata
     return {
         "source": meta.get("source") or match.hit.source, "position": match.position,
