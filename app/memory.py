@@ -30,14 +30,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from app.config import Settings
-from memory.matching import best_sentences, format_matches
+from memory.matching import Match, best_sentences, format_matches
 from memory.vector_store import Hit, MemoryStoreError, VectorStore, format_snippets
 from memory.window import SlidingWindow, chat_token_counter, default_budget, is_tool_result
 from reasoning.tasks import check_equation_answer
 
 __all__ = [
-    "LOCAL_USER", "ConversationMemory", "MemoryStats", "MemoryStoreError", "SolvedProblems", "SupportMemory",
-    "TurnPrompt", "memory_stats", "open_vector_store",
+    "LOCAL_USER", "ConversationMemory", "Match", "MemoryStats", "MemoryStoreError", "SolvedProblems", "SupportMemory",
+    "TurnPrompt", "best_sentences", "memory_stats", "open_vector_store",
 ]
 
 log = logging.getLogger(__name__)

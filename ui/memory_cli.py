@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from app import Settings
 
 if TYPE_CHECKING:
-    from memory.matching import Match
+    from app.memory import Match
 
 
 def add_store_flags(parser: argparse.ArgumentParser, *, window: bool = False) -> argparse._ArgumentGroup:
@@ -86,7 +86,7 @@ def _search(store, user: str, args: argparse.Namespace) -> int:
     """Each hit's sentences that best match TEXT, with where they stand; the whole record only in --json."""
     import json
 
-    from memory.matching import best_sentences
+    from app.memory import best_sentences
 
     if args.k <= 0:
         print(f"r1: error: -k must be positive, got {args.k}", file=sys.stderr)
