@@ -19,7 +19,6 @@ from pathlib import Path
 
 from app.memory import ConversationMemory
 from app.runtime import Runtime
-from memory.vector_store import format_snippets
 from model.request import Request
 from model.tokenizer import split_reasoning
 
@@ -53,7 +52,7 @@ class Message:
     content: str  # for the assistant: the answer, without its reasoning
     reasoning: str = ""  # R1 <think> text, shown apart and never sent back to the model
     finish_reason: str | None = None  # the assistant's: "stop", "length", "cancelled" or "error"
-    recalled: str = ""  # the assistant's: snippets recalled from memory into its prompt, "[source] text" lines
+    recalled: str = ""  # the assistant's: what was recalled from memory into its prompt, "[position] matching sentences" lines
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,7 @@ class Chat:
             raise
         with self._lock:
             self._active[conversation_id] = request
-        recalled = format_snippets(turn.recalled)
+        recalled = turn.shown  # each recalled snippet's sentences that match the message, with where they stand
         self.store.add(conversation_id, Message("user", text))
         raw = ""
         try:

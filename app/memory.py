@@ -30,13 +30,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from app.config import Settings
+from memory.matching import Match, best_sentences, format_matches
 from memory.vector_store import Hit, MemoryStoreError, VectorStore, format_snippets
 from memory.window import SlidingWindow, chat_token_counter, default_budget, is_tool_result
 from reasoning.tasks import check_equation_answer
 
 __all__ = [
-    "LOCAL_USER", "ConversationMemory", "MemoryStats", "MemoryStoreError", "SolvedProblems", "SupportMemory",
-    "TurnPrompt", "memory_stats", "open_vector_store",
+    "LOCAL_USER", "ConversationMemory", "Match", "MemoryStats", "MemoryStoreError", "SolvedProblems", "SupportMemory",
+    "TurnPrompt", "best_sentences", "memory_stats", "open_vector_store",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Model(Protocol):
 class TurnPrompt:
     messages: list[dict[str, Any]]  # what the model sees: system prompt, window, snippets in the newest user message
     recalled: list[Hit] = field(default_factory=list)  # the snippets that entered it, each with its source
+    shown: str = ""  # what the user is shown of them: "[position] matching sentences" lines (memory.matching)
 
 
 def recall_reserve(k: int) -> int:
@@ -174,9 +176,12 @@ class ConversationMemory(_StoreUser):
             for message, digest in zip(history[len(seen):], digests[len(seen):]):
                 window.add({"role": message["role"], "content": message["content"]})
                 seen.append(digest)
-            hits = self._recall(session, window, str(history[-1]["content"]), k)
+            query = str(history[-1]["content"])
+            hits = self._recall(session, window, query, k)
             recalled, text = fit_snippets(hits, model.tokenizer, recall_reserve(k))
-            return TurnPrompt(window.prompt(text), recalled)
+            # Matched on the hits as stored (fit_snippets keeps their order), so lines can still be counted.
+            shown = format_matches(best_sentences(self.store.embedding, query, hits[: len(recalled)])) if recalled else ""
+            return TurnPrompt(window.prompt(text), recalled, shown)
 
     def window_of(self, session: str) -> SlidingWindow | None:
         """The window held for `session`, if any (for statistics and tests)."""

@@ -31,12 +31,14 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.memory import SupportMemory, try_open_vector_store
 from app.redact import SensitiveFilter
+from app.support_grounding import Evidence, grounded
 from app.support_guard import NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
 from app.support_offer import READ_TOOLS, must_call, offered_tools
 from app.support_prompt import brief_result, example_messages, state_note, system_prompt
 from memory.vector_store import VectorStore
 from model.backend import Backend
 from tools.orders import OrderDB, call_tool, order_tools
+from tools.orders.actions import list_all_product_types
 
 POLICY_PATH = Path(__file__).resolve().parent / "data" / "retail_policy.md"
 
@@ -129,6 +131,7 @@ class _Session:
     # (read tool, argument) -> the history length once its data was added: what the model can still see
     read_at: dict[tuple[str, str], int] = field(default_factory=dict)
     order_statuses: dict[str, str] = field(default_factory=dict)  # orders the bot has seen, by id
+    tool_results: list[str] = field(default_factory=list)  # every result this session, what messages may state
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -151,6 +154,7 @@ class Support:
         self._schemas = {t.name: t.parameters for t in self.tools}
         self._tools_by_name = {t.name: t for t in self._runnable}
         self._controls = control_strings(engine.tokenizer)
+        self.products = tuple(json.loads(list_all_product_types(db)))  # names a message may state only if grounded
         self.system_prompt = system_prompt(
             POLICY_PATH.read_text(), [(t.name, list(t.parameters["properties"]), t.description) for t in self.tools])
         self._max_new_tokens = max(self.options.call_max_new_tokens, self.options.message_max_length // 2 + 16)
@@ -214,7 +218,7 @@ class Support:
             if action is None:
                 break
             if "message" in action:
-                message = trim_message(action["message"])
+                message = self._grounded(session, action["message"])
                 break
             name, arguments = action["tool"], action["arguments"]
             invalid = self._invalid_arguments(name, arguments)
@@ -233,7 +237,7 @@ class Support:
             calls.append(self._run(session, name, arguments, refusal))
         if message is None:
             action = self._next_action(session, calls, message_only=True)
-            message = trim_message(action["message"]) if action else None
+            message = self._grounded(session, action["message"]) if action else None
         if message is None:
             return Reply(self._filtered(state, FALLBACK_TEXT), calls)
         # The bot's own messages stay out of what the model reads: a 135M model copies its last message
@@ -253,9 +257,16 @@ class Support:
             return tool.invalid(e)
         return None
 
+    def _grounded(self, session: _Session, text: str) -> str | None:
+        """The model's message without the sentences that state a number, id, date or product that no tool
+        result or customer message of this session holds (`support_grounding`); None if nothing is left."""
+        evidence = Evidence([*session.tool_results, *session.state.customer_messages])
+        return grounded(trim_message(text), evidence, self.products)[0] or None
+
     def _run(self, session: _Session, name: str, arguments: dict[str, Any], refusal: str | None) -> ToolCall:
         """Run a call the guard allowed (refusal None), or record its refusal; either goes back to the model as data."""
         result = refusal if refusal is not None else call_tool(self._runnable, name, arguments)
+        session.tool_results.append(result)
         if refusal is None:
             self.guard.record_authentication(session.state, name, result)
             self._remember(session, name, arguments, result)

@@ -12,11 +12,15 @@ vector-store ingest and query speed.
     prompts built by ConversationMemory. Each measured turn's prompt is served by the engine (the radix
     prefix cache holds the earlier turns) and by the same weights in an engine with the prefix cache off.
     Once with the default window (no evictions) and once with a small one (the window is cut every few turns).
-(c) ingest: `VectorStore.add_document` (the path of `r1 memory add`) over Markdown files made of
+(c) documents: the planted facts of bench/data/memory_facts.jsonl (written before the first run, never tuned
+    on), each a one-sentence paragraph right after a long unrelated paragraph of GSM8K prose, in six notes
+    files, stored with ten files of prose alone. Each fact is asked for in other words (a paraphrase);
+    recall@k: a chunk holding the fact is among the k nearest of `search_documents`.
+(d) ingest: `VectorStore.add_document` (the path of `r1 memory add`) over Markdown files made of
     GSM8K questions and worked answers (real prose) up to --chunks chunks, in chunks per second; query latency
     (embedding included) with the first file stored (the baseline) and with all of them.
 
-Usage: python bench/memory.py [--parts recall,ttft,ingest] [--window 512] [--k 3] [--answers] [--turns 24]
+Usage: python bench/memory.py [--parts recall,ttft,documents,ingest] [--window 512] [--k 3] [--answers] [--turns 24]
        [--chunks 10000] [--threads N]
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -39,6 +44,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 from app.config import Settings
 from app.memory import ConversationMemory
+from memory.matching import best_sentences
 from memory.vector_store import VectorStore
 
 FACTS = [  # (what the user says early on, what they ask at the end, the value the answer must contain)
@@ -87,6 +93,8 @@ FILLER = [  # (question, a short answer): chat about other things between the fa
 ]
 USER, SESSION = "bench-user", "bench-session"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/datasets/gsm8k/train.jsonl"
+PLANTED_FACTS = Path(__file__).resolve().parent / "data" / "memory_facts.jsonl"
+PREVIEW_CHARS = 300  # what `r1 memory search` showed of a hit before it showed the matching sentences
 
 
 def default_tokenizer():
@@ -201,6 +209,41 @@ def corpus_paragraphs(path: Path) -> list[str]:
     return paragraphs
 
 
+def documents(args: argparse.Namespace) -> None:
+    facts = [json.loads(line) for line in PLANTED_FACTS.read_text().splitlines() if line.strip()]
+    prose = corpus_paragraphs(args.corpus)
+    long_prose = iter(p for p in prose if 350 <= len(p) <= 700)
+    notes_files = 6
+    with tempfile.TemporaryDirectory() as tmp:
+        store = VectorStore(Path(tmp) / "chroma")
+        for n in range(notes_files):  # each fact right after a long unrelated paragraph, another one after it
+            parts = [f"# Notes {n + 1}"]
+            for fact in facts[n::notes_files]:
+                parts += [next(long_prose), fact["fact"]]
+            parts.append(next(long_prose))
+            (Path(tmp) / f"notes{n}.md").write_text("\n\n".join(parts))
+        for n in range(10):  # prose alone: other documents to find instead
+            (Path(tmp) / f"prose{n}.md").write_text("\n\n".join(next(long_prose) for _ in range(20)))
+        chunks = sum(store.add_document(USER, path).chunks for path in sorted(Path(tmp).glob("*.md")))
+        ranks, previewed, shown = [], 0, 0
+        for fact in facts:
+            hits = store.search_documents(USER, fact["question"], k=10)
+            rank = next((i for i, hit in enumerate(hits, 1) if fact["fact"] in " ".join(hit.text.split())), None)
+            ranks.append(rank)
+            if rank is not None and rank <= 3:  # what `r1 memory search -k 3` shows of the hit holding the fact
+                previewed += fact["fact"] in " ".join(hits[rank - 1].text.split())[:PREVIEW_CHARS]
+                shown += fact["fact"] in best_sentences(store.embedding, fact["question"], [hits[rank - 1]])[0].text
+    n = len(facts)
+    print(f"documents: {n} planted facts in {notes_files} notes files + 10 prose files, {chunks} chunks; "
+          f"one paraphrased question per fact; load average {os.getloadavg()[0]:.1f}")
+    print("| recall@1 | recall@3 | recall@10 | found in the top 3, and in the first 300 characters of its hit | "
+          "found in the top 3, and in the matching sentences shown |")
+    print("|---:|---:|---:|---:|---:|")
+    at = lambda k: sum(r is not None and r <= k for r in ranks)  # noqa: E731
+    print(f"| {at(1)}/{n} | {at(3)}/{n} | {at(10)}/{n} | {previewed}/{n} | {shown}/{n} |")
+    print("missed at 3: " + "; ".join(f["question"] for f, r in zip(facts, ranks) if r is None or r > 3), flush=True)
+
+
 def ingest(args: argparse.Namespace) -> None:
     paragraphs = corpus_paragraphs(args.corpus)
     rng = random.Random(1)
@@ -247,7 +290,7 @@ def ingest(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="recall,ttft,ingest", help="which parts to run, comma-separated")
+    parser.add_argument("--parts", default="recall,ttft,documents,ingest", help="which parts to run, comma-separated")
     parser.add_argument("--window", type=int, default=512, help="tier-2 budget in tokens (small, so facts leave it)")
     parser.add_argument("--k", type=int, default=3, help="snippets retrieved from the store per question")
     parser.add_argument("--answers", action="store_true", help="also have the default model answer each prompt")
@@ -268,12 +311,15 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
-    if not parts <= {"recall", "ttft", "ingest"}:
-        parser.error(f"unknown parts {sorted(parts - {'recall', 'ttft', 'ingest'})}; choose recall, ttft, ingest")
+    known = {"recall", "ttft", "documents", "ingest"}
+    if not parts <= known:
+        parser.error(f"unknown parts {sorted(parts - known)}; choose from {', '.join(sorted(known))}")
     if "recall" in parts:
         recall(args)
     if "ttft" in parts:
         first_token(args)
+    if "documents" in parts:
+        documents(args)
     if "ingest" in parts and args.chunks:
         ingest(args)
     print(f"\nmeasured {time.strftime('%Y-%m-%d %H:%M')}")

@@ -9,6 +9,11 @@ Two sets, each run with the real model as the bot (`app.Support`, greedy, gramma
          same model as the bot, `--user-model` another checkpoint) plays each task's `instruction`, sampled
          with a seed per trial. pass^1 and pass^k over `--k` seeds (τ-bench's estimator).
 
+Every bot message is also checked for grounding (app/support_grounding.py): the share of messages with a
+sentence that states a number, id, amount, date or product name found in no tool result and no customer
+message of the dialogue so far. `--rescore FILE` reports it for a saved `--json` run (one made before the
+check existed, say) without running the model.
+
 Every dialogue starts on a fresh copy of the database. It passes when the final database equals the gold
 state (the task's gold actions replayed on another fresh copy, as tests/tools/orders/test_gold_replay.py
 does) and every required output was said; a look-up flow passes when the bot looked the order up and told
@@ -18,6 +23,7 @@ they did not reach: auth, lookup, wrong tool, wrong arguments, confirmation, dat
 
     python bench/support.py --set flows                      # 36 scripted flows
     python bench/support.py --set tau --limit 5 --k 2        # first 5 tasks, 2 seeds each
+    python bench/support.py --rescore run.json               # grounding of a saved run's messages
     r1 bench support --set tau --limit 5 --user-model path/to/other.gguf
 """
 
@@ -68,6 +74,7 @@ class Dialogue:
     kind: str
     turns: list[tuple[str, str]] = field(default_factory=list)  # (customer, bot)
     calls: list = field(default_factory=list)  # app.support.ToolCall
+    calls_per_turn: list[int] = field(default_factory=list)  # how many of `calls` each customer turn made
     passed: bool = False
     step: str = ""  # the first step not reached, for a failure
     seconds: float = 0.0
@@ -174,6 +181,7 @@ def run_flow(bot, databases: Databases, flow: dict, index: int) -> Dialogue:
             reply = support.reply("bench", text)
             dialogue.turns.append((text, reply.text))
             dialogue.calls.extend(reply.tool_calls)
+            dialogue.calls_per_turn.append(len(reply.tool_calls))
         dialogue.seconds = time.perf_counter() - start
         judge(dialogue, db, databases, flow["user_id"], flow["actions"], [], flow.get("order_id"))
     finally:
@@ -227,6 +235,7 @@ def run_task(bot, customer_engine, databases: Databases, task: dict, index: int,
             bot_text = reply.text
             dialogue.turns.append((text, bot_text))
             dialogue.calls.extend(reply.tool_calls)
+            dialogue.calls_per_turn.append(len(reply.tool_calls))
         dialogue.seconds = time.perf_counter() - start
         judge(dialogue, db, databases, task["user_id"], task["actions"], task.get("outputs", []))
     finally:
@@ -238,6 +247,46 @@ SUPPORT_OPTIONS: dict = {}  # the bot as it ships (app.support.SupportOptions de
 
 
 # ----- reporting ----------------------------------------------------------------------------------
+
+
+def grounding(turns: list, calls_per_turn: list[int], results: list[str], products: tuple[str, ...]) -> list[tuple[str, bool, bool]]:
+    """(bot message, written by code, holds a sentence that no tool result or customer message so far grounds)
+    for each turn of one dialogue. Code writes the confirmation question of a held write (its result is the
+    guard's NEEDS_CONFIRMATION), stating the call's ids, which may come from the database without a read."""
+    from app.support_grounding import Evidence, unsupported
+    from app.support_guard import NEEDS_CONFIRMATION
+
+    checked, said, done = [], [], 0
+    for (customer, bot), count in zip(turns, calls_per_turn):
+        said.append(customer)
+        held = NEEDS_CONFIRMATION in results[done:done + count]
+        done += count
+        evidence = Evidence([r for r in results[:done] if r != NEEDS_CONFIRMATION] + said)
+        checked.append((bot, held, bool(unsupported(bot, evidence, products))))
+    return checked
+
+
+def report_grounding(records: list[tuple[list, list[int], list[str]]], products: tuple[str, ...], verbose: bool) -> None:
+    checked = [c for turns, per_turn, results in records for c in grounding(turns, per_turn, results, products)]
+    for label, by_code in (("model-written messages", False), ("code-written confirmation questions", True)):
+        group = [(message, bad) for message, code, bad in checked if code == by_code]
+        bad = [message for message, is_bad in group if is_bad]
+        print(f"{label} with an ungrounded sentence: {len(bad)}/{len(group)} ({100 * len(bad) / max(len(group), 1):.0f}%)")
+        for message in bad if verbose else []:
+            print(f"    ungrounded> {message[:200]}")
+    print(f"(load average {os.getloadavg()[0]:.1f})")
+
+
+def product_names() -> tuple[str, ...]:
+    from tools.orders import OrderDB
+    from tools.orders.actions import list_all_product_types
+
+    with tempfile.TemporaryDirectory(prefix="r1-bench-support-") as workdir:
+        db = OrderDB.create(Path(workdir) / "products.db")
+        try:
+            return tuple(json.loads(list_all_product_types(db)))
+        finally:
+            db.close()
 
 
 def pass_hat_k(successes: list[int], trials: int, k: int) -> float:
@@ -313,7 +362,13 @@ def main() -> int:
     parser.add_argument("--max-turns", type=int, default=8, help="tau: customer messages per dialogue")
     parser.add_argument("--verbose", action="store_true", help="print every dialogue")
     parser.add_argument("--json", type=Path, help="also write every dialogue here")
+    parser.add_argument("--rescore", type=Path, help="only report the grounding of the messages of a saved --json run")
     args = parser.parse_args()
+    if args.rescore:
+        saved = json.loads(args.rescore.read_text())
+        report_grounding([(d["turns"], d["calls_per_turn"], [c["result"] for c in d["calls"]]) for d in saved],
+                         product_names(), args.verbose)
+        return 0
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import model
@@ -336,6 +391,8 @@ def main() -> int:
                 dialogues.append(run_flow(bot_engine, databases, flow, i))
                 show(dialogues[-1], args.verbose)
             report(dialogues, f"{args.model}, {len(chosen)} flows")
+            report_grounding([(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
+                             product_names(), args.verbose)
         else:
             if not TAU_TASKS.exists():
                 raise SystemExit(f"{TAU_TASKS} not found (../shared/datasets is beside the project in CI and dev)")
@@ -354,10 +411,13 @@ def main() -> int:
             report(dialogues, f"bot {args.model}, customer {args.user_model or args.model}, {len(tasks)} tasks x {args.k} seeds")
             for k in range(1, args.k + 1):
                 print(f"pass^{k}: {pass_hat_k(successes, args.k, k):.3f}")
+            report_grounding([(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
+                             product_names(), args.verbose)
     if args.json:
         args.json.write_text(json.dumps([
             {"name": d.name, "kind": d.kind, "passed": d.passed, "step": d.step, "seconds": round(d.seconds, 2),
-             "turns": d.turns, "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result[:300]} for c in d.calls]}
+             "turns": d.turns, "calls_per_turn": d.calls_per_turn,
+             "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result} for c in d.calls]}
             for d in dialogues], indent=1))
     return 0
 

@@ -197,23 +197,26 @@ class VectorStore:
         chunks = read_chunks(path)  # raises before anything is written
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         source, added_at = str(path), time.time()
+        written: set[str] = set()
         for start in range(0, len(chunks), WRITE_BATCH):
             batch = chunks[start : start + WRITE_BATCH]
             metadatas = []
             for chunk in batch:
                 meta: dict[str, Any] = {
-                    "user": user, "source": source, "digest": digest, "chunk": chunk.index, "added_at": added_at
+                    "user": user, "source": source, "digest": digest, "chunk": chunk.index, "line": chunk.line,
+                    "added_at": added_at,
                 }
                 if chunk.page is not None:
                     meta["page"] = chunk.page
                 metadatas.append(meta)
             ids = [_record_id(user, source, digest, chunk.index) for chunk in batch]
             self._upsert(DOCUMENTS, ids, [chunk.text for chunk in batch], metadatas)
+            written.update(ids)
             if progress:
                 progress(start + len(batch), len(chunks))
-        # Only now drop an older version's chunks: a crash above leaves the old version searchable.
-        old = self._get(DOCUMENTS, where={"$and": [{"user": user}, {"source": source}, {"digest": {"$ne": digest}}]},
-                        include=[])["ids"]
+        # Only now drop an older version's chunks (another text, or the same text chunked another way): a
+        # crash above leaves the old version searchable.
+        old = [i for i in self._get(DOCUMENTS, where=_where(user, source=source), include=[])["ids"] if i not in written]
         if old:
             self._delete(DOCUMENTS, old)
         return DocumentInfo(source, len(chunks), added_at)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from app import Settings
+
+if TYPE_CHECKING:
+    from app.memory import Match
 
 
 def add_store_flags(parser: argparse.ArgumentParser, *, window: bool = False) -> argparse._ArgumentGroup:
@@ -33,6 +37,8 @@ def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.Argument
     search.add_argument("text", metavar="TEXT")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
     search.add_argument("--in", dest="where", choices=["documents", "conversations", "all"], default="all")
+    search.add_argument("--json", action="store_true",
+                        help="one JSON array: per hit its source, position, distance, matching sentences and text")
     actions.add_parser("list", parents=[common, store], help="the documents stored, with their chunk counts")
     forget = actions.add_parser("forget", parents=[common, store], help="delete documents, a conversation, or everything")
     what = forget.add_mutually_exclusive_group(required=True)
@@ -77,18 +83,40 @@ def _add(store, user: str, args: argparse.Namespace) -> int:
 
 
 def _search(store, user: str, args: argparse.Namespace) -> int:
+    """Each hit's sentences that best match TEXT, with where they stand; the whole record only in --json."""
+    import json
+
+    from app.memory import best_sentences
+
+    if args.k <= 0:
+        print(f"r1: error: -k must be positive, got {args.k}", file=sys.stderr)
+        return 2
     hits = []
     if args.where in ("documents", "all"):
         hits += store.search_documents(user, args.text, args.k)
     if args.where in ("conversations", "all"):
         hits += store.search_turns(user, args.text, args.k)
-    hits = sorted(hits, key=lambda hit: hit.distance)[: args.k]
-    if not hits:
+    matches = best_sentences(store.embedding, args.text, sorted(hits, key=lambda hit: hit.distance)[: args.k])
+    if args.json:
+        print(json.dumps([_as_json(match) for match in matches], ensure_ascii=False, indent=1))
+        return 0
+    if not matches:
         print("(nothing found)", file=sys.stderr)
-    for hit in hits:
-        text = " ".join(hit.text.split())
-        print(f"[{hit.source}] ({hit.distance:.3f}) {text[:300]}{'...' if len(text) > 300 else ''}")
+    for match in matches:
+        print(f"[{match.position}] ({match.hit.distance:.3f}) {match.text}")
     return 0
+
+
+def _as_json(match: Match) -> dict[str, Any]:
+    meta = match.hit.metadata
+    return {
+        "source": meta.get("source") or match.hit.source, "position": match.position,
+        "kind": "document" if "chunk" in meta else "conversation",
+        "page": meta.get("page"), "chunk": int(meta["chunk"]) + 1 if "chunk" in meta else None,
+        "session": meta.get("session"), "turn": meta.get("turn"), "distance": round(match.hit.distance, 4),
+        "matches": [{"sentence": s.text, "line": s.line, "score": round(s.score, 4)} for s in match.sentences],
+        "text": match.hit.text,
+    }
 
 
 def _list(store, user: str, args: argparse.Namespace) -> int:

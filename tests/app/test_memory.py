@@ -76,7 +76,8 @@ def test_recalled_documents_and_unrelated_turns(store, model, tmp_path):
                           settings(window=4000))
     assert [hit.source for hit in prompts[0].recalled] == [f"{notes.resolve()}, chunk 1"]
     assert "marmalade42" in prompts[0].messages[-1]["content"]
-    assert prompts[1].recalled == []  # nothing close enough: the prompt is left alone
+    assert prompts[0].shown == f"[{notes.resolve()}, line 3] The office wifi password is marmalade42."  # what the chat shows
+    assert prompts[1].recalled == [] and prompts[1].shown == ""  # nothing close enough: the prompt is left alone
     assert prompts[1].messages[-1] == {"role": "user", "content": "Tell me a joke."}
 
 

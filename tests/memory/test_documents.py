@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from memory.documents import MAX_CHUNK_CHARS, chunk_text, read_chunks
+from memory.documents import MAX_CHUNK_CHARS, chunk_spans, chunk_text, read_chunks, sentence_spans
+
+PROSE = ("Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
+         "neighbour. Then she baked two pies that each used 7 apples. She sold the rest to a friend at 50 cents "
+         "each. With the money she bought flour, sugar and butter. The third pie was for the school fair.")
+FACT = "The wifi password at the cabin is heron-1182."
 
 
 def make_pdf(pages: list[str]) -> bytes:
@@ -41,7 +46,40 @@ def test_paragraphs_are_packed_and_headings_start_chunks():
     assert chunk_text(text) == ["# One\n\nalpha beta.\n\ngamma delta.", "## Two\n\nepsilon."]
 
 
-def test_long_paragraph_is_cut_at_words_with_overlap():
+def test_a_short_fact_after_a_long_paragraph_is_a_chunk_of_its_own():
+    """Before: packed behind the paragraph into one 800-character chunk, the fact's sentence was averaged away."""
+    assert len(PROSE) > 200
+    assert chunk_text(f"{PROSE}\n\n{FACT}\n\n{PROSE}") == [PROSE, FACT, PROSE]
+    notes = "Locker: 212.\n\nDentist on the 14th.\n\nBins go out on Tuesday."  # short notes stay together
+    assert chunk_text(notes) == [notes]
+    assert chunk_text(f"# Cabin\n\n{PROSE}") == [f"# Cabin\n\n{PROSE}"]  # a heading stays with what follows
+
+
+def test_sentences_end_at_stops_but_not_after_titles_or_initials():
+    text = "Our landlord, Mr. Okafor, wants the rent by the 3rd. J. Smith agreed! Is it $10.50? Yes.\n- one\n- two"
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
+        "Our landlord, Mr. Okafor, wants the rent by the 3rd.", "J. Smith agreed!", "Is it $10.50?", "Yes.",
+        "- one", "- two"]
+
+
+def test_a_long_paragraph_is_cut_between_sentences_with_overlap():
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    spans = chunk_spans(text, max_chars=200, overlap=60)
+    sentences = {text[s:e] for s, e in sentence_spans(text)}
+    chunks = [text[s:e] for s, e in spans]
+    assert len(chunks) > 3 and all(len(c) <= 200 for c in chunks)
+    for chunk in chunks:  # whole sentences only
+        assert {chunk[s:e] for s, e in sentence_spans(chunk)} <= sentences
+    for before, after in zip(chunks, chunks[1:]):
+        last = [before[s:e] for s, e in sentence_spans(before)][-1]
+        carried = after[: after.index(last) + len(last)]  # the next chunk repeats the last sentences
+        assert before.endswith(carried) and len(carried) <= 60
+    assert chunks[0].startswith("Sentence number 0 ") and chunks[-1].endswith("number 39 is here.")
+    no_overlap = [text[s:e] for s, e in chunk_spans(text, max_chars=200, overlap=0)]
+    assert " ".join(no_overlap) == text  # without overlap the chunks tile the paragraph exactly
+
+
+def test_long_sentence_is_cut_at_words_with_overlap():
     words = [f"w{i}" for i in range(600)]
     chunks = chunk_text(" ".join(words), max_chars=200, overlap=40)
     assert all(len(c) <= 200 for c in chunks)
@@ -58,6 +96,13 @@ def test_text_file_chunks_are_numbered(tmp_path: Path):
     assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) > 1
     assert all(len(c.text) <= MAX_CHUNK_CHARS and c.page is None for c in chunks)
     assert "Paragraph 9" in chunks[-1].text
+
+
+def test_chunks_know_the_line_they_start_on(tmp_path: Path):
+    path = tmp_path / "cabin.md"
+    path.write_text(f"# Cabin\n\n{PROSE}\n\n\n{FACT}\n\nLocker: 212.")
+    chunks = read_chunks(path)
+    assert [(c.text, c.line) for c in chunks] == [(f"# Cabin\n\n{PROSE}", 1), (f"{FACT}\n\nLocker: 212.", 6)]
 
 
 def test_pdf_pages_are_read_with_page_numbers(tmp_path: Path):

@@ -3,12 +3,14 @@ and `r1 chat` recalling what left its window."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.ui.test_cli import run_r1
 
 
-@pytest.mark.slow  # seven r1 processes, most of which load MiniLM
+@pytest.mark.slow  # ten r1 processes, most of which load MiniLM
 def test_memory_commands_end_to_end(tmp_path):
     env = {"R1_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     notes = tmp_path / "notes.md"
@@ -20,7 +22,24 @@ def test_memory_commands_end_to_end(tmp_path):
 
     out = run_r1("memory", "search", "when does the car need servicing", "-k", "1", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"[{notes}, chunk 2] (") and "March" in out.stdout
+    assert out.stdout.startswith(f"[{notes}, line 7] (") and out.stdout.endswith(") The car is due for service in March.\n")
+
+    # A short fact right after a long unrelated paragraph: found, and it is the sentence shown.
+    cabin = tmp_path / "cabin.md"
+    prose = ("Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
+             "neighbour. Then she baked two pies that each used 7 apples. She sold the rest at 50 cents each. ") * 3
+    cabin.write_text(f"# Cabin\n\n{prose}\n\nThe wifi password at the cabin is heron-1182.\n\n{prose}")
+    assert run_r1("memory", "add", str(cabin), env=env).returncode == 0
+    out = run_r1("memory", "search", "What do I type to get the cabin's internet working?", "-k", "2", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert len(found) == 2 and found[0]["source"] == str(cabin) and found[0]["kind"] == "document"
+    assert set(found[0]) == {"source", "position", "kind", "page", "chunk", "session", "turn", "distance", "matches", "text"}
+    assert found[0]["matches"][0] == {"sentence": "The wifi password at the cabin is heron-1182.", "line": 5,
+                                      "score": found[0]["matches"][0]["score"]}
+    assert found[0]["position"] == f"{cabin}, line 5" and found[0]["distance"] <= found[1]["distance"]
+    assert 0 < found[0]["matches"][0]["score"] <= 1 and found[0]["page"] is None and found[0]["turn"] is None
+    assert run_r1("memory", "forget", str(cabin), env=env).returncode == 0
 
     assert run_r1("memory", "list", env=env).stdout == f"{notes}\t2 chunks\n"
     out = run_r1("memory", "search", "car", "--user", "someone-else", env=env)
@@ -43,6 +62,8 @@ def test_memory_store_errors_are_one_line(tmp_path):
     assert out.stderr.strip() == f"r1: error: cannot open the memory store at {blocker}: it is a file, not a directory"
     out = run_r1("memory", "stats", "--chroma-url", "ftp://nowhere")
     assert out.returncode == 2 and "chroma url must look like http://host:port" in out.stderr
+    out = run_r1("memory", "search", "car", "-k", "0", "--chroma-path", str(tmp_path / "chroma"))
+    assert out.returncode == 2 and out.stderr.strip() == "r1: error: -k must be positive, got 0"
 
 
 def test_memory_help():
