@@ -88,15 +88,16 @@ def _tool_turn_messages(message: Message) -> list[gr.ChatMessage]:
     asked = f"`{turn.problem}`" + (f" (your follow-up *{turn.rewritten_from}* with the previous problem)"
                                      if turn.rewritten_from else "")
     if searching:
-        summary = f"Searching with the {turn.task_type} tools (MCTS) for {asked}: {len(turn.tried)} tool calls so far"
+        title = f"Searching with the {turn.task_type} tools…"
+        summary = f"MCTS on {asked}: {len(turn.tried)} tool calls so far"
     else:
+        title = f"Answered with the {turn.task_type} tools: {turn.status} · {turn.seconds:.1f} s"
         others = [s for s in turn.tried if s["text"] not in {p["text"] for p in turn.steps}]
-        summary = (f"{turn.task_type} tools, MCTS on {asked}: {turn.status} · {turn.seconds:.1f} s · "
-                   + " · ".join(f"{k} {v:.2f}" for k, v in turn.reward.items()))
+        summary = f"MCTS on {asked}; reward " + " · ".join(f"{k} {v:.2f}" for k, v in turn.reward.items())
         if others:
             summary += "\n\nAlso tried:\n\n" + "\n\n".join(_tool_call_markdown(s) for s in others)
     shown = [gr.ChatMessage(role="assistant", content=summary,
-                            metadata={"title": "Answered with tools", "status": "pending" if searching else "done"})]
+                            metadata={"title": title, "status": "pending" if searching else "done"})]
     shown.extend(_step_messages(list(turn.tried if searching else turn.steps), pending=searching))
     if not searching:
         note = STOPPED_NOTES.get(message.finish_reason or "")
