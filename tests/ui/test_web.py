@@ -285,3 +285,28 @@ def test_every_quantization_setting_is_a_choice_of_the_settings_tab():
 
     assert Settings().quant in QUANT_CHOICES  # the default ("auto") showed as an invalid value before
     assert {"fp32", "int8", "int4"} <= set(QUANT_CHOICES)
+
+
+def test_a_tool_turn_renders_its_tool_calls_and_its_answer_as_maths(web):
+    from app.conversation import Message
+    from app.tool_turn import NO_VERIFIED_ANSWER, ToolTurn
+    from reasoning.steps import parse_step
+    from ui.web import _render
+
+    diff = parse_step('Diff: {"expression": "x**3 * sin(x)", "variable": "x"}').to_dict()
+    searching = ToolTurn("What is the derivative of x**3 * sin(x)?", "math", tried=(diff,))
+    shown = _render([Message("assistant", "", tool=searching)])
+    assert [(m.metadata["title"], m.metadata["status"]) for m in shown] == [
+        ("Searching with the math tools…", "pending"), ("tool call: math_diff (done)", "pending")]
+    assert "$$x^{3} \\cos{\\left(x \\right)} + 3 x^{2} \\sin{\\left(x \\right)}$$" in shown[1].content
+
+    answer = "x**3*cos(x) + 3*x**2*sin(x)"
+    done = ToolTurn(searching.problem, "math", "verified", steps=(diff, parse_step(f"Answer: {answer}").to_dict()),
+                    tried=(diff,), answer=answer, reward={"correctness": 1.0}, seconds=2.0)
+    shown = _render([Message("assistant", answer, finish_reason="stop", tool=done)])
+    assert shown[0].metadata["title"] == "Answered with the math tools: verified · 2.0 s"
+    assert shown[-1].content.endswith(f"$$\n\n`{answer}`") and not shown[-1].metadata  # LaTeX, then the text as code
+
+    failed = ToolTurn(searching.problem, "math", "unverified", tried=(diff,))
+    shown = _render([Message("assistant", NO_VERIFIED_ANSWER, finish_reason="stop", tool=failed)])
+    assert shown[-1].content == NO_VERIFIED_ANSWER
