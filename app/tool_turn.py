@@ -136,13 +136,31 @@ def _computed(steps: tuple[dict[str, Any], ...]) -> set[str]:
 
 @lru_cache(maxsize=1024)
 def as_latex(text: str) -> str | None:
-    """A tool's result as LaTeX for display ("x = 2; x = 3" -> "x = 2; \\quad x = 3"), or None when it is not
-    maths sympy reads (then show it as code)."""
-    parts = []
-    for part in text.split(";"):
-        sides = part.split("=")
-        try:
-            parts.append(" = ".join(latex(side.strip()) for side in sides))
-        except MathToolError:
-            return None
-    return r";\quad ".join(parts)
+    """A tool's result as LaTeX for display ("x = 2; x = 3" -> "x = 2;\\quad x = 3", "x = {2, 3}" ->
+    "x = \\left\\{2, 3\\right\\}"), or None when it is not maths sympy reads (then show it as code)."""
+    try:
+        return r";\quad ".join(" = ".join(_side_latex(side.strip()) for side in part.split("="))
+                               for part in text.split(";"))
+    except MathToolError:
+        return None
+
+
+def _side_latex(text: str) -> str:
+    """One side of a result: an expression, or a set of them ("{2, 3}", "{(1, 3), (3, 1)}")."""
+    if text.startswith("{") and text.endswith("}"):
+        return r"\left\{" + ", ".join(_side_latex(item) for item in _items(text[1:-1])) + r"\right\}"
+    if text.startswith("(") and text.endswith(")") and len(items := _items(text[1:-1])) > 1:
+        return r"\left(" + ", ".join(_side_latex(item) for item in items) + r"\right)"
+    return latex(text)
+
+
+def _items(text: str) -> list[str]:
+    """Comma-separated items at bracket depth 0."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return [*items, text[start:].strip()]

@@ -63,6 +63,8 @@ def test_example_inputs_come_from_the_signature():
 def test_tool_results_become_latex():
     assert as_latex("x**3*cos(x) + 3*x**2*sin(x)") == r"x^{3} \cos{\left(x \right)} + 3 x^{2} \sin{\left(x \right)}"
     assert as_latex("x = 2; x = 3") == r"x = 2;\quad x = 3"
+    assert as_latex("x = {2, 3}") == r"x = \left\{2, 3\right\}"  # a whole solution set
+    assert as_latex("(x, y) = {(1, 3), (3, 1)}") == r"\left(x, y\right) = \left\{\left(1, 3\right), \left(3, 1\right)\right\}"
     assert as_latex("Error: not maths") is None
 
 
