@@ -270,7 +270,7 @@ class Chat:
                 events.put(("error", err))
 
         turn = ToolTurn(routed.problem, routed.task_type, rewritten_from=routed.rewritten_from)
-        final = Message("assistant", "", finish_reason="cancelled", tool=replace(turn, status="unverified"))
+        final: Message | None = None
         threading.Thread(target=search, daemon=True, name=f"chat-search-{conversation_id}").start()
         try:
             yield Message("assistant", "", tool=turn)
@@ -291,6 +291,8 @@ class Chat:
             stop.set()  # our caller went away mid-search: end it
             with self._lock:
                 self._active.pop(conversation_id, None)
+            if final is None:  # closed before the search ended: stored as stopped, with no answer
+                final = Message("assistant", "", finish_reason="cancelled", tool=replace(turn, status="unverified"))
             self.store.add(conversation_id, final)
 
     def delete(self, conversation_id: int) -> None:
