@@ -225,20 +225,23 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
     done = len(re.findall(DONE_TURN, page.inner_text("#chatbot")))
     ask(page, question)
     page.wait_for_function(WAIT_FOR_TURNS, arg=done + 1, timeout=300_000)  # the turn's title says it is done
-    bots = page.locator("#chatbot [data-testid='bot']")
     tail = page.inner_text("#chatbot").split(question)[-1]
-    assert f"tool call: {tool} (done)" in tail  # which tool ran, as a collapsible message
-    answer = bots.last
-    shown = answer.inner_text()
+    assert f"tool call: {tool} (done)" in tail, tail  # which tool ran, as a collapsible message
+    assert "Answered with the" in tail and ": verified · " in tail, tail
+    # The answer is the turn's last message: its last code is the tool's exact text, its LaTeX sympy's.
+    last_code = page.locator("#chatbot code").last.inner_text()
     if tool == "python_exec":
-        assert "def " in answer.locator("pre code").first.inner_text() and "Ran in the sandbox" in shown
-        assert answer.locator("code", has_text=expected).count() == 1  # what the function returned there
+        assert page.locator("#chatbot pre code").last.inner_text().startswith("def ") and "Ran in the sandbox" in tail
+        assert last_code == expected  # what the function returned on the example, in the sandbox
     elif isinstance(expected, set):
-        code = answer.locator("code").first.inner_text()
-        assert set(re.findall(r"-?\d+", code)) == expected, code
+        assert set(re.findall(r"-?\d+", last_code)) == expected, last_code
     else:
-        assert answer.locator("code").first.inner_text() == expected  # exactly the tool's result, as code
-        assert answer.locator(".katex").count() == 1 and answer.locator("em").count() == 0  # maths, never italics
+        from app.tool_turn import as_latex
+
+        assert last_code == expected
+        latex = page.locator('#chatbot annotation[encoding="application/x-tex"]').last.text_content()
+        assert latex.strip() == as_latex(expected)  # rendered by KaTeX
+        assert page.locator("#chatbot em").count() == 0  # nothing Markdown-mangled into italics
     if tool == "math_diff":
         screenshot(page, "chat_tools.png")
     assert_stayed_on_loopback(page)
