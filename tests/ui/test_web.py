@@ -225,9 +225,10 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
     done = len(re.findall(DONE_TURN, page.inner_text("#chatbot")))
     ask(page, question)
     page.wait_for_function(WAIT_FOR_TURNS, arg=done + 1, timeout=300_000)  # the turn's title says it is done
-    tail = page.inner_text("#chatbot").split(question)[-1]
+    shown = page.inner_text("#chatbot")
+    tail = shown[shown.rindex("Answered with the"):]  # this turn: its title, tool calls and answer
+    assert re.match(r"Answered with the \w+ tools: verified · ", tail), tail
     assert f"tool call: {tool} (done)" in tail, tail  # which tool ran, as a collapsible message
-    assert "Answered with the" in tail and ": verified · " in tail, tail
     # The answer is the turn's last message: its last code is the tool's exact text, its LaTeX sympy's.
     last_code = page.locator("#chatbot code").last.inner_text()
     if tool == "python_exec":
