@@ -207,6 +207,11 @@ WAIT_FOR_TURNS = """(n) => (document.querySelector('#chatbot').innerText.match(/
     .length >= n"""
 
 
+# The last bot message is the answer (not a collapsible title): its Markdown has been rendered.
+ANSWER_SHOWN = """() => { const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+    const last = bots[bots.length - 1].innerText; return !/^(Answered with|Searching with|tool call:)/.test(last); }"""
+
+
 @pytest.fixture(scope="module")
 def chat_page(browser, web):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -225,6 +230,7 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
     done = len(re.findall(DONE_TURN, page.inner_text("#chatbot")))
     ask(page, question)
     page.wait_for_function(WAIT_FOR_TURNS, arg=done + 1, timeout=300_000)  # the turn's title says it is done
+    page.wait_for_function(ANSWER_SHOWN)
     shown = page.inner_text("#chatbot")
     tail = shown[shown.rindex("Answered with the"):]  # this turn: its title, tool calls and answer
     assert re.match(r"Answered with the \w+ tools: verified · ", tail), tail
