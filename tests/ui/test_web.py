@@ -109,7 +109,7 @@ def test_chat_streams_the_reply_and_keeps_the_conversation(page, runtime):
     final = page.locator("#chatbot [data-testid='bot']").last.inner_text()
     assert len(texts) >= 2, f"the reply did not stream: {texts}"
     assert all(final.startswith(text.rstrip()) for text in texts[:-1])  # each was a prefix of the answer
-    screenshot(page, "chat.png")
+    screenshot(page, "chat_plain.png")
 
     page.reload()  # a new session: the conversation comes back from SQLite
     page.wait_for_selector("#conversations >> text=What is the capital of France?").click()
@@ -252,7 +252,7 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
     if tool == "math_diff":  # README's picture of the chat: the tool call opened
         page.get_by_text(f"tool call: {tool} (done)").last.click()
         page.wait_for_timeout(500)
-        screenshot(page, "chat_tools.png")
+        screenshot(page, "chat.png")  # docs/screenshots/chat.png
     assert_stayed_on_loopback(page)
 
 
