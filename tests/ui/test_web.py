@@ -251,6 +251,7 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
         assert page.locator("#chatbot em").count() == 0  # nothing Markdown-mangled into italics
     if tool == "math_diff":  # README's picture of the chat: the tool call opened
         page.get_by_text(f"tool call: {tool} (done)").last.click()
+        page.locator("#chatbot [data-testid='bot']").last.scroll_into_view_if_needed()  # with the answer under it
         page.wait_for_timeout(500)
         screenshot(page, "chat.png")  # docs/screenshots/chat.png
     assert_stayed_on_loopback(page)
