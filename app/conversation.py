@@ -5,21 +5,28 @@ it builds the prompt through the memory tiers (`app.memory.ConversationMemory`: 
 recalled from the vector store), stores the user's message, streams the model's reply and stores it
 (reasoning apart from the answer, with the recalled snippets it saw), and can stop a reply in flight from
 another thread (the web UI's Stop button).
+
+A message that is a maths or code question (`app.chat_route.route`) is answered through the tools instead: the
+same search as `app.solve`, its tool calls streamed as it finds them, the turn stored with its steps
+(`app.tool_turn.ToolTurn`), and only a verified answer stated.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.memory import ConversationMemory
+from app.chat_route import PreviousTurn, Route, route
+from app.memory import ConversationMemory, SolvedProblems
 from app.runtime import Runtime
-from model.request import Request
+from app.solve import solve
+from app.tool_turn import ToolTurn, conclude
 from model.tokenizer import split_reasoning
 
 ROLES = ("user", "assistant")
@@ -40,7 +47,8 @@ CREATE TABLE IF NOT EXISTS messages (
     reasoning TEXT NOT NULL DEFAULT '',
     finish_reason TEXT,
     created_at REAL NOT NULL,
-    recalled TEXT NOT NULL DEFAULT ''
+    recalled TEXT NOT NULL DEFAULT '',
+    tool TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
@@ -53,6 +61,7 @@ class Message:
     reasoning: str = ""  # R1 <think> text, shown apart and never sent back to the model
     finish_reason: str | None = None  # the assistant's: "stop", "length", "cancelled" or "error"
     recalled: str = ""  # the assistant's: what was recalled from memory into its prompt, "[position] matching sentences" lines
+    tool: ToolTurn | None = None  # the assistant's, when the tools answered: the search's steps and verdict
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class ConversationStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
             if "recalled" not in columns:  # a file written before memory recall existed
                 db.execute("ALTER TABLE messages ADD COLUMN recalled TEXT NOT NULL DEFAULT ''")
+            if "tool" not in columns:  # a file written before tool use in chat
+                db.execute("ALTER TABLE messages ADD COLUMN tool TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> ConversationStore:
@@ -110,11 +121,11 @@ class ConversationStore:
         with closing(self._connect()) as db:
             self._check_exists(db, conversation_id)
             rows = db.execute(
-                "SELECT role, content, reasoning, finish_reason, recalled FROM messages WHERE conversation_id = ? "
+                "SELECT role, content, reasoning, finish_reason, recalled, tool FROM messages WHERE conversation_id = ? "
                 "ORDER BY id",
                 (conversation_id,),
             ).fetchall()
-        return [Message(*row) for row in rows]
+        return [Message(*row[:5], ToolTurn.from_json(row[5])) for row in rows]
 
     def add(self, conversation_id: int, message: Message) -> None:
         """Append a message; the first user message also becomes the title of an untitled conversation."""
@@ -124,10 +135,10 @@ class ConversationStore:
         with closing(self._connect()) as db, db:
             self._check_exists(db, conversation_id)
             db.execute(
-                "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at, recalled) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at, recalled, "
+                "tool) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, message.role, message.content, message.reasoning, message.finish_reason, now,
-                 message.recalled),
+                 message.recalled, message.tool.to_json() if message.tool else ""),
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if message.role == "user":
@@ -165,35 +176,53 @@ class Chat:
 
     The prompt comes from `memory` (tiers 2 and 3; without a vector store, the window alone), so a
     conversation goes on past the model's context; tier 1, the engine's prefix cache, serves the part of
-    each prompt that the previous turn already computed.
+    each prompt that the previous turn already computed. A maths or code question goes through the tools
+    (`app.solve`, with `solved` as its tier 3 of verified solutions) instead of the bare model.
     """
 
-    def __init__(self, runtime: Runtime, store: ConversationStore, memory: ConversationMemory | None = None) -> None:
+    def __init__(self, runtime: Runtime, store: ConversationStore, memory: ConversationMemory | None = None,
+                 solved: SolvedProblems | None = None) -> None:
         self.runtime = runtime
         self.store = store
         self.memory = memory or ConversationMemory(None)
-        self._active: dict[int, Request | None] = {}  # conversation id -> the reply being generated (None: starting)
+        self.solved = solved
+        # conversation id -> what stops the reply being generated (None: still starting)
+        self._active: dict[int, Callable[[], None] | None] = {}
         self._lock = threading.Lock()
 
     def reply(self, conversation_id: int, text: str) -> Iterator[Message]:
         """Store `text` as the user's turn and yield the assistant's reply as it grows (finish_reason None).
 
-        Every yielded message carries the snippets recalled into the prompt (`recalled`). The reply is
-        stored when generation ends, also when it was stopped (finish_reason "cancelled") or the iterator
-        was closed early. Raises ValueError for an empty message, one that cannot fit the window even
-        alone, or a conversation that is already replying (then nothing is stored).
+        Every yielded message carries the snippets recalled into the prompt (`recalled`); a tool-answered one
+        carries its `tool` record instead, its tool calls growing as the search runs them. The reply is stored
+        when generation ends, also when it was stopped (finish_reason "cancelled") or the iterator was closed
+        early. Raises ValueError for an empty message, one that cannot fit the window even alone, or a
+        conversation that is already replying (then nothing is stored).
         """
         text = text.strip()
         if not text:
             raise ValueError("empty message")
-        settings = self.runtime.settings
-        engine = self.runtime.engine
         with self._lock:
             if conversation_id in self._active:
                 raise ValueError("a reply in this conversation is still being generated")
             self._active[conversation_id] = None  # held while the prompt is built: the window is per conversation
         try:
-            history = [{"role": m.role, "content": m.content} for m in self.store.messages(conversation_id)]
+            past = self.store.messages(conversation_id)
+            routed = route(text, _previous_tool_turn(past))
+        except BaseException:
+            with self._lock:
+                self._active.pop(conversation_id, None)
+            raise
+        if routed is not None:
+            yield from self._tool_reply(conversation_id, text, routed)
+        else:
+            yield from self._chat_reply(conversation_id, text, past)
+
+    def _chat_reply(self, conversation_id: int, text: str, past: list[Message]) -> Iterator[Message]:
+        settings = self.runtime.settings
+        engine = self.runtime.engine
+        try:
+            history = [{"role": m.role, "content": m.content} for m in past]
             history.append({"role": "user", "content": text})
             turn = self.memory.prompt(self.store.session_id(conversation_id), history, engine, settings)
             request = engine.submit(engine.chat_prompt(turn.messages), task_type="chat", **settings.sampling())
@@ -202,7 +231,7 @@ class Chat:
                 self._active.pop(conversation_id, None)
             raise
         with self._lock:
-            self._active[conversation_id] = request
+            self._active[conversation_id] = request.cancel
         recalled = turn.shown  # each recalled snippet's sentences that match the message, with where they stand
         self.store.add(conversation_id, Message("user", text))
         raw = ""
@@ -221,6 +250,50 @@ class Chat:
                 conversation_id, Message("assistant", answer, reasoning, completion.finish_reason, recalled)
             )
 
+    def _tool_reply(self, conversation_id: int, text: str, routed: Route) -> Iterator[Message]:
+        """The search runs in a thread; its tool calls come back through a queue and are yielded as they arrive."""
+        stop = threading.Event()
+        with self._lock:
+            self._active[conversation_id] = stop.set
+        self.store.add(conversation_id, Message("user", text))
+        settings = self.runtime.settings
+        events: queue.SimpleQueue = queue.SimpleQueue()  # step dicts, then ("done", solution) or ("error", err)
+
+        def search() -> None:
+            try:
+                solution = solve(routed.problem, task_type=routed.task_type, engine=self.runtime.engine,
+                                 budget=settings.search_budget, seed=settings.seed, memory=self.solved,
+                                 should_stop=stop.is_set, on_step=events.put)
+                events.put(("done", solution))
+            except Exception as err:  # reported in the turn; the chat keeps serving
+                events.put(("error", err))
+
+        turn = ToolTurn(routed.problem, routed.task_type, rewritten_from=routed.rewritten_from)
+        final: Message | None = None
+        threading.Thread(target=search, daemon=True, name=f"chat-search-{conversation_id}").start()
+        try:
+            yield Message("assistant", "", tool=turn)
+            while not isinstance(event := events.get(), tuple):
+                grown = turn.with_step(event)
+                if grown is not turn:
+                    turn = grown
+                    yield Message("assistant", "", tool=turn)
+            outcome, value = event
+            if outcome == "error":
+                final = Message("assistant", f"The tools failed: {value}", finish_reason="error",
+                                tool=replace(turn, status="unverified"))
+            else:
+                done, said = conclude(turn, value)
+                final = Message("assistant", said, finish_reason="cancelled" if stop.is_set() else "stop", tool=done)
+            yield final
+        finally:
+            stop.set()  # our caller went away mid-search: end it
+            with self._lock:
+                self._active.pop(conversation_id, None)
+            if final is None:  # closed before the search ended: stored as stopped, with no answer
+                final = Message("assistant", "", finish_reason="cancelled", tool=replace(turn, status="unverified"))
+            self.store.add(conversation_id, final)
+
     def delete(self, conversation_id: int) -> None:
         """Stop its reply, forget its turns in the vector store, and delete the conversation."""
         self.stop(conversation_id)
@@ -228,10 +301,19 @@ class Chat:
         self.store.delete(conversation_id)
 
     def stop(self, conversation_id: int) -> bool:
-        """Stop the reply being generated in this conversation (it is stored as far as it got)."""
+        """Stop the reply being generated in this conversation: a chat reply is stored as far as it got, a tool
+        search ends with the best path it has."""
         with self._lock:
-            request = self._active.get(conversation_id)
-        if request is None:  # none, or still being built
+            cancel = self._active.get(conversation_id)
+        if cancel is None:  # none, or still being built
             return False
-        request.cancel()
+        cancel()
         return True
+
+
+def _previous_tool_turn(messages: list[Message]) -> PreviousTurn | None:
+    """The conversation's last tool-answered turn, for follow-ups ("and its integral?")."""
+    for message in reversed(messages):
+        if message.tool is not None:
+            return PreviousTurn(message.tool.problem, message.tool.answer)
+    return None

@@ -98,6 +98,7 @@ def solve(
     constrained: bool = True,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> Solution:
     """Search for a verified answer to `problem`.
 
@@ -110,7 +111,9 @@ def solve(
     from the prefix cache were computed in other batch shapes, which can change the last bits of the logits and so
     flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration
     (MCTS: the answer it would return if stopped then, and a last line when a verified answer ends it early);
-    should_stop() -> True ends the search early with the best path so far. Raises ValueError for bad arguments.
+    should_stop() -> True ends the search early with the best path so far. on_step gets every step the search
+    decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). Raises ValueError for
+    bad arguments.
     """
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("problem must be a non-empty string")
@@ -138,7 +141,8 @@ def solve(
     grammar = engine.grammar_compiler if constrained else None
     target = Problem(problem.strip(), kind, truth, tuple(tests))
     policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
-                    grammar=grammar, task_type=kind, problem=target.text)
+                    grammar=grammar, task_type=kind, problem=target.text,
+                    on_step=(lambda step: on_step(step.to_dict())) if on_step else None)
     prompt = TASKS[kind].prompt(problem)
     reward = LayeredReward(weights)
     if on_progress:

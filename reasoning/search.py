@@ -83,11 +83,14 @@ class Policy:
     `task_type` is passed with every request, for MoE models whose routers bias experts per task type.
     `problem`: its text; given it, a Calc step may use only the numbers `grounding.known_numbers` allows, and a
     symbolic call only the expressions and points `grounding.stated_arguments` gives.
+    `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
+    front end can show the search's tool calls while it runs.
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
                  should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
-                 task_type: str | None = None, problem: str | None = None) -> None:
+                 task_type: str | None = None, problem: str | None = None,
+                 on_step: Callable[[Step], None] | None = None) -> None:
         self.engine = engine
         self.problem = problem
         self.task = task
@@ -96,6 +99,7 @@ class Policy:
         self.seed = seed
         self.should_stop = should_stop or (lambda: False)
         self.grammar = grammar
+        self.on_step = on_step
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
@@ -129,6 +133,8 @@ class Policy:
             step = parse_step(completion.text)
             step_ids = self.engine.text_prompt(step.text + "\n", continuation=True)
             grown.append(path.grown(step, step_ids, completion.generated_tokens))
+            if self.on_step is not None:
+                self.on_step(step)
         return grown
 
     def _constraint(self, path: Path) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def format_router_stats(layers: list[ExpertLoad]) -> str:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from app.conversation import Chat, ConversationNotFound, ConversationStore
-    from app.memory import ConversationMemory, try_open_vector_store
+    from app.memory import ConversationMemory, SolvedProblems, try_open_vector_store
     from app.runtime import Runtime
 
     settings = _settings(args)
@@ -246,7 +246,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     store, error = try_open_vector_store(settings)
     if error:
         print(f"r1: warning: {error}; turns that leave the window will not be recalled", file=sys.stderr)
-    chat = Chat(runtime, conversations, ConversationMemory(store, store_error=error))
+    chat = Chat(runtime, conversations, ConversationMemory(store, store_error=error), SolvedProblems(store))
     interactive = sys.stdin.isatty()
     print(f"Conversation {conversation}. Type a message. /reset starts a new conversation, /exit or Ctrl-D quits.",
           file=sys.stderr)
@@ -279,14 +279,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _print_reply(replies) -> None:
-    """Stream a Chat reply: the recalled sources and the reasoning to stderr, the answer to stdout."""
+    """Stream a Chat reply: the recalled sources, the reasoning and the tool calls to stderr, the answer to stdout."""
     from contextlib import closing
 
     answer = reasoning = ""
+    started, tool_calls = False, 0
     with closing(replies):
         try:
             for message in replies:
-                if not answer and not reasoning:
+                if message.tool is not None:  # answered through the tools: each call as the search runs it
+                    for step in message.tool.tried[tool_calls:]:
+                        print(f"  [tool {step['tool']}: {step['text']}]", file=sys.stderr, flush=True)
+                    tool_calls = len(message.tool.tried)
+                    if message.finish_reason is not None:
+                        used = ", ".join(dict.fromkeys(s["tool"] for s in message.tool.steps if s["kind"] == "tool"))
+                        print(f"  [{message.tool.status}, with {used or 'no tool'}; {message.tool.seconds:.1f} s]",
+                              file=sys.stderr, flush=True)
+                    if not message.content:
+                        continue
+                if not started:
+                    started = True
                     if message.recalled:
                         sources = "; ".join(line[1:].split("] ", 1)[0] for line in message.recalled.splitlines())
                         print(f"(recalled: {sources})", file=sys.stderr)

@@ -25,6 +25,7 @@ from app.memory import (
 )
 from app.runtime import Runtime
 from app.support_prompt import brief_result
+from app.tool_turn import ToolTurn, as_latex
 from memory.vector_store import VectorStore
 from model.engine import DEFAULT_KV_CACHE_MB
 
@@ -35,6 +36,8 @@ import gradio as gr  # noqa: E402  (after the environment above: Gradio reads it
 
 QUANT_CHOICES = ("auto", "fp32", "int8", "int4")  # auto: as the model file holds (app.config.Settings)
 STOPPED_NOTES = {"cancelled": "*(stopped)*", "error": "*(generation failed)*"}
+# Only $$...$$ is maths: a single "$" is money in chat text. Tool results are put between $$ by `_maths`.
+LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}]
 
 
 @dataclass
@@ -58,6 +61,9 @@ def _render(messages: list[Message]) -> list[gr.ChatMessage]:
         if message.role == "user":
             shown.append(gr.ChatMessage(role="user", content=message.content))
             continue
+        if message.tool is not None:
+            shown.extend(_tool_turn_messages(message))
+            continue
         if message.recalled:
             lines = "\n".join(f"- {line}" for line in message.recalled.splitlines())
             shown.append(gr.ChatMessage(role="assistant", content=lines,
@@ -74,6 +80,35 @@ def _render(messages: list[Message]) -> list[gr.ChatMessage]:
     return shown
 
 
+def _tool_turn_messages(message: Message) -> list[gr.ChatMessage]:
+    """A tool-answered turn: which search ran on what, each tool call as a collapsible message (while searching,
+    those tried so far; then the chosen path's), and the verified answer as maths or code."""
+    turn: ToolTurn = message.tool
+    searching = message.finish_reason is None
+    asked = f"`{turn.problem}`" + (f" (your follow-up *{turn.rewritten_from}* with the previous problem)"
+                                     if turn.rewritten_from else "")
+    if searching:
+        title = f"Searching with the {turn.task_type} tools…"
+        summary = f"MCTS on {asked}: {len(turn.tried)} tool calls so far"
+    else:
+        title = f"Answered with the {turn.task_type} tools: {turn.status} · {turn.seconds:.1f} s"
+        others = [s for s in turn.tried if s["text"] not in {p["text"] for p in turn.steps}]
+        summary = f"MCTS on {asked}; reward " + " · ".join(f"{k} {v:.2f}" for k, v in turn.reward.items())
+        if others:
+            summary += "\n\nAlso tried:\n\n" + "\n\n".join(_tool_call_markdown(s) for s in others)
+    shown = [gr.ChatMessage(role="assistant", content=summary,
+                            metadata={"title": title, "status": "pending" if searching else "done"})]
+    shown.extend(_step_messages(list(turn.tried if searching else turn.steps), pending=searching))
+    if not searching:
+        note = STOPPED_NOTES.get(message.finish_reason or "")
+        if turn.status == "verified":
+            content = answer_markdown(turn.answer, turn.task_type) if turn.task_type == "math" else message.content
+        else:
+            content = message.content
+        shown.append(gr.ChatMessage(role="assistant", content=f"{content} {note}".strip() if note else content))
+    return shown
+
+
 def _conversation_choices(store: ConversationStore) -> list[tuple[str, int]]:
     return [(summary.title, summary.id) for summary in store.list()]
 
@@ -87,7 +122,8 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             conversations = gr.Radio(label="Conversations", choices=[], elem_id="conversations")
             delete = gr.Button("Delete conversation", variant="stop", size="sm")
         with gr.Column(scale=4):
-            chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="chatbot")
+            chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="chatbot",
+                                 latex_delimiters=LATEX_DELIMITERS)
             with gr.Row():
                 text = gr.Textbox(placeholder="Message r1…", show_label=False, scale=5, elem_id="chat-input", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
@@ -232,16 +268,41 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
 # ----- Solve ---------------------------------------------------------------------------------
 
 
-def _step_messages(steps: list[dict]) -> list[gr.ChatMessage]:
-    """A solution's steps; each tool call is a collapsible message holding its input and result."""
+def _maths(text: str) -> str:
+    """A tool's result for Markdown: displayed as LaTeX (sympy's `latex()`) with the plain text as code under it,
+    or as code alone when it is not maths; never bare, where Markdown would turn `*` into italics."""
+    rendered = as_latex(text) if "\n" not in text and len(text) <= 300 else None
+    return f"$${rendered}$$\n\n{_code(text)}" if rendered else _code(text)
+
+
+def _code(text: str) -> str:
+    return f"```\n{text}\n```" if "\n" in text or "`" in text else f"`{text}`"
+
+
+def answer_markdown(answer: str | None, task_type: str) -> str:
+    """A search's answer for Markdown: maths as LaTeX and code, a function as a Python block."""
+    if answer is None:
+        return "(none found)"
+    return f"```python\n{answer}\n```" if task_type == "code" else _maths(answer)
+
+
+def _tool_call_markdown(step: dict) -> str:
+    result = _maths(step["tool_output"]) if step["tool"] != "python_exec" and step["tool_ok"] else _code(step["tool_output"])
+    return f"```\n{step['text'].split(' => ')[0]}\n```\n→ {result}"
+
+
+def _step_messages(steps: list[dict], pending: bool = False) -> list[gr.ChatMessage]:
+    """A solution's steps; each tool call is a collapsible message titled with the tool it ran, holding the call and
+    its result (maths as LaTeX); an answer shows as maths or code, a thought as code."""
     shown = []
     for step in steps:
         if step["kind"] == "tool":
             status = "done" if step["tool_ok"] else "error"
-            shown.append(gr.ChatMessage(role="assistant", content=f"`{step['tool_input']}`\n\n→ `{step['tool_output']}`",
-                                        metadata={"title": f"tool call: {step['tool']} ({status})", "status": "done"}))
-        else:
-            shown.append(gr.ChatMessage(role="assistant", content=step["text"]))
+            shown.append(gr.ChatMessage(role="assistant", content=_tool_call_markdown(step),
+                                        metadata={"title": f"tool call: {step['tool']} ({status})",
+                                                  "status": "pending" if pending else "done"}))
+        elif step["kind"] != "answer":
+            shown.append(gr.ChatMessage(role="assistant", content=_code(step["text"])))
     return shown
 
 
@@ -298,8 +359,8 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     with gr.Row():
         solve_button = gr.Button("Solve", variant="primary", elem_id="solve-run")
         stop_button = gr.Button("Stop", elem_id="solve-stop")
-    steps = gr.Chatbot(label="Steps", height=320, elem_id="solve-steps")
-    answer = gr.Markdown(elem_id="solve-answer")
+    steps = gr.Chatbot(label="Steps", height=320, elem_id="solve-steps", latex_delimiters=LATEX_DELIMITERS)
+    answer = gr.Markdown(elem_id="solve-answer", latex_delimiters=LATEX_DELIMITERS)
     tree = gr.HTML(label="Search tree")
     stop_flags: dict[str, threading.Event] = {}
 
@@ -332,7 +393,7 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         note = " (stopped early)" if stop.is_set() else ""
         if solution.cached_from:
             note += f" (the verified solution of a similar problem solved before: *{solution.cached_from}*)"
-        shown = f"**Answer: {solution.answer if solution.answer is not None else '(none found)'}**{note}\n\n" \
+        shown = f"**Answer:**{note}\n\n{answer_markdown(solution.answer, solution.task_type)}\n\n" \
                 f"reward: {reward}\n\ntokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of " \
                 f"{solution.tokens['prompt']} prompt tokens from the prefix cache · {solution.seconds:.1f} s"
         yield _step_messages(solution.steps), shown, tree_svg(solution.tree, [s["text"] for s in solution.steps])
@@ -400,8 +461,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
     conversations = ConversationStore.in_data_dir(runtime.settings.data_path())
     store, error = try_open_vector_store(runtime.settings)
     memory = ConversationMemory(store, store_error=error)
-    ctx = WebContext(runtime=runtime, chat=Chat(runtime, conversations, memory), store=store,
-                     solved=SolvedProblems(store))
+    solved = SolvedProblems(store)
+    ctx = WebContext(runtime=runtime, chat=Chat(runtime, conversations, memory, solved), store=store, solved=solved)
     with gr.Blocks(title="r1-reasoner", analytics_enabled=False) as demo:
         with gr.Tabs():
             for title, build in TABS:

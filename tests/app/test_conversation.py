@@ -8,7 +8,10 @@ import threading
 import pytest
 
 from app.conversation import Chat, ConversationNotFound, ConversationStore, Message
+from app.conversation import _previous_tool_turn
+from app.chat_route import PreviousTurn
 from app.runtime import Runtime
+from app.tool_turn import NO_VERIFIED_ANSWER, ToolTurn
 
 
 def test_conversations_survive_a_restart_in_order(tmp_path):
@@ -48,6 +51,9 @@ def test_a_file_from_before_memory_recall_is_upgraded_in_place(tmp_path):
     assert store.messages(1) == [Message("user", "hello")]
     store.add(1, Message("assistant", "hi", finish_reason="stop", recalled="[notes.md, chunk 1] hello"))
     assert ConversationStore(path).messages(1)[-1].recalled == "[notes.md, chunk 1] hello"
+    turn = ToolTurn("What is 12 times 7?", "math", "verified", answer="84")
+    store.add(1, Message("assistant", "84", finish_reason="stop", tool=turn))  # the tool column was added too
+    assert ConversationStore(path).messages(1)[-1].tool == turn
     assert store.session_id(1) == "chat-1-1000000"
 
 
@@ -137,3 +143,45 @@ def test_reply_turns_go_through_the_memory_tiers(tmp_path, runtime, store):
     assert "4471" in answer.recalled
     chat.delete(conversation)  # forgets its turns in the store too
     assert store.stats("local")["r1_turns"] == 0
+
+
+def test_a_follow_up_refers_to_the_last_tool_turn_of_the_stored_conversation(tmp_path):
+    store = ConversationStore.in_data_dir(tmp_path)
+    conversation = store.create()
+    store.add(conversation, Message("user", "What is the derivative of x**3 * sin(x)?"))
+    turn = ToolTurn("What is the derivative of x**3 * sin(x)?", "math", "verified", answer="x**3*cos(x) + 3*x**2*sin(x)")
+    store.add(conversation, Message("assistant", turn.answer, finish_reason="stop", tool=turn))
+    store.add(conversation, Message("user", "thanks!"))
+    store.add(conversation, Message("assistant", "You're welcome.", finish_reason="stop"))
+    assert _previous_tool_turn(store.messages(conversation)) == PreviousTurn(turn.problem, turn.answer)
+    assert _previous_tool_turn(store.messages(conversation)[:1]) is None
+
+
+@pytest.mark.slow
+def test_a_maths_question_goes_through_the_tools_and_is_stored_with_its_steps(tmp_path, runtime, monkeypatch):
+    import sys
+
+    from app.solve import PathCache
+
+    # searched here, not served from an earlier test's solve (`app.solve` the name is the function, hence sys.modules)
+    monkeypatch.setattr(sys.modules["app.solve"], "_cache", PathCache())
+    chat = Chat(runtime, ConversationStore.in_data_dir(tmp_path))
+    conversation = chat.store.create()
+    partials = list(chat.reply(conversation, "What is 12 times 7?"))
+    assert partials[0].tool.status == "searching" and partials[0].finish_reason is None
+    streamed = [p.tool.tried for p in partials[:-1] if p.tool.tried]
+    assert streamed and streamed[0][0]["tool"] == "math_simplify"  # a tool call shown before the search ended
+    final = partials[-1]
+    assert final.content == "84" and final.finish_reason == "stop" and final.tool.status == "verified"
+    assert final.tool.steps[0]["tool"] == "math_simplify" and final.tool.steps[0]["tool_output"] == "84"
+    stored = chat.store.messages(conversation)
+    assert [m.role for m in stored] == ["user", "assistant"] and stored[1] == final  # reopened: steps and all
+
+    # Stop ends the search too: the turn is stored as stopped, with no unverified figure.
+    replies = chat.reply(conversation, "Solve 3*x + 7 = 25 for x.")
+    next(replies)
+    assert chat.stop(conversation) is True
+    last = list(replies)[-1]
+    assert last.finish_reason == "cancelled" and last.tool.status in ("verified", "unverified")
+    assert last.content == NO_VERIFIED_ANSWER or last.tool.status == "verified"
+    assert chat.store.messages(conversation)[-1] == last

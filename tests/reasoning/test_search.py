@@ -71,6 +71,19 @@ def test_budgets_and_stop_end_the_search_with_the_best_so_far():
     assert run("mcts", ScriptedEngine(six_times_seven), should_stop=lambda: True).answer is None
 
 
+def test_every_decoded_step_reaches_on_step_with_its_tool_result():
+    """The chat streams the search's tool calls from this callback, in whichever path they were written."""
+    seen: list[dict] = []
+    solution = run("best_of_n", ScriptedEngine(six_times_seven), on_step=seen.append)
+    tools = [s for s in seen if s["kind"] == "tool"]
+    assert len(tools) == 6 and {s["tool_output"] for s in tools} == {"42", "48", "35"}  # every path's call, run
+    assert all(s["tool"] == "math_simplify" and s["text"].endswith(" => " + s["tool_output"]) for s in tools)
+    assert [s for s in seen if s["kind"] == "answer"] and solution.steps[0] in seen
+    seen.clear()
+    run("mcts", ScriptedEngine(six_times_seven), on_step=seen.append)
+    assert {"36", "42"} <= {s["tool_output"] for s in seen if s["kind"] == "tool"}  # the greedy path and a sampled one
+
+
 def test_a_derailed_path_ends_and_the_answer_is_what_follows_the_last_equals():
     budget = SearchBudget()
     assert _done(Path([], [Step("thought", "")]), budget)

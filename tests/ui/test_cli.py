@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -98,3 +99,39 @@ def test_r1_bench_runs_a_benchmark_script_with_its_own_flags():
     assert r1_arch.returncode == 0 and "--long-context" in r1_arch.stdout
     unknown = subprocess.run([sys.executable, "-m", "ui.cli", "bench", "nope"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+TOOL_QUESTIONS = ["What is 12 times 7?", "What is the derivative of x**3 * sin(x)?", "Solve x**2 - 5*x + 6 = 0",
+                  "Write a Python function that reverses a string"]
+
+
+@pytest.fixture(scope="module")
+def piped_tool_chat(tmp_path_factory) -> tuple[list[str], str]:
+    """The web chat's four tool questions piped into one `r1 chat`: (the four replies on stdout, stderr)."""
+    out = run_r1(
+        "chat", stdin="\n".join(TOOL_QUESTIONS) + "\n",
+        env={"R1_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "chat-cache"),
+             "R1_DATA_DIR": str(tmp_path_factory.mktemp("chat-tools-data"))},
+    )
+    assert out.returncode == 0, out.stderr
+    replies = [reply.strip() for reply in out.stdout.split("r1> ")[1:]]
+    assert len(replies) == 4, out.stdout
+    return replies, out.stderr
+
+
+@pytest.mark.slow
+def test_chat_over_stdin_answers_maths_and_code_through_the_tools(piped_tool_chat):
+    replies, stderr = piped_tool_chat
+    assert replies[0] == "84"
+    assert replies[1] == "x**3*cos(x) + 3*x**2*sin(x)"  # plain sympy text
+    assert replies[3].startswith("```python\ndef ") and "Ran in the sandbox: `reverse_string('hello')` → `'olleh'`" in replies[3]
+    for tool in ("math_simplify", "math_diff", "python_exec"):  # which tool answered each, on stderr
+        assert f"[verified, with {tool};" in stderr, stderr
+    assert "[tool math_diff: Diff: " in stderr  # a tool call as the search ran it
+
+
+@pytest.mark.slow
+def test_chat_over_stdin_gives_the_whole_solution_set(piped_tool_chat):
+    replies, stderr = piped_tool_chat
+    assert "[verified, with math_solve;" in stderr
+    assert set(re.findall(r"-?\d+", replies[2])) == {"2", "3"}, replies[2]

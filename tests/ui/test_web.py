@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,7 +109,7 @@ def test_chat_streams_the_reply_and_keeps_the_conversation(page, runtime):
     final = page.locator("#chatbot [data-testid='bot']").last.inner_text()
     assert len(texts) >= 2, f"the reply did not stream: {texts}"
     assert all(final.startswith(text.rstrip()) for text in texts[:-1])  # each was a prefix of the answer
-    screenshot(page, "chat.png")
+    screenshot(page, "chat_plain.png")
 
     page.reload()  # a new session: the conversation comes back from SQLite
     page.wait_for_selector("#conversations >> text=What is the capital of France?").click()
@@ -165,8 +166,9 @@ def test_solve_tab_shows_tool_steps_the_verified_answer_and_the_tree(page, runti
     page.get_by_role("tab", name="Solve").click()
     page.fill("#solve-input textarea", "What is 12 times 7?")
     page.click("#solve-run")
-    page.wait_for_selector("#solve-answer >> text=Answer: 84", timeout=180_000)
-    assert "correctness" in page.inner_text("#solve-answer")
+    page.wait_for_selector("#solve-answer code >> text=84", timeout=180_000)  # as maths and code, not bare
+    assert "Answer:" in page.inner_text("#solve-answer") and "correctness" in page.inner_text("#solve-answer")
+    assert page.locator("#solve-answer .katex").count() >= 1
     page.wait_for_selector("#solve-steps >> text=math_simplify")  # the tool call, as a collapsible message
     page.wait_for_selector("#search-tree circle")
     assert page.locator("#search-tree circle").count() > 1
@@ -187,6 +189,70 @@ def test_support_tab_authenticates_looks_up_an_order_and_lists_its_tool_calls(pa
     assert page.locator("#support-chat [data-testid='bot']").count() == 2
     assert "pending" in page.inner_text("#support-calls")  # the order's details, as the tool returned them
     screenshot(page, "support.png")
+    assert_stayed_on_loopback(page)
+
+
+# The chat's maths and code questions, each answered through the tools in one conversation of one page.
+TOOL_QUESTIONS = [
+    pytest.param("What is 12 times 7?", "math_simplify", "84", id="arithmetic"),
+    pytest.param("What is the derivative of x**3 * sin(x)?", "math_diff", "x**3*cos(x) + 3*x**2*sin(x)", id="derivative"),
+    pytest.param("Solve x**2 - 5*x + 6 = 0", "math_solve", {"2", "3"}, id="quadratic"),
+    pytest.param("Write a Python function that reverses a string", "python_exec", "'olleh'", id="code"),
+]
+
+
+DONE_TURN = r"Answered with the \w+ tools: \w+"
+WAIT_FOR_TURNS = """(n) => (document.querySelector('#chatbot').innerText.match(/Answered with the \\w+ tools: \\w+/g) || [])
+    .length >= n"""
+
+
+# The last bot message is the answer (not a collapsible title): its Markdown has been rendered.
+ANSWER_SHOWN = """() => { const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+    const last = bots[bots.length - 1].innerText; return !/^(Answered with|Searching with|tool call:)/.test(last); }"""
+
+
+@pytest.fixture(scope="module")
+def chat_page(browser, web):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
+    page.goto(web)
+    page.wait_for_selector("#chat-input textarea")
+    yield page
+    page.close()
+
+
+@pytest.mark.parametrize(("question", "tool", "expected"), TOOL_QUESTIONS)
+def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool, expected):
+    page = chat_page
+    done = len(re.findall(DONE_TURN, page.inner_text("#chatbot")))
+    ask(page, question)
+    page.wait_for_function(WAIT_FOR_TURNS, arg=done + 1, timeout=300_000)  # the turn's title says it is done
+    page.wait_for_function(ANSWER_SHOWN)
+    shown = page.inner_text("#chatbot")
+    tail = shown[shown.rindex("Answered with the"):]  # this turn: its title, tool calls and answer
+    assert re.match(r"Answered with the \w+ tools: verified · ", tail), tail
+    assert f"tool call: {tool} (done)" in tail, tail  # which tool ran, as a collapsible message
+    # The answer is the turn's last message: its last code is the tool's exact text, its LaTeX sympy's.
+    last_code = page.locator("#chatbot code").last.inner_text()
+    if tool == "python_exec":
+        assert page.locator("#chatbot pre code").last.inner_text().startswith("def ") and "Ran in the sandbox" in tail
+        assert last_code == expected  # what the function returned on the example, in the sandbox
+    elif isinstance(expected, set):
+        assert set(re.findall(r"-?\d+", last_code)) == expected, last_code
+    else:
+        from app.tool_turn import as_latex
+
+        assert last_code == expected
+        latex = page.locator('#chatbot annotation[encoding="application/x-tex"]').last.text_content()
+        assert latex.strip() == as_latex(expected)  # rendered by KaTeX
+        assert page.locator("#chatbot em").count() == 0  # nothing Markdown-mangled into italics
+    if tool == "math_diff":  # README's picture of the chat: the tool call opened
+        page.get_by_text(f"tool call: {tool} (done)").last.click()
+        page.locator("#chatbot [data-testid='bot']").last.scroll_into_view_if_needed()  # with the answer under it
+        page.wait_for_timeout(500)
+        screenshot(page, "chat.png")  # docs/screenshots/chat.png
     assert_stayed_on_loopback(page)
 
 
@@ -231,3 +297,28 @@ def test_every_quantization_setting_is_a_choice_of_the_settings_tab():
 
     assert Settings().quant in QUANT_CHOICES  # the default ("auto") showed as an invalid value before
     assert {"fp32", "int8", "int4"} <= set(QUANT_CHOICES)
+
+
+def test_a_tool_turn_renders_its_tool_calls_and_its_answer_as_maths(web):
+    from app.conversation import Message
+    from app.tool_turn import NO_VERIFIED_ANSWER, ToolTurn
+    from reasoning.steps import parse_step
+    from ui.web import _render
+
+    diff = parse_step('Diff: {"expression": "x**3 * sin(x)", "variable": "x"}').to_dict()
+    searching = ToolTurn("What is the derivative of x**3 * sin(x)?", "math", tried=(diff,))
+    shown = _render([Message("assistant", "", tool=searching)])
+    assert [(m.metadata["title"], m.metadata["status"]) for m in shown] == [
+        ("Searching with the math tools…", "pending"), ("tool call: math_diff (done)", "pending")]
+    assert "$$x^{3} \\cos{\\left(x \\right)} + 3 x^{2} \\sin{\\left(x \\right)}$$" in shown[1].content
+
+    answer = "x**3*cos(x) + 3*x**2*sin(x)"
+    done = ToolTurn(searching.problem, "math", "verified", steps=(diff, parse_step(f"Answer: {answer}").to_dict()),
+                    tried=(diff,), answer=answer, reward={"correctness": 1.0}, seconds=2.0)
+    shown = _render([Message("assistant", answer, finish_reason="stop", tool=done)])
+    assert shown[0].metadata["title"] == "Answered with the math tools: verified · 2.0 s"
+    assert shown[-1].content.endswith(f"$$\n\n`{answer}`") and not shown[-1].metadata  # LaTeX, then the text as code
+
+    failed = ToolTurn(searching.problem, "math", "unverified", tried=(diff,))
+    shown = _render([Message("assistant", NO_VERIFIED_ANSWER, finish_reason="stop", tool=failed)])
+    assert shown[-1].content == NO_VERIFIED_ANSWER

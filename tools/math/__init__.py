@@ -5,7 +5,7 @@ Two layers:
 * `arithmetic()` evaluates plain arithmetic in-process with a pure AST walker whose
   every step is bounded (it cannot hang), matching Python's own float arithmetic.
 * The symbolic operations (`simplify`, `expand`, `factor`, `solve`, `diff`, `integrate`,
-  `limit`, `series`, `evaluate`, `matrix`, `equal`) check the text against an AST
+  `limit`, `series`, `evaluate`, `matrix`, `equal`, and `latex` for display) check the text against an AST
   allowlist, then run sympy in a warm worker process (`MathWorker`) under a wall-clock
   limit (the worker is killed and replaced on timeout) and an RLIMIT_AS memory limit.
   User text never reaches `eval` unchecked: after the allowlist, sympy's `parse_expr`
@@ -38,6 +38,7 @@ from tools.math.operations import (
     expand,
     factor,
     integrate,
+    latex,
     limit,
     matrix,
     series,
@@ -50,6 +51,6 @@ from tools.math.worker import DEFAULT_MEMORY_MB, MathWorker, shared_worker
 __all__ = [
     "DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "MAX_EXPRESSION_CHARS", "MAX_NESTING", "MAX_RESULT_CHARS",
     "MathToolError", "MathWorker", "MatrixOperation", "arithmetic", "check_expression", "check_variable",
-    "diff", "equal", "evaluate", "expand", "factor", "integrate", "limit", "math_tools", "matrix", "series",
+    "diff", "equal", "evaluate", "expand", "factor", "integrate", "latex", "limit", "math_tools", "matrix", "series",
     "shared_worker", "simplify", "solve",
 ]

@@ -37,6 +37,11 @@ def simplify(expression: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, worker: M
     return _run("simplify", lambda a: {"expression": a.expression(expression)}, timeout_s, worker)
 
 
+def latex(expression: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, worker: MathWorker | None = None) -> str:
+    """The expression as LaTeX, terms in the order written (for display: 'x**3*cos(x)' -> 'x^{3} \\cos{\\left(x \\right)}')."""
+    return _run("latex", lambda a: {"expression": a.expression(expression)}, timeout_s, worker)
+
+
 def expand(expression: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, worker: MathWorker | None = None) -> str:
     """Expanded form, e.g. '(x + 1)**2' -> 'x**2 + 2*x + 1'."""
     return _run("expand", lambda a: {"expression": a.expression(expression)}, timeout_s, worker)

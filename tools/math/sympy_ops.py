@@ -82,6 +82,12 @@ def _op_simplify(expression: str) -> str:
     return str(sympy.simplify(_expr(expression)))
 
 
+def _op_latex(expression: str) -> str:
+    import sympy
+
+    return sympy.latex(_parse(expression))  # unevaluated: the terms as the text wrote them
+
+
 def _op_expand(expression: str) -> str:
     import sympy
 
@@ -312,6 +318,6 @@ def _op_equal(a: str, b: str) -> bool:
 _OPS: dict[str, Callable[..., Any]] = {
     "simplify": _op_simplify, "expand": _op_expand, "factor": _op_factor, "solve": _op_solve,
     "diff": _op_diff, "integrate": _op_integrate, "limit": _op_limit, "series": _op_series,
-    "evaluate": _op_evaluate, "matrix": _op_matrix, "equal": _op_equal,
+    "evaluate": _op_evaluate, "matrix": _op_matrix, "equal": _op_equal, "latex": _op_latex,
 }
 
