@@ -142,7 +142,7 @@ class ChatMessageIn(_Body):
 def _json_object(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise APIError(400, f"tool call arguments are not JSON: {text[:80]!r}", param="messages") from None
 
 

@@ -287,6 +287,17 @@ BAD_SCHEMAS = {
 }
 
 
+def test_deeply_nested_tool_call_arguments_are_a_400(default_tokenizer):
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000 + "]" * 100_000}}
+    body = {"model": MODEL, "max_tokens": 8, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]}
+    live, engine = served(default_tokenizer)
+    with live:
+        answer = httpx.post(live.url + "/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 400 and "not JSON" in answer.json()["error"]["message"]
+    assert engine.submitted == []
+
+
 @pytest.mark.parametrize("name", list(BAD_SCHEMAS))
 @pytest.mark.parametrize("where", ["tools", "response_format"])
 def test_a_schema_without_a_bounded_grammar_is_a_400(default_tokenizer, name, where):
