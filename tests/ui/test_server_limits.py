@@ -218,7 +218,7 @@ def test_a_long_prompt_is_tokenized_off_the_event_loop(default_tokenizer):
         assert tokenizing.wait(10)
         started = time.monotonic()
         assert httpx.get(live.url + "/v1/models", timeout=10).status_code == 200
-        assert time.monotonic() - started < 1, "GET /v1/models waited for the tokenizer"
+        assert time.monotonic() - started < 1.5, "GET /v1/models waited for the tokenizer"
         worker.join(30)
         assert answer["r"].status_code == 200
 
