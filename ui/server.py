@@ -349,7 +349,7 @@ def create_app(runtime: Runtime, *, api_key: str | None = None, slots: int = RUN
         Middleware(_Gate, api_key=api_key, max_body=int(settings.max_request_mb * (1 << 20))),
     ])
     model_id = settings.model
-    share = FairShare(slots)
+    share = app.state.fair_share = FairShare(slots)
 
     def client(http: HTTPRequest) -> str:
         return http.client.host if http.client else "unknown"

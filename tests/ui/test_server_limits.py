@@ -249,9 +249,11 @@ def test_a_big_request_does_not_starve_another_client(default_tokenizer):
         wait_for(lambda: len(engine.submitted) == 2, "the big request's first two choices")
         time.sleep(0.3)
         assert len(engine.submitted) == 2, "more choices ran than there are slots"
+        share = live.server.config.app.state.fair_share
+        assert len(share.waiting) == 6
         small = threading.Thread(target=post, args=("small", completion("a small one")))
         small.start()
-        time.sleep(0.3)  # it is queued behind the slots, not in the engine
+        wait_for(lambda: len(share.waiting) == 7, "the small request to queue")  # behind the slots, not in the engine
         assert len(engine.submitted) == 2
         engine.submitted[0].finish()
         wait_for(lambda: len(engine.submitted) == 3, "the next choice")
