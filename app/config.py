@@ -51,6 +51,8 @@ class Settings:
     host: str = "127.0.0.1"  # any other address is an explicit choice
     port: int | None = None  # None = 7860 for the web UI, 8000 for the API server
     api_key: str | None = None  # the API server then requires `Authorization: Bearer <key>`
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides the bound address and localhost (comma-separated)
+    max_request_mb: float = 4.0  # the API server refuses (413) a larger request body
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -69,6 +71,8 @@ class Settings:
                     values[f.name] = int(raw)
                 elif kind.startswith("float"):
                     values[f.name] = float(raw)
+                elif kind.startswith("tuple"):
+                    values[f.name] = tuple(part.strip() for part in raw.split(",") if part.strip())
                 else:
                     values[f.name] = raw
             except ValueError:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.engine import Engine
-from model.grammar import GrammarProcessor, tool_or_message_schema
+from model.grammar import GrammarProcessor, plain_schema, tool_or_message_schema
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ToolCallGrammar:
             raise ValueError(f"tool_choice names {choice!r}, which is not among the tools: {', '.join(names)}")
         offered = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
         schema = tool_or_message_schema(
-            {t.name: closed(t.parameters or {"type": "object"}) for t in offered},
+            {t.name: closed(plain_schema(t.parameters or {"type": "object"})) for t in offered},
             message_max_length=message_max_length,
             include_message=choice == "auto",
         )

@@ -27,8 +27,79 @@ from model.tokenizer import Tokenizer
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
+# Bounds on a JSON schema, checked before llguidance sees it: deeper schemas overflow recursion (Python's or
+# llguidance's), and larger ones compile but then fail mid-generation (llguidance allows 2,000 items per parser row).
+MAX_SCHEMA_DEPTH = 64  # JSON nesting of a schema, its $refs inlined
+MAX_SCHEMA_NODES = 20_000  # JSON values in a schema, its $refs inlined
+MAX_ALTERNATIVES = 1_000  # subschemas of one anyOf / oneOf
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SCHEMA_DATA = frozenset({"const", "enum", "default", "examples"})
+
+
 class GrammarError(ValueError):
     """A grammar or schema that llguidance cannot compile, or tokens that break a grammar."""
+
+
+def plain_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` self-contained and bounded: each local `$ref` replaced by what it points to (so the schema can be
+    nested in another, as a tool's parameters are), within the bounds above.
+
+    Raises GrammarError for a schema that is not an object, nests deeper than MAX_SCHEMA_DEPTH, holds more than
+    MAX_SCHEMA_NODES values or an anyOf / oneOf of more than MAX_ALTERNATIVES, refers to itself (`{"$ref": "#"}`,
+    a recursive `$defs` entry: a recursive schema has no bounded grammar), or refers outside itself.
+    """
+    if not isinstance(schema, Mapping):
+        raise GrammarError(f"a JSON schema must be an object, not {type(schema).__name__}")
+    count = 0
+
+    def copy(node: Any, depth: int, expanding: tuple[str, ...], data: bool) -> Any:
+        nonlocal count
+        count += 1
+        if depth > MAX_SCHEMA_DEPTH:
+            raise GrammarError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+        if count > MAX_SCHEMA_NODES:
+            raise GrammarError(f"the schema is too large: more than {MAX_SCHEMA_NODES} values (with its $refs inlined)")
+        if isinstance(node, list):
+            return [copy(item, depth + 1, expanding, data) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        if data:
+            return {key: copy(value, depth + 1, expanding, True) for key, value in node.items()}
+        if "$ref" in node:
+            ref = node["$ref"]
+            if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+                raise GrammarError(f"$ref {ref!r}: only references inside the schema ('#/...') are supported")
+            if ref in expanding:
+                raise GrammarError(f"$ref {ref!r} refers to itself: recursive schemas are not supported")
+            target = copy(_pointer(schema, ref), depth, (*expanding, ref), False)
+            rest = copy({k: v for k, v in node.items() if k != "$ref"}, depth, expanding, False)
+            return {**rest, "allOf": [target, *rest.get("allOf", [])]} if rest else target
+        out = {}
+        for key, value in node.items():
+            if key in ("$defs", "definitions"):
+                continue  # inlined where they are used
+            if key in ("anyOf", "oneOf") and isinstance(value, list) and len(value) > MAX_ALTERNATIVES:
+                raise GrammarError(f"{key} has {len(value)} alternatives; at most {MAX_ALTERNATIVES} are allowed")
+            if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+                count += 1
+                out[key] = {name: copy(sub, depth + 2, expanding, False) for name, sub in value.items()}
+            else:
+                out[key] = copy(value, depth + 1, expanding, key in _SCHEMA_DATA)
+        return out
+
+    return copy(schema, 0, (), False)
+
+
+def _pointer(schema: Mapping[str, Any], ref: str) -> Any:
+    """What the local JSON pointer `ref` ('#', '#/$defs/item', ...) points to in `schema`."""
+    node: Any = schema
+    for part in ref[2:].split("/") if ref != "#" else ():
+        part = part.replace("~1", "/").replace("~0", "~")
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise GrammarError(f"$ref {ref!r} points to nothing in the schema") from None
+    return node
 
 
 class GrammarCompiler:
@@ -46,9 +117,10 @@ class GrammarCompiler:
         )
 
     def json_schema(self, schema: Mapping[str, Any]) -> str:
-        """The llguidance grammar for JSON documents valid under `schema` (compact, json.dumps separators)."""
+        """The llguidance grammar for JSON documents valid under `schema` (compact, json.dumps separators).
+        Raises GrammarError for a schema llguidance cannot compile or `plain_schema` refuses."""
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), overrides=JSON_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(plain_schema(schema)), overrides=JSON_OPTIONS)
         except ValueError as e:
             raise GrammarError(f"bad JSON schema: {e}") from None
         return self._checked(grammar)

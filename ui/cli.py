@@ -79,6 +79,10 @@ def _add_listen_flags(parser: argparse.ArgumentParser, default_port: int) -> Non
     group = parser.add_argument_group("listening")
     group.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; $R1_HOST)")
     group.add_argument("--port", type=int, help=f"port (default {default_port}; $R1_PORT)")
+    group.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="NAME",
+                       help="also answer requests whose Host header names NAME (repeatable; $R1_ALLOWED_HOSTS, "
+                       "comma-separated); the bound address and localhost always pass, other names are refused "
+                       "against DNS rebinding")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions")
     _add_listen_flags(serve, SERVE_PORT)
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every call (default: $R1_API_KEY, or none)")
+    serve.add_argument("--max-request-mb", type=float,
+                       help="refuse a larger request body with 413 (default 4; $R1_MAX_REQUEST_MB)")
     _add_model_flags(serve)
     _add_sampling_flags(serve)
 
@@ -174,6 +180,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         api_key=getattr(args, "api_key", None),
+        allowed_hosts=tuple(args.allowed_hosts) if getattr(args, "allowed_hosts", None) else None,
+        max_request_mb=getattr(args, "max_request_mb", None),
         data_dir=getattr(args, "data_dir", None),
         chroma_path=getattr(args, "chroma_path", None),
         chroma_url=getattr(args, "chroma_url", None),
@@ -362,6 +370,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ui import server
 
     settings = _settings(args)
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise ValueError("--api-key is empty: give a key, or leave the flag out to serve without one")
     if settings.backend != "local":
         raise ValueError(f"r1 serve serves the local engine (R1_BACKEND is {settings.backend!r}); clients of a "
                          "remote server can talk to it directly")

@@ -7,32 +7,45 @@ requests within one scheduler step. Errors use OpenAI's shape: {"error": {messag
 
 Fields left out take OpenAI's defaults (temperature 1, top_p 1, n 1); `max_tokens` defaults to the
 `max_new_tokens` setting, cut to what the context window has room for.
+
+Before a route sees a request: the Host and Origin checks of `ui.http_guard`, then the API key and the body's
+size (`_Gate`: both before the body is read). Prompts are tokenized and grammars compiled in a worker thread,
+never on the event loop, and the choices of every request queue for the engine through `ui.fair_share`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request as HTTPRequest
+from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime import Runtime
 from app.tool_calls import FunctionTool, ToolCallGrammar
 from model.request import Completion, GenerationError, Request
+from ui.fair_share import FairShare
+from ui.http_guard import HostGuard, error_body
 
-MAX_N = 16  # choices per request
+MAX_N = 16  # choices per prompt
+MAX_CHOICES = 64  # prompts x n per request: each choice is an engine request and a thread
+RUNNING_CHOICES = 64  # engine requests the server keeps running at once: the scheduler's batch (max_running)
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
 MAX_TOP_LOGPROBS = 20
 
@@ -45,7 +58,11 @@ class APIError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+        self.body = error_body(message, type=type, param=param, code=code)
+
+    async def send(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer with this error from ASGI middleware, before any route runs."""
+        await JSONResponse(self.body, status_code=self.status)(scope, receive, send)
 
 
 # ----- request bodies ----------------------------------------------------------------------------
@@ -125,7 +142,7 @@ class ChatMessageIn(_Body):
 def _json_object(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise APIError(400, f"tool call arguments are not JSON: {text[:80]!r}", param="messages") from None
 
 
@@ -163,14 +180,18 @@ class CompletionBody(_SamplingBody):
 
 @dataclass
 class _Choice:
+    """One choice to generate: `start` submits it to the engine once the fair share lets it run."""
+
     index: int
-    request: Request
+    start: Callable[[], Request]
+    request: Request | None = None
 
 
 _END = object()
+_request_ids = itertools.count()
 
 
-def _drain(choice: _Choice, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+def _drain(choice: _Choice, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, ended: Callable[[], None]) -> None:
     """Thread body: move one request's text deltas into the event loop's queue, then an end marker."""
     try:
         for delta in choice.request.stream():
@@ -179,28 +200,50 @@ def _drain(choice: _Choice, loop: asyncio.AbstractEventLoop, queue: asyncio.Queu
         pass  # the completion carries the error; the handler reports it
     finally:
         try:
+            loop.call_soon_threadsafe(ended)
             loop.call_soon_threadsafe(queue.put_nowait, (choice.index, _END))
         except RuntimeError:  # the loop is closed: the server is gone
             pass
 
 
-async def _deltas(choices: Sequence[_Choice]) -> AsyncIterator[tuple[int, str]]:
-    """(choice index, text delta) from every choice as produced; cancels them all if the consumer stops early."""
+async def _deltas(choices: Sequence[_Choice], share: FairShare, client: str) -> AsyncIterator[tuple[int, str]]:
+    """(choice index, text delta) from every choice as produced, each started when `share` gives it a slot;
+    cancels them all if the consumer stops early."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    for choice in choices:
-        threading.Thread(target=_drain, args=(choice, loop, queue), daemon=True, name=f"r1-api-{choice.request.id}").start()
+    request_id = next(_request_ids)
+
+    def ended() -> None:
+        share.release(client, request_id)
+
+    async def start(choice: _Choice) -> None:
+        await share.acquire(client, request_id)
+        try:
+            choice.request = choice.start()
+        except Exception as err:  # the engine refused it (e.g. a token id outside the vocabulary)
+            ended()
+            queue.put_nowait((choice.index, err))
+            return
+        threading.Thread(target=_drain, args=(choice, loop, queue, ended), daemon=True,
+                         name=f"r1-api-{choice.request.id}").start()
+
+    starters = [asyncio.ensure_future(start(choice)) for choice in choices]
     running = len(choices)
     try:
         while running:
             index, delta = await queue.get()
             if delta is _END:
                 running -= 1
+            elif isinstance(delta, ValueError):
+                raise APIError(400, str(delta), param="prompt")
+            elif isinstance(delta, Exception):
+                raise delta
             else:
                 yield index, delta
     finally:
-        for choice in choices:
-            choice.request.cancel()
+        for starter in starters:
+            starter.cancel()
+        _cancel(choices)
 
 
 async def _until_disconnected(http: HTTPRequest) -> None:
@@ -208,11 +251,11 @@ async def _until_disconnected(http: HTTPRequest) -> None:
         pass
 
 
-async def _wait_all(http: HTTPRequest, choices: Sequence[_Choice]) -> list[Completion]:
+async def _wait_all(http: HTTPRequest, choices: Sequence[_Choice], deltas: AsyncIterator) -> list[Completion]:
     """Wait for every choice to finish; a client that disconnects first cancels them all."""
 
     async def collect() -> None:
-        async for _ in _deltas(choices):
+        async for _ in deltas:
             pass
 
     work = asyncio.ensure_future(collect())
@@ -223,6 +266,7 @@ async def _wait_all(http: HTTPRequest, choices: Sequence[_Choice]) -> list[Compl
         work.cancel()
         _cancel(choices)
         raise APIError(499, "the client closed the request")  # nobody is left to read it
+    work.result()  # raises what ended it early: a choice the engine refused
     completions = [choice.request.result() for choice in choices]  # all finished: their drains ended
     for completion in completions:
         _raise_if_failed(completion)
@@ -239,10 +283,76 @@ def _raise_if_failed(completion: Completion) -> None:
 # ----- the app -----------------------------------------------------------------------------------
 
 
-def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
-    """The API app over `runtime`'s engine; `api_key` set = every /v1 call needs `Authorization: Bearer <key>`."""
-    app = FastAPI(title="r1-reasoner", docs_url=None, redoc_url=None, openapi_url=None)
-    model_id = runtime.settings.model
+class _Gate:
+    """ASGI middleware: the API key is checked, and the body read up to `max_body` bytes, before any route runs.
+
+    FastAPI reads and parses a body before it resolves a route's dependencies, so an auth dependency would come
+    too late: a stranger could make the server read and parse any amount of JSON.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.api_key is not None:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
+                await APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')",
+                               code="invalid_api_key").send(scope, receive, send)
+                return
+        too_large = APIError(413, f"the request body is larger than the server's limit of {self.max_body} bytes "
+                             "(r1 serve --max-request-mb)", code="request_too_large")
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await too_large.send(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await too_large.send(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: the disconnect the handlers watch for
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def create_app(runtime: Runtime, *, api_key: str | None = None, slots: int = RUNNING_CHOICES) -> FastAPI:
+    """The API app over `runtime`'s engine; `api_key` set = every call needs `Authorization: Bearer <key>`.
+
+    The runtime's settings give the Host names served (`host`, `allowed_hosts`) and the largest request body
+    (`max_request_mb`); `slots` is how many engine requests run at once, shared fairly between clients.
+    """
+    if api_key is not None and not api_key.strip():
+        raise ValueError("the API key is empty: give a key, or None to serve without one")
+    settings = runtime.settings
+    app = FastAPI(title="r1-reasoner", docs_url=None, redoc_url=None, openapi_url=None, middleware=[
+        Middleware(HostGuard, bound_host=settings.host, allowed_hosts=settings.allowed_hosts),
+        Middleware(_Gate, api_key=api_key, max_body=int(settings.max_request_mb * (1 << 20))),
+    ])
+    model_id = settings.model
+    share = app.state.fair_share = FairShare(slots)
+
+    def client(http: HTTPRequest) -> str:
+        return http.client.host if http.client else "unknown"
 
     @app.exception_handler(APIError)
     async def api_error(_: HTTPRequest, err: APIError) -> JSONResponse:
@@ -268,55 +378,54 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
     async def unexpected(_: HTTPRequest, err: Exception) -> JSONResponse:
         return JSONResponse(APIError(500, f"internal error: {err}", type="server_error").body, status_code=500)
 
-    async def authorize(http: HTTPRequest) -> None:
-        if api_key is None:
-            return
-        scheme, _, given = http.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
-
     def check_model(name: str) -> None:
         if name != model_id:
             raise APIError(404, f"the model {name!r} does not exist; this server serves {model_id!r}", param="model", code="model_not_found")
 
-    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(model_id)]}
 
-    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorize)])
+    @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> dict[str, Any]:
         check_model(name)
         return _model_card(model_id)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatBody, http: HTTPRequest):
         check_model(body.model)
         body.check_unsupported()
-        grammar = _tool_grammar(runtime.engine, body)
-        json_grammar = _response_grammar(runtime.engine, body)
-        if grammar is not None and json_grammar is not None:
-            raise APIError(400, "tools and a JSON response_format cannot be combined", param="response_format")
         if body.top_logprobs and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         if body.stream and body.logprobs:
             raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
         top = body.top_logprobs or 0
         engine = runtime.engine
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
-        ]
-        if grammar is not None:
-            messages = grammar.with_tools(messages)
-        prompt = engine.chat_prompt(messages)
-        processor = grammar.processor if grammar is not None else None
-        if json_grammar is not None:
-            processor = lambda: engine.grammar_compiler.processor(json_grammar)  # noqa: E731
-        choices = _submit(runtime, [prompt], body, body.max_completion_tokens or body.max_tokens,
-                          logprobs=max(1, top) if body.logprobs else 0, processor=processor)
+
+        def prepare() -> tuple[ToolCallGrammar | None, list[_Choice]]:  # grammars and tokens: CPU work, off the loop
+            grammar = _tool_grammar(engine, body)
+            json_grammar = _response_grammar(engine, body)
+            if grammar is not None and json_grammar is not None:
+                raise APIError(400, "tools and a JSON response_format cannot be combined", param="response_format")
+            messages = [
+                {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+            ]
+            if grammar is not None:
+                messages = grammar.with_tools(messages)
+            processor = grammar.processor if grammar is not None else None
+            if json_grammar is not None:
+                processor = lambda: engine.grammar_compiler.processor(json_grammar)  # noqa: E731
+            return grammar, _choices(runtime, [engine.chat_prompt(messages)], body,
+                                     body.max_completion_tokens or body.max_tokens,
+                                     logprobs=max(1, top) if body.logprobs else 0, processor=processor)
+
+        grammar, choices = await run_in_threadpool(prepare)
+        deltas = _deltas(choices, share, client(http))
         meta = _Meta("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
         if body.stream:
-            return _sse(_chat_stream(meta, choices, include_usage=bool(body.stream_options and body.stream_options.include_usage)))
-        completions = await _wait_all(http, choices)
+            return _sse(_chat_stream(meta, choices, deltas,
+                                     include_usage=bool(body.stream_options and body.stream_options.include_usage)))
+        completions = await _wait_all(http, choices, deltas)
         tokenizer = engine.tokenizer
         return {
             "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
@@ -331,7 +440,7 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
             "usage": _usage(completions, prompts=1),
         }
 
-    @app.post("/v1/completions", dependencies=[Depends(authorize)])
+    @app.post("/v1/completions")
     async def completions(body: CompletionBody, http: HTTPRequest):
         check_model(body.model)
         body.check_unsupported()
@@ -344,13 +453,14 @@ def create_app(runtime: Runtime, *, api_key: str | None = None) -> FastAPI:
         if body.stream and body.logprobs is not None:
             raise APIError(400, "logprobs are not supported with stream: true", param="logprobs")
         prompts = _prompts(body.prompt)
-        choices = _submit(runtime, prompts, body, body.max_tokens,
-                          logprobs=max(1, body.logprobs) if body.logprobs is not None else 0)
+        choices = await run_in_threadpool(_choices, runtime, prompts, body, body.max_tokens,
+                                          logprobs=max(1, body.logprobs) if body.logprobs is not None else 0)
+        deltas = _deltas(choices, share, client(http))
         meta = _Meta("cmpl-" + uuid.uuid4().hex, int(time.time()), model_id)
         if body.stream:
-            return _sse(_completion_stream(meta, choices, prompts=len(prompts),
+            return _sse(_completion_stream(meta, choices, deltas, prompts=len(prompts),
                                            include_usage=bool(body.stream_options and body.stream_options.include_usage)))
-        done = await _wait_all(http, choices)
+        done = await _wait_all(http, choices, deltas)
         tokenizer = runtime.engine.tokenizer
         return {
             "id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
@@ -439,29 +549,33 @@ def _chat_message(completion: Completion, grammar: ToolCallGrammar | None) -> di
     return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
 
 
-def _submit(
+def _choices(
     runtime: Runtime, prompts: Sequence[str | list[int]], body: _SamplingBody, max_tokens: int | None, *, logprobs: int,
     processor=None,
 ) -> list[_Choice]:
-    """n engine requests per prompt (choice index = prompt * n + j); a seed gives choice j the seed + j.
+    """n choices per prompt (choice index = prompt * n + j), checked and tokenized, not yet submitted; a seed
+    gives choice j the seed + j. Runs in a worker thread: tokenizing a long prompt takes seconds.
 
     `processor`: a factory of logits processors (a grammar), called once per choice: processors are stateful.
     """
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise APIError(400, f"{len(prompts)} prompt(s) x n={body.n} asks for {len(prompts) * body.n} choices; "
+                       f"at most {MAX_CHOICES} are allowed per request", param="n" if len(prompts) == 1 else "prompt")
     engine = runtime.engine
     stop = body.stop_strings()
     choices: list[_Choice] = []
-    try:
-        for p, prompt in enumerate(prompts):
-            ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-            room = engine.context_length - len(ids)
-            if room < 1:
-                raise APIError(400, f"the prompt is {len(ids)} tokens; the context window is {engine.context_length}",
-                               param="messages" if isinstance(body, ChatBody) else "prompt", code="context_length_exceeded")
-            if max_tokens is not None and max_tokens > room:
-                raise APIError(400, f"max_tokens is {max_tokens} but the prompt ({len(ids)} tokens) leaves room for {room} "
-                               f"in the context window of {engine.context_length}", param="max_tokens", code="context_length_exceeded")
-            for j in range(body.n):
-                request = engine.submit(
+    for p, prompt in enumerate(prompts):
+        ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        room = engine.context_length - len(ids)
+        if room < 1:
+            raise APIError(400, f"the prompt is {len(ids)} tokens; the context window is {engine.context_length}",
+                           param="messages" if isinstance(body, ChatBody) else "prompt", code="context_length_exceeded")
+        if max_tokens is not None and max_tokens > room:
+            raise APIError(400, f"max_tokens is {max_tokens} but the prompt ({len(ids)} tokens) leaves room for {room} "
+                           f"in the context window of {engine.context_length}", param="max_tokens", code="context_length_exceeded")
+        for j in range(body.n):
+            def start(ids: list[int] = ids, j: int = j, room: int = room) -> Request:
+                return engine.submit(
                     ids,
                     max_new_tokens=max_tokens or min(runtime.settings.max_new_tokens, room),
                     temperature=body.temperature,
@@ -471,19 +585,15 @@ def _submit(
                     logprobs=logprobs,
                     logits_processor=processor() if processor is not None else None,
                 )
-                choices.append(_Choice(p * body.n + j, request))
-    except ValueError as err:  # the engine's own checks: token ids outside the vocabulary, ...
-        _cancel(choices)
-        raise APIError(400, str(err), param="prompt") from None
-    except BaseException:
-        _cancel(choices)
-        raise
+
+            choices.append(_Choice(p * body.n + j, start))
     return choices
 
 
 def _cancel(choices: Sequence[_Choice]) -> None:
     for choice in choices:
-        choice.request.cancel()
+        if choice.request is not None:
+            choice.request.cancel()
 
 
 def _usage(completions: Sequence[Completion], *, prompts: int) -> dict[str, Any]:
@@ -551,7 +661,9 @@ def _stream_error(completion: Completion) -> dict[str, Any] | None:
     return None
 
 
-async def _chat_stream(meta: _Meta, choices: Sequence[_Choice], *, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+async def _chat_stream(
+    meta: _Meta, choices: Sequence[_Choice], deltas: AsyncIterator[tuple[int, str]], *, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
     def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {
             "id": meta.id, "object": "chat.completion.chunk", "created": meta.created, "model": meta.model,
@@ -560,8 +672,12 @@ async def _chat_stream(meta: _Meta, choices: Sequence[_Choice], *, include_usage
 
     for choice in choices:
         yield chunk(choice.index, {"role": "assistant", "content": ""})
-    async for index, delta in _deltas(choices):
-        yield chunk(index, {"content": delta})
+    try:
+        async for index, delta in deltas:
+            yield chunk(index, {"content": delta})
+    except APIError as err:
+        yield err.body
+        return
     completions = [choice.request.result() for choice in choices]
     for choice, completion in zip(choices, completions):
         if (error := _stream_error(completion)) is not None:
@@ -574,7 +690,7 @@ async def _chat_stream(meta: _Meta, choices: Sequence[_Choice], *, include_usage
 
 
 async def _completion_stream(
-    meta: _Meta, choices: Sequence[_Choice], *, prompts: int, include_usage: bool
+    meta: _Meta, choices: Sequence[_Choice], deltas: AsyncIterator[tuple[int, str]], *, prompts: int, include_usage: bool
 ) -> AsyncIterator[dict[str, Any]]:
     def chunk(index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         return {
@@ -582,8 +698,12 @@ async def _completion_stream(
             "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
         }
 
-    async for index, delta in _deltas(choices):
-        yield chunk(index, delta)
+    try:
+        async for index, delta in deltas:
+            yield chunk(index, delta)
+    except APIError as err:
+        yield err.body
+        return
     completions = [choice.request.result() for choice in choices]
     for choice, completion in zip(choices, completions):
         if (error := _stream_error(completion)) is not None:

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from starlette.middleware import Middleware
+
 from app import Settings, open_support, solve
 from app.conversation import Chat, ConversationStore, Message
 from app.engine import describe
@@ -28,6 +30,7 @@ from app.support_prompt import brief_result
 from app.tool_turn import ToolTurn, as_latex
 from memory.vector_store import VectorStore
 from model.engine import DEFAULT_KV_CACHE_MB
+from ui.http_guard import HostGuard
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
@@ -477,9 +480,14 @@ def start(runtime: Runtime, host: str, port: int) -> gr.Blocks:
     os.environ["GRADIO_TEMP_DIR"] = str(runtime.settings.data_path() / "gradio-tmp")
     demo = build_app(runtime)
     demo.queue(default_concurrency_limit=None)
+    # The Host / Origin guard of ui.http_guard, around every route (Gradio's queue reads and changes conversations);
+    # the app has no upload component, so /gradio_api/upload takes no file (max_file_size 0: 413); no static file
+    # workers (GRADIO_NUM_WORKERS), whose own ports would be outside the guard.
+    guard = Middleware(HostGuard, bound_host=host, allowed_hosts=runtime.settings.allowed_hosts)
     demo.launch(
         server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True, show_error=True,
         ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
+        app_kwargs={"middleware": [guard]}, max_file_size=0, num_workers=0,
     )
     return demo
 

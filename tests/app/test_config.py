@@ -37,6 +37,8 @@ def test_front_end_settings_come_from_the_environment(tmp_path):
     assert settings.data_path() == tmp_path / "data"
     assert (settings.host, settings.port, settings.api_key) == ("127.0.0.1", 9000, "sesame")
     assert Settings().port is None  # each front end has its own default port
+    served = Settings.from_env({"R1_ALLOWED_HOSTS": "r1.lan, box.local,", "R1_MAX_REQUEST_MB": "0.5"})
+    assert served.allowed_hosts == ("r1.lan", "box.local") and served.max_request_mb == 0.5
 
 
 def test_memory_locations_follow_the_data_dir(monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import torch
 
-from model.grammar import GrammarCompiler, GrammarError, tool_or_message_schema
+from model.grammar import MAX_ALTERNATIVES, MAX_SCHEMA_DEPTH, GrammarCompiler, GrammarError, plain_schema, tool_or_message_schema
 
 ORDER_ID = "^#W[0-9]{7}$"
 
@@ -130,3 +130,64 @@ def test_padded_logits_never_allow_ids_the_tokenizer_lacks(tokenizer) -> None:
     assert not torch.isfinite(logits[tokenizer.vocab_size :]).any()
     allowed = [tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()]
     assert allowed and all("true".startswith(a) or "false".startswith(a) for a in allowed)
+
+
+def nested(levels: int) -> dict:
+    """An object schema `levels` objects deep (each level is two JSON levels: the object and its properties)."""
+    schema: dict = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+def widening(levels: int) -> dict:
+    """Each definition uses the one below it twice: 2**levels copies once inlined (a 'billion laughs')."""
+    defs = {"d0": {"type": "string"}} | {f"d{i}": {"type": "array", "prefixItems": [{"$ref": f"#/$defs/d{i - 1}"}] * 2}
+                                         for i in range(1, levels + 1)}
+    return {"$defs": defs, "$ref": f"#/$defs/d{levels}"}
+
+
+@pytest.mark.parametrize(
+    "schema, message",
+    [
+        (nested(350), "nests deeper"),  # was a RecursionError
+        (nested(MAX_SCHEMA_DEPTH // 2 + 1), "nests deeper"),
+        ({"$ref": "#"}, "refers to itself"),
+        ({"type": "object", "properties": {"again": {"$ref": "#"}}}, "refers to itself"),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "refers to itself"),
+        ({"$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/b"}}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}},
+          "$ref": "#/$defs/a"}, "refers to itself"),
+        ({"anyOf": [{"const": f"v{i}"} for i in range(3000)]}, "3000 alternatives"),
+        ({"oneOf": [{"const": i} for i in range(MAX_ALTERNATIVES + 1)]}, "alternatives"),
+        ({"enum": list(range(30_000))}, "too large"),
+        (widening(20), "too large"),
+        ({"$ref": "https://example.com/schema.json"}, "only references inside"),
+        ({"$ref": "#/$defs/missing"}, "points to nothing"),
+        ([{"type": "string"}], "must be an object"),
+    ],
+    ids=["350-deep", "just-too-deep", "ref-root", "ref-root-nested", "self-def", "mutual-defs", "anyOf-3000",
+         "oneOf-over-limit", "enum-30000", "billion-laughs", "remote-ref", "missing-ref", "not-an-object"],
+)
+def test_schemas_without_a_bounded_grammar_are_refused_when_built(compiler, schema, message: str) -> None:
+    """Each of these compiled and then failed mid-generation, or overflowed the stack; now the grammar is refused."""
+    with pytest.raises(GrammarError, match=message):
+        compiler.json_schema(schema)
+    if isinstance(schema, dict):  # as a tool's parameters, too
+        with pytest.raises(GrammarError, match=message):
+            plain_schema(schema)
+
+
+def test_local_refs_are_inlined_so_a_nested_schema_keeps_its_defs(compiler, tokenizer) -> None:
+    """A tool's parameters are nested in the action schema, where '#/$defs/...' would point at the wrong root."""
+    item = {"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[0-9]{4}$"}}, "required": ["sku"],
+            "additionalProperties": False}
+    parameters = {"$defs": {"item": item}, "type": "object", "additionalProperties": False, "required": ["items", "$ref"],
+                  "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 2},
+                                 "$ref": {"type": "boolean"}}}  # a property named "$ref" is not a reference
+    plain = plain_schema(parameters)
+    assert plain["properties"]["items"]["items"] == item and "$defs" not in plain
+    grammar = compiler.json_schema(tool_or_message_schema({"order": plain}, include_message=False))
+    for seed in range(5):
+        value = json.loads(tokenizer.decode(sample_under(compiler, grammar, seed)))
+        jsonschema.validate(value["arguments"], parameters)
+        assert value["arguments"]["items"]

@@ -54,6 +54,23 @@ def test_front_end_with_missing_model_is_a_clear_error(command, tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("key", ["", " "])
+def test_serve_refuses_an_empty_api_key_before_loading(key, tmp_path):
+    out = run_r1("serve", "--api-key", key, "--model", str(tmp_path / "never-loaded.gguf"),
+                 env={"R1_CACHE_DIR": str(tmp_path), "R1_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip() == "r1: error: --api-key is empty: give a key, or leave the flag out to serve without one"
+
+
+def test_allowed_host_flags_reach_the_settings():
+    from ui.cli import _settings, build_parser
+
+    args = build_parser().parse_args(["serve", "--allowed-host", "r1.lan", "--allowed-host", "box", "--max-request-mb", "2"])
+    settings = _settings(args)
+    assert settings.allowed_hosts == ("r1.lan", "box") and settings.max_request_mb == 2.0
+    assert _settings(build_parser().parse_args(["ui"])).allowed_hosts == ()
+
+
 def test_quant_flag_lists_the_choices():
     out = run_r1("generate", "--prompt", "hi", "--quant", "int3")
     assert out.returncode == 2
