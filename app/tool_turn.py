@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from reasoning.steps import MATH_TOOLS, Step, answer_choices, parse_step
+from reasoning.solution_sets import split_top_level
 from reasoning.tasks import stated_examples
 from tools.math import MathToolError, latex
 
@@ -148,19 +149,7 @@ def as_latex(text: str) -> str | None:
 def _side_latex(text: str) -> str:
     """One side of a result: an expression, or a set of them ("{2, 3}", "{(1, 3), (3, 1)}")."""
     if text.startswith("{") and text.endswith("}"):
-        return r"\left\{" + ", ".join(_side_latex(item) for item in _items(text[1:-1])) + r"\right\}"
-    if text.startswith("(") and text.endswith(")") and len(items := _items(text[1:-1])) > 1:
+        return r"\left\{" + ", ".join(_side_latex(item) for item in split_top_level(text[1:-1])) + r"\right\}"
+    if text.startswith("(") and text.endswith(")") and len(items := split_top_level(text[1:-1])) > 1:
         return r"\left(" + ", ".join(_side_latex(item) for item in items) + r"\right)"
     return latex(text)
-
-
-def _items(text: str) -> list[str]:
-    """Comma-separated items at bracket depth 0."""
-    items, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += char in "([{"
-        depth -= char in ")]}"
-        if char == "," and depth == 0:
-            items.append(text[start:i].strip())
-            start = i + 1
-    return [*items, text[start:].strip()]

@@ -54,20 +54,20 @@ def parse_set(text: str) -> list[tuple[str, ...]] | None:
     if re.search(r"[<>]|(?<![<>!=])=(?!=)", text) or not text:
         return None
     if text.startswith("{") and text.endswith("}"):
-        members = _top_level_split(text[1:-1])
+        members = split_top_level(text[1:-1])
     else:
         members = [text]
     parsed = []
     for member in members:
         member = member.strip()
-        if member.startswith("(") and member.endswith(")") and len(_top_level_split(member[1:-1])) > 1:
-            parsed.append(tuple(m.strip() for m in _top_level_split(member[1:-1])))
+        if member.startswith("(") and member.endswith(")") and len(split_top_level(member[1:-1])) > 1:
+            parsed.append(tuple(m.strip() for m in split_top_level(member[1:-1])))
         elif member:
             parsed.append((member,))
     return parsed or None
 
 
-def _top_level_split(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
     """Split at commas outside brackets."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
