@@ -110,5 +110,16 @@ def llama_cpp_server(log_dir: Path, gguf: Path, *, threads: int = 1) -> ServerPr
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "default",
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
-               "--verbose", "False"]
+               "--verbose", "False", *_llama_cpp_batch_flags()]
     return ServerProcess("llama-cpp-python server", command, port, log_dir / "llama-cpp-server.log")
+
+
+def _llama_cpp_batch_flags() -> list[str]:
+    """llama.cpp built with -march=native on a CPU with AMX (Sapphire Rapids and later) segfaults in the batched
+    Q4_1 matmul of any multi-token prompt (llama-cpp-python 0.3.36, seen 2026-12-07; one-token batches run). There
+    it evaluates prompts one token per physical batch: slower prefill, the same tokens."""
+    try:
+        has_amx = "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        has_amx = False
+    return ["--n_ubatch", "1"] if has_amx else []

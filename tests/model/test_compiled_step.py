@@ -261,4 +261,7 @@ def test_default_model_int4_native_decode_loses_nothing_against_eager(library, d
     engine.close()
     print(f"int4 decode perplexity on {len(ids) - 33} GSM8K tokens: eager {eager:.4f}, native {native:.4f}")
     assert compiled.steps == len(ids) - 33
-    assert abs(native / eager - 1) < 1e-3
+    # Both steps run bf16 matmuls through ATen, but in different call shapes; on a CPU with AMX / AVX512-BF16 those
+    # accumulate in another order: 0.19% apart there (2026-12-07; under 0.1% on the AVX2 machines before). A
+    # wrong native step (a missed rope, a stale KV row) is off by whole percents.
+    assert abs(native / eager - 1) < 3e-3
