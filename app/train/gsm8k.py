@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.train.jsonl import read_jsonl
 from reasoning.grounding import grounded
 from reasoning.steps import ANSWER_PREFIX, Step, parse_step
 from reasoning.tasks import TASKS, check_math_answer
@@ -59,16 +60,8 @@ def find_gsm8k(path: str | Path | None = None) -> Path:
 
 def read_gsm8k(path: Path) -> list[dict]:
     """Rows {question, answer} of a GSM8K jsonl file. Raises ValueError naming the line that is not one."""
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows.append({"question": str(row["question"]), "answer": str(row["answer"])})
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{number}: not a GSM8K row with question and answer ({e})") from e
-    return rows
+    return read_jsonl(path, lambda row: {"question": str(row["question"]), "answer": str(row["answer"])},
+                      "a GSM8K row with question and answer")
 
 
 def question_hash(question: str) -> str:

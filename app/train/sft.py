@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from app.train.jsonl import read_jsonl
 from model.lora import TARGETS
 from reasoning.steps import RESULT_MARK
 
@@ -85,20 +86,16 @@ def encode_row(tokenizer, row: dict) -> Example:
 
 def read_rows(path: Path) -> list[dict]:
     """Rows {prompt, steps}. Raises ValueError naming the line that is not one."""
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row["prompt"], str) or not row["steps"] or not all(isinstance(s, str) for s in row["steps"]):
-                raise TypeError("prompt must be text and steps a non-empty list of texts")
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{number}: not a training row {{prompt, steps}} ({e})") from e
-        rows.append(row)
+    rows = read_jsonl(path, _training_row, "a training row {prompt, steps}")
     if not rows:
         raise ValueError(f"{path}: no training rows")
     return rows
+
+
+def _training_row(row: dict) -> dict:
+    if not isinstance(row["prompt"], str) or not row["steps"] or not all(isinstance(s, str) for s in row["steps"]):
+        raise TypeError("prompt must be text and steps a non-empty list of texts")
+    return row
 
 
 def _row_hash(row: dict) -> str:
