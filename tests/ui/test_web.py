@@ -72,15 +72,20 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, web):
+def open_page(browser, web, height: int):
     """A fresh page on the app; `page.requested` lists every URL it asked for."""
-    page = browser.new_page(viewport={"width": 1100, "height": 720})
+    page = browser.new_page(viewport={"width": 1100, "height": height})
     page.set_default_timeout(TIMEOUT_MS)
     page.requested = []
     page.on("request", lambda request: page.requested.append(request.url))
     page.goto(web)
     page.wait_for_selector("#chat-input textarea")
+    return page
+
+
+@pytest.fixture
+def page(browser, web):
+    page = open_page(browser, web, height=720)
     yield page
     page.close()
 
@@ -213,12 +218,8 @@ ANSWER_SHOWN = """() => { const bots = document.querySelectorAll('#chatbot [data
 
 @pytest.fixture(scope="module")
 def chat_page(browser, web):
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.requested = []
-    page.on("request", lambda request: page.requested.append(request.url))
-    page.goto(web)
-    page.wait_for_selector("#chat-input textarea")
+    """One page for the four tool questions (one conversation), taller for the README's screenshot."""
+    page = open_page(browser, web, height=900)
     yield page
     page.close()
 
