@@ -35,7 +35,7 @@ from app.config import Settings
 from app.engine import shared_backends
 from app.tool_calls import FunctionTool, ToolCallGrammar, closed
 from model.engine import Engine
-from model.request import Completion, GenerationError, RequestHandle
+from model.serving.request import Completion, GenerationError, RequestHandle
 from model.tokenizer import THINK_CLOSE, THINK_OPEN, split_reasoning
 from tools.tool import Tool
 

@@ -1,6 +1,6 @@
 """One place that turns Settings into the model backend, so the CLI, the UI and the API load it the same way.
 
-It is the only module that knows which backend is in use: everything else calls the `model.backend.Backend`
+It is the only module that knows which backend is in use: everything else calls the `model.backends.backend.Backend`
 it returns, our own engine or an OpenAI-compatible server.
 """
 
@@ -13,8 +13,8 @@ import torch
 
 import model
 from app.config import Settings
-from model.backend import Backend
-from model.moe import TASK_TYPES
+from model.backends.backend import Backend
+from model.layers.moe import TASK_TYPES
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
@@ -43,7 +43,7 @@ def load_engine(settings: Settings) -> Backend:
             engine.set_task_router_bias(read_router_bias(settings.router_bias))
         return engine
     if settings.backend == "openai":
-        from model.remote import OpenAIBackend, RemoteConfig
+        from model.backends.remote import OpenAIBackend, RemoteConfig
 
         if not settings.base_url:
             raise ValueError("the openai backend needs the server's address: --base-url or R1_BASE_URL "

@@ -8,7 +8,7 @@ import time
 
 from app.config import Settings
 from app.engine import ENGINE_FIELDS, load_engine
-from model.backend import Backend
+from model.backends.backend import Backend
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from app.support_guard import NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, Sess
 from app.support_offer import READ_TOOLS, must_call, offered_tools
 from app.support_prompt import brief_result, example_messages, state_note, system_prompt
 from memory.vector_store import VectorStore
-from model.backend import Backend
+from model.backends.backend import Backend
 from tools.orders import OrderDB, call_tool, order_tools
 from tools.orders.actions import list_all_product_types
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.engine import Engine
-from model.grammar import GrammarProcessor, plain_schema, tool_or_message_schema
+from model.serving.grammar import GrammarProcessor, plain_schema, tool_or_message_schema
 
 
 @dataclass(frozen=True)

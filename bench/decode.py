@@ -12,7 +12,7 @@ Protocol (every engine gets the same token ids, the same thread count, greedy de
   which each engine runs once at each batch size, in turn (interleaved, so a burst of load from other
   work hits every engine alike); medians over the rounds. Never do two engines run at the same time.
 - ours: the public API (`Engine.generate_batch`). Our engines decode through the native step
-  (model/compiled_step.py) once its background build is done: the benchmark waits for it and reports the
+  (model/serving/compiled_step.py) once its background build is done: the benchmark waits for it and reports the
   build time; "ours int4 eager" is the same model without it (the A/B of the native step).
 
 llama.cpp (llama-cpp-python, installed on first use if absent) runs the GGUF's own Q4_1 kernels at
@@ -79,7 +79,7 @@ class EngineResult:
 
 def default_gguf() -> Path:
     sys.path.insert(0, str(ROOT))
-    from model.checkpoint import ModelNotFoundError, resolve_source
+    from model.loading.checkpoint import ModelNotFoundError, resolve_source
 
     try:
         return resolve_source("default")
@@ -157,7 +157,7 @@ def eager_twin(eng):
 
 
 def ours_runner(eng, b1: list[int], b8: list[list[int]], new_tokens: int, name: str) -> Runner:
-    from model.sampler import SamplingParams
+    from model.serving.sampler import SamplingParams
 
     params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())  # () = no EOS stop: fixed length
     result = EngineResult(name)
@@ -192,7 +192,7 @@ def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from model.sampler import SamplingParams
+    from model.serving.sampler import SamplingParams
 
     params = SamplingParams(max_new_tokens=new_tokens, stop_token_ids=())
 
@@ -202,8 +202,8 @@ def profile_ours(eng, prompts: list[list[int]], new_tokens: int) -> str:
         torch.profiler only sees the ops of the thread that started it, so this drives a scheduler of its
         own, step by step, in this thread (the engine's loop thread stays idle meanwhile).
         """
-        from model.request import Request
-        from model.scheduler import Scheduler
+        from model.serving.request import Request
+        from model.serving.scheduler import Scheduler
 
         cache = eng.model.new_cache(max_seq_len=eng.context_length, capacity_bytes=256 << 20)
         scheduler = Scheduler(eng.model, eng.tokenizer, cache, compiled=eng.compiled)

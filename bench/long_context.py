@@ -103,7 +103,7 @@ def grown_cache(model, max_tokens: int, key_summaries: bool):
 def perplexity(engine, modes: dict, names: list[str], lengths: list[int], windows: int, clock, results: Results) -> None:
     import torch
 
-    from model.scheduler import forward_step
+    from model.serving.scheduler import forward_step
 
     ids = engine.tokenizer.encode(TEXT.read_text(encoding="utf-8"), add_bos=False)
     longest = max(lengths)
@@ -172,7 +172,7 @@ def answer(model, cache, attention, ids: list[int], clock) -> tuple[list[int], f
     """
     import torch
 
-    from model.scheduler import forward_step
+    from model.serving.scheduler import forward_step
 
     seq = cache.new_sequence()
     try:
@@ -221,9 +221,9 @@ def passkey(engine, modes: dict, names: list[str], cases: dict, clock, results: 
 def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], reps: int, clock, results: Results) -> None:
     import torch
 
-    from model.attention import attend_dense
-    from model.kv_cache import KVCache
-    from model.sparse_attention import attend_gqa, plan_step
+    from model.layers.attention import attend_dense
+    from model.layers.kv_cache import KVCache
+    from model.layers.sparse_attention import attend_gqa, plan_step
 
     config = engine.model.config
     attention_class = type(engine.model.layers[0].attention)
@@ -272,7 +272,7 @@ def profile_steps(engine, modes: dict, names: list[str], length: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from model.scheduler import forward_step
+    from model.serving.scheduler import forward_step
 
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(100, engine.config.vocab_size, (length,), generator=g).tolist()
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import model
-    from model.checkpoint import resolve_source
+    from model.loading.checkpoint import resolve_source
 
     torch.set_num_interop_threads(1)
     clock = time.perf_counter if args.clock == "wall" else time.process_time

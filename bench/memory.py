@@ -98,8 +98,8 @@ PREVIEW_CHARS = 300  # what `r1 memory search` showed of a hit before it showed 
 
 
 def default_tokenizer():
-    from model.checkpoint import resolve_source
-    from model.gguf import open_gguf, read_metadata
+    from model.loading.checkpoint import resolve_source
+    from model.loading.gguf import open_gguf, read_metadata
     from model.tokenizer import Tokenizer
 
     path = resolve_source("default")
@@ -158,7 +158,7 @@ def recall(args: argparse.Namespace) -> None:
 
 def first_token(args: argparse.Namespace) -> None:
     import model
-    from model.scheduler import SchedulerConfig
+    from model.serving.scheduler import SchedulerConfig
     from model.tokenizer import split_reasoning
 
     engine = model.load("default", quant=args.quant or "auto", kv_cache_mb=256)

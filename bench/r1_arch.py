@@ -60,7 +60,7 @@ def bench_config(args: argparse.Namespace) -> dict:
 
 def checkpoint_tensors(cfg: dict, fp8: bool):
     """(HF name, tensor) of a random checkpoint, one at a time: bf16, or FP8 blocks for every matrix R1 stores so."""
-    from model import fp8 as fp8_format
+    from model.loading import fp8 as fp8_format
 
     g = torch.Generator().manual_seed(0)
     D, H, E = cfg["hidden_size"], cfg["num_attention_heads"], cfg["n_routed_experts"]
@@ -146,7 +146,7 @@ LOAD_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[4])
 import torch, transformers, model  # imported before the baseline: the load's own memory is what is measured
-from model.checkpoint import load_checkpoint
+from model.loading.checkpoint import load_checkpoint
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -158,7 +158,7 @@ start = time.perf_counter()
 if sys.argv[3] == "stream":
     engine = model.load(sys.argv[1], quant=None, threads=1, cache_dir=sys.argv[2])
 else:  # the whole repacked model in memory at once, as a load without the streaming cache writer holds it
-    from model.repack import Repacker
+    from model.loading.repack import Repacker
     load_checkpoint(sys.argv[1], cache_dir=sys.argv[2], use_cache=False, repack=lambda c, t: Repacker(c)(t))
 print(json.dumps({"seconds": time.perf_counter() - start, "peak": status("VmHWM") - before}))
 """
@@ -174,7 +174,7 @@ def measure_load(directory: Path, how: str) -> dict:
 # ---- speed -------------------------------------------------------------------------------------------------
 def timed_steps(transformer, batch: int, prompt_tokens: int, decode_tokens: int, seed: int) -> tuple[float, float]:
     """(prefill seconds, decode seconds) of one ragged prefill of `batch` prompts and `decode_tokens` steps."""
-    from model.scheduler import forward_step
+    from model.serving.scheduler import forward_step
 
     g = torch.Generator().manual_seed(seed)
     vocab = transformer.config.vocab_size
@@ -193,8 +193,8 @@ def timed_steps(transformer, batch: int, prompt_tokens: int, decode_tokens: int,
 def long_context_decode(transformer, context: int, decode_tokens: int, runs: int) -> dict[str, float]:
     """Decode tok/s per MLA mode at batch 1 after one `context`-token prefill; each run forks the prefilled
     sequence (shared blocks, no copy), so every mode decodes from the same cache."""
-    from model.mla import set_mla_mode
-    from model.scheduler import forward_step
+    from model.layers.mla import set_mla_mode
+    from model.serving.scheduler import forward_step
 
     g = torch.Generator().manual_seed(7)
     cache = transformer.new_cache(max_seq_len=context + decode_tokens + 1, capacity_bytes=1 << 30)
@@ -235,7 +235,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import model
-    from model.mla import set_mla_mode
+    from model.layers.mla import set_mla_mode
 
     threads = args.threads or model.physical_cores()
     torch.set_num_threads(threads)

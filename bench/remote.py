@@ -1,6 +1,6 @@
 """Remote-backend overhead: the same requests through the local engine and through `r1 serve` on loopback.
 
-The app's features call one interface (model/backend.py); with `backend="openai"` every call becomes an
+The app's features call one interface (model/backends/backend.py); with `backend="openai"` every call becomes an
 HTTP request to an OpenAI-compatible server. This measures what that costs, against the engine called in
 process, for the request shapes the app sends:
 
@@ -108,7 +108,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import model
-    from model.remote import OpenAIBackend, RemoteConfig
+    from model.backends.remote import OpenAIBackend, RemoteConfig
 
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="r1-bench-remote-")) / "serve.log"

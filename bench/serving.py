@@ -298,8 +298,8 @@ def main() -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import model
-    from model.checkpoint import resolve_source
-    from model.scheduler import SchedulerConfig
+    from model.loading.checkpoint import resolve_source
+    from model.serving.scheduler import SchedulerConfig
 
     gguf = resolve_source("default")
     engine = model.load(gguf, quant=args.quant, threads=args.threads, compiled_step=not args.eager)

@@ -37,8 +37,8 @@ WINDOW = 512
 
 
 def requantize(engine) -> None:
-    """Quantize a float32 engine's Linears in place the way model/repack.py does (int4, the LM head int8)."""
-    from model.linear import Linear
+    """Quantize a float32 engine's Linears in place the way model/loading/repack.py does (int4, the LM head int8)."""
+    from model.layers.linear import Linear
 
     for name, module in engine.model.named_modules():
         if isinstance(module, Linear):
@@ -69,7 +69,7 @@ def perplexity(engine, ids: list[int], windows: int) -> float:
 
 
 def decode_rate(engine, prompt_ids: list[int], tokens: int = 64) -> float:
-    from model.sampler import SamplingParams
+    from model.serving.sampler import SamplingParams
 
     engine.generate_batch([prompt_ids], [SamplingParams(max_new_tokens=4)])  # warm-up
     start = time.perf_counter()
@@ -125,7 +125,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|")
     for name, (nll, ppl, rate, load_average) in results.items():
         print(f"| {name} | {nll:.4f} | {ppl:.2f} | {rate:.1f} | {load_average:.1f} |")
-    from model.compiled_step import native_library
+    from model.serving.compiled_step import native_library
 
     native = model.load("default", threads=args.threads)  # the base model's decode with the native step, for scale
     if native_library().wait(timeout=300):

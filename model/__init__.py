@@ -8,18 +8,18 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import ModelLoadError, load_checkpoint, native_quant
-from model.compiled_step import enabled_by_env
-from model.weight_cache import default_cache_dir
+from model.loading.checkpoint import ModelLoadError, load_checkpoint, native_quant
+from model.serving.compiled_step import enabled_by_env
+from model.loading.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
-from model.lora import AdapterError, apply_adapter, read_adapter
-from model.repack import Repacker
-from model.request import Completion, GenerationError, Request
-from model.sampler import SamplingParams
-from model.sparse_attention import ATTENTION_MODES, AttentionConfig
-from model.tensor_names import checked
-from model.transformer import Transformer
+from model.loading.lora import AdapterError, apply_adapter, read_adapter
+from model.loading.repack import Repacker
+from model.serving.request import Completion, GenerationError, Request
+from model.serving.sampler import SamplingParams
+from model.layers.sparse_attention import ATTENTION_MODES, AttentionConfig
+from model.loading.tensor_names import checked
+from model.layers.transformer import Transformer
 
 __all__ = [
     "ATTENTION_MODES",
@@ -89,15 +89,15 @@ def load(
     quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
     int8 for other quantized GGUFs and FP8 checkpoints, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
     (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
-    (groups of 32); see model/linear.py.
+    (groups of 32); see model/layers/linear.py.
     threads: torch intra-op threads; None = physical cores. Note torch's thread count is process-wide.
     kv_cache_mb: KV-cache capacity (running requests plus the prefix cache); None = 1024 MiB.
     attention: "dense" (default), "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above), with
-    the default block settings, or an `AttentionConfig`; see model/sparse_attention.py.
+    the default block settings, or an `AttentionConfig`; see model/layers/sparse_attention.py.
     fallback_full_attention: attend densely whatever `attention` says.
-    compiled_step: decode through the native step (model/compiled_step.py), built in the background into
+    compiled_step: decode through the native step (model/serving/compiled_step.py), built in the background into
     `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
-    adapter: a LoRA directory in PEFT's format (model/lora.py): merged into float32 weights, run unmerged beside
+    adapter: a LoRA directory in PEFT's format (model/loading/lora.py): merged into float32 weights, run unmerged beside
     int8/int4 ones (which the native decode step then declines). Raises AdapterError naming a bad file or tensor.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """

@@ -3,7 +3,7 @@
 One frozen dataclass per concern: `ModelConfig` holds what every decoder has; `LatentAttentionConfig`
 (MLA), `MoEConfig` (routed experts) and `RopeScaling` are present only where the checkpoint uses them.
 `ModelConfig.layer_specs()` turns the config into one `LayerSpec` per layer, so per-layer differences
-(DeepSeek's first dense layers) are data that `model/transformer.py` reads, not branches in it.
+(DeepSeek's first dense layers) are data that `model/layers/transformer.py` reads, not branches in it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class RopeScaling:
 
     kind "llama3": low frequencies divided by `factor`, blended between two wavelength bounds.
     kind "yarn" (DeepSeek-V3/R1): NTK-by-parts interpolation between `beta_fast` and `beta_slow`
-    rotations, plus an attention temperature from `mscale` / `mscale_all_dim` (see model/rope.py).
+    rotations, plus an attention temperature from `mscale` / `mscale_all_dim` (see model/layers/rope.py).
     """
 
     factor: float
@@ -65,7 +65,7 @@ class LatentAttentionConfig:
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """Routed experts (Mixtral, DeepSeekMoE). Routing maths lives in model/moe.py."""
+    """Routed experts (Mixtral, DeepSeekMoE). Routing maths lives in model/layers/moe.py."""
 
     n_experts: int
     experts_per_token: int

@@ -1,9 +1,9 @@
 """The inference engine: thread-safe requests served by one scheduler loop over a paged, prefix-cached KV cache.
 
 `Engine.submit` is the one way to generate; `generate`, `generate_batch`, `stream` and `chat` are thin
-wrappers over it (model/backend.py, the interface a remote server implements too). Requests from any
-number of threads are batched together step by step (model/scheduler.py), and prompts that share a prefix
-with earlier ones reuse its cached K/V (model/radix_cache.py). `logits` scores a sequence outside the request path (perplexity, parity tests).
+wrappers over it (model/backends/backend.py, the interface a remote server implements too). Requests from any
+number of threads are batched together step by step (model/serving/scheduler.py), and prompts that share a prefix
+with earlier ones reuse its cached K/V (model/serving/radix_cache.py). `logits` scores a sequence outside the request path (perplexity, parity tests).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from model.backend import Backend, with_sampling
-from model.compiled_step import CompiledDecode
-from model.grammar import GrammarCompiler
-from model.moe import TASK_TYPES, ExpertLoad
-from model.request import Completion, Request
-from model.sampler import SamplingParams
-from model.scheduler import DENSE, CacheStats, Scheduler, SchedulerConfig, forward_step
-from model.sparse_attention import AttentionConfig
-from model.transformer import Transformer
+from model.backends.backend import Backend, with_sampling
+from model.serving.compiled_step import CompiledDecode
+from model.serving.grammar import GrammarCompiler
+from model.layers.moe import TASK_TYPES, ExpertLoad
+from model.serving.request import Completion, Request
+from model.serving.sampler import SamplingParams
+from model.serving.scheduler import DENSE, CacheStats, Scheduler, SchedulerConfig, forward_step
+from model.layers.sparse_attention import AttentionConfig
+from model.layers.transformer import Transformer
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ class Engine(Backend):
         """name: what logs and status displays call the model (default: its architecture).
         context_length: most tokens per sequence (prompt + generated); default and ceiling: the model's.
         kv_cache_mb: capacity of the KV cache (default 1024 MiB); a context longer than it holds is cut to fit.
-        attention: dense or block-sparse attention (model/sparse_attention.py), for every request and `logits`.
-        native_dir: where the native decode step is built and cached (model/compiled_step.py); None = eager only.
+        attention: dense or block-sparse attention (model/layers/sparse_attention.py), for every request and `logits`.
+        native_dir: where the native decode step is built and cached (model/serving/compiled_step.py); None = eager only.
         Building starts in the background; requests decode eagerly until it is ready.
         """
         self.model = model.eval()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import SamplingParams
-from model.grammar import GrammarCompiler, GrammarError
+from model.serving.grammar import GrammarCompiler, GrammarError
 from reasoning.grounding import known_numbers, stated_arguments
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar

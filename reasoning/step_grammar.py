@@ -1,4 +1,4 @@
-"""The grammar of one reasoning step, for llguidance (model/grammar.py): what the model may write next.
+"""The grammar of one reasoning step, for llguidance (model/serving/grammar.py): what the model may write next.
 
 A step is one of the forms of reasoning/steps.py, ended by a newline (or, for a code answer, by the closing
 fence); once it is complete the grammar allows only end-of-sequence, so the grammar, not a stop string, ends
@@ -11,7 +11,7 @@ point or bounds the problem states (a limit "as x approaches infinity" is taken 
 with stated bounds must pass them.
 
     source = step_grammar(["Calc", "Solve"], answers=["31"])      # Lark source with %json tool schemas
-    processor = compiler.processor(compiler.lark(source))        # model.grammar.GrammarCompiler
+    processor = compiler.processor(compiler.lark(source))        # model.serving.grammar.GrammarCompiler
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from model.grammar import JSON_OPTIONS
+from model.serving.grammar import JSON_OPTIONS
 from reasoning.steps import ANSWER_PREFIX, THOUGHT_PREFIX, TOOL_LABELS, step_tools
 
 # JSON Schema patterns match anywhere in a string unless anchored. A number has at most 9 digits (and 6 after the

@@ -14,7 +14,7 @@ from app.runtime import Runtime
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The native decode step costs a ~15 s (CPU) compile per fresh cache dir: only tests/model/test_compiled_step.py
+# The native decode step costs a ~15 s (CPU) compile per fresh cache dir: only tests/model/serving/test_compiled_step.py
 # builds it (once); every other engine of the suite, and every `r1` subprocess, decodes eagerly.
 os.environ.setdefault("R1_COMPILED_STEP", "0")
 
@@ -64,8 +64,8 @@ def store(tmp_path: Path, embedding):
 @pytest.fixture(scope="session")
 def default_tokenizer():
     """The default model's own tokenizer (from its GGUF), without loading the weights."""
-    from model.checkpoint import ModelNotFoundError, resolve_source
-    from model.gguf import open_gguf, read_metadata
+    from model.loading.checkpoint import ModelNotFoundError, resolve_source
+    from model.loading.gguf import open_gguf, read_metadata
     from model.tokenizer import Tokenizer
 
     try:

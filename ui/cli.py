@@ -14,7 +14,7 @@ from pathlib import Path
 from app import Settings, load_engine, open_support, solve
 from app.engine import BACKENDS, describe
 from model import ATTENTION_MODES, LOAD_QUANTS, GenerationError
-from model.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
+from model.layers.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 from ui.train_cli import add_train_parser, cmd_train
 

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime import Runtime
 from app.tool_calls import FunctionTool, ToolCallGrammar
-from model.request import Completion, GenerationError, Request
+from model.serving.request import Completion, GenerationError, Request
 from ui.fair_share import FairShare
 from ui.http_guard import HostGuard, error_body
 

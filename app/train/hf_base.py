@@ -1,7 +1,7 @@
 """The engine's checkpoint as a transformers model, for training: the same weights the engine runs, in the
 module layout that `peft` wraps and saves adapters for (`base_model.model.model.layers.{i}.self_attn.q_proj`).
 
-The weights come through `model.checkpoint.load_checkpoint` (float32, our names, rotate-half rope rows, which is
+The weights come through `model.loading.checkpoint.load_checkpoint` (float32, our names, rotate-half rope rows, which is
 transformers' layout), so a GGUF such as the default Q4_1 SmolLM2 trains on its own dequantized weights: the
 base the adapter is trained against is the base it later runs beside.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import Checkpoint, load_checkpoint
-from model.tensor_names import HF_NAMES
+from model.loading.checkpoint import Checkpoint, load_checkpoint
+from model.loading.tensor_names import HF_NAMES
 
 
 def hf_config(checkpoint: Checkpoint):

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from app.train.jsonl import read_jsonl
-from model.lora import TARGETS
+from model.loading.lora import TARGETS
 from reasoning.steps import RESULT_MARK
 
 CHECKPOINT = "checkpoint.pt"

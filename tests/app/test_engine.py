@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from app import Settings
 from app.engine import load_engine, read_router_bias
-from model.moe import Router
+from model.layers.moe import Router
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
 

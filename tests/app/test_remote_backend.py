@@ -34,7 +34,7 @@ def server(request, runtime, tmp_path_factory):
         if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
             pytest.skip("llama-cpp-python[server] is not installed: scripts/bootstrap.sh builds it when a C++ "
                         "compiler is present (about 12 CPU-minutes), or `pip install 'llama-cpp-python[server]'`")
-        from model.checkpoint import resolve_source
+        from model.loading.checkpoint import resolve_source
 
         process = llama_cpp_server(logs, resolve_source("default"))
     with process:

@@ -84,7 +84,7 @@ DIALOGUES = [
 @pytest.fixture(scope="module")
 def engine():
     import model
-    from model.checkpoint import ModelNotFoundError
+    from model.loading.checkpoint import ModelNotFoundError
 
     try:
         return model.load("default")  # quant "auto": int4 for the bundled Q4_1 GGUF

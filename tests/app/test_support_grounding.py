@@ -93,7 +93,7 @@ def test_what_the_customer_said_may_be_stated_back(order_db, default_tokenizer) 
 @pytest.fixture(scope="module")
 def engine():
     import model
-    from model.checkpoint import ModelNotFoundError
+    from model.loading.checkpoint import ModelNotFoundError
 
     try:
         return model.load("default")

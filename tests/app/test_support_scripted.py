@@ -12,7 +12,7 @@ import pytest
 
 from app import Support
 from app.support import clean_text, control_strings
-from model.remote import ApproximateTokenizer
+from model.backends.remote import ApproximateTokenizer
 
 IVAN, IVAN_EMAIL = "ivan_santos_6635", "ivan.santos3158@example.com"  # #W6893533 delivered, #W8770097 pending
 IVAN_PAYPAL = "paypal_6151711"

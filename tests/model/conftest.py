@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def default_gguf_path() -> Path:
-    from model.checkpoint import ModelNotFoundError, resolve_source
+    from model.loading.checkpoint import ModelNotFoundError, resolve_source
 
     try:
         return resolve_source("default")
@@ -37,7 +37,7 @@ def load_times() -> dict[str, float]:
 
 @pytest.fixture(scope="session")
 def default_checkpoint(default_gguf_path: Path, loading_cache_dir: Path, load_times: dict[str, float]):
-    from model.checkpoint import load_checkpoint
+    from model.loading.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from model.config import ModelConfig
-from model.rope import attention_factor, inverse_frequencies, softmax_scale, yarn_mscale
-from model.transformer import ATTENTION_CLASSES
+from model.layers.rope import attention_factor, inverse_frequencies, softmax_scale, yarn_mscale
+from model.layers.transformer import ATTENTION_CLASSES
 
 # DeepSeek-R1's config.json (the keys that matter here), as published.
 R1_CONFIG = {

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model
-from model import fp8
-from model.linear import Linear
-from model.moe import Router
+from model.loading import fp8
+from model.layers.linear import Linear
+from model.layers.moe import Router
 from tests.model.test_engine_parity import assert_logits_close
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
@@ -133,7 +133,7 @@ def test_multi_token_prediction_layers_are_skipped_with_a_log_line(tmp_path, cap
     mtp = {f"model.layers.3.{name}": torch.randn(8, 64) for name in ("eh_proj.weight", "shared_head.head.weight")}
     mtp["model.layers.3.mlp.experts.0.up_proj.weight"] = torch.randn(32, 64)
     save_file({**stored, **mtp}, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with caplog.at_level(logging.INFO, logger="model.hf_checkpoint"):
+    with caplog.at_level(logging.INFO, logger="model.loading.hf_checkpoint"):
         engine = model.load(tmp_path, quant=None, threads=1, cache_dir=tmp_path / "cache")
     assert any("skipped 3 tensors of 1 multi-token-prediction layer" in r.getMessage() for r in caplog.records)
     ids = [9, 8, 7, 6, 5]
@@ -259,9 +259,9 @@ def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
 
 
 def test_gguf_deepseek2_runs_on_the_same_classes_with_parity(tmp_path):
-    from model.gguf import GGUFCheckpoint
-    from model.scheduler import forward_step
-    from model.tensor_names import checked
+    from model.loading.gguf import GGUFCheckpoint
+    from model.serving.scheduler import forward_step
+    from model.loading.tensor_names import checked
 
     yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=0.707,
                 mscale_all_dim=0.707)  # llama.cpp keeps one mscale; DeepSeek's releases have both equal
@@ -281,7 +281,7 @@ def test_gguf_deepseek2_runs_on_the_same_classes_with_parity(tmp_path):
 def test_gguf_stacked_quantized_experts_slice_one_expert_at_a_time(tmp_path):
     from gguf import GGMLQuantizationType as Q
 
-    from model.gguf import dequantize_tensor, open_gguf
+    from model.loading.gguf import dequantize_tensor, open_gguf
 
     yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=1.0,
                 mscale_all_dim=1.0)

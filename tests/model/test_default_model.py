@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import model
-from model.sampler import SamplingParams
+from model.serving.sampler import SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import model
-from model.mla import set_mla_mode
-from model.sampler import SamplingParams
-from model.scheduler import forward_step
+from model.layers.mla import set_mla_mode
+from model.serving.sampler import SamplingParams
+from model.serving.scheduler import forward_step
 from tests.model.tiny import CONFIGS, VOCAB, save_word_tokenizer, tiny_model
 
 RELATIVE_TOLERANCE = 1e-5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.solve import solve
-from model.grammar import GrammarError
+from model.serving.grammar import GrammarError
 from reasoning.search import Path, Policy, SearchBudget, _done
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, parse_step
@@ -93,7 +93,7 @@ def test_a_derailed_path_ends_and_the_answer_is_what_follows_the_last_equals():
 
 
 class SourceRecordingCompiler:
-    """Stands in for model.grammar.GrammarCompiler: a "compiled" grammar is its source; `refuse` makes lark()
+    """Stands in for model.serving.grammar.GrammarCompiler: a "compiled" grammar is its source; `refuse` makes lark()
     refuse every source that holds it, as llguidance may refuse a narrowed grammar."""
 
     def __init__(self, refuse: str | None = None) -> None:

@@ -17,8 +17,8 @@ import pytest
 
 from app import Settings
 from app.runtime import Runtime
-from model.grammar import GrammarCompiler
-from model.request import Completion, RequestHandle
+from model.serving.grammar import GrammarCompiler
+from model.serving.request import Completion, RequestHandle
 from tests.servers import LiveServer
 from ui.server import MAX_CHOICES, create_app
 

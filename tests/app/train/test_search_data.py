@@ -33,7 +33,7 @@ def test_a_teacher_behind_r1_serve_samples_the_paths(tmp_path):
     whose free text reaches no answer: every path is sampled, parsed and checked, none is kept)."""
     from app import Settings
     from app.runtime import Runtime
-    from model.remote import OpenAIBackend, RemoteConfig
+    from model.backends.remote import OpenAIBackend, RemoteConfig
     from tests.model.tiny import save_word_tokenizer, tiny_model
     from tests.servers import LiveServer
     from ui.server import create_app

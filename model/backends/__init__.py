@@ -1,0 +1,1 @@
+"""The Backend interface the app generates through, and its remote (OpenAI-compatible) implementation."""
