@@ -26,7 +26,7 @@ from app.memory import (
     ConversationMemory, MemoryStoreError, SolvedProblems, memory_stats, recall_reserve, try_open_vector_store, window_budget,
 )
 from app.runtime import Runtime
-from app.support_prompt import brief_result
+from app.support.prompt import brief_result
 from app.tool_turn import ToolTurn, as_latex
 from memory.vector_store import VectorStore
 from model.engine import DEFAULT_KV_CACHE_MB

@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 
-from app.support import support_tools
-from app.support_guard import NEEDS_CONFIRMATION, PolicyGuard, SessionState
-from app.support_offer import must_call, offered_tools
+from app.support.agent import support_tools
+from app.support.guard import NEEDS_CONFIRMATION, PolicyGuard, SessionState
+from app.support.offer import must_call, offered_tools
 
 IVAN = "ivan_santos_6635"  # #W6893533 delivered (garden hose 5206946487, earbuds 1646531091), #W8770097 pending
 IVAN_EMAIL = "ivan.santos3158@example.com"  # paypal_6151711 only

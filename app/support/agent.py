@@ -6,7 +6,7 @@
 
 Each step the model writes one action under a grammar built from the tools' JSON schemas: a call of one
 tool, or a message to the customer. The grammar offers only the tools and argument values that can be right
-now (`support_offer.py`); the model reads a short prompt (`support_prompt.py`). `PolicyGuard` checks each
+now (`offer.py`); the model reads a short prompt (`prompt.py`). `PolicyGuard` checks each
 call before it runs. A write that the guard holds back only for want of confirmation becomes a confirmation
 question written by code from the call itself; when the customer's next message is an explicit yes, that
 exact call runs. Customer text and tool
@@ -30,17 +30,17 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.memory import SupportMemory, try_open_vector_store
-from app.redact import SensitiveFilter
-from app.support_grounding import Evidence, grounded
-from app.support_guard import NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
-from app.support_offer import READ_TOOLS, must_call, offered_tools
-from app.support_prompt import brief_result, example_messages, state_note, system_prompt
+from app.support.redact import SensitiveFilter
+from app.support.grounding import Evidence, grounded
+from app.support.guard import NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
+from app.support.offer import READ_TOOLS, must_call, offered_tools
+from app.support.prompt import brief_result, example_messages, state_note, system_prompt
 from memory.vector_store import VectorStore
 from model.backends.backend import Backend
 from tools.orders import OrderDB, call_tool, order_tools
 from tools.orders.actions import list_all_product_types
 
-POLICY_PATH = Path(__file__).resolve().parent / "data" / "retail_policy.md"
+POLICY_PATH = Path(__file__).resolve().parents[1] / "data" / "retail_policy.md"
 
 # Id formats of τ-bench's retail data, added to the tools' argument schemas so the grammar enforces them.
 ID_PATTERNS = {
@@ -259,7 +259,7 @@ class Support:
 
     def _grounded(self, session: _Session, text: str) -> str | None:
         """The model's message without the sentences that state a number, id, date or product that no tool
-        result or customer message of this session holds (`support_grounding`); None if nothing is left."""
+        result or customer message of this session holds (`grounding.py`); None if nothing is left."""
         evidence = Evidence([*session.tool_results, *session.state.customer_messages])
         return grounded(trim_message(text), evidence, self.products)[0] or None
 

@@ -1,7 +1,7 @@
 """What the support bot's grammar offers the model at each step: the tools that can be right now, with their
 argument values narrowed to the ones that actually occur.
 
-The guard (`support_guard.py`) decides what may run; the offer decides what a small model can even write.
+The guard (`guard.py`) decides what may run; the offer decides what a small model can even write.
 It never offers more than the guard allows, and narrows further: a 135M model chooses well between two or
 three spelled-out values and badly among a thousand well-formed ids. The model still chooses every action.
 
@@ -30,7 +30,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from app.support_guard import AUTH_TOOLS, SessionState
+from app.support.guard import AUTH_TOOLS, SessionState
 from tools.orders import OrderDB
 from tools.orders.actions import CANCEL_REASONS
 

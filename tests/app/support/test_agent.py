@@ -6,7 +6,7 @@ before authentication or of anyone else, no other customer's contact data in wha
 the 135M model completes the legitimate flows is printed as a rate, not asserted.
 
 One dialogue per kind of conversation (the model takes ~8 s a dialogue): the guard's rules for every write tool
-and both ways to authenticate are unit-tested in test_support_guard.py, and bench/support.py runs each flow.
+and both ways to authenticate are unit-tested in test_guard.py, and bench/support.py runs each flow.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from app import Support
-from app.support import ToolCall, clean_text, parse_action, trim_message
-from app.support_prompt import brief_result
-from app.support_guard import WRITE_TOOLS, describe_write, is_explicit_yes
+from app.support.agent import ToolCall, clean_text, parse_action, trim_message
+from app.support.prompt import brief_result
+from app.support.guard import WRITE_TOOLS, describe_write, is_explicit_yes
 
 IVAN, IVAN_EMAIL = "ivan_santos_6635", "ivan.santos3158@example.com"  # #W6893533 delivered, #W8770097 pending
 RAJ, RAJ_EMAIL = "raj_sanchez_2970", "raj.sanchez2046@example.com"  # #W4566809 pending
