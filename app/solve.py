@@ -37,7 +37,8 @@ class SolveOptions:
 
     truth / tests: ground truth or code asserts, when known. weights: the reward's layers. mcts_config: how draws
     are sampled and the tree grows. constrained: decode every step under the step grammar (llguidance); False lets
-    the model write free text. use_cache: serve and keep solutions in the caches (the path cache, tier 3).
+    the model write free text (an ablation: the caches are not used). use_cache: serve and keep solutions in the
+    caches (the path cache, tier 3).
     """
 
     truth: str | None = None
@@ -49,9 +50,9 @@ class SolveOptions:
 
     @property
     def reuses(self) -> bool:
-        """Whether the caches may serve and keep this search: only the plain question is reusable (a given truth
-        or tests make it a check of this run, not a question asked again)."""
-        return self.use_cache and self.truth is None and not self.tests
+        """Whether the caches may serve and keep this search: only the plain question, searched as shipped, is
+        reusable (a given truth or tests make it a check of this run; free text is another search)."""
+        return self.use_cache and self.constrained and self.truth is None and not self.tests
 
 
 @dataclass
@@ -84,11 +85,10 @@ class PathCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(problem: str, task_type: str, strategy: str, model: str, constrained: bool = True) -> tuple:
+    def key(problem: str, task_type: str, strategy: str, model: str) -> tuple:
         """`model`: what runs the search (model, quant and adapter; `model_key`): another model's or adapter's
-        answer is not this one's. `constrained`: a free-text search is another search."""
-        text = " ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split())
-        return (text, task_type, strategy, model, constrained)
+        answer is not this one's."""
+        return (" ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split()), task_type, strategy, model)
 
     def get(self, key: tuple) -> Solution | None:
         with self._lock:
@@ -157,7 +157,7 @@ def solve(
         budget = SearchBudget(iterations=budget)
     budget = budget or SearchBudget()
     model, cache, backend = _searcher(runtime, engine)
-    key = PathCache.key(problem, kind, strategy, model, options.constrained)
+    key = PathCache.key(problem, kind, strategy, model)
     if options.reuses:
         if (hit := cache.get(key)) is not None:
             return replace(hit, cached=True, seconds=0.0)
@@ -191,7 +191,7 @@ def solve(
     )
     if options.reuses and solution.answer is not None:
         cache.put(key, solution)
-        if memory is not None and options.constrained:  # tier 3 keeps only what the shipped search found
+        if memory is not None:
             memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward, model=model)
     return solution
 
