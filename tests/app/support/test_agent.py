@@ -24,8 +24,8 @@ import pytest
 
 from app import Support
 from app.support.agent import ToolCall, clean_text, parse_action, trim_message
-from app.support.prompt import brief_result
 from app.support.guard import WRITE_TOOLS, describe_write, is_explicit_yes
+from app.support.prompt import brief_result
 
 IVAN, IVAN_EMAIL = "ivan_santos_6635", "ivan.santos3158@example.com"  # #W6893533 delivered, #W8770097 pending
 RAJ, RAJ_EMAIL = "raj_sanchez_2970", "raj.sanchez2046@example.com"  # #W4566809 pending
