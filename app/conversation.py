@@ -13,7 +13,6 @@ same search as `app.solve`, its tool calls streamed as it finds them, the turn s
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 from app.chat_route import PreviousTurn, Route, route
 from app.memory import ConversationMemory, SolvedProblems
 from app.runtime import Runtime
-from app.solve import solve
+from app.solve import Solution
+from app.solve_stream import SolveStream
 from app.tool_turn import ToolTurn, conclude
 from model.tokenizer import split_reasoning
 
@@ -251,43 +251,32 @@ class Chat:
             )
 
     def _tool_reply(self, conversation_id: int, text: str, routed: Route) -> Iterator[Message]:
-        """The search runs in a thread; its tool calls come back through a queue and are yielded as they arrive."""
-        stop = threading.Event()
-        with self._lock:
-            self._active[conversation_id] = stop.set
-        self.store.add(conversation_id, Message("user", text))
+        """The search runs as a `SolveStream`; its tool calls are yielded as they arrive."""
         settings = self.runtime.settings
-        events: queue.SimpleQueue = queue.SimpleQueue()  # step dicts, then ("done", solution) or ("error", err)
-
-        def search() -> None:
-            try:
-                solution = solve(routed.problem, task_type=routed.task_type, engine=self.runtime.engine,
-                                 budget=settings.search_budget, seed=settings.seed, memory=self.solved,
-                                 should_stop=stop.is_set, on_step=events.put)
-                events.put(("done", solution))
-            except Exception as err:  # reported in the turn; the chat keeps serving
-                events.put(("error", err))
-
+        search = SolveStream(routed.problem, task_type=routed.task_type, runtime=self.runtime,
+                             budget=settings.search_budget, seed=settings.seed, memory=self.solved)
+        with self._lock:
+            self._active[conversation_id] = search.stop
+        self.store.add(conversation_id, Message("user", text))
         turn = ToolTurn(routed.problem, routed.task_type, rewritten_from=routed.rewritten_from)
         final: Message | None = None
-        threading.Thread(target=search, daemon=True, name=f"chat-search-{conversation_id}").start()
         try:
             yield Message("assistant", "", tool=turn)
-            while not isinstance(event := events.get(), tuple):
-                grown = turn.with_step(event)
-                if grown is not turn:
-                    turn = grown
-                    yield Message("assistant", "", tool=turn)
-            outcome, value = event
-            if outcome == "error":
-                final = Message("assistant", f"The tools failed: {value}", finish_reason="error",
+            try:
+                for event in search:
+                    if isinstance(event, Solution):
+                        done, said = conclude(turn, event)
+                        final = Message("assistant", said, finish_reason="cancelled" if search.stopped else "stop",
+                                        tool=done)
+                    elif isinstance(event, dict) and (grown := turn.with_step(event)) is not turn:
+                        turn = grown
+                        yield Message("assistant", "", tool=turn)
+            except Exception as err:  # reported in the turn; the chat keeps serving
+                final = Message("assistant", f"The tools failed: {err}", finish_reason="error",
                                 tool=replace(turn, status="unverified"))
-            else:
-                done, said = conclude(turn, value)
-                final = Message("assistant", said, finish_reason="cancelled" if stop.is_set() else "stop", tool=done)
             yield final
         finally:
-            stop.set()  # our caller went away mid-search: end it
+            search.stop()  # our caller went away mid-search: end it
             with self._lock:
                 self._active.pop(conversation_id, None)
             if final is None:  # closed before the search ended: stored as stopped, with no answer

@@ -361,10 +361,12 @@ class SolvedProblems(_StoreUser):
         self.max_distance = max_distance
         self.min_correctness = min_correctness
 
-    def recall(self, problem: str, task_type: str, strategy: str) -> RecalledSolution | None:
+    def recall(self, problem: str, task_type: str, strategy: str, *, model: str = "") -> RecalledSolution | None:
+        """A verified solution of a near-duplicate solved before with the same task type, strategy and `model`
+        (what solved it: `app.solve.model_key`), or None."""
         candidates = self._guarded(
             lambda: self.store.similar_problems(self.user, problem, k=3, max_distance=self.max_distance,
-                                                kind=f"{task_type}/{strategy}"), default=[])
+                                                kind=_kind(task_type, strategy, model)), default=[])
         for candidate in candidates:
             if not same_problem(candidate.problem, problem):
                 continue
@@ -376,17 +378,22 @@ class SolvedProblems(_StoreUser):
         return None
 
     def remember(self, problem: str, task_type: str, strategy: str, answer: str | None,
-                 steps: list[dict[str, Any]], reward: Mapping[str, float]) -> bool:
-        """Store a solution the search did not refute; returns whether it was stored."""
+                 steps: list[dict[str, Any]], reward: Mapping[str, float], *, model: str = "") -> bool:
+        """Store a solution the search did not refute (found by `model`); returns whether it was stored."""
         if answer is None or reward.get("correctness", 0.0) < self.min_correctness:
             return False
         record = json.dumps({"steps": steps, "reward": dict(reward)})
 
         def store() -> bool:
-            self.store.add_solved_problem(self.user, problem, record, answer, kind=f"{task_type}/{strategy}")
+            self.store.add_solved_problem(self.user, problem, record, answer, kind=_kind(task_type, strategy, model))
             return True
 
         return self._guarded(store, default=False)
+
+
+def _kind(task_type: str, strategy: str, model: str) -> str:
+    """The store's kind of a solved problem: a lookup finds only its own task type, strategy and model."""
+    return f"{task_type}/{strategy}/{model}" if model else f"{task_type}/{strategy}"
 
 
 # ----- statistics ------------------------------------------------------------------------------------

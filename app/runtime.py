@@ -8,18 +8,24 @@ import time
 
 from app.config import Settings
 from app.engine import ENGINE_FIELDS, load_engine
+from app.solve import PathCache
 from model.backends.backend import Backend
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """Current Settings plus the backend loaded for them (our engine or a server); shared by every session."""
+    """Current Settings plus the backend loaded for them (our engine or a server); shared by every session.
+
+    It also owns the reasoning-path cache its sessions' `solve` calls share (keyed by model and adapter, so it
+    stays right across `apply`).
+    """
 
     def __init__(self, settings: Settings, engine: Backend | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._lock = threading.Lock()
+        self.path_cache = PathCache()
 
     @property
     def settings(self) -> Settings:

@@ -12,20 +12,47 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.engine import shared_backends
-from reasoning.mcts import MCTSConfig, mcts
+from app.engine import describe, shared_backends
+from reasoning.mcts import mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
-from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
+from reasoning.search import MCTSConfig, Policy, SearchBudget, Strategy, best_of_n, greedy, self_consistency
 from reasoning.tasks import TASKS, classify
 
 if TYPE_CHECKING:
     from app.memory import SolvedProblems
+    from app.runtime import Runtime
+    from model.backends.backend import Backend
 
-STRATEGIES = ("greedy", "best_of_n", "self_consistency", "mcts")
+STRATEGIES: dict[str, Strategy] = {"greedy": greedy, "best_of_n": best_of_n, "self_consistency": self_consistency,
+                                   "mcts": mcts}
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """What a search is checked against and how it runs, beyond the problem, strategy, budget and seed.
+
+    truth / tests: ground truth or code asserts, when known. weights: the reward's layers. mcts_config: how draws
+    are sampled and the tree grows. constrained: decode every step under the step grammar (llguidance); False lets
+    the model write free text (an ablation: the caches are not used). use_cache: serve and keep solutions in the
+    caches (the path cache, tier 3).
+    """
+
+    truth: str | None = None
+    tests: tuple[str, ...] = ()
+    weights: RewardWeights = RewardWeights()
+    mcts_config: MCTSConfig = MCTSConfig()
+    constrained: bool = True
+    use_cache: bool = True
+
+    @property
+    def reuses(self) -> bool:
+        """Whether the caches may serve and keep this search: only the plain question, searched as shipped, is
+        reusable (a given truth or tests make it a check of this run; free text is another search)."""
+        return self.use_cache and self.constrained and self.truth is None and not self.tests
 
 
 @dataclass
@@ -49,10 +76,8 @@ class Solution:
 
 
 class PathCache:
-    """Solutions of problems solved before, keyed by normalised text (an LRU of `capacity` entries).
-
-    The memory tier's vector store can stand behind the same two methods for near-duplicates.
-    """
+    """Solutions of problems solved before, keyed by normalised text and what solved them (an LRU of `capacity`
+    entries). A `Runtime` owns one; `solve()` without a runtime uses the process's default one."""
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
@@ -60,8 +85,10 @@ class PathCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(problem: str, task_type: str, strategy: str) -> tuple:
-        return (" ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split()), task_type, strategy)
+    def key(problem: str, task_type: str, strategy: str, model: str) -> tuple:
+        """`model`: what runs the search (model, quant and adapter; `model_key`): another model's or adapter's
+        answer is not this one's."""
+        return (" ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split()), task_type, strategy, model)
 
     def get(self, key: tuple) -> Solution | None:
         with self._lock:
@@ -78,7 +105,7 @@ class PathCache:
                 self._entries.popitem(last=False)
 
 
-_cache = PathCache()
+DEFAULT_PATH_CACHE = PathCache()  # solve() without a runtime
 
 
 def solve(
@@ -88,33 +115,35 @@ def solve(
     budget: int | SearchBudget | None = None,
     seed: int | None = None,
     *,
-    engine=None,
-    truth: str | None = None,
-    tests: tuple[str, ...] = (),
-    weights: RewardWeights = RewardWeights(),
-    mcts_config: MCTSConfig = MCTSConfig(),
-    use_cache: bool = True,
+    options: SolveOptions | None = None,
+    runtime: Runtime | None = None,
+    engine: Backend | None = None,
     memory: SolvedProblems | None = None,
-    constrained: bool = True,
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    **knobs: Any,
 ) -> Solution:
     """Search for a verified answer to `problem`.
 
-    task_type: "math", "code" or "auto" (classified from the wording). strategy: one of STRATEGIES.
-    budget: iterations (int) or a SearchBudget. truth / tests: ground truth or code asserts, when known.
-    memory: tier 3 (`app.memory.SolvedProblems`): a verified near-duplicate solved before is reused, and a
-    solution the search did not refute is stored. The front ends pass one; the default keeps nothing on disk.
-    constrained: decode every step under the step grammar (llguidance); False lets the model write free text.
+    task_type: "math", "code" or "auto" (classified from the wording). strategy: a name in STRATEGIES.
+    budget: iterations (int) or a SearchBudget. options: a SolveOptions; its fields may also be given as keywords
+    (`truth=`, `tests=`, `weights=`, `mcts_config=`, `constrained=`, `use_cache=`), which override it.
+    runtime: the engine and the path cache to use (the front ends pass theirs); else `engine` (or the engine the
+    environment's Settings load) and the default path cache. Cached solutions are keyed by the model and adapter
+    that found them (`model_key`).
+    memory: tier 3 (`app.memory.SolvedProblems`): a verified near-duplicate solved before by the same model is
+    reused, and a solution the search did not refute is stored. The front ends pass one; the default keeps nothing
+    on disk.
     The result is deterministic for a given seed (default 0) on an engine in a given state: prompt tokens served
     from the prefix cache were computed in other batch shapes, which can change the last bits of the logits and so
     flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration
     (MCTS: the answer it would return if stopped then, and a last line when a verified answer ends it early);
     should_stop() -> True ends the search early with the best path so far. on_step gets every step the search
     decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). Raises ValueError for
-    bad arguments.
+    bad arguments, TypeError for an unknown keyword.
     """
+    options = _options(options, knobs)
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("problem must be a non-empty string")
     if task_type not in ("auto", *TASKS):
@@ -127,31 +156,26 @@ def solve(
             raise ValueError(f"budget must be at least 1 iteration, got {budget}")
         budget = SearchBudget(iterations=budget)
     budget = budget or SearchBudget()
-    key = PathCache.key(problem, kind, strategy)
-    if use_cache and constrained and truth is None and not tests and (hit := _cache.get(key)) is not None:
-        return replace(hit, cached=True, seconds=0.0)
-    if use_cache and truth is None and not tests and memory is not None:
-        if (near := memory.recall(problem, kind, strategy)) is not None:
+    model, cache, backend = _searcher(runtime, engine)
+    key = PathCache.key(problem, kind, strategy, model)
+    if options.reuses:
+        if (hit := cache.get(key)) is not None:
+            return replace(hit, cached=True, seconds=0.0)
+        if memory is not None and (near := memory.recall(problem, kind, strategy, model=model)) is not None:
             return Solution(problem, kind, strategy, near.answer, near.steps, near.reward, [],
                             {"prompt": 0, "generated": 0, "reused": 0}, 0.0, cached=True, cached_from=near.problem)
 
     start = time.perf_counter()
-    engine = engine or shared_backends.get(Settings.from_env())
+    engine = backend()
     # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
-    grammar = engine.grammar_compiler if constrained else None
-    target = Problem(problem.strip(), kind, truth, tuple(tests))
+    grammar = engine.grammar_compiler if options.constrained else None
+    target = Problem(problem.strip(), kind, options.truth, tuple(options.tests))
     policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
                     grammar=grammar, task_type=kind, problem=target.text,
-                    on_step=(lambda step: on_step(step.to_dict())) if on_step else None)
-    prompt = TASKS[kind].prompt(problem)
-    reward = LayeredReward(weights)
-    if on_progress:
-        on_progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
-    if strategy == "mcts":
-        result = mcts(target, prompt, policy, reward, mcts_config, on_iteration=on_progress)
-    else:
-        result = {"greedy": greedy, "best_of_n": best_of_n, "self_consistency": self_consistency}[strategy](
-            target, prompt, policy, reward)
+                    on_step=(lambda step: on_step(step.to_dict())) if on_step else None, on_progress=on_progress)
+    policy.progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
+    result = STRATEGIES[strategy](target, TASKS[kind].prompt(problem), policy, LayeredReward(options.weights),
+                                  options.mcts_config)
     solution = Solution(
         problem=problem,
         task_type=kind,
@@ -165,11 +189,37 @@ def solve(
         paths=len(result.paths),
         answers=_answers(result.paths),
     )
-    if use_cache and constrained and truth is None and not tests and solution.answer is not None:
-        _cache.put(key, solution)
+    if options.reuses and solution.answer is not None:
+        cache.put(key, solution)
         if memory is not None:
-            memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward)
+            memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward, model=model)
     return solution
+
+
+def model_key(settings: Settings) -> str:
+    """What a cached solution is keyed by: the model, its precision and its adapter (or the server and model)."""
+    return describe(settings)
+
+
+def _options(options: SolveOptions | None, knobs: dict[str, Any]) -> SolveOptions:
+    """`options` with the keywords given as SolveOptions fields applied; TypeError names an unknown one."""
+    known = {f.name for f in fields(SolveOptions)}
+    unknown = sorted(set(knobs) - known)
+    if unknown:
+        raise TypeError(f"solve() got unknown keywords {unknown}; known: {sorted(known)} and the named parameters")
+    if "tests" in knobs:
+        knobs = {**knobs, "tests": tuple(knobs["tests"])}
+    return replace(options or SolveOptions(), **knobs)
+
+
+def _searcher(runtime: Runtime | None, engine: Backend | None) -> tuple[str, PathCache, Callable[[], Backend]]:
+    """The model key, the path cache, and the backend to search with (loaded only on a cache miss)."""
+    if runtime is not None:
+        return model_key(runtime.settings), runtime.path_cache, lambda: runtime.engine
+    if engine is not None:  # no settings to read an adapter from: the backend's own name
+        return engine.name, DEFAULT_PATH_CACHE, lambda: engine
+    settings = Settings.from_env()
+    return model_key(settings), DEFAULT_PATH_CACHE, lambda: shared_backends.get(settings)
 
 
 def _answers(paths) -> dict[str, float]:

@@ -9,7 +9,7 @@ Two sets, each run with the real model as the bot (`app.Support`, greedy, gramma
          same model as the bot, `--user-model` another checkpoint) plays each task's `instruction`, sampled
          with a seed per trial. pass^1 and pass^k over `--k` seeds (τ-bench's estimator).
 
-Every bot message is also checked for grounding (app/support_grounding.py): the share of messages with a
+Every bot message is also checked for grounding (app/support/grounding.py): the share of messages with a
 sentence that states a number, id, amount, date or product name found in no tool result and no customer
 message of the dialogue so far. `--rescore FILE` reports it for a saved `--json` run (one made before the
 check existed, say) without running the model.
@@ -126,7 +126,7 @@ class Databases:
 
 def failure_step(dialogue: Dialogue, user_id: str, actions: list[dict]) -> str:
     """The first step of the gold path the dialogue did not reach (or "database": all reached, state differs)."""
-    from app.support_guard import NEEDS_CONFIRMATION
+    from app.support.guard import NEEDS_CONFIRMATION
 
     ok = [c for c in dialogue.calls if not c.result.startswith(("Refused", "Error"))]
     if not any(c.name.startswith("find_user_id") and c.result == user_id for c in ok):
@@ -253,8 +253,8 @@ def grounding(turns: list, calls_per_turn: list[int], results: list[str], produc
     """(bot message, written by code, holds a sentence that no tool result or customer message so far grounds)
     for each turn of one dialogue. Code writes the confirmation question of a held write (its result is the
     guard's NEEDS_CONFIRMATION), stating the call's ids, which may come from the database without a read."""
-    from app.support_grounding import Evidence, unsupported
-    from app.support_guard import NEEDS_CONFIRMATION
+    from app.support.grounding import Evidence, unsupported
+    from app.support.guard import NEEDS_CONFIRMATION
 
     checked, said, done = [], [], 0
     for (customer, bot), count in zip(turns, calls_per_turn):
@@ -295,7 +295,7 @@ def pass_hat_k(successes: list[int], trials: int, k: int) -> float:
 
 
 def show(dialogue: Dialogue, verbose: bool) -> None:
-    from app.support_guard import NEEDS_CONFIRMATION
+    from app.support.guard import NEEDS_CONFIRMATION
 
     verdict = "pass" if dialogue.passed else f"FAIL at {dialogue.step}"
     print(f"{dialogue.name:<28} {verdict:<24} {dialogue.seconds:6.1f}s  calls: "
@@ -320,7 +320,7 @@ def report(dialogues: list[Dialogue], by: str) -> None:
 def baselines(databases: Databases, cases: list[dict]) -> None:
     """The checker on two agents without a model: one that makes the gold calls (and says the order's status
     and the required outputs) must pass every case; one that does nothing must pass none."""
-    from app.support import ToolCall
+    from app.support.agent import ToolCall
     from tools.orders import call_tool, order_tools
 
     gold_ok = nothing_ok = 0

@@ -21,20 +21,11 @@ The result is the best-rewarded finished path and the whole tree.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from reasoning.reward import LayeredReward, Problem
-from reasoning.search import TIE, Path, Policy, SearchResult, _done, best_path, score
-
-
-@dataclass(frozen=True)
-class MCTSConfig:
-    c_puct: float = 1.0
-    children: int = 4  # K draws per expansion
-    temperature: float = 0.8  # for sampled draws; rollouts are greedy
-    widening: float = 1.0  # a node may hold up to widening * sqrt(visits) distinct children
+from reasoning.search import TIE, MCTSConfig, Path, Policy, SearchResult, _done, best_path, score
 
 
 @dataclass(eq=False)
@@ -61,12 +52,10 @@ class Node:
         return self.value + c_puct * self.prior * math.sqrt(self.parent.visits) / (1 + self.visits)
 
 
-def mcts(
-    problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig = MCTSConfig(),
-    on_iteration: Callable[[str], None] | None = None,
-) -> SearchResult:
+def mcts(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig) -> SearchResult:
     """The search (see the module docstring). It starts from the greedy path and stops as soon as a verified path
-    scores within `TIE` of the most any path can score (`settled`): no search can then change the answer."""
+    scores within `TIE` of the most any path can score (`settled`): no search can then change the answer.
+    A progress line per iteration goes to `policy.progress`."""
     root = Node(policy.root(prompt))
     root.rollout, = policy.rollout([root.path], temperature=0.0)
     finished: list[Path] = [root.rollout]
@@ -74,15 +63,13 @@ def mcts(
     for iteration in range(policy.budget.iterations):
         best = best_path(finished)
         if settled(best, reward):
-            if on_iteration is not None:
-                on_iteration(f"stopped after {iteration} iterations: {best.answer!r} is verified "
-                             f"(reward {best.reward['total']:.2f}); no other path can score higher")
+            policy.progress(f"stopped after {iteration} iterations: {best.answer!r} is verified "
+                            f"(reward {best.reward['total']:.2f}); no other path can score higher")
             break
         if policy.exhausted():
             break
-        if on_iteration is not None:
-            on_iteration(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
-                         f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
+        policy.progress(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
+                        f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
         node = _select(root, policy, config)
         if node is None:  # every node is terminal, saturated or verified: the tree is complete
             break

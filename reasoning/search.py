@@ -1,5 +1,5 @@
-"""Search strategies over reasoning steps behind one interface: greedy, best-of-n, self-consistency (and MCTS in
-mcts.py).
+"""Search strategies over reasoning steps behind one interface, `Strategy`: greedy, best-of-n, self-consistency
+(and MCTS in mcts.py).
 
 A path is a token prefix plus the steps it holds. The `Policy` decodes the next step of many paths in one
 `engine.generate_batch`, with each path's token ids as its prompt: paths that share a prefix (siblings,
@@ -36,6 +36,17 @@ class SearchBudget:
     seconds: float = 120.0
     max_steps: int = 6  # steps per path
     step_tokens: int | None = None  # most tokens per step; None = the task type's
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    """How a search samples and grows its tree: `temperature` for every sampled draw (best-of-n, self-consistency,
+    MCTS expansions; greedy samples nothing), the rest MCTS's."""
+
+    c_puct: float = 1.0
+    children: int = 4  # K draws per expansion
+    temperature: float = 0.8  # for sampled draws; rollouts are greedy
+    widening: float = 1.0  # a node may hold up to widening * sqrt(visits) distinct children
 
 
 @dataclass
@@ -84,13 +95,15 @@ class Policy:
     `problem`: its text; given it, a Calc step may use only the numbers `grounding.known_numbers` allows, and a
     symbolic call only the expressions and points `grounding.stated_arguments` gives.
     `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
-    front end can show the search's tool calls while it runs.
+    front end can show the search's tool calls while it runs. `on_progress`: called with a line per search
+    iteration (`progress`), for the strategies that iterate.
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
                  should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
                  task_type: str | None = None, problem: str | None = None,
-                 on_step: Callable[[Step], None] | None = None) -> None:
+                 on_step: Callable[[Step], None] | None = None,
+                 on_progress: Callable[[str], None] | None = None) -> None:
         self.engine = engine
         self.problem = problem
         self.task = task
@@ -100,6 +113,7 @@ class Policy:
         self.should_stop = should_stop or (lambda: False)
         self.grammar = grammar
         self.on_step = on_step
+        self.on_progress = on_progress
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
@@ -109,6 +123,11 @@ class Policy:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
         return (self.tokens.generated >= self.budget.tokens or time.perf_counter() - self.started >= self.budget.seconds
                 or self.should_stop())
+
+    def progress(self, line: str) -> None:
+        """Report how the search stands (a line for the front end's progress display)."""
+        if self.on_progress is not None:
+            self.on_progress(line)
 
     def root(self, prompt: str) -> Path:
         return Path(self.engine.text_prompt(prompt))
@@ -218,30 +237,33 @@ def best_path(paths: Sequence[Path], tie: float = TIE) -> Path:
                and p.reward["validity"] == 1.0 else (1, 0, 0))
 
 
-Strategy = Callable[[Problem, str, Policy, LayeredReward], SearchResult]
+# Every strategy: the problem, its prompt, the policy (budget, seed, callbacks), the reward, and the sampling config.
+Strategy = Callable[[Problem, str, Policy, LayeredReward, MCTSConfig], SearchResult]
 
 
-def greedy(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+def greedy(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig) -> SearchResult:
+    """The model's first choice at every step (temperature 0; `config` has nothing for it)."""
     (path,) = policy.rollout([policy.root(prompt)], temperature=0.0)
     score([path], problem, reward, policy.budget)
     return SearchResult(path, [path], policy.tokens)
 
 
-def _sampled(prompt: str, policy: Policy, temperature: float = 0.8) -> list[Path]:
+def _sampled(prompt: str, policy: Policy, temperature: float) -> list[Path]:
     root = policy.root(prompt)
     return policy.rollout([root] * max(1, policy.budget.iterations), temperature)
 
 
-def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig) -> SearchResult:
     """n sampled paths; the one the reward ranks highest (verifier-guided selection)."""
-    paths = _sampled(prompt, policy)
+    paths = _sampled(prompt, policy, config.temperature)
     score(paths, problem, reward, policy.budget)
     return SearchResult(best_path(paths), paths, policy.tokens)
 
 
-def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward) -> SearchResult:
+def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward,
+                     config: MCTSConfig) -> SearchResult:
     """n sampled paths; the answer most of them reach (majority vote), and the first path that reached it."""
-    paths = _sampled(prompt, policy)
+    paths = _sampled(prompt, policy, config.temperature)
     score(paths, problem, reward, policy.budget)
     votes = Counter(p.answer.strip() for p in paths if p.answer is not None)
     if not votes:

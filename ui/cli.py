@@ -435,6 +435,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     import textwrap
 
     from app.memory import SolvedProblems, try_open_vector_store
+    from app.runtime import Runtime
 
     settings = _settings(args)
     problem = sys.stdin.read() if args.problem == "-" else args.problem
@@ -444,8 +445,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if error:
         print(f"r1: warning: {error}; solved problems are not remembered", file=sys.stderr)
     solution = solve(problem, task_type=args.task_type, strategy=args.strategy,
-                     budget=args.budget or settings.search_budget, seed=settings.seed, engine=engine,
-                     memory=SolvedProblems(store),
+                     budget=args.budget or settings.search_budget, seed=settings.seed,
+                     runtime=Runtime(settings, engine), memory=SolvedProblems(store),
                      on_progress=lambda line: print(f"r1 solve: {line}", file=sys.stderr, flush=True))
     if solution.cached_from:
         print(f"r1 solve: reused the verified solution of a similar problem: {solution.cached_from}", file=sys.stderr)

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from starlette.middleware import Middleware
 
-from app import Settings, open_support, solve
+from app import Settings, Solution, open_support
 from app.conversation import Chat, ConversationStore, Message
 from app.engine import describe
 from app.memory import (
     ConversationMemory, MemoryStoreError, SolvedProblems, memory_stats, recall_reserve, try_open_vector_store, window_budget,
 )
 from app.runtime import Runtime
-from app.support_prompt import brief_result
+from app.solve_stream import SolveStream
+from app.support.prompt import brief_result
 from app.tool_turn import ToolTurn, as_latex
 from memory.vector_store import VectorStore
 from model.engine import DEFAULT_KV_CACHE_MB
@@ -365,35 +364,28 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     steps = gr.Chatbot(label="Steps", height=320, elem_id="solve-steps", latex_delimiters=LATEX_DELIMITERS)
     answer = gr.Markdown(elem_id="solve-answer", latex_delimiters=LATEX_DELIMITERS)
     tree = gr.HTML(label="Search tree")
-    stop_flags: dict[str, threading.Event] = {}
+    searches: dict[str, SolveStream] = {}  # session -> its running search, for the Stop button
 
     def run(text: str, kind: str, how: str, request: gr.Request) -> Iterator[tuple]:
         if not text.strip():
             return
-        stop = stop_flags[request.session_hash] = threading.Event()
-        lines: queue.SimpleQueue = queue.SimpleQueue()
-        outcome: dict = {}
-
-        def search() -> None:
-            try:
-                outcome["solution"] = solve(text, task_type=kind, strategy=how, engine=ctx.runtime.engine,
-                                            budget=ctx.runtime.settings.search_budget, on_progress=lines.put,
-                                            should_stop=stop.is_set, memory=ctx.solved)
-            except Exception as err:  # shown to the user; the app keeps serving
-                outcome["error"] = str(err)
-            lines.put(None)
-
-        threading.Thread(target=search, daemon=True).start()
+        search = searches[request.session_hash] = SolveStream(
+            text, task_type=kind, strategy=how, runtime=ctx.runtime, budget=ctx.runtime.settings.search_budget,
+            memory=ctx.solved)
         progress: list[gr.ChatMessage] = []
-        while (line := lines.get()) is not None:  # steps found so far, as the search reports them
-            progress.append(gr.ChatMessage(role="assistant", content=line, metadata={"title": "search", "status": "pending"}))
-            yield progress, "*searching…*", gr.skip()
-        if "error" in outcome:
-            yield progress, f"**Error:** {outcome['error']}", ""
+        try:
+            for event in search:
+                if isinstance(event, str):  # the search's progress lines, as it reports them
+                    progress.append(gr.ChatMessage(role="assistant", content=event,
+                                                   metadata={"title": "search", "status": "pending"}))
+                    yield progress, "*searching…*", gr.skip()
+                elif isinstance(event, Solution):
+                    solution = event
+        except Exception as err:  # shown to the user; the app keeps serving
+            yield progress, f"**Error:** {err}", ""
             return
-        solution = outcome["solution"]
         reward = " · ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
-        note = " (stopped early)" if stop.is_set() else ""
+        note = " (stopped early)" if search.stopped else ""
         if solution.cached_from:
             note += f" (the verified solution of a similar problem solved before: *{solution.cached_from}*)"
         shown = f"**Answer:**{note}\n\n{answer_markdown(solution.answer, solution.task_type)}\n\n" \
@@ -402,8 +394,8 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         yield _step_messages(solution.steps), shown, tree_svg(solution.tree, [s["text"] for s in solution.steps])
 
     def stop_search(request: gr.Request) -> None:
-        if request.session_hash in stop_flags:
-            stop_flags[request.session_hash].set()
+        if request.session_hash in searches:
+            searches[request.session_hash].stop()
 
     solve_button.click(run, [problem, task_type, strategy], [steps, answer, tree], concurrency_limit=None)
     problem.submit(run, [problem, task_type, strategy], [steps, answer, tree], concurrency_limit=None)

@@ -159,12 +159,9 @@ def test_a_follow_up_refers_to_the_last_tool_turn_of_the_stored_conversation(tmp
 
 @pytest.mark.slow
 def test_a_maths_question_goes_through_the_tools_and_is_stored_with_its_steps(tmp_path, runtime, monkeypatch):
-    import sys
-
     from app.solve import PathCache
 
-    # searched here, not served from an earlier test's solve (`app.solve` the name is the function, hence sys.modules)
-    monkeypatch.setattr(sys.modules["app.solve"], "_cache", PathCache())
+    monkeypatch.setattr(runtime, "path_cache", PathCache())  # searched here, not served from an earlier test's solve
     chat = Chat(runtime, ConversationStore.in_data_dir(tmp_path))
     conversation = chat.store.create()
     partials = list(chat.reply(conversation, "What is 12 times 7?"))

@@ -74,3 +74,76 @@ def test_r1_solve_prints_the_answer_and_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ui.cli", "solve", "1+1", "--strategy", "beam"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+# ----- options, the strategy table and the caches, on a scripted engine (no model) --------------------------
+
+
+def scripted_engine():
+    from tests.reasoning.scripted import ScriptedEngine, answer_last_result, calc
+
+    return ScriptedEngine(lambda steps, seed, greedy: answer_last_result(steps) if steps else calc("6*7"))
+
+
+def test_every_strategy_runs_from_the_one_table_with_one_signature():
+    from app.solve import STRATEGIES
+
+    for name in STRATEGIES:
+        solution = solve("What is six times seven?", task_type="math", strategy=name, budget=2, engine=scripted_engine(),
+                         use_cache=False)
+        assert solution.strategy == name and solution.answer == "42", name
+    with pytest.raises(ValueError, match="unknown strategy 'beam'"):
+        solve("What is six times seven?", strategy="beam", engine=scripted_engine())
+
+
+def test_options_and_their_keywords_are_one_thing_and_an_unknown_keyword_is_named():
+    from app.solve import SolveOptions
+
+    by_options = solve("What is six times seven?", task_type="math", strategy="greedy", engine=scripted_engine(),
+                       options=SolveOptions(truth="41", use_cache=False))
+    by_keywords = solve("What is six times seven?", task_type="math", strategy="greedy", engine=scripted_engine(),
+                        truth="41", use_cache=False)
+    assert by_options.reward == by_keywords.reward and by_options.reward["correctness"] == 0.0  # 42 is not 41
+    overridden = solve("What is six times seven?", task_type="math", strategy="greedy", engine=scripted_engine(),
+                       options=SolveOptions(truth="41", use_cache=False), truth="42")
+    assert overridden.reward["correctness"] == 1.0  # a keyword overrides the options' field
+    with pytest.raises(TypeError, match="unknown keywords \\['budgett'\\]"):
+        solve("What is six times seven?", engine=scripted_engine(), budgett=3)
+
+
+def test_the_path_cache_is_keyed_by_the_model_and_a_runtime_owns_its_own():
+    from app import Settings
+    from app.runtime import Runtime
+
+    engine = scripted_engine()
+    first = solve("What is six times seven?", task_type="math", strategy="greedy", engine=engine)
+    assert not first.cached
+    assert solve("What is six times seven?", task_type="math", strategy="greedy", engine=engine).cached
+    engine.name = "scripted + adapter"  # another model's answer is not this one's
+    assert not solve("What is six times seven?", task_type="math", strategy="greedy", engine=engine).cached
+
+    base = Runtime(Settings(), scripted_engine())
+    tuned = Runtime(Settings(adapter="/adapters/gsm8k"), base.engine)
+    assert not solve("What is six times seven?", task_type="math", strategy="greedy", runtime=base).cached
+    assert solve("What is six times seven?", task_type="math", strategy="greedy", runtime=base).cached
+    assert not solve("What is six times seven?", task_type="math", strategy="greedy", runtime=tuned).cached
+    assert len(base.path_cache._entries) == len(tuned.path_cache._entries) == 1  # each runtime's own
+
+
+def test_a_solution_remembered_without_the_adapter_is_not_served_with_it(store):
+    """`r1 solve --adapter` once returned an answer tier 3 held from a search without the adapter."""
+    from app import Settings
+    from app.memory import SolvedProblems
+    from app.runtime import Runtime
+
+    engine = scripted_engine()
+    found = solve("What is six times seven?", task_type="math", strategy="greedy",
+                  runtime=Runtime(Settings(), engine), memory=SolvedProblems(store))
+    assert found.answer == "42" and not found.cached
+    searched = len(engine.batches)
+    with_adapter = solve("What's six times seven?", task_type="math", strategy="greedy",
+                         runtime=Runtime(Settings(adapter="/adapters/gsm8k"), engine), memory=SolvedProblems(store))
+    assert not with_adapter.cached and with_adapter.cached_from is None and len(engine.batches) > searched
+    again = solve("What's six times seven?", task_type="math", strategy="greedy",
+                  runtime=Runtime(Settings(), engine), memory=SolvedProblems(store))
+    assert again.cached_from == "What is six times seven?"  # the same model does reuse it

@@ -27,6 +27,9 @@ class ScriptedEngine:
     served from the prefix cache, so token accounting has something to add up.
     """
 
+    name = "scripted"  # what the path cache keys its solutions by (Backend.name)
+    grammar_compiler = None  # like a server's: steps are free text cut at stop strings, even when constrained
+
     def __init__(self, script: Script) -> None:
         self.tokenizer = CharTokenizer()
         self.script = script

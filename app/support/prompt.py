@@ -49,7 +49,7 @@ EXAMPLES: list[tuple[str, str | dict[str, Any]]] = [
     ("assistant", _CANCEL),
     ("user", _RESULT + "order #W7654321: status cancelled; items: Water Bottle {color: blue} item 7654321098; "
              "paid with credit_card_7654321"),
-    ("assistant", {"message": "Order #W7654321 is cancelled. The refund takes 5 to 7 business days."}),
+    ("assistant", {"message": "Order #W7654321 is cancelled. It had a Water Bottle, paid with credit_card_7654321."}),
 ]
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from app.support import Support
-from app.support_grounding import Evidence, claims, grounded, unsupported
+from app.support.grounding import Evidence, claims, grounded, unsupported
 
 IVAN_EMAIL = "ivan.santos3158@example.com"  # ivan_santos_6635; #W8770097 is pending
 PRODUCTS = ("Garden Hose", "Wireless Earbuds", "T-Shirt")

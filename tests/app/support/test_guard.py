@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.support_guard import (NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write,
+from app.support.guard import (NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write,
                                is_explicit_yes)
 
 IVAN = "ivan_santos_6635"  # orders: #W6893533 delivered, #W8770097 pending; pays with paypal_6151711

@@ -1,6 +1,6 @@
 """app/support.py with a scripted backend instead of a model: what the bot does with actions a remote backend
 may send (not grammar-constrained), with hostile customer text, and with its sessions and transcripts.
-Fast; the real-model dialogues are in test_support.py."""
+Fast; the real-model dialogues are in test_agent.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app import Support
-from app.support import clean_text, control_strings
+from app.support.agent import clean_text, control_strings
 from model.backends.remote import ApproximateTokenizer
 
 IVAN, IVAN_EMAIL = "ivan_santos_6635", "ivan.santos3158@example.com"  # #W6893533 delivered, #W8770097 pending
@@ -100,7 +100,7 @@ def test_the_transcript_stores_the_cleaned_capped_text(order_db, tmp_path) -> No
 
 
 def test_idle_sessions_expire(order_db, monkeypatch) -> None:
-    import app.support as support
+    import app.support.agent as support
 
     clock = [1000.0]
     monkeypatch.setattr(support.time, "monotonic", lambda: clock[0])

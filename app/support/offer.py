@@ -1,7 +1,7 @@
 """What the support bot's grammar offers the model at each step: the tools that can be right now, with their
 argument values narrowed to the ones that actually occur.
 
-The guard (`support_guard.py`) decides what may run; the offer decides what a small model can even write.
+The guard (`guard.py`) decides what may run; the offer decides what a small model can even write.
 It never offers more than the guard allows, and narrows further: a 135M model chooses well between two or
 three spelled-out values and badly among a thousand well-formed ids. The model still chooses every action.
 
@@ -27,14 +27,25 @@ three spelled-out values and badly among a thousand well-formed ids. The model s
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from app.support_guard import AUTH_TOOLS, SessionState
+from app.support.guard import AUTH_TOOLS, SessionState
 from tools.orders import OrderDB
 from tools.orders.actions import CANCEL_REASONS
+from tools.tool import Tool
 
 Schema = dict[str, Any]
+
+# Id formats of τ-bench's retail data, added to the tools' argument schemas so the grammar enforces them.
+ID_PATTERNS = {
+    "order_id": "^#W[0-9]{7}$",
+    "user_id": "^[a-z]+_[a-z]+_[0-9]{4}$",
+    "payment_method_id": "^(credit_card|gift_card|paypal)_[0-9]{7}$",
+    "product_id": "^[0-9]{10}$",
+    "zip": "^[0-9]{5}$",
+}
+ITEM_ID_PATTERN = "^[0-9]{10}$"
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _NAME = re.compile(r"\b[A-Z][a-z]{1,20}\b")
@@ -46,6 +57,30 @@ _ASKS_FOR_HUMAN = re.compile(r"\b(human|person|representative|manager|real agent
 _REASON_WORDS = (re.compile(r"no longer|don'?t need|do not need|not need", re.IGNORECASE),
                  re.compile(r"mistake|by accident|accidental", re.IGNORECASE))
 assert len(_REASON_WORDS) == len(CANCEL_REASONS)
+
+
+
+def argument_schemas(tools: Sequence[Tool]) -> dict[str, Schema]:
+    """Each tool's argument schema as the grammar's starting point, by name: its `Tool.schema` made compact
+    (no descriptions), every argument required, ids held to their format, other strings and lists bounded."""
+    return {tool.name: _compact(tool.schema) for tool in tools}
+
+
+def _compact(schema: Schema) -> Schema:
+    properties = {}
+    for name, prop in schema.get("properties", {}).items():
+        prop = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        if prop.get("type") == "string" and "enum" not in prop:
+            if name in ID_PATTERNS:
+                prop["pattern"] = ID_PATTERNS[name]
+            else:
+                prop["maxLength"] = 80
+        if prop.get("type") == "array":
+            prop = {"type": "array", "items": {"type": "string", "pattern": ITEM_ID_PATTERN}, "minItems": 1,
+                    "maxItems": 5}
+        properties[name] = prop
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
 
 # Tools that only read; one is not offered again while its result is in view.
 READ_TOOLS = frozenset({"get_user_details", "get_order_details", "get_product_details", "list_all_product_types"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.redact import MASK, SensitiveFilter
+from app.support.redact import MASK, SensitiveFilter
 
-LABELLED = Path(__file__).resolve().parent / "data" / "sensitive_lines.jsonl"
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "sensitive_lines.jsonl"
 OWN_EMAIL = "ivan.santos3158@example.com"
 OWN_ADDRESS = "477 Park Avenue"
 BLOCKED = ("idiot", "stupid", "damn")
