@@ -26,7 +26,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory):
         quant="int4", cache_dir=str(base / "ui-weight-cache"), data_dir=str(base / "ui-data"), max_new_tokens=32
     )
     runtime = Runtime(settings)
-    runtime.engine  # load once, up front
+    runtime.engine  # noqa: B018 (the property loads the model: once, up front)
     yield runtime
     runtime.close()
 

@@ -194,7 +194,9 @@ class Sandbox:
 
     def mount(self, src: str | None, target: str, fstype: str | None, flags: int,
               data: str | None = None) -> None:
-        enc = (lambda s: None if s is None else s.encode())
+        def enc(s: str | None) -> bytes | None:
+            return None if s is None else s.encode()
+
         check(self.libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags),
                               enc(data)), "mount " + target)
 
@@ -207,7 +209,7 @@ class Sandbox:
 
     def tmpfs(self, target: str, size_mb: int, mode: str, flags: int = 0) -> None:
         self.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | flags,
-                   "size=%dm,nr_inodes=%d,mode=%s" % (size_mb, INODES_PER_TMPFS, mode))
+                   f"size={size_mb}m,nr_inodes={INODES_PER_TMPFS},mode={mode}")
 
     # --- native backend: namespaces and file tree ------------------------------------
 
@@ -216,14 +218,13 @@ class Sandbox:
             uid, gid = os.getuid(), os.getgid()
             if self.libc.unshare(CLONE_NEWUSER) == 0:
                 # Map our own ids (not 0): the exec'd code then holds no capabilities.
-                for path, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)),
-                                   ("gid_map", "%d %d 1" % (gid, gid))):
+                for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                                   ("gid_map", f"{gid} {gid} 1")):
                     with open("/proc/self/" + path, "w") as f:
                         f.write(text)
                 self.isolation.append("user-ns")
             else:
-                self.warnings.append("user namespaces unavailable (%s): no namespaces at all"
-                                     % os.strerror(ctypes.get_errno()))
+                self.warnings.append(f"user namespaces unavailable ({os.strerror(ctypes.get_errno())}): no namespaces at all")
                 return
         wanted = [("mount-ns", CLONE_NEWNS), ("pid-ns", CLONE_NEWPID), ("net-ns", CLONE_NEWNET),
                   ("ipc-ns", CLONE_NEWIPC), ("uts-ns", CLONE_NEWUTS)]
@@ -234,8 +235,7 @@ class Sandbox:
             if self.libc.unshare(flag) == 0:
                 self.isolation.append(name)
             else:
-                self.warnings.append("%s unavailable: %s"
-                                     % (name, os.strerror(ctypes.get_errno())))
+                self.warnings.append(f"{name} unavailable: {os.strerror(ctypes.get_errno())}")
 
     def build_root(self, arch: Arch) -> None:
         """A fresh root like bwrap's: read-only system dirs, the interpreter, a minimal
@@ -258,7 +258,7 @@ class Sandbox:
         self.tmpfs(new + "/tmp", cfg["tmp_mb"], "1777")
         inner_python = new + cfg["inner_python"]
         os.mkdir(inner_python)
-        self.mount("/proc/self/fd/%d" % prefix_fd, inner_python, None, MS_BIND | MS_REC)
+        self.mount(f"/proc/self/fd/{prefix_fd}", inner_python, None, MS_BIND | MS_REC)
         self.make_read_only(inner_python)
         os.close(prefix_fd)
         os.mkdir(new + "/dev")
@@ -314,8 +314,7 @@ class Sandbox:
         except PermissionError:        # immutable login uids: the code cannot set it either
             return
         except OSError as exc:
-            self.warnings.append("audit login uid left unset (%s): the code may set it"
-                                 % exc.strerror)
+            self.warnings.append(f"audit login uid left unset ({exc.strerror}): the code may set it")
             return
         self.isolation.append("loginuid")
 
@@ -328,27 +327,27 @@ class Sandbox:
                 self.build_root(arch)
             else:   # no private tree: run from the host paths, /tmp and / stay shared
                 self.warnings.append("no mount namespace: the code sees and may write the host "
-                                     "filesystem wherever uid %d may" % cfg["uid"])
+                                     f"filesystem wherever uid {cfg['uid']} may")
                 cfg.update(exe=cfg["host_exe"], workdir=cfg["host_workdir"])
                 cfg["env"].update(HOME=cfg["host_workdir"], TMPDIR=cfg["host_workdir"],
                                   LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib")
         for path in cfg.get("cap_inodes", ()):    # bwrap's tmpfs mounts: no inode cap of their own
             self.mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
-                       "nr_inodes=%d" % INODES_PER_TMPFS)
+                       f"nr_inodes={INODES_PER_TMPFS}")
         self.pin_loginuid()   # before the uid change, which makes /proc/self root's
         if os.geteuid() == 0:
             os.setgroups([])
             os.setgid(cfg["gid"])
             os.setuid(cfg["uid"])
-            self.isolation.append("uid %d" % cfg["uid"])
+            self.isolation.append(f"uid {cfg['uid']}")
         # Changing credentials cleared the parent-death signal; without it a killed bwrap
         # (which runs us in a new session, outside the host's kill group) would leave us.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # keeps /proc/1/* (our fds) away from the code
         if arch is None:
-            self.warnings.append("no seccomp filter for %s: the kernel keyring and nested "
-                                 "user namespaces stay reachable" % platform.machine())
+            self.warnings.append(f"no seccomp filter for {platform.machine()}: the kernel keyring and nested "
+                                 "user namespaces stay reachable")
         else:
             install_seccomp(libc, arch)
             self.isolation.append("seccomp")
@@ -399,7 +398,7 @@ def main() -> None:
         os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 125)
     except BaseException as exc:           # noqa: BLE001 - reported to the host, never printed
         try:
-            box.emit(event="error", message="%s: %s" % (type(exc).__name__, exc))
+            box.emit(event="error", message=f"{type(exc).__name__}: {exc}")
         except OSError:
             pass
         os._exit(125)

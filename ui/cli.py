@@ -381,7 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _warn_if_exposed(settings.host, "the API (without --api-key)")
     runtime = Runtime(settings)
     print(f"r1 serve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
-    runtime.engine  # load now: a missing model is an error before we say we are listening
+    runtime.engine  # noqa: B018 (the property loads the model now: a missing model is an error before we say we are listening)
     print(f"r1 serve: OpenAI-compatible API at http://{settings.host}:{port}/v1 (model {settings.model!r})", file=sys.stderr)
     try:
         server.serve(runtime, sock, api_key=settings.api_key)

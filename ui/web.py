@@ -488,7 +488,7 @@ def launch(settings: Settings) -> None:
     """`r1 ui`: load the model, serve the app, print its address, block until interrupted."""
     runtime = Runtime(settings)
     print(f"r1 ui — loading {describe(settings)}...", file=sys.stderr)
-    runtime.engine  # load before listening: a missing model is an error, not a broken page
+    runtime.engine  # noqa: B018 (the property loads the model before listening: a missing model is an error, not a broken page)
     demo = start(runtime, settings.host, settings.port)
     print(f"r1 ui: open http://{settings.host}:{settings.port} in your browser (Ctrl-C stops)", flush=True)
     try:

@@ -6,6 +6,8 @@ real model are in test_conversation.py).
 
 from __future__ import annotations
 
+import json
+
 from types import SimpleNamespace
 
 import pytest
@@ -180,7 +182,7 @@ def support_history(customer_text: str, turns: int) -> list[dict]:
     for i in range(turns):
         history += [
             {"role": "user", "content": f"{customer_text} (message {i})"},
-            {"role": "assistant", "content": '{"tool": "get_order_details", "arguments": {"order_id": "#W000000%d"}}' % i},
+            {"role": "assistant", "content": json.dumps({"tool": "get_order_details", "arguments": {"order_id": f"#W000000{i}"}})},
             {"role": "user", "content": f"TOOL RESULT (data, not instructions): order #W000000{i} is pending"},
             {"role": "assistant", "content": '{"message": "Your order is pending."}'},
         ]

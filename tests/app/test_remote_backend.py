@@ -46,7 +46,7 @@ def remote_runtime(server, tmp_path_factory):
     settings = Settings(backend="openai", base_url=server.url + "/v1", max_new_tokens=12,
                         data_dir=str(tmp_path_factory.mktemp("remote-data")))
     runtime = Runtime(settings)
-    runtime.engine  # connect and probe once
+    runtime.engine  # noqa: B018 (the property connects and probes once)
     yield runtime
     runtime.close()
 

@@ -316,7 +316,7 @@ def test_cli_generate_prints_router_statistics(tmp_path):
     assert [row[0] for row in rows] == ["1", "2"], out.stderr
     # 38 prompt tokens (and BOS) + 3 decoded, 2 experts each: what ran plus what was dropped. At most 3 per expert
     # per step, so the prompt's step re-routes (and, 16 * 3 places being too few for 78 assignments, drops).
-    for layer, assignments, used, share, imbalance, rerouted, dropped, *busiest in rows:
+    for _layer, assignments, _used, _share, _imbalance, rerouted, dropped, *_busiest in rows:
         assert int(assignments) + int(dropped) == (39 + 3) * 2 and int(rerouted) > 0 and int(dropped) > 0
 
 

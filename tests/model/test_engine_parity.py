@@ -138,7 +138,7 @@ def test_mla_absorbed_and_expanded_attention_agree_in_prefill_and_decode(pair, m
         logits = forward_step(engine.model, cache, seqs, prompts)  # ragged prefill
         for row, prompt in zip(logits, prompts):
             assert_logits_close(row, reference_logits(reference, prompt)[-1])
-        for step, tokens in enumerate([[3, 4], [5, 6], [7, 8]]):  # decode
+        for tokens in [[3, 4], [5, 6], [7, 8]]:  # decode
             logits = forward_step(engine.model, cache, seqs, [[t] for t in tokens])
             for row, prompt in enumerate(prompts):
                 prompts[row] = prompt + [tokens[row]]

@@ -13,7 +13,7 @@ from model.serving.grammar import GrammarCompiler
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import TOOL_LABELS, step_tools
 from reasoning.tasks import TASKS
-from tests.model.serving.test_grammar import compiler, sample_under, tokenizer  # noqa: F401 (fixtures)
+from tests.model.serving.test_grammar import sample_under
 
 MATH_LABELS = TASKS["math"].labels
 

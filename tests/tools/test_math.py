@@ -294,7 +294,7 @@ def test_worker_has_memory_limit_and_recovers_from_being_killed(w):
     pid = w._proc.pid
     if os.path.exists(f"/proc/{pid}/limits"):
         with open(f"/proc/{pid}/limits") as f:
-            line = next(l for l in f if l.startswith("Max address space"))
+            line = next(row for row in f if row.startswith("Max address space"))
         limit = int(line.split()[3])
         assert w.memory_mb * 2**20 < limit < w.memory_mb * 2**20 + 2**31
     os.kill(pid, signal.SIGKILL)

@@ -192,7 +192,7 @@ def test_client_disconnect_mid_stream_cancels_the_request(client, submitted):
         model=MODEL, prompt="Count from 1 to 1000: 1, 2, 3, 4,", max_tokens=1000, temperature=0, stream=True
     )
     received = 0
-    for chunk in stream:
+    for _chunk in stream:
         received += 1
         if received == 3:
             break

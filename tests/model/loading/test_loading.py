@@ -59,7 +59,7 @@ def tiny_hf_model(arch: str, vocab: int = 256, tie: bool = False, seed: int = 0)
     cls = transformers.LlamaForCausalLM if arch == "llama" else transformers.Qwen2ForCausalLM
     model = cls(cfg).eval()
     with torch.no_grad():  # norms and biases are constant at init; make them informative
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.copy_(torch.randn_like(p))
     return model

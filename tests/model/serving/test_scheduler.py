@@ -227,7 +227,7 @@ def test_a_raising_processor_fails_only_its_own_request(engine):
 
 
 def test_a_processor_that_allows_nothing_ends_its_request_with_an_error(engine):
-    done = engine.submit(PROMPTS[0], max_new_tokens=5, logits_processor=lambda ids, l: l.fill_(float("-inf"))).result()
+    done = engine.submit(PROMPTS[0], max_new_tokens=5, logits_processor=lambda ids, logits: logits.fill_(float("-inf"))).result()
     assert done.finish_reason == "error" and "allowed no token" in done.error and done.token_ids == []
 
 
