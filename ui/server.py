@@ -22,7 +22,6 @@ import asyncio
 import functools
 import hmac
 import itertools
-import json
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,8 +41,9 @@ from app.engine import Completion, GenerationError, Request
 from app.runtime import Runtime
 from app.tool_calls import ToolCallTurn, tool_call_turn
 from model.backends.openai_protocol import (
-    CHAT_PATH, COMPLETIONS_PATH, MODELS_PATH, APIError, ChatBody, CompletionBody, Reply, assistant_message,
-    chat_logprobs, completion_logprobs, failure, model_card, model_list, usage, validation_error,
+    CHAT_PATH, COMPLETIONS_PATH, MODELS_PATH, STREAM_END, APIError, ChatBody, CompletionBody, Reply, assistant_message,
+    chat_logprobs, completion_logprobs, failure, model_card, model_list, sse_event, usage,
+    validation_error,
 )
 from ui.fair_share import FairShare
 from ui.http_guard import HostGuard
@@ -400,8 +400,8 @@ def _cancel(choices: Sequence[_Choice]) -> None:
 def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         async for event in events:
-            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-        yield "data: [DONE]\n\n"
+            yield sse_event(event)
+        yield sse_event(STREAM_END)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -471,6 +471,15 @@ class Reply:
         return {**self._head(True), "choices": [{"index": index, **body, "logprobs": None, "finish_reason": finish_reason}]}
 
 
+def sse_event(event: Mapping[str, Any] | str) -> str:
+    """One server-sent event of a stream: a chunk (JSON), or `STREAM_END`."""
+    data = event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+STREAM_END = "[DONE]"  # the data of a stream's last event
+
+
 # ----- reading answers back --------------------------------------------------------------------------------
 
 

@@ -594,7 +594,7 @@ def _sse_events(response: httpx.Response, server: str) -> Iterator[dict[str, Any
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
-        if data == "[DONE]":
+        if data == wire.STREAM_END:
             return
         try:
             event = json.loads(data)

@@ -6,14 +6,33 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from model.backends.openai_protocol import (
-    MAX_CHOICES, MAX_STOP, APIError, ChatBody, CompletionBody, Reply, assistant_message, choice_text, chunk_parts,
-    context_length, error_message, failure, first_tool_call, named_function, read_completion, tool_call, usage,
+    MAX_CHOICES,
+    MAX_STOP,
+    STREAM_END,
+    APIError,
+    ChatBody,
+    CompletionBody,
+    Reply,
+    assistant_message,
+    choice_text,
+    chunk_parts,
+    context_length,
+    error_message,
+    failure,
+    first_tool_call,
+    named_function,
+    read_completion,
+    sse_event,
+    tool_call,
+    usage,
     validation_error,
 )
+from model.backends.remote import _sse_events
 from model.serving.request import Completion
 
 USER = [{"role": "user", "content": "hi"}]
@@ -52,6 +71,13 @@ def test_what_the_server_writes_the_client_reads_back():
     assert (read.text, read.finish_reason, read.prompt_tokens, read.cached_tokens, read.generated_tokens) == (
         "Hi", "length", 7, 3, 3)
     assert read_completion("", "tool_calls", None, 0.0).finish_reason == "stop"  # one we do not know
+
+
+def test_a_stream_the_server_writes_is_the_events_the_client_reads():
+    reply = Reply.new("m", chat=True)
+    events = [reply.opening(0), reply.piece(0, "Où"), reply.ending(0, "stop")]
+    stream = "".join(sse_event(e) for e in [*events, STREAM_END]) + sse_event({"after": "the end"})
+    assert list(_sse_events(httpx.Response(200, content=stream.encode()), "srv")) == events
 
 
 def test_reasoning_returned_apart_comes_back_in_think_tags():
