@@ -33,7 +33,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from app.config import Settings
 from app.engine import shared_backends
-from app.tool_calls import FunctionTool, ToolCallGrammar, closed
+from app.tool_calls import closed, tool_call_turn
+from model.backends.openai_protocol import FunctionSpec, named_function
 from model.engine import Engine
 from model.serving.request import Completion, GenerationError, RequestHandle
 from model.tokenizer import THINK_CLOSE, THINK_OPEN, split_reasoning
@@ -145,13 +146,10 @@ class ChatR1(BaseChatModel):
 
     def _generate_tool_call(self, engine: Engine, chat: list[dict[str, str]], tools: list[dict[str, Any]],
                             choice: str, sampling: dict[str, Any]) -> ChatResult:
-        functions = [FunctionTool(t["function"]["name"], t["function"].get("description", ""),
-                                  t["function"].get("parameters") or {"type": "object"}) for t in tools]
-        grammar = ToolCallGrammar(engine, functions, choice)
-        completion = self._result_of(engine.submit(engine.chat_prompt(grammar.with_tools(chat)),
-                                                   **{**sampling, "logits_processor": grammar.processor()}))
+        turn = tool_call_turn(engine, chat, [FunctionSpec.model_validate(t["function"]) for t in tools], choice)
+        completion = self._result_of(engine.submit(turn.prompt, **{**sampling, "logits_processor": turn.processor()}))
         _raise_if_failed(completion)
-        action = grammar.parse(completion.text)
+        action = turn.grammar.parse(completion.text)
         if action.name is None and completion.text.startswith('{"tool"'):  # a call cut off by max_tokens
             invalid = {"name": None, "args": completion.text, "id": None, "type": "invalid_tool_call",
                        "error": f"the call was cut off after {completion.generated_tokens} tokens (max_tokens)"}
@@ -337,8 +335,8 @@ def _tool_choice(choice: str | Mapping[str, Any] | bool | None) -> str | None:
         return "none"
     if isinstance(choice, str):
         return choice
-    name = (choice.get("function") or {}).get("name") if isinstance(choice, Mapping) else None
-    if not isinstance(name, str):
+    name = named_function(choice) if isinstance(choice, Mapping) else None
+    if name is None:
         raise ValueError("tool_choice must be 'auto', 'any', 'none', a tool name or an OpenAI tool choice, "
                          f"got {choice!r}")
     return name

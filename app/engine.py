@@ -13,8 +13,13 @@ import torch
 
 import model
 from app.config import Settings
+from model import ATTENTION_MODES as ATTENTION_MODES, LOAD_QUANTS as LOAD_QUANTS
 from model.backends.backend import Backend
-from model.layers.moe import TASK_TYPES
+from model.engine import DEFAULT_KV_CACHE_MB as DEFAULT_KV_CACHE_MB
+from model.layers.moe import DEFAULT_EXPERT_CAPACITY as DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad as ExpertLoad
+from model.serving.request import Completion as Completion, GenerationError as GenerationError, Request as Request
+
+# The names above written `X as X` are re-exported for ui/, which imports app and never model (docs/ARCHITECTURE.md).
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.

@@ -3,24 +3,23 @@
 The model is told the tools in a system message and decodes one JSON action under a grammar built from
 their schemas: `{"tool": NAME, "arguments": {...}}` or, when it may answer in words, `{"message": "..."}`.
 The grammar makes every call parse and validate, so even the 135M default model never emits a broken one.
+
+`tool_call_turn` is the one call a server makes: a request's messages, tools and tool_choice in, the prompt, its
+grammar and the reading of the finished text as an OpenAI message out.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from model.backends.backend import Prompt
+from model.backends.openai_protocol import FunctionSpec, assistant_message, new_call_id, tool_call
 from model.engine import Engine
 from model.serving.grammar import GrammarProcessor, plain_schema, tool_or_message_schema
-
-
-@dataclass(frozen=True)
-class FunctionTool:
-    name: str
-    description: str
-    parameters: dict[str, Any]
+from model.serving.request import Completion
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class ToolCallOutput:
 class ToolCallGrammar:
     """The grammar and prompt for one request's tools and `tool_choice` ("auto", "required" or one name)."""
 
-    def __init__(self, engine: Engine, tools: list[FunctionTool], choice: str = "auto", *,
+    def __init__(self, engine: Engine, tools: Sequence[FunctionSpec], choice: str = "auto", *,
                  message_max_length: int = 2000) -> None:
         if not tools:
             raise ValueError("tools must not be empty")
@@ -56,7 +55,8 @@ class ToolCallGrammar:
 
     def system_message(self) -> str:
         listing = "\n".join(
-            json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in self.tools
+            json.dumps({"name": t.name, "description": t.description or "", "parameters": t.parameters or {"type": "object"}})
+            for t in self.tools
         )
         how = ('Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool'
                + (', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."))
@@ -80,9 +80,35 @@ class ToolCallGrammar:
         except json.JSONDecodeError:
             return ToolCallOutput(message=text)
         if "tool" in action:
-            return ToolCallOutput(name=action["tool"], arguments=json.dumps(action["arguments"]),
-                                  call_id="call_" + uuid.uuid4().hex[:24])
+            return ToolCallOutput(name=action["tool"], arguments=json.dumps(action["arguments"]), call_id=new_call_id())
         return ToolCallOutput(message=action["message"])
+
+
+@dataclass(frozen=True)
+class ToolCallTurn:
+    """One chat request with tools, ready for the engine: its prompt (the tools listed in its system message), a
+    fresh grammar processor per choice, and how a finished choice reads as an OpenAI assistant message."""
+
+    prompt: Prompt
+    grammar: ToolCallGrammar
+
+    def processor(self) -> GrammarProcessor:
+        return self.grammar.processor()
+
+    def message(self, completion: Completion) -> tuple[dict[str, Any], str]:
+        """The assistant message and finish reason of a finished choice: a decoded call becomes `tool_calls`."""
+        action = self.grammar.parse(completion.text)
+        if action.name is None:
+            return assistant_message(action.message), completion.finish_reason
+        return assistant_message(None, [tool_call(action.name, action.arguments, action.call_id)]), "tool_calls"
+
+
+def tool_call_turn(engine: Engine, messages: list[dict[str, str]], tools: Sequence[FunctionSpec],
+                   choice: str = "auto") -> ToolCallTurn:
+    """The turn of a request offering `tools` under `choice` ("auto", "required" or one tool's name). Raises
+    ValueError for an unknown name or a schema the grammar cannot take."""
+    grammar = ToolCallGrammar(engine, tools, choice)
+    return ToolCallTurn(engine.chat_prompt(grammar.with_tools(messages)), grammar)
 
 
 def closed(schema: Any) -> Any:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import SamplingParams
+from model.backends.backend import Backend
 from model.serving.grammar import GrammarCompiler, GrammarError
 from reasoning.grounding import known_numbers, stated_arguments
 from reasoning.reward import LayeredReward, Problem
@@ -99,7 +100,7 @@ class Policy:
     iteration (`progress`), for the strategies that iterate.
     """
 
-    def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
+    def __init__(self, engine: Backend, task: TaskType, budget: SearchBudget, seed: int,
                  should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
                  task_type: str | None = None, problem: str | None = None,
                  on_step: Callable[[Step], None] | None = None,

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
-from app.engine import BACKENDS, describe
-from model import ATTENTION_MODES, LOAD_QUANTS, GenerationError
-from model.layers.moe import DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad
+from app.engine import (
+    ATTENTION_MODES, BACKENDS, DEFAULT_EXPERT_CAPACITY, LOAD_QUANTS, TASK_TYPES, ExpertLoad, GenerationError, describe,
+)
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 from ui.train_cli import add_train_parser, cmd_train
 

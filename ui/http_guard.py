@@ -17,20 +17,15 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from model.backends.openai_protocol import error_body
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
-
-
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
-    """An error in OpenAI's JSON shape (what `r1 serve` answers; the web UI's refusals use it too)."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def _hostname(netloc: str) -> str:

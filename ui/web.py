@@ -19,16 +19,15 @@ from starlette.middleware import Middleware
 
 from app import Settings, Solution, open_support
 from app.conversation import Chat, ConversationStore, Message
-from app.engine import describe
+from app.engine import DEFAULT_KV_CACHE_MB, describe
 from app.memory import (
-    ConversationMemory, MemoryStoreError, SolvedProblems, memory_stats, recall_reserve, try_open_vector_store, window_budget,
+    ConversationMemory, MemoryStoreError, SolvedProblems, VectorStore, memory_stats, recall_reserve, try_open_vector_store,
+    window_budget,
 )
 from app.runtime import Runtime
 from app.solve_stream import SolveStream
 from app.support.prompt import brief_result
 from app.tool_turn import ToolTurn, as_latex
-from memory.vector_store import VectorStore
-from model.engine import DEFAULT_KV_CACHE_MB
 from ui.http_guard import HostGuard
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

@@ -15,6 +15,9 @@ the prompt and parsed. Reasoning a server returns apart (`reasoning_content`) is
 Failures: connection errors, 429 and 5xx are retried with exponential backoff (honouring Retry-After);
 4xx answers raise ValueError (the request was bad), everything else RemoteError; every message names the
 server. Cancelling a streamed request closes its connection, which servers take as "stop generating".
+
+The bodies sent and the answers read back are shaped by openai_protocol.py, the module `r1 serve` answers with: this
+module is the transport (HTTP, retries, threads) and the fallbacks.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from typing import Any
 
 import httpx
 
+from model.backends import openai_protocol as wire
 from model.backends.backend import Backend, ChatMessages, Prompt, per_prompt, with_sampling
+from model.backends.openai_protocol import CHAT_PATH, COMPLETIONS_PATH, MAX_N, MAX_STOP, MODELS_PATH
 from model.serving.request import Completion, GenerationError, RequestHandle
 from model.serving.sampler import SamplingParams
 from model.tokenizer import THINK_CLOSE, THINK_OPEN, split_reasoning
@@ -40,10 +45,7 @@ from model.tokenizer import THINK_CLOSE, THINK_OPEN, split_reasoning
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-MAX_STOP = 4  # stop strings per request, as OpenAI allows
-MAX_N = 16  # choices per request (r1 serve's limit; larger groups are split)
 TOOL_CALL_MODES = ("auto", "tools", "json_schema", "prompt")
-OWN_SERVER = "r1-reasoner"  # the `owned_by` of `r1 serve`'s models
 
 
 class RemoteError(GenerationError):
@@ -86,7 +88,6 @@ class Capabilities:
 
 
 DEFAULT_CONTEXT_LENGTH = 8192
-CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window", "n_ctx")  # vLLM/SGLang, others, llama.cpp
 
 
 class ApproximateTokenizer:
@@ -149,8 +150,8 @@ class OpenAIBackend(Backend):
                         ", ".join(map(str, ids)))
         self.name = f"{self.model} at {self.base_url}"
         self.tokenizer = ApproximateTokenizer()
-        self.context_length = config.context_length or _context_length(listed, self.model) or DEFAULT_CONTEXT_LENGTH
-        ours = any(m.get("owned_by") == OWN_SERVER for m in listed if m.get("id") == self.model)
+        self.context_length = config.context_length or wire.context_length(listed, self.model) or DEFAULT_CONTEXT_LENGTH
+        ours = any(m.get("owned_by") == wire.OWNED_BY for m in listed if m.get("id") == self.model)
         self.capabilities = self._probe(ours)
         self.action_mode = self._action_mode()
         log.info("%s: %s; support-bot actions via %s", self.name, self.capabilities.summary(), self.action_mode)
@@ -224,18 +225,17 @@ class OpenAIBackend(Backend):
         mode = self.capabilities.structured
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": 0.0}
         if mode == "json_schema":
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "response", "schema": dict(schema), "strict": True}}
+            body["response_format"] = wire.json_schema_format(schema)
         elif mode == "json_object":
-            body["response_format"] = {"type": "json_object", "schema": dict(schema)}
+            body["response_format"] = wire.json_object_format(schema)
         else:
             messages.append({"role": "system", "content": "Answer with one JSON object only, valid under this JSON "
                                                           f"schema: {json.dumps(schema)}"})
         body["messages"] = messages
         started = time.perf_counter()
-        data = self._call("/chat/completions", body)
-        choice = _first_choice(data, self.name)
-        _, text = split_reasoning(_with_reasoning(choice.get("message") or {}))
+        data = self._call(CHAT_PATH, body)
+        choice = self._first_choice(data)
+        _, text = split_reasoning(wire.choice_text(choice, chat=True))
         if mode is None:
             text = _first_json_object(text) or text
         try:  # written out again with the separators our own grammar uses (other servers space it differently)
@@ -255,22 +255,20 @@ class OpenAIBackend(Backend):
         body = {
             "model": self.model, "messages": [dict(m) for m in messages], "max_tokens": max_new_tokens,
             "temperature": 0.0, "tool_choice": "auto" if include_message else "required",
-            "tools": [{"type": "function", "function": {"name": name, "parameters": dict(schema)}}
-                      for name, schema in tools.items()],
+            "tools": [wire.function_tool(name, schema) for name, schema in tools.items()],
         }
         started = time.perf_counter()
-        data = self._call("/chat/completions", body)
-        choice = _first_choice(data, self.name)
+        data = self._call(CHAT_PATH, body)
+        choice = self._first_choice(data)
         message = choice.get("message") or {}
-        calls = message.get("tool_calls") or []
-        if calls:
-            function = calls[0].get("function") or {}
+        call = wire.first_tool_call(message)
+        if call is not None:
             try:
-                action = {"tool": function.get("name"), "arguments": json.loads(function.get("arguments") or "{}")}
+                action = {"tool": call[0], "arguments": json.loads(call[1])}
             except json.JSONDecodeError:
                 return _completion("", "stop", data.get("usage"), started)  # an unusable call: no action
             return _completion(json.dumps(action), "stop", data.get("usage"), started)
-        _, content = split_reasoning(_with_reasoning(message))
+        _, content = split_reasoning(wire.with_reasoning(message))
         written = _first_json_object(content)
         if written is not None and ("tool" in (parsed := json.loads(written)) or "message" in parsed):
             return _completion(written, choice.get("finish_reason"), data.get("usage"), started)
@@ -299,7 +297,7 @@ class OpenAIBackend(Backend):
         candidates = [url] if url.endswith("/v1") else [url, url + "/v1"]
         for candidate in candidates:
             try:
-                response = self._client.get(candidate + "/models")
+                response = self._client.get(candidate + MODELS_PATH)
             except httpx.HTTPError as err:
                 raise ValueError(f"cannot reach an OpenAI-compatible server at {url}: {_describe(err)}") from None
             if response.status_code in (401, 403):
@@ -320,12 +318,12 @@ class OpenAIBackend(Backend):
         """A handful of requests of a few tokens each; 4xx answers mean "not offered". Chat is required: a server
         that refuses it (e.g. an unknown model) raises ValueError with its own words."""
         hello = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 4}
-        answer = _first_choice(self._call("/chat/completions", hello), self.name)
-        reasoning = bool(_reasoning_of(answer.get("message") or {}))
+        answer = self._first_choice(self._call(CHAT_PATH, hello))
+        reasoning = bool(wire.reasoning_of(answer.get("message") or {}))
         text = {"model": self.model, "prompt": "1, 2, 3,", "max_tokens": 1, "temperature": 1.0, "seed": 0}
         completions = n = logprobs = False
         for extra in ({"n": 2, "logprobs": 1}, {"n": 2}, {}):
-            data = self._try("/completions", {**text, **extra})
+            data = self._try(COMPLETIONS_PATH, {**text, **extra})
             if data is not None:
                 completions = True
                 choices = data.get("choices") or []
@@ -334,24 +332,22 @@ class OpenAIBackend(Backend):
                 break
         streaming, streamed_reasoning = self._probe_stream(hello)
         reasoning = reasoning or streamed_reasoning
-        ping = {"type": "function", "function": {"name": "ping", "description": "Check the line.",
-                                                 "parameters": {"type": "object", "properties": {},
-                                                                "additionalProperties": False}}}
-        data = self._try("/chat/completions", {**hello, "max_tokens": 24, "tools": [ping],
-                                               "tool_choice": {"type": "function", "function": {"name": "ping"}}})
-        calls = ((data or {}).get("choices") or [{}])[0].get("message", {}).get("tool_calls") or []
-        tools = bool(calls) and (calls[0].get("function") or {}).get("name") == "ping"
+        ping = wire.function_tool("ping", {"type": "object", "properties": {}, "additionalProperties": False},
+                                  "Check the line.")
+        data = self._try(CHAT_PATH, {**hello, "max_tokens": 24, "tools": [ping],
+                                     "tool_choice": wire.force_function("ping")})
+        call = wire.first_tool_call((wire.first_choice(data or {}) or {}).get("message") or {})
+        tools = call is not None and call[0] == "ping"
         schema = {"type": "object", "properties": {"r1_probe": {"type": "integer", "enum": [7]}},
                   "required": ["r1_probe"], "additionalProperties": False}
         structured = None
         for mode, response_format in (
-            ("json_schema", {"type": "json_schema",
-                             "json_schema": {"name": "probe", "schema": schema, "strict": True}}),
-            ("json_object", {"type": "json_object", "schema": schema}),
+            ("json_schema", wire.json_schema_format(schema, "probe")),
+            ("json_object", wire.json_object_format(schema)),
         ):
-            data = self._try("/chat/completions", {**hello, "max_tokens": 16, "temperature": 0.0,
-                                                   "response_format": response_format})
-            content = ((data or {}).get("choices") or [{}])[0].get("message", {}).get("content") or ""
+            data = self._try(CHAT_PATH, {**hello, "max_tokens": 16, "temperature": 0.0,
+                                         "response_format": response_format})
+            content = ((wire.first_choice(data or {}) or {}).get("message") or {}).get("content") or ""
             if _first_json_object(content) and json.loads(_first_json_object(content)) == {"r1_probe": 7}:
                 structured = mode
                 break
@@ -370,7 +366,7 @@ class OpenAIBackend(Backend):
     def _probe_stream(self, body: dict[str, Any]) -> tuple[bool, bool]:
         """(whether the server streams, whether its deltas carry reasoning apart)."""
         try:
-            response = self._send("/chat/completions", {**body, "stream": True}, stream=True)
+            response = self._send(CHAT_PATH, {**body, "stream": True}, stream=True)
         except ValueError:
             return False, False
         reasoning = chunks = False
@@ -380,7 +376,7 @@ class OpenAIBackend(Backend):
             for event in _sse_events(response, self.name):
                 for choice in event.get("choices") or ():
                     chunks = True
-                    reasoning = reasoning or bool(_reasoning_of(choice.get("delta") or {}))
+                    reasoning = reasoning or bool(wire.reasoning_of(choice.get("delta") or {}))
         except RemoteError:
             return False, False
         finally:
@@ -428,13 +424,13 @@ class OpenAIBackend(Backend):
         if isinstance(prompt, ChatMessages):
             if not prompt.messages:
                 raise ValueError("empty conversation: at least one message is needed")
-            return "/chat/completions", {**body, "messages": [dict(m) for m in prompt.messages]}
+            return CHAT_PATH, {**body, "messages": [dict(m) for m in prompt.messages]}
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("empty prompt: at least one character is needed")
             if not self.capabilities.completions:
                 raise ValueError(f"{self.name} has no /v1/completions endpoint, which raw text prompts need")
-            return "/completions", {**body, "prompt": prompt}
+            return COMPLETIONS_PATH, {**body, "prompt": prompt}
         raise ValueError("token-id prompts need the local engine: a server tokenizes text itself")
 
     def _complete(self, prompt: Prompt, params: SamplingParams, n: int) -> list[Completion]:
@@ -448,7 +444,7 @@ class OpenAIBackend(Backend):
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise RemoteError(f"{self.name} returned {len(choices)} choices for n={n}")
-        texts = [_choice_text(c, path) for c in choices]
+        texts = [wire.choice_text(c, chat=path == CHAT_PATH) for c in choices]
         usage = data.get("usage") or {}
         total = int(usage.get("completion_tokens") or 0)
         length = sum(len(t) for t in texts) or 1
@@ -462,8 +458,8 @@ class OpenAIBackend(Backend):
         started = time.perf_counter()
         try:
             data = self._call(path, body)
-            choice = _first_choice(data, self.name)
-            text = _choice_text(choice, path)
+            choice = self._first_choice(data)
+            text = wire.choice_text(choice, chat=path == CHAT_PATH)
             handle.emit(text)
             finish = "cancelled" if handle.cancel_requested else choice.get("finish_reason")
             handle.complete(_completion(text, finish, data.get("usage"), started))
@@ -483,9 +479,7 @@ class OpenAIBackend(Backend):
                     break
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    thought = _reasoning_of(delta)
-                    text = choice.get("text") if path == "/completions" else delta.get("content")
+                    thought, text = wire.chunk_parts(choice, chat=path == CHAT_PATH)
                     out = ""
                     if thought:
                         out += ("" if thinking else THINK_OPEN) + thought
@@ -584,6 +578,12 @@ class OpenAIBackend(Backend):
         with self._lock:
             self._counts[what] += 1
 
+    def _first_choice(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        choice = wire.first_choice(data)
+        if choice is None:
+            raise RemoteError(f"{self.name} answered without choices")
+        return choice
+
 
 # ----- helpers ---------------------------------------------------------------------------------------
 
@@ -594,7 +594,7 @@ def _sse_events(response: httpx.Response, server: str) -> Iterator[dict[str, Any
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
-        if data == "[DONE]":
+        if data == wire.STREAM_END:
             return
         try:
             event = json.loads(data)
@@ -606,41 +606,9 @@ def _sse_events(response: httpx.Response, server: str) -> Iterator[dict[str, Any
         yield event
 
 
-def _reasoning_of(message: Mapping[str, Any]) -> str:
-    """Reasoning a server returns apart: `reasoning_content` (vLLM, SGLang, DeepSeek's API) or `reasoning`."""
-    return message.get("reasoning_content") or message.get("reasoning") or ""
-
-
-def _with_reasoning(message: Mapping[str, Any]) -> str:
-    """A chat message's text with separately returned reasoning put back in front as <think>...</think>."""
-    reasoning, content = _reasoning_of(message), message.get("content") or ""
-    return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{content}" if reasoning else content
-
-
-def _choice_text(choice: Mapping[str, Any], path: str) -> str:
-    """A non-streamed choice's text: a completion's `text`, or a chat message with its reasoning in front."""
-    if path == "/completions":
-        return choice.get("text") or ""
-    return _with_reasoning(choice.get("message") or {})
-
-
-def _first_choice(data: Mapping[str, Any], server: str) -> dict[str, Any]:
-    choices = data.get("choices") or []
-    if not choices:
-        raise RemoteError(f"{server} answered without choices")
-    return choices[0]
-
-
 def _completion(text: str, finish: str | None, usage: Mapping[str, Any] | None, started: float, *,
                 error: str | None = None) -> Completion:
-    usage = usage or {}
-    details = usage.get("prompt_tokens_details") or {}
-    reason = finish if finish in ("stop", "length", "cancelled", "error") else "stop"
-    return Completion(
-        text=text, token_ids=[], finish_reason=reason, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0), generated_tokens=int(usage.get("completion_tokens") or 0),
-        seconds=time.perf_counter() - started, error=error,
-    )
+    return wire.read_completion(text, finish, usage, time.perf_counter() - started, error=error)
 
 
 def _prompt_key(prompt: Prompt) -> str:
@@ -668,29 +636,8 @@ def _error_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text.strip()[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if error:
-            return str(error)
-        if body.get("detail"):
-            return json.dumps(body["detail"])[:300] if not isinstance(body["detail"], str) else body["detail"]
-    return json.dumps(body)[:300]
+    return wire.error_message(body)
 
 
 def _describe(err: httpx.HTTPError) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
-def _context_length(listed: Sequence[Mapping[str, Any]], model: str) -> int | None:
-    """The model's context as the server's model list gives it, if it does."""
-    for entry in listed:
-        if entry.get("id") != model:
-            continue
-        for source in (entry, entry.get("meta") or {}):
-            for key in CONTEXT_FIELDS:
-                value = source.get(key)
-                if isinstance(value, int) and value > 0:
-                    return value
-    return None

@@ -40,6 +40,7 @@ from model.layers.transformer import Transformer
 
 if TYPE_CHECKING:
     from model.serving.compiled_step import CompiledDecode
+    from model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Scheduler:
     def __init__(
         self,
         model: Transformer,
-        tokenizer,
+        tokenizer: Tokenizer,
         cache: KVCache,
         config: SchedulerConfig = SchedulerConfig(),
         attention: AttentionConfig = DENSE,

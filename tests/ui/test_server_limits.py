@@ -17,10 +17,11 @@ import pytest
 
 from app import Settings
 from app.runtime import Runtime
+from model.backends.openai_protocol import MAX_CHOICES
 from model.serving.grammar import GrammarCompiler
 from model.serving.request import Completion, RequestHandle
 from tests.servers import LiveServer
-from ui.server import MAX_CHOICES, create_app
+from ui.server import create_app
 
 MODEL = "default"
 
