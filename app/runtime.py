@@ -8,7 +8,7 @@ import time
 
 from app.config import Settings
 from app.engine import ENGINE_FIELDS, load_engine
-from app.solve import PathCache
+from app.solution import PathCache
 from model.backends.backend import Backend
 
 log = logging.getLogger(__name__)

@@ -7,16 +7,14 @@
 
 from __future__ import annotations
 
-import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.engine import describe, shared_backends
+from app.solution import PathCache, Solution
 from reasoning.mcts import mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import MCTSConfig, Policy, SearchBudget, Strategy, best_of_n, greedy, self_consistency
@@ -53,56 +51,6 @@ class SolveOptions:
         """Whether the caches may serve and keep this search: only the plain question, searched as shipped, is
         reusable (a given truth or tests make it a check of this run; free text is another search)."""
         return self.use_cache and self.constrained and self.truth is None and not self.tests
-
-
-@dataclass
-class Solution:
-    problem: str
-    task_type: str
-    strategy: str
-    answer: str | None
-    steps: list[dict[str, Any]]  # the chosen path: kind, text, tool, tool_input, tool_output, tool_ok
-    reward: dict[str, float]  # correctness, validity, cost, total
-    tree: list[dict[str, Any]]  # MCTS nodes (id, parent, step, visits, value, reward); [] for other strategies
-    tokens: dict[str, int]  # prompt, generated, reused (prompt tokens served from the prefix cache)
-    seconds: float
-    paths: int = 0  # paths the search scored
-    answers: dict[str, float] = field(default_factory=dict)  # each answer the search reached -> its best reward
-    cached: bool = False  # served from the reasoning-path cache
-    cached_from: str | None = None  # served from tier 3: the similar problem whose verified solution this is
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class PathCache:
-    """Solutions of problems solved before, keyed by normalised text and what solved them (an LRU of `capacity`
-    entries). A `Runtime` owns one; `solve()` without a runtime uses the process's default one."""
-
-    def __init__(self, capacity: int = 256) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple, Solution] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(problem: str, task_type: str, strategy: str, model: str) -> tuple:
-        """`model`: what runs the search (model, quant and adapter; `model_key`): another model's or adapter's
-        answer is not this one's."""
-        return (" ".join(re.sub(r"[^\w\s.=+*/^()-]", " ", problem.lower()).split()), task_type, strategy, model)
-
-    def get(self, key: tuple) -> Solution | None:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-            return None
-
-    def put(self, key: tuple, solution: Solution) -> None:
-        with self._lock:
-            self._entries[key] = solution
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
 
 
 DEFAULT_PATH_CACHE = PathCache()  # solve() without a runtime

@@ -159,7 +159,7 @@ def test_a_follow_up_refers_to_the_last_tool_turn_of_the_stored_conversation(tmp
 
 @pytest.mark.slow
 def test_a_maths_question_goes_through_the_tools_and_is_stored_with_its_steps(tmp_path, runtime, monkeypatch):
-    from app.solve import PathCache
+    from app.solution import PathCache
 
     monkeypatch.setattr(runtime, "path_cache", PathCache())  # searched here, not served from an earlier test's solve
     chat = Chat(runtime, ConversationStore.in_data_dir(tmp_path))
