@@ -28,6 +28,10 @@ from reasoning.tasks import TaskType
 
 log = logging.getLogger(__name__)
 
+# The per-request adapter reasoning steps run with, when the backend holds one by this name (app/engine.py loads
+# `--adapter` under it); chat and plain generation never name it, so they keep the base model.
+REASONING_ADAPTER = "reasoning"
+
 
 @dataclass(frozen=True)
 class SearchBudget:
@@ -85,6 +89,7 @@ class Policy:
     symbolic call only the expressions and points `grounding.stated_arguments` gives.
     `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
     front end can show the search's tool calls while it runs.
+    Every step runs with the backend's REASONING_ADAPTER when it holds one (`adapter`).
     """
 
     def __init__(self, engine, task: TaskType, budget: SearchBudget, seed: int,
@@ -100,6 +105,7 @@ class Policy:
         self.should_stop = should_stop or (lambda: False)
         self.grammar = grammar
         self.on_step = on_step
+        self.adapter = REASONING_ADAPTER if REASONING_ADAPTER in getattr(engine, "adapters", ()) else None
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
@@ -124,7 +130,8 @@ class Policy:
             self._draws += 1
             params.append(SamplingParams(max_new_tokens=self.budget.step_tokens or self.task.step_tokens, temperature=t,
                                          seed=self.seed * 1_000_003 + self._draws, **self._constraint(path)))
-        done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type)
+        adapter = {"adapter": self.adapter} if self.adapter else {}  # (a backend without adapters takes no such argument)
+        done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type, **adapter)
         grown = []
         for path, completion in zip(paths, done):
             self.tokens.prompt += completion.prompt_tokens
