@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
@@ -21,6 +22,7 @@ from reasoning.mcts import MCTSConfig, mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import Policy, SearchBudget, best_of_n, greedy, self_consistency
 from reasoning.tasks import TASKS, classify
+from reasoning.value_model import ValueHead, ValueModel, has_value_head
 
 if TYPE_CHECKING:
     from app.memory import SolvedProblems
@@ -99,6 +101,7 @@ def solve(
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    value_model: str | Path | ValueHead | bool = True,
 ) -> Solution:
     """Search for a verified answer to `problem`.
 
@@ -112,8 +115,10 @@ def solve(
     flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration
     (MCTS: the answer it would return if stopped then, and a last line when a verified answer ends it early);
     should_stop() -> True ends the search early with the best path so far. on_step gets every step the search
-    decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). Raises ValueError for
-    bad arguments.
+    decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). value_model: a value
+    head (reasoning/value_model.py; a directory or a ValueHead) that joins agreement where no verifier judges an
+    answer; True (default): the one saved beside the engine's reasoning adapter, if there is one; False: none.
+    Raises ValueError for bad arguments (ValueModelError for a value head that cannot be read or does not fit).
     """
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("problem must be a non-empty string")
@@ -144,7 +149,7 @@ def solve(
                     grammar=grammar, task_type=kind, problem=target.text,
                     on_step=(lambda step: on_step(step.to_dict())) if on_step else None)
     prompt = TASKS[kind].prompt(problem)
-    reward = LayeredReward(weights)
+    reward = LayeredReward(weights, value_model=_value_model(value_model, engine, policy.adapter))
     if on_progress:
         on_progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
     if strategy == "mcts":
@@ -170,6 +175,19 @@ def solve(
         if memory is not None:
             memory.remember(problem, kind, strategy, solution.answer, solution.steps, solution.reward)
     return solution
+
+
+def _value_model(choice: str | Path | ValueHead | bool, engine, adapter: str | None) -> ValueModel | None:
+    """The value model `solve(value_model=)` asks for (see there), over `engine` under the steps' adapter."""
+    if choice is False or choice is None:
+        return None
+    if choice is True:
+        directory = getattr(engine, "adapter_paths", {}).get(adapter)
+        if not has_value_head(directory):
+            return None
+        choice = directory
+    head = choice if isinstance(choice, ValueHead) else ValueHead.load(choice)
+    return ValueModel(head, engine, adapter)
 
 
 def _answers(paths) -> dict[str, float]:

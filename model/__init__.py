@@ -132,5 +132,9 @@ def load(
     if compiled_step is None:
         compiled_step = enabled_by_env()
     native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name,
-                  attention=attention, native_dir=native_dir)
+    engine = Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb,
+                    name=Path(checkpoint.source).name, attention=attention, native_dir=native_dir)
+    engine.adapter_paths = {name: Path(path).expanduser() for name, path in (request_adapters or {}).items()}
+    if adapter is not None:
+        engine.adapter_paths[None] = Path(adapter).expanduser()
+    return engine

@@ -76,6 +76,9 @@ class Engine(Backend):
         self.name = name or self.config.arch
         self.compiled = None if native_dir is None else CompiledDecode(model, cache, Path(native_dir))
         self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention, compiled=self.compiled)
+        # Where the adapters came from: per-request ones by name, None = the one every request runs with (set by
+        # `model.load`); what finds files saved beside an adapter, such as a value head.
+        self.adapter_paths: dict[str | None, Path] = {}
         self._grammars: OrderedDict[str, str] = OrderedDict()  # compiled grammars by their schema's JSON
         self._grammars_lock = threading.Lock()
 
@@ -210,11 +213,13 @@ class Engine(Backend):
             self.model.adapter_routing.slot(adapter)
         return self._scheduler.hidden_states(prompts, adapter) if prompts else torch.empty(0, self.config.dim)
 
-    def logits(self, token_ids: Sequence[int], chunk: int | None = None, *, adapter: str | None = None) -> torch.Tensor:
+    def logits(self, token_ids: Sequence[int], chunk: int | None = None, *, adapter: str | None = None,
+               hidden: bool = False) -> torch.Tensor:
         """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached.
 
         chunk: feed the sequence in steps of this many tokens, as a chunked prefill does (None = one step).
         adapter: a per-request adapter to run it with (None: the base model).
+        hidden: the final-normed hidden states [seq, dim] instead (each prefix's, as `hidden_states` gives them).
         """
         ids = [int(t) for t in token_ids]
         self._check_prompt(ids)
@@ -227,7 +232,7 @@ class Engine(Backend):
                 step = chunk or len(ids)
                 return torch.cat([
                     forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention,
-                                 adapters=[adapter])
+                                 adapters=[adapter], hidden=hidden)
                     for i in range(0, len(ids), step)
                 ])
             finally:

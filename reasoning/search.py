@@ -199,14 +199,19 @@ class SearchResult:
 
 
 def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
-    """Reward every path, each against the answers of all the others (agreement, where nothing else checks).
-    Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
+    """Reward every path, each against the answers of all the others (agreement, where nothing else checks, and the
+    reward's value model if it has one). Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
     otherwise outvote one that copied it right."""
     validity = [reward.validity(p.steps, problem.text) for p in paths]
     votes = [(i, p.answer, 1.0) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None and v == 1.0]
+    values: list[float | None] = [None] * len(paths)
+    judged = [i for i, p in enumerate(paths) if reward.needs_value(problem, p.steps)]
+    if judged:  # one batch for every path the value model has a say on
+        for i, value in zip(judged, reward.value_model([paths[i].ids for i in judged])):
+            values[i] = value
     for i, path in enumerate(paths):
         peers = [(answer, v) for j, answer, v in votes if j != i]
-        path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+        path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens, values[i])
         path.verified = reward.verified(problem, path.steps)
 
 
