@@ -160,7 +160,11 @@ def _value_data(args: argparse.Namespace) -> int:
         if not args.problems:
             raise
         train, dev = [], []  # no GSM8K here: nothing to check the problems against
-    rows = [json.loads(line) for line in open(args.problems, encoding="utf-8") if line.strip()] if args.problems else train
+    if args.problems:
+        with open(args.problems, encoding="utf-8") as file:
+            rows = [json.loads(line) for line in file if line.strip()]
+    else:
+        rows = train
     problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
                 for r in rows[args.skip:][:args.limit]]
     engine = _engine(args)

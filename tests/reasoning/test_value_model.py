@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from app.solve import solve
-from reasoning.value_model import HEAD_CONFIG, HEAD_FILE, ValueHead, ValueHeadConfig, ValueModel, ValueModelError
+from reasoning.value_model import (
+    HEAD_CONFIG,
+    HEAD_FILE,
+    ValueHead,
+    ValueHeadConfig,
+    ValueModel,
+    ValueModelError,
+)
 from tests.reasoning.scripted import ScriptedEngine, answer_last_result, calc
 
 QUESTION = "Tom has 3 boxes of 12 apples and eats 5 apples. How many apples are left?"
@@ -63,7 +70,7 @@ def test_value_model_scores_through_hidden_states_once_per_prompt():
     values = ValueModel(head_preferring(0), engine)
     added, subtracted = engine.text_prompt("Problem: x\nCalc: 3*12 + 5"), engine.text_prompt("Problem: x\nCalc: 3*12 - 5")
     first = values([added, subtracted, added])
-    assert first[0] == first[2] > 0.9 > 0.1 > first[1] and engine.hidden_calls == [2]
+    assert first[0] == first[2] > 0.9 and first[1] < 0.1 and engine.hidden_calls == [2]
     assert values([subtracted]) == [first[1]] and engine.hidden_calls == [2]  # memoized
     with pytest.raises(ValueModelError, match="cannot give hidden states"):
         ValueModel(head_preferring(0), ScriptedEngine(script))

@@ -9,7 +9,14 @@ import json
 import pytest
 import torch
 
-from app.train.value import HeadFitConfig, ValueTrainConfig, auc, evaluate, fit_head, train_value
+from app.train.value import (
+    HeadFitConfig,
+    ValueTrainConfig,
+    auc,
+    evaluate,
+    fit_head,
+    train_value,
+)
 from reasoning.value_model import ValueHead
 
 

@@ -15,7 +15,7 @@ from model.serving.scheduler import forward_step
 from tests.model.test_engine_parity import assert_logits_close, random_ids
 
 pytest.importorskip("peft")
-from tests.model.loading.test_lora import peft_model  # noqa: E402  (needs peft)
+from tests.model.loading.test_lora import peft_model
 
 NAME = "reasoning"
 
