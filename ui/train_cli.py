@@ -56,6 +56,9 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     value.add_argument("--data", required=True, help="JSONL rows from `r1 train data values`")
     value.add_argument("--out", required=True, help="the directory to save value_head.safetensors + value_head.json "
                        "in: the adapter's, so `solve` finds it")
+    value.add_argument("--label", choices=("final", "on_track"), default="final",
+                       help="final: each prefix carries its path's outcome (default); on_track: each prefix whether "
+                       "every value it computed is one the worked solution computes")
     value.add_argument("--hidden", type=int, default=64, help="the MLP's hidden width; 0 = a linear head (default 64)")
     value.add_argument("--epochs", type=int, default=300, help="full-batch Adam steps (default 300)")
     value.add_argument("--lr", type=float, default=3e-3)
@@ -165,7 +168,8 @@ def _value_data(args: argparse.Namespace) -> int:
             rows = [json.loads(line) for line in file if line.strip()]
     else:
         rows = train
-    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
+    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip(),
+                 **({"solution": str(r["answer"])} if final_answer(str(r["answer"])) else {})}
                 for r in rows[args.skip:][:args.limit]]
     engine = _engine(args)
     try:
@@ -186,7 +190,7 @@ def _value(args: argparse.Namespace) -> int:
     try:
         report = train_value(engine, ValueTrainConfig(data=args.data, out=args.out, hidden=args.hidden, epochs=args.epochs,
                                                       lr=args.lr, weight_decay=args.weight_decay, heldout=args.heldout,
-                                                      seed=args.seed),
+                                                      seed=args.seed, label=args.label),
                              progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
     finally:
         engine.close()

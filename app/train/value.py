@@ -1,5 +1,7 @@
 """`r1 train value`: fit a value head (reasoning/value_model.py) on labelled rollouts (app/train/value_data.py).
 
+Labels: "final" (each prefix carries its path's outcome: reached the gold answer or not) or "on_track" (each prefix
+its own process label: every value computed so far is one the worked solution computes; app/train/value_data.py).
 Features are the policy's final-normed hidden states at the end of every prefix of every path (one forward per
 path: position e - 1 of the whole path is prefix [:e]'s last token), under the reasoning adapter when the engine
 holds one, as the search will read them. Problems, not prefixes, are split into train and held-out (by question
@@ -43,6 +45,7 @@ class ValueTrainConfig:
     weight_decay: float = 1e-2
     heldout: float = 0.2  # share of problems held out
     seed: int = 0
+    label: str = "final"  # "final" | "on_track" (see the module doc)
 
     def fit(self) -> HeadFitConfig:
         return HeadFitConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.seed)
@@ -98,15 +101,23 @@ def is_heldout(question: str, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def path_features(engine, rows: Sequence[dict], adapter: str | None,
+LABELS = ("final", "on_track")
+
+
+def path_features(engine, rows: Sequence[dict], adapter: str | None, label: str = "final",
                   progress: Callable[[str], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(features [prefixes, dim], labels, each prefix's question) of every row's prefixes."""
+    """(features [prefixes, dim], labels, each prefix's question) of every row's prefixes. Raises ValueError for an
+    unknown label or rows without it."""
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; choose one of {', '.join(LABELS)}")
+    if label == "on_track" and not all("on_track" in row for row in rows):
+        raise ValueError("on_track labels need rows built from problems with worked solutions (GSM8K's)")
     features, labels, questions = [], [], []
     start = time.perf_counter()
     for i, row in enumerate(rows):
         hidden = engine.logits(row["ids"], adapter=adapter, hidden=True)
         features.append(hidden[[e - 1 for e in row["ends"]]])
-        labels += [row["label"]] * len(row["ends"])
+        labels += row["on_track"] if label == "on_track" else [row["label"]] * len(row["ends"])
         questions += [row["question"]] * len(row["ends"])
         if progress and ((i + 1) % 50 == 0 or i + 1 == len(rows)):
             progress(f"features: {i + 1}/{len(rows)} paths, {time.perf_counter() - start:.0f} s")
@@ -119,7 +130,7 @@ def train_value(engine, config: ValueTrainConfig, progress: Callable[[str], None
     if not rows:
         raise ValueError(f"{config.data}: no rows")
     adapter = REASONING_ADAPTER if REASONING_ADAPTER in getattr(engine, "adapters", ()) else None
-    features, labels, questions = path_features(engine, rows, adapter, progress)
+    features, labels, questions = path_features(engine, rows, adapter, config.label, progress)
     held = torch.tensor([is_heldout(q, config.heldout) for q in questions])
     if held.all() or not held.any():
         raise ValueError(f"{len(set(questions))} problems cannot be split {config.heldout:.0%} held out; use more problems")
@@ -133,7 +144,7 @@ def train_value(engine, config: ValueTrainConfig, progress: Callable[[str], None
     info = {"data": str(config.data), "data_sha256": data_hash, "paths": len(rows),
             "problems": len(set(questions)), "heldout_problems": len({q for q, h in zip(questions, held) if h}),
             "model": getattr(engine, "name", ""), "adapter": str(getattr(engine, "adapter_paths", {}).get(adapter, "")),
-            "fit": vars(config.fit()) | {"heldout_share": config.heldout}, **figures}
+            "label": config.label, "fit": vars(config.fit()) | {"heldout_share": config.heldout}, **figures}
     saved = ValueHead(dataclasses.replace(head.config, info=info))
     saved.load_state_dict(head.state_dict())
     return {"out": str(saved.save(config.out)), **info}

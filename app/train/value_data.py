@@ -2,7 +2,10 @@
 answer; every prefix of a path (after each of its steps) carries its path's label.
 
 One JSONL row per path: {question, gold, answer, label (1 = the answer equals gold), greedy, ids (the path's
-prompt token ids, as the search scores them), ends (len(ids) after each step: the prefixes)}. Paths run as in the
+prompt token ids, as the search scores them), ends (len(ids) after each step: the prefixes), results (each step's
+tool result or answer, None for a thought)}, and where the problem comes with a worked solution (GSM8K's), on_track:
+per prefix, 1 when every value it computed or answered is one the solution computes (a process label, denser than
+the final one when few paths reach the answer). Paths run as in the
 search: the step grammar, the reasoning adapter when the engine holds one, one greedy path and `samples` sampled
 ones per problem. Training problems only: a question of the dev split (app/train/gsm8k.py) is refused.
 """
@@ -14,9 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.train.gsm8k import gold_results
 from app.train.jsonl import read_jsonl
 from reasoning.search import Path as SearchPath
 from reasoning.search import Policy, SearchBudget
+from reasoning.steps import answer_of
 from reasoning.tasks import TASKS, check_math_answer
 
 
@@ -41,17 +46,36 @@ def rollouts(engine, question: str, config: ValueDataConfig) -> list[SearchPath]
     return greedy + policy.rollout([root] * config.samples, config.temperature)
 
 
-def labelled(question: str, gold: str, paths: Sequence[SearchPath]) -> list[dict]:
+def labelled(question: str, gold: str, paths: Sequence[SearchPath], solution: str | None = None) -> list[dict]:
     """One row per path with at least one step (see the module doc)."""
-    return [{"question": question, "gold": gold, "answer": path.answer,
-             "label": int(path.answer is not None and check_math_answer(path.answer, gold)), "greedy": i == 0,
-             "ids": list(path.ids), "ends": list(path.ends)}
-            for i, path in enumerate(paths) if path.ends and not isinstance(path.ids, str)]
+    rows = []
+    for i, path in enumerate(paths):
+        if not path.ends or isinstance(path.ids, str):
+            continue
+        results = [answer_of(s) if answer_of(s) is not None else s.tool_output if s.kind == "tool" else None
+                   for s in path.steps]
+        row = {"question": question, "gold": gold, "answer": path.answer,
+               "label": int(path.answer is not None and check_math_answer(path.answer, gold)), "greedy": i == 0,
+               "ids": list(path.ids), "ends": list(path.ends), "results": results}
+        if solution is not None:
+            row["on_track"] = on_track(results, gold_results(solution))
+        rows.append(row)
+    return rows
+
+
+def on_track(results: Sequence[str | None], golds: Sequence[str]) -> list[int]:
+    """Per prefix of a path with these step results: 1 while every result so far is a value the solution computes."""
+    labels, ok = [], True
+    for result in results:
+        ok = ok and (result is None or any(check_math_answer(result, g) for g in golds))
+        labels.append(int(ok))
+    return labels
 
 
 def build(engine, problems: Sequence[dict], out: str | Path, config: ValueDataConfig,
           dev_questions: frozenset[str] = frozenset(), progress: Callable[[str], None] | None = None) -> dict:
-    """Roll out every problem ({question, answer}: a gold number), write the labelled paths to `out` (JSONL);
+    """Roll out every problem ({question, answer: a gold number, solution: its worked solution, optional}), write the
+    labelled paths to `out` (JSONL);
     returns counts. Raises ValueError for a problem of the dev split, before any work."""
     leaked = [p["question"] for p in problems if p["question"].strip() in dev_questions]
     if leaked:
@@ -62,7 +86,8 @@ def build(engine, problems: Sequence[dict], out: str | Path, config: ValueDataCo
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as file:  # a problem's rows are written as it finishes: a kill keeps them
         for i, problem in enumerate(problems):
-            done = labelled(problem["question"], problem["answer"], rollouts(engine, problem["question"], config))
+            done = labelled(problem["question"], problem["answer"], rollouts(engine, problem["question"], config),
+                            problem.get("solution"))
             file.write("".join(json.dumps(row) + "\n" for row in done))
             file.flush()
             rows += done
@@ -71,7 +96,9 @@ def build(engine, problems: Sequence[dict], out: str | Path, config: ValueDataCo
                          "gold answer")
     solved = len({r["question"] for r in rows if r["label"]})
     return {"problems": len(problems), "paths": len(rows), "positive_paths": sum(r["label"] for r in rows),
-            "prefixes": sum(len(r["ends"]) for r in rows), "problems_with_a_correct_path": solved, "out": str(out)}
+            "prefixes": sum(len(r["ends"]) for r in rows),
+            "on_track_prefixes": sum(sum(r.get("on_track", [])) for r in rows),
+            "problems_with_a_correct_path": solved, "out": str(out)}
 
 
 def read_value_rows(path: str | Path) -> list[dict]:
@@ -80,6 +107,8 @@ def read_value_rows(path: str | Path) -> list[dict]:
         ids, ends = [int(t) for t in row["ids"]], [int(e) for e in row["ends"]]
         if not ends or any(not 0 < e <= len(ids) for e in ends) or row["label"] not in (0, 1):
             raise ValueError("ends must lie within ids and label must be 0 or 1")
+        if "on_track" in row and len(row["on_track"]) != len(ends):
+            raise ValueError("on_track needs one label per prefix")
         return {**row, "ids": ids, "ends": ends}
 
     return read_jsonl(Path(path).expanduser(), parse, "a value row {question, label, ids, ends}")

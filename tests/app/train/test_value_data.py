@@ -22,17 +22,30 @@ def script(steps, seed, greedy):
 
 
 def test_every_path_is_labelled_by_its_final_answer(tmp_path):
-    report = build(ScriptedEngine(script), [{"question": QUESTION, "answer": "31"}], tmp_path / "v.jsonl",
-                   ValueDataConfig(samples=4))
+    solution = "He has 3*12=<<3*12=36>>36 apples.\nThen 36-5=<<36-5=31>>31 are left.\n#### 31"
+    report = build(ScriptedEngine(script), [{"question": QUESTION, "answer": "31", "solution": solution}],
+                   tmp_path / "v.jsonl", ValueDataConfig(samples=4))
     rows = read_value_rows(tmp_path / "v.jsonl")
     assert [r["greedy"] for r in rows] == [True, False, False, False, False]
     assert [r["label"] for r in rows] == [int(r["answer"] == "31") for r in rows]
     assert rows[0]["answer"] == "31" and {r["answer"] for r in rows} == {"31", "41"}
-    assert report == {"problems": 1, "paths": 5, "positive_paths": sum(r["label"] for r in rows), "prefixes": 10,
+    right = sum(r["label"] for r in rows)
+    assert report == {"problems": 1, "paths": 5, "positive_paths": right, "prefixes": 10, "on_track_prefixes": 2 * right,
                       "problems_with_a_correct_path": 1, "out": str(tmp_path / "v.jsonl")}
+    # the one-step "3*12 - 5 => 31" result is the solution's last value: on track; 3*12 + 5 = 41 is none of its values
+    assert [r["on_track"] for r in rows] == [[1, 1] if r["label"] else [0, 0] for r in rows]
+    assert [r["results"] for r in rows] == [[r["answer"], r["answer"]] for r in rows]
     for row in rows:  # two steps each: the prefixes end after the Calc step and after the answer
         assert len(row["ends"]) == 2 and row["ends"][-1] == len(row["ids"]) and row["ends"][0] < row["ends"][1]
         assert "Calc" in "".join(map(chr, row["ids"][:row["ends"][0]])).split("Problem:")[-1]
+
+
+def test_a_prefix_stays_on_track_while_its_values_are_the_solutions():
+    from app.train.value_data import on_track
+
+    assert on_track(["36", None, "31", "31"], ["36", "31"]) == [1, 1, 1, 1]
+    assert on_track(["36", "41", "31"], ["36", "31"]) == [1, 0, 0]
+    assert on_track(["36.0"], ["36"]) == [1]
 
 
 def test_dev_split_problems_are_refused_before_any_rollout(tmp_path):
