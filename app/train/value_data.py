@@ -4,8 +4,8 @@ answer; every prefix of a path (after each of its steps) carries its path's labe
 One JSONL row per path: {question, gold, answer, label (1 = the answer equals gold), greedy, ids (the path's
 prompt token ids, as the search scores them), ends (len(ids) after each step: the prefixes), results (each step's
 tool result or answer, None for a thought)}, and where the problem comes with a worked solution (GSM8K's), on_track:
-per prefix, 1 when every value it computed or answered is one the solution computes (a process label, denser than
-the final one when few paths reach the answer). Paths run as in the
+per prefix, 1 when every value it computed is one the solution computes and its answer, if any, the gold one (a
+process label, denser than the final one when few paths reach the answer). Paths run as in the
 search: the step grammar, the reasoning adapter when the engine holds one, one greedy path and `samples` sampled
 ones per problem. Training problems only: a question of the dev split (app/train/gsm8k.py) is refused.
 """
@@ -21,7 +21,7 @@ from app.train.gsm8k import gold_results
 from app.train.jsonl import read_jsonl
 from reasoning.search import Path as SearchPath
 from reasoning.search import Policy, SearchBudget
-from reasoning.steps import answer_of
+from reasoning.steps import Step, answer_of
 from reasoning.tasks import TASKS, check_math_answer
 
 
@@ -58,16 +58,21 @@ def labelled(question: str, gold: str, paths: Sequence[SearchPath], solution: st
                "label": int(path.answer is not None and check_math_answer(path.answer, gold)), "greedy": i == 0,
                "ids": list(path.ids), "ends": list(path.ends), "results": results}
         if solution is not None:
-            row["on_track"] = on_track(results, gold_results(solution))
+            row["on_track"] = on_track(path.steps, gold_results(solution))
         rows.append(row)
     return rows
 
 
-def on_track(results: Sequence[str | None], golds: Sequence[str]) -> list[int]:
-    """Per prefix of a path with these step results: 1 while every result so far is a value the solution computes."""
+def on_track(steps: Sequence[Step], golds: Sequence[str]) -> list[int]:
+    """Per prefix of a path: 1 while every tool result so far is a value the solution computes (`golds`, its final
+    answer last) and an answer, if any, is the final one; thoughts keep the label."""
     labels, ok = [], True
-    for result in results:
-        ok = ok and (result is None or any(check_math_answer(result, g) for g in golds))
+    for step in steps:
+        answer = answer_of(step)
+        if answer is not None:
+            ok = ok and check_math_answer(answer, golds[-1])
+        elif step.kind == "tool":
+            ok = ok and step.tool_ok and any(check_math_answer(step.tool_output, g) for g in golds)
         labels.append(int(ok))
     return labels
 

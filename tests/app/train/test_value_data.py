@@ -43,9 +43,16 @@ def test_every_path_is_labelled_by_its_final_answer(tmp_path):
 def test_a_prefix_stays_on_track_while_its_values_are_the_solutions():
     from app.train.value_data import on_track
 
-    assert on_track(["36", None, "31", "31"], ["36", "31"]) == [1, 1, 1, 1]
-    assert on_track(["36", "41", "31"], ["36", "31"]) == [1, 0, 0]
-    assert on_track(["36.0"], ["36"]) == [1]
+    from reasoning.steps import parse_step
+
+    def steps(*texts):
+        return [parse_step(t) for t in texts]
+
+    golds = ["36", "31"]
+    assert on_track(steps(calc("3*12"), "Thought: now subtract", calc("36 - 5"), "Answer: 31"), golds) == [1, 1, 1, 1]
+    assert on_track(steps(calc("3*12"), calc("36 + 5"), calc("36 - 5")), golds) == [1, 0, 0]
+    assert on_track(steps(calc("72/2")), golds) == [1]  # 36.0 is 36
+    assert on_track(steps(calc("3*12"), "Answer: 36"), golds) == [1, 0]  # an intermediate value is no answer
 
 
 def test_dev_split_problems_are_refused_before_any_rollout(tmp_path):
