@@ -22,6 +22,7 @@ class Settings:
     # MoE models (DeepSeek-V3/R1, Mixtral); both off by default, which keeps routing equal to the reference
     expert_capacity: int | None = None  # most (token, expert) assignments per expert per step; overflow goes to a backup
     adapter: str | None = None  # a LoRA directory in PEFT's format (`r1 train sft` writes one); None = none
+    adapter_scope: str = "reasoning"  # "reasoning": only solve's reasoning steps run with it; "all": every request
     router_bias: str | None = None  # a safetensors file of per-task router biases (tensors "math", "code", "chat")
     attention: str = "dense"  # "dense", "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above)
     attention_local_blocks: int = 2  # sparse modes: 64-token blocks before its own that a query always sees

@@ -18,12 +18,16 @@ from model.backends.backend import Backend
 from model.engine import DEFAULT_KV_CACHE_MB as DEFAULT_KV_CACHE_MB
 from model.layers.moe import DEFAULT_EXPERT_CAPACITY as DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad as ExpertLoad
 from model.serving.request import Completion as Completion, GenerationError as GenerationError, Request as Request
+from reasoning.search import REASONING_ADAPTER
 
-# The names above written `X as X` are re-exported for ui/, which imports app and never model (docs/ARCHITECTURE.md).
+# The model names above written `X as X` are re-exported for ui/, which imports app and never model
+# (docs/ARCHITECTURE.md).
+
+ADAPTER_SCOPES = ("reasoning", "all")
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias", "adapter",
+ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias", "adapter", "adapter_scope",
                  "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
 
 
@@ -32,6 +36,9 @@ def load_engine(settings: Settings) -> Backend:
     `settings.base_url`, its features probed. Raises ValueError for a bad model or router bias, or an
     unreachable server."""
     if settings.backend == "local":
+        if settings.adapter_scope not in ADAPTER_SCOPES:
+            raise ValueError(f"unknown adapter scope {settings.adapter_scope!r}; choose one of {', '.join(ADAPTER_SCOPES)}")
+        everything = settings.adapter_scope == "all"
         engine = model.load(
             settings.model,
             quant=settings.quant,
@@ -40,7 +47,8 @@ def load_engine(settings: Settings) -> Backend:
             kv_cache_mb=settings.kv_cache_mb,
             attention=attention_config(settings),
             fallback_full_attention=settings.fallback_full_attention,
-            adapter=settings.adapter,
+            adapter=settings.adapter if everything else None,
+            request_adapters={REASONING_ADAPTER: settings.adapter} if settings.adapter and not everything else None,
         )
         if settings.expert_capacity is not None:
             engine.set_expert_capacity(settings.expert_capacity)
@@ -68,7 +76,7 @@ def describe(settings: Settings) -> str:
     """What `settings` will run, for "loading ..." lines."""
     if settings.backend == "openai":
         return f"{settings.remote_model or 'the model'} at {settings.base_url}"
-    adapter = f" + adapter {settings.adapter}" if settings.adapter else ""
+    adapter = f" + adapter {settings.adapter} ({settings.adapter_scope})" if settings.adapter else ""
     return f"{settings.model} ({settings.quant or 'fp32'}){adapter}"
 
 

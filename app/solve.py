@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
@@ -19,6 +20,7 @@ from reasoning.mcts import mcts
 from reasoning.reward import LayeredReward, Problem, RewardWeights
 from reasoning.search import MCTSConfig, Policy, SearchBudget, Strategy, best_of_n, greedy, self_consistency
 from reasoning.tasks import TASKS, classify
+from reasoning.value_model import ValueHead, ValueModel, has_value_head
 
 if TYPE_CHECKING:
     from app.memory import SolvedProblems
@@ -70,6 +72,7 @@ def solve(
     on_progress: Callable[[str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    value_model: str | Path | ValueHead | bool = True,
     **knobs: Any,
 ) -> Solution:
     """Search for a verified answer to `problem`.
@@ -88,8 +91,11 @@ def solve(
     flip a sampled step (docs/BENCHMARKS.md, "Run-to-run variation"). on_progress gets a line per search iteration
     (MCTS: the answer it would return if stopped then, and a last line when a verified answer ends it early);
     should_stop() -> True ends the search early with the best path so far. on_step gets every step the search
-    decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). Raises ValueError for
-    bad arguments, TypeError for an unknown keyword.
+    decodes, in any path, as a dict like `Solution.steps`' (a tool step once its tool ran). value_model: a value
+    head (reasoning/value_model.py; a directory or a ValueHead) that joins agreement where no verifier judges an
+    answer; True (default): the one saved beside the engine's reasoning adapter, if there is one; False: none.
+    Raises ValueError for bad arguments (ValueModelError for a value head that cannot be read or does not fit),
+    TypeError for an unknown keyword.
     """
     options = _options(options, knobs)
     if not isinstance(problem, str) or not problem.strip():
@@ -122,8 +128,8 @@ def solve(
                     grammar=grammar, task_type=kind, problem=target.text,
                     on_step=(lambda step: on_step(step.to_dict())) if on_step else None, on_progress=on_progress)
     policy.progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
-    result = STRATEGIES[strategy](target, TASKS[kind].prompt(problem), policy, LayeredReward(options.weights),
-                                  options.mcts_config)
+    reward = LayeredReward(options.weights, value_model=_value_model(value_model, engine, policy.adapter))
+    result = STRATEGIES[strategy](target, TASKS[kind].prompt(problem), policy, reward, options.mcts_config)
     solution = Solution(
         problem=problem,
         task_type=kind,
@@ -168,6 +174,17 @@ def _searcher(runtime: Runtime | None, engine: Backend | None) -> tuple[str, Pat
         return engine.name, DEFAULT_PATH_CACHE, lambda: engine
     settings = Settings.from_env()
     return model_key(settings), DEFAULT_PATH_CACHE, lambda: shared_backends.get(settings)
+def _value_model(choice: str | Path | ValueHead | bool, engine, adapter: str | None) -> ValueModel | None:
+    """The value model `solve(value_model=)` asks for (see there), over `engine` under the steps' adapter."""
+    if choice is False or choice is None:
+        return None
+    if choice is True:
+        directory = getattr(engine, "adapter_paths", {}).get(adapter)
+        if not has_value_head(directory):
+            return None
+        choice = directory
+    head = choice if isinstance(choice, ValueHead) else ValueHead.load(choice)
+    return ValueModel(head, engine, adapter)
 
 
 def _answers(paths) -> dict[str, float]:

@@ -119,6 +119,8 @@ def main() -> int:
     parser.add_argument("--model", default="default", help="a .gguf file or HF directory (default: the bundled model)")
     parser.add_argument("--quant", default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format), e.g. from `r1 train sft`")
+    parser.add_argument("--value-model", default="auto", help="a value head directory (`r1 train value`); auto "
+                        "(default): the one beside --adapter, if any; none: agreement alone")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, help="generated-token budget per problem for self-consistency and MCTS "
                                                    "(default 600 for math, 1500 for code)")
@@ -165,7 +167,8 @@ def main() -> int:
                 return answer is not None and check_math_answer(answer, item["answer"])
         for strategy in strategies:
             solution = solve(item["question"], task_type=task_type, strategy=strategy, budget=budgets[strategy], seed=0,
-                             engine=engine, use_cache=False, constrained=not args.no_grammar, mcts_config=mcts_config)
+                             engine=engine, use_cache=False, constrained=not args.no_grammar, mcts_config=mcts_config,
+                             value_model={"auto": True, "none": False}.get(args.value_model, args.value_model))
             correct = truth_ok(solution.answer)
             results[strategy].append({
                 "question": item["question"], "category": item["category"], "truth": item.get("answer", item.get("id")),
@@ -178,6 +181,7 @@ def main() -> int:
         print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
     print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
+          f"value model {args.value_model}, "
           f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
           f"self-consistency@{args.samples} and MCTS, load average {load_before:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end (a loaded machine stretches the seconds)\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from model.serving.compiled_step import enabled_by_env
 from model.loading.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
-from model.loading.lora import AdapterError, apply_adapter, read_adapter
+from model.loading.lora import AdapterError, apply_adapter, attach_adapter, read_adapter
 from model.loading.repack import Repacker
 from model.serving.request import Completion, GenerationError, Request
 from model.serving.sampler import SamplingParams
@@ -82,6 +83,7 @@ def load(
     fallback_full_attention: bool = False,
     compiled_step: bool | None = None,
     adapter: str | Path | None = None,
+    request_adapters: Mapping[str, str | Path] | None = None,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -98,7 +100,10 @@ def load(
     compiled_step: decode through the native step (model/serving/compiled_step.py), built in the background into
     `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
     adapter: a LoRA directory in PEFT's format (model/loading/lora.py): merged into float32 weights, run unmerged beside
-    int8/int4 ones (which the native decode step then declines). Raises AdapterError naming a bad file or tensor.
+    int8/int4 ones (which the native decode step then declines); it applies to every request.
+    request_adapters: name -> LoRA directory: per-request adapters, applied only to requests submitted with
+    `adapter=name`, batched with requests without one (model/layers/adapters.py; the native decode step runs
+    the steps no adapter row is in). Raises AdapterError naming a bad file or tensor.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -119,10 +124,17 @@ def load(
     if adapter is not None:
         placed = apply_adapter(model, read_adapter(adapter))
         log.info("adapter %s: %d linears merged, %d unmerged", adapter, placed["merged"], placed["unmerged"])
+    for name, path in (request_adapters or {}).items():
+        attach_adapter(model, read_adapter(path), name)
+        log.info("per-request adapter %r: %s", name, path)
     log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
              checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
     if compiled_step is None:
         compiled_step = enabled_by_env()
     native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
-    return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name,
-                  attention=attention, native_dir=native_dir)
+    engine = Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb,
+                    name=Path(checkpoint.source).name, attention=attention, native_dir=native_dir)
+    engine.adapter_paths = {name: Path(path).expanduser() for name, path in (request_adapters or {}).items()}
+    if adapter is not None:
+        engine.adapter_paths[None] = Path(adapter).expanduser()
+    return engine

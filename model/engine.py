@@ -76,28 +76,41 @@ class Engine(Backend):
         self.name = name or self.config.arch
         self.compiled = None if native_dir is None else CompiledDecode(model, cache, Path(native_dir))
         self._scheduler = Scheduler(model, tokenizer, cache, scheduler, attention, compiled=self.compiled)
+        # Where the adapters came from: per-request ones by name, None = the one every request runs with (set by
+        # `model.load`); what finds files saved beside an adapter, such as a value head.
+        self.adapter_paths: dict[str | None, Path] = {}
         self._grammars: OrderedDict[str, str] = OrderedDict()  # compiled grammars by their schema's JSON
         self._grammars_lock = threading.Lock()
 
     # ----- requests ------------------------------------------------------------------------------
 
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """Names of the per-request adapters loaded (`model.load(request_adapters=...)`), for `submit(adapter=)`."""
+        return tuple(self.model.adapter_routing.names)
+
     def submit(
-        self, prompt: str | Sequence[int], params: SamplingParams | None = None, *, task_type: str | None = None, **sampling
+        self, prompt: str | Sequence[int], params: SamplingParams | None = None, *, task_type: str | None = None,
+        adapter: str | None = None, **sampling
     ) -> Request:
         """Queue a request (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
         `sampling` are SamplingParams fields (None = the default), applied over `params`.
         task_type: "math", "code" or "chat": the routers of an MoE model add that task's bias to this request's
         tokens, if one is set (`set_task_router_bias`); otherwise it changes nothing.
-        Raises ValueError for an empty or overlong prompt, ids outside the vocabulary or an unknown task type.
+        adapter: a per-request adapter (one of `adapters`) this request runs with, in the same batches as requests
+        without it (model/layers/adapters.py); None = the base model (plus any adapter loaded for all requests).
+        Raises ValueError for an empty or overlong prompt, ids outside the vocabulary, an unknown task type or adapter.
         """
         if task_type is not None and task_type not in TASK_TYPES:
             raise ValueError(f"unknown task_type {task_type!r}; choose one of {', '.join(TASK_TYPES)} (or None)")
+        if adapter is not None:
+            self.model.adapter_routing.slot(adapter)  # raises ValueError naming the loaded ones
         params = with_sampling(params, sampling)
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         self._check_prompt(ids)
         stop_ids = self.tokenizer.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
-        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake, task_type)
+        request = Request(ids, params, self.tokenizer, frozenset(stop_ids), self._scheduler.wake, task_type, adapter)
         if params.max_new_tokens == 0:
             request.complete(Completion(text="", token_ids=[], finish_reason="length", prompt_tokens=len(ids)))
         else:
@@ -189,10 +202,24 @@ class Engine(Backend):
 
     # ----- scoring -------------------------------------------------------------------------------
 
-    def logits(self, token_ids: Sequence[int], chunk: int | None = None) -> torch.Tensor:
+    def hidden_states(self, prompts: Sequence[Sequence[int]], *, adapter: str | None = None) -> torch.Tensor:
+        """The final-normed hidden state of each prompt's last token, fp32 [len(prompts), dim], without generating:
+        what a value head (reasoning/value_model.py) reads. Prefixes cached under the same adapter are reused.
+        Raises ValueError for a bad prompt or an unknown adapter."""
+        prompts = [[int(t) for t in p] for p in prompts]
+        for ids in prompts:
+            self._check_prompt(ids)
+        if adapter is not None:
+            self.model.adapter_routing.slot(adapter)
+        return self._scheduler.hidden_states(prompts, adapter) if prompts else torch.empty(0, self.config.dim)
+
+    def logits(self, token_ids: Sequence[int], chunk: int | None = None, *, adapter: str | None = None,
+               hidden: bool = False) -> torch.Tensor:
         """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached.
 
         chunk: feed the sequence in steps of this many tokens, as a chunked prefill does (None = one step).
+        adapter: a per-request adapter to run it with (None: the base model).
+        hidden: the final-normed hidden states [seq, dim] instead (each prefix's, as `hidden_states` gives them).
         """
         ids = [int(t) for t in token_ids]
         self._check_prompt(ids)
@@ -204,7 +231,8 @@ class Engine(Backend):
             try:
                 step = chunk or len(ids)
                 return torch.cat([
-                    forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention)
+                    forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention,
+                                 adapters=[adapter], hidden=hidden)
                     for i in range(0, len(ids), step)
                 ])
             finally:

@@ -6,7 +6,7 @@ value the search maximises (cost counts against it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reasoning.grounding import grounded, tool_computed
@@ -23,6 +23,7 @@ class Problem:
     tests: tuple[str, ...] = ()  # for code: statements (asserts) the answer must pass
 
 
+@dataclass(frozen=True)
 class Correctness:
     """How surely the answer is right, from the strongest check available (`verdict`):
 
@@ -33,17 +34,23 @@ class Correctness:
     - code: the given tests, else the examples the problem states, run in the sandbox (share passed);
     - otherwise agreement: the share of the other finished paths that reached the same answer, each vote
       weighed (the search lets only paths whose every step is valid vote), so an answer many well-formed
-      rollouts agree on scores higher.
+      rollouts agree on scores higher; with a value model (reasoning/value_model.py), `value_share` of it is the
+      head's estimate that this path is right, the rest agreement.
 
-    `peers`: (answer, weight) of the other finished paths.
+    `peers`: (answer, weight) of the other finished paths. `value`: the value model's estimate, if any.
     """
 
+    value_share: float = 0.5
+
     def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]],
-                 steps: Sequence[Step] = ()) -> float:
+                 steps: Sequence[Step] = (), value: float | None = None) -> float:
         if answer is None:
             return 0.0
         verdict = self.verdict(problem, answer, steps)
-        return verdict if verdict is not None else _agreement(answer, peers)
+        if verdict is not None:
+            return verdict
+        agreement = _agreement(answer, peers)
+        return agreement if value is None else self.value_share * value + (1 - self.value_share) * agreement
 
     def verdict(self, problem: Problem, answer: str | None, steps: Sequence[Step] = ()) -> float | None:
         """What a verifier says of the answer, in [0, 1]; None where none applies (agreement decides)."""
@@ -125,14 +132,22 @@ class LayeredReward:
     correctness: Correctness = field(default_factory=Correctness)
     validity: StepValidity = field(default_factory=StepValidity)
     cost: Cost = field(default_factory=Cost)
+    # path prompts -> estimates in [0, 1] (reasoning/value_model.ValueModel); asked only for answered paths that no
+    # verifier judges
+    value_model: Callable[[Sequence[Sequence[int]]], list[float]] | None = None
+
+    def needs_value(self, problem: Problem, steps: Sequence[Step]) -> bool:
+        """Whether the value model has a say on this path: it answers and no verifier judges the answer."""
+        answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
+        return self.value_model is not None and answer is not None and self.correctness.verdict(problem, answer, steps) is None
 
     def __call__(self, problem: Problem, steps: Sequence[Step], peers: Sequence[tuple[str, float]],
-                 generated_tokens: int, token_budget: int) -> dict[str, float]:
+                 generated_tokens: int, token_budget: int, value: float | None = None) -> dict[str, float]:
         """The breakdown of one path, with "total" the weighted value. `peers`: (answer, vote weight) of the other
-        finished paths."""
+        finished paths; `value`: the value model's estimate for the path (`value_model`), if any."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
         layers = {
-            "correctness": self.correctness(problem, answer, peers, steps),
+            "correctness": self.correctness(problem, answer, peers, steps, value),
             "validity": self.validity(steps, problem.text),
             "cost": self.cost(steps, generated_tokens, token_budget),
         }

@@ -29,6 +29,10 @@ from reasoning.tasks import TaskType
 
 log = logging.getLogger(__name__)
 
+# The per-request adapter reasoning steps run with, when the backend holds one by this name (app/engine.py loads
+# `--adapter` under it); chat and plain generation never name it, so they keep the base model.
+REASONING_ADAPTER = "reasoning"
+
 
 @dataclass(frozen=True)
 class SearchBudget:
@@ -98,6 +102,8 @@ class Policy:
     `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
     front end can show the search's tool calls while it runs. `on_progress`: called with a line per search
     iteration (`progress`), for the strategies that iterate.
+    front end can show the search's tool calls while it runs.
+    Every step runs with the backend's REASONING_ADAPTER when it holds one (`adapter`).
     """
 
     def __init__(self, engine: Backend, task: TaskType, budget: SearchBudget, seed: int,
@@ -115,6 +121,7 @@ class Policy:
         self.grammar = grammar
         self.on_step = on_step
         self.on_progress = on_progress
+        self.adapter = REASONING_ADAPTER if REASONING_ADAPTER in getattr(engine, "adapters", ()) else None
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0
@@ -144,7 +151,8 @@ class Policy:
             self._draws += 1
             params.append(SamplingParams(max_new_tokens=self.budget.step_tokens or self.task.step_tokens, temperature=t,
                                          seed=self.seed * 1_000_003 + self._draws, **self._constraint(path)))
-        done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type)
+        adapter = {"adapter": self.adapter} if self.adapter else {}  # (a backend without adapters takes no such argument)
+        done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type, **adapter)
         grown = []
         for path, completion in zip(paths, done):
             self.tokens.prompt += completion.prompt_tokens
@@ -212,14 +220,19 @@ class SearchResult:
 
 
 def score(paths: Sequence[Path], problem: Problem, reward: LayeredReward, budget: SearchBudget) -> None:
-    """Reward every path, each against the answers of all the others (agreement, where nothing else checks).
-    Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
+    """Reward every path, each against the answers of all the others (agreement, where nothing else checks, and the
+    reward's value model if it has one). Only paths whose every step is valid vote: several paths that miscopied the problem the same way would
     otherwise outvote one that copied it right."""
     validity = [reward.validity(p.steps, problem.text) for p in paths]
     votes = [(i, p.answer, 1.0) for i, (p, v) in enumerate(zip(paths, validity)) if p.answer is not None and v == 1.0]
+    values: list[float | None] = [None] * len(paths)
+    judged = [i for i, p in enumerate(paths) if reward.needs_value(problem, p.steps)]
+    if judged:  # one batch for every path the value model has a say on
+        for i, value in zip(judged, reward.value_model([paths[i].ids for i in judged])):
+            values[i] = value
     for i, path in enumerate(paths):
         peers = [(answer, v) for j, answer, v in votes if j != i]
-        path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens)
+        path.reward = reward(problem, path.steps, peers, path.generated_tokens, budget.tokens, values[i])
         path.verified = reward.verified(problem, path.steps)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -43,7 +44,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         help=f"MoE models: at most N token assignments per expert per step (N = {DEFAULT_EXPERT_CAPACITY} if omitted), "
         "overflow going to each token's next-best expert; default off",
     )
-    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` ($R1_ADAPTER)")
+    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` "
+                       "($R1_ADAPTER); by default only reasoning requests (solve's steps, the chat's tool turns) run "
+                       "with it, chat and plain generation keep the base model (see --adapter-scope)")
+    group.add_argument("--adapter-scope", choices=("reasoning", "all"),
+                       help="which requests the adapter applies to: reasoning (default) or all ($R1_ADAPTER_SCOPE)")
+    group.add_argument("--no-adapter", action="store_true", help="run without any adapter, whatever $R1_ADAPTER says")
     group.add_argument("--router-bias", metavar="FILE",
                        help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
     group.add_argument(
@@ -153,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env().override(
+    settings = Settings.from_env().override(
         backend=getattr(args, "backend", None),
         base_url=getattr(args, "base_url", None),
         remote_api_key=getattr(args, "remote_api_key", None),
@@ -186,7 +192,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         chroma_path=getattr(args, "chroma_path", None),
         chroma_url=getattr(args, "chroma_url", None),
         memory_window_tokens=getattr(args, "memory_window_tokens", None),
+        adapter_scope=getattr(args, "adapter_scope", None),
     )
+    return dataclasses.replace(settings, adapter=None) if getattr(args, "no_adapter", False) else settings
 
 
 def _load(settings: Settings):

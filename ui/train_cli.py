@@ -38,6 +38,35 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
                         "another `r1 serve`): free-text steps, parsed and checked the same way")
     search.add_argument("--teacher-model", help="the server's model (default: the first it lists)")
 
+    values = sources.add_parser("values", parents=[common], help="a value model's data: greedy and sampled rollouts "
+                                "of training problems, each path labelled by whether it reached the gold answer")
+    values.add_argument("--problems", help="JSONL of {question, answer} (default: GSM8K train less the dev split); "
+                        "dev-split questions are refused")
+    values.add_argument("--limit", type=int, help="the first N problems")
+    values.add_argument("--skip", type=int, default=0, help="start after the first N problems (held-out sets)")
+    values.add_argument("--samples", type=int, default=4, help="sampled paths per problem, besides the greedy one (default 4)")
+    values.add_argument("--tokens", type=int, default=2400, help="generated tokens per problem (default 2400)")
+    values.add_argument("--temperature", type=float, default=0.8)
+    values.add_argument("--seed", type=int, default=0)
+    values.add_argument("--out", default="values.jsonl", help="where to write the rows (default values.jsonl)")
+    _add_engine_flags(values)
+
+    value = actions.add_parser("value", parents=[common], help="fit a value head (final hidden state -> reaches the "
+                               "answer) on `r1 train data values` rows; saved beside the adapter")
+    value.add_argument("--data", required=True, help="JSONL rows from `r1 train data values`")
+    value.add_argument("--out", required=True, help="the directory to save value_head.safetensors + value_head.json "
+                       "in: the adapter's, so `solve` finds it")
+    value.add_argument("--label", choices=("final", "on_track"), default="final",
+                       help="final: each prefix carries its path's outcome (default); on_track: each prefix whether "
+                       "every value it computed is one the worked solution computes")
+    value.add_argument("--hidden", type=int, default=64, help="the MLP's hidden width; 0 = a linear head (default 64)")
+    value.add_argument("--epochs", type=int, default=300, help="full-batch Adam steps (default 300)")
+    value.add_argument("--lr", type=float, default=3e-3)
+    value.add_argument("--weight-decay", type=float, default=1e-2)
+    value.add_argument("--heldout", type=float, default=0.2, help="share of problems held out for the figures (default 0.2)")
+    value.add_argument("--seed", type=int, default=0)
+    _add_engine_flags(value)
+
     sft = actions.add_parser("sft", parents=[common], help="LoRA fine-tuning on CPU in bf16; resumes after a kill")
     sft.add_argument("--data", required=True, help="JSONL rows {prompt, steps}, e.g. from `r1 train data gsm8k`")
     sft.add_argument("--out", required=True, help="the adapter directory (PEFT format; also its checkpoint and log)")
@@ -58,9 +87,28 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     sft.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
 
 
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="the policy: 'default', a .gguf file or an HF directory ($R1_MODEL)")
+    parser.add_argument("--quant", help="its precision ($R1_QUANT)")
+    parser.add_argument("--adapter", help="the reasoning adapter the steps run with ($R1_ADAPTER)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    parser.add_argument("--cache-dir", help="the engine's weight cache")
+
+
+def _engine(args: argparse.Namespace):
+    from app import Settings, load_engine
+
+    return load_engine(Settings.from_env().override(model=args.model, quant=args.quant, adapter=args.adapter,
+                                                    threads=args.threads, cache_dir=args.cache_dir))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.train_command == "data" and args.data_source == "search":
         return _search_data(args)
+    if args.train_command == "data" and args.data_source == "values":
+        return _value_data(args)
+    if args.train_command == "value":
+        return _value(args)
     if args.train_command == "data":
         from app.train.gsm8k import build
 
@@ -99,6 +147,51 @@ def _search_data(args: argparse.Namespace) -> int:
         report = build(engine, problems, args.out, SearchDataConfig(samples=args.samples, tokens=args.tokens,
                                                                     temperature=args.temperature, seed=args.seed),
                        progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+    finally:
+        engine.close()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _value_data(args: argparse.Namespace) -> int:
+    from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
+    from app.train.value_data import ValueDataConfig, build
+
+    try:
+        train, dev = split_dev(read_gsm8k(find_gsm8k()))
+    except FileNotFoundError:
+        if not args.problems:
+            raise
+        train, dev = [], []  # no GSM8K here: nothing to check the problems against
+    if args.problems:
+        with open(args.problems, encoding="utf-8") as file:
+            rows = [json.loads(line) for line in file if line.strip()]
+    else:
+        rows = train
+    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip(),
+                 **({"solution": str(r["answer"])} if final_answer(str(r["answer"])) else {})}
+                for r in rows[args.skip:][:args.limit]]
+    engine = _engine(args)
+    try:
+        report = build(engine, problems, args.out, ValueDataConfig(samples=args.samples, tokens=args.tokens,
+                                                                   temperature=args.temperature, seed=args.seed),
+                       dev_questions=frozenset(r["question"].strip() for r in dev),
+                       progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+    finally:
+        engine.close()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _value(args: argparse.Namespace) -> int:
+    from app.train.value import ValueTrainConfig, train_value
+
+    engine = _engine(args)
+    try:
+        report = train_value(engine, ValueTrainConfig(data=args.data, out=args.out, hidden=args.hidden, epochs=args.epochs,
+                                                      lr=args.lr, weight_decay=args.weight_decay, heldout=args.heldout,
+                                                      seed=args.seed, label=args.label),
+                             progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
     finally:
         engine.close()
     print(json.dumps(report, indent=2))

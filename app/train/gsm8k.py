@@ -75,6 +75,13 @@ def split_dev(rows: Sequence[dict], size: int = DEV_SIZE) -> tuple[list[dict], l
     return [r for i, r in enumerate(rows) if i not in dev_ids], [rows[i] for i in order[:size]]
 
 
+def gold_results(solution: str) -> list[str]:
+    """Every value a worked solution computes: its calculator annotations' results, then the final answer."""
+    results = [claimed.replace(",", "").strip() for _, claimed in _ANNOTATION.findall(solution)]
+    final = final_answer(solution)
+    return [r for r in results if r] + ([final] if final is not None else [])
+
+
 def final_answer(solution: str) -> str | None:
     match = _FINAL.search(solution.strip())
     return match.group(1).replace(",", "").strip() if match else None

@@ -44,6 +44,8 @@ class Backend(ABC):
     # llguidance's view of the tokenizer, for token-level grammars (`SamplingParams.logits_processor`);
     # None: the backend takes none (a server), and callers fall back to stop strings or `chat_json`.
     grammar_compiler: GrammarCompiler | None = None
+    # Per-request adapters the backend holds (`submit(..., adapter=name)`); a server holds none here.
+    adapters: tuple[str, ...] = ()
 
     @abstractmethod
     def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,
@@ -96,10 +98,12 @@ class Backend(ABC):
 
     def generate_batch(
         self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
-        task_type: str | None = None,
+        task_type: str | None = None, adapter: str | None = None,
     ) -> list[Completion]:
-        """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order."""
-        requests = [self.submit(prompt, p, task_type=task_type) for prompt, p in zip(prompts, per_prompt(prompts, params))]
+        """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order.
+        `adapter`: one of `adapters` for every prompt (None: the base model)."""
+        options = {"task_type": task_type, **({"adapter": adapter} if adapter is not None else {})}
+        requests = [self.submit(prompt, p, **options) for prompt, p in zip(prompts, per_prompt(prompts, params))]
         try:
             return [request.result() for request in requests]
         finally:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.layers.adapters import AdapterRouting, LowRankPair
+
 INT4_GROUP_SIZE = 32  # = GGUF Q4_0/Q4_1 block size, so Q4_1 weights convert without loss (bar bf16 scales)
 
 
@@ -89,13 +91,24 @@ class Linear(nn.Module):
         # An unmerged low-rank delta (model/loading/lora.py): y += (x down^T) up^T; not part of the weight cache's state.
         self.lora_down: torch.Tensor | None = None  # [r, K]
         self.lora_up: torch.Tensor | None = None  # [N, r], LoRA's alpha / r folded in
+        # Per-request adapters (model/layers/adapters.py): slot -> pair, applied to the rows `routing.rows` names.
+        self.request_pairs: dict[int, LowRankPair] = {}
+        self.routing: AdapterRouting | None = None
 
-    def set_low_rank(self, down: torch.Tensor, up: torch.Tensor) -> None:
-        """Run beside the weight, whatever its format: y = x W^T + (x down^T) up^T."""
+    def _checked_pair(self, down: torch.Tensor, up: torch.Tensor) -> LowRankPair:
         if down.shape[1] != self.in_features or up.shape != (self.out_features, down.shape[0]):
             raise ValueError(f"low-rank pair {list(down.shape)} x {list(up.shape)} does not fit a "
                              f"{self.out_features}x{self.in_features} linear")
-        self.lora_down, self.lora_up = down.float().contiguous(), up.float().contiguous()
+        return down.float().contiguous(), up.float().contiguous()
+
+    def set_low_rank(self, down: torch.Tensor, up: torch.Tensor) -> None:
+        """Run beside the weight, whatever its format, for every row: y = x W^T + (x down^T) up^T."""
+        self.lora_down, self.lora_up = self._checked_pair(down, up)
+
+    def add_request_pair(self, routing: AdapterRouting, slot: int, down: torch.Tensor, up: torch.Tensor) -> None:
+        """Run beside the weight for the rows of requests using adapter `slot` only (model/layers/adapters.py)."""
+        self.request_pairs[slot] = self._checked_pair(down, up)
+        self.routing = routing
 
     def merge_(self, delta: torch.Tensor) -> None:
         """W += delta, for float32 weights (exact); a quantized weight takes a delta unmerged (`set_low_rank`)."""
@@ -126,13 +139,18 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias  # one nn.Module attribute lookup each: this runs ~120x per token
+        routing = self.routing
+        rows = None if routing is None else routing.rows
         if weight.dtype == torch.float32:
-            return F.linear(x, weight, bias)
+            y = F.linear(x, weight, bias)
+            return y if rows is None else rows.add_delta(x, y, self.request_pairs)
         # The engine's activations are already 2-D ([tokens, features]); only other callers pay for reshapes.
         x2d = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # [M, K]
         y = self._quantized_matmul(x2d.to(torch.bfloat16)).float()
         if self.lora_down is not None:
             y = y + (x2d.float() @ self.lora_down.t()) @ self.lora_up.t()
+        if rows is not None:
+            y = rows.add_delta(x2d, y, self.request_pairs)
         y = y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
         return y if bias is None else y + bias
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from model.layers.adapters import AdapterRouting, AdapterRows
 from model.layers.attention import GroupedQueryAttention
 from model.config import LayerSpec, ModelConfig
 from model.layers.kv_cache import KVCache, StepLayout, block_bytes
@@ -63,6 +64,7 @@ class Transformer(nn.Module):
         # the loader fills it from the embedding matrix.
         self.output = Linear(config.dim, config.vocab_size)
         self.rope = RotaryEmbedding(config)
+        self.adapter_routing = AdapterRouting()  # per-request adapters (model/loading/lora.py attach_adapter)
 
     def new_cache(
         self, *, max_seq_len: int, capacity_bytes: int, block_size: int = 16, key_summaries: bool = False
@@ -161,16 +163,25 @@ class Transformer(nn.Module):
         layout: StepLayout,
         all_logits: bool = False,
         task_rows: torch.Tensor | None = None,
+        adapter_rows: AdapterRows | None = None,
+        hidden: bool = False,
     ) -> torch.Tensor:
         """tokens [N] packed as `layout` says -> fp32 logits [B, V] at each sequence's last token, or [N, V].
 
         task_rows [N]: each token's row of the routers' task-bias table (`TASK_TYPES` index; len(TASK_TYPES) =
         none), or None for no task bias.
+        adapter_rows: which rows each per-request adapter applies to (model/layers/adapters.py); None = none.
+        hidden: return the final-normed hidden states [B or N, D] instead of logits (what a value head reads).
         """
-        x = self.tok_embeddings(tokens)  # [N, D]
-        cos, sin = self.rope.at(layout.positions)  # [N, 1, rope dim]
-        for block in self.layers:
-            x = block(x, cos, sin, cache, layout, task_rows)
-        if not all_logits:
-            x = x[layout.last_token]  # [B, D]: the LM head is a fifth of the compute; skip unused rows
-        return self.output(self.norm(x)).float()
+        self.adapter_routing.rows = adapter_rows
+        try:
+            x = self.tok_embeddings(tokens)  # [N, D]
+            cos, sin = self.rope.at(layout.positions)  # [N, 1, rope dim]
+            for block in self.layers:
+                x = block(x, cos, sin, cache, layout, task_rows)
+            if not all_logits:
+                x = x[layout.last_token]  # [B, D]: the LM head is a fifth of the compute; skip unused rows
+            x = self.norm(x)
+            return x.float() if hidden else self.output(x).float()
+        finally:
+            self.adapter_routing.rows = None

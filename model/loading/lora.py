@@ -10,6 +10,8 @@ pair: the A matrices stacked ([sum r, in]) and the B matrices placed at their ro
 - float32 weights: merged, W += B A (exact, no cost per token, the native decode step still applies);
 - int8 / int4 weights: kept unmerged beside the quantized weight, y = x W^T + (x A^T) B^T. Merged into int4
   and rounded again, the delta is mostly lost in the rounding (docs/BENCHMARKS.md, "LoRA at int4").
+Both apply to every request. `attach_adapter` instead loads one under a name for the requests that ask for it
+(model/layers/adapters.py): unmerged at any precision, beside base weights that other requests use as they are.
 """
 
 from __future__ import annotations
@@ -193,3 +195,20 @@ def apply_adapter(model: torch.nn.Module, adapter: Adapter) -> dict[str, int]:
             linear.set_low_rank(down, up)
             counts["unmerged"] += 1
     return counts
+
+
+def attach_adapter(model: torch.nn.Module, adapter: Adapter, name: str) -> int:
+    """Load `adapter` into `model` as per-request adapter `name`, applied only to the token rows of requests that
+    name it (`Engine.submit(..., adapter=name)`); the weights stay as they are. Returns its slot."""
+    check_fits(adapter, model.config)
+    routing = model.adapter_routing
+    if name in routing.names:
+        raise AdapterError(f"{adapter.path}: an adapter named {name!r} is already loaded")
+    slot = len(routing.names)
+    modules = dict(model.named_modules())
+    for module_name, (down, up) in fused_pairs(adapter, model.config).items():
+        linear = modules[module_name]
+        assert isinstance(linear, Linear), module_name
+        linear.add_request_pair(routing, slot, down, up)
+    routing.names.append(name)
+    return slot

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from model.layers.adapters import AdapterRows
 from model.layers.kv_cache import KVCache
 from model.layers.moe import TASK_TYPES, ExpertLoad
 from model.serving.radix_cache import RadixCache
@@ -75,10 +76,14 @@ def forward_step(
     task_types: Sequence[str | None] | None = None,
     attention: AttentionConfig = DENSE,
     compiled: CompiledDecode | None = None,
+    adapters: Sequence[str | None] | None = None,
+    hidden: bool = False,
 ) -> torch.Tensor:
     """Feed chunks[i] to sequence seqs[i] in one ragged forward -> fp32 logits [B, V] (last token) or [N, V].
 
     task_types: per sequence, the task whose router bias its tokens use (None: no bias); None for all.
+    adapters: per sequence, the per-request adapter its tokens use (None: the base model); None for all. A step
+    with adapter rows runs eagerly. hidden: final-normed hidden states instead of logits (eager).
     attention: the attention pattern (dense, or block-sparse: model/layers/sparse_attention.py).
     A dense decode step (one token per sequence, no router bias) goes through `compiled` when it is ready,
     else the eager model.
@@ -90,15 +95,21 @@ def forward_step(
     if task_types is not None and any(task_types):
         rows = [TASK_TYPES.index(t) if t else len(TASK_TYPES) for t in task_types]
         task_rows = torch.tensor([row for row, chunk in zip(rows, chunks) for _ in chunk], dtype=torch.long)
+    adapter_rows = None
+    if adapters is not None and any(adapters):
+        routing = model.adapter_routing
+        adapter_rows = AdapterRows.of([None if a is None else routing.slot(a) for a in adapters], [len(c) for c in chunks])
     try:
         plan = plan_step(attention, layout, cache.block_size, cache.key_summaries is not None)
         if plan is not None:
             layout = dataclasses.replace(layout, sparse=plan)
         with torch.inference_mode():
-            if compiled is not None and task_rows is None and compiled.usable(layout, all_logits):
+            if (compiled is not None and task_rows is None and adapter_rows is None and not hidden
+                    and compiled.usable(layout, all_logits)):
                 logits = compiled(tokens, cache, layout)
             else:
-                logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows)
+                logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows,
+                               adapter_rows=adapter_rows, hidden=hidden)
     except BaseException:
         cache.rollback(layout)
         raise
@@ -257,9 +268,10 @@ class Scheduler:
         seqs = [request.seq for request, _ in batch]
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
         task_types = [request.task_type for request, _ in batch] if self.task_bias_on else None
+        adapters = [request.adapter for request, _ in batch]
         try:
             logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types, attention=self.attention,
-                                  compiled=self.compiled)
+                                  compiled=self.compiled, adapters=adapters)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:
@@ -365,11 +377,49 @@ class Scheduler:
 
     def _key(self, request: Request) -> list[int]:
         """The request's ids as the radix tree knows them. With a task router bias on, the same tokens hold
-        different K/V under different tasks, so each task's ids live in their own range: they never match."""
-        if not self.task_bias_on or request.task_type is None:
-            return request.ids
-        offset = (TASK_TYPES.index(request.task_type) + 1) * self.model.config.vocab_size
-        return [t + offset for t in request.ids]
+        different K/V under different tasks, and under different adapters (or none) always: each (task, adapter)
+        pair's ids live in their own range, so they never match."""
+        return self._ids_key(request.ids, request.task_type, request.adapter)
+
+    def _ids_key(self, ids: list[int], task_type: str | None, adapter: str | None) -> list[int]:
+        task = TASK_TYPES.index(task_type) + 1 if self.task_bias_on and task_type is not None else 0
+        slot = 0 if adapter is None else self.model.adapter_routing.slot(adapter) + 1
+        offset = (task + slot * (len(TASK_TYPES) + 1)) * self.model.config.vocab_size
+        return ids if offset == 0 else [t + offset for t in ids]
+
+    # ----- scoring without generating --------------------------------------------------------------
+
+    def hidden_states(self, prompts: Sequence[Sequence[int]], adapter: str | None = None,
+                      task_type: str | None = None) -> torch.Tensor:
+        """The final-normed hidden state of each prompt's last token, [B, D] (what a value head reads), in one
+        forward between scheduler steps. Each prompt starts from its longest prefix the radix tree caches under
+        the same adapter (and task); nothing new is cached. Raises MemoryError when the pool cannot hold them."""
+        with self.lock:
+            held: list[tuple[int, object]] = []
+            chunks = []
+            try:
+                for prompt in prompts:
+                    ids = [int(t) for t in prompt]
+                    key = self._ids_key(ids, task_type, adapter)
+                    match = self.radix.match(key[:-1] if self.config.prefix_cache else [])
+                    self.radix.lock(match.node)
+                    held.append((self.cache.new_sequence(match.blocks), match.node))
+                    chunks.append(ids[match.n_blocks * self.cache.block_size:])
+                seqs = [seq for seq, _ in held]
+                short = self.cache.blocks_needed(seqs, [len(c) for c in chunks]) - self.cache.free_blocks
+                if short > self.radix.evictable_blocks:
+                    raise MemoryError(f"the KV cache cannot hold {len(prompts)} prompts at once")
+                if short > 0:
+                    freed = self.radix.evict(short)
+                    self.cache.release(freed)
+                    self.stats.evicted_blocks += len(freed)
+                return forward_step(self.model, self.cache, seqs, chunks, attention=self.attention,
+                                    adapters=[adapter] * len(seqs), task_types=[task_type] * len(seqs)
+                                    if self.task_bias_on else None, hidden=True)
+            finally:
+                for seq, node in held:
+                    self.cache.free(seq)
+                    self.radix.unlock(node)
 
     def _preempt(self, request: Request) -> None:
         log.info("preempting request %d to free KV blocks", request.id)

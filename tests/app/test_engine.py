@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from app import Settings
 from app.engine import load_engine, read_router_bias
 from model.layers.moe import Router
+from reasoning.search import REASONING_ADAPTER
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
 
@@ -43,8 +44,30 @@ def test_adapter_setting_from_the_environment_reaches_the_engine(tmp_path):
     wrapped.save_pretrained(tmp_path / "adapter")
     settings = Settings.from_env({"R1_ADAPTER": str(tmp_path / "adapter"), "R1_MODEL": str(tmp_path / "model"),
                                   "R1_QUANT": "int8", "R1_THREADS": "1", "R1_CACHE_DIR": str(tmp_path / "cache")})
-    engine = load_engine(settings)
-    assert sum(m.lora_down is not None for m in engine.model.modules() if hasattr(m, "lora_down")) == 3
+    engine = load_engine(settings)  # scope "reasoning" (default): a per-request adapter; base weights untouched
+    linears = [m for m in engine.model.modules() if hasattr(m, "lora_down")]
+    assert engine.adapters == (REASONING_ADAPTER,)
+    assert sum(m.lora_down is not None for m in linears) == 0 and sum(bool(m.request_pairs) for m in linears) == 3
+    engine.close()
+    engine = load_engine(settings.override(adapter_scope="all"))  # every request: beside the int8 weights
+    linears = [m for m in engine.model.modules() if hasattr(m, "lora_down")]
+    assert engine.adapters == () and sum(m.lora_down is not None for m in linears) == 3
     engine.close()
     with pytest.raises(ValueError, match="adapter not found: .*nowhere"):
         load_engine(settings.override(adapter=str(tmp_path / "nowhere")))
+    with pytest.raises(ValueError, match="unknown adapter scope 'chat'; choose one of reasoning, all"):
+        load_engine(settings.override(adapter_scope="chat"))
+
+
+def test_adapter_flags_reach_the_settings(monkeypatch, capsys):
+    from ui.cli import _settings, build_parser
+
+    monkeypatch.setenv("R1_ADAPTER", "/some/adapter")
+    parse = build_parser().parse_args
+    assert _settings(parse(["generate", "--prompt", "hi"])).adapter == "/some/adapter"
+    assert _settings(parse(["generate", "--prompt", "hi"])).adapter_scope == "reasoning"
+    assert _settings(parse(["generate", "--prompt", "hi", "--adapter-scope", "all"])).adapter_scope == "all"
+    assert _settings(parse(["generate", "--prompt", "hi", "--no-adapter"])).adapter is None
+    with pytest.raises(SystemExit):
+        parse(["generate", "--help"])
+    assert "only reasoning requests" in " ".join(capsys.readouterr().out.split())

@@ -142,3 +142,36 @@ def test_among_verified_paths_the_shortest_is_chosen():
     paths = [Path([], [parse_step(calc("6*7")), parse_step("Answer: 42")]) for _ in range(2)]
     score(paths, unverified, LayeredReward(), SearchBudget(tokens=10_000))
     assert not paths[0].verified and best_path(paths) is paths[0]  # no verifier: the first found
+
+
+def test_reasoning_steps_run_with_the_reasoning_adapter_and_plain_generation_does_not(tmp_path):
+    """A backend holding the per-request REASONING_ADAPTER: the Policy's steps decode as on an engine with the
+    adapter merged for everything, while a plain request on the same engine decodes as on the base model."""
+    pytest.importorskip("peft")
+    import model
+    from reasoning.search import REASONING_ADAPTER
+    from tests.model.loading.test_lora import peft_model
+
+    peft_model("llama", ["q_proj", "v_proj"], tmp_path / "base").save_pretrained(tmp_path / "adapter")
+
+    def load(**kwargs):
+        return model.load(tmp_path / "base", quant=None, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16,
+                          compiled_step=False, **kwargs)
+
+    mixed, merged, base = load(request_adapters={REASONING_ADAPTER: tmp_path / "adapter"}), load(
+        adapter=tmp_path / "adapter"), load()
+    prompt = "t5 t9 t33 t7 t120"
+
+    def first_steps(engine) -> list[str]:
+        policy = Policy(engine, TASKS["math"], SearchBudget(step_tokens=12), seed=0)
+        return [p.steps[0].text for p in policy.extend([policy.root(prompt)] * 2, temperature=[0.0, 0.9])]
+
+    try:
+        assert Policy(mixed, TASKS["math"], SearchBudget(), seed=0).adapter == REASONING_ADAPTER
+        assert Policy(base, TASKS["math"], SearchBudget(), seed=0).adapter is None
+        assert first_steps(mixed) == first_steps(merged) != first_steps(base)
+        plain = mixed.generate(prompt, max_new_tokens=12)
+        assert plain == base.generate(prompt, max_new_tokens=12) != merged.generate(prompt, max_new_tokens=12)
+    finally:
+        for engine in (mixed, merged, base):
+            engine.close()
