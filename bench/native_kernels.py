@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gguf = default_gguf()
     eng = model.load(str(gguf), quant="auto", threads=args.threads, compiled_step=True)
-    if not eng.compiled.library.wait():
-        raise SystemExit(f"native step unavailable: {eng.compiled.library.error}")
     aten = Engine(eng.model, eng.tokenizer, threads=args.threads, native_dir=eng.compiled.build_dir)
-    aten.compiled.int8_kernels = False
-    aten.compiled.library.wait()
+    aten.compiled.int8_kernels = False  # read when its C++ model is made, below
+    if not (eng.compiled.wait() and aten.compiled.wait()):
+        raise SystemExit(f"native step unavailable: {eng.compiled.reason or eng.compiled.library.error}")
+    print(f"int8 kernels in use: {eng.compiled.uses_int8_kernels}", flush=True)
     b1, b8 = make_prompts(eng.tokenizer.encode(_TEXT), args.prompt_tokens)
     n = args.new_tokens
     params = SamplingParams(max_new_tokens=n, stop_token_ids=())

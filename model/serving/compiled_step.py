@@ -243,7 +243,9 @@ class CompiledDecode:
     """Decode steps of one model through the native library, once it is loaded.
 
     `usable(layout, all_logits)` says whether a step can take the native path now; `__call__` runs it. Until
-    the library is ready (or forever, when it cannot be built) the caller runs the eager model instead.
+    the library is ready (or forever, when it cannot be built) the caller runs the eager model instead. Once it
+    is, the C++ model is made in a background thread too (tiling the int4 weights for the int8-activation kernels
+    takes ~1 s for SmolLM2-135M), so no request waits for that either.
     """
 
     def __init__(self, model: Transformer, cache: KVCache, build_dir: Path, library: NativeLibrary | None = None,
@@ -254,7 +256,9 @@ class CompiledDecode:
         self.int8_kernels = int8_kernels
         self.build_dir = build_dir
         self.library = library or native_library()
-        self._native = None  # the C++ DecodeModel, made on the first native step
+        self._native = None  # the C++ DecodeModel, made in the background once the library is loaded
+        self._maker: threading.Thread | None = None
+        self._maker_lock = threading.Lock()
         self.steps = 0  # decode steps run natively
         self.reason = unsupported_reason(model, cache)
         if self.reason is not None:
@@ -266,12 +270,39 @@ class CompiledDecode:
         """A dense decode step of a supported model, the library built (a sparse plan or key summaries, which
         the native step would not keep up to date, leave the step to the eager model)."""
         return (self.reason is None and not all_logits and layout.max_new == 1 and layout.sparse is None
-                and self.library.ready)
+                and self._ready())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until native steps can run (tests, benchmarks); True when they can."""
+        if self.reason is not None or not self.library.wait(timeout):
+            return False
+        self._ready()
+        if self._maker is not None:
+            self._maker.join(timeout)
+        return self._native is not None
+
+    def _ready(self) -> bool:
+        """Whether the C++ model is made; starts making it once the library is loaded."""
+        if self._native is not None:
+            return True
+        if self.library.ready:
+            with self._maker_lock:
+                if self._maker is None:
+                    self._maker = threading.Thread(target=self._make_in_background, name="r1-native-model", daemon=True)
+                    self._maker.start()
+        return False
+
+    def _make_in_background(self) -> None:
+        try:
+            self._native = self._make_native()
+        except (RuntimeError, ValueError) as err:  # a weight the repacking refuses: this model stays eager
+            self.reason = f"the native model could not be made: {err}"
+            log.warning("native decode step not used: %s", self.reason)
 
     def __call__(self, tokens: torch.Tensor, cache: KVCache, layout: StepLayout) -> torch.Tensor:
         """tokens [B], one per sequence of `layout` -> fp32 logits [B, V]; writes the step's K/V into `cache`."""
-        if self._native is None:
-            self._native = self._make_native()
+        if not self.wait():
+            raise RuntimeError(f"native decode step unavailable: {self.reason or self.library.error}")
         self.steps += 1
         return self._native.step(tokens, layout.positions, layout.write_slots, layout.read_slots, cache.kv)
 
