@@ -120,6 +120,16 @@ inline void int4_tile(const uint8_t* codes, const uint16_t* sz, int64_t N, int64
   }
 }
 
+// The sums of the 16 lanes of a, b, c and d, as one 4-lane vector (one transposing tree instead of four reductions).
+inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // per 128-bit lane: a b a b
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));  // c d c d
+  const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                                    _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));  // a b c d
+  const __m512 half = _mm512_add_ps(abcd, _mm512_shuffle_f32x4(abcd, abcd, 0x4E));  // 128-bit lanes 0+2, 1+3
+  return _mm512_castps512_ps128(_mm512_add_ps(half, _mm512_shuffle_f32x4(half, half, 0xB1)));
+}
+
 // y[m, n] (+)= int8 row n of the weight against rows m0 .. m0 + MB - 1 of x, for NR consecutive rows n.
 // w: int8 [N, K]; scales: bf16 [N].
 template <int NR, int MB>
@@ -148,6 +158,21 @@ inline void int8_rows(const int8_t* w, const uint16_t* scales, int64_t n, const 
       }
     }
   }
+  // One reduction tree for every NR, so a row's sum does not depend on how many rows met it (batch invariance).
+  float sums[NR][MB];
+  const __m512 zero = _mm512_setzero_ps();
+  for (int m = 0; m < MB; ++m) {
+    float four[4];
+    if constexpr (NR == 4) {
+      _mm_storeu_ps(four, sum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]));
+      for (int r = 0; r < 4; ++r) sums[r][m] = four[r];
+    } else {
+      for (int r = 0; r < NR; ++r) {
+        _mm_storeu_ps(four, sum4(acc[r][m], zero, zero, zero));
+        sums[r][m] = four[0];
+      }
+    }
+  }
   for (int r = 0; r < NR; ++r) {
     uint32_t bits = static_cast<uint32_t>(scales[n + r]) << 16;
     float s;
@@ -155,7 +180,7 @@ inline void int8_rows(const int8_t* w, const uint16_t* scales, int64_t n, const 
     const float b = bias ? bias[n + r] : 0.f;
     for (int m = 0; m < MB; ++m) {
       float* out = y + (m0 + m) * ldy + n + r;
-      const float v = _mm512_reduce_add_ps(acc[r][m]) * s + b;
+      const float v = sums[r][m] * s + b;
       *out = accumulate ? *out + v : v;
     }
   }
