@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip().split("load average:")[-1].strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(args.threads)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    import model
     from decode import _TEXT, default_gguf, make_prompts
+
+    import model
     from model.engine import Engine
     from model.serving.sampler import SamplingParams
 
@@ -124,13 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:14s} {rate:7.1f}{extra}")
     print(f"  kernels / aten: b1 {med['kernels b1'] / med['aten b1']:.2f}x, b8 {med['kernels b8'] / med['aten b8']:.2f}x")
 
+    eager = Engine(eng.model, eng.tokenizer, threads=args.threads)  # no native step: bf16 activations throughout
+    tokens["eager"] = eager.submit(b1, params).result().token_ids
+    eager.close()
+
     def agree(a: list[int], b: list[int]) -> int:
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
     names = list(tokens)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            print(f"greedy agreement {a} / {b}: first {agree(tokens[a], tokens[b])} of {n} tokens")
+            first = agree(tokens[a], tokens[b])
+            line = f"greedy agreement {a} / {b}: first {first} of {n} tokens"
+            if first < n:  # how close a call the first difference was, in the fp32 logits of the eager model
+                logits = eng.logits(b1 + tokens[a][:first])[-1]
+                top2 = logits.topk(2).values
+                line += (f"; there the eager model's logits of the two picks differ by "
+                         f"{abs(float(logits[tokens[a][first]] - logits[tokens[b][first]])):.3f} "
+                         f"(its top-2 margin {float(top2[0] - top2[1]):.3f})")
+            print(line)
     eng.close()
     aten.close()
     return 0

@@ -17,11 +17,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import model
 from model import build_transformer
+from model.engine import Engine
+from model.layers.linear import Linear, dequantize_int8
+from model.loading.hf_checkpoint import load_hf_checkpoint
 from model.serving import compiled_step
 from model.serving.compiled_step import CompiledDecode, NativeLibrary, find_compiler
-from model.engine import Engine
-from model.layers.linear import Linear, dequantize_int4, dequantize_int8
-from model.loading.hf_checkpoint import load_hf_checkpoint
 from model.serving.native_layout import int4_codes, tiled_int4
 from model.serving.sampler import SamplingParams
 from model.serving.scheduler import forward_step
