@@ -358,6 +358,7 @@ def test_default_model_int4_native_decode_loses_nothing_against_eager(library, d
     ids = engine.tokenizer.encode(text)[:160]
     aten = CompiledDecode(engine.model, engine.cache, default_cache, library, int8_kernels=False)
     kernels = CompiledDecode(engine.model, engine.cache, default_cache, library)
+    assert aten.wait(timeout=120) and kernels.wait(timeout=120)  # every step below native, the first too
 
     def perplexity(compiled: CompiledDecode | None) -> float:
         cache = engine.model.new_cache(max_seq_len=512, capacity_bytes=1 << 24)
