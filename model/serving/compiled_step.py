@@ -2,7 +2,11 @@
 
 A decode step (every sequence feeds one token) of a Llama-family model runs through `native/decode_step.cpp`:
 the small ops (norm + cast, rope + KV write, attention over the paged cache, SiLU * mul, residuals) are
-plain loops there and the matmuls call the same ATen kernels as the eager path (model/layers/linear.py).
+plain loops there. On a CPU with AVX512-VNNI the matmuls of an int4/int8 model run on the native int8-activation
+kernels (`native/int8_kernels.h`: activations quantized per 32-block, each weight block unpacked once for the
+whole batch), all in one OpenMP region per step; int4 weights get a tiled copy for them at load
+(model/serving/native_layout.py). Elsewhere (and for fp32 models, or with `int8_kernels=False`) the matmuls call
+the same ATen kernels as the eager path (model/layers/linear.py).
 Prefill, mixed steps and every model the native step does not cover stay on the eager `Transformer`.
 
 The library is compiled on the user's machine (`c++ -O3 -march=native`, ~15 s of CPU), once per
@@ -35,10 +39,12 @@ from model.layers.linear import Linear
 from model.layers.mlp import SwiGLU
 from model.layers.norm import RMSNorm
 from model.layers.transformer import Transformer
+from model.serving.native_layout import tiled_int4
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "native" / "decode_step.cpp"
+HEADERS = (SOURCE.parent / "int8_kernels.h",)  # included by SOURCE: part of the library's key
 ENV_SWITCH = "R1_COMPILED_STEP"  # "0" turns the native decode step off (the test suite does, bar its own tests)
 
 
@@ -116,7 +122,8 @@ def _cpu_signature() -> str:
 def library_path(directory: Path, compiler: str) -> Path:
     """Where the library for this source, torch, compiler and CPU lives in `directory`."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), compiler.encode(), _cpu_signature().encode()):
+    sources = [path.read_bytes() for path in (SOURCE, *HEADERS)]
+    for part in (*sources, torch.__version__.encode(), compiler.encode(), _cpu_signature().encode()):
         key.update(part)
         key.update(b"\0")
     return directory / f"decode_step-{key.hexdigest()[:16]}.so"
@@ -225,23 +232,33 @@ def native_library() -> NativeLibrary:
 # ----- the step ----------------------------------------------------------------------------------------
 
 
-def _linear_tensors(linear: Linear) -> list[torch.Tensor]:
+def _linear_tensors(linear: Linear, tiles: bool) -> list[torch.Tensor]:
+    """weight, scales, bias and (int4 with `tiles`) the kernels' tiled copy; empty tensors for what is absent."""
     empty = torch.empty(0)
-    return [linear.weight, empty if linear.scales is None else linear.scales, empty if linear.bias is None else linear.bias]
+    packed = tiled_int4(linear.weight, linear.scales) if tiles and linear.weight.dtype == torch.uint8 else empty
+    return [linear.weight, empty if linear.scales is None else linear.scales, empty if linear.bias is None else linear.bias, packed]
 
 
 class CompiledDecode:
     """Decode steps of one model through the native library, once it is loaded.
 
     `usable(layout, all_logits)` says whether a step can take the native path now; `__call__` runs it. Until
-    the library is ready (or forever, when it cannot be built) the caller runs the eager model instead.
+    the library is ready (or forever, when it cannot be built) the caller runs the eager model instead. Once it
+    is, the C++ model is made in a background thread too (tiling the int4 weights for the int8-activation kernels
+    takes ~1 s for SmolLM2-135M), so no request waits for that either.
     """
 
-    def __init__(self, model: Transformer, cache: KVCache, build_dir: Path, library: NativeLibrary | None = None) -> None:
+    def __init__(self, model: Transformer, cache: KVCache, build_dir: Path, library: NativeLibrary | None = None,
+                 int8_kernels: bool = True) -> None:
+        """int8_kernels: run an int4/int8 model's matmuls on the native int8-activation kernels where the library
+        has them (False: on ATen's kernels, as the eager model; the A/B of benchmarks and parity tests)."""
         self.model = model
+        self.int8_kernels = int8_kernels
         self.build_dir = build_dir
         self.library = library or native_library()
-        self._native = None  # the C++ DecodeModel, made on the first native step
+        self._native = None  # the C++ DecodeModel, made in the background once the library is loaded
+        self._maker: threading.Thread | None = None
+        self._maker_lock = threading.Lock()
         self.steps = 0  # decode steps run natively
         self.reason = unsupported_reason(model, cache)
         if self.reason is not None:
@@ -253,24 +270,58 @@ class CompiledDecode:
         """A dense decode step of a supported model, the library built (a sparse plan or key summaries, which
         the native step would not keep up to date, leave the step to the eager model)."""
         return (self.reason is None and not all_logits and layout.max_new == 1 and layout.sparse is None
-                and self.library.ready)
+                and self._ready())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until native steps can run (tests, benchmarks); True when they can."""
+        if self.reason is not None or not self.library.wait(timeout):
+            return False
+        self._ready()
+        if self._maker is not None:
+            self._maker.join(timeout)
+        return self._native is not None
+
+    def _ready(self) -> bool:
+        """Whether the C++ model is made; starts making it once the library is loaded."""
+        if self._native is not None:
+            return True
+        if self.library.ready:
+            with self._maker_lock:
+                if self._maker is None:
+                    self._maker = threading.Thread(target=self._make_in_background, name="r1-native-model", daemon=True)
+                    self._maker.start()
+        return False
+
+    def _make_in_background(self) -> None:
+        try:
+            self._native = self._make_native()
+        except (RuntimeError, ValueError) as err:  # a weight the repacking refuses: this model stays eager
+            self.reason = f"the native model could not be made: {err}"
+            log.warning("native decode step not used: %s", self.reason)
 
     def __call__(self, tokens: torch.Tensor, cache: KVCache, layout: StepLayout) -> torch.Tensor:
         """tokens [B], one per sequence of `layout` -> fp32 logits [B, V]; writes the step's K/V into `cache`."""
-        if self._native is None:
-            self._native = self._make_native()
+        if not self.wait():
+            raise RuntimeError(f"native decode step unavailable: {self.reason or self.library.error}")
         self.steps += 1
         return self._native.step(tokens, layout.positions, layout.write_slots, layout.read_slots, cache.kv)
 
+    @property
+    def uses_int8_kernels(self) -> bool:
+        """Whether native steps run on the int8-activation kernels (known once the first native step is made)."""
+        return self._native is not None and bool(self._native.uses_int8_kernels())
+
     def _make_native(self):
         m, config = self.model, self.model.config
+        tiles = self.int8_kernels and bool(torch.ops.r1_native.int8_kernels_built())  # no tiled copy otherwise
         tensors: list[torch.Tensor] = [
-            m.tok_embeddings.weight, m.norm.weight, *_linear_tensors(m.output), m.rope.cos, m.rope.signed_sin,
+            m.tok_embeddings.weight, m.norm.weight, *_linear_tensors(m.output, tiles), m.rope.cos, m.rope.signed_sin,
         ]
         for block in m.layers:
             tensors += [
-                block.attention_norm.weight, *_linear_tensors(block.attention.wqkv), *_linear_tensors(block.attention.wo),
-                block.ffn_norm.weight, *_linear_tensors(block.feed_forward.w13), *_linear_tensors(block.feed_forward.w2),
+                block.attention_norm.weight, *_linear_tensors(block.attention.wqkv, tiles),
+                *_linear_tensors(block.attention.wo, tiles), block.ffn_norm.weight,
+                *_linear_tensors(block.feed_forward.w13, tiles), *_linear_tensors(block.feed_forward.w2, tiles),
             ]
-        sizes: Sequence[int] = [config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.ffn_dim]
+        sizes: Sequence[int] = [config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.ffn_dim, int(tiles)]
         return torch.classes.r1_native.DecodeModel(tensors, list(sizes), float(config.norm_eps))

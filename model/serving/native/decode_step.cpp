@@ -25,6 +25,12 @@
 #include <immintrin.h>
 #define R1_AVX2 1
 #endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define R1_VNNI 1  // the int8-activation kernels (int8_kernels.h); without them the matmuls stay on ATen
+#endif
+#include <omp.h>
+
+#include "int8_kernels.h"
 
 namespace {
 
@@ -34,6 +40,7 @@ using at::Tensor;
 // float32 [O, K]; int8 [O, K] + bf16 scales [O]; packed int4 uint8 + bf16 scales_and_zeros [K/g, O, 2].
 struct LinearWeights {
   Tensor weight, scales, bias;  // scales / bias: empty when absent
+  Tensor packed;                // int4 codes in int8_kernels.h's tile layout (empty: none)
 
   bool quantized() const { return weight.scalar_type() != at::kFloat; }
 
@@ -184,16 +191,92 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, bool to_bf16) {
   return out;
 }
 
+#ifdef R1_VNNI
+int64_t out_features(const LinearWeights& w) {
+  return w.weight.scalar_type() == at::kByte ? w.scales.size(1) : w.weight.size(0);
+}
+
+// y [M, N] (+)= x W^T (+ bias): this thread's share of W's output rows. Called by every thread of the step's
+// parallel region; the worksharing loop ends on a barrier.
+void matmul_share(const LinearWeights& w, const r1::QuantRows& x, float* y, bool accumulate) {
+  const int64_t M = x.M, N = out_features(w);
+  const float* bias = w.bias.numel() ? w.bias.data_ptr<float>() : nullptr;
+  const auto* scales = reinterpret_cast<const uint16_t*>(w.scales.data_ptr<at::BFloat16>());
+  if (w.weight.scalar_type() == at::kByte) {
+    const uint8_t* codes = w.packed.data_ptr<uint8_t>();
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < N / r1::kTileRows; ++t) {
+      for (int64_t m0 = 0; m0 < M; m0 += r1::kMaxRows) {
+        r1::with_rows(M - m0, [&]<int MB>() { r1::int4_tile<MB>(codes, scales, N, t, x, m0, y, N, bias, accumulate); });
+      }
+    }
+    return;
+  }
+  const int8_t* codes = w.weight.data_ptr<int8_t>();
+  constexpr int64_t kRows = 4;  // weight rows per work item
+#pragma omp for schedule(static)
+  for (int64_t n0 = 0; n0 < N; n0 += kRows) {
+    for (int64_t m0 = 0; m0 < M; m0 += r1::kMaxRows) {
+      r1::with_rows(M - m0, [&]<int MB>() {
+        // As many weight rows at once as leave the accumulators in registers.
+        constexpr int NR = MB <= 2 ? 4 : MB <= 4 ? 2 : 1;
+        int64_t n = n0;
+        for (; n + NR <= std::min(n0 + kRows, N); n += NR) r1::int8_rows<NR, MB>(codes, scales, n, x, m0, y, N, bias, accumulate);
+        for (; n < std::min(n0 + kRows, N); ++n) r1::int8_rows<1, MB>(codes, scales, n, x, m0, y, N, bias, accumulate);
+      });
+    }
+  }
+}
+
+// Whether a linear layer can run on the int8-activation kernels: int4 with its tile layout, or int8, over an input
+// width that is a multiple of 32.
+bool kernel_fits(const LinearWeights& w) {
+  if (w.scales.scalar_type() != at::kBFloat16 || !w.scales.is_contiguous() || !w.weight.is_contiguous()) return false;
+  if (w.bias.numel() && (w.bias.scalar_type() != at::kFloat || !w.bias.is_contiguous())) return false;
+  if (w.weight.scalar_type() == at::kByte) {  // int4: codes [N, K/2], scales [K/32, N, 2]
+    const int64_t N = w.scales.size(1), K = w.scales.size(0) * r1::kBlock;
+    return w.scales.dim() == 3 && w.weight.numel() * 2 == N * K && N % r1::kTileRows == 0 && w.packed.numel() == N * K / 2;
+  }
+  return w.weight.scalar_type() == at::kChar && w.weight.dim() == 2 && w.weight.size(1) % r1::kBlock == 0;
+}
+
+// One linear layer on the kernels, outside a decode step (the parity tests' entry point): x float [M, K] -> [M, N].
+Tensor linear_int8(Tensor x, Tensor weight, Tensor scales, Tensor bias, Tensor packed) {
+  const LinearWeights w{weight, scales, bias, packed};
+  TORCH_CHECK(kernel_fits(w), "linear_int8: weights the int8-activation kernels do not take");
+  x = x.to(at::kFloat).contiguous();
+  const int64_t M = x.size(0), K = x.size(1), N = out_features(w);
+  TORCH_CHECK(K == (weight.scalar_type() == at::kByte ? scales.size(0) * r1::kBlock : weight.size(1)), "linear_int8: x has ", K, " features");
+  r1::QuantRows rows;
+  rows.resize(M, K);
+  for (int64_t m = 0; m < M; ++m) rows.quantize(m, x.data_ptr<float>() + m * K);
+  Tensor y = at::empty({M, N}, x.options());
+#pragma omp parallel num_threads(at::get_num_threads())
+  matmul_share(w, rows, y.data_ptr<float>(), false);
+  return y;
+}
+#endif
+
+bool int8_kernels_built() {
+#ifdef R1_VNNI
+  return true;
+#else
+  return false;
+#endif
+}
+
 class DecodeModel : public torch::CustomClassHolder {
  public:
-  // tensors: embedding [V, D], final norm [D], LM head (weight, scales, bias), cos [P, hd], signed sin [P, hd],
-  //   then per layer: attention norm, qkv (w, s, b), wo (w, s, b), ffn norm, w13 (w, s, b), w2 (w, s, b).
-  // sizes: n_layers, n_heads, n_kv_heads, head_dim, ffn_dim.
+  // tensors: embedding [V, D], final norm [D], LM head (weight, scales, bias, packed), cos [P, hd],
+  //   signed sin [P, hd], then per layer: attention norm, qkv (w, s, b, p), wo (w, s, b, p), ffn norm,
+  //   w13 (w, s, b, p), w2 (w, s, b, p).
+  // sizes: n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, and 1 to use the int8-activation kernels where
+  // this build and every weight allow (int8_kernels.h), 0 for ATen's.
   DecodeModel(std::vector<Tensor> tensors, std::vector<int64_t> sizes, double eps)
       : n_layers_(sizes.at(0)), n_heads_(sizes.at(1)), n_kv_heads_(sizes.at(2)), head_dim_(sizes.at(3)),
         ffn_dim_(sizes.at(4)), eps_(static_cast<float>(eps)) {
-    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == 7 + 14 * n_layers_, "DecodeModel: expected ",
-                7 + 14 * n_layers_, " tensors, got ", tensors.size());
+    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == 8 + 18 * n_layers_, "DecodeModel: expected ",
+                8 + 18 * n_layers_, " tensors, got ", tensors.size());
     size_t i = 0;
     embedding_ = tensors[i++];
     norm_ = tensors[i++];
@@ -210,7 +293,11 @@ class DecodeModel : public torch::CustomClassHolder {
       layer.w2 = take_linear(tensors, i);
       layers_.push_back(layer);
     }
+    kernels_ = sizes.at(5) != 0 && kernels_fit();
   }
+
+  // Whether steps run on the int8-activation kernels (else on ATen's, as the eager model).
+  bool uses_int8_kernels() const { return kernels_; }
 
   // tokens [B], positions [B] (each sequence's cached length = its new token's position),
   // write_slots [B] (cache slot of the new token), read_slots [B, S] (slots of positions 0..S-1; row b reads
@@ -231,6 +318,9 @@ class DecodeModel : public torch::CustomClassHolder {
     }
 
     Tensor x = embedding_.index_select(0, tokens).to(at::kFloat).contiguous();  // [B, D]
+#ifdef R1_VNNI
+    if (kernels_) return step_int8(x, positions, write_slots, read_slots, kv);
+#endif
     const int64_t layer_stride = kv.stride(0);
     for (int64_t l = 0; l < n_layers_; ++l) {
       const Layer& layer = layers_[l];
@@ -252,8 +342,8 @@ class DecodeModel : public torch::CustomClassHolder {
   };
 
   static LinearWeights take_linear(const std::vector<Tensor>& tensors, size_t& i) {
-    LinearWeights w{tensors[i], tensors[i + 1], tensors[i + 2]};
-    i += 3;
+    LinearWeights w{tensors[i], tensors[i + 1], tensors[i + 2], tensors[i + 3]};
+    i += 4;
     return w;
   }
 
@@ -360,8 +450,132 @@ class DecodeModel : public torch::CustomClassHolder {
     return out;
   }
 
+  // Every linear int4 (with its tile layout) or int8, inner sizes multiples of 32, and a build with the kernels.
+  bool kernels_fit() const {
+#ifdef R1_VNNI
+    if (!kernel_fits(output_)) return false;
+    for (const Layer& layer : layers_) {
+      if (!kernel_fits(layer.qkv) || !kernel_fits(layer.wo) || !kernel_fits(layer.w13) || !kernel_fits(layer.w2)) return false;
+    }
+    return true;
+#else
+    return false;
+#endif
+  }
+
+#ifdef R1_VNNI
+  // Rope, KV write and attention of row b's key-value group g: its query heads are rotated from qkv, its key and
+  // value stored at the row's write slot, then each query head attends over the row's positions[b] + 1 keys.
+  void attend_group(const float* qkv, int64_t b, int64_t g, int64_t pos, int64_t write_slot, const int64_t* row_slots,
+                    float* kv_layer, float* out, std::vector<float>& scratch, std::vector<const float*>& keys,
+                    std::vector<const float*>& values) const {
+    const int64_t H = n_heads_, KV = n_kv_heads_, hd = head_dim_, half = hd / 2, group = H / KV, S = pos + 1;
+    const float* cos = cos_.data_ptr<float>() + pos * hd;
+    const float* sin = sin_.data_ptr<float>() + pos * hd;
+    const float* row = qkv + b * (H + 2 * KV) * hd;
+    auto rotate = [&](const float* in, float* dst) {
+      for (int64_t d = 0; d < half; ++d) {
+        const float lo = in[d], hi = in[d + half];
+        dst[d] = lo * cos[d] + hi * sin[d];
+        dst[d + half] = hi * cos[d + half] + lo * sin[d + half];
+      }
+    };
+    float* cache_row = kv_layer + write_slot * 2 * KV * hd;
+    rotate(row + (H + g) * hd, cache_row + g * hd);
+    std::memcpy(cache_row + (KV + g) * hd, row + (H + KV + g) * hd, hd * sizeof(float));
+    for (int64_t s = 0; s < S; ++s) {
+      keys[s] = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
+      values[s] = kv_layer + row_slots[s] * 2 * KV * hd + (KV + g) * hd;
+    }
+    float* q = scratch.data();
+    float* sc = q + hd;
+    const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+    for (int64_t j = 0; j < group; ++j) {
+      const int64_t head = g * group + j;
+      rotate(row + head * hd, q);
+      dot_keys(q, keys.data(), S, hd, sc);
+      float m = -INFINITY;
+      for (int64_t s = 0; s < S; ++s) m = std::max(m, sc[s] * scale);
+      float sum = 0.f;
+      for (int64_t s = 0; s < S; ++s) sc[s] = fast_exp(sc[s] * scale - m);
+      for (int64_t s = 0; s < S; ++s) sum += sc[s];
+      const float inv = 1.f / sum;
+      for (int64_t s = 0; s < S; ++s) sc[s] *= inv;
+      weighted_sum(sc, values.data(), S, hd, out + b * H * hd + head * hd);
+    }
+  }
+
+  // The step on the int8-activation kernels, in one parallel region: threads meet at a barrier after each phase
+  // (norm + quantize, a matmul, rope + attention, ...), nine per layer, instead of an OpenMP region per matmul.
+  Tensor step_int8(Tensor& x, const Tensor& positions, const Tensor& write_slots, const Tensor& read_slots, Tensor& kv) {
+    RECORD_FUNCTION("r1::step_int8", c10::ArrayRef<const c10::IValue>{});
+    const int64_t B = x.size(0), D = x.size(1), H = n_heads_, KV = n_kv_heads_, hd = head_dim_, F = ffn_dim_;
+    const int64_t QKV = (H + 2 * KV) * hd, S_max = read_slots.size(1), V = out_features(output_);
+    Tensor logits = at::empty({B, V}, x.options().dtype(at::kFloat));
+    qkv_.resize(B * QKV);
+    attended_.resize(B * H * hd);
+    gate_up_.resize(B * 2 * F);
+    x_d_.resize(B, D);
+    x_o_.resize(B, H * hd);
+    x_f_.resize(B, F);
+    float* xs = x.data_ptr<float>();
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t* wslot = write_slots.data_ptr<int64_t>();
+    const int64_t* rslots = read_slots.data_ptr<int64_t>();
+    float* kv_base = kv.data_ptr<float>();
+    const int64_t layer_stride = kv.stride(0);
+    // Norm row b of x and quantize it into x_d_.
+    auto norm_rows = [&](const Tensor& weight, std::vector<float>& buffer) {
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < B; ++b) {
+        rms_norm_rows(xs + b * D, weight.data_ptr<float>(), buffer.data(), 1, D, eps_);
+        x_d_.quantize(b, buffer.data());
+      }
+    };
+#pragma omp parallel num_threads(at::get_num_threads())
+    {
+      std::vector<float> buffer(std::max(D, F)), scratch(hd + S_max);
+      std::vector<const float*> keys(S_max), values(S_max);
+      for (int64_t l = 0; l < n_layers_; ++l) {
+        const Layer& layer = layers_[l];
+        float* kv_layer = kv_base + l * layer_stride;
+        norm_rows(layer.attention_norm, buffer);
+        matmul_share(layer.qkv, x_d_, qkv_.data(), false);
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < B * KV; ++item) {
+          const int64_t b = item / KV;
+          attend_group(qkv_.data(), b, item % KV, pos[b], wslot[b], rslots + b * S_max, kv_layer, attended_.data(),
+                       scratch, keys, values);
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; ++b) x_o_.quantize(b, attended_.data() + b * H * hd);
+        matmul_share(layer.wo, x_o_, xs, true);
+        norm_rows(layer.ffn_norm, buffer);
+        matmul_share(layer.w13, x_d_, gate_up_.data(), false);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; ++b) {
+          const float* gate = gate_up_.data() + b * 2 * F;
+          const float* up = gate + F;
+          for (int64_t f = 0; f < F; ++f) buffer[f] = gate[f] / (1.f + fast_exp(-gate[f])) * up[f];
+          x_f_.quantize(b, buffer.data());
+        }
+        matmul_share(layer.w2, x_f_, xs, true);
+      }
+      norm_rows(norm_, buffer);
+      matmul_share(output_, x_d_, logits.data_ptr<float>(), false);
+    }
+    return logits;
+  }
+#endif
+
   int64_t n_layers_, n_heads_, n_kv_heads_, head_dim_, ffn_dim_;
   float eps_;
+  bool kernels_ = false;
+#ifdef R1_VNNI
+  // The int8-kernel step's buffers, kept between steps (a model steps on one thread at a time: the scheduler's).
+  std::vector<float> qkv_, attended_, gate_up_;
+  r1::QuantRows x_d_, x_o_, x_f_;  // quantized inputs of qkv / w13 / LM head, wo, w2
+#endif
   Tensor embedding_, norm_, cos_, sin_;
   LinearWeights output_;
   std::vector<Layer> layers_;
@@ -372,5 +586,10 @@ class DecodeModel : public torch::CustomClassHolder {
 TORCH_LIBRARY(r1_native, m) {
   m.class_<DecodeModel>("DecodeModel")
       .def(torch::init<std::vector<at::Tensor>, std::vector<int64_t>, double>())
-      .def("step", &DecodeModel::step);
+      .def("step", &DecodeModel::step)
+      .def("uses_int8_kernels", &DecodeModel::uses_int8_kernels);
+  m.def("int8_kernels_built", &int8_kernels_built);
+#ifdef R1_VNNI
+  m.def("linear_int8", &linear_int8);
+#endif
 }

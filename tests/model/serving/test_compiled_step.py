@@ -17,10 +17,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 import model
 from model import build_transformer
+from model.engine import Engine
+from model.layers.linear import Linear, dequantize_int8
+from model.loading.hf_checkpoint import load_hf_checkpoint
 from model.serving import compiled_step
 from model.serving.compiled_step import CompiledDecode, NativeLibrary, find_compiler
-from model.engine import Engine
-from model.loading.hf_checkpoint import load_hf_checkpoint
+from model.serving.native_layout import int4_codes, tiled_int4
 from model.serving.sampler import SamplingParams
 from model.serving.scheduler import forward_step
 from tests.model.test_default_model import GSM8K, PROMPTS
@@ -91,6 +93,8 @@ def decode(model, compiled: CompiledDecode | None, prompts: list[list[int]], tai
     seqs = [cache.new_sequence() for _ in prompts]
     forward_step(model, cache, seqs, prompts)
     steps = []
+    if compiled is not None:
+        assert compiled.wait(timeout=60), compiled.reason
     for step in range(len(tails[0])):
         if compiled is not None:
             layout_probe = cache.append(seqs, [1] * len(seqs))
@@ -114,20 +118,123 @@ def test_native_decode_matches_transformers_in_fp32(library, checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("quant", ["int8", "int4"])
-def test_native_decode_matches_eager_on_quantized_weights(library, checkpoint, tmp_path, quant):
+def test_native_decode_on_aten_kernels_matches_eager_on_quantized_weights(library, checkpoint, tmp_path, quant):
     _, config, tensors = checkpoint
     model = build_transformer(config, tensors, quant)
-    compiled = CompiledDecode(model, model.new_cache(max_seq_len=256, capacity_bytes=1 << 20), tmp_path, library)
+    cache = model.new_cache(max_seq_len=256, capacity_bytes=1 << 20)
+    compiled = CompiledDecode(model, cache, tmp_path, library, int8_kernels=False)
     prompts = [random_ids(n, seed) for seed, n in enumerate([12, 4])]
     tails = [random_ids(5, 30 + seed) for seed in range(2)]
     eager = decode(model, None, prompts, tails)
     native = decode(model, compiled, prompts, tails)
+    assert not compiled.uses_int8_kernels
     for e, n in zip(eager, native):
         # Same kernels and casts; only summation order differs, which can flip a bf16 rounding (the quantized
         # LM head returns bf16 logits: one unit in the last place is 2^-8 of the value).
         torch.testing.assert_close(n, e, atol=1e-2, rtol=1e-2)
         chosen = n.argmax(-1, keepdim=True)
         assert (e.gather(-1, chosen) >= e.max(-1, keepdim=True).values - 1e-2).all()
+
+
+# ----- the int8-activation kernels (native/int8_kernels.h) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernels(library):
+    if not torch.ops.r1_native.int8_kernels_built():
+        pytest.skip("this CPU has no AVX512-VNNI: the native step keeps ATen's kernels (tested above)")
+    return torch.ops.r1_native.linear_int8
+
+
+def int8_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' activations: per 32-block q = round(x / d), d = max|x| / 127 -> (q * d, each block's exact sum)."""
+    blocks = x.double().view(x.shape[0], -1, 32)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    q = torch.where(d > 0, torch.round(blocks / torch.where(d > 0, d, 1)), 0).clamp(-127, 127)
+    return (q * d).view_as(x), blocks.sum(-1)
+
+
+def kernel_reference(x: torch.Tensor, linear: Linear) -> torch.Tensor:
+    """What the kernels compute, in float64: int8 activations against the weight's exact codes and scales; an int4
+    weight's zero term meets the block's exact sum of x (as llama.cpp's Q8_1 sum)."""
+    x_hat, sums = int8_activations(x)
+    if linear.weight.dtype == torch.int8:
+        y = x_hat @ dequantize_int8(linear.weight, linear.scales).double().t()
+    else:
+        n, k = linear.out_features, linear.in_features
+        codes = int4_codes(linear.weight, n, k).double().view(n, -1, 32)
+        sz = linear.scales.double().transpose(0, 1)  # [N, G, 2]
+        scale, offset = sz[..., 0], sz[..., 1] - 8 * sz[..., 0]
+        y = torch.einsum("mgk,ngk,ng->mn", x_hat.view(x.shape[0], -1, 32), codes, scale) + sums @ offset.t()
+    return y if linear.bias is None else y + linear.bias.double()
+
+
+def quantized_linear(n: int, k: int, quant: str, bias: bool, seed: int) -> Linear:
+    torch.manual_seed(seed)
+    linear = Linear(k, n, bias=bias)
+    linear.weight.data = torch.randn(n, k) * 0.2
+    if bias:
+        linear.bias.data = torch.randn(n)
+    linear.quantize_(quant)
+    return linear
+
+
+def run_kernel(kernels, linear: Linear, x: torch.Tensor) -> torch.Tensor:
+    packed = tiled_int4(linear.weight, linear.scales) if linear.weight.dtype == torch.uint8 else torch.empty(0)
+    bias = torch.empty(0) if linear.bias is None else linear.bias.data
+    return kernels(x, linear.weight, linear.scales, bias, packed)
+
+
+# n: rows in sixteens, not sixty-fours (one int4 tile); k: one block, an odd count of blocks (the int8 kernel's
+# 32-wide tail), several 64-wide chunks; m: every count of rows up to one past a register pass (8).
+@pytest.mark.parametrize("quant", ["int4", "int8"])
+@pytest.mark.parametrize("n, k", [(16, 32), (48, 96), (80, 256)])
+def test_kernels_compute_int8_activations_against_the_weights_codes(kernels, quant, n, k):
+    for m in range(1, 10):
+        linear = quantized_linear(n, k, quant, bias=m % 2 == 0, seed=m)
+        x = torch.randn(m, k) * torch.rand(m, k) * 4  # uneven magnitudes, so blocks get different scales
+        x[0, :32] = 0  # an all-zero block (scale 0)
+        expected = kernel_reference(x, linear)
+        got = run_kernel(kernels, linear, x)
+        torch.testing.assert_close(got.double(), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-5)
+
+
+def test_kernels_rows_do_not_depend_on_the_batch(kernels):
+    """Each row's result is the same alone or in a batch of 9 (no cross-row reduction, fixed summation order)."""
+    for quant in ("int4", "int8"):
+        linear = quantized_linear(48, 96, quant, bias=True, seed=3)
+        x = torch.randn(9, 96)
+        batched = run_kernel(kernels, linear, x)
+        for row in range(9):
+            assert torch.equal(run_kernel(kernels, linear, x[row : row + 1])[0], batched[row])
+
+
+def test_kernels_refuse_weights_they_do_not_take(kernels):
+    linear = quantized_linear(16, 48, "int8", bias=False, seed=0)  # 48 is not a multiple of 32
+    with pytest.raises(RuntimeError, match="do not take"):
+        run_kernel(kernels, linear, torch.randn(1, 48))
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_native_decode_on_int8_kernels_tracks_eager_on_quantized_weights(kernels, checkpoint, tmp_path, quant):
+    _, config, tensors = checkpoint
+    model = build_transformer(config, tensors, quant)
+    compiled = CompiledDecode(model, model.new_cache(max_seq_len=256, capacity_bytes=1 << 20), tmp_path)
+    # Ragged: nine sequences (one register pass of eight and one more), lengths across 16-token block boundaries.
+    lengths = [12, 4, 16, 17, 31, 1, 9, 33, 15]
+    prompts = [random_ids(n, seed) for seed, n in enumerate(lengths)]
+    tails = [random_ids(5, 30 + seed) for seed in range(len(lengths))]
+    eager = decode(model, None, prompts, tails)
+    native = decode(model, compiled, prompts, tails)
+    assert compiled.uses_int8_kernels
+    for e, n in zip(eager, native):
+        # int8 activations instead of bf16 move these random models' logits by 1-3.4% of their range (int4 weights
+        # alone move them 13-35% from fp32's); a wrong kernel, rope or KV row moves them by their whole range.
+        assert (n - e).abs().max() <= 0.05 * e.abs().max()
+    # Each row alone gives exactly its row of the batch.
+    alone = decode(model, compiled, prompts[3:4], tails[3:4])
+    for batch_step, alone_step in zip(native, alone):
+        assert torch.equal(batch_step[3], alone_step[0])
 
 
 def test_engine_uses_the_native_step_once_ready(library, checkpoint, tmp_path):
@@ -138,6 +245,7 @@ def test_engine_uses_the_native_step_once_ready(library, checkpoint, tmp_path):
         expected = reference.generate(
             torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
         )[0, len(prompt) :].tolist()
+    assert engine.compiled.wait(timeout=60)
     done = engine.submit(prompt, SamplingParams(max_new_tokens=12, stop_token_ids=())).result()
     engine.close()
     assert done.token_ids == expected
@@ -227,6 +335,7 @@ def default_cache(tmp_path_factory):
 def test_default_model_fp32_native_greedy_matches_transformers(library, default_cache, reference_hf_model, prompt):
     engine = model.load("default", quant=None, threads=2, cache_dir=default_cache, compiled_step=True)
     assert engine.compiled.library.ready  # the session's library: nothing to build again
+    assert engine.compiled.wait(timeout=60)
     ids = engine.tokenizer.encode(prompt)
     with torch.no_grad():
         expected = reference_hf_model.generate(
@@ -240,29 +349,37 @@ def test_default_model_fp32_native_greedy_matches_transformers(library, default_
 
 @pytest.mark.slow
 def test_default_model_int4_native_decode_loses_nothing_against_eager(library, default_cache):
-    """Teacher-forced decode over GSM8K text: the native step's perplexity equals the eager step's."""
+    """Teacher-forced decode over GSM8K text: the native step's perplexity equals the eager step's, on ATen's
+    kernels and on the int8-activation kernels."""
     if not GSM8K.is_file():
         pytest.skip(f"{GSM8K} not found (../shared/datasets is provided in CI)")
     engine = model.load("default", quant="int4", threads=2, cache_dir=default_cache, compiled_step=False)
     text = "\n".join(json.loads(line)["question"] for line in GSM8K.read_text().splitlines()[:12])
     ids = engine.tokenizer.encode(text)[:160]
-    compiled = CompiledDecode(engine.model, engine.cache, default_cache, library)
+    aten = CompiledDecode(engine.model, engine.cache, default_cache, library, int8_kernels=False)
+    kernels = CompiledDecode(engine.model, engine.cache, default_cache, library)
+    assert aten.wait(timeout=120) and kernels.wait(timeout=120)  # every step below native, the first too
 
-    def perplexity(native: bool) -> float:
+    def perplexity(compiled: CompiledDecode | None) -> float:
         cache = engine.model.new_cache(max_seq_len=512, capacity_bytes=1 << 24)
         seq = cache.new_sequence()
         forward_step(engine.model, cache, [seq], [ids[:32]])
         nll = 0.0
         for position in range(32, len(ids) - 1):
-            logits = forward_step(engine.model, cache, [seq], [[ids[position]]], compiled=compiled if native else None)
+            logits = forward_step(engine.model, cache, [seq], [[ids[position]]], compiled=compiled)
             nll -= float(logits[0].log_softmax(-1)[ids[position + 1]])
         return math.exp(nll / (len(ids) - 33))
 
-    eager, native = perplexity(False), perplexity(True)
+    eager, on_aten, on_kernels = perplexity(None), perplexity(aten), perplexity(kernels)
     engine.close()
-    print(f"int4 decode perplexity on {len(ids) - 33} GSM8K tokens: eager {eager:.4f}, native {native:.4f}")
-    assert compiled.steps == len(ids) - 33
+    print(f"int4 decode perplexity on {len(ids) - 33} GSM8K tokens: eager {eager:.4f}, native on ATen {on_aten:.4f} "
+          f"({(on_aten / eager - 1) * 100:+.2f}%), native on int8 kernels {on_kernels:.4f} ({(on_kernels / eager - 1) * 100:+.2f}%)")
+    assert aten.steps == len(ids) - 33
     # Both steps run bf16 matmuls through ATen, but in different call shapes; on a CPU with AMX / AVX512-BF16 those
     # accumulate in another order: 0.19% apart there (2026-12-07; under 0.1% on the AVX2 machines before). A
     # wrong native step (a missed rope, a stale KV row) is off by whole percents.
-    assert abs(native / eager - 1) < 3e-3
+    assert abs(on_aten / eager - 1) < 3e-3
+    if kernels.uses_int8_kernels:
+        assert kernels.steps == len(ids) - 33
+        # int8 activations (llama.cpp's Q8_1 scheme) instead of bf16: -0.06% measured (2026-12-07, this AMX CPU).
+        assert abs(on_kernels / eager - 1) < 5e-3
