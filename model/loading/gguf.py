@@ -26,7 +26,6 @@ from model.layers.rope import deinterleave_rows
 from model.loading.gguf_config import ROPE_FREQS_TENSOR, config_from_gguf, rope_scaling_from_freqs
 from model.loading.tensor_names import GGUF_NAMES, ModelLoadError, checked, rope_rows
 
-
 # Types we dequantize (all through gguf.quants); anything else is refused by name.
 SUPPORTED_TYPES = frozenset(
     {

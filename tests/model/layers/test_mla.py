@@ -9,9 +9,9 @@ import torch
 import model
 from model.layers.kv_cache import KVCache
 from model.layers.mla import MultiHeadLatentAttention
-from model.serving.scheduler import forward_step
 from model.layers.sparse_attention import AttentionConfig
 from model.loading.hf_config import config_from_hf
+from model.serving.scheduler import forward_step
 from tests.model.loading.test_hf_config import R1_CONFIG
 from tests.model.test_engine_parity import assert_logits_close
 from tests.model.tiny import VOCAB, save_word_tokenizer, tiny_model

@@ -8,7 +8,7 @@ has the signature of ggml's `dequantize_row_<type>`: raw bytes of n whole blocks
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
