@@ -1,6 +1,7 @@
 """GGUF reader: decoded metadata and a stream of float32 tensors under our names, in rotate-half RoPE layout.
 
-A reader, and a leaf of the loader. The file is memory-mapped by `gguf.GGUFReader`; `GGUFCheckpoint.tensors()`
+A reader, and a leaf of the loader. Its metadata becomes the config in model/loading/gguf_config.py (llama.cpp's
+key names and conventions). The file is memory-mapped by `gguf.GGUFReader`; `GGUFCheckpoint.tensors()`
 dequantizes one tensor at a time with the gguf package's reference `gguf.quants.dequantize`. llama.cpp's
 layouts are undone on the way: interleaved rope rows (Llama, DeepSeek) become rotate-half, a layer's stacked
 `*_exps` experts are sliced one expert at a time, and DeepSeek's split `attn_k_b` / `attn_v_b` are joined
@@ -20,14 +21,10 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
-from model.config import ModelConfig, RopeScaling
-from model.layers.rope import deinterleave_rows, inverse_frequencies
+from model.config import ModelConfig
+from model.layers.rope import deinterleave_rows
+from model.loading.gguf_config import ROPE_FREQS_TENSOR, config_from_gguf, rope_scaling_from_freqs
 from model.loading.tensor_names import GGUF_NAMES, ModelLoadError, checked, rope_rows
-
-
-# llama.cpp's converter stores Llama-3 RoPE scaling not as metadata but as this tensor of
-# per-frequency divisors; we turn it back into the config's RopeScaling (see rope_scaling_from_freqs).
-ROPE_FREQS_TENSOR = "rope_freqs.weight"
 
 # Types we dequantize (all through gguf.quants); anything else is refused by name.
 SUPPORTED_TYPES = frozenset(
@@ -101,26 +98,6 @@ def dequantize_tensor(t: Any, path: Path | str = "", index: int | None = None) -
     return torch.from_numpy(arr.reshape(shape))
 
 
-def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float) -> RopeScaling | None:
-    """Recover the RopeScaling whose llama3 divisors equal `divisors`; None if no standard one does.
-
-    `factor` is the largest divisor; the others are searched among values Llama-3.x releases use.
-    """
-    divisors = divisors.double().reshape(-1)
-    if divisors.numel() != head_dim // 2:
-        return None
-    factor = float(divisors.max())
-    for original in (8192, 4096, 16384, 2048, 32768):
-        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0)):
-            cand = RopeScaling(kind="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
-                               original_max_position_embeddings=original)
-            # llama.cpp stores base / scaled frequency per pair; model/layers/rope.py defines the scaled ones.
-            candidate = inverse_frequencies(head_dim, theta, None) / inverse_frequencies(head_dim, theta, cand)
-            if torch.allclose(candidate.double(), divisors, rtol=1e-4, atol=1e-5):
-                return cand
-    return None
-
-
 class GGUFCheckpoint:
     """A GGUF file opened for reading: metadata and config now, tensors streamed by `tensors()`."""
 
@@ -130,7 +107,7 @@ class GGUFCheckpoint:
         self.metadata = read_metadata(self.reader)
         names = {t.name for t in self.reader.tensors}
         try:
-            config = ModelConfig.from_gguf_metadata(self.metadata, has_output_tensor="output.weight" in names)
+            config = config_from_gguf(self.metadata, has_output_tensor="output.weight" in names)
         except (ValueError, KeyError, TypeError) as e:
             raise ModelLoadError(f"{self.path}: {e}") from e
         freqs = next((t for t in self.reader.tensors if t.name == ROPE_FREQS_TENSOR), None)
@@ -139,9 +116,6 @@ class GGUFCheckpoint:
             if scaling is None:
                 raise ModelLoadError(f"{self.path}: tensor {freqs.name!r} does not match any Llama-3 RoPE scaling")
             config = dataclasses.replace(config, rope_scaling=scaling)
-        if self.metadata.get("general.architecture") == "llama":
-            # llama.cpp's converter interleaves Llama's q/k rows for ggml's adjacent-pair rotation
-            config = dataclasses.replace(config, rope_interleaved=True)
         self.config = config
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:

@@ -1,5 +1,7 @@
 """Hugging Face checkpoint directory: config.json + (sharded) safetensors -> ModelConfig and a stream of our tensors.
 
+What config.json's keys mean is model/loading/hf_config.py; this module reads the files.
+
 A reader, and a leaf of the loader: `HFCheckpoint.tensors()` yields one tensor at a time under our
 checkpoint names (model/loading/tensor_names.py), each read from its shard only when its turn comes, into memory of
 its own (model/loading/safetensors_file.py: no memory map whose touched pages would pile up).
@@ -19,9 +21,10 @@ from typing import Any
 
 import torch
 
-from model.loading import fp8
 from model.config import ModelConfig
 from model.layers.rope import deinterleave_rows
+from model.loading import fp8
+from model.loading.hf_config import config_from_hf
 from model.loading.safetensors_file import TensorFile, read_header
 from model.loading.tensor_names import HF_NAMES, ModelLoadError, checked, rope_rows
 
@@ -48,7 +51,7 @@ def read_hf_config(directory: Path) -> ModelConfig:
     """config.json (plus generation_config.json's eos ids, which R1 distills set) -> ModelConfig."""
     cfg_path = directory / "config.json"
     try:
-        config = ModelConfig.from_hf_config(_read_json(cfg_path))
+        config = config_from_hf(_read_json(cfg_path))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{cfg_path}: {type(e).__name__}: {e}") from e
     gen_path = directory / "generation_config.json"

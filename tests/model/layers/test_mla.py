@@ -7,18 +7,18 @@ import pytest
 import torch
 
 import model
-from model.config import ModelConfig
 from model.layers.kv_cache import KVCache
 from model.layers.mla import MultiHeadLatentAttention
-from model.serving.scheduler import forward_step
 from model.layers.sparse_attention import AttentionConfig
-from tests.model.test_config import R1_CONFIG
+from model.loading.hf_config import config_from_hf
+from model.serving.scheduler import forward_step
+from tests.model.loading.test_hf_config import R1_CONFIG
 from tests.model.test_engine_parity import assert_logits_close
 from tests.model.tiny import VOCAB, save_word_tokenizer, tiny_model
 
 
 def test_auto_expands_for_prefill_and_absorbs_for_decode_at_r1s_shape():
-    config = ModelConfig.from_hf_config(R1_CONFIG)
+    config = config_from_hf(R1_CONFIG)
     with torch.device("meta"):
         attention = MultiHeadLatentAttention(config, layer=0)
     cache = KVCache(1, (576,), max_seq_len=4096, initial_blocks=0)

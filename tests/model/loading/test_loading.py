@@ -12,12 +12,12 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
 
-from model.loading import quants
+from model.layers.rope import deinterleave_rows
 from model.loading.checkpoint import ModelLoadError, ModelNotFoundError, load_checkpoint
 from model.loading.gguf import dequantize_tensor, load_gguf, open_gguf
-from model.layers.rope import deinterleave_rows
 from model.loading.tensor_names import GGUF_NAMES, HF_NAMES, expected_shapes
 from model.loading.weight_cache import WeightCache, cache_key
+from tests.model.loading import reference_quants as quants
 
 torch.set_num_threads(1)
 

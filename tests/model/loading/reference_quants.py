@@ -1,14 +1,14 @@
 """Reference dequantizers for the GGML block formats we load, written from ggml's C (`ggml-quants.c`).
 
-The loader itself calls `gguf.quants.dequantize`; these independent ports exist so tests can
-check that library against the format's definition (and document the layouts). Every function
+The loader itself calls `gguf.quants.dequantize`; these independent ports live with the tests, which check that
+library against the format's definition with them (and they document the layouts). No product code imports them. Every function
 has the signature of ggml's `dequantize_row_<type>`: raw bytes of n whole blocks,
 `blocks: uint8[n_blocks, type_size]` -> `float32[n_blocks * block_size]`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
