@@ -187,6 +187,10 @@ class Request(RequestHandle):
         self.node = None  # the radix node this request holds locked while running
         self.indexed_blocks = 0  # blocks of this sequence already offered to the radix tree
         self.forward_steps = 0  # forward steps this request took part in
+        self.drafted = 0  # draft tokens fed for verification (model/serving/drafts.py)
+        self.draft_accepted = 0  # of those, the ones greedy decoding chose itself (kept without a step of their own)
+        self.lookup_window: int | None = None  # most tokens the next prompt-lookup draft proposes (None: the config's)
+        self.lookup_draft = False  # whether the draft in flight came from prompt lookup
         self.first_token_at: float | None = None
         self.sampler = Sampler(params)
         self.tracker = TextTracker(tokenizer, params.stop)
