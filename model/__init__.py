@@ -13,6 +13,8 @@ from model.serving.compiled_step import enabled_by_env
 from model.loading.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
+from model.serving.drafts import DraftConfig
+from model.serving.scheduler import SchedulerConfig
 from model.loading.lora import AdapterError, apply_adapter, read_adapter
 from model.loading.repack import Repacker
 from model.serving.request import Completion, GenerationError, Request
@@ -82,6 +84,8 @@ def load(
     fallback_full_attention: bool = False,
     compiled_step: bool | None = None,
     adapter: str | Path | None = None,
+    prompt_lookup: bool = True,
+    jump_forward: bool = True,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -99,6 +103,8 @@ def load(
     `<cache_dir>/native` on first use while requests decode eagerly; None = on unless R1_COMPILED_STEP=0.
     adapter: a LoRA directory in PEFT's format (model/loading/lora.py): merged into float32 weights, run unmerged beside
     int8/int4 ones (which the native decode step then declines). Raises AdapterError naming a bad file or tensor.
+    prompt_lookup, jump_forward: greedy requests draft tokens (the last n-gram's earlier continuation; the tokens a
+    grammar forces) that one decode step verifies, with output unchanged (model/serving/drafts.py); False = off.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -125,4 +131,5 @@ def load(
         compiled_step = enabled_by_env()
     native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
     return Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb, name=Path(checkpoint.source).name,
-                  attention=attention, native_dir=native_dir)
+                  attention=attention, native_dir=native_dir,
+                  scheduler=SchedulerConfig(drafts=DraftConfig(prompt_lookup=prompt_lookup, jump_forward=jump_forward)))

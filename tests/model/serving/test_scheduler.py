@@ -23,7 +23,7 @@ PROMPTS = [f"Request number {i} asks about {topic}." for i, topic in enumerate(
 )]
 
 
-def tiny_transformer(vocab_size: int, seed: int = 0):
+def tiny_transformer(vocab_size: int, seed: int = 0, quant: str | None = None):
     config = ModelConfig(arch="llama", vocab_size=vocab_size, dim=64, n_layers=2, ffn_dim=128, n_heads=4,
                          n_kv_heads=2, head_dim=16, max_seq_len=4096)
     g = torch.Generator().manual_seed(seed)
@@ -38,7 +38,7 @@ def tiny_transformer(vocab_size: int, seed: int = 0):
             tensors[p + name + ".weight"] = torch.randn(*shape, generator=g) * 0.2
         tensors[p + "attention_norm.weight"] = torch.ones(64)
         tensors[p + "ffn_norm.weight"] = torch.ones(64)
-    return build_transformer(config, tensors)
+    return build_transformer(config, tensors, quant)
 
 
 @pytest.fixture(scope="module")
