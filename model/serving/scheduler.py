@@ -316,7 +316,10 @@ class Scheduler:
         if params.temperature != 0 or room <= 0:
             return []
         forced = getattr(params.logits_processor, "forced_tokens", None)
-        draft = forced(request.generated, min(room, config.forced_tokens)) if config.jump_forward and forced else []
+        try:
+            draft = forced(request.generated, min(room, config.forced_tokens)) if config.jump_forward and forced else []
+        except Exception:  # tokens that break the grammar: the row's own sampling reports it and fails only this row
+            draft = []
         if not draft and lookup:
             window = request.lookup_window or config.lookup_tokens
             draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram, min(room, window))
