@@ -324,7 +324,6 @@ class Scheduler:
             window = request.lookup_window or config.lookup_tokens
             draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram, min(room, window))
             request.lookup_draft = bool(draft)
-        request.drafted += len(draft)
         return draft
 
     def _sample_rows(self, request: Request, logits: torch.Tensor, row: int, greedy: list[int] | None,
@@ -339,6 +338,7 @@ class Scheduler:
                 break
             request.computed += 1  # a draft token the model chose itself: its K/V are already cached
             accepted += 1
+        request.drafted += len(draft)
         request.draft_accepted += accepted
         if draft and request.seq is not None:
             self.cache.truncate(request.seq, request.computed)
