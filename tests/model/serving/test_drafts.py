@@ -73,10 +73,10 @@ def tokenizer(default_checkpoint):
     return default_checkpoint.tokenizer
 
 
-def engines(transformer, tokenizer, directory: Path, drafts: DraftConfig = DraftConfig()) -> tuple[Engine, Engine]:
+def engines(transformer, tokenizer, directory: Path, drafts: DraftConfig | None = None) -> tuple[Engine, Engine]:
     """(drafts on, drafts off) over one model, both decoding on the native step."""
     made = [Engine(transformer, tokenizer, kv_cache_mb=64, native_dir=directory, scheduler=SchedulerConfig(drafts=d))
-            for d in (drafts, NO_DRAFTS)]
+            for d in (drafts or DraftConfig(), NO_DRAFTS)]
     for engine in made:
         assert engine.compiled.library.wait() and engine.compiled.reason is None
     return made[0], made[1]
@@ -107,8 +107,8 @@ def test_prompt_lookup_keeps_the_plain_greedy_ids(library, tokenizer, tmp_path):
                "Request number 3 asks about the sea."]
     kept = 0
     for prompt in prompts:
-        for sampling in (dict(max_new_tokens=1), dict(max_new_tokens=3), dict(max_new_tokens=48),
-                         dict(max_new_tokens=48, stop=["e", " t"]), dict(max_new_tokens=48, stop_token_ids=(17, 250))):
+        for sampling in ({"max_new_tokens": 1}, {"max_new_tokens": 3}, {"max_new_tokens": 48},
+                         {"max_new_tokens": 48, "stop": ["e", " t"]}, {"max_new_tokens": 48, "stop_token_ids": (17, 250)}):
             plain = off.submit(prompt, **sampling).result()
             request = on.submit(prompt, **sampling)
             drafted = request.result()
