@@ -29,15 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def twins(eng) -> tuple[object, object]:
+def twins(eng, drafts) -> tuple[object, object]:
     """(drafts on, drafts off): two engines over `eng`'s model and native step, differing only in their drafts."""
     from model.engine import Engine
-    from model.serving.drafts import NO_DRAFTS, DraftConfig
+    from model.serving.drafts import NO_DRAFTS
     from model.serving.scheduler import SchedulerConfig
 
     native = eng.compiled.build_dir if eng.compiled is not None else None
     made = [Engine(eng.model, eng.tokenizer, threads=eng.threads, scheduler=SchedulerConfig(drafts=drafts),
-                   native_dir=native) for drafts in (DraftConfig(), NO_DRAFTS)]
+                   native_dir=native) for drafts in (drafts, NO_DRAFTS)]
     for twin in made:
         if twin.compiled is not None:
             twin.compiled.library.wait()
@@ -100,8 +100,9 @@ def grammar_ab(eng, runs: int, problems: int, flows: int) -> str:
     """Jump-forward on vs off on solve steps and bot actions; the report's markdown."""
     from app import Support, solve
     from bench.support import FLOWS, Databases
+    from model.serving.drafts import DraftConfig
 
-    on, off = twins(eng)
+    on, off = twins(eng, DraftConfig(prompt_lookup=False))  # jump-forward alone
     recorders = {"on": Recorder(on), "off": Recorder(off)}
     questions = [json.loads(line)["question"] for line in (ROOT / "bench/data/symbolic.jsonl").read_text().splitlines()
                  if line.strip()][:problems]
@@ -250,7 +251,9 @@ def llama_cpp_run(llm, prompt: list[int], new_tokens: int, series: Series) -> No
 def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, with_llama_cpp: bool,
                    ubatch: int) -> str:
     """Prompt lookup on vs off (ours), and llama.cpp plain vs its prompt lookup; the report's markdown."""
-    on, off = twins(eng)
+    from model.serving.drafts import DraftConfig
+
+    on, off = twins(eng, DraftConfig(jump_forward=False))  # prompt lookup alone (these prompts have no grammar)
     prompts = {name: (kind, eng.chat_prompt(messages)) for name, (kind, messages) in SPECULATIVE_PROMPTS.items()}
     runners: dict[str, Callable[[list[int], Series], None]] = {
         "ours": lambda p, s: ours_run(off, p, new_tokens, s),

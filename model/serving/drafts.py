@@ -37,8 +37,8 @@ class DraftConfig:
     prompt_lookup: bool = True  # draft by matching the last n-gram in the prompt and the text so far
     jump_forward: bool = True  # draft the tokens a request's grammar forces next
     lookup_tokens: int = 8  # most tokens one prompt-lookup draft proposes
-    lookup_ngram: int = 3  # the longest n-gram matched (then shorter ones, down to lookup_min_ngram)
-    lookup_min_ngram: int = 2  # 1-token matches are mostly chance on plain text: a failed draft costs a wider step
+    lookup_ngram: int = 4  # the longest n-gram matched (then shorter ones, down to lookup_min_ngram)
+    lookup_min_ngram: int = 3  # shorter matches are mostly chance on plain text, and a failed draft costs a wider step
     lookup_max_batch: int = 1  # prompt lookup only while at most this many requests run (it pays at low batch)
     forced_tokens: int = 32  # most forced tokens one jump-forward draft feeds
 
@@ -50,6 +50,31 @@ class DraftConfig:
 
 
 NO_DRAFTS = DraftConfig(prompt_lookup=False, jump_forward=False)
+
+MAX_LOOKUP_PAUSE = 32  # most decode steps a request waits before drafting again after failed lookups
+
+
+@dataclass
+class LookupState:
+    """One request's prompt-lookup pacing: a draft window that doubles while drafts are kept whole and shrinks to
+    what was kept when one fails, and a pause (1, 2, 4, ... steps) after each draft of which nothing was kept, so
+    plain text, where matches are chance, pays for few rejected rows."""
+
+    window: int
+    pause: int = 0  # decode steps left before the next lookup
+    misses: int = 0  # drafts in a row of which nothing was kept
+
+    def ready(self) -> bool:
+        """Whether this step may draft; counts a paused step down."""
+        if self.pause > 0:
+            self.pause -= 1
+            return False
+        return True
+
+    def update(self, drafted: int, kept: int, max_window: int) -> None:
+        self.window = min(2 * self.window, max_window) if kept == drafted else kept + 1
+        self.misses = self.misses + 1 if kept == 0 else 0
+        self.pause = min(2 ** (self.misses - 1), MAX_LOOKUP_PAUSE) if self.misses else 0
 
 
 def prompt_lookup(ids: Sequence[int], max_ngram: int, min_ngram: int, k: int) -> list[int]:

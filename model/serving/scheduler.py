@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from model.layers.kv_cache import KVCache
-from model.serving.drafts import DraftConfig, prompt_lookup, verify_step
+from model.serving.drafts import DraftConfig, LookupState, prompt_lookup, verify_step
 from model.layers.moe import TASK_TYPES, ExpertLoad
 from model.serving.radix_cache import RadixCache
 from model.serving.request import Completion, Request, TokenLogprob, token_ids_of_text
@@ -321,9 +321,11 @@ class Scheduler:
         except Exception:  # tokens that break the grammar: the row's own sampling reports it and fails only this row
             draft = []
         if not draft and lookup:
-            window = request.lookup_window or config.lookup_tokens
-            draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram, min(room, window))
-            request.lookup_draft = bool(draft)
+            request.lookup = request.lookup or LookupState(config.lookup_tokens)
+            if request.lookup.ready():
+                draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram,
+                                      min(room, request.lookup.window))
+                request.lookup_draft = bool(draft)
         return draft
 
     def _sample_rows(self, request: Request, logits: torch.Tensor, row: int, greedy: list[int] | None,
@@ -342,10 +344,8 @@ class Scheduler:
         request.draft_accepted += accepted
         if draft and request.seq is not None:
             self.cache.truncate(request.seq, request.computed)
-        if draft and request.lookup_draft:  # widen the window while drafts hold, narrow it when they fail
-            window = request.lookup_window or self.config.drafts.lookup_tokens
-            full = accepted == len(draft)
-            request.lookup_window = min(2 * window, self.config.drafts.lookup_tokens) if full else accepted + 1
+        if draft and request.lookup_draft:
+            request.lookup.update(len(draft), accepted, self.config.drafts.lookup_tokens)
 
     def _schedule(self) -> list[tuple[Request, int]]:
         budget = self.config.max_step_tokens

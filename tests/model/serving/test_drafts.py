@@ -16,7 +16,7 @@ import torch
 
 import model
 from model.engine import Engine
-from model.serving.drafts import NO_DRAFTS, DraftConfig, prompt_lookup, token_rows, verify_step
+from model.serving.drafts import NO_DRAFTS, DraftConfig, LookupState, prompt_lookup, token_rows, verify_step
 from model.serving.grammar import tool_or_message_schema
 from model.serving.scheduler import SchedulerConfig, forward_step
 from tests.model.serving.test_compiled_step import library  # noqa: F401  (the session's native library fixture)
@@ -99,24 +99,45 @@ def test_verify_rows_equal_single_token_decodes_bit_for_bit(library, tmp_path): 
     assert cache.length(two) == len(prompt) + len(draft)
 
 
-@pytest.mark.slow
-def test_prompt_lookup_keeps_the_plain_greedy_ids(library, tokenizer, tmp_path):  # noqa: F811
-    # int4, whose native rows are bit-identical to single-token decodes (fp32 matmuls round batched rows otherwise).
-    on, off = engines(tiny_transformer(tokenizer.vocab_size, quant="int4"), tokenizer, tmp_path)
-    prompts = [f"{PASSAGE}\n{PASSAGE}\nOnce more:\n{PASSAGE[:40]}", "one two three one two three one two",
-               "Request number 3 asks about the sea."]
-    kept = 0
+def assert_lookup_keeps_greedy_ids(on: Engine, off: Engine, prompts: list, samplings: list[dict]) -> tuple[int, int]:
+    """Each prompt's greedy output with and without prompt lookup; returns (tokens drafted, tokens kept)."""
+    drafted = kept = 0
     for prompt in prompts:
-        for sampling in ({"max_new_tokens": 1}, {"max_new_tokens": 3}, {"max_new_tokens": 48},
-                         {"max_new_tokens": 48, "stop": ["e", " t"]}, {"max_new_tokens": 48, "stop_token_ids": (17, 250)}):
+        for sampling in samplings:
             plain = off.submit(prompt, **sampling).result()
             request = on.submit(prompt, **sampling)
-            drafted = request.result()
-            assert drafted.token_ids == plain.token_ids and drafted.text == plain.text, (prompt, sampling)
-            assert drafted.finish_reason == plain.finish_reason
-            kept += request.draft_accepted
-    assert kept > 0  # drafts were made and kept: the comparison above exercised them
+            result = request.result()
+            assert result.token_ids == plain.token_ids and result.text == plain.text, (prompt, sampling)
+            assert result.finish_reason == plain.finish_reason
+            assert request.forward_steps <= plain.generated_tokens + 1
+            drafted, kept = drafted + request.drafted, kept + request.draft_accepted
     assert on.cache_stats().bytes_used == off.cache_stats().bytes_used  # truncated drafts left no blocks behind
+    return drafted, kept
+
+
+@pytest.mark.slow
+def test_prompt_lookup_keeps_the_plain_greedy_ids_on_a_tiny_model(library, tokenizer, tmp_path):  # noqa: F811
+    # int4, whose native rows are bit-identical to single-token decodes (fp32 matmuls round batched rows otherwise).
+    # The model mostly counts up (t -> t + 1), so runs of ids seen before continue as drafted, until it does not.
+    on, off = engines(tiny_transformer(tokenizer.vocab_size, quant="int4", successor=True), tokenizer, tmp_path)
+    counting = list(range(1000, 1060))
+    prompts = [counting + [7, 8] + counting[:5], counting[:30] + counting[:3], [5, 9, 2]]
+    samplings = [{"max_new_tokens": 1}, {"max_new_tokens": 3}, {"max_new_tokens": 40},
+                 {"max_new_tokens": 40, "stop": [tokenizer.decode([1020])]},
+                 {"max_new_tokens": 40, "stop_token_ids": (1012, 1031)}]
+    drafted, kept = assert_lookup_keeps_greedy_ids(on, off, prompts, samplings)
+    assert 0 < kept < drafted  # drafts were kept and rejected: both paths ran
+
+
+@pytest.mark.slow
+def test_prompt_lookup_on_the_default_model_copies_in_fewer_steps(library, default_gguf_path,  # noqa: F811
+                                                                  loading_cache_dir, tmp_path):
+    with model.load(default_gguf_path, cache_dir=loading_cache_dir, compiled_step=False) as loaded:
+        on, off = engines(loaded.model, loaded.tokenizer, tmp_path)
+        copy = on.chat_prompt([{"role": "user", "content": f"{PASSAGE}\n\n{PASSAGE}\n\nCopy the passage once more."}])
+        samplings = [{"max_new_tokens": 40}, {"max_new_tokens": 40, "stop": ["new problem"]}]
+        drafted, kept = assert_lookup_keeps_greedy_ids(on, off, [copy], samplings)
+        assert kept >= 20
 
 
 def grammars(engine) -> dict[str, str]:
@@ -179,3 +200,19 @@ def test_jump_forward_keeps_greedy_ids_on_the_default_model(library, default_ggu
         on, off = engines(loaded.model, loaded.tokenizer, tmp_path)
         kept = assert_jump_forward_keeps_greedy_ids(on, off, 60)
         assert kept >= 10  # keys, quotes, braces, a tool's name: most structure is forced
+
+
+def test_lookup_pacing_widens_on_kept_drafts_and_pauses_after_misses():
+    state = LookupState(window=8)
+    state.update(drafted=8, kept=3, max_window=8)
+    assert (state.window, state.pause) == (4, 0)
+    state.update(drafted=4, kept=4, max_window=8)
+    assert state.window == 8
+    pauses = []
+    for _ in range(8):
+        state.update(drafted=1, kept=0, max_window=8)
+        pauses.append(state.pause)
+    assert pauses == [1, 2, 4, 8, 16, 32, 32, 32] and state.window == 1
+    assert [state.ready() for _ in range(33)] == [False] * 32 + [True]
+    state.update(drafted=1, kept=1, max_window=8)
+    assert (state.window, state.pause, state.misses) == (2, 0, 0)
