@@ -146,7 +146,8 @@ def load_ours(gguf: Path, quant: str | None, threads: int):
     sys.path.insert(0, str(ROOT))
     import model
 
-    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True)
+    # Without drafts: this table is the model's own decode speed (--grammar / --speculative measure drafts).
+    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True, prompt_lookup=False, jump_forward=False)
     if eng.compiled is not None and eng.compiled.reason is None:
         start = time.perf_counter()
         ready = eng.compiled.library.wait()
