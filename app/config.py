@@ -28,6 +28,9 @@ class Settings:
     attention_local_blocks: int = 2  # sparse modes: 64-token blocks before its own that a query always sees
     attention_topk: float = 0.05  # topk / auto: blocks picked per query block, a fraction (< 1) or a count (>= 1)
     fallback_full_attention: bool = False  # attend densely whatever `attention` says
+    # greedy decoding's draft tokens, verified in one step, output unchanged (model/serving/drafts.py)
+    prompt_lookup: bool = True  # speculate by matching the last n-gram in the prompt and the text so far
+    jump_forward: bool = True  # under a grammar, feed the tokens it forces in one step
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0

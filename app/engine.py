@@ -28,7 +28,7 @@ ADAPTER_SCOPES = ("reasoning", "all")
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
 ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias", "adapter", "adapter_scope",
-                 "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
+                 "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "prompt_lookup", "jump_forward", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
 
 
 def load_engine(settings: Settings) -> Backend:
@@ -49,6 +49,8 @@ def load_engine(settings: Settings) -> Backend:
             fallback_full_attention=settings.fallback_full_attention,
             adapter=settings.adapter if everything else None,
             request_adapters={REASONING_ADAPTER: settings.adapter} if settings.adapter and not everything else None,
+            prompt_lookup=settings.prompt_lookup,
+            jump_forward=settings.jump_forward,
         )
         if settings.expert_capacity is not None:
             engine.set_expert_capacity(settings.expert_capacity)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
-from reasoning.steps import MATH_TOOLS, Step, answer_choices, parse_step
 from reasoning.solution_sets import split_top_level
+from reasoning.steps import MATH_TOOLS, Step, answer_choices, parse_step
 from reasoning.tasks import stated_examples
 from tools.math import MathToolError, latex
 

@@ -1,6 +1,8 @@
 """Prefill and decode speed of our engine (fp32, int8, int4) against transformers and llama.cpp, on one GGUF.
 
     python bench/decode.py [--threads 2] [--new-tokens 64] [--runs 5] [--skip-llamacpp] [--skip-transformers]
+    python bench/decode.py --grammar [--problems 4] [--flows 3]   # jump-forward under grammars, on vs off
+    python bench/decode.py --speculative                          # prompt-lookup speculation, on vs off
 
 Protocol (every engine gets the same token ids, the same thread count, greedy decoding, fixed lengths):
 - batch 1: one prompt of --prompt-tokens tokens; batch 8: eight different prompts of ragged lengths
@@ -16,8 +18,10 @@ Protocol (every engine gets the same token ids, the same thread count, greedy de
   build time; "ours int4 eager" is the same model without it (the A/B of the native step).
 
 llama.cpp (llama-cpp-python, installed on first use if absent) runs the GGUF's own Q4_1 kernels at
-batch 1 only: its Python binding has no simple batched decode, and the target compares our batch-8
+batch 1 only, through its own generation loop (`Llama.generate`, the loop `create_completion` streams from,
+greedy): its Python binding has no simple batched decode, and the target compares our batch-8
 aggregate against llama.cpp's batch 1. Thread environment variables are set before torch is imported.
+`--grammar` and `--speculative` run the draft-token A/Bs of bench/decode_drafts.py instead of the table.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a file, this script's folder comes first on sys.path and bench/memory.py would shadow `memory`.
+if Path(sys.path[0]).resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 BATCH = 8
 RAGGED_STEP = 8  # batch-8 prompt lengths: P, P-8, ..., P-56
 
@@ -139,7 +146,8 @@ def load_ours(gguf: Path, quant: str | None, threads: int):
     sys.path.insert(0, str(ROOT))
     import model
 
-    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True)
+    # Without drafts: this table is the model's own decode speed (--grammar / --speculative measure drafts).
+    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True, prompt_lookup=False, jump_forward=False)
     if eng.compiled is not None and eng.compiled.reason is None:
         start = time.perf_counter()
         ready = eng.compiled.library.wait()
@@ -292,37 +300,52 @@ def ensure_llama_cpp() -> str | None:
     return None
 
 
+def llama_cpp_ubatch() -> int:
+    """llama.cpp's physical batch: 1 on CPUs with AMX, where llama-cpp-python 0.3.36 built -march=native segfaults
+    in the batched Q4_1 matmul of any multi-token prompt (tests/servers.py passes the same `--n_ubatch 1` to its
+    server). It slows llama.cpp's prefill (one token per batch), not its decode."""
+    try:
+        return 1 if "amx_int8" in Path("/proc/cpuinfo").read_text() else 512
+    except OSError:
+        return 512
+
+
 def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -> Runner:
-    import numpy as np
+    """llama.cpp's own generation loop: `create_completion` with greedy sampling (temperature 0, top_k 1), streamed.
+
+    Prefill = submit -> first streamed token (the prompt's evaluation and the first sampled token), decode = the
+    rest, as for our engine. The GGUF's EOS may end a completion early: rates use the tokens it generated.
+    """
     from llama_cpp import Llama
 
+    ubatch = llama_cpp_ubatch()
     llm = Llama(
-        model_path=str(gguf), n_ctx=len(b1) + new_tokens + 16, n_batch=512, n_ubatch=512,
+        model_path=str(gguf), n_ctx=len(b1) + new_tokens + 16, n_batch=512, n_ubatch=ubatch,
         n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
     )
     result = EngineResult(f"llama.cpp ({gguf.name.rsplit('.', 2)[-2]})")
 
-    n_vocab = llm.n_vocab()
-
-    def next_token() -> int:
-        # Without logits_all, Llama.eval no longer copies logits into llm.scores; read the context's last row.
-        return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
-
     def run_b1(keep: list[int] | None = None) -> tuple[float, float]:
-        llm.reset()
+        llm.reset()  # no prompt reuse between runs: every run prefills from scratch
+        tokens: list[int] = []
         start = time.perf_counter()
-        llm.eval(b1)
-        tokens = [next_token()]
-        mid = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            llm.eval(tokens[-1:])
-            tokens.append(next_token())
+        first = None
+        for token in llm.generate(b1, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            if first is None:
+                first = time.perf_counter()
+            tokens.append(token)
+            if len(tokens) == new_tokens:
+                break
         end = time.perf_counter()
+        if len(tokens) != new_tokens:
+            raise RuntimeError(f"llama.cpp generated {len(tokens)} tokens, expected {new_tokens}")
         if keep is not None:
             keep[:] = tokens
-        return mid - start, end - mid
+        return first - start, end - first
 
-    result.note = "batch 8 not measured (no batched decode in llama-cpp-python's high-level API)"
+    result.note = ("batch 8 not measured (no batched decode in llama-cpp-python's high-level API); "
+                   f"llama.cpp's own sampling loop (Llama.generate, greedy); n_ubatch={ubatch}"
+                   + (" (AMX CPU: one-token prompt batches, slower prefill)" if ubatch == 1 else ""))
     return Runner(result, lambda: run_b1(result.b1_tokens), None, llm.close)
 
 
@@ -422,6 +445,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-eager", action="store_true", help="do not measure the int4 engine without its native step")
     p.add_argument("--profile", action="store_true",
                    help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8")
+    p.add_argument("--grammar", action="store_true",
+                   help="A/B jump-forward decoding on solve steps and bot actions (bench/decode_drafts.py)")
+    p.add_argument("--speculative", action="store_true",
+                   help="A/B prompt-lookup speculation on copy-heavy and plain chat prompts (bench/decode_drafts.py)")
+    p.add_argument("--problems", type=int, default=4, help="--grammar: solve problems per round (default 4)")
+    p.add_argument("--flows", type=int, default=3, help="--grammar: support flows per round (default 3)")
     args = p.parse_args(argv)
     if args.new_tokens < 2:
         p.error("--new-tokens must be >= 2 (decode speed needs at least one incremental step)")
@@ -444,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     gguf = args.gguf or default_gguf()
     print(f"model {gguf}\nmachine {machine()}\ntorch {torch.__version__}, threads {args.threads}", flush=True)
 
+    if args.grammar or args.speculative:
+        return drafts_main(args, gguf)
     runners: list[Runner] = []
 
     def add(label: str, make: Callable[[], Runner]) -> None:
@@ -489,6 +520,29 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results, args, b1, b8))
     if profiles:
         print("\nProfile of our decode loops (op times from torch.profiler, which inflates them a little):\n" + "\n".join(profiles))
+    return 0
+
+
+def drafts_main(args: argparse.Namespace, gguf: Path) -> int:
+    """`--grammar` / `--speculative`: the draft-token A/Bs on our default-precision engine (quant="auto")."""
+    from bench import decode_drafts
+
+    eng = load_ours(gguf, "auto", args.threads)
+    sections = []
+    if args.grammar:
+        sections.append("Jump-forward under grammars (loaded machine unless the load says otherwise):\n\n"
+                        + decode_drafts.grammar_ab(eng, args.runs, args.problems, args.flows))
+    if args.speculative:
+        why = None if args.skip_llamacpp else ensure_llama_cpp()
+        if why is not None:
+            print(f"llama.cpp skipped: {why}", flush=True)
+        sections.append("Prompt-lookup speculation (loaded machine unless the load says otherwise):\n\n"
+                        + decode_drafts.speculative_ab(eng, gguf, args.runs, args.new_tokens, args.threads,
+                                                       with_llama_cpp=why is None and not args.skip_llamacpp,
+                                                       ubatch=llama_cpp_ubatch()))
+    eng.close()
+    print(f"load average at end {os.getloadavg()[0]:.2f}\n")
+    print("\n\n".join(sections))
     return 0
 
 

@@ -9,18 +9,20 @@ from pathlib import Path
 
 import torch
 
-from model.loading.checkpoint import ModelLoadError, load_checkpoint, native_quant
-from model.serving.compiled_step import enabled_by_env
-from model.loading.weight_cache import default_cache_dir
 from model.config import ModelConfig
 from model.engine import Engine
+from model.layers.sparse_attention import ATTENTION_MODES, AttentionConfig
+from model.layers.transformer import Transformer
+from model.loading.checkpoint import ModelLoadError, load_checkpoint, native_quant
 from model.loading.lora import AdapterError, apply_adapter, attach_adapter, read_adapter
 from model.loading.repack import Repacker
+from model.loading.tensor_names import checked
+from model.loading.weight_cache import default_cache_dir
+from model.serving.compiled_step import enabled_by_env
+from model.serving.drafts import DraftConfig
 from model.serving.request import Completion, GenerationError, Request
 from model.serving.sampler import SamplingParams
-from model.layers.sparse_attention import ATTENTION_MODES, AttentionConfig
-from model.loading.tensor_names import checked
-from model.layers.transformer import Transformer
+from model.serving.scheduler import SchedulerConfig
 
 __all__ = [
     "ATTENTION_MODES",
@@ -84,6 +86,8 @@ def load(
     compiled_step: bool | None = None,
     adapter: str | Path | None = None,
     request_adapters: Mapping[str, str | Path] | None = None,
+    prompt_lookup: bool = True,
+    jump_forward: bool = True,
 ) -> Engine:
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
@@ -104,6 +108,8 @@ def load(
     request_adapters: name -> LoRA directory: per-request adapters, applied only to requests submitted with
     `adapter=name`, batched with requests without one (model/layers/adapters.py; the native decode step runs
     the steps no adapter row is in). Raises AdapterError naming a bad file or tensor.
+    prompt_lookup, jump_forward: greedy requests draft tokens (the last n-gram's earlier continuation; the tokens a
+    grammar forces) that one decode step verifies, with output unchanged (model/serving/drafts.py); False = off.
     Raises ModelLoadError (a ValueError) naming the file and the problem for missing or bad model files.
     """
     if quant is not None and quant not in LOAD_QUANTS:
@@ -133,7 +139,8 @@ def load(
         compiled_step = enabled_by_env()
     native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
     engine = Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb,
-                    name=Path(checkpoint.source).name, attention=attention, native_dir=native_dir)
+                    name=Path(checkpoint.source).name, attention=attention, native_dir=native_dir,
+                    scheduler=SchedulerConfig(drafts=DraftConfig(prompt_lookup=prompt_lookup, jump_forward=jump_forward)))
     engine.adapter_paths = {name: Path(path).expanduser() for name, path in (request_adapters or {}).items()}
     if adapter is not None:
         engine.adapter_paths[None] = Path(adapter).expanduser()

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 
 from model.backends.backend import Backend, with_sampling
+from model.layers.moe import TASK_TYPES, ExpertLoad
+from model.layers.sparse_attention import AttentionConfig
+from model.layers.transformer import Transformer
 from model.serving.compiled_step import CompiledDecode
 from model.serving.grammar import GrammarCompiler
-from model.layers.moe import TASK_TYPES, ExpertLoad
 from model.serving.request import Completion, Request
 from model.serving.sampler import SamplingParams
 from model.serving.scheduler import DENSE, CacheStats, Scheduler, SchedulerConfig, forward_step
-from model.layers.sparse_attention import AttentionConfig
-from model.layers.transformer import Transformer
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,15 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.memory import SupportMemory, try_open_vector_store
 from app.support.grounding import Evidence, grounded
-from app.support.guard import NEEDS_CONFIRMATION, WRITE_TOOLS, PolicyGuard, SessionState, canonical, describe_write, is_explicit_yes
+from app.support.guard import (
+    NEEDS_CONFIRMATION,
+    WRITE_TOOLS,
+    PolicyGuard,
+    SessionState,
+    canonical,
+    describe_write,
+    is_explicit_yes,
+)
 from app.support.offer import READ_TOOLS, argument_schemas, must_call, offered_tools
 from app.support.prompt import brief_result, example_messages, state_note, system_prompt
 from app.support.redact import SensitiveFilter

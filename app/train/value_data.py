@@ -19,8 +19,7 @@ from pathlib import Path
 
 from app.train.gsm8k import gold_results
 from app.train.jsonl import read_jsonl
-from reasoning.search import Path as SearchPath
-from reasoning.search import Policy, SearchBudget
+from reasoning.search import Path as SearchPath, Policy, SearchBudget
 from reasoning.steps import Step, answer_of
 from reasoning.tasks import TASKS, check_math_answer
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.layers.attention import causal_mask, pad_queries, unpad
 from model.config import ModelConfig
+from model.layers.attention import causal_mask, pad_queries, unpad
 from model.layers.key_summaries import KeySummaries
 from model.layers.kv_cache import KVCache, StepLayout
 from model.layers.linear import Linear

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from model.config import LayerSpec, ModelConfig
 from model.layers.adapters import AdapterRouting, AdapterRows
 from model.layers.attention import GroupedQueryAttention
-from model.config import LayerSpec, ModelConfig
 from model.layers.kv_cache import KVCache, StepLayout, block_bytes
 from model.layers.linear import Linear
 from model.layers.mla import MultiHeadLatentAttention

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from model.config import ModelConfig
 from model.loading.tensor_names import ModelLoadError, ModelNotFoundError, checked, expected_shapes, validate_tensors
-from model.tokenizer import Tokenizer
 from model.loading.weight_cache import WeightCache, atomic_write, cache_key, default_cache_dir
+from model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

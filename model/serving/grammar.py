@@ -173,6 +173,15 @@ class GrammarProcessor:
             raise GrammarError(f"generated tokens {new} break the grammar: {_first_line(self.matcher.get_error())}")
         self.consumed += len(new)
 
+    def forced_tokens(self, generated_ids: list[int], limit: int) -> list[int]:
+        """Up to `limit` tokens the grammar forces after `generated_ids` (llguidance's fast-forward tokens: the
+        canonical tokens of the only bytes it allows next), for jump-forward drafts (model/serving/drafts.py).
+
+        The model may still split those bytes otherwise, so they are verified, never emitted unchecked.
+        """
+        self.advance(generated_ids)
+        return [int(t) for t in self.matcher.compute_ff_tokens()[:limit]]
+
     def allowed_mask(self) -> torch.Tensor:
         """Bool [vocab_size]: which tokens may come next."""
         self.matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from model.serving.drafts import LookupState
 from model.serving.sampler import Sampler, SamplingParams
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
@@ -189,6 +190,10 @@ class Request(RequestHandle):
         self.node = None  # the radix node this request holds locked while running
         self.indexed_blocks = 0  # blocks of this sequence already offered to the radix tree
         self.forward_steps = 0  # forward steps this request took part in
+        self.drafted = 0  # draft tokens fed for verification (model/serving/drafts.py)
+        self.draft_accepted = 0  # of those, the ones greedy decoding chose itself (kept without a step of their own)
+        self.lookup: LookupState | None = None  # prompt-lookup pacing, from the first lookup on
+        self.lookup_draft = False  # whether the draft in flight came from prompt lookup
         self.first_token_at: float | None = None
         self.sampler = Sampler(params)
         self.tracker = TextTracker(tokenizer, params.stop)

@@ -34,10 +34,11 @@ import torch
 from model.layers.adapters import AdapterRows
 from model.layers.kv_cache import KVCache
 from model.layers.moe import TASK_TYPES, ExpertLoad
-from model.serving.radix_cache import RadixCache
-from model.serving.request import Completion, Request, TokenLogprob, token_ids_of_text
 from model.layers.sparse_attention import AttentionConfig, plan_step
 from model.layers.transformer import Transformer
+from model.serving.drafts import DraftConfig, LookupState, prompt_lookup, verify_step
+from model.serving.radix_cache import RadixCache
+from model.serving.request import Completion, Request, TokenLogprob, token_ids_of_text
 
 if TYPE_CHECKING:
     from model.serving.compiled_step import CompiledDecode
@@ -54,6 +55,7 @@ class SchedulerConfig:
     max_step_tokens: int = 1024  # token budget of one step (a decoding request counts 1)
     max_running: int = 64  # most requests in the batch at once
     prefix_cache: bool = True  # reuse cached prefixes across requests (off: every prompt is computed in full)
+    drafts: DraftConfig = DraftConfig()  # greedy requests' draft tokens: prompt lookup, jump-forward (drafts.py)
 
 
 @dataclass
@@ -267,25 +269,98 @@ class Scheduler:
             return False
         seqs = [request.seq for request, _ in batch]
         chunks = [request.ids[request.computed : request.computed + n] for request, n in batch]
+        drafts = self._drafts(batch)
         task_types = [request.task_type for request, _ in batch] if self.task_bias_on else None
         adapters = [request.adapter for request, _ in batch]
         try:
-            logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types, attention=self.attention,
-                                  compiled=self.compiled, adapters=adapters)
+            if drafts:  # a decode step whose rows verify the drafts too: logits at every fed token
+                logits = verify_step(self.model, self.cache, seqs, [c + d for c, d in zip(chunks, drafts)], self.compiled)
+            else:
+                logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types,
+                                      attention=self.attention, compiled=self.compiled, adapters=adapters)
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:
                 self._finish(request, "error", f"{type(err).__name__}: {err}")
             return True
         greedy = logits.argmax(dim=-1).tolist() if any(r.sampler.plain_greedy for r, _ in batch) else None
-        for row, (request, n) in enumerate(batch):
+        row = 0
+        for i, (request, n) in enumerate(batch):
+            draft = drafts[i] if drafts else []
             request.computed += n
             request.forward_steps += 1
-            self._index(request)  # share its complete blocks with requests that arrive meanwhile
             if request.computed < len(request.ids):  # still prefilling
+                self._index(request)  # share its complete blocks with requests that arrive meanwhile
+                row += 1
                 continue
-            self._sample(request, logits[row], greedy[row] if greedy is not None and request.sampler.plain_greedy else None)
+            self._sample_rows(request, logits, row, greedy, draft)
+            row += 1 + len(draft)
+            if request.seq is not None:
+                self._index(request)
         return True
+
+    # ----- drafts: prompt lookup and jump-forward (model/serving/drafts.py) ---------------------------
+
+    def _drafts(self, batch: list[tuple[Request, int]]) -> list[list[int]] | None:
+        """Per batch entry, the tokens it drafts after its next one; None when nobody drafts this step.
+
+        Only pure decode steps of dense attention, greedy requests, no adapter rows, on the native step (whose rows
+        are computed exactly as single-token decodes are: drafts.py), and only what fits the free blocks without
+        evicting.
+        """
+        config = self.config.drafts
+        if (not (config.prompt_lookup or config.jump_forward) or self.task_bias_on or self.attention != DENSE
+                or self.cache.key_summaries is not None or self.compiled is None or self.compiled.reason is not None
+                or not self.compiled.library.ready or any(r.adapter is not None for r, _ in batch)
+                or any(n != 1 or r.computed + 1 != len(r.ids) for r, n in batch)):
+            return None
+        lookup = config.prompt_lookup and len(self._running) <= config.lookup_max_batch
+        drafts = [self._draft(request, lookup) for request, _ in batch]
+        if not any(drafts):
+            return None
+        seqs = [request.seq for request, _ in batch]
+        if self.cache.blocks_needed(seqs, [1 + len(d) for d in drafts]) > self.cache.free_blocks:
+            return None
+        return drafts
+
+    def _draft(self, request: Request, lookup: bool) -> list[int]:
+        """The tokens `request` drafts after its last sampled one: those its grammar forces, else a prompt lookup."""
+        params, config = request.params, self.config.drafts
+        room = min(params.max_new_tokens - len(request.generated), self.cache.max_seq_len - len(request.ids)) - 1
+        request.lookup_draft = False
+        if params.temperature != 0 or room <= 0:
+            return []
+        forced = getattr(params.logits_processor, "forced_tokens", None)
+        try:
+            draft = forced(request.generated, min(room, config.forced_tokens)) if config.jump_forward and forced else []
+        except Exception:  # tokens that break the grammar: the row's own sampling reports it and fails only this row
+            draft = []
+        if not draft and lookup:
+            request.lookup = request.lookup or LookupState(config.lookup_tokens)
+            if request.lookup.ready():
+                draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram,
+                                      min(room, request.lookup.window))
+                request.lookup_draft = bool(draft)
+        return draft
+
+    def _sample_rows(self, request: Request, logits: torch.Tensor, row: int, greedy: list[int] | None,
+                     draft: list[int]) -> None:
+        """Sample `request`'s next token from logits[row], then each next row while its draft agrees; the K/V of
+        the draft tokens it did not keep are truncated. Stops, stop strings and max_new_tokens act per token."""
+        accepted = 0
+        for j in range(len(draft) + 1):
+            use_greedy = greedy is not None and request.sampler.plain_greedy
+            token = self._sample(request, logits[row + j], greedy[row + j] if use_greedy else None)
+            if request.done or j == len(draft) or token != draft[j]:
+                break
+            request.computed += 1  # a draft token the model chose itself: its K/V are already cached
+            accepted += 1
+        request.drafted += len(draft)
+        request.draft_accepted += accepted
+        if draft and request.seq is not None:
+            self.cache.truncate(request.seq, request.computed)
+        if draft and request.lookup_draft:
+            request.lookup.update(len(draft), accepted, self.config.drafts.lookup_tokens)
 
     def _schedule(self) -> list[tuple[Request, int]]:
         budget = self.config.max_step_tokens
@@ -436,12 +511,13 @@ class Scheduler:
             self.cache.free(request.seq)
             request.seq, request.node = None, None
 
-    def _sample(self, request: Request, logits: torch.Tensor, greedy_token: int | None) -> None:
+    def _sample(self, request: Request, logits: torch.Tensor, greedy_token: int | None) -> int | None:
+        """Choose, record and emit `request`'s next token; None when the request ended without one."""
         try:
             token = greedy_token if greedy_token is not None else request.sampler(logits, request.ids, request.generated)
         except Exception as err:  # e.g. a logits processor that raised or allowed nothing
             self._finish(request, "error", f"{type(err).__name__}: {err}")
-            return
+            return None
         if request.logprobs is not None:
             logprobs = logits.log_softmax(-1)
             top = torch.topk(logprobs, request.params.logprobs)
@@ -450,7 +526,7 @@ class Scheduler:
             )
         if token in request.stop_ids:
             self._finish(request, "stop")
-            return
+            return None
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
         request.generated.append(token)
@@ -460,6 +536,7 @@ class Scheduler:
             self._finish(request, "stop")
         elif len(request.generated) >= request.params.max_new_tokens or len(request.ids) > self.cache.max_seq_len:
             self._finish(request, "length")
+        return token
 
     def _finish(self, request: Request, reason: str, error: str | None = None) -> None:
         if request.done:

@@ -71,3 +71,16 @@ def test_adapter_flags_reach_the_settings(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         parse(["generate", "--help"])
     assert "only reasoning requests" in " ".join(capsys.readouterr().out.split())
+
+
+def test_draft_settings_from_the_environment_reach_the_scheduler(tmp_path):
+    tiny_model("llama").save_pretrained(tmp_path / "model")
+    save_word_tokenizer(tmp_path / "model")
+    settings = Settings.from_env({"R1_MODEL": str(tmp_path / "model"), "R1_QUANT": "fp32", "R1_THREADS": "1",
+                                  "R1_CACHE_DIR": str(tmp_path / "cache"), "R1_PROMPT_LOOKUP": "0"})
+    engine = load_engine(settings)
+    drafts = engine._scheduler.config.drafts
+    assert (drafts.prompt_lookup, drafts.jump_forward) == (False, True)
+    engine.close()
+    with pytest.raises(ValueError, match="R1_JUMP_FORWARD='maybe'"):
+        Settings.from_env({"R1_JUMP_FORWARD": "maybe"})

@@ -23,7 +23,9 @@ PROMPTS = [f"Request number {i} asks about {topic}." for i, topic in enumerate(
 )]
 
 
-def tiny_transformer(vocab_size: int, seed: int = 0):
+def tiny_transformer(vocab_size: int, seed: int = 0, quant: str | None = None, successor: bool = False):
+    """A random 2-layer Llama. `successor`: its LM head is the embedding shifted by one row and its layers are weak,
+    so it mostly writes the id after the one it read (t -> t + 1): runs of ids it has seen can be drafted."""
     config = ModelConfig(arch="llama", vocab_size=vocab_size, dim=64, n_layers=2, ffn_dim=128, n_heads=4,
                          n_kv_heads=2, head_dim=16, max_seq_len=4096)
     g = torch.Generator().manual_seed(seed)
@@ -35,10 +37,12 @@ def tiny_transformer(vocab_size: int, seed: int = 0):
         shapes = {"attention.wq": (64, 64), "attention.wk": (32, 64), "attention.wv": (32, 64), "attention.wo": (64, 64),
                   "feed_forward.w1": (128, 64), "feed_forward.w3": (128, 64), "feed_forward.w2": (64, 128)}
         for name, shape in shapes.items():
-            tensors[p + name + ".weight"] = torch.randn(*shape, generator=g) * 0.2
+            tensors[p + name + ".weight"] = torch.randn(*shape, generator=g) * (0.02 if successor else 0.2)
         tensors[p + "attention_norm.weight"] = torch.ones(64)
         tensors[p + "ffn_norm.weight"] = torch.ones(64)
-    return build_transformer(config, tensors)
+    if successor:
+        tensors["output.weight"] = tensors["tok_embeddings.weight"].roll(1, dims=0)
+    return build_transformer(config, tensors, quant)
 
 
 @pytest.fixture(scope="module")
