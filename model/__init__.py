@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from model.loading.checkpoint import ModelLoadError, load_checkpoint, native_quant
+from model.loading.checkpoint import ModelLoadError, check_runnable, load_checkpoint, native_quant
 from model.serving.compiled_step import enabled_by_env
 from model.loading.weight_cache import default_cache_dir
 from model.config import ModelConfig
@@ -86,7 +86,8 @@ def load(
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
 
-    quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
+    quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs and
+    4-bit GPTQ/AWQ checkpoints (their packed groups go onto the int4 kernel as stored, model/loading/gptq.py),
     int8 for other quantized GGUFs and FP8 checkpoints, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
     (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
     (groups of 32); see model/layers/linear.py.
@@ -107,6 +108,7 @@ def load(
     if fallback_full_attention:
         attention = AttentionConfig(mode="dense")
     quant = native_quant(source) if quant == "auto" else None if quant == "fp32" else quant
+    check_runnable(source, quant)
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
     checkpoint = load_checkpoint(
