@@ -26,13 +26,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model import build_transformer
 from model.layers.linear import Linear
 from model.layers.transformer import Transformer
 from model.loading.checkpoint import load_checkpoint
 from model.loading.gptq import QUANTIZE_CONFIG, GroupQuantConfig, pack_rows
-from model.loading.hf_checkpoint import INDEX_FILE, SINGLE_FILE, fp8_block_size, group_quant_config
-from model.loading.repack import Repacker
-from model.loading.tensor_names import HF_NAMES, ModelLoadError, checked, expected_shapes
+from model.loading.hf_checkpoint import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    fp8_block_size,
+    group_quant_config,
+)
+from model.loading.tensor_names import HF_NAMES, ModelLoadError, expected_shapes
 from model.quantize.gptq import METHODS, Quantized, QuantSpec, gptq, rtn
 
 CALIBRATION_TEXT = Path(__file__).parent / "data" / "calibration.txt"  # see data/SOURCE.md
@@ -97,7 +102,7 @@ def quantize_checkpoint(
     if config.arch not in QUANTIZABLE_ARCHS:
         raise ModelLoadError(f"{source}: quantizing {config.arch} models is not supported (supported: "
                              f"{', '.join(QUANTIZABLE_ARCHS)})")
-    model = Transformer.from_state(config, dict(Repacker(config)(checked(config, checkpoint.tensors.items(), source))))
+    model = build_transformer(config, checkpoint.tensors)  # float32, q/k/v and gate/up fused as the engine runs them
     windows = (calibration or Calibration.from_file()).windows(lambda text: checkpoint.tokenizer.encode(text, add_bos=False)) \
         if method == "gptq" else []
     shapes = expected_shapes(config)

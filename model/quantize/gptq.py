@@ -88,7 +88,7 @@ def _result(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.T
 def rtn(weight: torch.Tensor, spec: QuantSpec) -> Quantized:
     """Round-to-nearest on the same grid and groups (columns in order): GPTQ's baseline."""
     W = weight.float()
-    N, K = W.shape
+    K = W.shape[1]
     size = K if spec.group_size == -1 else spec.group_size
     codes = torch.empty_like(W)
     scales, zeros = [], []
@@ -104,7 +104,7 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> Quanti
     """GPTQ of weight [N, K] against hessian [K, K] (2 X^T X / tokens). Raises ValueError if H stays singular."""
     W = weight.float().clone()
     H = hessian.double().clone()  # the Cholesky steps in float64: H's condition number can be large
-    N, K = W.shape
+    K = W.shape[1]
     if H.shape != (K, K):
         raise ValueError(f"Hessian of shape {list(H.shape)} for a weight of {K} input columns")
     maxq = 2**spec.bits - 1

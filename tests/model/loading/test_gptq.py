@@ -21,7 +21,7 @@ from model.quantize.checkpoint import Calibration, quantize_checkpoint
 from model.quantize.gptq import QuantSpec
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
-WIDE = dict(hidden_size=256, intermediate_size=384)  # K of 256 and 384: 2 and 3 groups of 128
+WIDE = {"hidden_size": 256, "intermediate_size": 384}  # K of 256 and 384: 2 and 3 groups of 128
 PROMPT = [0, 5, 17, 42, 99, 3, 150, 7, 64, 2, 11]
 
 
