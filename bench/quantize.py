@@ -1,14 +1,14 @@
 """GPTQ against round-to-nearest on the default model: perplexity, quantization time, and decode speed.
 
-    python bench/quantize.py --threads 1 [--work DIR] [--samples 128] [--decode-runs 5]
+    python bench/quantize.py --threads 1 [--work DIR] [--samples 128] [--windows 8] [--decode-runs 5]
 
 1. `r1 export --format safetensors`: the default model (SmolLM2-135M-Instruct Q4_1 GGUF) as a float32 HF directory
    (its dequantized weights: the "fp32" model).
 2. `r1 quantize` of that directory: RTN and GPTQ at 4-bit g128 and 3-bit g128 (symmetric, no act-order, plus GPTQ
    4-bit g128 with act-order), each timed. GPTQ calibrates on the shipped text (model/quantize/data/calibration.txt:
    "A Scandal in Bohemia", up to --samples windows of 512 tokens).
-3. Perplexity (bench/train.py's: mean NLL over 512-token windows) of each model over bench/data/sherlock_holmes.txt,
-   split in its two stories: "A Scandal in Bohemia" is the calibration text (tuned on: GPTQ saw it), "The
+3. Perplexity (bench/train.py's: mean NLL over 512-token windows, the first --windows of each story, the same
+   tokens for every model) over bench/data/sherlock_holmes.txt, split in its two stories: "A Scandal in Bohemia" is the calibration text (tuned on: GPTQ saw it), "The
    Red-Headed League" is held out. 4-bit checkpoints are scored as they run (`model.load(dir)`: the int4 kernel,
    bf16 activations, the LM head int8, as every quantized model we run) and dequantized to fp32 (`quant="fp32"`: the
    weights' own error alone); 3-bit ones only dequantized (our kernels run 4-bit). Beside them: our int4 path on the
@@ -59,10 +59,10 @@ def stories(tokenizer) -> dict[str, list[int]]:
             "held-out story": tokenizer.encode(text[cut:], add_bos=False)}
 
 
-def score(engine, texts: dict[str, list[int]]) -> dict[str, float]:
+def score(engine, texts: dict[str, list[int]], windows: int) -> dict[str, float]:
     from bench.train import WINDOW, perplexity
 
-    return {name: perplexity(engine, ids, len(ids) // WINDOW) for name, ids in texts.items()}
+    return {name: perplexity(engine, ids, min(windows, len(ids) // WINDOW)) for name, ids in texts.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", help="keep the exported and quantized directories here (default: a temporary directory)")
     p.add_argument("--samples", type=int, default=128, help="GPTQ calibration windows at most (default 128)")
+    p.add_argument("--windows", type=int, default=8, help="512-token windows scored per story, from its start (default "
+                   "8; each story holds about 23)")
     p.add_argument("--decode-runs", type=int, default=5)
     p.add_argument("--skip-decode", action="store_true")
     args = p.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, source, quant, how in [("fp32 (the float export)", float_dir, "fp32", "fp32"),
                                       ("our int4 path on the float export (RTN g32)", float_dir, "int4", "int4 kernel"),
                                       ("default GGUF as shipped (Q4_1 g32)", "default", "auto", "int4 kernel")]:
-        rows.append((label, how, score(load(source, quant), texts), load_text()))
+        rows.append((label, how, score(load(source, quant), texts, args.windows), load_text()))
         log(f"{label}: {rows[-1][2]}")
 
     times: dict[str, float] = {}
@@ -111,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{label}: quantized in {result.seconds:.1f} s ({result.calibration_tokens} calibration tokens)")
         ways = [("int4 kernel", "auto"), ("dequantized fp32", "fp32")] if bits == 4 else [("dequantized fp32", "fp32")]
         for how, quant in ways:
-            rows.append((label, how, score(load(out, quant), texts), load_text()))
+            rows.append((label, how, score(load(out, quant), texts, args.windows), load_text()))
             log(f"{label} {how}: {rows[-1][2]}")
 
-    print(f"\n## Perplexity over bench/data/sherlock_holmes.txt, 512-token windows ({args.threads} thread(s))\n")
+    print(f"\n## Perplexity over bench/data/sherlock_holmes.txt, the first {args.windows} 512-token windows of each story\n")
     names = list(texts)
     fp32 = rows[0][2]
     print(f"| model | runs as | {' | '.join(names)} | vs fp32 (held out) | load |")
