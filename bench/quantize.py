@@ -60,9 +60,13 @@ def stories(tokenizer) -> dict[str, list[int]]:
 
 
 def score(engine, texts: dict[str, list[int]], windows: int) -> dict[str, float]:
+    """Perplexity per text; closes the engine (one model in memory at a time)."""
     from bench.train import WINDOW, perplexity
 
-    return {name: perplexity(engine, ids, min(windows, len(ids) // WINDOW)) for name, ids in texts.items()}
+    try:
+        return {name: perplexity(engine, ids, min(windows, len(ids) // WINDOW)) for name, ids in texts.items()}
+    finally:
+        engine.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return model.load(source, quant=quant, threads=args.threads, cache_dir=cache, compiled_step=compiled)
 
     rows: list[tuple[str, str, dict[str, float], str]] = []  # (model, how it runs, ppl per text, load)
-    texts = stories(load(float_dir, "fp32").tokenizer)
+    probe = load(float_dir, "fp32")
+    texts = stories(probe.tokenizer)
+    probe.close()
     for label, source, quant, how in [("fp32 (the float export)", float_dir, "fp32", "fp32"),
                                       ("our int4 path on the float export (RTN g32)", float_dir, "int4", "int4 kernel"),
                                       ("default GGUF as shipped (Q4_1 g32)", "default", "auto", "int4 kernel")]:

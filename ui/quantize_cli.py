@@ -25,6 +25,8 @@ def add_quantize_parsers(sub: argparse._SubParsersAction, common: argparse.Argum
     q.add_argument("--bits", type=int, choices=[4, 3, 8], default=4, help="(default 4; only 4-bit runs on our kernels)")
     q.add_argument("--group-size", type=int, choices=[32, 64, 128], default=128)
     q.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
+    q.add_argument("--asym", action="store_true", help="a zero point per group (default: symmetric, which every GPTQ "
+                   "kernel runs; ours runs both)")
     q.add_argument("--calib", help="calibration text file (default: the shipped public-domain text, "
                    "'A Scandal in Bohemia')")
     q.add_argument("--samples", type=int, default=128, help="calibration windows at most (default 128)")
@@ -41,9 +43,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     result = quantize(args.model_dir, args.out, method=args.method, bits=args.bits, group_size=args.group_size,
-                      act_order=args.act_order, calibration_file=args.calib, samples=args.samples,
+                      act_order=args.act_order, sym=not args.asym, calibration_file=args.calib, samples=args.samples,
                       seq_len=args.seq_len, cache_dir=args.cache_dir)
     calibrated = f", {result.calibration_tokens} calibration tokens" if args.method == "gptq" else ""
     print(f"wrote {result.out}: {result.linears} linears, {args.method} {args.bits}-bit g{args.group_size}"
-          f"{' act-order' if args.act_order else ''}{calibrated}, {result.seconds:.1f} s", file=sys.stderr)
+          f"{' act-order' if args.act_order else ''}{' asym' if args.asym else ''}{calibrated}, {result.seconds:.1f} s", file=sys.stderr)
     return 0

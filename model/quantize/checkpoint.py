@@ -127,7 +127,7 @@ def quantize_checkpoint(
     for name, tensor in checkpoint.tensors.items():
         if name not in written:
             tensors[inverse.map(name)] = tensor.half()
-    _write(source, out, tensors, GroupQuantConfig("gptq", spec.bits, spec.group_size, spec.act_order, sym=True))
+    _write(source, out, tensors, GroupQuantConfig("gptq", spec.bits, spec.group_size, spec.act_order, spec.sym))
     return QuantizeResult(out, len(written), sum(map(len, windows)), time.perf_counter() - started)
 
 

@@ -9,8 +9,9 @@ in blocks of 128 (errors inside a block applied column by column, to the rest on
 (`act_order`) quantizes columns by decreasing H_kk, which keeps the largest-input columns' errors compensable;
 a column's group is then its rank in that order // group_size (`g_idx`), so groups are scattered in K.
 
-The grid is GPTQ's symmetric one (`sym: true`, what GPTQ kernels everywhere run): the zero point at 2^(bits-1), the
-scale max|w| / (2^(bits-1) - 1/2) of the group's row. A group's parameters are taken from its columns as they stand when the
+The grid is GPTQ's: symmetric (`sym: true`, the default, what GPTQ kernels everywhere run) puts the zero point at
+2^(bits-1) with scale max|w| / (2^(bits-1) - 1/2) of the group's row; asymmetric spans [min(w, 0), max(w, 0)] with a
+zero point of its own, kept at 1 or more because the GPTQ file stores zero - 1 in `bits` bits. A group's parameters are taken from its columns as they stand when the
 group begins (after the error feedback so far). Scales are rounded to fp16 before use, since the file stores them so:
 the codes and the stored scales give back exactly the weight GPTQ measured its errors against.
 """
@@ -33,6 +34,7 @@ class QuantSpec:
     bits: int = 4
     group_size: int = 128
     act_order: bool = False
+    sym: bool = True
     damp: float = DAMP
 
     def __post_init__(self) -> None:
@@ -56,13 +58,19 @@ class Quantized:
 
 
 def _grid(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of w [N, C]: (scale [N], zero [N]) of GPTQ's symmetric grid, the scale rounded to fp16."""
+    """Per row of w [N, C]: (scale [N], zero [N]) of GPTQ's grid, the scale rounded to fp16."""
     maxq = 2**spec.bits - 1
-    high = torch.maximum(w.amin(dim=1).abs(), w.amax(dim=1))
-    high = torch.where(high == 0, 1.0, high)  # an all-zero row: any scale will do
-    scale = (2 * high / maxq).half().float()
+    low, high = w.amin(dim=1).clamp(max=0), w.amax(dim=1).clamp(min=0)
+    if spec.sym:
+        high = torch.maximum(low.abs(), high)
+        low = -high
+    empty = high - low == 0  # an all-zero row: any scale will do
+    low, high = torch.where(empty, -1.0, low), torch.where(empty, 1.0, high)
+    scale = ((high - low) / maxq).half().float()
     scale = torch.where(scale == 0, torch.finfo(torch.float16).tiny, scale)  # an fp16 underflow
-    return scale, torch.full_like(scale, (maxq + 1) / 2)
+    if spec.sym:
+        return scale, torch.full_like(scale, (maxq + 1) / 2)
+    return scale, torch.round(-low / scale).clamp(1, maxq)
 
 
 def _round(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:

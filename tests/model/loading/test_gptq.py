@@ -131,9 +131,10 @@ def test_row_packing_matches_the_format_definition(bits):
 
 
 # ---- our GPTQ, loaded back ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("group_size, act_order", [(32, False), (64, False), (128, False), (128, True), (32, True)])
-def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_path, group_size, act_order):
-    spec = QuantSpec(bits=4, group_size=group_size, act_order=act_order)
+@pytest.mark.parametrize("group_size, act_order, sym", [(32, False, True), (64, False, True), (128, False, True),
+                                                        (128, True, True), (32, True, True), (64, True, False)])
+def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_path, group_size, act_order, sym):
+    spec = QuantSpec(bits=4, group_size=group_size, act_order=act_order, sym=sym)
     gptq_dir = quantized(float_dir, tmp_path, spec)
     stored = load_file(gptq_dir / "model.safetensors")
     q_proj = "model.layers.0.self_attn.q_proj"
@@ -144,7 +145,7 @@ def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_pa
     assert act_order == (not torch.equal(g_idx, torch.arange(256) // group_size))  # act-order scatters groups
     config = json.loads((gptq_dir / "config.json").read_text())["quantization_config"]
     assert (config["quant_method"], config["bits"], config["group_size"], config["desc_act"], config["sym"]) == \
-        ("gptq", 4, group_size, act_order, True)
+        ("gptq", 4, group_size, act_order, sym)
     assert json.loads((gptq_dir / "quantize_config.json").read_text())["desc_act"] == act_order
 
     reference = engine(dequantized_float_dir(float_dir, gptq_dir, tmp_path / "reference", 4), tmp_path, "fp32")
