@@ -4,8 +4,8 @@
 
 1. `r1 export --format safetensors`: the default model (SmolLM2-135M-Instruct Q4_1 GGUF) as a float32 HF directory
    (its dequantized weights: the "fp32" model).
-2. `r1 quantize` of that directory: RTN and GPTQ at 4-bit g128 and 3-bit g128 (symmetric, no act-order, plus GPTQ
-   4-bit g128 with act-order), each timed. GPTQ calibrates on the shipped text (model/quantize/data/calibration.txt:
+2. `r1 quantize` of that directory: RTN and GPTQ at 4-bit g128 and 3-bit g128, symmetric and asymmetric (`--asym`),
+   plus GPTQ 4-bit g128 with act-order (both grids), each timed. GPTQ calibrates on the shipped text (model/quantize/data/calibration.txt:
    "A Scandal in Bohemia", up to --samples windows of 512 tokens).
 3. Perplexity (bench/train.py's: mean NLL over 512-token windows, the first --windows of each story, the same
    tokens for every model) over bench/data/sherlock_holmes.txt, split in its two stories: "A Scandal in Bohemia" is the calibration text (tuned on: GPTQ saw it), "The
@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -34,13 +35,18 @@ sys.path.insert(0, str(ROOT))
 TEXT = ROOT / "bench" / "data" / "sherlock_holmes.txt"
 HELD_OUT_FROM = "II. THE RED-HEADED LEAGUE"  # the second story starts here; the first is the calibration text
 
-# (label, method, bits, group size, act-order)
+# (label, method, bits, group size, act-order, symmetric)
 RUNS = [
-    ("RTN 4-bit g128", "rtn", 4, 128, False),
-    ("GPTQ 4-bit g128", "gptq", 4, 128, False),
-    ("GPTQ 4-bit g128 act-order", "gptq", 4, 128, True),
-    ("RTN 3-bit g128", "rtn", 3, 128, False),
-    ("GPTQ 3-bit g128", "gptq", 3, 128, False),
+    ("RTN 4-bit g128", "rtn", 4, 128, False, True),
+    ("GPTQ 4-bit g128", "gptq", 4, 128, False, True),
+    ("GPTQ 4-bit g128 act-order", "gptq", 4, 128, True, True),
+    ("RTN 3-bit g128", "rtn", 3, 128, False, True),
+    ("GPTQ 3-bit g128", "gptq", 3, 128, False, True),
+    ("RTN 4-bit g128 asym", "rtn", 4, 128, False, False),
+    ("GPTQ 4-bit g128 asym", "gptq", 4, 128, False, False),
+    ("GPTQ 4-bit g128 asym act-order", "gptq", 4, 128, True, False),
+    ("RTN 3-bit g128 asym", "rtn", 3, 128, False, False),
+    ("GPTQ 3-bit g128 asym", "gptq", 3, 128, False, False),
 ]
 
 
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                    "8; each story holds about 23)")
     p.add_argument("--decode-runs", type=int, default=5)
     p.add_argument("--skip-decode", action="store_true")
+    p.add_argument("--runs", help="comma-separated labels of RUNS to quantize and score (default: all)")
     args = p.parse_args(argv)
     os.environ["R1_THREADS"] = str(args.threads)
     import torch
@@ -99,32 +106,44 @@ def main(argv: list[str] | None = None) -> int:
     def load(source, quant="auto", compiled=False):
         return model.load(source, quant=quant, threads=args.threads, cache_dir=cache, compiled_step=compiled)
 
-    rows: list[tuple[str, str, dict[str, float], str]] = []  # (model, how it runs, ppl per text, load)
+    # Every figure is kept in <work>/results.json as it is measured, so a later run (more --runs) adds to it.
+    memo_path = work / "results.json"
+    memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {"ppl": {}, "seconds": {}}
+
+    def record(key: str, make) -> None:
+        if key not in memo["ppl"]:
+            memo["ppl"][key] = {"ppl": make(), "load": load_text()}
+            memo_path.write_text(json.dumps(memo, indent=1))
+            log(f"{key}: {memo['ppl'][key]['ppl']}")
+
     probe = load(float_dir, "fp32")
     texts = stories(probe.tokenizer)
     probe.close()
     for label, source, quant, how in [("fp32 (the float export)", float_dir, "fp32", "fp32"),
                                       ("our int4 path on the float export (RTN g32)", float_dir, "int4", "int4 kernel"),
                                       ("default GGUF as shipped (Q4_1 g32)", "default", "auto", "int4 kernel")]:
-        rows.append((label, how, score(load(source, quant), texts, args.windows), load_text()))
-        log(f"{label}: {rows[-1][2]}")
+        record(f"{label}|{how}", lambda source=source, quant=quant: score(load(source, quant), texts, args.windows))
 
-    times: dict[str, float] = {}
-    for label, method, bits, group, act_order in RUNS:
-        out = work / f"{method}-{bits}b-g{group}{'-act' if act_order else ''}"
+    selected = set(args.runs.split(",")) if args.runs else None
+    for label, method, bits, group, act_order, sym in RUNS:
+        if selected is not None and label not in selected:
+            continue
+        out = work / f"{method}-{bits}b-g{group}{'-act' if act_order else ''}{'' if sym else '-asym'}"
         if not (out / "config.json").is_file():
-            result = quantize(float_dir, out, method=method, bits=bits, group_size=group, act_order=act_order,
+            result = quantize(float_dir, out, method=method, bits=bits, group_size=group, act_order=act_order, sym=sym,
                               samples=args.samples, cache_dir=cache, progress=False)
-            times[label] = result.seconds
+            memo["seconds"][label] = {"seconds": result.seconds, "tokens": result.calibration_tokens, "load": load_text()}
+            memo_path.write_text(json.dumps(memo, indent=1))
             log(f"{label}: quantized in {result.seconds:.1f} s ({result.calibration_tokens} calibration tokens)")
         ways = [("int4 kernel", "auto"), ("dequantized fp32", "fp32")] if bits == 4 else [("dequantized fp32", "fp32")]
         for how, quant in ways:
-            rows.append((label, how, score(load(out, quant), texts, args.windows), load_text()))
-            log(f"{label} {how}: {rows[-1][2]}")
+            record(f"{label}|{how}", lambda out=out, quant=quant: score(load(out, quant), texts, args.windows))
+    rows = [(*key.split("|"), entry["ppl"], entry["load"]) for key, entry in memo["ppl"].items()]
+    times = {label: entry["seconds"] for label, entry in memo["seconds"].items()}
 
     print(f"\n## Perplexity over bench/data/sherlock_holmes.txt, the first {args.windows} 512-token windows of each story\n")
     names = list(texts)
-    fp32 = rows[0][2]
+    fp32 = memo["ppl"]["fp32 (the float export)|fp32"]["ppl"]
     print(f"| model | runs as | {' | '.join(names)} | vs fp32 (held out) | load |")
     print(f"| --- | --- | {' | '.join('---:' for _ in names)} | ---: | --- |")
     for label, how, ppl, load_avg in rows:
