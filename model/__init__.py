@@ -13,7 +13,7 @@ from model.config import ModelConfig
 from model.engine import Engine
 from model.layers.sparse_attention import ATTENTION_MODES, AttentionConfig
 from model.layers.transformer import Transformer
-from model.loading.checkpoint import ModelLoadError, load_checkpoint, native_quant
+from model.loading.checkpoint import ModelLoadError, check_runnable, load_checkpoint, native_quant
 from model.loading.lora import AdapterError, apply_adapter, attach_adapter, read_adapter
 from model.loading.repack import Repacker
 from model.loading.tensor_names import checked
@@ -92,7 +92,8 @@ def load(
     """Load a model as an Engine: "default" (the bundled SmolLM2-135M GGUF), a .gguf file (llama, qwen2, deepseek2)
     or an HF directory (llama, qwen2, mixtral, deepseek_v3 = DeepSeek-V3/R1, FP8 checkpoints included).
 
-    quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs,
+    quant: "auto" (default): the fastest precision that keeps what the file holds: int4 for Q4_0/Q4_1/Q4_K GGUFs and
+    4-bit GPTQ/AWQ checkpoints (their packed groups go onto the int4 kernel as stored, model/loading/gptq.py),
     int8 for other quantized GGUFs and FP8 checkpoints, fp32 for float checkpoints (see `checkpoint.native_quant`); None or "fp32"
     (float32 weights, greedy output equal to transformers'), "int8" (weight-only, per output channel) or "int4"
     (groups of 32); see model/layers/linear.py.
@@ -118,6 +119,7 @@ def load(
     if fallback_full_attention:
         attention = AttentionConfig(mode="dense")
     quant = native_quant(source) if quant == "auto" else None if quant == "fp32" else quant
+    check_runnable(source, quant)
     threads = threads or physical_cores()
     torch.set_num_threads(threads)
     checkpoint = load_checkpoint(

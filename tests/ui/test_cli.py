@@ -90,6 +90,18 @@ def test_bad_env_setting_is_a_clear_error(tmp_path):
     assert "R1_THREADS='many'" in out.stderr
 
 
+def test_quantize_names_its_flags_and_refuses_a_gguf_with_the_way_forward(tmp_path):
+    out = run_r1("quantize", "--help")
+    assert out.returncode == 0
+    assert all(flag in out.stdout for flag in ("--method", "--bits", "--group-size", "--act-order", "--calib", "--out"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    out = run_r1("quantize", str(gguf), "--out", str(tmp_path / "out"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "not an HF checkpoint directory" in out.stderr and "r1 export --format safetensors" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", ["cold", "warm"])  # a warm start never imports transformers or gguf
 def test_chat_over_stdin_answers_and_exits(tmp_path_factory, cache):
