@@ -65,12 +65,18 @@ class ChatR1(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self._settings().model, "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed}
+        return {
+            "model": self._settings().model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider="r1-reasoner", ls_model_type="chat",
-                                 ls_model_name=kwargs.get("model") or self._settings().model)
+        params = LangSmithParams(
+            ls_provider="r1-reasoner", ls_model_type="chat", ls_model_name=kwargs.get("model") or self._settings().model
+        )
         sampling = self._sampling(stop, kwargs)
         params.update(ls_temperature=sampling["temperature"], ls_max_tokens=sampling["max_new_tokens"])
         if sampling["stop"]:
@@ -96,8 +102,10 @@ class ChatR1(BaseChatModel):
     @staticmethod
     def _shared(settings: Settings) -> Engine:
         if settings.backend != "local":
-            raise ValueError(f"ChatR1 runs the local engine (R1_BACKEND is {settings.backend!r}); for a remote "
-                             "OpenAI-compatible server use langchain-openai's ChatOpenAI(base_url=...)")
+            raise ValueError(
+                f"ChatR1 runs the local engine (R1_BACKEND is {settings.backend!r}); for a remote "
+                "OpenAI-compatible server use langchain-openai's ChatOpenAI(base_url=...)"
+            )
         return shared_backends.get(settings)
 
     def _result_of(self, request: RequestHandle) -> Completion:
@@ -110,7 +118,8 @@ class ChatR1(BaseChatModel):
     def _sampling(self, stop: list[str] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
         settings = self._settings()
         pick = lambda name, field, default: next(  # noqa: E731 (call argument, then field, then setting)
-            (v for v in (overrides.get(name), getattr(self, field)) if v is not None), default)
+            (v for v in (overrides.get(name), getattr(self, field)) if v is not None), default
+        )
         return {
             "max_new_tokens": pick("max_tokens", "max_tokens", settings.max_new_tokens),
             "temperature": pick("temperature", "temperature", settings.temperature),
@@ -121,8 +130,13 @@ class ChatR1(BaseChatModel):
 
     # ----- generation ----------------------------------------------------------------------------
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         engine = self.loaded_engine(kwargs.get("model"))
         chat = to_chat_messages(messages)
         sampling = self._sampling(stop, kwargs)
@@ -132,8 +146,13 @@ class ChatR1(BaseChatModel):
         if kwargs.get("response_format") is not None:
             completion = engine.chat_json(chat, kwargs["response_format"], max_new_tokens=sampling["max_new_tokens"])
             _raise_if_failed(completion)
-            return _result(AIMessage(content=completion.text, usage_metadata=usage(completion),
-                                     response_metadata=self._metadata(completion, engine)))
+            return _result(
+                AIMessage(
+                    content=completion.text,
+                    usage_metadata=usage(completion),
+                    response_metadata=self._metadata(completion, engine),
+                )
+            )
         completion = self._result_of(engine.submit(engine.chat_prompt(chat), **sampling))
         _raise_if_failed(completion)
         return _result(self.message(completion, engine))
@@ -141,40 +160,83 @@ class ChatR1(BaseChatModel):
     def message(self, completion: Completion, engine: Engine | None = None) -> AIMessage:
         """A completion as an AIMessage: R1's <think> block in additional_kwargs["reasoning_content"], usage."""
         reasoning, answer = split_reasoning(completion.text)
-        return AIMessage(content=answer, additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
-                         usage_metadata=usage(completion), response_metadata=self._metadata(completion, engine))
+        return AIMessage(
+            content=answer,
+            additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
+            usage_metadata=usage(completion),
+            response_metadata=self._metadata(completion, engine),
+        )
 
-    def _generate_tool_call(self, engine: Engine, chat: list[dict[str, str]], tools: list[dict[str, Any]],
-                            choice: str, sampling: dict[str, Any]) -> ChatResult:
+    def _generate_tool_call(
+        self,
+        engine: Engine,
+        chat: list[dict[str, str]],
+        tools: list[dict[str, Any]],
+        choice: str,
+        sampling: dict[str, Any],
+    ) -> ChatResult:
         turn = tool_call_turn(engine, chat, [FunctionSpec.model_validate(t["function"]) for t in tools], choice)
         completion = self._result_of(engine.submit(turn.prompt, **{**sampling, "logits_processor": turn.processor()}))
         _raise_if_failed(completion)
         action = turn.grammar.parse(completion.text)
         if action.name is None and completion.text.startswith('{"tool"'):  # a call cut off by max_tokens
-            invalid = {"name": None, "args": completion.text, "id": None, "type": "invalid_tool_call",
-                       "error": f"the call was cut off after {completion.generated_tokens} tokens (max_tokens)"}
-            message = AIMessage(content="", invalid_tool_calls=[invalid], usage_metadata=usage(completion),
-                                response_metadata=self._metadata(completion, engine))
+            invalid = {
+                "name": None,
+                "args": completion.text,
+                "id": None,
+                "type": "invalid_tool_call",
+                "error": f"the call was cut off after {completion.generated_tokens} tokens (max_tokens)",
+            }
+            message = AIMessage(
+                content="",
+                invalid_tool_calls=[invalid],
+                usage_metadata=usage(completion),
+                response_metadata=self._metadata(completion, engine),
+            )
         elif action.name is None:
-            message = AIMessage(content=action.message or "", usage_metadata=usage(completion),
-                                response_metadata=self._metadata(completion, engine))
+            message = AIMessage(
+                content=action.message or "",
+                usage_metadata=usage(completion),
+                response_metadata=self._metadata(completion, engine),
+            )
         else:
-            call = {"name": action.name, "args": json.loads(action.arguments), "id": action.call_id,
-                    "type": "tool_call"}
-            message = AIMessage(content="", tool_calls=[call], usage_metadata=usage(completion),
-                                response_metadata={**self._metadata(completion, engine), "finish_reason": "tool_calls"})
+            call = {
+                "name": action.name,
+                "args": json.loads(action.arguments),
+                "id": action.call_id,
+                "type": "tool_call",
+            }
+            message = AIMessage(
+                content="",
+                tool_calls=[call],
+                usage_metadata=usage(completion),
+                response_metadata={**self._metadata(completion, engine), "finish_reason": "tool_calls"},
+            )
         return _result(message)
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         if kwargs.get("tools") and kwargs.get("tool_choice") != "none" or kwargs.get("response_format") is not None:
             # A tool call or a JSON document is useful only whole: one chunk, with parseable tool-call chunks.
             message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
-            chunks = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
-                       "type": "tool_call_chunk"} for i, c in enumerate(message.tool_calls)]
-            yield ChatGenerationChunk(message=AIMessageChunk(
-                content=message.content, tool_call_chunks=chunks, usage_metadata=message.usage_metadata,
-                response_metadata=message.response_metadata, chunk_position="last"))
+            chunks = [
+                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+                for i, c in enumerate(message.tool_calls)
+            ]
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=message.content,
+                    tool_call_chunks=chunks,
+                    usage_metadata=message.usage_metadata,
+                    response_metadata=message.response_metadata,
+                    chunk_position="last",
+                )
+            )
             return
         engine = self.loaded_engine(kwargs.get("model"))
         chat = to_chat_messages(messages)
@@ -188,37 +250,52 @@ class ChatR1(BaseChatModel):
             request.cancel()
         yield from self._chunks(*splitter.finish(), run_manager)
         completion = request.result()
-        yield ChatGenerationChunk(message=AIMessageChunk(
-            content="", usage_metadata=usage(completion), response_metadata=self._metadata(completion, engine),
-            chunk_position="last"))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage(completion),
+                response_metadata=self._metadata(completion, engine),
+                chunk_position="last",
+            )
+        )
 
     @staticmethod
-    def _chunks(reasoning: str, answer: str,
-                run_manager: CallbackManagerForLLMRun | None) -> Iterator[ChatGenerationChunk]:
+    def _chunks(
+        reasoning: str, answer: str, run_manager: CallbackManagerForLLMRun | None
+    ) -> Iterator[ChatGenerationChunk]:
         if reasoning:
-            yield ChatGenerationChunk(message=AIMessageChunk(content="",
-                                                             additional_kwargs={"reasoning_content": reasoning}))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": reasoning})
+            )
         if answer:
             if run_manager is not None:
                 run_manager.on_llm_new_token(answer)
             yield ChatGenerationChunk(message=AIMessageChunk(content=answer))
 
     def _metadata(self, completion: Completion, engine: Engine | None = None) -> dict[str, Any]:
-        return {"model_name": (engine or self.loaded_engine()).name, "model_provider": "r1-reasoner",
-                "finish_reason": completion.finish_reason}
+        return {
+            "model_name": (engine or self.loaded_engine()).name,
+            "model_provider": "r1-reasoner",
+            "finish_reason": completion.finish_reason,
+        }
 
     # ----- tools and structured output -----------------------------------------------------------
 
-    def bind_tools(self, tools: Sequence[Tool | BaseTool | Mapping[str, Any] | type | Callable[..., Any]], *,
-                   tool_choice: str | Mapping[str, Any] | bool | None = None,
-                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+    def bind_tools(
+        self,
+        tools: Sequence[Tool | BaseTool | Mapping[str, Any] | type | Callable[..., Any]],
+        *,
+        tool_choice: str | Mapping[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
         """The model with `tools` offered on every call. tool_choice: "auto" (default: a call or an answer in words),
         "any"/"required"/True (some call), a tool's name or {"type": "function", "function": {"name": ...}}, "none"."""
         formatted = [t.to_openai() if isinstance(t, Tool) else convert_to_openai_tool(t) for t in tools]
         return self.bind(tools=formatted, tool_choice=_tool_choice(tool_choice), **kwargs)
 
-    def with_structured_output(self, schema: Mapping[str, Any] | type, *, include_raw: bool = False,
-                               method: str = "json_schema", **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+    def with_structured_output(
+        self, schema: Mapping[str, Any] | type, *, include_raw: bool = False, method: str = "json_schema", **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
         """The model answering with JSON valid under `schema` (a pydantic class, TypedDict, JSON schema or OpenAI
         function), parsed. method: "json_schema" (default: the reply is constrained to the schema), "json_mode"
         (any JSON object), or "function_calling" (a forced, constrained tool call)."""
@@ -234,8 +311,9 @@ class ChatR1(BaseChatModel):
             json_schema = {"type": "object"}
         else:
             raise ValueError(f"unknown method {method!r}; choose json_schema, json_mode or function_calling")
-        llm = self.bind(response_format=json_schema,
-                        ls_structured_output_format={"kwargs": {"method": method}, "schema": schema})
+        llm = self.bind(
+            response_format=json_schema, ls_structured_output_format={"kwargs": {"method": method}, "schema": schema}
+        )
         parser = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
         if not include_raw:
             return llm | parser
@@ -267,19 +345,20 @@ class ReasoningSplitter:
                     return reasoning, answer
                 self.started = True
                 if stripped.startswith(THINK_OPEN):
-                    self.thinking, text = True, stripped[len(THINK_OPEN):]
+                    self.thinking, text = True, stripped[len(THINK_OPEN) :]
                 continue
             if not self.thinking:
                 return reasoning, answer + text
             end = text.find(THINK_CLOSE)
             if end >= 0:
                 reasoning += text[:end]
-                self.thinking, text = False, text[end + len(THINK_CLOSE):].lstrip()
+                self.thinking, text = False, text[end + len(THINK_CLOSE) :].lstrip()
                 continue
-            keep = next((k for k in range(min(len(THINK_CLOSE) - 1, len(text)), 0, -1)
-                         if text.endswith(THINK_CLOSE[:k])), 0)
-            self.pending = text[len(text) - keep:] if keep else ""
-            return reasoning + text[:len(text) - keep], answer
+            keep = next(
+                (k for k in range(min(len(THINK_CLOSE) - 1, len(text)), 0, -1) if text.endswith(THINK_CLOSE[:k])), 0
+            )
+            self.pending = text[len(text) - keep :] if keep else ""
+            return reasoning + text[: len(text) - keep], answer
         return reasoning, answer
 
     def finish(self) -> tuple[str, str]:
@@ -310,7 +389,8 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
 
 def usage(completion: Completion) -> UsageMetadata:
     return UsageMetadata(
-        input_tokens=completion.prompt_tokens, output_tokens=completion.generated_tokens,
+        input_tokens=completion.prompt_tokens,
+        output_tokens=completion.generated_tokens,
         total_tokens=completion.prompt_tokens + completion.generated_tokens,
         input_token_details={"cache_read": completion.cached_tokens},
     )
@@ -337,8 +417,9 @@ def _tool_choice(choice: str | Mapping[str, Any] | bool | None) -> str | None:
         return choice
     name = named_function(choice) if isinstance(choice, Mapping) else None
     if name is None:
-        raise ValueError("tool_choice must be 'auto', 'any', 'none', a tool name or an OpenAI tool choice, "
-                         f"got {choice!r}")
+        raise ValueError(
+            f"tool_choice must be 'auto', 'any', 'none', a tool name or an OpenAI tool choice, got {choice!r}"
+        )
     return name
 
 

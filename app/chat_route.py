@@ -39,37 +39,57 @@ class PreviousTurn:
 _CODE_SHOWN = re.compile(r"```|^\s*(?:def|class)\s+\w+|>>>", re.M)
 _CODE_ASKED = re.compile(
     r"\b(?:write|implement|code|create|make|give me|show me|generate)\b[^.?!\n]{0,60}?"
-    r"\b(?:function|program|script|method|class|snippet|one-liner|lambda|code)\b", re.I)
+    r"\b(?:function|program|script|method|class|snippet|one-liner|lambda|code)\b",
+    re.I,
+)
 _NUMBER = r"\d+(?:\.\d+)?"
 # "12*7", "3 + 4", "2^10", "(1+2)/3"; a minus only with spaces or a bracket ("2024-01-05" is a date, not maths)
 _ARITHMETIC = re.compile(
     rf"{_NUMBER}\s*(?:\*\*|[+*/^×÷]|\s[x-]\s)\s*\(?-?{_NUMBER}|{_NUMBER}\s*[-+*/^]\s*\("
-    rf"|\b(?:what(?:'s| is)|calculate|compute|evaluate)\s+\(?-?{_NUMBER}\s*-\s*{_NUMBER}", re.I)
+    rf"|\b(?:what(?:'s| is)|calculate|compute|evaluate)\s+\(?-?{_NUMBER}\s*-\s*{_NUMBER}",
+    re.I,
+)
 _ARITHMETIC_WORDS = re.compile(
     rf"{_NUMBER}\s+(?:times|plus|minus|multiplied by|divided by|over|to the power of|mod(?:ulo)?)\s+-?{_NUMBER}"
     rf"|{_NUMBER}\s+(?:squared|cubed)\b|\b(?:square|cube) root of\s+{_NUMBER}|{_NUMBER}\s*(?:%|percent)\s+of\s+{_NUMBER}"
     rf"|\b(?:sum|product|difference|quotient|average|mean) of\s+{_NUMBER}(?:\s*,\s*{_NUMBER})*\s*,?\s+and\s+{_NUMBER}"
-    rf"|\b{_NUMBER}\s*!", re.I)
+    rf"|\b{_NUMBER}\s*!",
+    re.I,
+)
 _OPERATION = re.compile(
     r"\b(?:derivatives?|differentiate|integrals?|integrate|antiderivative|limit|factori[sz]e|factor|simplify|expand|"
-    r"solve|roots?|zeros?|evaluate|calculate|compute)\b", re.I)
+    r"solve|roots?|zeros?|evaluate|calculate|compute)\b",
+    re.I,
+)
 _QUANTITY_QUESTION = re.compile(
     r"\bhow (?:many|much|long|far|old|fast)\b|\bwhat (?:is|was|will be) the (?:total|sum|product|average|cost|price|"
-    r"difference|area|perimeter|volume|speed)\b|\bin total\b|\baltogether\b|\bhow .* (?:left|remain)", re.I)
+    r"difference|area|perimeter|volume|speed)\b|\bin total\b|\baltogether\b|\bhow .* (?:left|remain)",
+    re.I,
+)
 _NUMBERS = re.compile(rf"(?<![\w.-]){_NUMBER}(?![\w-])")
 
 # Follow-ups: an operation on "it" / the previous result, with no expression of its own.
 _FOLLOW_UP_OPERATIONS = {
-    "integral": "What is the integral of {}?", "integrate": "What is the integral of {}?",
-    "antiderivative": "What is the integral of {}?", "derivative": "What is the derivative of {}?",
-    "differentiate": "What is the derivative of {}?", "factor": "Factor {}.", "factorise": "Factor {}.",
-    "factorize": "Factor {}.", "simplify": "Simplify {}.", "expand": "Expand {}.",
+    "integral": "What is the integral of {}?",
+    "integrate": "What is the integral of {}?",
+    "antiderivative": "What is the integral of {}?",
+    "derivative": "What is the derivative of {}?",
+    "differentiate": "What is the derivative of {}?",
+    "factor": "Factor {}.",
+    "factorise": "Factor {}.",
+    "factorize": "Factor {}.",
+    "simplify": "Simplify {}.",
+    "expand": "Expand {}.",
 }
-_FOLLOW_UP = re.compile(r"\b(integral|integrate|antiderivative|derivative|differentiate|factori[sz]e|factor|simplify|"
-                        r"expand)\b", re.I)
+_FOLLOW_UP = re.compile(
+    r"\b(integral|integrate|antiderivative|derivative|differentiate|factori[sz]e|factor|simplify|"
+    r"expand)\b",
+    re.I,
+)
 _REFERS_TO_RESULT = re.compile(r"\b(?:the|that|this) (?:result|answer)\b", re.I)
-_REFERS = re.compile(r"\b(?:its?|that|this|the same|the function|the expression)\b|^\s*(?:and|what about|how about|now)\b",
-                     re.I)
+_REFERS = re.compile(
+    r"\b(?:its?|that|this|the same|the function|the expression)\b|^\s*(?:and|what about|how about|now)\b", re.I
+)
 
 
 def is_code_request(text: str) -> bool:

@@ -15,12 +15,16 @@ DEFAULT_DATA_DIR = "~/.local/share/r1-reasoner"
 class Settings:
     backend: str = "local"  # "local" (our engine runs `model`) or "openai" (an OpenAI-compatible server runs it)
     model: str = "default"  # "default" (the bundled SmolLM2-135M GGUF), a .gguf file, or an HF model directory
-    quant: str = "auto"  # "auto" (int4/int8 as the model file holds, fp32 for float checkpoints), "fp32", "int8", "int4"
+    quant: str = (
+        "auto"  # "auto" (int4/int8 as the model file holds, fp32 for float checkpoints), "fp32", "int8", "int4"
+    )
     threads: int | None = None  # None = physical cores
     cache_dir: str | None = None  # repacked-weight cache; None = $R1_CACHE_DIR or ~/.cache/r1-reasoner
     kv_cache_mb: float | None = None  # KV-cache capacity (running requests + prefix cache); None = 1024 MiB
     # MoE models (DeepSeek-V3/R1, Mixtral); both off by default, which keeps routing equal to the reference
-    expert_capacity: int | None = None  # most (token, expert) assignments per expert per step; overflow goes to a backup
+    expert_capacity: int | None = (
+        None  # most (token, expert) assignments per expert per step; overflow goes to a backup
+    )
     adapter: str | None = None  # a LoRA directory in PEFT's format (`r1 train sft` writes one); None = none
     adapter_scope: str = "reasoning"  # "reasoning": only solve's reasoning steps run with it; "all": every request
     router_bias: str | None = None  # a safetensors file of per-task router biases (tensors "math", "code", "chat")

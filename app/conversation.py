@@ -60,7 +60,9 @@ class Message:
     content: str  # for the assistant: the answer, without its reasoning
     reasoning: str = ""  # R1 <think> text, shown apart and never sent back to the model
     finish_reason: str | None = None  # the assistant's: "stop", "length", "cancelled" or "error"
-    recalled: str = ""  # the assistant's: what was recalled from memory into its prompt, "[position] matching sentences" lines
+    recalled: str = (
+        ""  # the assistant's: what was recalled from memory into its prompt, "[position] matching sentences" lines
+    )
     tool: ToolTurn | None = None  # the assistant's, when the tools answered: the search's steps and verdict
 
 
@@ -137,8 +139,16 @@ class ConversationStore:
             db.execute(
                 "INSERT INTO messages (conversation_id, role, content, reasoning, finish_reason, created_at, recalled, "
                 "tool) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, message.role, message.content, message.reasoning, message.finish_reason, now,
-                 message.recalled, message.tool.to_json() if message.tool else ""),
+                (
+                    conversation_id,
+                    message.role,
+                    message.content,
+                    message.reasoning,
+                    message.finish_reason,
+                    now,
+                    message.recalled,
+                    message.tool.to_json() if message.tool else "",
+                ),
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if message.role == "user":
@@ -180,8 +190,13 @@ class Chat:
     (`app.solve`, with `solved` as its tier 3 of verified solutions) instead of the bare model.
     """
 
-    def __init__(self, runtime: Runtime, store: ConversationStore, memory: ConversationMemory | None = None,
-                 solved: SolvedProblems | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: ConversationStore,
+        memory: ConversationMemory | None = None,
+        solved: SolvedProblems | None = None,
+    ) -> None:
         self.runtime = runtime
         self.store = store
         self.memory = memory or ConversationMemory(None)
@@ -246,15 +261,19 @@ class Chat:
                 self._active.pop(conversation_id, None)
             completion = request.result()
             reasoning, answer = split_reasoning(completion.text)
-            self.store.add(
-                conversation_id, Message("assistant", answer, reasoning, completion.finish_reason, recalled)
-            )
+            self.store.add(conversation_id, Message("assistant", answer, reasoning, completion.finish_reason, recalled))
 
     def _tool_reply(self, conversation_id: int, text: str, routed: Route) -> Iterator[Message]:
         """The search runs as a `SolveStream`; its tool calls are yielded as they arrive."""
         settings = self.runtime.settings
-        search = SolveStream(routed.problem, task_type=routed.task_type, runtime=self.runtime,
-                             budget=settings.search_budget, seed=settings.seed, memory=self.solved)
+        search = SolveStream(
+            routed.problem,
+            task_type=routed.task_type,
+            runtime=self.runtime,
+            budget=settings.search_budget,
+            seed=settings.seed,
+            memory=self.solved,
+        )
         with self._lock:
             self._active[conversation_id] = search.stop
         self.store.add(conversation_id, Message("user", text))
@@ -266,14 +285,19 @@ class Chat:
                 for event in search:
                     if isinstance(event, Solution):
                         done, said = conclude(turn, event)
-                        final = Message("assistant", said, finish_reason="cancelled" if search.stopped else "stop",
-                                        tool=done)
+                        final = Message(
+                            "assistant", said, finish_reason="cancelled" if search.stopped else "stop", tool=done
+                        )
                     elif isinstance(event, dict) and (grown := turn.with_step(event)) is not turn:
                         turn = grown
                         yield Message("assistant", "", tool=turn)
             except Exception as err:  # reported in the turn; the chat keeps serving
-                final = Message("assistant", f"The tools failed: {err}", finish_reason="error",
-                                tool=replace(turn, status="unverified"))
+                final = Message(
+                    "assistant",
+                    f"The tools failed: {err}",
+                    finish_reason="error",
+                    tool=replace(turn, status="unverified"),
+                )
             yield final
         finally:
             search.stop()  # our caller went away mid-search: end it

@@ -27,8 +27,30 @@ ADAPTER_SCOPES = ("reasoning", "all")
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
-ENGINE_FIELDS = ("backend", "model", "quant", "threads", "cache_dir", "kv_cache_mb", "expert_capacity", "router_bias", "adapter", "adapter_scope",
-                 "attention", "attention_local_blocks", "attention_topk", "fallback_full_attention", "prompt_lookup", "jump_forward", "base_url", "remote_model", "remote_api_key", "remote_timeout", "remote_retries", "remote_tool_calls")
+ENGINE_FIELDS = (
+    "backend",
+    "model",
+    "quant",
+    "threads",
+    "cache_dir",
+    "kv_cache_mb",
+    "expert_capacity",
+    "router_bias",
+    "adapter",
+    "adapter_scope",
+    "attention",
+    "attention_local_blocks",
+    "attention_topk",
+    "fallback_full_attention",
+    "prompt_lookup",
+    "jump_forward",
+    "base_url",
+    "remote_model",
+    "remote_api_key",
+    "remote_timeout",
+    "remote_retries",
+    "remote_tool_calls",
+)
 
 
 def load_engine(settings: Settings) -> Backend:
@@ -37,7 +59,9 @@ def load_engine(settings: Settings) -> Backend:
     unreachable server."""
     if settings.backend == "local":
         if settings.adapter_scope not in ADAPTER_SCOPES:
-            raise ValueError(f"unknown adapter scope {settings.adapter_scope!r}; choose one of {', '.join(ADAPTER_SCOPES)}")
+            raise ValueError(
+                f"unknown adapter scope {settings.adapter_scope!r}; choose one of {', '.join(ADAPTER_SCOPES)}"
+            )
         everything = settings.adapter_scope == "all"
         engine = model.load(
             settings.model,
@@ -61,16 +85,20 @@ def load_engine(settings: Settings) -> Backend:
         from model.backends.remote import OpenAIBackend, RemoteConfig
 
         if not settings.base_url:
-            raise ValueError("the openai backend needs the server's address: --base-url or R1_BASE_URL "
-                             "(e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(RemoteConfig(
-            settings.base_url,
-            api_key=settings.remote_api_key,
-            model=settings.remote_model,
-            timeout=settings.remote_timeout,
-            retries=settings.remote_retries,
-            tool_calls=settings.remote_tool_calls,
-        ))
+            raise ValueError(
+                "the openai backend needs the server's address: --base-url or R1_BASE_URL "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
+        return OpenAIBackend(
+            RemoteConfig(
+                settings.base_url,
+                api_key=settings.remote_api_key,
+                model=settings.remote_model,
+                timeout=settings.remote_timeout,
+                retries=settings.remote_retries,
+                tool_calls=settings.remote_tool_calls,
+            )
+        )
     raise ValueError(f"unknown backend {settings.backend!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -17,8 +17,9 @@ from app.train.hf_base import hf_model
 EXPORT_FORMATS = ("safetensors",)
 
 
-def export_checkpoint(source: str | Path, out: str | Path, *, fmt: str = "safetensors",
-                      cache_dir: str | Path | None = None) -> Path:
+def export_checkpoint(
+    source: str | Path, out: str | Path, *, fmt: str = "safetensors", cache_dir: str | Path | None = None
+) -> Path:
     """Write `source` ("default", a GGUF, an HF directory) to the new or empty directory `out` as an HF float32
     checkpoint. Raises ValueError for an unknown format, a non-empty `out`, or a model family transformers'
     Llama/Qwen2 classes do not hold; ModelLoadError for a bad source."""

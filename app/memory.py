@@ -36,14 +36,25 @@ from memory.window import SlidingWindow, chat_token_counter, default_budget, is_
 from reasoning.tasks import check_equation_answer
 
 __all__ = [
-    "LOCAL_USER", "ConversationMemory", "Match", "MemoryStats", "MemoryStoreError", "SolvedProblems", "SupportMemory",
-    "TurnPrompt", "best_sentences", "memory_stats", "open_vector_store",
+    "LOCAL_USER",
+    "ConversationMemory",
+    "Match",
+    "MemoryStats",
+    "MemoryStoreError",
+    "SolvedProblems",
+    "SupportMemory",
+    "TurnPrompt",
+    "best_sentences",
+    "memory_stats",
+    "open_vector_store",
 ]
 
 log = logging.getLogger(__name__)
 
 LOCAL_USER = "local"  # the user of a single-user install (the CLI, the local web chat, `solve`)
-RECALL_MAX_DISTANCE = 0.7  # cosine; in bench/memory.py facts sit 0.19-0.63 from their questions, most other turns beyond 0.7
+RECALL_MAX_DISTANCE = (
+    0.7  # cosine; in bench/memory.py facts sit 0.19-0.63 from their questions, most other turns beyond 0.7
+)
 SNIPPET_CHARS = 600  # a recalled snippet is cut to this (a document chunk is at most 800 characters)
 TOKENS_PER_SNIPPET = 200  # prompt room reserved per recalled snippet: 600 characters of English plus its source
 RECALL_HEADER_TOKENS = 32
@@ -85,8 +96,9 @@ def recall_reserve(k: int) -> int:
     return k * TOKENS_PER_SNIPPET + RECALL_HEADER_TOKENS if k > 0 else 0
 
 
-def window_budget(context_length: int, answer_tokens: int, recall_k: int, setting: int | None = None,
-                  reserved_tokens: int = 0) -> int:
+def window_budget(
+    context_length: int, answer_tokens: int, recall_k: int, setting: int | None = None, reserved_tokens: int = 0
+) -> int:
     """The window's budget: `setting` (memory_window_tokens) if given, capped so that the window, the recalled
     snippets, anything else reserved and the answer always fit the context."""
     largest = default_budget(context_length, answer_tokens, recall_reserve(recall_k) + reserved_tokens)
@@ -149,8 +161,14 @@ class ConversationMemory(_StoreUser):
     from its messages on its next turn (replaying evictions, which writes to the store only what is missing).
     """
 
-    def __init__(self, store: VectorStore | None, user: str = LOCAL_USER, *, max_conversations: int = 64,
-                 store_error: str | None = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore | None,
+        user: str = LOCAL_USER,
+        *,
+        max_conversations: int = 64,
+        store_error: str | None = None,
+    ) -> None:
         super().__init__(store, store_error)
         self.user = user
         self.max_conversations = max_conversations
@@ -158,7 +176,9 @@ class ConversationMemory(_StoreUser):
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
         self._lock = threading.Lock()
 
-    def prompt(self, session: str, history: Sequence[Mapping[str, Any]], model: Model, settings: Settings) -> TurnPrompt:
+    def prompt(
+        self, session: str, history: Sequence[Mapping[str, Any]], model: Model, settings: Settings
+    ) -> TurnPrompt:
         """The prompt for the newest message of `history`: every message of the conversation `session` so far,
         oldest first, without the system prompt. Raises ValueError if the newest message alone cannot fit."""
         if not history or history[-1].get("role") != "user":
@@ -173,14 +193,16 @@ class ConversationMemory(_StoreUser):
                 conversation.window = self._new_window(session, model.tokenizer, budget, settings.system_prompt)
                 seen.clear()
             window = conversation.window
-            for message, digest in zip(history[len(seen):], digests[len(seen):]):
+            for message, digest in zip(history[len(seen) :], digests[len(seen) :]):
                 window.add({"role": message["role"], "content": message["content"]})
                 seen.append(digest)
             query = str(history[-1]["content"])
             hits = self._recall(session, window, query, k)
             recalled, text = fit_snippets(hits, model.tokenizer, recall_reserve(k))
             # Matched on the hits as stored (fit_snippets keeps their order), so lines can still be counted.
-            shown = format_matches(best_sentences(self.store.embedding, query, hits[: len(recalled)])) if recalled else ""
+            shown = (
+                format_matches(best_sentences(self.store.embedding, query, hits[: len(recalled)])) if recalled else ""
+            )
             return TurnPrompt(window.prompt(text), recalled, shown)
 
     def window_of(self, session: str) -> SlidingWindow | None:
@@ -251,9 +273,18 @@ class SupportMemory(_StoreUser):
     customer's turns alone, in any of their sessions.
     """
 
-    def __init__(self, store: VectorStore | None, tokenizer: Any, system_prompt: str, *, context_length: int,
-                 answer_tokens: int, attached: Callable[[Mapping[str, Any]], bool] = is_tool_result,
-                 recall_k: int = SUPPORT_RECALL_K, budget_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore | None,
+        tokenizer: Any,
+        system_prompt: str,
+        *,
+        context_length: int,
+        answer_tokens: int,
+        attached: Callable[[Mapping[str, Any]], bool] = is_tool_result,
+        recall_k: int = SUPPORT_RECALL_K,
+        budget_tokens: int | None = None,
+    ) -> None:
         super().__init__(store)
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
@@ -263,8 +294,9 @@ class SupportMemory(_StoreUser):
         self._sessions: dict[str, _SupportSession] = {}
         self._lock = threading.Lock()
 
-    def view(self, session: str, history: Sequence[Mapping[str, Any]], customer: str | None,
-             query: str) -> tuple[list[dict[str, Any]], str]:
+    def view(
+        self, session: str, history: Sequence[Mapping[str, Any]], customer: str | None, query: str
+    ) -> tuple[list[dict[str, Any]], str]:
         """(the window's messages after the system prompt, recalled text for the status message, "" if none).
 
         `history` is every model-facing message of the session so far; `customer` the authenticated user id
@@ -275,7 +307,7 @@ class SupportMemory(_StoreUser):
             if state is None or state.window.added > len(history):
                 state = self._sessions[session] = _SupportSession(self._new_window(session))
         state.customer = customer
-        for message in history[state.window.added:]:
+        for message in history[state.window.added :]:
             state.window.add(message)
         messages = state.window.messages[1:]
         if customer is None or self.recall_k <= 0:
@@ -284,7 +316,10 @@ class SupportMemory(_StoreUser):
             hits = self._guarded(lambda: self.store.search_turns(customer, query, self.recall_k), default=[])
             hits = [h for h in hits if h.distance <= RECALL_MAX_DISTANCE]
             _, text = fit_snippets(hits, self.tokenizer, recall_reserve(self.recall_k) - RECALL_HEADER_TOKENS)
-            state.recalled = (f"{customer}\0{query}", f"Earlier with this customer (source in brackets):\n{text}" if text else "")
+            state.recalled = (
+                f"{customer}\0{query}",
+                f"Earlier with this customer (source in brackets):\n{text}" if text else "",
+            )
         return messages, state.recalled[1]
 
     def end(self, session: str) -> None:
@@ -298,21 +333,28 @@ class SupportMemory(_StoreUser):
             if customer is not None:
                 self._guarded(lambda: self.store.add_turns(customer, session, messages, first))
 
-        return SlidingWindow(chat_token_counter(self.tokenizer), self.budget_tokens, self.system_prompt,
-                             on_evict=to_store, attached=self.attached)
+        return SlidingWindow(
+            chat_token_counter(self.tokenizer),
+            self.budget_tokens,
+            self.system_prompt,
+            on_evict=to_store,
+            attached=self.attached,
+        )
 
 
 # ----- solve -----------------------------------------------------------------------------------------
 
 # Words that change what a problem asks while barely moving its embedding ("derivative" vs "integral",
 # "times" vs "plus"): two problems that differ in any of them are never the same problem.
-OPERATION_WORDS = frozenset("""
+OPERATION_WORDS = frozenset(
+    """
     derivative differentiate integral integrate limit factor factorise factorize simplify solve expand
     sum add added plus total difference subtract minus less fewer more product multiply times quotient divide
     divided per each average mean median half double twice triple third quarter percent percentage square
     squared cube cubed root power remainder left remain remaining increase decrease largest smallest maximum
     minimum most least greatest not no never without before after ago older younger faster slower
-""".split())
+""".split()
+)
 _WORD = re.compile(r"[a-z]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SYMBOL = re.compile(r"[-+*/^=<>%]")
@@ -323,6 +365,7 @@ _IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?=\s*\()|\b\w*_\w*\b")  # function nam
 def same_problem(stored: str, new: str) -> bool:
     """Whether two problems that embed close together ask the same thing: the same numbers, maths symbols,
     variables, function names, and no operation word in one that the other lacks. Paraphrase is fine."""
+
     def features(text: str) -> tuple:
         return (
             Counter(n.replace(",", "") for n in _NUMBER.findall(text)),
@@ -354,8 +397,14 @@ class SolvedProblems(_StoreUser):
     not refute: a correctness layer of at least `min_correctness` (checked, or agreed on by the search's paths).
     """
 
-    def __init__(self, store: VectorStore | None, user: str = LOCAL_USER, *, max_distance: float = 0.15,
-                 min_correctness: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: VectorStore | None,
+        user: str = LOCAL_USER,
+        *,
+        max_distance: float = 0.15,
+        min_correctness: float = 0.5,
+    ) -> None:
         super().__init__(store)
         self.user = user
         self.max_distance = max_distance
@@ -365,20 +414,33 @@ class SolvedProblems(_StoreUser):
         """A verified solution of a near-duplicate solved before with the same task type, strategy and `model`
         (what solved it: `app.solve.model_key`), or None."""
         candidates = self._guarded(
-            lambda: self.store.similar_problems(self.user, problem, k=3, max_distance=self.max_distance,
-                                                kind=_kind(task_type, strategy, model)), default=[])
+            lambda: self.store.similar_problems(
+                self.user, problem, k=3, max_distance=self.max_distance, kind=_kind(task_type, strategy, model)
+            ),
+            default=[],
+        )
         for candidate in candidates:
             if not same_problem(candidate.problem, problem):
                 continue
             if task_type == "math" and check_equation_answer(problem, candidate.answer) is False:
                 continue
             record = json.loads(candidate.solution)
-            return RecalledSolution(candidate.problem, candidate.answer, record["steps"], record["reward"],
-                                    candidate.distance)
+            return RecalledSolution(
+                candidate.problem, candidate.answer, record["steps"], record["reward"], candidate.distance
+            )
         return None
 
-    def remember(self, problem: str, task_type: str, strategy: str, answer: str | None,
-                 steps: list[dict[str, Any]], reward: Mapping[str, float], *, model: str = "") -> bool:
+    def remember(
+        self,
+        problem: str,
+        task_type: str,
+        strategy: str,
+        answer: str | None,
+        steps: list[dict[str, Any]],
+        reward: Mapping[str, float],
+        *,
+        model: str = "",
+    ) -> bool:
         """Store a solution the search did not refute (found by `model`); returns whether it was stored."""
         if answer is None or reward.get("correctness", 0.0) < self.min_correctness:
             return False
@@ -411,5 +473,6 @@ class MemoryStats:
 
 def memory_stats(store: VectorStore, user: str = LOCAL_USER) -> MemoryStats:
     """What tier 3 holds. Raises MemoryStoreError when the store cannot be read."""
-    return MemoryStats(store.location, user, store.stats(user), store.stats(), len(store.list_documents(user)),
-                       store.disk_bytes())
+    return MemoryStats(
+        store.location, user, store.stats(user), store.stats(), len(store.list_documents(user)), store.disk_bytes()
+    )

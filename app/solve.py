@@ -1,8 +1,8 @@
 """`solve(problem, task_type=..., strategy=...)`: the reasoning search as one call, with its whole record.
 
-    from app import solve
-    solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", seed=0)
-    solution.answer, solution.reward, solution.steps, solution.tree, solution.to_dict()
+from app import solve
+solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", seed=0)
+solution.answer, solution.reward, solution.steps, solution.tree, solution.to_dict()
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
     from model.backends.backend import Backend
 
-STRATEGIES: dict[str, Strategy] = {"greedy": greedy, "best_of_n": best_of_n, "self_consistency": self_consistency,
-                                   "mcts": mcts}
+STRATEGIES: dict[str, Strategy] = {
+    "greedy": greedy,
+    "best_of_n": best_of_n,
+    "self_consistency": self_consistency,
+    "mcts": mcts,
+}
 
 
 @dataclass(frozen=True)
@@ -116,17 +120,37 @@ def solve(
         if (hit := cache.get(key)) is not None:
             return replace(hit, cached=True, seconds=0.0)
         if memory is not None and (near := memory.recall(problem, kind, strategy, model=model)) is not None:
-            return Solution(problem, kind, strategy, near.answer, near.steps, near.reward, [],
-                            {"prompt": 0, "generated": 0, "reused": 0}, 0.0, cached=True, cached_from=near.problem)
+            return Solution(
+                problem,
+                kind,
+                strategy,
+                near.answer,
+                near.steps,
+                near.reward,
+                [],
+                {"prompt": 0, "generated": 0, "reused": 0},
+                0.0,
+                cached=True,
+                cached_from=near.problem,
+            )
 
     start = time.perf_counter()
     engine = backend()
     # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
     grammar = engine.grammar_compiler if options.constrained else None
     target = Problem(problem.strip(), kind, options.truth, tuple(options.tests))
-    policy = Policy(engine, TASKS[kind], budget, seed=0 if seed is None else seed, should_stop=should_stop,
-                    grammar=grammar, task_type=kind, problem=target.text,
-                    on_step=(lambda step: on_step(step.to_dict())) if on_step else None, on_progress=on_progress)
+    policy = Policy(
+        engine,
+        TASKS[kind],
+        budget,
+        seed=0 if seed is None else seed,
+        should_stop=should_stop,
+        grammar=grammar,
+        task_type=kind,
+        problem=target.text,
+        on_step=(lambda step: on_step(step.to_dict())) if on_step else None,
+        on_progress=on_progress,
+    )
     policy.progress(f"{strategy} on a {kind} problem, budget {budget.iterations} iterations / {budget.tokens} tokens")
     reward = LayeredReward(options.weights, value_model=_value_model(value_model, engine, policy.adapter))
     result = STRATEGIES[strategy](target, TASKS[kind].prompt(problem), policy, reward, options.mcts_config)
@@ -174,6 +198,8 @@ def _searcher(runtime: Runtime | None, engine: Backend | None) -> tuple[str, Pat
         return engine.name, DEFAULT_PATH_CACHE, lambda: engine
     settings = Settings.from_env()
     return model_key(settings), DEFAULT_PATH_CACHE, lambda: shared_backends.get(settings)
+
+
 def _value_model(choice: str | Path | ValueHead | bool, engine, adapter: str | None) -> ValueModel | None:
     """The value model `solve(value_model=)` asks for (see there), over `engine` under the steps' adapter."""
     if choice is False or choice is None:

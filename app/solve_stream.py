@@ -53,8 +53,15 @@ class SolveStream:
 
         def search() -> None:
             try:
-                events.put(solve(self.problem, on_progress=events.put, on_step=events.put,
-                                 should_stop=self._stop.is_set, **self._args))
+                events.put(
+                    solve(
+                        self.problem,
+                        on_progress=events.put,
+                        on_step=events.put,
+                        should_stop=self._stop.is_set,
+                        **self._args,
+                    )
+                )
             except Exception as err:  # handed to the consumer's thread
                 events.put(err)
             events.put(done)

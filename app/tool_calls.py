@@ -35,8 +35,9 @@ class ToolCallOutput:
 class ToolCallGrammar:
     """The grammar and prompt for one request's tools and `tool_choice` ("auto", "required" or one name)."""
 
-    def __init__(self, engine: Engine, tools: Sequence[FunctionSpec], choice: str = "auto", *,
-                 message_max_length: int = 2000) -> None:
+    def __init__(
+        self, engine: Engine, tools: Sequence[FunctionSpec], choice: str = "auto", *, message_max_length: int = 2000
+    ) -> None:
         if not tools:
             raise ValueError("tools must not be empty")
         names = [t.name for t in tools]
@@ -55,17 +56,23 @@ class ToolCallGrammar:
 
     def system_message(self) -> str:
         listing = "\n".join(
-            json.dumps({"name": t.name, "description": t.description or "", "parameters": t.parameters or {"type": "object"}})
+            json.dumps(
+                {"name": t.name, "description": t.description or "", "parameters": t.parameters or {"type": "object"}}
+            )
             for t in self.tools
         )
-        how = ('Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool'
-               + (', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."))
+        how = 'Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call a tool' + (
+            ', or {"message": "..."} to reply in words.' if self.choice == "auto" else "."
+        )
         return f"You can call these tools:\n{listing}\n{how}"
 
     def with_tools(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """`messages` with the tools listed in the first system message (one is put first if there is none)."""
         if messages and messages[0]["role"] == "system":
-            return [{"role": "system", "content": messages[0]["content"] + "\n\n" + self.system_message()}, *messages[1:]]
+            return [
+                {"role": "system", "content": messages[0]["content"] + "\n\n" + self.system_message()},
+                *messages[1:],
+            ]
         return [{"role": "system", "content": self.system_message()}, *messages]
 
     def processor(self) -> GrammarProcessor:
@@ -103,8 +110,9 @@ class ToolCallTurn:
         return assistant_message(None, [tool_call(action.name, action.arguments, action.call_id)]), "tool_calls"
 
 
-def tool_call_turn(engine: Engine, messages: list[dict[str, str]], tools: Sequence[FunctionSpec],
-                   choice: str = "auto") -> ToolCallTurn:
+def tool_call_turn(
+    engine: Engine, messages: list[dict[str, str]], tools: Sequence[FunctionSpec], choice: str = "auto"
+) -> ToolCallTurn:
     """The turn of a request offering `tools` under `choice` ("auto", "required" or one tool's name). Raises
     ValueError for an unknown name or a schema the grammar cannot take."""
     grammar = ToolCallGrammar(engine, tools, choice)
@@ -122,8 +130,12 @@ def closed(schema: Any) -> Any:
         return [closed(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: ({k: closed(v) for k, v in value.items()} if key in ("properties", "$defs", "definitions")
-                 else closed(value)) for key, value in schema.items()}
+    out = {
+        key: (
+            {k: closed(v) for k, v in value.items()} if key in ("properties", "$defs", "definitions") else closed(value)
+        )
+        for key, value in schema.items()
+    }
     if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out

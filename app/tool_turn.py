@@ -21,8 +21,9 @@ from reasoning.steps import MATH_TOOLS, Step, answer_choices, parse_step
 from reasoning.tasks import stated_examples
 from tools.math import MathToolError, latex
 
-NO_VERIFIED_ANSWER = ("I could not find an answer that the tools verified, so I won't guess one. "
-                      "The tool calls I tried are shown above.")
+NO_VERIFIED_ANSWER = (
+    "I could not find an answer that the tools verified, so I won't guess one. The tool calls I tried are shown above."
+)
 STATUSES = ("searching", "verified", "unverified")
 
 
@@ -75,8 +76,10 @@ def _conclude_code(turn: ToolTurn, code: str | None) -> tuple[ToolTurn, str]:
         return replace(turn, status="unverified"), "I could not write a function for that."
     call = example_call(code)
     if call is None:
-        return (replace(turn, status="unverified", answer=code),
-                f"```python\n{code}\n```\n(Not run: I could not choose an example input for its parameters.)")
+        return (
+            replace(turn, status="unverified", answer=code),
+            f"```python\n{code}\n```\n(Not run: I could not choose an example input for its parameters.)",
+        )
     run = parse_step("Run: " + json.dumps({"code": f"{code}\n\nprint(repr({call}))"})).to_dict()
     stated_ok = not stated_examples(turn.problem) or turn.reward.get("correctness", 0.0) >= 1.0
     status = "verified" if run["tool_ok"] and stated_ok else "unverified"
@@ -84,11 +87,22 @@ def _conclude_code(turn: ToolTurn, code: str | None) -> tuple[ToolTurn, str]:
     return replace(turn, status=status, answer=code, steps=(*turn.steps, run)), said
 
 
-_EXAMPLE_BY_TYPE = {"str": "'hello'", "int": "7", "float": "2.5", "bool": "True", "list": "[3, 1, 2]",
-                    "List": "[3, 1, 2]", "tuple": "(3, 1, 2)", "dict": "{'a': 1}", "set": "{3, 1, 2}"}
+_EXAMPLE_BY_TYPE = {
+    "str": "'hello'",
+    "int": "7",
+    "float": "2.5",
+    "bool": "True",
+    "list": "[3, 1, 2]",
+    "List": "[3, 1, 2]",
+    "tuple": "(3, 1, 2)",
+    "dict": "{'a': 1}",
+    "set": "{3, 1, 2}",
+}
 _EXAMPLE_BY_NAME = (
-    ({"s", "text", "string", "word", "sentence", "name", "st", "txt", "input_str", "input_string", "str_", "phrase"},
-     "'hello'"),
+    (
+        {"s", "text", "string", "word", "sentence", "name", "st", "txt", "input_str", "input_string", "str_", "phrase"},
+        "'hello'",
+    ),
     ({"n", "num", "number", "x", "k", "i", "count", "year", "value", "a", "b"}, "7"),
     ({"numbers", "nums", "lst", "items", "arr", "array", "values", "xs", "list", "data", "seq", "l"}, "[3, 1, 2]"),
     ({"words", "strings", "names"}, "['b', 'a']"),
@@ -106,7 +120,7 @@ def example_call(code: str) -> str | None:
     if function is None:
         return None
     params = function.args.posonlyargs + function.args.args
-    required = params[:len(params) - len(function.args.defaults)]
+    required = params[: len(params) - len(function.args.defaults)]
     values = []
     for param in required:
         value = _example_for(param)
@@ -140,8 +154,9 @@ def as_latex(text: str) -> str | None:
     """A tool's result as LaTeX for display ("x = 2; x = 3" -> "x = 2;\\quad x = 3", "x = {2, 3}" ->
     "x = \\left\\{2, 3\\right\\}"), or None when it is not maths sympy reads (then show it as code)."""
     try:
-        return r";\quad ".join(" = ".join(_side_latex(side.strip()) for side in part.split("="))
-                               for part in text.split(";"))
+        return r";\quad ".join(
+            " = ".join(_side_latex(side.strip()) for side in part.split("=")) for part in text.split(";")
+        )
     except MathToolError:
         return None
 

@@ -51,8 +51,11 @@ def main() -> int:
     engine = model.load(args.model, threads=args.threads, request_adapters={name: args.adapter})
     engine.generate("warm up", max_new_tokens=4)
     time.sleep(20)  # let the native decode step finish building in the background before anything is timed
-    ways = {"base only": [None] * len(PROMPTS), "half on the adapter": [name, None] * (len(PROMPTS) // 2),
-            "all on the adapter": [name] * len(PROMPTS)}
+    ways = {
+        "base only": [None] * len(PROMPTS),
+        "half on the adapter": [name, None] * (len(PROMPTS) // 2),
+        "all on the adapter": [name] * len(PROMPTS),
+    }
     rates: dict[str, list[float]] = {way: [] for way in ways}
     same_text = []
     loads = [os.getloadavg()[0]]
@@ -61,26 +64,35 @@ def main() -> int:
         for way, adapters in ways.items():
             engine.clear_prefix_cache()
             start = time.perf_counter()
-            requests = [engine.submit(p, max_new_tokens=args.tokens, temperature=0.0, stop_token_ids=(), adapter=a)
-                        for p, a in zip(PROMPTS, adapters)]
+            requests = [
+                engine.submit(p, max_new_tokens=args.tokens, temperature=0.0, stop_token_ids=(), adapter=a)
+                for p, a in zip(PROMPTS, adapters)
+            ]
             done = [r.result() for r in requests]
             rates[way].append(sum(c.generated_tokens for c in done) / (time.perf_counter() - start))
             texts[way] = [c.text for c in done]
-        same_text += [texts["half on the adapter"][i] == texts["base only"][i]
-                      for i, a in enumerate(ways["half on the adapter"]) if a is None]
+        same_text += [
+            texts["half on the adapter"][i] == texts["base only"][i]
+            for i, a in enumerate(ways["half on the adapter"])
+            if a is None
+        ]
         loads.append(os.getloadavg()[0])
     native = engine.compiled.steps if engine.compiled is not None else 0
     engine.close()
-    print(f"default model + per-request adapter {args.adapter}, batch {len(PROMPTS)}, {args.tokens} tokens each, "
-          f"{args.threads} thread(s), {args.rounds} rounds; load average {min(loads):.1f}-{max(loads):.1f} (loaded "
-          f"machine: compare the ratios); native decode steps taken: {native}\n")
+    print(
+        f"default model + per-request adapter {args.adapter}, batch {len(PROMPTS)}, {args.tokens} tokens each, "
+        f"{args.threads} thread(s), {args.rounds} rounds; load average {min(loads):.1f}-{max(loads):.1f} (loaded "
+        f"machine: compare the ratios); native decode steps taken: {native}\n"
+    )
     print("| batch | generated tok/s (median) | vs base only (median of per-round ratios) |")
     print("|---|---:|---:|")
     for way in ways:
         ratios = [r / b for r, b in zip(rates[way], rates["base only"])]
         print(f"| {way} | {statistics.median(rates[way]):.1f} | {statistics.median(ratios):.2f}x |")
-    print(f"\nbase requests of the mixed batch that wrote the base-only batch's text exactly: "
-          f"{sum(same_text)}/{len(same_text)}")
+    print(
+        f"\nbase requests of the mixed batch that wrote the base-only batch's text exactly: "
+        f"{sum(same_text)}/{len(same_text)}"
+    )
     return 0
 
 

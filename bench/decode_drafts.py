@@ -36,8 +36,12 @@ def twins(eng, drafts) -> tuple[object, object]:
     from model.serving.scheduler import SchedulerConfig
 
     native = eng.compiled.build_dir if eng.compiled is not None else None
-    made = [Engine(eng.model, eng.tokenizer, threads=eng.threads, scheduler=SchedulerConfig(drafts=drafts),
-                   native_dir=native) for drafts in (drafts, NO_DRAFTS)]
+    made = [
+        Engine(
+            eng.model, eng.tokenizer, threads=eng.threads, scheduler=SchedulerConfig(drafts=drafts), native_dir=native
+        )
+        for drafts in (drafts, NO_DRAFTS)
+    ]
     for twin in made:
         if twin.compiled is not None:
             twin.compiled.library.wait()
@@ -104,8 +108,11 @@ def grammar_ab(eng, runs: int, problems: int, flows: int) -> str:
 
     on, off = twins(eng, DraftConfig(prompt_lookup=False))  # jump-forward alone
     recorders = {"on": Recorder(on), "off": Recorder(off)}
-    questions = [json.loads(line)["question"] for line in (ROOT / "bench/data/symbolic.jsonl").read_text().splitlines()
-                 if line.strip()][:problems]
+    questions = [
+        json.loads(line)["question"]
+        for line in (ROOT / "bench/data/symbolic.jsonl").read_text().splitlines()
+        if line.strip()
+    ][:problems]
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for line in FLOWS.read_text().splitlines():
         if line.strip():
@@ -159,11 +166,13 @@ def grammar_ab(eng, runs: int, problems: int, flows: int) -> str:
             f"| {b.decode_rate / a.decode_rate:.2f}x | {b.drafted} / {b.accepted} |"
         )
     lines.append("")
-    lines.append(f"{len(questions)} solve problems (greedy strategy) and {len(chosen)} support flows per round, {runs} "
-                 f"rounds alternating which engine goes first; decode tok/s = tokens after each request's first / its "
-                 f"time after its first token, summed over the rounds; load average per round "
-                 f"{', '.join(f'{x:.2f}' for x in loads)}. Same token ids with jump-forward on and off: "
-                 f"{'yes' if same else 'NO'} ({len(outputs['on'])} requests).")
+    lines.append(
+        f"{len(questions)} solve problems (greedy strategy) and {len(chosen)} support flows per round, {runs} "
+        f"rounds alternating which engine goes first; decode tok/s = tokens after each request's first / its "
+        f"time after its first token, summed over the rounds; load average per round "
+        f"{', '.join(f'{x:.2f}' for x in loads)}. Same token ids with jump-forward on and off: "
+        f"{'yes' if same else 'NO'} ({len(outputs['on'])} requests)."
+    )
     return "\n".join(lines)
 
 
@@ -175,33 +184,65 @@ _PASSAGE = (
     "computers changed that: instructions became data, and the same machine could run a payroll in the morning and "
     "a ballistics table in the afternoon."
 )
-_ORDER = json.dumps({"order_id": "#W4316152", "status": "delivered", "items": [
-    {"name": "Water Bottle", "options": {"capacity": "750ml", "material": "stainless steel"}, "price": 24.5},
-    {"name": "Desk Lamp", "options": {"color": "black", "brightness": "high"}, "price": 61.99}],
-    "address": {"address1": "782 Oak Street", "city": "Denver", "zip": "80202"}})
-_CODE = '''def total_price(items):
+_ORDER = json.dumps(
+    {
+        "order_id": "#W4316152",
+        "status": "delivered",
+        "items": [
+            {"name": "Water Bottle", "options": {"capacity": "750ml", "material": "stainless steel"}, "price": 24.5},
+            {"name": "Desk Lamp", "options": {"color": "black", "brightness": "high"}, "price": 61.99},
+        ],
+        "address": {"address1": "782 Oak Street", "city": "Denver", "zip": "80202"},
+    }
+)
+_CODE = """def total_price(items):
     total = 0
     for item in items:
         total = total + item["price"] * item["quantity"]
     return total
-'''
+"""
 
 SPECULATIVE_PROMPTS: dict[str, tuple[str, list[dict[str, str]]]] = {
-    "copy: passage twice, copy once more": ("copy-heavy", [
-        {"role": "user", "content": f"Here is a passage:\n\n{_PASSAGE}\n\nHere it is again:\n\n{_PASSAGE}\n\n"
-                                    "Copy the passage once more, exactly, word for word."}]),
-    "bot quoting a tool result": ("copy-heavy", [
-        {"role": "system", "content": "You are a retail support agent. Quote tool results to the customer exactly."},
-        {"role": "user", "content": "What is in my order #W4316152?"},
-        {"role": "assistant", "content": f"get_order_details returned: {_ORDER}"},
-        {"role": "user", "content": "Please repeat the full order details exactly as the tool returned them."}]),
-    "code edit: rename a variable": ("copy-heavy", [
-        {"role": "user", "content": f"Here is a Python function:\n\n```python\n{_CODE}```\n\nRename the variable "
-                                    "`total` to `amount` and write out the whole function."}]),
-    "plain chat: history of computing": ("plain", [
-        {"role": "user", "content": "Tell me about the history of computing in a few sentences."}]),
-    "plain chat: advice": ("plain", [
-        {"role": "user", "content": "What are three good habits for a new programmer? Explain each briefly."}]),
+    "copy: passage twice, copy once more": (
+        "copy-heavy",
+        [
+            {
+                "role": "user",
+                "content": f"Here is a passage:\n\n{_PASSAGE}\n\nHere it is again:\n\n{_PASSAGE}\n\n"
+                "Copy the passage once more, exactly, word for word.",
+            }
+        ],
+    ),
+    "bot quoting a tool result": (
+        "copy-heavy",
+        [
+            {
+                "role": "system",
+                "content": "You are a retail support agent. Quote tool results to the customer exactly.",
+            },
+            {"role": "user", "content": "What is in my order #W4316152?"},
+            {"role": "assistant", "content": f"get_order_details returned: {_ORDER}"},
+            {"role": "user", "content": "Please repeat the full order details exactly as the tool returned them."},
+        ],
+    ),
+    "code edit: rename a variable": (
+        "copy-heavy",
+        [
+            {
+                "role": "user",
+                "content": f"Here is a Python function:\n\n```python\n{_CODE}```\n\nRename the variable "
+                "`total` to `amount` and write out the whole function.",
+            }
+        ],
+    ),
+    "plain chat: history of computing": (
+        "plain",
+        [{"role": "user", "content": "Tell me about the history of computing in a few sentences."}],
+    ),
+    "plain chat: advice": (
+        "plain",
+        [{"role": "user", "content": "What are three good habits for a new programmer? Explain each briefly."}],
+    ),
 }
 
 
@@ -248,8 +289,7 @@ def llama_cpp_run(llm, prompt: list[int], new_tokens: int, series: Series) -> No
     series.tokens.append(n)
 
 
-def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, with_llama_cpp: bool,
-                   ubatch: int) -> str:
+def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, with_llama_cpp: bool, ubatch: int) -> str:
     """Prompt lookup on vs off (ours), and llama.cpp plain vs its prompt lookup; the report's markdown."""
     from model.serving.drafts import DraftConfig
 
@@ -265,15 +305,22 @@ def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, wi
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
         n_ctx = max(len(p) for _, p in prompts.values()) + new_tokens + 16
-        common = dict(model_path=str(gguf), n_ctx=n_ctx, n_batch=512, n_ubatch=ubatch, n_threads=threads,
-                      n_threads_batch=threads, verbose=False)
+        common = dict(
+            model_path=str(gguf),
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_ubatch=ubatch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
         plain = Llama(**common)
         lookup = Llama(**common, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10))
         llamas = [plain, lookup]
         runners["llama.cpp"] = lambda p, s: llama_cpp_run(plain, p, new_tokens, s)
         runners["llama.cpp lookup"] = lambda p, s: llama_cpp_run(lookup, p, new_tokens, s)
     series = {(name, runner): Series() for name in prompts for runner in runners}
-    for name, (_, prompt) in prompts.items():  # warm-up
+    for _, prompt in prompts.values():  # warm-up
         for run in runners.values():
             run(prompt, Series())
     loads = []
@@ -293,8 +340,10 @@ def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, wi
     ]
     for name, (kind, _) in prompts.items():
         a, b = series[(name, "ours")], series[(name, "ours lookup")]
-        row = (f"| {name} | {kind} | {a.tokens[-1]} | {a.rate:.1f} | {b.rate:.1f} | {b.rate / a.rate:.2f}x "
-               f"| {a.steps} -> {b.steps} | {b.drafted} / {b.accepted} | {'yes' if a.ids == b.ids else 'NO'} |")
+        row = (
+            f"| {name} | {kind} | {a.tokens[-1]} | {a.rate:.1f} | {b.rate:.1f} | {b.rate / a.rate:.2f}x "
+            f"| {a.steps} -> {b.steps} | {b.drafted} / {b.accepted} | {'yes' if a.ids == b.ids else 'NO'} |"
+        )
         if with_llama_cpp:
             c, d = series[(name, "llama.cpp")], series[(name, "llama.cpp lookup")]
             row += f" {c.rate:.1f} | {d.rate:.1f} | {d.rate / c.rate:.2f}x |"
@@ -306,6 +355,16 @@ def speculative_ab(eng, gguf: Path, runs: int, new_tokens: int, threads: int, wi
         f"Greedy, at most {new_tokens} new tokens (each engine stops at EOS); decode tok/s = tokens after the first / "
         f"time after the first token, median of {runs} interleaved rounds (order alternating); threads={threads}; "
         f"load average per round {', '.join(f'{x:.2f}' for x in loads)}. Steps, drafts and ids: the last round."
-        + (f" llama.cpp: n_ubatch={ubatch}" + (" (AMX CPU workaround: multi-token evaluations, prompt lookup's "
-           "verification included, run one token per physical batch)" if ubatch == 1 else "") if with_llama_cpp else ""))
+        + (
+            f" llama.cpp: n_ubatch={ubatch}"
+            + (
+                " (AMX CPU workaround: multi-token evaluations, prompt lookup's "
+                "verification included, run one token per physical batch)"
+                if ubatch == 1
+                else ""
+            )
+            if with_llama_cpp
+            else ""
+        )
+    )
     return "\n".join(lines)

@@ -100,7 +100,9 @@ def grown_cache(model, max_tokens: int, key_summaries: bool):
 # ----- perplexity ---------------------------------------------------------------------------------
 
 
-def perplexity(engine, modes: dict, names: list[str], lengths: list[int], windows: int, clock, results: Results) -> None:
+def perplexity(
+    engine, modes: dict, names: list[str], lengths: list[int], windows: int, clock, results: Results
+) -> None:
     import torch
 
     from model.serving.scheduler import forward_step
@@ -117,19 +119,27 @@ def perplexity(engine, modes: dict, names: list[str], lengths: list[int], window
             cache = grown_cache(engine.model, longest, modes[name].uses_key_summaries)
             seq = cache.new_sequence()
             for i in range(0, longest, CHUNK):
-                logits = forward_step(engine.model, cache, [seq], [window[i : i + CHUNK]], all_logits=True,
-                                      attention=modes[name])
+                logits = forward_step(
+                    engine.model, cache, [seq], [window[i : i + CHUNK]], all_logits=True, attention=modes[name]
+                )
                 targets = torch.tensor(window[i + 1 : i + CHUNK + 1])
                 logprobs = logits[: len(targets)].log_softmax(-1)
                 nll[w, i : i + len(targets)] = -logprobs.gather(1, targets[:, None])[:, 0]
             del cache
         seconds = (clock() - start) / windows
         results.ppl[name] = {
-            L: {"ppl": math.exp(nll[:, : L - 1].mean()), "far": math.exp(nll[:, L // 2 : L - 1].mean()), "seconds": seconds}
+            L: {
+                "ppl": math.exp(nll[:, : L - 1].mean()),
+                "far": math.exp(nll[:, L // 2 : L - 1].mean()),
+                "seconds": seconds,
+            }
             for L in lengths
         }
-        log(f"ppl {name}: " + ", ".join(f"{L}: {v['ppl']:.3f}" for L, v in results.ppl[name].items())
-            + f" ({seconds:.0f} s per window)")
+        log(
+            f"ppl {name}: "
+            + ", ".join(f"{L}: {v['ppl']:.3f}" for L, v in results.ppl[name].items())
+            + f" ({seconds:.0f} s per window)"
+        )
 
 
 # ----- passkey ------------------------------------------------------------------------------------
@@ -148,7 +158,9 @@ def passkey_prompt(tokenizer, length: int, depth: float, key: int) -> list[int]:
     return head + filler * before + needle + filler * (n_filler - before) + filler[:pad] + question
 
 
-def passkey_cases(tokenizer, lengths: list[int], depths: int, seed: int) -> dict[int, list[tuple[float, int, list[int]]]]:
+def passkey_cases(
+    tokenizer, lengths: list[int], depths: int, seed: int
+) -> dict[int, list[tuple[float, int, list[int]]]]:
     rng = random.Random(seed)
     cases = {}
     for L in lengths:
@@ -207,18 +219,25 @@ def passkey(engine, modes: dict, names: list[str], cases: dict, clock, results: 
                 ttft.append(first)
                 decode.append(per_token)
             results.passkey[name][L] = {
-                "correct": correct, "total": len(trials), "ttft": statistics.median(ttft),
-                "decode": statistics.median(decode), "prompt_tokens": len(trials[0][2]),
+                "correct": correct,
+                "total": len(trials),
+                "ttft": statistics.median(ttft),
+                "decode": statistics.median(decode),
+                "prompt_tokens": len(trials[0][2]),
             }
-            log(f"passkey {name} {L}: {correct}/{len(trials)}, TTFT {statistics.median(ttft):.2f} s, "
-                f"decode {1000 * statistics.median(decode):.1f} ms/token" + (f"; missed {misses}" if misses else ""))
+            log(
+                f"passkey {name} {L}: {correct}/{len(trials)}, TTFT {statistics.median(ttft):.2f} s, "
+                f"decode {1000 * statistics.median(decode):.1f} ms/token" + (f"; missed {misses}" if misses else "")
+            )
         del cache
 
 
 # ----- attention alone ----------------------------------------------------------------------------
 
 
-def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], reps: int, clock, results: Results) -> None:
+def attention_alone(
+    engine, modes: dict, names: list[str], lengths: list[int], reps: int, clock, results: Results
+) -> None:
     import torch
 
     from model.layers.attention import attend_dense
@@ -243,8 +262,13 @@ def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], r
         for name in names:
             results.attention.setdefault(name, {})[L] = {}
         for label, n_new in (("decode_ms", 1), ("prefill_ms", CHUNK)):
-            cache = KVCache(1, attention_class.cache_row_shape(config), max_seq_len=L + CHUNK, initial_blocks=L // 16 + 1,
-                            key_summaries=attention_class.key_summaries(config, 1, 16))
+            cache = KVCache(
+                1,
+                attention_class.cache_row_shape(config),
+                max_seq_len=L + CHUNK,
+                initial_blocks=L // 16 + 1,
+                key_summaries=attention_class.key_summaries(config, 1, 16),
+            )
             seq = cache.new_sequence()
             layout = cache.append([seq], [L - n_new])
             cache.write(0, layout.write_slots, torch.randn(L - n_new, 2 * KV, hd, generator=g))
@@ -257,14 +281,28 @@ def attention_alone(engine, modes: dict, names: list[str], lengths: list[int], r
                 for name in names:
                     plan = plan_step(modes[name], layout, cache.block_size, True)
                     if plan is None:
-                        per_layer = median_ms(lambda: attend_dense(q, cache, 0, layout), n)
+                        per_layer = median_ms(
+                            lambda q=q, cache=cache, layout=layout: attend_dense(q, cache, 0, layout), n
+                        )
                         step = n_layers * per_layer
                     else:
-                        plan_ms = median_ms(lambda: plan_step(modes[name], layout, cache.block_size, True), n)
-                        per_layer = median_ms(lambda: attend_gqa(plan, cache.kv[0], cache.key_summaries, 0, q), n)
+                        plan_ms = median_ms(
+                            lambda name=name, layout=layout, cache=cache: plan_step(
+                                modes[name], layout, cache.block_size, True
+                            ),
+                            n,
+                        )
+                        per_layer = median_ms(
+                            lambda plan=plan, cache=cache, q=q: attend_gqa(
+                                plan, cache.kv[0], cache.key_summaries, 0, q
+                            ),
+                            n,
+                        )
                         step = plan_ms + n_layers * per_layer
                     results.attention[name][L][label] = step
-            log(f"attention {label} at {L}: " + ", ".join(f"{m} {results.attention[m][L][label]:.1f} ms" for m in names))
+            log(
+                f"attention {label} at {L}: " + ", ".join(f"{m} {results.attention[m][L][label]:.1f} ms" for m in names)
+            )
 
 
 def profile_steps(engine, modes: dict, names: list[str], length: int) -> str:
@@ -307,11 +345,19 @@ def llamacpp(gguf: Path, cases: dict, threads: int, clock, results: Results) -> 
         return
     for L, trials in cases.items():
         ids = trials[0][2]
-        llm = Llama(model_path=str(gguf), n_ctx=len(ids) + ANSWER_TOKENS + 8, n_batch=CHUNK, n_ubatch=CHUNK,
-                    n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
+        llm = Llama(
+            model_path=str(gguf),
+            n_ctx=len(ids) + ANSWER_TOKENS + 8,
+            n_batch=CHUNK,
+            n_ubatch=CHUNK,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=False,
+            verbose=False,
+        )
         n_vocab = llm.n_vocab()
 
-        def next_token() -> int:
+        def next_token(llm=llm, n_vocab: int = n_vocab) -> int:
             return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
 
         start = clock()
@@ -322,8 +368,11 @@ def llamacpp(gguf: Path, cases: dict, threads: int, clock, results: Results) -> 
             llm.eval(tokens[-1:])
             tokens.append(next_token())
         end = clock()
-        results.llamacpp[L] = {"ttft": first - start, "decode": (end - first) / (ANSWER_TOKENS - 1),
-                               "answer": llm.detokenize(tokens).decode(errors="replace")}
+        results.llamacpp[L] = {
+            "ttft": first - start,
+            "decode": (end - first) / (ANSWER_TOKENS - 1),
+            "answer": llm.detokenize(tokens).decode(errors="replace"),
+        }
         llm.close()
         log(f"llama.cpp {L}: TTFT {first - start:.2f} s, decode {1000 * results.llamacpp[L]['decode']:.1f} ms/token")
 
@@ -332,16 +381,24 @@ def llamacpp(gguf: Path, cases: dict, threads: int, clock, results: Results) -> 
 
 
 def report(results: Results) -> str:
-    lines = [f"machine: {results.machine}; threads {results.threads}; {results.clock} clock; "
-             f"load average {results.load[0]:.1f} at start, {results.load[-1]:.1f} at end", ""]
+    lines = [
+        f"machine: {results.machine}; threads {results.threads}; {results.clock} clock; "
+        f"load average {results.load[0]:.1f} at start, {results.load[-1]:.1f} at end",
+        "",
+    ]
 
     def ratio(x: float, base: float) -> str:
         return f"{base / x:.2f}x" if x else "-"
 
     if results.ppl:
-        lines += ["Perplexity (sherlock_holmes.txt, 512-token chunks; ratio = mode / dense; far = tokens at >= L/2)", ""]
-        lines += ["| mode | " + " | ".join(f"{L} ppl | far | vs dense" for L in results.lengths) + " |",
-                  "|---|" + "---:|---:|---:|" * len(results.lengths)]
+        lines += [
+            "Perplexity (sherlock_holmes.txt, 512-token chunks; ratio = mode / dense; far = tokens at >= L/2)",
+            "",
+        ]
+        lines += [
+            "| mode | " + " | ".join(f"{L} ppl | far | vs dense" for L in results.lengths) + " |",
+            "|---|" + "---:|---:|---:|" * len(results.lengths),
+        ]
         dense = results.ppl.get("dense")
         for name, by_length in results.ppl.items():
             cells = []
@@ -352,37 +409,52 @@ def report(results: Results) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if results.passkey:
-        lines += ["Passkey accuracy, time to first token, decode time per token (medians over the depths; "
-                  "speed-up = dense time / mode time)", ""]
-        lines += ["| mode | length | prompt tokens | passkey | TTFT s | TTFT speed-up | decode ms/token | decode speed-up |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "Passkey accuracy, time to first token, decode time per token (medians over the depths; "
+            "speed-up = dense time / mode time)",
+            "",
+        ]
+        lines += [
+            "| mode | length | prompt tokens | passkey | TTFT s | TTFT speed-up | decode ms/token | decode speed-up |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         dense = results.passkey.get("dense", {})
         for name, by_length in results.passkey.items():
             for L, v in by_length.items():
                 d = dense.get(L)
-                lines.append(f"| {name} | {L} | {v['prompt_tokens']} | {v['correct']}/{v['total']} | {v['ttft']:.2f} | "
-                             f"{ratio(v['ttft'], d['ttft']) if d else '-'} | {1000 * v['decode']:.1f} | "
-                             f"{ratio(v['decode'], d['decode']) if d else '-'} |")
+                lines.append(
+                    f"| {name} | {L} | {v['prompt_tokens']} | {v['correct']}/{v['total']} | {v['ttft']:.2f} | "
+                    f"{ratio(v['ttft'], d['ttft']) if d else '-'} | {1000 * v['decode']:.1f} | "
+                    f"{ratio(v['decode'], d['decode']) if d else '-'} |"
+                )
         if results.llamacpp and "skipped" not in results.llamacpp:
             for L, v in results.llamacpp.items():
                 d = dense.get(L)
-                lines.append(f"| llama.cpp (dense) | {L} | {d['prompt_tokens'] if d else '-'} | 1 prompt: "
-                             f"{v['answer'].strip()[:12]!r} | {v['ttft']:.2f} | {ratio(v['ttft'], d['ttft']) if d else '-'} | "
-                             f"{1000 * v['decode']:.1f} | {ratio(v['decode'], d['decode']) if d else '-'} |")
+                lines.append(
+                    f"| llama.cpp (dense) | {L} | {d['prompt_tokens'] if d else '-'} | 1 prompt: "
+                    f"{v['answer'].strip()[:12]!r} | {v['ttft']:.2f} | {ratio(v['ttft'], d['ttft']) if d else '-'} | "
+                    f"{1000 * v['decode']:.1f} | {ratio(v['decode'], d['decode']) if d else '-'} |"
+                )
         lines.append("")
     if results.llamacpp.get("skipped"):
         lines += [f"llama.cpp skipped: {results.llamacpp['skipped']}", ""]
     if results.attention:
         lines += ["Attention alone, one step of every layer (ms; speed-up = dense / mode)", ""]
-        lines += ["| mode | " + " | ".join(f"{L} decode | x | {L} prefill chunk | x" for L in results.lengths) + " |",
-                  "|---|" + "---:|---:|---:|---:|" * len(results.lengths)]
+        lines += [
+            "| mode | " + " | ".join(f"{L} decode | x | {L} prefill chunk | x" for L in results.lengths) + " |",
+            "|---|" + "---:|---:|---:|---:|" * len(results.lengths),
+        ]
         dense = results.attention.get("dense")
         for name, by_length in results.attention.items():
             cells = []
             for L in results.lengths:
                 v = by_length[L]
-                cells += [f"{v['decode_ms']:.1f}", ratio(v["decode_ms"], dense[L]["decode_ms"]) if dense else "-",
-                          f"{v['prefill_ms']:.0f}", ratio(v["prefill_ms"], dense[L]["prefill_ms"]) if dense else "-"]
+                cells += [
+                    f"{v['decode_ms']:.1f}",
+                    ratio(v["decode_ms"], dense[L]["decode_ms"]) if dense else "-",
+                    f"{v['prefill_ms']:.0f}",
+                    ratio(v["prefill_ms"], dense[L]["prefill_ms"]) if dense else "-",
+                ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if results.profile:
@@ -392,8 +464,11 @@ def report(results: Results) -> str:
 
 def machine() -> str:
     try:
-        model_name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name"))
+        model_name = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model_name = "unknown CPU"
     return f"{model_name}, {os.cpu_count()} CPUs"
@@ -403,21 +478,41 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads (default 2)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall time (default), or this process's CPU time: steadier on a loaded machine, "
-                   "meaningful with --threads 1 only (idle OpenMP threads spin)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or this process's CPU time: steadier on a loaded machine, "
+        "meaningful with --threads 1 only (idle OpenMP threads spin)",
+    )
     p.add_argument("--lengths", default="2048,4096,8176", help="context lengths in tokens (default 2048,4096,8176)")
     p.add_argument("--only", default=",".join(PARTS), help=f"parts to run, of {','.join(PARTS)} (default all)")
     p.add_argument("--ppl-modes", default="dense,local,topk5,topk10,topk25,auto", help="modes scored for perplexity")
-    p.add_argument("--windows", type=int, default=1, help="perplexity windows of the longest length (default 1; the text holds 2 of 8K)")
-    p.add_argument("--passkey-modes", default="dense,topk25,auto", help="modes run on the passkey prompts (default dense,topk25,auto)")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="perplexity windows of the longest length (default 1; the text holds 2 of 8K)",
+    )
+    p.add_argument(
+        "--passkey-modes",
+        default="dense,topk25,auto",
+        help="modes run on the passkey prompts (default dense,topk25,auto)",
+    )
     p.add_argument("--depths", type=int, default=4, help="passkey depths per length (default 4; the full grid is 20)")
-    p.add_argument("--attention-modes", default="dense,local,topk5,topk10,topk25", help="modes timed for attention alone")
+    p.add_argument(
+        "--attention-modes", default="dense,local,topk5,topk10,topk25", help="modes timed for attention alone"
+    )
     p.add_argument("--reps", type=int, default=5, help="timed repetitions of attention alone (default 5)")
-    p.add_argument("--profile", action="store_true", help="add torch.profiler tables at the longest length (dense vs topk5)")
+    p.add_argument(
+        "--profile", action="store_true", help="add torch.profiler tables at the longest length (dense vs topk5)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the passkeys")
     p.add_argument("--quant", default="auto", help="weights (default auto = int4 for the default model)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -448,13 +543,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_interop_threads(1)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    results = Results(machine=machine(), threads=args.threads, clock=args.clock, lengths=args.lengths, load=[os.getloadavg()[0]])
+    results = Results(
+        machine=machine(), threads=args.threads, clock=args.clock, lengths=args.lengths, load=[os.getloadavg()[0]]
+    )
     modes = attention_modes()
     engine = model.load("default", quant=args.quant, threads=args.threads)
     if max(args.lengths) + ANSWER_TOKENS > engine.context_length:
-        raise SystemExit(f"the longest length plus {ANSWER_TOKENS} answer tokens must fit the context of {engine.context_length}")
-    log(f"model: {engine.config.n_layers} layers, {engine.config.n_heads} heads / {engine.config.n_kv_heads} KV heads, "
-        f"context {engine.context_length}, threads {args.threads}")
+        raise SystemExit(
+            f"the longest length plus {ANSWER_TOKENS} answer tokens must fit the context of {engine.context_length}"
+        )
+    log(
+        f"model: {engine.config.n_layers} layers, {engine.config.n_heads} heads / {engine.config.n_kv_heads} KV heads, "
+        f"context {engine.context_length}, threads {args.threads}"
+    )
     cases = passkey_cases(engine.tokenizer, args.lengths, args.depths, args.seed)
     if "ppl" in args.only:
         perplexity(engine, modes, args.ppl_modes, args.lengths, args.windows, clock, results)

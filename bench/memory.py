@@ -70,7 +70,10 @@ FACTS = [  # (what the user says early on, what they ask at the end, the value t
     ("My locker at the gym is number 212.", "What is my gym locker number?", "212"),
 ]
 FILLER = [  # (question, a short answer): chat about other things between the facts and the questions
-    ("What's a good way to cook rice?", "Rinse it, use about 1.5 cups of water per cup, simmer covered for 15 minutes."),
+    (
+        "What's a good way to cook rice?",
+        "Rinse it, use about 1.5 cups of water per cup, simmer covered for 15 minutes.",
+    ),
     ("Can you explain what a black hole is?", "A region where gravity is so strong that not even light escapes."),
     ("Tell me a fun fact about octopuses.", "Octopuses have three hearts and blue blood."),
     ("How do I fix a squeaky door?", "Put a little oil or soap on the hinge pins."),
@@ -81,7 +84,10 @@ FILLER = [  # (question, a short answer): chat about other things between the fa
     ("Suggest a name for a sailing boat.", "How about Sea Breeze?"),
     ("How do vaccines work?", "They train the immune system to recognise a germ before you meet it."),
     ("What is the tallest mountain on Earth?", "Mount Everest, at about 8,849 metres."),
-    ("Give me a short poem about autumn.", "Leaves let go, the light grows thin, the year breathes out and draws us in."),
+    (
+        "Give me a short poem about autumn.",
+        "Leaves let go, the light grows thin, the year breathes out and draws us in.",
+    ),
     ("How do I remove a coffee stain?", "Blot it, then rinse with cold water and a little dish soap."),
     ("What is photosynthesis?", "Plants turning light, water and carbon dioxide into sugar and oxygen."),
     ("How long should I boil an egg?", "About 7 minutes for a firm yolk."),
@@ -113,12 +119,18 @@ def recall(args: argparse.Namespace) -> None:
 
         engine = model.load("default", quant=args.quant)
     chat_model = engine or SimpleNamespace(tokenizer=default_tokenizer(), context_length=8192)
-    settings = Settings(system_prompt="You are a helpful assistant. Answer briefly.", max_new_tokens=32,
-                        memory_window_tokens=args.window, memory_recall_k=args.k)
+    settings = Settings(
+        system_prompt="You are a helpful assistant. Answer briefly.",
+        max_new_tokens=32,
+        memory_window_tokens=args.window,
+        memory_recall_k=args.k,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # One conversation per condition, each with its own history (its own replies when --answers).
-        memories = {"window": ConversationMemory(None, USER),
-                    "window + store": ConversationMemory(VectorStore(Path(tmp) / "chroma"), USER)}
+        memories = {
+            "window": ConversationMemory(None, USER),
+            "window + store": ConversationMemory(VectorStore(Path(tmp) / "chroma"), USER),
+        }
         histories: dict[str, list[dict]] = {condition: [] for condition in memories}
         script = [(f"Please remember this: {fact}", "Noted, I will remember that.") for fact, _, _ in FACTS] + FILLER
         for condition, history in histories.items():  # 40 turns: the facts, then chat about other things
@@ -144,16 +156,21 @@ def recall(args: argparse.Namespace) -> None:
                     answered[condition].append(value.lower() in reply.lower())
                 history.append({"role": "assistant", "content": reply})
         cut = memories["window + store"].window_of(SESSION)
-        print(f"window budget {args.window} tokens (default model's tokenizer), up to {args.k} snippets from the store; "
-              f"{cut.evicted_messages} messages evicted in {cut.evictions} cuts; 60 user turns, 20 facts")
+        print(
+            f"window budget {args.window} tokens (default model's tokenizer), up to {args.k} snippets from the store; "
+            f"{cut.evicted_messages} messages evicted in {cut.evictions} cuts; 60 user turns, 20 facts"
+        )
         print("| condition | fact in prompt | model answer names the fact |")
         print("|---|---:|---:|")
         for condition in memories:
             hit = sum(in_prompt[condition])
             named = f"{sum(answered[condition])}/{len(FACTS)}" if engine else "not run"
             print(f"| {condition} | {hit}/{len(FACTS)} ({100 * hit / len(FACTS):.0f}%) | {named} |")
-        print(f"prompt with recall (window + query embedding + search) median "
-              f"{1000 * statistics.median(prompt_seconds):.1f} ms", flush=True)
+        print(
+            f"prompt with recall (window + query embedding + search) median "
+            f"{1000 * statistics.median(prompt_seconds):.1f} ms",
+            flush=True,
+        )
 
 
 def first_token(args: argparse.Namespace) -> None:
@@ -182,19 +199,28 @@ def first_token(args: argparse.Namespace) -> None:
                     cold = plain.submit(ids, max_new_tokens=1).result()
                     rows.append((turn, len(ids), done.cached_tokens, done.ttft_s, cold.ttft_s, cut))
                 history.append({"role": "assistant", "content": split_reasoning(done.text)[1]})
-        label = f"{window}-token window" if window else f"default window ({memory.window_of(SESSION).budget_tokens} tokens)"
-        print(f"\n{label}: {len(questions)} turns of GSM8K questions, {args.reply_tokens}-token greedy replies, "
-              f"{cuts} cuts")
+        label = (
+            f"{window}-token window" if window else f"default window ({memory.window_of(SESSION).budget_tokens} tokens)"
+        )
+        print(
+            f"\n{label}: {len(questions)} turns of GSM8K questions, {args.reply_tokens}-token greedy replies, "
+            f"{cuts} cuts"
+        )
         print("| turn | prompt tokens | from the prefix cache | TTFT with tier 1 ms | TTFT without ms | speed-up |")
         print("|---:|---:|---:|---:|---:|---:|")
         for turn, tokens, cached, warm, cold, cut in rows:
             note = " (after a cut)" if cut else ""
-            print(f"| {turn}{note} | {tokens} | {cached} | {1000 * warm:.0f} | {1000 * cold:.0f} | {cold / warm:.1f}x |")
+            print(
+                f"| {turn}{note} | {tokens} | {cached} | {1000 * warm:.0f} | {1000 * cold:.0f} | {cold / warm:.1f}x |"
+            )
         warm = statistics.median(r[3] for r in rows)
         cold = statistics.median(r[4] for r in rows)
-        print(f"medians over the {len(rows)} measured turns: {1000 * warm:.0f} ms with tier 1, {1000 * cold:.0f} ms "
-              f"without: {cold / warm:.1f}x; {sum(r[2] for r in rows) / sum(r[1] for r in rows):.0%} of prompt tokens "
-              f"from cache", flush=True)
+        print(
+            f"medians over the {len(rows)} measured turns: {1000 * warm:.0f} ms with tier 1, {1000 * cold:.0f} ms "
+            f"without: {cold / warm:.1f}x; {sum(r[2] for r in rows) / sum(r[1] for r in rows):.0%} of prompt tokens "
+            f"from cache",
+            flush=True,
+        )
     plain.close()
     engine.close()
 
@@ -234,10 +260,14 @@ def documents(args: argparse.Namespace) -> None:
                 previewed += fact["fact"] in " ".join(hits[rank - 1].text.split())[:PREVIEW_CHARS]
                 shown += fact["fact"] in best_sentences(store.embedding, fact["question"], [hits[rank - 1]])[0].text
     n = len(facts)
-    print(f"documents: {n} planted facts in {notes_files} notes files + 10 prose files, {chunks} chunks; "
-          f"one paraphrased question per fact; load average {os.getloadavg()[0]:.1f}")
-    print("| recall@1 | recall@3 | recall@10 | found in the top 3, and in the first 300 characters of its hit | "
-          "found in the top 3, and in the matching sentences shown |")
+    print(
+        f"documents: {n} planted facts in {notes_files} notes files + 10 prose files, {chunks} chunks; "
+        f"one paraphrased question per fact; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| recall@1 | recall@3 | recall@10 | found in the top 3, and in the first 300 characters of its hit | "
+        "found in the top 3, and in the matching sentences shown |"
+    )
     print("|---:|---:|---:|---:|---:|")
     at = lambda k: sum(r is not None and r <= k for r in ranks)  # noqa: E731
     print(f"| {at(1)}/{n} | {at(3)}/{n} | {at(10)}/{n} | {previewed}/{n} | {shown}/{n} |")
@@ -276,14 +306,18 @@ def ingest(args: argparse.Namespace) -> None:
             if files == 1:
                 small, baseline_chunks = query_latency(), added
         large = query_latency()
-    print(f"ingest: {added} chunks in {files} Markdown files of GSM8K prose, {ingest_seconds:.1f} s, "
-          f"{added / ingest_seconds:.1f} chunks/s")
+    print(
+        f"ingest: {added} chunks in {files} Markdown files of GSM8K prose, {ingest_seconds:.1f} s, "
+        f"{added / ingest_seconds:.1f} chunks/s"
+    )
     print("| chunks stored | query median ms | query p95 ms | of which embedding the query, median ms |")
     print("|---:|---:|---:|---:|")
     for stored, (seconds, embed) in ((baseline_chunks, small), (added, large)):
         seconds = sorted(seconds)
         p95 = seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))]
-        print(f"| {stored} | {1000 * statistics.median(seconds):.1f} | {1000 * p95:.1f} | {1000 * statistics.median(embed):.1f} |")
+        print(
+            f"| {stored} | {1000 * statistics.median(seconds):.1f} | {1000 * p95:.1f} | {1000 * statistics.median(embed):.1f} |"
+        )
     ratio = statistics.median(large[0]) / statistics.median(small[0])
     print(f"query median at {added} / at {baseline_chunks} chunks: {ratio:.2f}x", flush=True)
 
@@ -294,11 +328,17 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=512, help="tier-2 budget in tokens (small, so facts leave it)")
     parser.add_argument("--k", type=int, default=3, help="snippets retrieved from the store per question")
     parser.add_argument("--answers", action="store_true", help="also have the default model answer each prompt")
-    parser.add_argument("--quant", choices=["int8", "int4"], default=None,
-                        help="weights for --answers (default fp32) and for the TTFT part (default: auto = int4)")
+    parser.add_argument(
+        "--quant",
+        choices=["int8", "int4"],
+        default=None,
+        help="weights for --answers (default fp32) and for the TTFT part (default: auto = int4)",
+    )
     parser.add_argument("--turns", type=int, default=24, help="conversation turns for the TTFT part")
     parser.add_argument("--reply-tokens", type=int, default=48, help="tokens per reply in the TTFT part")
-    parser.add_argument("--every", type=int, default=4, help="measure TTFT without the cache every N turns (and the last)")
+    parser.add_argument(
+        "--every", type=int, default=4, help="measure TTFT without the cache every N turns (and the last)"
+    )
     parser.add_argument("--ttft-window", type=int, default=1024, help="the small window of the TTFT part's second run")
     parser.add_argument("--chunks", type=int, default=10_000, help="chunks to ingest for the speed part (0 skips it)")
     parser.add_argument("--per-file", type=int, default=100, help="corpus paragraphs per generated file")

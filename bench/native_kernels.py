@@ -38,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip().split("load average:")[-1].strip()
+    return (
+        subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+        .stdout.strip()
+        .split("load average:")[-1]
+        .strip()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # llama.cpp built with -march=native on an AMX CPU segfaults in batched Q4_1 matmuls (tests/servers.py)
             amx = "amx_int8" in Path("/proc/cpuinfo").read_text()
-            llm = Llama(model_path=str(gguf), n_ctx=len(b1) + n + 16, n_batch=512, n_ubatch=1 if amx else 512,
-                        n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+            llm = Llama(
+                model_path=str(gguf),
+                n_ctx=len(b1) + n + 16,
+                n_batch=512,
+                n_ubatch=1 if amx else 512,
+                n_threads=args.threads,
+                n_threads_batch=args.threads,
+                verbose=False,
+            )
 
             def llama_b1() -> float:
                 stamps, ids = [], []
@@ -115,15 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.runs):
         for name, run in runners.items():
             rates[name].append(run())
-        print(f"round {round_ + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
-              + f" tok/s; load {load()}", flush=True)
+        print(
+            f"round {round_ + 1}/{args.runs}: "
+            + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
+            + f" tok/s; load {load()}",
+            flush=True,
+        )
     med = {name: statistics.median(v) for name, v in rates.items()}
     print(f"\nmedians over {args.runs} interleaved rounds (decode tok/s; load at the end {load()}):")
     anchor = med.get("llama.cpp b1")
     for name, rate in med.items():
         extra = f"  {rate / anchor:.2f}x llama.cpp b1" if anchor else ""
         print(f"  {name:14s} {rate:7.1f}{extra}")
-    print(f"  kernels / aten: b1 {med['kernels b1'] / med['aten b1']:.2f}x, b8 {med['kernels b8'] / med['aten b8']:.2f}x")
+    print(
+        f"  kernels / aten: b1 {med['kernels b1'] / med['aten b1']:.2f}x, b8 {med['kernels b8'] / med['aten b8']:.2f}x"
+    )
 
     eager = Engine(eng.model, eng.tokenizer, threads=args.threads)  # no native step: bf16 activations throughout
     tokens["eager"] = eager.submit(b1, params).result().token_ids
@@ -134,15 +152,17 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(tokens)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             first = agree(tokens[a], tokens[b])
             line = f"greedy agreement {a} / {b}: first {first} of {n} tokens"
             if first < n:  # how close a call the first difference was, in the fp32 logits of the eager model
                 logits = eng.logits(b1 + tokens[a][:first])[-1]
                 top2 = logits.topk(2).values
-                line += (f"; there the eager model's logits of the two picks differ by "
-                         f"{abs(float(logits[tokens[a][first]] - logits[tokens[b][first]])):.3f} "
-                         f"(its top-2 margin {float(top2[0] - top2[1]):.3f})")
+                line += (
+                    f"; there the eager model's logits of the two picks differ by "
+                    f"{abs(float(logits[tokens[a][first]] - logits[tokens[b][first]])):.3f} "
+                    f"(its top-2 margin {float(top2[0] - top2[1]):.3f})"
+                )
             print(line)
     eng.close()
     aten.close()

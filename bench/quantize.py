@@ -61,8 +61,10 @@ def log(message: str) -> None:
 def stories(tokenizer) -> dict[str, list[int]]:
     text = TEXT.read_text(encoding="utf-8")
     cut = text.index(HELD_OUT_FROM)
-    return {"calibration story (tuned on)": tokenizer.encode(text[:cut], add_bos=False),
-            "held-out story": tokenizer.encode(text[cut:], add_bos=False)}
+    return {
+        "calibration story (tuned on)": tokenizer.encode(text[:cut], add_bos=False),
+        "held-out story": tokenizer.encode(text[cut:], add_bos=False),
+    }
 
 
 def score(engine, texts: dict[str, list[int]], windows: int) -> dict[str, float]:
@@ -80,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", help="keep the exported and quantized directories here (default: a temporary directory)")
     p.add_argument("--samples", type=int, default=128, help="GPTQ calibration windows at most (default 128)")
-    p.add_argument("--windows", type=int, default=8, help="512-token windows scored per story, from its start (default "
-                   "8; each story holds about 23)")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=8,
+        help="512-token windows scored per story, from its start (default 8; each story holds about 23)",
+    )
     p.add_argument("--decode-runs", type=int, default=5)
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--runs", help="comma-separated labels of RUNS to quantize and score (default: all)")
@@ -119,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     probe = load(float_dir, "fp32")
     texts = stories(probe.tokenizer)
     probe.close()
-    for label, source, quant, how in [("fp32 (the float export)", float_dir, "fp32", "fp32"),
-                                      ("our int4 path on the float export (RTN g32)", float_dir, "int4", "int4 kernel"),
-                                      ("default GGUF as shipped (Q4_1 g32)", "default", "auto", "int4 kernel")]:
+    for label, source, quant, how in [
+        ("fp32 (the float export)", float_dir, "fp32", "fp32"),
+        ("our int4 path on the float export (RTN g32)", float_dir, "int4", "int4 kernel"),
+        ("default GGUF as shipped (Q4_1 g32)", "default", "auto", "int4 kernel"),
+    ]:
         record(f"{label}|{how}", lambda source=source, quant=quant: score(load(source, quant), texts, args.windows))
 
     selected = set(args.runs.split(",")) if args.runs else None
@@ -130,9 +138,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         out = work / f"{method}-{bits}b-g{group}{'-act' if act_order else ''}{'' if sym else '-asym'}"
         if not (out / "config.json").is_file():
-            result = quantize(float_dir, out, method=method, bits=bits, group_size=group, act_order=act_order, sym=sym,
-                              samples=args.samples, cache_dir=cache, progress=False)
-            memo["seconds"][label] = {"seconds": result.seconds, "tokens": result.calibration_tokens, "load": load_text()}
+            result = quantize(
+                float_dir,
+                out,
+                method=method,
+                bits=bits,
+                group_size=group,
+                act_order=act_order,
+                sym=sym,
+                samples=args.samples,
+                cache_dir=cache,
+                progress=False,
+            )
+            memo["seconds"][label] = {
+                "seconds": result.seconds,
+                "tokens": result.calibration_tokens,
+                "load": load_text(),
+            }
             memo_path.write_text(json.dumps(memo, indent=1))
             log(f"{label}: quantized in {result.seconds:.1f} s ({result.calibration_tokens} calibration tokens)")
         ways = [("int4 kernel", "auto"), ("dequantized fp32", "fp32")] if bits == 4 else [("dequantized fp32", "fp32")]
@@ -141,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(*key.split("|"), entry["ppl"], entry["load"]) for key, entry in memo["ppl"].items()]
     times = {label: entry["seconds"] for label, entry in memo["seconds"].items()}
 
-    print(f"\n## Perplexity over bench/data/sherlock_holmes.txt, the first {args.windows} 512-token windows of each story\n")
+    print(
+        f"\n## Perplexity over bench/data/sherlock_holmes.txt, the first {args.windows} 512-token windows of each story\n"
+    )
     names = list(texts)
     fp32 = memo["ppl"]["fp32 (the float export)|fp32"]["ppl"]
     print(f"| model | runs as | {' | '.join(names)} | vs fp32 (held out) | load |")
@@ -154,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {seconds:.1f} |")
 
     if not args.skip_decode:
-        engines = {"GPTQ 4-bit g128 directory": load(work / "gptq-4b-g128", "auto", compiled=True),
-                   "default GGUF (our int4 path, Q4_1 g32)": load("default", "auto", compiled=True),
-                   "float export, quant=int4 (RTN g32)": load(float_dir, "int4", compiled=True)}
+        engines = {
+            "GPTQ 4-bit g128 directory": load(work / "gptq-4b-g128", "auto", compiled=True),
+            "default GGUF (our int4 path, Q4_1 g32)": load("default", "auto", compiled=True),
+            "float export, quant=int4 (RTN g32)": load(float_dir, "int4", compiled=True),
+        }
         for name, engine in engines.items():
             ready = engine.compiled is not None and engine.compiled.reason is None and engine.compiled.library.wait()
             log(f"{name}: native decode step {'ready' if ready else 'NOT ready'}")
@@ -166,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, engine in engines.items():
                 rates[name].append(decode_rate(engine, prompt))
         base = statistics.median(rates["default GGUF (our int4 path, Q4_1 g32)"])
-        print(f"\n## Decode, batch 1, 64 tokens, {args.threads} thread(s), medians of {args.decode_runs} interleaved rounds "
-              f"({load_text()})\n")
+        print(
+            f"\n## Decode, batch 1, 64 tokens, {args.threads} thread(s), medians of {args.decode_runs} interleaved rounds "
+            f"({load_text()})\n"
+        )
         print("| model | tok/s | vs default GGUF |\n| --- | ---: | ---: |")
         for name, values in rates.items():
             print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / base:.2f}x |")

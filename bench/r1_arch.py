@@ -45,16 +45,47 @@ def bench_config(args: argparse.Namespace) -> dict:
     """DeepseekV3's proportions at args' size: expert FFN ~hidden/4, dense FFN ~2.75 hidden, V3's MLA head split halved."""
     h = args.hidden
     return dict(
-        architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", vocab_size=args.vocab, hidden_size=h,
-        intermediate_size=h * 11 // 4, moe_intermediate_size=h // 4, num_hidden_layers=args.layers,
-        num_attention_heads=h // 64, num_key_value_heads=h // 64, n_shared_experts=1, n_routed_experts=args.experts,
-        num_experts_per_tok=args.top_k, n_group=8, topk_group=4, first_k_dense_replace=1, routed_scaling_factor=2.5,
-        norm_topk_prob=True, scoring_func="sigmoid", q_lora_rank=h * 3 // 8, kv_lora_rank=args.kv_rank,
-        qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, rope_interleave=True, max_position_embeddings=16384,
-        rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
-        num_nextn_predict_layers=0, torch_dtype="bfloat16",
-        rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=4096, beta_fast=32, beta_slow=1,
-                          mscale=1.0, mscale_all_dim=1.0),
+        architectures=["DeepseekV3ForCausalLM"],
+        model_type="deepseek_v3",
+        vocab_size=args.vocab,
+        hidden_size=h,
+        intermediate_size=h * 11 // 4,
+        moe_intermediate_size=h // 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=h // 64,
+        num_key_value_heads=h // 64,
+        n_shared_experts=1,
+        n_routed_experts=args.experts,
+        num_experts_per_tok=args.top_k,
+        n_group=8,
+        topk_group=4,
+        first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        scoring_func="sigmoid",
+        q_lora_rank=h * 3 // 8,
+        kv_lora_rank=args.kv_rank,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
+        rope_interleave=True,
+        max_position_embeddings=16384,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        num_nextn_predict_layers=0,
+        torch_dtype="bfloat16",
+        rope_scaling=dict(
+            type="yarn",
+            factor=4.0,
+            original_max_position_embeddings=4096,
+            beta_fast=32,
+            beta_slow=1,
+            mscale=1.0,
+            mscale_all_dim=1.0,
+        ),
     )
 
 
@@ -69,7 +100,7 @@ def checkpoint_tensors(cfg: dict, fp8: bool):
     F, Fe = cfg["intermediate_size"], cfg["moe_intermediate_size"]
 
     def matrix(name, rows, cols, quantizable=True):
-        w = (torch.randn(rows, cols, generator=g) * cols**-0.5)
+        w = torch.randn(rows, cols, generator=g) * cols**-0.5
         if fp8 and quantizable:
             q, scale_inv = fp8_format.quantize_blocks(w)
             return [(name, q), (name + "_scale_inv", scale_inv)]
@@ -112,8 +143,15 @@ def write_checkpoint(directory: Path, cfg: dict, fp8: bool) -> int:
 
     directory.mkdir(parents=True, exist_ok=True)
     if fp8:
-        cfg = dict(cfg, quantization_config={"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-                                             "weight_block_size": [128, 128]})
+        cfg = dict(
+            cfg,
+            quantization_config={
+                "quant_method": "fp8",
+                "fmt": "e4m3",
+                "activation_scheme": "dynamic",
+                "weight_block_size": [128, 128],
+            },
+        )
     (directory / "config.json").write_text(json.dumps(cfg, indent=1))
     weight_map, shard, shard_bytes, total = {}, {}, 0, 0
 
@@ -132,8 +170,9 @@ def write_checkpoint(directory: Path, cfg: dict, fp8: bool) -> int:
             flush()
     if shard:
         flush()
-    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                         "weight_map": weight_map}))
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
     vocab = {"<s>": 0, "</s>": 1, **{f"t{i}": i for i in range(2, cfg["vocab_size"])}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<s>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -166,8 +205,12 @@ print(json.dumps({"seconds": time.perf_counter() - start, "peak": status("VmHWM"
 
 def measure_load(directory: Path, how: str) -> dict:
     with tempfile.TemporaryDirectory() as cache:
-        out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(directory), cache, how, str(ROOT)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", LOAD_CHILD, str(directory), cache, how, str(ROOT)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -200,8 +243,16 @@ def long_context_decode(transformer, context: int, decode_tokens: int, runs: int
     cache = transformer.new_cache(max_seq_len=context + decode_tokens + 1, capacity_bytes=1 << 30)
     parent = cache.new_sequence()
     set_mla_mode(transformer, "auto")
-    first = forward_step(transformer, cache, [parent], [torch.randint(2, transformer.config.vocab_size, (context,),
-                                                                       generator=g).tolist()])[0].argmax().item()
+    first = (
+        forward_step(
+            transformer,
+            cache,
+            [parent],
+            [torch.randint(2, transformer.config.vocab_size, (context,), generator=g).tolist()],
+        )[0]
+        .argmax()
+        .item()
+    )
     speeds: dict[str, list[float]] = {"naive": [], "absorbed": []}
     for _ in range(runs):
         for mode, times in speeds.items():
@@ -227,7 +278,9 @@ def main() -> int:
     parser.add_argument("--fp8", action="store_true", help="write the checkpoint in R1's FP8 format instead of bf16")
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--decode-tokens", type=int, default=16)
-    parser.add_argument("--long-context", type=int, default=2048, help="prompt length of the long-context decode (0 = skip)")
+    parser.add_argument(
+        "--long-context", type=int, default=2048, help="prompt length of the long-context decode (0 = skip)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: physical cores)")
     parser.add_argument("--dir", type=Path, help="keep the checkpoint here (default: a temporary directory)")
@@ -244,9 +297,11 @@ def main() -> int:
         cfg = bench_config(args)
         t0 = time.perf_counter()
         on_disk = write_checkpoint(directory, cfg, args.fp8)
-        print(f"checkpoint: {args.layers} layers, hidden {args.hidden}, {args.experts} experts top-{args.top_k}, "
-              f"kv rank {args.kv_rank}, {'FP8' if args.fp8 else 'bf16'}: {on_disk / 2**20:.0f} MiB of tensors "
-              f"(written in {time.perf_counter() - t0:.0f} s); {threads} threads\n")
+        print(
+            f"checkpoint: {args.layers} layers, hidden {args.hidden}, {args.experts} experts top-{args.top_k}, "
+            f"kv rank {args.kv_rank}, {'FP8' if args.fp8 else 'bf16'}: {on_disk / 2**20:.0f} MiB of tensors "
+            f"(written in {time.perf_counter() - t0:.0f} s); {threads} threads\n"
+        )
 
         with tempfile.TemporaryDirectory() as cache_dir:
             engine = model.load(directory, quant=None, threads=threads, cache_dir=cache_dir)
@@ -263,23 +318,36 @@ def main() -> int:
             print("## KV-cache bytes per token (fp32 cache)\n")
             print("| shape | MLA (latent + rope key) | MHA of the same heads (K + V) | MHA / MLA |")
             print("|---|---:|---:|---:|")
-            print(f"| this config ({L} layers, {H} heads, rank {m.kv_lora_rank}) | {mla_bytes:,} | {mha_bytes:,} | {mha_bytes / mla_bytes:.1f}x |")
-            print(f"| DeepSeek-R1 ({R1_LAYERS} layers, {R1_HEADS} heads, rank {R1_KV_RANK}) | {r1_mla:,} | {r1_mha:,} | {r1_mha / r1_mla:.1f}x |\n")
+            print(
+                f"| this config ({L} layers, {H} heads, rank {m.kv_lora_rank}) | {mla_bytes:,} | {mha_bytes:,} | {mha_bytes / mla_bytes:.1f}x |"
+            )
+            print(
+                f"| DeepSeek-R1 ({R1_LAYERS} layers, {R1_HEADS} heads, rank {R1_KV_RANK}) | {r1_mla:,} | {r1_mha:,} | {r1_mha / r1_mla:.1f}x |\n"
+            )
 
             if not args.skip_load:
                 print("## First load, fresh process (peak RSS above the process's RSS before `model.load`)\n")
                 print("| load | seconds | peak RSS MiB | peak / checkpoint on disk | peak / fp32 model |")
                 print("|---|---:|---:|---:|---:|")
-                for how, label in (("stream", "streaming (model.load: reader -> repack -> cache writer)"),
-                                   ("whole", "whole model in memory (load_checkpoint, use_cache=False)")):
+                for how, label in (
+                    ("stream", "streaming (model.load: reader -> repack -> cache writer)"),
+                    ("whole", "whole model in memory (load_checkpoint, use_cache=False)"),
+                ):
                     r = measure_load(directory, how)
-                    print(f"| {label} | {r['seconds']:.1f} | {r['peak'] / 2**20:.0f} | {r['peak'] / on_disk:.2f} | "
-                          f"{r['peak'] / fp32_bytes:.2f} |", flush=True)
-                print(f"\ncheckpoint tensors on disk {on_disk / 2**20:.0f} MiB; the fp32 model {fp32_bytes / 2**20:.0f} MiB; "
-                      f"largest tensor {max(t.nbytes for t in transformer.state_dict().values()) / 2**20:.0f} MiB\n")
+                    print(
+                        f"| {label} | {r['seconds']:.1f} | {r['peak'] / 2**20:.0f} | {r['peak'] / on_disk:.2f} | "
+                        f"{r['peak'] / fp32_bytes:.2f} |",
+                        flush=True,
+                    )
+                print(
+                    f"\ncheckpoint tensors on disk {on_disk / 2**20:.0f} MiB; the fp32 model {fp32_bytes / 2**20:.0f} MiB; "
+                    f"largest tensor {max(t.nbytes for t in transformer.state_dict().values()) / 2**20:.0f} MiB\n"
+                )
 
-            print(f"## Speed: fp32, prompts of {args.prompt_tokens} tokens, {args.decode_tokens} decode steps, "
-                  f"median of {args.runs}\n")
+            print(
+                f"## Speed: fp32, prompts of {args.prompt_tokens} tokens, {args.decode_tokens} decode steps, "
+                f"median of {args.runs}\n"
+            )
             print("| MLA | batch | prefill tok/s | decode tok/s | prefill vs naive | decode vs naive |")
             print("|---|---:|---:|---:|---:|---:|")
             modes = ("naive", "absorbed", "auto")
@@ -292,13 +360,22 @@ def main() -> int:
                 for r in range(args.runs):
                     for mode in modes:
                         set_mla_mode(transformer, mode)
-                        runs[mode].append(timed_steps(transformer, batch, args.prompt_tokens, args.decode_tokens, seed=r))
-                speed = {mode: (batch * args.prompt_tokens / statistics.median(t[0] for t in times),
-                                batch * args.decode_tokens / statistics.median(t[1] for t in times))
-                         for mode, times in runs.items()}
+                        runs[mode].append(
+                            timed_steps(transformer, batch, args.prompt_tokens, args.decode_tokens, seed=r)
+                        )
+                speed = {
+                    mode: (
+                        batch * args.prompt_tokens / statistics.median(t[0] for t in times),
+                        batch * args.decode_tokens / statistics.median(t[1] for t in times),
+                    )
+                    for mode, times in runs.items()
+                }
                 for mode, (prefill, decode) in speed.items():
-                    print(f"| {mode} | {batch} | {prefill:.1f} | {decode:.2f} | {prefill / speed['naive'][0]:.2f}x | "
-                          f"{decode / speed['naive'][1]:.2f}x |", flush=True)
+                    print(
+                        f"| {mode} | {batch} | {prefill:.1f} | {decode:.2f} | {prefill / speed['naive'][0]:.2f}x | "
+                        f"{decode / speed['naive'][1]:.2f}x |",
+                        flush=True,
+                    )
             if args.long_context:
                 speed = long_context_decode(transformer, args.long_context, args.decode_tokens, args.runs)
                 print(f"\n## Decode after a {args.long_context}-token prompt, batch 1, median of {args.runs}\n")

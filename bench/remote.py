@@ -32,8 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PROMPT = ("Problem: A farmer has 12 sheep and buys 7 more. Each sheep eats 3 kg of hay a day. "
-          "How much hay do the sheep eat in a week?\nStep 1:")
+PROMPT = (
+    "Problem: A farmer has 12 sheep and buys 7 more. Each sheep eats 3 kg of hay a day. "
+    "How much hay do the sheep eat in a week?\nStep 1:"
+)
 QUESTION = [{"role": "user", "content": "Name three rivers of Europe and say one thing about each."}]
 
 
@@ -46,8 +48,18 @@ def free_port() -> int:
 def start_server(args, port: int, log: Path) -> subprocess.Popen:
     import httpx
 
-    command = [sys.executable, "-m", "ui.cli", "serve", "--port", str(port), "--quant", args.quant,
-               "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "ui.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--quant",
+        args.quant,
+        "--threads",
+        str(args.threads),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "R1_DATA_DIR": tempfile.mkdtemp(prefix="r1-bench-remote-")}
     proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     deadline = time.monotonic() + 300
@@ -83,7 +95,8 @@ def expansion(backend) -> dict[str, float]:
 
     prompt = backend.text_prompt(PROMPT)
     params = [SamplingParams(max_new_tokens=16, temperature=0.0, stop=("\n",))] + [
-        SamplingParams(max_new_tokens=16, temperature=0.8, seed=seed, stop=("\n",)) for seed in (1, 2, 3)]
+        SamplingParams(max_new_tokens=16, temperature=0.8, seed=seed, stop=("\n",)) for seed in (1, 2, 3)
+    ]
     start = time.perf_counter()
     backend.generate_batch([prompt] * 4, params)
     return {"total": time.perf_counter() - start}
@@ -117,22 +130,28 @@ def main() -> int:
         local = model.load("default", quant=args.quant, threads=args.threads)
         remote = OpenAIBackend(RemoteConfig(f"http://127.0.0.1:{port}/v1"))
         rows = []
-        shapes = ((one_token, {"total": "one token (1-token completion)"}),
-                  (chat_reply, {"ttft": "chat reply, time to first token", "total": "chat reply, 32 tokens streamed"}),
-                  (expansion, {"total": "MCTS expansion (greedy + n=3 siblings, 16 tokens)"}))
+        shapes = (
+            (one_token, {"total": "one token (1-token completion)"}),
+            (chat_reply, {"ttft": "chat reply, time to first token", "total": "chat reply, 32 tokens streamed"}),
+            (expansion, {"total": "MCTS expansion (greedy + n=3 siblings, 16 tokens)"}),
+        )
         for shape, labels in shapes:
             result = measure(local, remote, shape, args.runs)
             for key, label in labels.items():
                 lo, re_ = result["local"][key], result["remote"][key]
-                rows.append(f"| {label} | {1e3 * lo:.1f} | {1e3 * re_:.1f} | {1e3 * (re_ - lo):+.1f} | {re_ / lo:.2f}x |")
+                rows.append(
+                    f"| {label} | {1e3 * lo:.1f} | {1e3 * re_:.1f} | {1e3 * (re_ - lo):+.1f} | {re_ / lo:.2f}x |"
+                )
                 print(rows[-1], file=sys.stderr, flush=True)
         remote.close()
         local.close()
     finally:
         server.terminate()
         server.wait(30)
-    print(f"\nquant={args.quant}, threads={args.threads}, medians of {args.runs} runs, "
-          f"load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\nquant={args.quant}, threads={args.threads}, medians of {args.runs} runs, "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
     print("| request | local ms | remote (r1 serve, loopback) ms | overhead ms | remote / local |")
     print("|---|---:|---:|---:|---:|")
     print("\n".join(rows))

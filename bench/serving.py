@@ -36,8 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("river stone lamp orbit cedar violet engine harbor pencil meadow signal copper lantern "
-         "garden falcon prism tunnel marble canyon ember walnut beacon glacier ribbon compass").split()
+WORDS = (
+    "river stone lamp orbit cedar violet engine harbor pencil meadow signal copper lantern "
+    "garden falcon prism tunnel marble canyon ember walnut beacon glacier ribbon compass"
+).split()
 
 
 @dataclass
@@ -81,8 +83,10 @@ class LoadResult:
         ttfts = [t.ttft_s for t in self.timings]
         gaps = [g for t in self.timings for g in t.gaps_s]
         ratio = f"{self.tok_s / baseline:.2f}x" if baseline else "1.00x"
-        return (f"| {self.label} | {self.tok_s:.1f} | {ratio} | {1e3 * self.pct(ttfts, 0.5):.0f} | {1e3 * self.pct(ttfts, 0.95):.0f} "
-                f"| {1e3 * self.pct(gaps, 0.5):.1f} | {1e3 * self.pct(gaps, 0.95):.1f} |")
+        return (
+            f"| {self.label} | {self.tok_s:.1f} | {ratio} | {1e3 * self.pct(ttfts, 0.5):.0f} | {1e3 * self.pct(ttfts, 0.95):.0f} "
+            f"| {1e3 * self.pct(gaps, 0.5):.1f} | {1e3 * self.pct(gaps, 0.95):.1f} |"
+        )
 
 
 def make_prompts(tokenizer, n: int, n_tokens: int, seed: int) -> list[str]:
@@ -145,9 +149,26 @@ class LlamaCppServer:
         self.port = free_port()
         self.log = tempfile.TemporaryFile(mode="w+")  # llama.cpp logs a lot: a pipe would fill and block it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
-             "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx)],
-            stdout=subprocess.DEVNULL, stderr=self.log, text=True,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_threads",
+                str(threads),
+                "--n_threads_batch",
+                str(threads),
+                "--n_ctx",
+                str(n_ctx),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            text=True,
         )
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -195,11 +216,16 @@ def ensure_llama_cpp_server() -> str | None:
     """Import llama_cpp.server, pip-installing llama-cpp-python[server] if needed; None or why it failed."""
     try:
         import llama_cpp.server  # noqa: F401
+
         return None
     except ImportError:
         pass
-    print("building llama-cpp-python[server] with pip (compiles llama.cpp, takes minutes)...", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "llama-cpp-python[server]"], capture_output=True, text=True)
+    print(
+        "building llama-cpp-python[server] with pip (compiles llama.cpp, takes minutes)...", file=sys.stderr, flush=True
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "llama-cpp-python[server]"], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         return "pip install failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
     return None
@@ -209,8 +235,10 @@ def ensure_llama_cpp_server() -> str | None:
 
 
 def bench_concurrency(engine, gguf: Path, args) -> list[str]:
-    lines = ["| load | aggregate tok/s | vs ours one after another | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| load | aggregate tok/s | vs ours one after another | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     server = None
     if not args.skip_llamacpp:
         why = ensure_llama_cpp_server()
@@ -228,7 +256,9 @@ def bench_concurrency(engine, gguf: Path, args) -> list[str]:
             conc = concurrent(f"ours, {n} concurrent", ours_one, prompts)
             lines += [seq.row(None), conc.row(seq.tok_s)]
             if server is not None:
-                remote = concurrent(f"llama.cpp server, {n} concurrent", lambda p: server.stream(p, args.new_tokens), prompts)
+                remote = concurrent(
+                    f"llama.cpp server, {n} concurrent", lambda p: server.stream(p, args.new_tokens), prompts
+                )
                 lines.append(remote.row(seq.tok_s))
                 lines.append(f"| ours / llama.cpp server at {n} | {conc.tok_s / remote.tok_s:.2f}x | | | | | |")
             print("\n".join(lines[-4:]), file=sys.stderr, flush=True)
@@ -239,8 +269,9 @@ def bench_concurrency(engine, gguf: Path, args) -> list[str]:
 
 
 def bench_shared_prefix(engine, args) -> list[str]:
-    system = " ".join(f"Rule {i}: always answer question {i} with the number {i * 7} and a short reason."
-                      for i in range(60))
+    system = " ".join(
+        f"Rule {i}: always answer question {i} with the number {i * 7} and a short reason." for i in range(60)
+    )
     prefix = engine.tokenizer.encode(system)[:1000]
     cold, cached = [], []
     for round_ in range(args.runs):
@@ -251,8 +282,11 @@ def bench_shared_prefix(engine, args) -> list[str]:
         cold.append(first.ttft_s or first.seconds)
         cached.append(second.ttft_s or second.seconds)
     c, h = statistics.median(cold), statistics.median(cached)
-    return ["| system prompt | TTFT cold ms | TTFT cached ms | speed-up (target >= 5x) |", "|---|---:|---:|---:|",
-            f"| {len(prefix)} tokens, medians of {args.runs} | {1e3 * c:.0f} | {1e3 * h:.0f} | {c / h:.1f}x |"]
+    return [
+        "| system prompt | TTFT cold ms | TTFT cached ms | speed-up (target >= 5x) |",
+        "|---|---:|---:|---:|",
+        f"| {len(prefix)} tokens, medians of {args.runs} | {1e3 * c:.0f} | {1e3 * h:.0f} | {c / h:.1f}x |",
+    ]
 
 
 def bench_mcts_shape(engines: dict[str, object], args) -> list[str]:
@@ -260,8 +294,12 @@ def bench_mcts_shape(engines: dict[str, object], args) -> list[str]:
     lines = ["| MCTS-shaped load | prompt tokens | prefilled | wall s |", "|---|---:|---:|---:|"]
     results = {}
     for label, engine in engines.items():
-        problem = engine.tokenizer.encode(" ".join(
-            f"Step {i}: a farmer has {i * 3} sheep and buys {i + 2} more at {i + 5} dollars each." for i in range(40)))[:300]
+        problem = engine.tokenizer.encode(
+            " ".join(
+                f"Step {i}: a farmer has {i * 3} sheep and buys {i + 2} more at {i + 5} dollars each."
+                for i in range(40)
+            )
+        )[:300]
         engine.clear_prefix_cache()
         node, total, computed, start = list(problem), 0, 0, time.perf_counter()
         for level in range(3):
@@ -272,7 +310,9 @@ def bench_mcts_shape(engines: dict[str, object], args) -> list[str]:
         results[label] = (total, computed, time.perf_counter() - start)
         lines.append(f"| {label} | {total} | {computed} | {results[label][2]:.1f} |")
     (_, plain, t_plain), (_, radix, t_radix) = results["prefix cache off"], results["radix prefix cache"]
-    lines.append(f"| ratio (target >= 5x fewer) | | {plain / max(radix, 1):.1f}x fewer | {t_plain / t_radix:.2f}x faster |")
+    lines.append(
+        f"| ratio (target >= 5x fewer) | | {plain / max(radix, 1):.1f}x fewer | {t_plain / t_radix:.2f}x faster |"
+    )
     return lines
 
 
@@ -304,22 +344,34 @@ def main() -> int:
     gguf = resolve_source("default")
     engine = model.load(gguf, quant=args.quant, threads=args.threads, compiled_step=not args.eager)
     if engine.compiled is not None:  # measure the engine as it runs once its native decode step is built
-        print("native decode step:", "ready" if engine.compiled.library.wait() else engine.compiled.library.error, flush=True)
+        print(
+            "native decode step:",
+            "ready" if engine.compiled.library.wait() else engine.compiled.library.error,
+            flush=True,
+        )
     engine.generate("warm up", max_new_tokens=4)
     sections = []
     if args.only in (None, "prefix"):
         sections.append(("Shared system prompt", bench_shared_prefix(engine, args)))
     if args.only in (None, "mcts"):
-        plain = model.Engine(engine.model, engine.tokenizer, scheduler=SchedulerConfig(prefix_cache=False),
-                             native_dir=None if engine.compiled is None else engine.compiled.build_dir)
-        sections.append(("MCTS-shaped load", bench_mcts_shape({"prefix cache off": plain, "radix prefix cache": engine}, args)))
+        plain = model.Engine(
+            engine.model,
+            engine.tokenizer,
+            scheduler=SchedulerConfig(prefix_cache=False),
+            native_dir=None if engine.compiled is None else engine.compiled.build_dir,
+        )
+        sections.append(
+            ("MCTS-shaped load", bench_mcts_shape({"prefix cache off": plain, "radix prefix cache": engine}, args))
+        )
         plain.close()
     if args.only in (None, "concurrency"):
         sections.append(("Concurrent streams", bench_concurrency(engine, gguf, args)))
     engine.close()
     load = os.getloadavg()[0]
-    print(f"\nquant={args.quant}{' (eager)' if args.eager else ''}, threads={args.threads}, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
-          f"load average {load:.2f}\n")
+    print(
+        f"\nquant={args.quant}{' (eager)' if args.eager else ''}, threads={args.threads}, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
+        f"load average {load:.2f}\n"
+    )
     for title, lines in sections:
         print(f"### {title}\n\n" + "\n".join(lines) + "\n")
     return 0

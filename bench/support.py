@@ -135,7 +135,11 @@ def failure_step(dialogue: Dialogue, user_id: str, actions: list[dict]) -> str:
         return "lookup" if not any(c.name == "get_order_details" for c in ok) else "told"
     proposed = [c for c in dialogue.calls if c.result == NEEDS_CONFIRMATION or c in ok]
     for action in actions:
-        same_tool = [c for c in proposed if c.name == action["name"] and c.arguments.get("order_id") == action["kwargs"]["order_id"]]
+        same_tool = [
+            c
+            for c in proposed
+            if c.name == action["name"] and c.arguments.get("order_id") == action["kwargs"]["order_id"]
+        ]
         if not same_tool:
             return "wrong tool"
         if not any(_same_call(c.arguments, action["kwargs"]) for c in same_tool):
@@ -150,8 +154,15 @@ def _same_call(arguments: dict, gold: dict) -> bool:
     return arguments.keys() == gold.keys() and all(norm(arguments[k]) == norm(gold[k]) for k in gold)
 
 
-def judge(dialogue: Dialogue, db, databases: Databases, user_id: str, actions: list[dict], outputs: list[str],
-          order_id: str | None = None) -> None:
+def judge(
+    dialogue: Dialogue,
+    db,
+    databases: Databases,
+    user_id: str,
+    actions: list[dict],
+    outputs: list[str],
+    order_id: str | None = None,
+) -> None:
     """Set `passed` and, for a failure, `step`."""
     final = db.export()
     gold = databases.gold_state(actions)
@@ -159,8 +170,12 @@ def judge(dialogue: Dialogue, db, databases: Databases, user_id: str, actions: l
     passed = final == gold and all(output.lower() in said for output in outputs)
     if not actions and order_id is not None:  # a look-up: the order was looked up and its status told
         status = databases.initial["orders"][order_id]["status"]
-        looked_up = any(c.name == "get_order_details" and c.arguments.get("order_id") == order_id
-                        and not c.result.startswith(("Refused", "Error")) for c in dialogue.calls)
+        looked_up = any(
+            c.name == "get_order_details"
+            and c.arguments.get("order_id") == order_id
+            and not c.result.startswith(("Refused", "Error"))
+            for c in dialogue.calls
+        )
         passed = passed and looked_up and status in said
     dialogue.passed = passed
     dialogue.step = "" if passed else failure_step(dialogue, user_id, actions)
@@ -204,13 +219,24 @@ class SimulatedCustomer:
         from model import SamplingParams
 
         self.lines.append(f"Agent: {bot_text}")
-        request = (f"Customer's situation: {self.instruction.strip()}\n\nChat so far:\n" + "\n".join(self.lines)
-                   + "\n\nWrite the customer's next message.")
-        messages = [{"role": "system", "content": CUSTOMER_PROMPT.format(stop=STOP)},
-                    {"role": "user", "content": CUSTOMER_EXAMPLE[0]}, {"role": "assistant", "content": CUSTOMER_EXAMPLE[1]},
-                    {"role": "user", "content": request}]
-        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=0.95,
-                                seed=self.seed * 1000 + len(self.lines), stop=("\n",))
+        request = (
+            f"Customer's situation: {self.instruction.strip()}\n\nChat so far:\n"
+            + "\n".join(self.lines)
+            + "\n\nWrite the customer's next message."
+        )
+        messages = [
+            {"role": "system", "content": CUSTOMER_PROMPT.format(stop=STOP)},
+            {"role": "user", "content": CUSTOMER_EXAMPLE[0]},
+            {"role": "assistant", "content": CUSTOMER_EXAMPLE[1]},
+            {"role": "user", "content": request},
+        ]
+        params = SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=0.95,
+            seed=self.seed * 1000 + len(self.lines),
+            stop=("\n",),
+        )
         text = self.engine.submit(self.engine.chat_prompt(messages), params).result().text.strip()
         text = text.removeprefix("Customer:").strip() or "Hello?"
         self.lines.append(f"Customer: {text}")
@@ -249,7 +275,9 @@ SUPPORT_OPTIONS: dict = {}  # the bot as it ships (app.support.SupportOptions de
 # ----- reporting ----------------------------------------------------------------------------------
 
 
-def grounding(turns: list, calls_per_turn: list[int], results: list[str], products: tuple[str, ...]) -> list[tuple[str, bool, bool]]:
+def grounding(
+    turns: list, calls_per_turn: list[int], results: list[str], products: tuple[str, ...]
+) -> list[tuple[str, bool, bool]]:
     """(bot message, written by code, holds a sentence that no tool result or customer message so far grounds)
     for each turn of one dialogue. Code writes the confirmation question of a held write (its result is the
     guard's NEEDS_CONFIRMATION), stating the call's ids, which may come from the database without a read."""
@@ -259,19 +287,23 @@ def grounding(turns: list, calls_per_turn: list[int], results: list[str], produc
     checked, said, done = [], [], 0
     for (customer, bot), count in zip(turns, calls_per_turn):
         said.append(customer)
-        held = NEEDS_CONFIRMATION in results[done:done + count]
+        held = NEEDS_CONFIRMATION in results[done : done + count]
         done += count
         evidence = Evidence([r for r in results[:done] if r != NEEDS_CONFIRMATION] + said)
         checked.append((bot, held, bool(unsupported(bot, evidence, products))))
     return checked
 
 
-def report_grounding(records: list[tuple[list, list[int], list[str]]], products: tuple[str, ...], verbose: bool) -> None:
+def report_grounding(
+    records: list[tuple[list, list[int], list[str]]], products: tuple[str, ...], verbose: bool
+) -> None:
     checked = [c for turns, per_turn, results in records for c in grounding(turns, per_turn, results, products)]
     for label, by_code in (("model-written messages", False), ("code-written confirmation questions", True)):
         group = [(message, bad) for message, code, bad in checked if code == by_code]
         bad = [message for message, is_bad in group if is_bad]
-        print(f"{label} with an ungrounded sentence: {len(bad)}/{len(group)} ({100 * len(bad) / max(len(group), 1):.0f}%)")
+        print(
+            f"{label} with an ungrounded sentence: {len(bad)}/{len(group)} ({100 * len(bad) / max(len(group), 1):.0f}%)"
+        )
         for message in bad if verbose else []:
             print(f"    ungrounded> {message[:200]}")
     print(f"(load average {os.getloadavg()[0]:.1f})")
@@ -298,9 +330,11 @@ def show(dialogue: Dialogue, verbose: bool) -> None:
     from app.support.guard import NEEDS_CONFIRMATION
 
     verdict = "pass" if dialogue.passed else f"FAIL at {dialogue.step}"
-    print(f"{dialogue.name:<28} {verdict:<24} {dialogue.seconds:6.1f}s  calls: "
-          + ", ".join(f"{c.name}" + ("(held)" if c.result == NEEDS_CONFIRMATION else "") for c in dialogue.calls),
-          flush=True)
+    print(
+        f"{dialogue.name:<28} {verdict:<24} {dialogue.seconds:6.1f}s  calls: "
+        + ", ".join(f"{c.name}" + ("(held)" if c.result == NEEDS_CONFIRMATION else "") for c in dialogue.calls),
+        flush=True,
+    )
     if verbose:
         for customer, bot in dialogue.turns:
             print(f"    customer> {customer[:200]}\n    bot>      {bot[:200]}")
@@ -344,17 +378,26 @@ def baselines(databases: Databases, cases: list[dict]) -> None:
                 db.close()
             gold_ok += agent == "gold" and dialogue.passed
             nothing_ok += agent == "nothing" and dialogue.passed
-    print(f"baselines (same checker, no model): gold calls pass {gold_ok}/{len(cases)}, "
-          f"doing nothing passes {nothing_ok}/{len(cases)}", flush=True)
+    print(
+        f"baselines (same checker, no model): gold calls pass {gold_ok}/{len(cases)}, "
+        f"doing nothing passes {nothing_ok}/{len(cases)}",
+        flush=True,
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Sets and scoring: see the module docstring.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Sets and scoring: see the module docstring."
+    )
     parser.add_argument("--set", choices=["flows", "tau"], default="tau")
-    parser.add_argument("--limit", type=int, default=0, help="first N flows per kind / first N tasks (default: 12 / 10)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="first N flows per kind / first N tasks (default: 12 / 10)"
+    )
     parser.add_argument("--offset", type=int, default=0, help="tau: skip the first N tasks")
     parser.add_argument("--k", type=int, default=2, help="tau: trials (customer seeds) per task; pass^1..pass^k")
-    parser.add_argument("--model", default="default", help="the bot's model: a .gguf file or HF directory (default: bundled)")
+    parser.add_argument(
+        "--model", default="default", help="the bot's model: a .gguf file or HF directory (default: bundled)"
+    )
     parser.add_argument("--user-model", default=None, help="tau: the simulated customer's model (default: --model)")
     parser.add_argument("--quant", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -366,8 +409,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.rescore:
         saved = json.loads(args.rescore.read_text())
-        report_grounding([(d["turns"], d["calls_per_turn"], [c["result"] for c in d["calls"]]) for d in saved],
-                         product_names(), args.verbose)
+        report_grounding(
+            [(d["turns"], d["calls_per_turn"], [c["result"] for c in d["calls"]]) for d in saved],
+            product_names(),
+            args.verbose,
+        )
         return 0
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -391,14 +437,20 @@ def main() -> int:
                 dialogues.append(run_flow(bot_engine, databases, flow, i))
                 show(dialogues[-1], args.verbose)
             report(dialogues, f"{args.model}, {len(chosen)} flows")
-            report_grounding([(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
-                             product_names(), args.verbose)
+            report_grounding(
+                [(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
+                product_names(),
+                args.verbose,
+            )
         else:
             if not TAU_TASKS.exists():
                 raise SystemExit(f"{TAU_TASKS} not found (../shared/datasets is beside the project in CI and dev)")
-            tasks = json.loads(TAU_TASKS.read_text())[args.offset:][: args.limit or 10]
-            customer_engine = bot_engine if args.user_model in (None, args.model) else model.load(
-                args.user_model, quant=args.quant, threads=args.threads)
+            tasks = json.loads(TAU_TASKS.read_text())[args.offset :][: args.limit or 10]
+            customer_engine = (
+                bot_engine
+                if args.user_model in (None, args.model)
+                else model.load(args.user_model, quant=args.quant, threads=args.threads)
+            )
             baselines(databases, tasks)
             successes = []
             for i, task in enumerate(tasks, start=args.offset):
@@ -408,17 +460,36 @@ def main() -> int:
                     show(results[-1], args.verbose)
                 dialogues.extend(results)
                 successes.append(sum(d.passed for d in results))
-            report(dialogues, f"bot {args.model}, customer {args.user_model or args.model}, {len(tasks)} tasks x {args.k} seeds")
+            report(
+                dialogues,
+                f"bot {args.model}, customer {args.user_model or args.model}, {len(tasks)} tasks x {args.k} seeds",
+            )
             for k in range(1, args.k + 1):
                 print(f"pass^{k}: {pass_hat_k(successes, args.k, k):.3f}")
-            report_grounding([(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
-                             product_names(), args.verbose)
+            report_grounding(
+                [(d.turns, d.calls_per_turn, [c.result for c in d.calls]) for d in dialogues],
+                product_names(),
+                args.verbose,
+            )
     if args.json:
-        args.json.write_text(json.dumps([
-            {"name": d.name, "kind": d.kind, "passed": d.passed, "step": d.step, "seconds": round(d.seconds, 2),
-             "turns": d.turns, "calls_per_turn": d.calls_per_turn,
-             "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result} for c in d.calls]}
-            for d in dialogues], indent=1))
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": d.name,
+                        "kind": d.kind,
+                        "passed": d.passed,
+                        "step": d.step,
+                        "seconds": round(d.seconds, 2),
+                        "turns": d.turns,
+                        "calls_per_turn": d.calls_per_turn,
+                        "calls": [{"name": c.name, "arguments": c.arguments, "result": c.result} for c in d.calls],
+                    }
+                    for d in dialogues
+                ],
+                indent=1,
+            )
+        )
     return 0
 
 

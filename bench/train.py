@@ -62,7 +62,7 @@ def perplexity(engine, ids: list[int], windows: int) -> float:
 
     nll = []
     for w in range(windows):
-        window = ids[w * WINDOW:(w + 1) * WINDOW]
+        window = ids[w * WINDOW : (w + 1) * WINDOW]
         logits = engine.logits(window)[:-1]
         nll.append(torch.nn.functional.cross_entropy(logits, torch.tensor(window[1:])))
     return math.exp(float(sum(nll) / len(nll)))
@@ -94,7 +94,7 @@ def main() -> int:
     print(f"load average at start {os.getloadavg()[0]:.2f}", file=sys.stderr)
     base = load()
     _, dev = split_dev(read_gsm8k(find_gsm8k()))
-    rows = distill(dev).kept[:args.dev_paths]
+    rows = distill(dev).kept[: args.dev_paths]
     examples = [encode_row(base.tokenizer, row) for row in rows]
     text_ids = base.tokenizer.encode(TEXT.read_text(encoding="utf-8"), add_bos=False)
     prompt_ids = examples[0].ids
@@ -113,14 +113,20 @@ def main() -> int:
         engine = make()
         if "requantized" in name:
             requantize(engine)
-        results[name] = (nll_of(engine, examples), perplexity(engine, text_ids, args.windows),
-                         decode_rate(engine, prompt_ids), os.getloadavg()[0])
+        results[name] = (
+            nll_of(engine, examples),
+            perplexity(engine, text_ids, args.windows),
+            decode_rate(engine, prompt_ids),
+            os.getloadavg()[0],
+        )
         engine.close()
         print(f"{name}: {results[name]}", file=sys.stderr, flush=True)
 
-    print(f"\nadapter {args.adapter}; {len(examples)} GSM8K dev solutions "
-          f"({sum(sum(label != -100 for label in e.labels) for e in examples)} trained tokens); "
-          f"{args.windows} x {WINDOW} tokens of {TEXT.name}; {args.threads} thread(s); loaded machine\n")
+    print(
+        f"\nadapter {args.adapter}; {len(examples)} GSM8K dev solutions "
+        f"({sum(sum(label != -100 for label in e.labels) for e in examples)} trained tokens); "
+        f"{args.windows} x {WINDOW} tokens of {TEXT.name}; {args.threads} thread(s); loaded machine\n"
+    )
     print("| way | dev NLL / token | sherlock ppl | decode tok/s (eager, batch 1) | load avg |")
     print("|---|---:|---:|---:|---:|")
     for name, (nll, ppl, rate, load_average) in results.items():
@@ -129,14 +135,22 @@ def main() -> int:
 
     native = model.load("default", threads=args.threads)  # the base model's decode with the native step, for scale
     if native_library().wait(timeout=300):
-        print(f"| int4, native decode step (speed only) | | | {decode_rate(native, prompt_ids):.1f} | "
-              f"{os.getloadavg()[0]:.1f} |")
+        print(
+            f"| int4, native decode step (speed only) | | | {decode_rate(native, prompt_ids):.1f} | "
+            f"{os.getloadavg()[0]:.1f} |"
+        )
     native.close()
     gain = results["fp32"][0] - results["fp32 + LoRA merged"][0]
-    for name, control in (("int4 + LoRA unmerged", "int4"), ("int4 merged + requantized", "int4 requantized (control)")):
+    for name, control in (
+        ("int4 + LoRA unmerged", "int4"),
+        ("int4 merged + requantized", "int4 requantized (control)"),
+    ):
         kept = (results[control][0] - results[name][0]) / gain if gain else float("nan")
-        print(f"\n{name}: keeps {kept:.0%} of the adapter's float32 dev-NLL gain ({gain:.4f} nats/token; "
-              f"against {control})", end="")
+        print(
+            f"\n{name}: keeps {kept:.0%} of the adapter's float32 dev-NLL gain ({gain:.4f} nats/token; "
+            f"against {control})",
+            end="",
+        )
     print(f"\n\nload average at end {os.getloadavg()[0]:.2f}")
     return 0
 

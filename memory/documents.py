@@ -49,7 +49,8 @@ def read_chunks(path: Path, max_chars: int = MAX_CHUNK_CHARS) -> list[Chunk]:
         raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; supported: {kinds}")
     chunks = [
         Chunk(_chunk_string(page_text, start, end), 0, page, page_text.count("\n", 0, start) + 1)
-        for page, page_text in pages for start, end in chunk_spans(page_text, max_chars)
+        for page, page_text in pages
+        for start, end in chunk_spans(page_text, max_chars)
     ]
     if not chunks:
         raise ValueError(f"{path}: no text found" + (" (a scanned PDF needs OCR first)" if suffix == ".pdf" else ""))
@@ -89,8 +90,9 @@ class _Unit:
     heading: bool  # its paragraph is a Markdown heading
 
 
-def chunk_spans(text: str, max_chars: int = MAX_CHUNK_CHARS, overlap: int = OVERLAP_CHARS,
-                short: int = SHORT_CHARS) -> list[tuple[int, int]]:
+def chunk_spans(
+    text: str, max_chars: int = MAX_CHUNK_CHARS, overlap: int = OVERLAP_CHARS, short: int = SHORT_CHARS
+) -> list[tuple[int, int]]:
     """(start, end) offsets of the chunks of `text`: whole sentences packed up to `max_chars`.
 
     A paragraph starts a new chunk unless the chunk, begun at a paragraph's start, stays within `short`
@@ -135,7 +137,9 @@ def _units(text: str, max_chars: int, overlap: int) -> list[_Unit]:
     units: list[_Unit] = []
     for p_start, p_end in paragraph_spans(text):
         heading = text.startswith("#", p_start)
-        spans = [piece for s, e in sentence_spans(text, p_start, p_end) for piece in _pieces(text, s, e, max_chars, overlap)]
+        spans = [
+            piece for s, e in sentence_spans(text, p_start, p_end) for piece in _pieces(text, s, e, max_chars, overlap)
+        ]
         units += [_Unit(s, e, p_end, i == 0, heading) for i, (s, e) in enumerate(spans)]
     return units
 
@@ -161,8 +165,14 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     spans, first = [], start
     for found in _SENTENCE_END.finditer(text, start, end):
         stop = found.end(1) if found.group(1) else found.start()
-        word = text[first:stop].rsplit(None, 1)[-1].strip("\"'([").rstrip(".").lower() if text[first:stop].strip() else ""
-        if found.group(1) and found.group(1)[0] == "." and (word in _ABBREVIATIONS or len(word) == 1 and word.isalpha()):
+        word = (
+            text[first:stop].rsplit(None, 1)[-1].strip("\"'([").rstrip(".").lower() if text[first:stop].strip() else ""
+        )
+        if (
+            found.group(1)
+            and found.group(1)[0] == "."
+            and (word in _ABBREVIATIONS or len(word) == 1 and word.isalpha())
+        ):
             continue
         spans.append((first, stop))
         first = found.end()

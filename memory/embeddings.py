@@ -91,7 +91,11 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 batch = tokenizer(
-                    [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
                 )
                 hidden = model(**batch).last_hidden_state  # [B, T, 384]
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]

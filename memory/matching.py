@@ -42,8 +42,9 @@ class Match:
         return " … ".join(s.text for s in self.sentences)
 
 
-def best_sentences(embed: Callable[[list[str]], Sequence[Sequence[float]]], query: str,
-                   hits: Sequence[Hit]) -> list[Match]:
+def best_sentences(
+    embed: Callable[[list[str]], Sequence[Sequence[float]]], query: str, hits: Sequence[Hit]
+) -> list[Match]:
     """Each hit with its sentences nearest `query` (one embedding pass over all of them, `embed` returning
     unit vectors as MiniLMEmbedding does): the best, and up to MAX_SENTENCES within MARGIN of it."""
     spans = [all_sentence_spans(hit.text) or [(0, len(hit.text))] for hit in hits]
@@ -63,14 +64,22 @@ def best_sentences(embed: Callable[[list[str]], Sequence[Sequence[float]]], quer
         chosen = sorted(sorted(own, key=lambda i: -scores[i])[:MAX_SENTENCES])
         chosen = [i for i in chosen if scores[i] >= best - MARGIN]
         first_line = hit.metadata.get("line")
-        matches.append(Match(hit, [
-            Sentence(sentences[i], None if first_line is None else int(first_line) + hit.text.count("\n", 0, starts[i]),
-                     float(scores[i]))
-            for i in chosen
-        ]))
+        matches.append(
+            Match(
+                hit,
+                [
+                    Sentence(
+                        sentences[i],
+                        None if first_line is None else int(first_line) + hit.text.count("\n", 0, starts[i]),
+                        float(scores[i]),
+                    )
+                    for i in chosen
+                ],
+            )
+        )
     return matches
 
 
 def format_matches(matches: Sequence[Match]) -> str:
-    """"[position] matching sentences" lines: what the chat shows as "Recalled from memory"."""
+    """ "[position] matching sentences" lines: what the chat shows as "Recalled from memory"."""
     return "\n".join(f"[{match.position}] {match.text}" for match in matches)

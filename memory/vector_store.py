@@ -143,7 +143,9 @@ class VectorStore:
                     name, embedding_function=self.embedding, metadata={"owner": "r1-reasoner"}
                 )
             except Exception as err:
-                raise MemoryStoreError(f"cannot open collection {name} in the memory store at {self.location}: {err}") from None
+                raise MemoryStoreError(
+                    f"cannot open collection {name} in the memory store at {self.location}: {err}"
+                ) from None
         return self._collections[name]
 
     def _upsert(self, name: str, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -> None:
@@ -203,7 +205,11 @@ class VectorStore:
             metadatas = []
             for chunk in batch:
                 meta: dict[str, Any] = {
-                    "user": user, "source": source, "digest": digest, "chunk": chunk.index, "line": chunk.line,
+                    "user": user,
+                    "source": source,
+                    "digest": digest,
+                    "chunk": chunk.index,
+                    "line": chunk.line,
                     "added_at": added_at,
                 }
                 if chunk.page is not None:
@@ -216,7 +222,9 @@ class VectorStore:
                 progress(start + len(batch), len(chunks))
         # Only now drop an older version's chunks (another text, or the same text chunked another way): a
         # crash above leaves the old version searchable.
-        old = [i for i in self._get(DOCUMENTS, where=_where(user, source=source), include=[])["ids"] if i not in written]
+        old = [
+            i for i in self._get(DOCUMENTS, where=_where(user, source=source), include=[])["ids"] if i not in written
+        ]
         if old:
             self._delete(DOCUMENTS, old)
         return DocumentInfo(source, len(chunks), added_at)
@@ -268,7 +276,13 @@ class VectorStore:
             ids.append(_record_id(user, session, number))
             texts.append(text)
             metadatas.append(
-                {"user": user, "session": session, "turn": number, "role": str(message.get("role", "")), "added_at": time.time()}
+                {
+                    "user": user,
+                    "session": session,
+                    "turn": number,
+                    "role": str(message.get("role", "")),
+                    "added_at": time.time(),
+                }
             )
         if ids:
             stored = self._get(TURNS, ids=ids, include=["documents"])
@@ -296,8 +310,13 @@ class VectorStore:
     def add_solved_problem(self, user: str, problem: str, solution: str, answer: str, kind: str = "") -> None:
         """Store a solved problem; `kind` (e.g. "math/mcts") lets a lookup ask only for its own kind."""
         _check_name("problem", problem)
-        meta = {"user": _check_name("user", user), "kind": kind, "solution": solution, "answer": answer,
-                "added_at": time.time()}
+        meta = {
+            "user": _check_name("user", user),
+            "kind": kind,
+            "solution": solution,
+            "answer": answer,
+            "added_at": time.time(),
+        }
         self._upsert(SOLVED, [_record_id(user, kind, problem.strip())], [problem.strip()], [meta])
 
     def similar_problems(

@@ -135,14 +135,30 @@ def load(
     for name, path in (request_adapters or {}).items():
         attach_adapter(model, read_adapter(path), name)
         log.info("per-request adapter %r: %s", name, path)
-    log.info("loaded %s: %s, %d layers, quant=%s, %d threads, attention %s", checkpoint.source, checkpoint.config.arch,
-             checkpoint.config.n_layers, quant or "fp32", threads, attention.describe())
+    log.info(
+        "loaded %s: %s, %d layers, quant=%s, %d threads, attention %s",
+        checkpoint.source,
+        checkpoint.config.arch,
+        checkpoint.config.n_layers,
+        quant or "fp32",
+        threads,
+        attention.describe(),
+    )
     if compiled_step is None:
         compiled_step = enabled_by_env()
-    native_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
-    engine = Engine(model, checkpoint.tokenizer, threads=threads, kv_cache_mb=kv_cache_mb,
-                    name=Path(checkpoint.source).name, attention=attention, native_dir=native_dir,
-                    scheduler=SchedulerConfig(drafts=DraftConfig(prompt_lookup=prompt_lookup, jump_forward=jump_forward)))
+    native_dir = (
+        (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "native" if compiled_step else None
+    )
+    engine = Engine(
+        model,
+        checkpoint.tokenizer,
+        threads=threads,
+        kv_cache_mb=kv_cache_mb,
+        name=Path(checkpoint.source).name,
+        attention=attention,
+        native_dir=native_dir,
+        scheduler=SchedulerConfig(drafts=DraftConfig(prompt_lookup=prompt_lookup, jump_forward=jump_forward)),
+    )
     engine.adapter_paths = {name: Path(path).expanduser() for name, path in (request_adapters or {}).items()}
     if adapter is not None:
         engine.adapter_paths[None] = Path(adapter).expanduser()

@@ -85,9 +85,13 @@ class MoEConfig:
         if self.scoring not in ("softmax", "sigmoid"):
             raise ValueError(f"unknown expert scoring {self.scoring!r}; supported: softmax, sigmoid")
         if self.n_experts % self.n_group or not 1 <= self.topk_group <= self.n_group:
-            raise ValueError(f"{self.n_experts} experts cannot form {self.n_group} groups of which {self.topk_group} are used")
+            raise ValueError(
+                f"{self.n_experts} experts cannot form {self.n_group} groups of which {self.topk_group} are used"
+            )
         if not 1 <= self.experts_per_token <= self.topk_group * self.n_experts // self.n_group:
-            raise ValueError(f"cannot route to {self.experts_per_token} of {self.n_experts} experts in {self.topk_group} groups")
+            raise ValueError(
+                f"cannot route to {self.experts_per_token} of {self.n_experts} experts in {self.topk_group} groups"
+            )
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"unknown architecture {self.arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-            )
+            raise ValueError(f"unknown architecture {self.arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if self.rope_dim % 2:
@@ -145,7 +147,8 @@ class ModelConfig:
         attention = "mla" if self.mla is not None else "gqa"
         dense = 0 if self.moe is None else self.moe.first_dense_layers
         return tuple(
-            LayerSpec(attention, "moe" if self.moe is not None and i >= dense else "dense") for i in range(self.n_layers)
+            LayerSpec(attention, "moe" if self.moe is not None and i >= dense else "dense")
+            for i in range(self.n_layers)
         )
 
     def to_dict(self) -> dict[str, Any]:

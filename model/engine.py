@@ -44,7 +44,7 @@ class Engine(Backend):
         threads: int | None = None,
         context_length: int | None = None,
         kv_cache_mb: float | None = None,
-        scheduler: SchedulerConfig = SchedulerConfig(),
+        scheduler: SchedulerConfig = SchedulerConfig(),  # noqa: B008 (frozen: one shared default is safe)
         name: str | None = None,
         attention: AttentionConfig = DENSE,
         native_dir: Path | None = None,
@@ -64,12 +64,15 @@ class Engine(Backend):
         context = min(context_length or self.config.max_seq_len, self.config.max_seq_len)
         self.attention = attention
         cache = model.new_cache(
-            max_seq_len=context, capacity_bytes=int(self.kv_cache_mb * (1 << 20)),
+            max_seq_len=context,
+            capacity_bytes=int(self.kv_cache_mb * (1 << 20)),
             key_summaries=attention.uses_key_summaries,
         )
         capacity_tokens = cache.max_blocks * cache.block_size
         if capacity_tokens < context:
-            log.warning("KV cache of %d MiB holds %d tokens; context cut from %d", self.kv_cache_mb, capacity_tokens, context)
+            log.warning(
+                "KV cache of %d MiB holds %d tokens; context cut from %d", self.kv_cache_mb, capacity_tokens, context
+            )
             cache.max_seq_len = context = capacity_tokens
         self.context_length = context
         self.cache = cache
@@ -90,8 +93,13 @@ class Engine(Backend):
         return tuple(self.model.adapter_routing.names)
 
     def submit(
-        self, prompt: str | Sequence[int], params: SamplingParams | None = None, *, task_type: str | None = None,
-        adapter: str | None = None, **sampling
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        *,
+        task_type: str | None = None,
+        adapter: str | None = None,
+        **sampling,
     ) -> Request:
         """Queue a request (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
@@ -123,7 +131,9 @@ class Engine(Backend):
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of `messages` rendered with the chat template, ready for the assistant's turn."""
-        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False)
+        return self.tokenizer.encode(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False
+        )
 
     @functools.cached_property
     def grammar_compiler(self) -> GrammarCompiler:
@@ -144,12 +154,14 @@ class Engine(Backend):
                 self._grammars.popitem(last=False)
         return grammar
 
-    def chat_json(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *,
-                  max_new_tokens: int) -> Completion:
+    def chat_json(
+        self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *, max_new_tokens: int
+    ) -> Completion:
         """A greedy reply to `messages` under the grammar of `schema` (see Backend.chat_json)."""
         processor = self.grammar_compiler.processor(self.json_grammar(schema))
-        return self.submit(self.chat_prompt(messages), max_new_tokens=max_new_tokens, temperature=0.0,
-                           logits_processor=processor).result()
+        return self.submit(
+            self.chat_prompt(messages), max_new_tokens=max_new_tokens, temperature=0.0, logits_processor=processor
+        ).result()
 
     def status(self) -> list[tuple[str, str]]:
         stats = self.cache_stats()
@@ -213,8 +225,9 @@ class Engine(Backend):
             self.model.adapter_routing.slot(adapter)
         return self._scheduler.hidden_states(prompts, adapter) if prompts else torch.empty(0, self.config.dim)
 
-    def logits(self, token_ids: Sequence[int], chunk: int | None = None, *, adapter: str | None = None,
-               hidden: bool = False) -> torch.Tensor:
+    def logits(
+        self, token_ids: Sequence[int], chunk: int | None = None, *, adapter: str | None = None, hidden: bool = False
+    ) -> torch.Tensor:
         """fp32 next-token logits at every position of one sequence: [seq, vocab]. Not prefix-cached.
 
         chunk: feed the sequence in steps of this many tokens, as a chunked prefill does (None = one step).
@@ -230,11 +243,21 @@ class Engine(Backend):
                 self.cache.release(self._scheduler.radix.evict(short))
             try:
                 step = chunk or len(ids)
-                return torch.cat([
-                    forward_step(self.model, self.cache, [seq], [ids[i : i + step]], all_logits=True, attention=self.attention,
-                                 adapters=[adapter], hidden=hidden)
-                    for i in range(0, len(ids), step)
-                ])
+                return torch.cat(
+                    [
+                        forward_step(
+                            self.model,
+                            self.cache,
+                            [seq],
+                            [ids[i : i + step]],
+                            all_logits=True,
+                            attention=self.attention,
+                            adapters=[adapter],
+                            hidden=hidden,
+                        )
+                        for i in range(0, len(ids), step)
+                    ]
+                )
             finally:
                 self.cache.free(seq)
 
@@ -249,4 +272,3 @@ class Engine(Backend):
         bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.config.vocab_size})")
-

@@ -8,10 +8,11 @@ transformers nor the GGUF reader.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tokenizers import Tokenizer as _FastTokenizer
 
@@ -127,8 +128,11 @@ class Tokenizer:
         from transformers import PreTrainedTokenizerFast
 
         specials = {name: token for name, token in self.special_tokens.items() if token is not None}
-        hf_tok = PreTrainedTokenizerFast(tokenizer_object=_FastTokenizer.from_str(self.backend.to_str()),
-                                         chat_template=self.chat_template, **specials)
+        hf_tok = PreTrainedTokenizerFast(
+            tokenizer_object=_FastTokenizer.from_str(self.backend.to_str()),
+            chat_template=self.chat_template,
+            **specials,
+        )
         hf_tok.save_pretrained(str(directory))
 
     @classmethod
@@ -170,7 +174,9 @@ class Tokenizer:
         return StreamDecoder(self, skip_special_tokens=skip_special_tokens)
 
     # ---- chat -----------------------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
         """Render `messages` with the checkpoint's template exactly as transformers would (same jinja setup)."""
         if self._template_cache is None:
             self._template_cache = _compile_template(self.chat_template)
@@ -236,7 +242,9 @@ def _compile_template(source: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     def strftime_now(fmt: str) -> str:

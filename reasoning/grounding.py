@@ -30,17 +30,48 @@ from tools.math import MathToolError, arithmetic, equal
 
 _FUNCTIONS = r"sin|cos|tan|exp|log|ln|sqrt|asin|acos|atan|sinh|cosh|tanh|Abs|pi"
 # a run of maths: numbers, one-letter variables, known functions, operators, brackets (English words end it)
-_MATHS_RUN = re.compile(
-    rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=<>])\s*)+")
+_MATHS_RUN = re.compile(rf"(?:(?:\d+(?:\.\d+)?|(?<![A-Za-z])(?:{_FUNCTIONS}|[a-z])(?![A-Za-z])|\*\*|[-+*/^()=<>])\s*)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LITERAL = re.compile(r"(?<![\d.])(?:\d+(?:\.\d+)?|\.\d+)(?![\d.])")  # a whole number literal: "12", "2.5", ".5"
-_SPELLED = {"half": "2", "twice": "2", "double": "2", "triple": "3", "dozen": "12", "percent": "100", "%": "100",
-            "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-            "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "hundred": "100", "thousand": "1000"}
+_SPELLED = {
+    "half": "2",
+    "twice": "2",
+    "double": "2",
+    "triple": "3",
+    "dozen": "12",
+    "percent": "100",
+    "%": "100",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "hundred": "100",
+    "thousand": "1000",
+}
 # the conversions a word problem leaves unsaid ("$12 an hour, 50 minutes" -> 12*50/60), by the unit's stem
-_UNIT_CONSTANTS = {"minute": ("60",), "hour": ("60", "24"), "day": ("24", "7", "365"), "week": ("7", "52"),
-                   "month": ("12", "30"), "year": ("12", "52", "365"), "cent": ("100",), "meter": ("100", "1000"),
-                   "gram": ("1000",), "foot": ("12",), "feet": ("12", "3"), "inch": ("12",), "yard": ("3",)}
+_UNIT_CONSTANTS = {
+    "minute": ("60",),
+    "hour": ("60", "24"),
+    "day": ("24", "7", "365"),
+    "week": ("7", "52"),
+    "month": ("12", "30"),
+    "year": ("12", "52", "365"),
+    "cent": ("100",),
+    "meter": ("100", "1000"),
+    "gram": ("1000",),
+    "foot": ("12",),
+    "feet": ("12", "3"),
+    "inch": ("12",),
+    "yard": ("3",),
+}
 _POINT_FIELDS = ("point", "lower", "upper")
 _POINT_PHRASES = {
     "point": re.compile(r"(?:approaches|approaching|tends to|goes to|->|→)\s*(-?\s*[\w.+/*]+)"),
@@ -59,8 +90,11 @@ _NAMED_OPERATIONS = {  # tool label -> how a problem names it
 # English around numbers ("a 3-pack", "x 2 times"): two operands side by side, or a dangling operator
 _MALFORMED = re.compile(r"[\w)]\s+[\w(]|[-+*/^=<>]\s*$|^\s*[+*/^=<>]")
 # an interval the wording limits the unknown to: "in the interval [0, 2*pi]", "on [0, pi]", "between 0 and 2*pi"
-_INTERVAL = re.compile(r"\b(?:in|on|over)\s+(?:the\s+interval\s+)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]|"
-                       r"\bbetween\s+(-?[\w.*/+]+)\s+and\s+(-?[\w.*/+]+?)(?=[\s,.?]|$)", re.I)
+_INTERVAL = re.compile(
+    r"\b(?:in|on|over)\s+(?:the\s+interval\s+)?\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]|"
+    r"\bbetween\s+(-?[\w.*/+]+)\s+and\s+(-?[\w.*/+]+?)(?=[\s,.?]|$)",
+    re.I,
+)
 
 
 @lru_cache(maxsize=1024)
@@ -70,7 +104,9 @@ def stated_maths(problem: str) -> tuple[str, ...]:
     for run in _MATHS_RUN.findall(problem):
         for part in run.split(","):
             part = part.strip().rstrip(".").strip()
-            if re.search(r"(?<![A-Za-z])[a-z](?![A-Za-z])", part) and (re.search(r"[\d(*/+^-]", part) or len(part) == 1):
+            if re.search(r"(?<![A-Za-z])[a-z](?![A-Za-z])", part) and (
+                re.search(r"[\d(*/+^-]", part) or len(part) == 1
+            ):
                 if not _MALFORMED.search(part):
                     spans.append(part)
     return tuple(spans)
@@ -147,8 +183,12 @@ def tool_computed(problem: str, answer: str | None, steps: Sequence[Step]) -> bo
     if answer is None or not named or not is_symbolic(problem):
         return False
     for i, step in enumerate(steps):
-        if (step.kind == "tool" and step.text.split(":", 1)[0] in named and grounded(step, problem, steps[:i])
-                and any(stated_value(choice) == answer for choice in answer_choices([step]))):
+        if (
+            step.kind == "tool"
+            and step.text.split(":", 1)[0] in named
+            and grounded(step, problem, steps[:i])
+            and any(stated_value(choice) == answer for choice in answer_choices([step]))
+        ):
             return True
     return False
 
@@ -184,8 +224,10 @@ def _named_operations(problem: str) -> list[str]:
 def is_symbolic(problem: str) -> bool:
     """Whether the problem states maths in a variable or names an operation on one (else: a word problem)."""
     stated = stated_maths(problem)
-    return bool(any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1)
-                or set(_named_operations(problem)) - {"Solve"})
+    return bool(
+        any(re.search(r"[a-z]", s) for s in stated if "=" in s or len(s) > 1)
+        or set(_named_operations(problem)) - {"Solve"}
+    )
 
 
 def stated_arguments(problem: str) -> dict[str, tuple[str, ...]]:
@@ -234,16 +276,20 @@ def known_numbers(problem: str, before: Sequence[Step]) -> frozenset[str]:
 @lru_cache(maxsize=1024)
 def spelled_numbers(problem: str) -> frozenset[str]:
     """The numbers the problem spells out ("half" -> 2, "a dozen" -> 12, "percent" -> 100)."""
-    return frozenset(value for word, value in _SPELLED.items()
-                     if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", problem.lower()))
+    return frozenset(
+        value
+        for word, value in _SPELLED.items()
+        if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", problem.lower())
+    )
 
 
 @lru_cache(maxsize=1024)
 def unit_constants(problem: str) -> frozenset[str]:
     """The conversions of the units the problem names ("minutes" -> 60, "weeks" -> 7 and 52)."""
     words = set(re.findall(r"[a-z]+", problem.lower()))
-    return frozenset(value for unit, values in _UNIT_CONSTANTS.items() if any(w.startswith(unit) for w in words)
-                     for value in values)
+    return frozenset(
+        value for unit, values in _UNIT_CONSTANTS.items() if any(w.startswith(unit) for w in words) for value in values
+    )
 
 
 def _numbers_known(text: str, problem: str, before: Sequence[Step]) -> bool:
@@ -264,8 +310,10 @@ def _point_stated(field: str, value: str, problem: str) -> bool:
         said = _NUMBER.findall(problem)
     value = value.replace(" ", "")
     sign, magnitude = ("-", value[1:]) if value.startswith("-") else ("", value)
-    return any(value == s or (magnitude == "oo" and s.lstrip("-") in _INFINITY and s.startswith("-") == bool(sign))
-               for s in said)
+    return any(
+        value == s or (magnitude == "oo" and s.lstrip("-") in _INFINITY and s.startswith("-") == bool(sign))
+        for s in said
+    )
 
 
 def _is_stated(value: str, stated: Sequence[str]) -> bool:

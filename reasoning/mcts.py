@@ -57,19 +57,23 @@ def mcts(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, c
     scores within `TIE` of the most any path can score (`settled`): no search can then change the answer.
     A progress line per iteration goes to `policy.progress`."""
     root = Node(policy.root(prompt))
-    root.rollout, = policy.rollout([root.path], temperature=0.0)
+    (root.rollout,) = policy.rollout([root.path], temperature=0.0)
     finished: list[Path] = [root.rollout]
     score(finished, problem, reward, policy.budget)
     for iteration in range(policy.budget.iterations):
         best = best_path(finished)
         if settled(best, reward):
-            policy.progress(f"stopped after {iteration} iterations: {best.answer!r} is verified "
-                            f"(reward {best.reward['total']:.2f}); no other path can score higher")
+            policy.progress(
+                f"stopped after {iteration} iterations: {best.answer!r} is verified "
+                f"(reward {best.reward['total']:.2f}); no other path can score higher"
+            )
             break
         if policy.exhausted():
             break
-        policy.progress(f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
-                        f"best so far {best.answer!r} (reward {best.reward['total']:.2f})")
+        policy.progress(
+            f"iteration {iteration + 1}/{policy.budget.iterations}: {len(finished)} paths scored, "
+            f"best so far {best.answer!r} (reward {best.reward['total']:.2f})"
+        )
         node = _select(root, policy, config)
         if node is None:  # every node is terminal, saturated or verified: the tree is complete
             break
@@ -103,6 +107,7 @@ def _select(root: Node, policy: Policy, config: MCTSConfig) -> Node | None:
     """The node to expand: down the tree by PUCT until a node that may take (more) children. Where the best child's
     subtree has nothing left to expand, the node itself is widened if it can be; otherwise the next child is
     tried. None when nothing in the tree can be expanded."""
+
     def walk(node: Node) -> Node | None:
         if _expandable(node, policy, config):
             return node
@@ -162,14 +167,16 @@ def _tree(root: Node) -> list[dict[str, Any]]:
     while stack:
         node = stack.pop()
         ids[node] = len(ids)
-        nodes.append({
-            "id": ids[node],
-            "parent": ids[node.parent] if node.parent is not None else None,
-            "step": node.path.steps[-1].text if node.path.steps else "",
-            "prior": round(node.prior, 4),
-            "visits": node.visits,
-            "value": round(node.value, 4),
-            "reward": node.reward,
-        })
+        nodes.append(
+            {
+                "id": ids[node],
+                "parent": ids[node.parent] if node.parent is not None else None,
+                "step": node.path.steps[-1].text if node.path.steps else "",
+                "prior": round(node.prior, 4),
+                "visits": node.visits,
+                "value": round(node.value, 4),
+                "reward": node.reward,
+            }
+        )
         stack.extend(reversed(node.children))
     return nodes

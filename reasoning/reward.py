@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from reasoning.grounding import grounded, tool_computed
 from reasoning.steps import Step, answer_choices, answer_of, stated_value
-from reasoning.units import units_ok
 from reasoning.tasks import check_code_answer, check_equation_answer, check_math_answer, run_code_checks
+from reasoning.units import units_ok
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,14 @@ class Correctness:
 
     value_share: float = 0.5
 
-    def __call__(self, problem: Problem, answer: str | None, peers: Sequence[tuple[str, float]],
-                 steps: Sequence[Step] = (), value: float | None = None) -> float:
+    def __call__(
+        self,
+        problem: Problem,
+        answer: str | None,
+        peers: Sequence[tuple[str, float]],
+        steps: Sequence[Step] = (),
+        value: float | None = None,
+    ) -> float:
         if answer is None:
             return 0.0
         verdict = self.verdict(problem, answer, steps)
@@ -88,8 +94,14 @@ class StepValidity:
         for i, step in enumerate(steps):
             repeated = step.text in seen
             seen.add(step.text)
-            good += int(step.tool_ok and not repeated and bool(step.text) and _answer_computed(step, steps[:i])
-                        and grounded(step, problem, steps[:i]) and units_ok(step, problem, steps[:i]))
+            good += int(
+                step.tool_ok
+                and not repeated
+                and bool(step.text)
+                and _answer_computed(step, steps[:i])
+                and grounded(step, problem, steps[:i])
+                and units_ok(step, problem, steps[:i])
+            )
         has_answer = any(answer_of(s) is not None for s in steps)
         return (good / len(steps)) * (1.0 if has_answer else 0.5)
 
@@ -114,8 +126,9 @@ class Cost:
     per_sandbox_run: float = 0.05
 
     def __call__(self, steps: Sequence[Step], generated_tokens: int, token_budget: int) -> float:
-        tools = sum(self.per_sandbox_run if s.tool == "python_exec" else self.per_tool_call
-                    for s in steps if s.kind == "tool")
+        tools = sum(
+            self.per_sandbox_run if s.tool == "python_exec" else self.per_tool_call for s in steps if s.kind == "tool"
+        )
         return min(1.0, generated_tokens / max(token_budget, 1) + tools)
 
 
@@ -139,10 +152,21 @@ class LayeredReward:
     def needs_value(self, problem: Problem, steps: Sequence[Step]) -> bool:
         """Whether the value model has a say on this path: it answers and no verifier judges the answer."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
-        return self.value_model is not None and answer is not None and self.correctness.verdict(problem, answer, steps) is None
+        return (
+            self.value_model is not None
+            and answer is not None
+            and self.correctness.verdict(problem, answer, steps) is None
+        )
 
-    def __call__(self, problem: Problem, steps: Sequence[Step], peers: Sequence[tuple[str, float]],
-                 generated_tokens: int, token_budget: int, value: float | None = None) -> dict[str, float]:
+    def __call__(
+        self,
+        problem: Problem,
+        steps: Sequence[Step],
+        peers: Sequence[tuple[str, float]],
+        generated_tokens: int,
+        token_budget: int,
+        value: float | None = None,
+    ) -> dict[str, float]:
         """The breakdown of one path, with "total" the weighted value. `peers`: (answer, vote weight) of the other
         finished paths; `value`: the value model's estimate for the path (`value_model`), if any."""
         answer = next((answer_of(s) for s in reversed(steps) if answer_of(s) is not None), None)
@@ -152,7 +176,9 @@ class LayeredReward:
             "cost": self.cost(steps, generated_tokens, token_budget),
         }
         w = self.weights
-        layers["total"] = w.correctness * layers["correctness"] + w.validity * layers["validity"] - w.cost * layers["cost"]
+        layers["total"] = (
+            w.correctness * layers["correctness"] + w.validity * layers["validity"] - w.cost * layers["cost"]
+        )
         return layers
 
     def verified(self, problem: Problem, steps: Sequence[Step]) -> bool:

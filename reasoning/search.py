@@ -69,7 +69,7 @@ class Path:
 
     def prefix(self, n: int) -> Path:
         """The path's first `n` steps (n >= 1), unscored."""
-        return Path(self.ids[:self.ends[n - 1]], self.steps[:n], self.ends[:n], self.step_tokens[:n])
+        return Path(self.ids[: self.ends[n - 1]], self.steps[:n], self.ends[:n], self.step_tokens[:n])
 
     def grown(self, step: Step, step_ids: list[int], generated: int) -> Path:
         """This path one step longer."""
@@ -106,11 +106,19 @@ class Policy:
     Every step runs with the backend's REASONING_ADAPTER when it holds one (`adapter`).
     """
 
-    def __init__(self, engine: Backend, task: TaskType, budget: SearchBudget, seed: int,
-                 should_stop: Callable[[], bool] | None = None, grammar: GrammarCompiler | None = None,
-                 task_type: str | None = None, problem: str | None = None,
-                 on_step: Callable[[Step], None] | None = None,
-                 on_progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Backend,
+        task: TaskType,
+        budget: SearchBudget,
+        seed: int,
+        should_stop: Callable[[], bool] | None = None,
+        grammar: GrammarCompiler | None = None,
+        task_type: str | None = None,
+        problem: str | None = None,
+        on_step: Callable[[Step], None] | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.problem = problem
         self.task = task
@@ -129,8 +137,11 @@ class Policy:
 
     def exhausted(self) -> bool:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""
-        return (self.tokens.generated >= self.budget.tokens or time.perf_counter() - self.started >= self.budget.seconds
-                or self.should_stop())
+        return (
+            self.tokens.generated >= self.budget.tokens
+            or time.perf_counter() - self.started >= self.budget.seconds
+            or self.should_stop()
+        )
 
     def progress(self, line: str) -> None:
         """Report how the search stands (a line for the front end's progress display)."""
@@ -149,9 +160,17 @@ class Policy:
         params = []
         for path, t in zip(paths, temperatures):
             self._draws += 1
-            params.append(SamplingParams(max_new_tokens=self.budget.step_tokens or self.task.step_tokens, temperature=t,
-                                         seed=self.seed * 1_000_003 + self._draws, **self._constraint(path)))
-        adapter = {"adapter": self.adapter} if self.adapter else {}  # (a backend without adapters takes no such argument)
+            params.append(
+                SamplingParams(
+                    max_new_tokens=self.budget.step_tokens or self.task.step_tokens,
+                    temperature=t,
+                    seed=self.seed * 1_000_003 + self._draws,
+                    **self._constraint(path),
+                )
+            )
+        adapter = (
+            {"adapter": self.adapter} if self.adapter else {}
+        )  # (a backend without adapters takes no such argument)
         done = self.engine.generate_batch([p.ids for p in paths], params, task_type=self.task_type, **adapter)
         grown = []
         for path, completion in zip(paths, done):
@@ -179,16 +198,24 @@ class Policy:
         narrowed one. `narrowed`: the tool calls may pass only what the problem states (reasoning/grounding.py)."""
         numbers = known_numbers(self.problem, path.steps) if narrowed else None
         arguments = stated_arguments(self.problem) if narrowed else None
-        source = step_grammar(self.task.labels, answers=answer_choices(path.steps), numbers=numbers,
-                              arguments=arguments, code_answer=self.task.code_answer)
+        source = step_grammar(
+            self.task.labels,
+            answers=answer_choices(path.steps),
+            numbers=numbers,
+            arguments=arguments,
+            code_answer=self.task.code_answer,
+        )
         if source not in self._compiled:
             try:
                 self._compiled[source] = self.grammar.lark(source)
             except GrammarError:
                 if not narrowed:
                     raise
-                log.warning("step grammar narrowed to numbers %s and arguments %s did not compile; the step may "
-                            "use any", sorted(numbers), arguments)
+                log.warning(
+                    "step grammar narrowed to numbers %s and arguments %s did not compile; the step may use any",
+                    sorted(numbers),
+                    arguments,
+                )
                 self._compiled[source] = None
         return self._compiled[source]
 
@@ -247,8 +274,12 @@ def best_path(paths: Sequence[Path], tie: float = TIE) -> Path:
     choice)."""
     top = max(p.reward["total"] for p in paths)
     near = [p for p in paths if p.reward["total"] >= top - tie]
-    return min(near, key=lambda p: (0, len(p.steps), p.generated_tokens) if p.verified
-               and p.reward["validity"] == 1.0 else (1, 0, 0))
+    return min(
+        near,
+        key=lambda p: (
+            (0, len(p.steps), p.generated_tokens) if p.verified and p.reward["validity"] == 1.0 else (1, 0, 0)
+        ),
+    )
 
 
 # Every strategy: the problem, its prompt, the policy (budget, seed, callbacks), the reward, and the sampling config.
@@ -274,8 +305,9 @@ def best_of_n(problem: Problem, prompt: str, policy: Policy, reward: LayeredRewa
     return SearchResult(best_path(paths), paths, policy.tokens)
 
 
-def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward,
-                     config: MCTSConfig) -> SearchResult:
+def self_consistency(
+    problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, config: MCTSConfig
+) -> SearchResult:
     """n sampled paths; the answer most of them reach (majority vote), and the first path that reached it."""
     paths = _sampled(prompt, policy, config.temperature)
     score(paths, problem, reward, policy.budget)
@@ -283,4 +315,6 @@ def self_consistency(problem: Problem, prompt: str, policy: Policy, reward: Laye
     if not votes:
         return SearchResult(paths[0], paths, policy.tokens)
     winner = votes.most_common(1)[0][0]
-    return SearchResult(next(p for p in paths if p.answer is not None and p.answer.strip() == winner), paths, policy.tokens)
+    return SearchResult(
+        next(p for p in paths if p.answer is not None and p.answer.strip() == winner), paths, policy.tokens
+    )

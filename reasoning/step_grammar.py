@@ -35,24 +35,38 @@ _EXPRESSION = rf"^{_TERM}$"  # sympy syntax without "=": a result is the tool's 
 _EQUATION = rf"^{_TERM}(?:=|<|>|<=|>=) ?{_TERM}$"  # an equation, or an inequality (a range, a domain)
 _POINT = rf"^-?(?:oo|(?:{_NUMBER}|pi|E)(?:/[0-9]{{1,6}})?)$"  # a limit's point, an integral's bound
 _IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
-_FIELD_PATTERNS = {"variable": _IDENTIFIER, "variables": _IDENTIFIER, "equations": _EQUATION, "point": _POINT,
-                   "lower": _POINT, "upper": _POINT}
+_FIELD_PATTERNS = {
+    "variable": _IDENTIFIER,
+    "variables": _IDENTIFIER,
+    "equations": _EQUATION,
+    "point": _POINT,
+    "lower": _POINT,
+    "upper": _POINT,
+}
 _MAX_EXPRESSION_CHARS = 80
 _HIDDEN_FIELDS = {"timeout_s"}  # set by the step runner, not the model
 _MAX_CODE_CHARS = 400  # of a Run call
 
 
-def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None, numbers: Sequence[str] | None = None,
-                 arguments: Mapping[str, Sequence[str]] | None = None, code_answer: bool = False,
-                 thoughts: bool = True) -> str:
+def step_grammar(
+    labels: Sequence[str],
+    *,
+    answers: Sequence[str] | None = None,
+    numbers: Sequence[str] | None = None,
+    arguments: Mapping[str, Sequence[str]] | None = None,
+    code_answer: bool = False,
+    thoughts: bool = True,
+) -> str:
     """Lark source of one step: a call of a tool among `labels` (keys of steps.TOOL_LABELS), a thought, or an
     answer (one of `answers`; none offered while that is empty) or, with `code_answer`, a fenced function.
     `numbers`: the only numbers a Calc call may write (None or empty: any). `arguments`: the only values the other
     tools' string arguments of those names may take ({"point": ["oo"]}: a limit at infinity)."""
     calc_numbers = tuple(sorted(set(numbers), key=lambda n: (-len(n), n))) if numbers else None
     fixed = tuple((name, tuple(values)) for name, values in sorted((arguments or {}).items()) if values)
-    schemas = {label: _call_schema(label, calc_numbers) if label == "Calc" else _call_schema(label, fixed=fixed)
-               for label in labels}
+    schemas = {
+        label: _call_schema(label, calc_numbers) if label == "Calc" else _call_schema(label, fixed=fixed)
+        for label in labels
+    }
     rules = {label.lower(): f'"{label}: " %json {json.dumps(schema)} "\\n"' for label, schema in schemas.items()}
     if thoughts:
         rules["thought"] = f'"{THOUGHT_PREFIX} " /[^\\n]{{1,200}}/ "\\n"'
@@ -66,12 +80,14 @@ def step_grammar(labels: Sequence[str], *, answers: Sequence[str] | None = None,
 
 
 @lru_cache(maxsize=1024)
-def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None,
-                 fixed: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> dict[str, Any]:
+def _call_schema(
+    label: str, calc_numbers: tuple[str, ...] | None = None, fixed: tuple[tuple[str, tuple[str, ...]], ...] = ()
+) -> dict[str, Any]:
     """The JSON schema a step's arguments must follow: the tool's own, tightened (see the module docstring)."""
     schema = step_tools()[TOOL_LABELS[label]].schema
-    properties = {name: _tightened(name, field) for name, field in schema["properties"].items()
-                  if name not in _HIDDEN_FIELDS}
+    properties = {
+        name: _tightened(name, field) for name, field in schema["properties"].items() if name not in _HIDDEN_FIELDS
+    }
     for name, values in fixed:
         if properties.get(name, {}).get("type") == "string":
             properties[name] = {"type": "string", "enum": list(values)}
@@ -89,8 +105,13 @@ def _call_schema(label: str, calc_numbers: tuple[str, ...] | None = None,
     bounds = [name for name, _ in fixed if name in ("lower", "upper") and name in properties]
     if len(bounds) == 2:  # the problem states bounds: a definite integral (grounding.wording_allows)
         required += [name for name in bounds if name not in required]
-    return {"type": "object", "properties": properties, "required": required,
-            "additionalProperties": False, "x-guidance": JSON_OPTIONS}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+        "x-guidance": JSON_OPTIONS,
+    }
 
 
 def _tightened(name: str, field: dict[str, Any]) -> dict[str, Any]:
@@ -111,5 +132,9 @@ def _arithmetic(number: str) -> str:
 
 
 def _maths_string(name: str) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": _MAX_EXPRESSION_CHARS,
-            "pattern": _FIELD_PATTERNS.get(name, _EXPRESSION)}
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": _MAX_EXPRESSION_CHARS,
+        "pattern": _FIELD_PATTERNS.get(name, _EXPRESSION),
+    }

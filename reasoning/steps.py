@@ -81,12 +81,18 @@ def plain_arguments(name: str, argument: str) -> dict[str, Any]:
         return {"equations": [e.strip() for e in re.split(r"[;,]", argument) if e.strip()]}
     if name == "math_integrate":
         match = re.fullmatch(r"(.+?)\s+from\s+(\S+)\s+to\s+(\S+)", argument)
-        return {"expression": match.group(1), "lower": match.group(2), "upper": match.group(3)} if match else {
-            "expression": argument}
+        return (
+            {"expression": match.group(1), "lower": match.group(2), "upper": match.group(3)}
+            if match
+            else {"expression": argument}
+        )
     if name == "math_limit":
         match = re.fullmatch(r"(.+?)\s+as\s+([a-z])\s*->\s*(\S+)", argument)
-        return {"expression": match.group(1), "variable": match.group(2), "point": match.group(3)} if match else {
-            "expression": argument, "point": "0"}
+        return (
+            {"expression": match.group(1), "variable": match.group(2), "point": match.group(3)}
+            if match
+            else {"expression": argument, "point": "0"}
+        )
     if name == "python_exec":
         return {"code": argument}
     return {"expression": argument}
@@ -115,7 +121,7 @@ def parse_step(text: str) -> Step:
     line = text.split("\n", 1)[0].strip()
     for label, tool in TOOL_LABELS.items():
         if line.startswith(label + ":"):
-            return _tool_step(label, tool, line[len(label) + 1:].strip())
+            return _tool_step(label, tool, line[len(label) + 1 :].strip())
     labelled = _LABELLED_ARITHMETIC.fullmatch(line)
     if labelled:
         return _tool_step("Calc", MATH_TOOLS["Calc"], labelled.group(1).strip())
@@ -128,7 +134,9 @@ def _tool_step(label: str, tool: str, argument: str) -> Step:
         try:
             arguments = json.loads(argument)
         except ValueError:
-            return Step("tool", f"{label}: {argument}", tool, argument, "Error: the arguments are not valid JSON", False)
+            return Step(
+                "tool", f"{label}: {argument}", tool, argument, "Error: the arguments are not valid JSON", False
+            )
     else:
         if tool != "python_exec":  # "3*12 - 5 = 31" -> "3*12 - 5", but an equation keeps its "="
             argument = argument.split("=>")[0].strip()
@@ -154,7 +162,7 @@ def answer_of(step: Step) -> str | None:
     ("Answer: 180/3 = 60" -> "60", "Answer: x = 4" -> "4")."""
     if step.kind != "answer":
         return None
-    body = step.text[len(ANSWER_PREFIX):].strip()
+    body = step.text[len(ANSWER_PREFIX) :].strip()
     if CODE_FENCE in body:
         match = _CODE_BLOCK.search(body)
         return match.group(1).strip() or None if match else None

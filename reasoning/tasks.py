@@ -46,18 +46,38 @@ class TaskType:
 
 
 TASKS = {
-    "math": TaskType("math", MATH_INTRO, MATH_EXAMPLES, shots=4, problem_label="Problem: ", labels=tuple(MATH_TOOLS),
-                     code_answer=False, step_tokens=64, stop=("\n",)),
-    "code": TaskType("code", CODE_INTRO, CODE_EXAMPLES, shots=3, problem_label="Task:\n", labels=tuple(CODE_TOOLS),
-                     code_answer=True, step_tokens=320, stop=("\n```",)),
+    "math": TaskType(
+        "math",
+        MATH_INTRO,
+        MATH_EXAMPLES,
+        shots=4,
+        problem_label="Problem: ",
+        labels=tuple(MATH_TOOLS),
+        code_answer=False,
+        step_tokens=64,
+        stop=("\n",),
+    ),
+    "code": TaskType(
+        "code",
+        CODE_INTRO,
+        CODE_EXAMPLES,
+        shots=3,
+        problem_label="Task:\n",
+        labels=tuple(CODE_TOOLS),
+        code_answer=True,
+        step_tokens=320,
+        stop=("\n```",),
+    ),
 }
 
-_CODE = re.compile(r"\bdef\s+\w+\s*\(|>>>|```|\bpython\b|\b(?:write|implement|code)\b.*\b(?:function|program|script|class)\b",
-                   re.I | re.S)
+_CODE = re.compile(
+    r"\bdef\s+\w+\s*\(|>>>|```|\bpython\b|\b(?:write|implement|code)\b.*\b(?:function|program|script|class)\b",
+    re.I | re.S,
+)
 
 
 def classify(problem: str) -> str:
-    """"code" when the problem shows code or asks for a program ("write a function ..."), else "math"."""
+    """ "code" when the problem shows code or asks for a program ("write a function ..."), else "math"."""
     return "code" if _CODE.search(problem) else "math"
 
 
@@ -69,6 +89,7 @@ def check_math_answer(answer: str, truth: str) -> bool:
     """Whether `answer` equals `truth` as maths (sympy). For a numeric truth, the answer's first number
     counts, so units, "$" and thousands separators around it do not matter. A truth that is a set ("{2, 3}",
     "{(1, 3), (3, 1)}") needs the same set: a partial one is wrong. An inequality ("x > 3") compares as written."""
+
     def clean(text: str) -> str:
         return text.replace(",", "").replace("$", "").strip().rstrip(".")
 
@@ -172,8 +193,9 @@ def _substituted(equations: list[str], unknowns: list[str], variable: str | None
 
 
 _DOCTEST = re.compile(r"^\s*>>> (.+)\n\s*([^\s>].*)$", re.M)
-_STATED_CALL = re.compile(r"^\s*(?:(?:for )?examples?:?\s*)?([A-Za-z_]\w*\(.*\))\s*(?:==|➞|=>|->)\s*(.+?)\s*$",
-                          re.M | re.I)
+_STATED_CALL = re.compile(
+    r"^\s*(?:(?:for )?examples?:?\s*)?([A-Za-z_]\w*\(.*\))\s*(?:==|➞|=>|->)\s*(.+?)\s*$", re.M | re.I
+)
 _IMPORT = re.compile(r"^(?:from \S+ import .+|import .+)$", re.M)
 
 
@@ -190,8 +212,16 @@ def run_code_checks(code: str, checks: tuple[str, ...], preamble: str = "") -> f
     after `preamble` (the problem's imports) and the code."""
     if not checks:
         return 0.0
-    script = "\n".join([preamble, code, *(
-        f"try:\n    exec({check!r})\n    print('PASS')\nexcept BaseException:\n    print('FAIL')" for check in checks)])
+    script = "\n".join(
+        [
+            preamble,
+            code,
+            *(
+                f"try:\n    exec({check!r})\n    print('PASS')\nexcept BaseException:\n    print('FAIL')"
+                for check in checks
+            ),
+        ]
+    )
     output, _ = run_tool("python_exec", {"code": script})
     return min(output.count("PASS"), len(checks)) / len(checks)
 
@@ -201,6 +231,9 @@ def check_code_answer(problem: str, code: str) -> float | None:
     examples = stated_examples(problem)
     if not examples:
         return None
-    checks = tuple(f"_got = {call}\ntry:\n    _want = eval({expected!r})\nexcept Exception:\n    _want = object()\n"
-                   f"assert _got == _want or repr(_got) == {expected!r}" for call, expected in examples)
+    checks = tuple(
+        f"_got = {call}\ntry:\n    _want = eval({expected!r})\nexcept Exception:\n    _want = object()\n"
+        f"assert _got == _want or repr(_got) == {expected!r}"
+        for call, expected in examples
+    )
     return run_code_checks(code, checks, "\n".join(_IMPORT.findall(problem)))

@@ -32,19 +32,109 @@ _PLAIN: Unit = ()
 _CURRENCIES = {"dollar", "cent", "euro"}
 _LENGTHS = {"km", "kilometer", "mile", "meter", "metre", "foot", "yard", "inch", "cm"}
 # units of measure (as opposed to counted things, "3 red hats and 4 blue hats", which a sum may mix freely)
-_MEASURES = {*_CURRENCIES, *_LENGTHS, PERCENT, "second", "minute", "hour", "day", "week", "month", "year", "kg",
-             "kilogram", "gram", "pound", "lb", "ounce", "liter", "litre", "gallon", "ml", "milliliter"}
-_ABBREVIATIONS = {"hr": "hour", "hrs": "hour", "h": "hour", "min": "minute", "mins": "minute", "sec": "second",
-                  "secs": "second", "kms": "km", "kgs": "kg", "lbs": "lb"}
-_IRREGULAR = {"people": "person", "feet": "foot", "children": "child", "men": "man", "women": "woman",
-              "teeth": "tooth", "mice": "mouse", "geese": "goose"}
+_MEASURES = {
+    *_CURRENCIES,
+    *_LENGTHS,
+    PERCENT,
+    "second",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+    "kg",
+    "kilogram",
+    "gram",
+    "pound",
+    "lb",
+    "ounce",
+    "liter",
+    "litre",
+    "gallon",
+    "ml",
+    "milliliter",
+}
+_ABBREVIATIONS = {
+    "hr": "hour",
+    "hrs": "hour",
+    "h": "hour",
+    "min": "minute",
+    "mins": "minute",
+    "sec": "second",
+    "secs": "second",
+    "kms": "km",
+    "kgs": "kg",
+    "lbs": "lb",
+}
+_IRREGULAR = {
+    "people": "person",
+    "feet": "foot",
+    "children": "child",
+    "men": "man",
+    "women": "woman",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "geese": "goose",
+}
 # after a number, these end the quantity with a plain number ("from 40 to 50", "3 times as many")
 _PLAIN_AFTER = {"to", "and", "or", "times", "than", "from"}
 # ... and these hide the unit, or the word after a number is no unit at all: no verdict on that number
-_NO_UNIT = {"more", "fewer", "less", "each", "of", "in", "at", "for", "per", "a", "an", "the", "is", "are", "was",
-            "were", "other", "new", "extra", "additional", "another", "on", "with", "by", "as", "that", "this",
-            "he", "she", "it", "they", "we", "you", "i", "his", "her", "their", "its", "if", "so", "then", "but",
-            "will", "would", "can", "has", "have", "had", "do", "does", "did", "be", "been"}
+_NO_UNIT = {
+    "more",
+    "fewer",
+    "less",
+    "each",
+    "of",
+    "in",
+    "at",
+    "for",
+    "per",
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "other",
+    "new",
+    "extra",
+    "additional",
+    "another",
+    "on",
+    "with",
+    "by",
+    "as",
+    "that",
+    "this",
+    "he",
+    "she",
+    "it",
+    "they",
+    "we",
+    "you",
+    "i",
+    "his",
+    "her",
+    "their",
+    "its",
+    "if",
+    "so",
+    "then",
+    "but",
+    "will",
+    "would",
+    "can",
+    "has",
+    "have",
+    "had",
+    "do",
+    "does",
+    "did",
+    "be",
+    "been",
+}
 _QUANTITY = re.compile(r"(\$)?\s?(\d+(?:\.\d+)?)(?:\s*(%)|[ -]?(?:per ?cent\b|([A-Za-z]+)))?")
 # a rate written with the unit ("5 arms each", "$12 an hour", "4 hours for every game"): its unit is per something
 _RATE_AFTER = re.compile(r"\s*/|\s+(?:each|apiece|per|every|for every|for each|a|an)\b", re.I)
@@ -55,8 +145,10 @@ _RATE_WORDS = {"each", "apiece", "per", "every", "a", "an"}
 _RATE_NAMED = re.compile(r"\s+(?:(each|apiece)\b|(?:per|for each)\s+([A-Za-z]+)\b)", re.I)
 _VAGUE = {"few", "lot", "little", "bit", "total", "single", "piece", "new", "half", "quarter", "couple", "dozen"}
 EACH = "each"  # a rate's "each": per whatever counted thing it multiplies
-_MONEY_WORDS = re.compile(r"\bhow much (?:money|does|do|did|will|is|are|was|would|should|can)\b|"
-                          r"\b(?:price|cost|costs|spend|spent|pay|pays|paid|earn|earns|earned|charge|charges)\b")
+_MONEY_WORDS = re.compile(
+    r"\bhow much (?:money|does|do|did|will|is|are|was|would|should|can)\b|"
+    r"\b(?:price|cost|costs|spend|spent|pay|pays|paid|earn|earns|earned|charge|charges)\b"
+)
 
 
 def singular(word: str) -> str:
@@ -87,14 +179,18 @@ def stated_units(problem: str) -> dict[str, frozenset[Unit | None]]:
         if dollar:
             base: Unit | None = (("dollar", 1),)
             rest = match.end(2)
-        elif word is not None and not rate_word and word.lower() not in _NO_UNIT | _PLAIN_AFTER | _RATE_UNITS \
-                and not percent:
+        elif (
+            word is not None
+            and not rate_word
+            and word.lower() not in _NO_UNIT | _PLAIN_AFTER | _RATE_UNITS
+            and not percent
+        ):
             base, rest = ((singular(word), 1),), match.end()
         else:
             base, rest = None, match.end(2)
         if _RATE_AFTER.match(problem, match.end(2)) or _RATE_AFTER.match(problem, match.end()):
             unit: Unit | None = _rate(base, problem, rest)
-        elif percent or re.match(r"[ -]?per ?cent", problem[match.end(2):match.end()]):
+        elif percent or re.match(r"[ -]?per ?cent", problem[match.end(2) : match.end()]):
             unit = ((PERCENT, 1),)
         elif dollar:
             unit = base
@@ -264,8 +360,11 @@ def units_ok(step: Step, problem: str, before: Sequence[Step]) -> bool:
     if answer is None or asked is None:
         return True
     for i in range(len(before) - 1, -1, -1):  # the call that computed the answer
-        if before[i].kind == "tool" and before[i].tool_output is not None and canonical_number(
-                before[i].tool_output.strip()) == canonical_number(answer):
+        if (
+            before[i].kind == "tool"
+            and before[i].tool_output is not None
+            and canonical_number(before[i].tool_output.strip()) == canonical_number(answer)
+        ):
             unit = _calc_unit(before[i], problem, before[:i])
             return unit is None or unit == asked
     return True
@@ -294,8 +393,11 @@ def _result_units(problem: str, before: tuple[Step, ...]) -> dict[str, Unit | No
         # only a total from a price each ("3 dollars each" x "7 notebooks" = 21 dollars, in one plain unit): other
         # chains relate counted things implicitly ("4 trips" x "12 people"; "12 pages" in "one hour"), so their
         # units say nothing
-        known = unit if isinstance(unit, tuple) and len(unit) == 1 and unit[0][1] == 1 and _uses_each(
-            earlier, problem) else None
+        known = (
+            unit
+            if isinstance(unit, tuple) and len(unit) == 1 and unit[0][1] == 1 and _uses_each(earlier, problem)
+            else None
+        )
         results[number] = known if results.get(number, known) == known else None
     return results
 
@@ -303,9 +405,11 @@ def _result_units(problem: str, before: tuple[Step, ...]) -> dict[str, Unit | No
 def _uses_each(step: Step, problem: str) -> bool:
     """Whether a Calc call uses a number the problem states as a price or amount "each"."""
     stated = stated_units(problem)
-    return any(unit is not None and any(name == EACH for name, _ in unit)
-               for number in re.findall(r"\d+(?:\.\d+)?", _expression(step) or "")
-               for unit in stated.get(canonical_number(number), ()))
+    return any(
+        unit is not None and any(name == EACH for name, _ in unit)
+        for number in re.findall(r"\d+(?:\.\d+)?", _expression(step) or "")
+        for unit in stated.get(canonical_number(number), ())
+    )
 
 
 def _expression(step: Step) -> str | None:

@@ -82,8 +82,12 @@ class ValueHead(nn.Module):
         config_path, weights_path = directory / HEAD_CONFIG, directory / HEAD_FILE
         try:
             raw = json.loads(config_path.read_text())
-            config = ValueHeadConfig(dim=int(raw["dim"]), hidden=int(raw.get("hidden", 64)),
-                                     adapter=bool(raw.get("adapter", False)), info=dict(raw.get("info", {})))
+            config = ValueHeadConfig(
+                dim=int(raw["dim"]),
+                hidden=int(raw.get("hidden", 64)),
+                adapter=bool(raw.get("adapter", False)),
+                info=dict(raw.get("info", {})),
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueModelError(f"cannot read value head config {config_path}: {e}") from e
         head = cls(config)
@@ -105,14 +109,18 @@ class ValueModel:
 
     def __init__(self, head: ValueHead, backend, adapter: str | None = None) -> None:
         if not hasattr(backend, "hidden_states"):
-            raise ValueModelError(f"{getattr(backend, 'name', backend)} cannot give hidden states (a value head "
-                                  "needs the local engine)")
+            raise ValueModelError(
+                f"{getattr(backend, 'name', backend)} cannot give hidden states (a value head needs the local engine)"
+            )
         dim = getattr(getattr(backend, "config", None), "dim", head.config.dim)
         if dim != head.config.dim:
             raise ValueModelError(f"the value head reads {head.config.dim}-wide hidden states; the model's are {dim}")
         if head.config.adapter != (adapter is not None):
-            log.warning("value head trained %s the reasoning adapter, used %s it", "with" if head.config.adapter
-                        else "without", "with" if adapter is not None else "without")
+            log.warning(
+                "value head trained %s the reasoning adapter, used %s it",
+                "with" if head.config.adapter else "without",
+                "with" if adapter is not None else "without",
+            )
         self.head, self.backend, self.adapter = head, backend, adapter
         self._scores: dict[tuple[int, ...], float] = {}
 

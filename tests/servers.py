@@ -51,8 +51,16 @@ class LiveServer:
 class ServerProcess:
     """A server command run until the block ends; ready once GET <url>/v1/models answers 200."""
 
-    def __init__(self, name: str, command: list[str], port: int, log_path: Path, *, env: dict[str, str] | None = None,
-                 ready_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 300.0,
+    ) -> None:
         self.name = name
         self.command = command
         self.url = f"http://127.0.0.1:{port}"
@@ -63,8 +71,9 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                        stdin=subprocess.DEVNULL, cwd=ROOT)
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.process.poll() is not None:
@@ -100,17 +109,46 @@ class ServerProcess:
 def r1_serve(log_dir: Path, *, cache_dir: Path, data_dir: Path, threads: int = 1) -> ServerProcess:
     """`r1 serve` on the default model (int4), as a user starts it."""
     port = free_port()
-    command = [sys.executable, "-m", "ui.cli", "serve", "--port", str(port), "--quant", "int4",
-               "--cache-dir", str(cache_dir), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "ui.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--quant",
+        "int4",
+        "--cache-dir",
+        str(cache_dir),
+        "--threads",
+        str(threads),
+    ]
     return ServerProcess("r1 serve", command, port, log_dir / "r1-serve.log", env={"R1_DATA_DIR": str(data_dir)})
 
 
 def llama_cpp_server(log_dir: Path, gguf: Path, *, threads: int = 1) -> ServerProcess:
     """llama-cpp-python's OpenAI-compatible server on `gguf`, its model listed as "default"."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "default",
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
-               "--verbose", "False", *_llama_cpp_batch_flags()]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        "default",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--n_threads",
+        str(threads),
+        "--verbose",
+        "False",
+        *_llama_cpp_batch_flags(),
+    ]
     return ServerProcess("llama-cpp-python server", command, port, log_dir / "llama-cpp-server.log")
 
 

@@ -32,8 +32,9 @@ def github_slug(heading: str) -> str:
 
 
 def benchmark_headings() -> list[str]:
-    return [line.lstrip("#").strip() for line in BENCHMARKS.read_text(encoding="utf-8").splitlines()
-            if line.startswith("#")]
+    return [
+        line.lstrip("#").strip() for line in BENCHMARKS.read_text(encoding="utf-8").splitlines() if line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
@@ -44,8 +45,10 @@ def test_every_path_a_doc_names_exists(doc: Path) -> None:
 
 
 def test_path_pattern_finds_paths_and_skips_placeholders() -> None:
-    text = ("see `model/loading/gguf.py`, model/serving/native/ and tests/test_docs.py. Not "
-            "`<cache dir>/native/x.so`, `app/support*.py`, `model/{engine,config}.py`, ../shared/datasets")
+    text = (
+        "see `model/loading/gguf.py`, model/serving/native/ and tests/test_docs.py. Not "
+        "`<cache dir>/native/x.so`, `app/support*.py`, `model/{engine,config}.py`, ../shared/datasets"
+    )
     assert mentioned_paths(text) == {"model/loading/gguf.py", "model/serving/native/", "tests/test_docs.py"}
 
 
@@ -59,7 +62,7 @@ def test_cited_benchmark_sections_exist() -> None:
         for name in CITED_SECTION.findall(text):
             cited += 1
             if not any(name in h for h in headings):
-                broken.append(f"{source.relative_to(ROOT)}: \"{name}\"")
+                broken.append(f'{source.relative_to(ROOT)}: "{name}"')
         for anchor in LINK.findall(text) + (OWN_LINK.findall(text) if source == BENCHMARKS else []):
             cited += 1
             if anchor not in slugs:
@@ -71,4 +74,5 @@ def test_cited_benchmark_sections_exist() -> None:
 def test_github_slug() -> None:
     assert github_slug("Memory (bench/memory.py)") == "memory-benchmemorypy"
     assert github_slug("Long context: block-sparse attention (bench/long_context.py)") == (
-        "long-context-block-sparse-attention-benchlong_contextpy")
+        "long-context-block-sparse-attention-benchlong_contextpy"
+    )

@@ -90,7 +90,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(name)
         for target in sorted(graph.get(name, ())):
             if state.get(target) == 1:
-                found.append(path[path.index(target):] + [target])
+                found.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target)
         path.pop()
@@ -115,5 +115,7 @@ def test_the_checker_sees_imports_of_every_form(tmp_path):
     """The reader itself: absolute, from-module, from-package-of-a-module and relative imports all count."""
     modules = {"pkg": tmp_path, "pkg.a": tmp_path, "pkg.b": tmp_path, "pkg.sub.c": tmp_path, "other.d": tmp_path}
     source = tmp_path / "a.py"
-    source.write_text("import other.d\nfrom pkg import b\nfrom .sub.c import x\n\ndef f():\n    from pkg.sub.c import y\n")
+    source.write_text(
+        "import other.d\nfrom pkg import b\nfrom .sub.c import x\n\ndef f():\n    from pkg.sub.c import y\n"
+    )
     assert imports_of(source, "pkg.a", modules) == {"other.d", "pkg.b", "pkg.sub.c"}

@@ -22,6 +22,7 @@ code never holds. When init dies the kernel kills everything left in the pid nam
 so a wall-clock kill leaves nothing behind. See docs/SANDBOX.md for what this does and
 does not protect against.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,34 +49,35 @@ Backend = Literal["auto", "bwrap", "native"]
 
 SANDBOX_UID = 65534  # nobody
 SANDBOX_GID = 65534  # nogroup
-INNER_WORKDIR = "/tmp/work"      # cwd of the code when a mount namespace exists
-INNER_PYTHON = "/tmp/.python"    # where the interpreter's prefix is bound read-only
-MAX_CODE_BYTES = 120_000         # code travels as one argv string (kernel cap: 128 KiB)
+INNER_WORKDIR = "/tmp/work"  # cwd of the code when a mount namespace exists
+INNER_PYTHON = "/tmp/.python"  # where the interpreter's prefix is bound read-only
+MAX_CODE_BYTES = 120_000  # code travels as one argv string (kernel cap: 128 KiB)
 MAX_FILES_BYTES = 16 << 20
-MAX_FILES = 10_000               # files= entries (each tmpfs holds 16 384 inodes)
-MAX_FILE_NAME_BYTES = 1024       # a files= name in UTF-8: checking it costs the host ~depth^2
-MAX_FILE_NAME_DEPTH = 32         # path components of a files= name
-MAX_NAME_COMPONENT_BYTES = 255   # NAME_MAX: longer fails inside, after start-up
-STARTUP_GRACE_S = 15.0           # launcher + init start-up, not counted in timeout_s
-DRAIN_GRACE_S = 2.0              # wait for pipes to close after a kill / exit
-TEARDOWN_WAIT_S = 30.0           # at most this long for the kernel to end a killed run's processes
-CLEANUP_BUDGET_S = 2.0           # host-side removal of a degraded run's work dir
+MAX_FILES = 10_000  # files= entries (each tmpfs holds 16 384 inodes)
+MAX_FILE_NAME_BYTES = 1024  # a files= name in UTF-8: checking it costs the host ~depth^2
+MAX_FILE_NAME_DEPTH = 32  # path components of a files= name
+MAX_NAME_COMPONENT_BYTES = 255  # NAME_MAX: longer fails inside, after start-up
+STARTUP_GRACE_S = 15.0  # launcher + init start-up, not counted in timeout_s
+DRAIN_GRACE_S = 2.0  # wait for pipes to close after a kill / exit
+TEARDOWN_WAIT_S = 30.0  # at most this long for the kernel to end a killed run's processes
+CLEANUP_BUDGET_S = 2.0  # host-side removal of a degraded run's work dir
 MAX_CLEANUP_ENTRIES = 100_000
-MAX_STATUS_BYTES = 64 << 10      # all the supervisor ever says is a few short lines
-INIT_SCRIPT = Path(__file__).with_name("sandbox_init.py")   # stdlib only; runs inside
+MAX_STATUS_BYTES = 64 << 10  # all the supervisor ever says is a few short lines
+INIT_SCRIPT = Path(__file__).with_name("sandbox_init.py")  # stdlib only; runs inside
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     """Per-run limits. `cpu_s` defaults to the wall-clock timeout (rounded up)."""
+
     timeout_s: float = 5.0
-    memory_mb: int = 512          # RLIMIT_AS of every sandboxed process
-    file_mb: int = 16             # RLIMIT_FSIZE: largest file a process may write
-    nproc: int = 64               # RLIMIT_NPROC: processes + threads of the sandbox uid
-    nofile: int = 64              # RLIMIT_NOFILE
+    memory_mb: int = 512  # RLIMIT_AS of every sandboxed process
+    file_mb: int = 16  # RLIMIT_FSIZE: largest file a process may write
+    nproc: int = 64  # RLIMIT_NPROC: processes + threads of the sandbox uid
+    nofile: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 64 << 10  # kept per stream; the rest is counted and dropped
-    tmpfs_mb: int = 64            # size of each private tmpfs (/tmp, /dev/shm, ...)
+    tmpfs_mb: int = 64  # size of each private tmpfs (/tmp, /dev/shm, ...)
 
     def __post_init__(self) -> None:
         if not (0 < self.timeout_s <= 600):
@@ -114,6 +116,7 @@ class ExecResult:
     killed_reason: why the run was cut short (timeout, CPU/file limit, signal), else None.
     isolation: the namespaces/measures actually in force; warnings: those missing.
     """
+
     stdout: str
     stderr: str
     exit_code: int | None
@@ -132,6 +135,7 @@ class ExecResult:
 # --------------------------------------------------------------------------------------
 # Host side.
 
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
@@ -144,8 +148,7 @@ def _bwrap_path() -> str | None:
         return None
     probe = [path, *_bwrap_ns_flags(), "--ro-bind", "/", "/", "--proc", "/proc", "true"]
     try:
-        ok = subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True,
-                            timeout=10).returncode == 0
+        ok = subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     if not ok:
@@ -154,8 +157,15 @@ def _bwrap_path() -> str | None:
 
 
 def _bwrap_ns_flags() -> list[str]:
-    flags = ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-             "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    flags = [
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+    ]
     # As root, bwrap needs no user namespace; init drops to nobody itself, so the code runs
     # as the host's uid 65534 rather than as a remapped uid 0 that owns root's files.
     return flags if _is_root() else ["--unshare-user", *flags]
@@ -175,9 +185,13 @@ def _init_source() -> str:
     return INIT_SCRIPT.read_text(encoding="utf-8")
 
 
-_PACKAGE_DIR_GLOBS = ("lib/python3*/site-packages", "lib/python3*/dist-packages",
-                      "lib/python3/dist-packages", "local/lib/python3*/site-packages",
-                      "local/lib/python3*/dist-packages")
+_PACKAGE_DIR_GLOBS = (
+    "lib/python3*/site-packages",
+    "lib/python3*/dist-packages",
+    "lib/python3/dist-packages",
+    "local/lib/python3*/site-packages",
+    "local/lib/python3*/dist-packages",
+)
 
 
 def _package_dirs(prefix: str) -> list[str]:
@@ -190,7 +204,7 @@ def _package_dirs(prefix: str) -> list[str]:
                 if not os.path.isdir(path) or os.path.islink(path):
                     continue
                 if path.startswith(prefix + "/"):
-                    inner.add(INNER_PYTHON + path[len(prefix):])
+                    inner.add(INNER_PYTHON + path[len(prefix) :])
                 if path.startswith("/usr/"):
                     inner.add(path)
     return sorted(inner)
@@ -212,17 +226,17 @@ def _check_files(files: dict[str, str | bytes] | None) -> list[tuple[str, bytes]
         except UnicodeEncodeError:
             raise ValueError(f"files: file name {name!r:.100} is not valid UTF-8 (a lone surrogate)") from None
         if len(encoded) > MAX_FILE_NAME_BYTES or name.count("/") >= MAX_FILE_NAME_DEPTH:
-            raise ValueError(f"files: file name {name!r:.100} is over {MAX_FILE_NAME_BYTES} bytes "
-                             f"or {MAX_FILE_NAME_DEPTH} path components")
+            raise ValueError(
+                f"files: file name {name!r:.100} is over {MAX_FILE_NAME_BYTES} bytes "
+                f"or {MAX_FILE_NAME_DEPTH} path components"
+            )
         parts = Path(name).parts
         if any(len(p.encode("utf-8")) > MAX_NAME_COMPONENT_BYTES for p in parts):
-            raise ValueError(f"files: a component of {name!r:.100} is over "
-                             f"{MAX_NAME_COMPONENT_BYTES} bytes")
+            raise ValueError(f"files: a component of {name!r:.100} is over {MAX_NAME_COMPONENT_BYTES} bytes")
         if Path(name).is_absolute() or ".." in parts or not parts:
             raise ValueError(f"files: {name!r} must be a relative path without '..'")
         if not isinstance(content, (str, bytes)):
-            raise ValueError(f"files[{name!r}]: content must be str or bytes, "
-                             f"got {type(content).__name__}")
+            raise ValueError(f"files[{name!r}]: content must be str or bytes, got {type(content).__name__}")
         try:
             data = content.encode() if isinstance(content, str) else content
         except UnicodeEncodeError:
@@ -255,7 +269,7 @@ def _remove_tree(path: Path, budget_s: float) -> bool:
     only below it; stops after `budget_s` or MAX_CLEANUP_ENTRIES. True if it is gone.
     Never raises. Only a degraded run (no mount namespace) leaves anything in it."""
     deadline, removed = time.monotonic() + budget_s, 0
-    names: list[str] = []          # path from `path` down to the dir `fd` is open on
+    names: list[str] = []  # path from `path` down to the dir `fd` is open on
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -330,19 +344,21 @@ def _parse_status(line: bytes) -> dict | None:
         return None
     if not isinstance(msg, dict):
         return None
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)   # noqa: E731
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     is_strs = lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)  # noqa: E731
-    if "child-pid" in msg:      # ours or bwrap's, which adds its namespace ids
-        ok = is_int(msg["child-pid"]) and msg["child-pid"] > 0 and all(
-            k == "child-pid" or (k.endswith("-namespace") and is_int(v)) for k, v in msg.items())
+    if "child-pid" in msg:  # ours or bwrap's, which adds its namespace ids
+        ok = (
+            is_int(msg["child-pid"])
+            and msg["child-pid"] > 0
+            and all(k == "child-pid" or (k.endswith("-namespace") and is_int(v)) for k, v in msg.items())
+        )
         return msg if ok else None
-    if set(msg) == {"exit-code"}:   # bwrap's own; init reports the real status
+    if set(msg) == {"exit-code"}:  # bwrap's own; init reports the real status
         return msg if is_int(msg["exit-code"]) else None
     event = msg.get("event")
     if event == "ready" and set(msg) == {"event", "isolation", "warnings"}:
         return msg if is_strs(msg["isolation"]) and is_strs(msg["warnings"]) else None
-    if event == "exit" and set(msg) == {"event", "status"} and is_int(msg["status"]) \
-            and 0 <= msg["status"] <= 0xFFFF:
+    if event == "exit" and set(msg) == {"event", "status"} and is_int(msg["status"]) and 0 <= msg["status"] <= 0xFFFF:
         try:
             os.waitstatus_to_exitcode(msg["status"])
         except ValueError:
@@ -357,6 +373,7 @@ def _parse_status(line: bytes) -> dict | None:
 class _StatusReader:
     """Splits the status pipe into messages. Never raises: a malformed message or more
     than MAX_STATUS_BYTES sets `error`, and nothing after it is read."""
+
     buf: bytearray = field(default_factory=bytearray)
     total: int = 0
     error: str | None = None
@@ -372,7 +389,7 @@ class _StatusReader:
         msgs = []
         while (end := self.buf.find(b"\n")) >= 0:
             line = bytes(self.buf[:end])
-            del self.buf[:end + 1]
+            del self.buf[: end + 1]
             msg = _parse_status(line)
             if msg is None:
                 self.error = f"malformed status message {line[:80]!r}"
@@ -391,13 +408,20 @@ def _killed_reason(status: int) -> str | None:
         return "file size limit exceeded (SIGXFSZ)"
     if sig == signal.SIGKILL:
         return "killed by SIGKILL (CPU hard limit, out of memory, or the code itself)"
-    return f"killed by signal {signal.Signals(sig).name}" if sig in signal.valid_signals() \
-        else f"killed by signal {sig}"
+    return (
+        f"killed by signal {signal.Signals(sig).name}" if sig in signal.valid_signals() else f"killed by signal {sig}"
+    )
 
 
-def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
-        files: dict[str, str | bytes] | None = None, backend: Backend = "auto",
-        limits: SandboxLimits | None = None) -> ExecResult:
+def run(
+    code: str,
+    *,
+    timeout_s: float = 5,
+    memory_mb: int = 512,
+    files: dict[str, str | bytes] | None = None,
+    backend: Backend = "auto",
+    limits: SandboxLimits | None = None,
+) -> ExecResult:
     """Run Python `code` in a sandbox and return its output and status. Never raises for
     anything the code does; raises ValueError for bad arguments and RuntimeError when the
     requested backend is unavailable.
@@ -419,8 +443,7 @@ def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
     checked_files = _check_files(files)
     bwrap = _bwrap_path() if backend in ("auto", "bwrap") else None
     if backend == "bwrap" and bwrap is None:
-        raise RuntimeError("backend 'bwrap' requested but bubblewrap is not installed or "
-                           "cannot create namespaces here")
+        raise RuntimeError("backend 'bwrap' requested but bubblewrap is not installed or cannot create namespaces here")
 
     # Used only if no mount namespace can be made (degraded mode); mkdtemp's 0700 keeps it
     # private to the caller, who is then also the code's uid.
@@ -432,8 +455,9 @@ def run(code: str, *, timeout_s: float = 5, memory_mb: int = 512,
             log.warning("sandbox: could not fully remove %s", base)
 
 
-def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
-             files: list[tuple[str, bytes]], host_workdir: Path) -> ExecResult:
+def _execute(
+    code: str, limits: SandboxLimits, bwrap: str | None, files: list[tuple[str, bytes]], host_workdir: Path
+) -> ExecResult:
     prefix, exe_rel = _interpreter()
     root = _is_root()
     uid, gid = (SANDBOX_UID, SANDBOX_GID) if root else (os.getuid(), os.getgid())
@@ -443,45 +467,102 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
     inner_exe = f"{INNER_PYTHON}/{exe_rel}"
     package_dirs = _package_dirs(prefix)
     cfg = {
-        "status_fd": status_w, "uid": uid, "gid": gid,
-        "rlimits": limits.rlimits(), "tmpfs_mb": limits.tmpfs_mb, "tmp_mb": tmp_mb,
-        "python_prefix": prefix, "inner_python": INNER_PYTHON, "package_dirs": package_dirs,
-        "workdir": INNER_WORKDIR, "host_workdir": str(host_workdir), "exe": inner_exe,
+        "status_fd": status_w,
+        "uid": uid,
+        "gid": gid,
+        "rlimits": limits.rlimits(),
+        "tmpfs_mb": limits.tmpfs_mb,
+        "tmp_mb": tmp_mb,
+        "python_prefix": prefix,
+        "inner_python": INNER_PYTHON,
+        "package_dirs": package_dirs,
+        "workdir": INNER_WORKDIR,
+        "host_workdir": str(host_workdir),
+        "exe": inner_exe,
         # pyenv-style builds carry an absolute RUNPATH to their prefix, which is bound
         # elsewhere inside. Never in the host-side launcher's env (see `env` below).
-        "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                "HOME": INNER_WORKDIR, "TMPDIR": INNER_WORKDIR,
-                "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib"},
+        "env": {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": INNER_WORKDIR,
+            "TMPDIR": INNER_WORKDIR,
+            "LD_LIBRARY_PATH": f"{INNER_PYTHON}/lib",
+        },
     }
     if bwrap is not None:
         backend_name, stage = "bwrap", "init"
-        bwrap_status_w = os.dup(status_w)   # bwrap's own JSON lines share the pipe
+        bwrap_status_w = os.dup(status_w)  # bwrap's own JSON lines share the pipe
         pass_fds.append(bwrap_status_w)
-        cfg["isolation"] = ["bwrap", "mount-ns", "pid-ns", "net-ns", "ipc-ns", "uts-ns",
-                            "private-proc", "private-tmp", "minimal-root"]
-        argv = [bwrap, *_bwrap_ns_flags(), "--as-pid-1",
-                "--json-status-fd", str(bwrap_status_w),
-                "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        cfg["isolation"] = [
+            "bwrap",
+            "mount-ns",
+            "pid-ns",
+            "net-ns",
+            "ipc-ns",
+            "uts-ns",
+            "private-proc",
+            "private-tmp",
+            "minimal-root",
+        ]
+        argv = [
+            bwrap,
+            *_bwrap_ns_flags(),
+            "--as-pid-1",
+            "--json-status-fd",
+            str(bwrap_status_w),
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--ro-bind",
+            "/etc",
+            "/etc",
+        ]
         for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(d):
                 argv += ["--symlink", os.readlink(d), d]
             elif os.path.isdir(d):
                 argv += ["--ro-bind", d, d]
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
-                 "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/dev/shm",
-                 "--ro-bind", prefix, INNER_PYTHON]
+        argv += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--size",
+            str(tmp_mb << 20),
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "1777",
+            "--size",
+            str(limits.tmpfs_mb << 20),
+            "--tmpfs",
+            "/dev/shm",
+            "--ro-bind",
+            prefix,
+            INNER_PYTHON,
+        ]
         for d in package_dirs:
             argv += ["--size", "4096", "--tmpfs", d, "--remount-ro", d]
         if root:
             # CAP_SYS_ADMIN only so that init can cap the inodes of bwrap's tmpfs mounts
             # (bwrap has no option for it); init's change to uid 65534 drops every capability.
-            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                     "--cap-add", "CAP_SYS_ADMIN"]
+            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN"]
             cfg["cap_inodes"] = ["/tmp", "/dev/shm"]
         # Only the sandboxed command gets LD_LIBRARY_PATH: bwrap itself runs on the host.
-        argv += ["--setenv", "LD_LIBRARY_PATH", f"{INNER_PYTHON}/lib",
-                 "--", inner_exe, "-I", "-S", "-c", _init_source(), stage]
+        argv += [
+            "--setenv",
+            "LD_LIBRARY_PATH",
+            f"{INNER_PYTHON}/lib",
+            "--",
+            inner_exe,
+            "-I",
+            "-S",
+            "-c",
+            _init_source(),
+            stage,
+        ]
     else:
         backend_name, stage = "native", "outer"
         cfg["host_exe"] = os.path.join(prefix, exe_rel)
@@ -492,9 +573,17 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
     payload = _payload(cfg, code, files)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, stdin=payload, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=pass_fds,
-                                env=env, cwd="/", start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=payload,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=pass_fds,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         for fd in (payload, *pass_fds):
             os.close(fd)
@@ -503,14 +592,14 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
 
     isolation = tuple(outcome.ready.get("isolation", ()))
     warnings = list(outcome.ready.get("warnings", ()))
-    if outcome.ready and "net-ns" not in isolation:   # only code that ran could reach anything
+    if outcome.ready and "net-ns" not in isolation:  # only code that ran could reach anything
         warnings.insert(0, "NO NETWORK ISOLATION: the code could reach the network")
     for w in warnings:
         log.warning("sandbox: %s", w)
     if outcome.error and outcome.ready:
         warnings.append(f"sandbox supervisor error: {outcome.error}")
         log.warning("sandbox: supervisor error: %s", outcome.error)
-    elif outcome.error:     # the code never started: that is the result, not a missing measure
+    elif outcome.error:  # the code never started: that is the result, not a missing measure
         log.info("sandbox: run did not start: %s", outcome.error)
 
     stderr = outcome.stderr.text()
@@ -521,11 +610,22 @@ def _execute(code: str, limits: SandboxLimits, bwrap: str | None,
         reason = _killed_reason(outcome.status)
     else:
         exit_code = None
-        reason = (f"sandbox failed to start: {outcome.error or 'no status'}" if not outcome.ready
-                  else "sandbox supervisor died without reporting a status")
-    return ExecResult(stdout=outcome.stdout.text(), stderr=stderr, exit_code=exit_code,
-                      timed_out=outcome.timed_out, killed_reason=reason, backend=backend_name,
-                      isolation=isolation, warnings=tuple(warnings), duration_s=duration)
+        reason = (
+            f"sandbox failed to start: {outcome.error or 'no status'}"
+            if not outcome.ready
+            else "sandbox supervisor died without reporting a status"
+        )
+    return ExecResult(
+        stdout=outcome.stdout.text(),
+        stderr=stderr,
+        exit_code=exit_code,
+        timed_out=outcome.timed_out,
+        killed_reason=reason,
+        backend=backend_name,
+        isolation=isolation,
+        warnings=tuple(warnings),
+        duration_s=duration,
+    )
 
 
 @dataclass
@@ -550,11 +650,11 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
         sel.register(fd, selectors.EVENT_READ)
     t0 = time.monotonic()
     ready_at: float | None = None
-    stop_at: float | None = None   # set once the code is finished or killed
+    stop_at: float | None = None  # set once the code is finished or killed
     init_pidfd: int | None = None
 
     def kill_all() -> None:
-        if init_pidfd is not None:   # its death tears down the whole pid namespace
+        if init_pidfd is not None:  # its death tears down the whole pid namespace
             try:
                 signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
             except OSError:
@@ -563,8 +663,9 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
             # Give the launcher a moment to reap it; killed first, it would leave the
             # supervisor a zombie of the host's init (still counted in RLIMIT_NPROC).
             until = time.monotonic() + 1.0
-            while time.monotonic() < until and os.waitid(
-                    os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            while (
+                time.monotonic() < until and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+            ):
                 time.sleep(0.005)
         _killpg(proc.pid)
 
@@ -615,7 +716,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, limits: SandboxLimits) -> 
                     continue
                 for msg in reader.feed(chunk):
                     handle(msg)
-                if reader.error is not None:     # not our supervisor talking: stop the run
+                if reader.error is not None:  # not our supervisor talking: stop the run
                     out.error, out.status = reader.error, None
                     sel.unregister(status_r)
                     if stop_at is None:
@@ -690,15 +791,16 @@ def sandbox_tool(*, memory_mb: int = 512, backend: Backend = "auto"):
     from tools.tool import Tool
 
     class PythonExecArgs(BaseModel):
-        code: str = Field(description="A complete Python 3.11 program. Use print() for "
-                          "anything you want to see; only stdout/stderr come back.",
-                          min_length=1, max_length=MAX_CODE_BYTES // 4)
-        timeout_s: float = Field(default=5.0, gt=0, le=TOOL_MAX_TIMEOUT_S,
-                                 description="Wall-clock limit in seconds.")
+        code: str = Field(
+            description="A complete Python 3.11 program. Use print() for "
+            "anything you want to see; only stdout/stderr come back.",
+            min_length=1,
+            max_length=MAX_CODE_BYTES // 4,
+        )
+        timeout_s: float = Field(default=5.0, gt=0, le=TOOL_MAX_TIMEOUT_S, description="Wall-clock limit in seconds.")
 
     def python_exec(code: str, timeout_s: float = 5.0) -> str:
-        return format_result(run(code, timeout_s=timeout_s, memory_mb=memory_mb,
-                                 backend=backend))
+        return format_result(run(code, timeout_s=timeout_s, memory_mb=memory_mb, backend=backend))
 
     return Tool(
         name="python_exec",

@@ -13,6 +13,7 @@ sandbox's own tmpfs and writes the files there with the sandbox's credentials, t
 the user's interpreter with every descriptor but 0/1/2 closed. Each message to the host is
 one JSON line on the status pipe, which the user's code never holds.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -34,33 +35,59 @@ SYS_mount_setattr, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 SYSTEM_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-INODES_PER_TMPFS = 16384       # bounds the kernel memory (and teardown time) of a tmpfs
-UNSET_LOGINUID = 4294967295    # (uid_t)-1 in /proc/<pid>/loginuid
+INODES_PER_TMPFS = 16384  # bounds the kernel memory (and teardown time) of a tmpfs
+UNSET_LOGINUID = 4294967295  # (uid_t)-1 in /proc/<pid>/loginuid
 
 
 @dataclass(frozen=True)
 class Arch:
     """Syscall numbers the seccomp filter and pivot_root need, per architecture."""
-    audit: int                     # AUDIT_ARCH_* value seccomp reports
+
+    audit: int  # AUDIT_ARCH_* value seccomp reports
     nr: dict[str, int]
-    x32_bit: int = 0               # x86-64: syscalls with this bit set are the x32 ABI
+    x32_bit: int = 0  # x86-64: syscalls with this bit set are the x32 ABI
 
 
 ARCHES = {
-    "x86_64": Arch(0xC000003E, {"clone": 56, "unshare": 272, "clone3": 435, "add_key": 248,
-                                "request_key": 249, "keyctl": 250, "pivot_root": 155,
-                                "memfd_create": 319, "socket": 41, "inotify_init": 253,
-                                "inotify_init1": 294, "io_uring_setup": 425},
-                   x32_bit=0x40000000),
-    "aarch64": Arch(0xC00000B7, {"clone": 220, "unshare": 97, "clone3": 435, "add_key": 217,
-                                 "request_key": 218, "keyctl": 219, "pivot_root": 41,
-                                 "memfd_create": 279, "socket": 198, "inotify_init1": 26,
-                                 "io_uring_setup": 425}),
+    "x86_64": Arch(
+        0xC000003E,
+        {
+            "clone": 56,
+            "unshare": 272,
+            "clone3": 435,
+            "add_key": 248,
+            "request_key": 249,
+            "keyctl": 250,
+            "pivot_root": 155,
+            "memfd_create": 319,
+            "socket": 41,
+            "inotify_init": 253,
+            "inotify_init1": 294,
+            "io_uring_setup": 425,
+        },
+        x32_bit=0x40000000,
+    ),
+    "aarch64": Arch(
+        0xC00000B7,
+        {
+            "clone": 220,
+            "unshare": 97,
+            "clone3": 435,
+            "add_key": 217,
+            "request_key": 218,
+            "keyctl": 219,
+            "pivot_root": 41,
+            "memfd_create": 279,
+            "socket": 198,
+            "inotify_init1": 26,
+            "io_uring_setup": 425,
+        },
+    ),
 }
 # Socket families the code may open: the network namespace isolates exactly these. Others
 # (AF_VSOCK reaches the hypervisor or host whatever the namespace; AF_ALG, AF_PACKET, ...)
 # are refused with EAFNOSUPPORT, as a kernel without them would.
-SOCKET_FAMILIES = (1, 2, 10, 16)    # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+SOCKET_FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
 
 # --- seccomp -------------------------------------------------------------------------
 # Classic BPF over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}.
@@ -71,8 +98,7 @@ EPERM, ENOSYS, EAFNOSUPPORT = 1, 38, 97
 
 
 class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
 
 class SockFprog(ctypes.Structure):
@@ -90,30 +116,40 @@ def seccomp_program(arch: Arch) -> list[tuple[int, int, int, int]]:
     that no rlimit counts. Other architectures' syscalls (i386 on x86-64, x32) are killed."""
     deny, nosys = SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ERRNO | ENOSYS
     # Built back to front so every jump is a forward offset to a known instruction.
-    families = [(BPF_LD_W_ABS, 0, 0, 16)]                    # socket(): args[0] = family
+    families = [(BPF_LD_W_ABS, 0, 0, 16)]  # socket(): args[0] = family
     for i, family in enumerate(SOCKET_FAMILIES):
         families.append((BPF_JEQ_K, len(SOCKET_FAMILIES) - i, 0, family))
-    families += [(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EAFNOSUPPORT),
-                 (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
-    tail = [(BPF_LD_W_ABS, 0, 0, 16),                        # args[0], low 32 bits
-            (BPF_JSET_K, 0, 1, CLONE_NEWUSER),
-            (BPF_RET_K, 0, 0, deny),
-            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)] + families
+    families += [(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EAFNOSUPPORT), (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+    tail = [
+        (BPF_LD_W_ABS, 0, 0, 16),  # args[0], low 32 bits
+        (BPF_JSET_K, 0, 1, CLONE_NEWUSER),
+        (BPF_RET_K, 0, 0, deny),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ] + families
     body: list[tuple[int, int, int, int]] = [(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
     # socket jumps past the flag check to `families`; clone and unshare to the flag check.
     body.insert(0, (BPF_JEQ_K, len(body) + 4, 0, arch.nr["socket"]))
     for name in ("clone", "unshare"):
         body.insert(0, (BPF_JEQ_K, len(body), 0, arch.nr[name]))
-    returns = {"clone3": nosys, "add_key": deny, "request_key": deny, "keyctl": deny,
-               "memfd_create": deny, "inotify_init1": deny, "io_uring_setup": nosys}
-    if "inotify_init" in arch.nr:           # aarch64 has only inotify_init1
+    returns = {
+        "clone3": nosys,
+        "add_key": deny,
+        "request_key": deny,
+        "keyctl": deny,
+        "memfd_create": deny,
+        "inotify_init1": deny,
+        "io_uring_setup": nosys,
+    }
+    if "inotify_init" in arch.nr:  # aarch64 has only inotify_init1
         returns["inotify_init"] = deny
     for name, ret in returns.items():
         body[0:0] = [(BPF_JEQ_K, 0, 1, arch.nr[name]), (BPF_RET_K, 0, 0, ret)]
-    head = [(BPF_LD_W_ABS, 0, 0, 4),                          # arch
-            (BPF_JEQ_K, 1, 0, arch.audit),
-            (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
-            (BPF_LD_W_ABS, 0, 0, 0)]                          # nr
+    head = [
+        (BPF_LD_W_ABS, 0, 0, 4),  # arch
+        (BPF_JEQ_K, 1, 0, arch.audit),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_LD_W_ABS, 0, 0, 0),
+    ]  # nr
     if arch.x32_bit:
         head += [(BPF_JGE_K, 0, 1, arch.x32_bit), (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS)]
     return head + body + tail
@@ -124,11 +160,11 @@ def install_seccomp(libc: ctypes.CDLL, arch: Arch) -> None:
     prog = seccomp_program(arch)
     filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
     fprog = SockFprog(len(prog), filters)
-    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
-          "seccomp")
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
 
 
 # --- helpers -------------------------------------------------------------------------
+
 
 def check(rc: int, what: str) -> None:
     if rc != 0:
@@ -169,8 +205,7 @@ def write_files(workdir: str, files: list[tuple[str, bytes]]) -> None:
                     sub = os.open(part, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_RDONLY, dir_fd=dfd)
                     os.close(dfd)
                     dfd = sub
-                out = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                              dir_fd=dfd)
+                out = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
                 with os.fdopen(out, "wb") as f:
                     f.write(data)
             finally:
@@ -182,6 +217,7 @@ def write_files(workdir: str, files: list[tuple[str, bytes]]) -> None:
 @dataclass
 class Sandbox:
     """State of one sandbox start-up: config from the host, what was applied, what was not."""
+
     cfg: dict
     code: str
     files: list[tuple[str, bytes]]
@@ -192,24 +228,28 @@ class Sandbox:
     def emit(self, **msg: object) -> None:
         os.write(self.cfg["status_fd"], (json.dumps(msg) + "\n").encode())
 
-    def mount(self, src: str | None, target: str, fstype: str | None, flags: int,
-              data: str | None = None) -> None:
+    def mount(self, src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
         def enc(s: str | None) -> bytes | None:
             return None if s is None else s.encode()
 
-        check(self.libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags),
-                              enc(data)), "mount " + target)
+        check(self.libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), "mount " + target)
 
     def make_read_only(self, target: str) -> None:
         """Read-only, nosuid, nodev for `target` and every mount below it."""
-        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                                     0, 0, 0)
-        check(self.libc.syscall(SYS_mount_setattr, AT_FDCWD, target.encode(), AT_RECURSIVE,
-                                attr, 32), "mount_setattr " + target)
+        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+        check(
+            self.libc.syscall(SYS_mount_setattr, AT_FDCWD, target.encode(), AT_RECURSIVE, attr, 32),
+            "mount_setattr " + target,
+        )
 
     def tmpfs(self, target: str, size_mb: int, mode: str, flags: int = 0) -> None:
-        self.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | flags,
-                   f"size={size_mb}m,nr_inodes={INODES_PER_TMPFS},mode={mode}")
+        self.mount(
+            "tmpfs",
+            target,
+            "tmpfs",
+            MS_NOSUID | MS_NODEV | flags,
+            f"size={size_mb}m,nr_inodes={INODES_PER_TMPFS},mode={mode}",
+        )
 
     # --- native backend: namespaces and file tree ------------------------------------
 
@@ -218,16 +258,22 @@ class Sandbox:
             uid, gid = os.getuid(), os.getgid()
             if self.libc.unshare(CLONE_NEWUSER) == 0:
                 # Map our own ids (not 0): the exec'd code then holds no capabilities.
-                for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                                   ("gid_map", f"{gid} {gid} 1")):
+                for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                     with open("/proc/self/" + path, "w") as f:
                         f.write(text)
                 self.isolation.append("user-ns")
             else:
-                self.warnings.append(f"user namespaces unavailable ({os.strerror(ctypes.get_errno())}): no namespaces at all")
+                self.warnings.append(
+                    f"user namespaces unavailable ({os.strerror(ctypes.get_errno())}): no namespaces at all"
+                )
                 return
-        wanted = [("mount-ns", CLONE_NEWNS), ("pid-ns", CLONE_NEWPID), ("net-ns", CLONE_NEWNET),
-                  ("ipc-ns", CLONE_NEWIPC), ("uts-ns", CLONE_NEWUTS)]
+        wanted = [
+            ("mount-ns", CLONE_NEWNS),
+            ("pid-ns", CLONE_NEWPID),
+            ("net-ns", CLONE_NEWNET),
+            ("ipc-ns", CLONE_NEWIPC),
+            ("uts-ns", CLONE_NEWUTS),
+        ]
         if self.libc.unshare(sum(f for _, f in wanted)) == 0:
             self.isolation.extend(n for n, _ in wanted)
             return
@@ -242,9 +288,9 @@ class Sandbox:
         /dev, private /proc, /tmp and /dev/shm; then pivot into it and detach the host's
         tree, so neither its files nor its mount points stay reachable."""
         cfg = self.cfg
-        self.mount(None, "/", None, MS_REC | MS_PRIVATE)   # nothing propagates to the host
+        self.mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates to the host
         prefix_fd = os.open(cfg["python_prefix"], os.O_PATH | os.O_DIRECTORY)
-        new = "/tmp"                       # staging mount point; hidden again by the pivot
+        new = "/tmp"  # staging mount point; hidden again by the pivot
         self.mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         for name in SYSTEM_DIRS:
             host, target = "/" + name, new + "/" + name
@@ -267,25 +313,27 @@ class Sandbox:
             if os.path.exists("/dev/" + name):
                 os.close(os.open(new + "/dev/" + name, os.O_CREAT | os.O_WRONLY, 0o666))
                 self.mount("/dev/" + name, new + "/dev/" + name, None, MS_BIND)
-        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        for link, target in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ):
             os.symlink(target, new + "/dev/" + link)
         os.mkdir(new + "/dev/shm")
         self.tmpfs(new + "/dev/shm", cfg["tmpfs_mb"], "1777")
-        self.mount(None, new + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID,
-                   "size=64k,mode=755")
+        self.mount(None, new + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=64k,mode=755")
         os.mkdir(new + "/proc")
-        if "pid-ns" in self.isolation:     # before the pivot: proc needs a visible /proc
+        if "pid-ns" in self.isolation:  # before the pivot: proc needs a visible /proc
             self.mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             self.isolation.append("private-proc")
         else:
             self.mount("/proc", new + "/proc", None, MS_BIND | MS_REC)
         os.chdir(new)
         check(self.libc.syscall(arch.nr["pivot_root"], b".", b"."), "pivot_root")
-        check(self.libc.umount2(b".", MNT_DETACH), "umount old root")   # the host's tree
+        check(self.libc.umount2(b".", MNT_DETACH), "umount old root")  # the host's tree
         os.chdir("/")
-        self.mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                   "size=1m,mode=755")
+        self.mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         self.hide_packages()
         self.isolation += ["minimal-root", "private-tmp"]
 
@@ -294,8 +342,7 @@ class Sandbox:
         library imports, even when the code adds them to sys.path."""
         for path in self.cfg["package_dirs"]:
             if os.path.isdir(path):
-                self.mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
-                           "size=4k,nr_inodes=16,mode=755")
+                self.mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,nr_inodes=16,mode=755")
 
     # --- both backends ---------------------------------------------------------------
 
@@ -309,9 +356,9 @@ class Sandbox:
                 if f.read().strip() == str(UNSET_LOGINUID):
                     f.seek(0)
                     f.write(str(self.cfg["uid"]))
-        except FileNotFoundError:      # a kernel without audit: nothing to spoof
+        except FileNotFoundError:  # a kernel without audit: nothing to spoof
             return
-        except PermissionError:        # immutable login uids: the code cannot set it either
+        except PermissionError:  # immutable login uids: the code cannot set it either
             return
         except OSError as exc:
             self.warnings.append(f"audit login uid left unset ({exc.strerror}): the code may set it")
@@ -325,16 +372,17 @@ class Sandbox:
         if cfg["stage"] == "outer":
             if "mount-ns" in self.isolation and arch is not None:
                 self.build_root(arch)
-            else:   # no private tree: run from the host paths, /tmp and / stay shared
-                self.warnings.append("no mount namespace: the code sees and may write the host "
-                                     f"filesystem wherever uid {cfg['uid']} may")
+            else:  # no private tree: run from the host paths, /tmp and / stay shared
+                self.warnings.append(
+                    f"no mount namespace: the code sees and may write the host filesystem wherever uid {cfg['uid']} may"
+                )
                 cfg.update(exe=cfg["host_exe"], workdir=cfg["host_workdir"])
-                cfg["env"].update(HOME=cfg["host_workdir"], TMPDIR=cfg["host_workdir"],
-                                  LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib")
-        for path in cfg.get("cap_inodes", ()):    # bwrap's tmpfs mounts: no inode cap of their own
-            self.mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
-                       f"nr_inodes={INODES_PER_TMPFS}")
-        self.pin_loginuid()   # before the uid change, which makes /proc/self root's
+                cfg["env"].update(
+                    HOME=cfg["host_workdir"], TMPDIR=cfg["host_workdir"], LD_LIBRARY_PATH=cfg["python_prefix"] + "/lib"
+                )
+        for path in cfg.get("cap_inodes", ()):  # bwrap's tmpfs mounts: no inode cap of their own
+            self.mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"nr_inodes={INODES_PER_TMPFS}")
+        self.pin_loginuid()  # before the uid change, which makes /proc/self root's
         if os.geteuid() == 0:
             os.setgroups([])
             os.setgid(cfg["gid"])
@@ -344,10 +392,12 @@ class Sandbox:
         # (which runs us in a new session, outside the host's kill group) would leave us.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # keeps /proc/1/* (our fds) away from the code
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # keeps /proc/1/* (our fds) away from the code
         if arch is None:
-            self.warnings.append(f"no seccomp filter for {platform.machine()}: the kernel keyring and nested "
-                                 "user namespaces stay reachable")
+            self.warnings.append(
+                f"no seccomp filter for {platform.machine()}: the kernel keyring and nested "
+                "user namespaces stay reachable"
+            )
         else:
             install_seccomp(libc, arch)
             self.isolation.append("seccomp")
@@ -362,12 +412,12 @@ class Sandbox:
         child = os.fork()
         if child == 0:
             try:
-                os.closerange(3, 1 << 20)     # the status pipe and anything else inherited
+                os.closerange(3, 1 << 20)  # the status pipe and anything else inherited
                 os.execve(cfg["exe"], [cfg["exe"], "-I", "-S", "-c", self.code], cfg["env"])
             finally:
                 os.write(2, b"sandbox: exec of the interpreter failed\n")
                 os._exit(127)
-        while True:       # reap orphans too; we are their reaper in our pid namespace
+        while True:  # reap orphans too; we are their reaper in our pid namespace
             pid, status = os.waitpid(-1, 0)
             if pid == child:
                 break
@@ -381,7 +431,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     stage = sys.argv[1]
     cfg, code, files = read_payload(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)   # the code reads an empty stdin
+    devnull = os.open(os.devnull, os.O_RDONLY)  # the code reads an empty stdin
     os.dup2(devnull, 0)
     os.close(devnull)
     box = Sandbox({**cfg, "stage": stage}, code, files, isolation=list(cfg.get("isolation", [])))
@@ -393,10 +443,10 @@ def main() -> None:
         pid = os.fork()
         if pid == 0:
             box.init(arch)
-        box.emit(**{"child-pid": pid})     # the same message bwrap's --json-status-fd sends
+        box.emit(**{"child-pid": pid})  # the same message bwrap's --json-status-fd sends
         _, status = os.waitpid(pid, 0)
         os._exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 125)
-    except BaseException as exc:           # noqa: BLE001 - reported to the host, never printed
+    except BaseException as exc:
         try:
             box.emit(event="error", message=f"{type(exc).__name__}: {exc}")
         except OSError:

@@ -55,8 +55,9 @@ class Tool:
         _check_signature(self.name, self.func, self.args)
 
     @classmethod
-    def from_function(cls, func: Callable[..., Any], *, name: str | None = None, description: str | None = None,
-                      **options: Any) -> Tool:
+    def from_function(
+        cls, func: Callable[..., Any], *, name: str | None = None, description: str | None = None, **options: Any
+    ) -> Tool:
         """A tool whose argument model is derived from `func`'s typed signature (annotations,
         `Annotated[..., Field(description=...)]`, defaults); name and description default to
         the function's name and docstring."""
@@ -97,27 +98,35 @@ class Tool:
 
     def invalid(self, error: ValidationError) -> str:
         """The text answer to arguments that do not fit the schema, naming each bad field."""
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                             for e in error.errors(include_url=False))
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors(include_url=False)
+        )
         return f"Error: invalid arguments for {self.name}: {problems}"
 
     def to_openai(self) -> dict[str, Any]:
         """The entry for the OpenAI chat API's `tools` list."""
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.schema}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.schema},
+        }
 
     def to_langchain(self) -> BaseTool:
         """A langchain-core StructuredTool that runs this tool (errors come back as text there too)."""
         from langchain_core.tools import StructuredTool
 
         return StructuredTool.from_function(
-            func=lambda **kwargs: self(kwargs), name=self.name, description=self.description,
-            args_schema=self.args, infer_schema=False, handle_validation_error=self.invalid,
+            func=lambda **kwargs: self(kwargs),
+            name=self.name,
+            description=self.description,
+            args_schema=self.args,
+            infer_schema=False,
+            handle_validation_error=self.invalid,
         )
 
 
-def call_tool(tools: list[Tool] | tuple[Tool, ...] | Mapping[str, Tool], name: str,
-              arguments: Mapping[str, Any] | str | None) -> str:
+def call_tool(
+    tools: list[Tool] | tuple[Tool, ...] | Mapping[str, Tool], name: str, arguments: Mapping[str, Any] | str | None
+) -> str:
     """Run a model's tool call (a tool name plus its arguments); an unknown name is error text too."""
     by_name = tools if isinstance(tools, Mapping) else {t.name: t for t in tools}
     tool = by_name.get(name)
@@ -151,16 +160,18 @@ def _check_signature(name: str, func: Callable[..., Any], args: type[BaseModel])
     leading = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     fields = args.model_fields
     if [p.name for p in leading] != list(fields):
-        raise TypeError(f"tool {name!r}: parameters {[p.name for p in leading]} do not match "
-                        f"{args.__name__} fields {list(fields)}")
+        raise TypeError(
+            f"tool {name!r}: parameters {[p.name for p in leading]} do not match {args.__name__} fields {list(fields)}"
+        )
     for param in leading:
         field = fields[param.name]
         required = param.default is inspect.Parameter.empty
         if field.is_required() != required:
             raise TypeError(f"tool {name!r}: argument {param.name!r} is required in only one of model and function")
         if not required and field.default != param.default:
-            raise TypeError(f"tool {name!r}: argument {param.name!r} defaults differ "
-                            f"({field.default!r} vs {param.default!r})")
+            raise TypeError(
+                f"tool {name!r}: argument {param.name!r} defaults differ ({field.default!r} vs {param.default!r})"
+            )
     for param in params:
         if param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is inspect.Parameter.empty:
             raise TypeError(f"tool {name!r}: keyword-only parameter {param.name!r} has no default")
@@ -172,6 +183,12 @@ def _without_titles(schema: Any) -> Any:
         return [_without_titles(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    return {key: ({k: _without_titles(v) for k, v in value.items()} if key in ("properties", "$defs")
-                  else _without_titles(value))
-            for key, value in schema.items() if key != "title"}
+    return {
+        key: (
+            {k: _without_titles(v) for k, v in value.items()}
+            if key in ("properties", "$defs")
+            else _without_titles(value)
+        )
+        for key, value in schema.items()
+        if key != "title"
+    }

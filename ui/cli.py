@@ -14,16 +14,34 @@ from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
 from app.engine import (
-    ATTENTION_MODES, BACKENDS, DEFAULT_EXPERT_CAPACITY, LOAD_QUANTS, TASK_TYPES, ExpertLoad, GenerationError, describe,
+    ATTENTION_MODES,
+    BACKENDS,
+    DEFAULT_EXPERT_CAPACITY,
+    LOAD_QUANTS,
+    TASK_TYPES,
+    ExpertLoad,
+    GenerationError,
+    describe,
 )
 from ui.memory_cli import add_memory_parser, add_store_flags, cmd_memory
-from ui.train_cli import add_train_parser, cmd_train
 from ui.quantize_cli import add_quantize_parsers, cmd_export, cmd_quantize
+from ui.train_cli import add_train_parser, cmd_train
 
 log = logging.getLogger("r1")
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHMARKS = ("decode", "serving", "reasoning", "memory", "load", "support", "remote", "r1_arch", "long_context", "quantize")
+BENCHMARKS = (
+    "decode",
+    "serving",
+    "reasoning",
+    "memory",
+    "load",
+    "support",
+    "remote",
+    "r1_arch",
+    "long_context",
+    "quantize",
+)
 
 UI_PORT = 7860
 SERVE_PORT = 8000
@@ -33,35 +51,56 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (defaults from R1_* environment variables)")
     group.add_argument("--model", help="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory")
     group.add_argument(
-        "--quant", choices=LOAD_QUANTS,
+        "--quant",
+        choices=LOAD_QUANTS,
         help="weight precision: auto (default) = the fastest that keeps what the file holds (int4 for Q4 GGUFs, "
         "int8 for other quantized GGUFs, fp32 for float checkpoints); fp32 = full precision",
     )
     group.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     group.add_argument("--cache-dir", help="repacked-weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
-    group.add_argument("--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)")
     group.add_argument(
-        "--expert-capacity", type=int, nargs="?", const=DEFAULT_EXPERT_CAPACITY, metavar="N",
+        "--kv-cache-mb", type=float, help="KV-cache capacity in MiB, prefix cache included (default 1024)"
+    )
+    group.add_argument(
+        "--expert-capacity",
+        type=int,
+        nargs="?",
+        const=DEFAULT_EXPERT_CAPACITY,
+        metavar="N",
         help=f"MoE models: at most N token assignments per expert per step (N = {DEFAULT_EXPERT_CAPACITY} if omitted), "
         "overflow going to each token's next-best expert; default off",
     )
-    group.add_argument("--adapter", metavar="DIR", help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` "
-                       "($R1_ADAPTER); by default only reasoning requests (solve's steps, the chat's tool turns) run "
-                       "with it, chat and plain generation keep the base model (see --adapter-scope)")
-    group.add_argument("--adapter-scope", choices=("reasoning", "all"),
-                       help="which requests the adapter applies to: reasoning (default) or all ($R1_ADAPTER_SCOPE)")
-    group.add_argument("--no-adapter", action="store_true", help="run without any adapter, whatever $R1_ADAPTER says")
-    group.add_argument("--router-bias", metavar="FILE",
-                       help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off")
     group.add_argument(
-        "--attention", choices=ATTENTION_MODES,
+        "--adapter",
+        metavar="DIR",
+        help="a LoRA adapter in PEFT's format, e.g. from `r1 train sft` "
+        "($R1_ADAPTER); by default only reasoning requests (solve's steps, the chat's tool turns) run "
+        "with it, chat and plain generation keep the base model (see --adapter-scope)",
+    )
+    group.add_argument(
+        "--adapter-scope",
+        choices=("reasoning", "all"),
+        help="which requests the adapter applies to: reasoning (default) or all ($R1_ADAPTER_SCOPE)",
+    )
+    group.add_argument("--no-adapter", action="store_true", help="run without any adapter, whatever $R1_ADAPTER says")
+    group.add_argument(
+        "--router-bias",
+        metavar="FILE",
+        help="MoE models: per-task router biases (safetensors with tensors math, code, chat); default off",
+    )
+    group.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
         help="dense (default); local: own 64-token block + previous blocks + the first; topk: local + the blocks "
         "with the highest q·k bound; auto: dense up to 512 tokens of context, topk above",
     )
-    group.add_argument("--attention-local-blocks", type=int, help="blocks before its own a query always sees (default 2)")
+    group.add_argument(
+        "--attention-local-blocks", type=int, help="blocks before its own a query always sees (default 2)"
+    )
     group.add_argument("--attention-topk", type=float, help="top-k blocks: a fraction (< 1, default 0.05) or a count")
-    group.add_argument("--fallback-full-attention", action="store_true", default=None,
-                       help="attend densely whatever --attention says")
+    group.add_argument(
+        "--fallback-full-attention", action="store_true", default=None, help="attend densely whatever --attention says"
+    )
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,10 +125,15 @@ def _add_listen_flags(parser: argparse.ArgumentParser, default_port: int) -> Non
     group = parser.add_argument_group("listening")
     group.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; $R1_HOST)")
     group.add_argument("--port", type=int, help=f"port (default {default_port}; $R1_PORT)")
-    group.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="NAME",
-                       help="also answer requests whose Host header names NAME (repeatable; $R1_ALLOWED_HOSTS, "
-                       "comma-separated); the bound address and localhost always pass, other names are refused "
-                       "against DNS rebinding")
+    group.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header names NAME (repeatable; $R1_ALLOWED_HOSTS, "
+        "comma-separated); the bound address and localhost always pass, other names are refused "
+        "against DNS rebinding",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,15 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, help="text to continue ('-' reads stdin)")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     gen.add_argument("--stop", action="append", help="stop before this string (repeatable)")
-    gen.add_argument("--task-type", choices=TASK_TYPES, help="MoE models: apply this task's router bias (see --router-bias)")
-    gen.add_argument("--router-stats", action="store_true",
-                     help="MoE models: print tokens per expert, re-routed and dropped counts per layer to stderr")
+    gen.add_argument(
+        "--task-type", choices=TASK_TYPES, help="MoE models: apply this task's router bias (see --router-bias)"
+    )
+    gen.add_argument(
+        "--router-stats",
+        action="store_true",
+        help="MoE models: print tokens per expert, re-routed and dropped counts per layer to stderr",
+    )
     _add_model_flags(gen)
     _add_backend_flags(gen)
     _add_sampling_flags(gen)
 
-    chat = sub.add_parser("chat", parents=[common],
-                          help="streaming terminal chat, kept in the data directory (/reset starts anew, /exit or Ctrl-D quits)")
+    chat = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="streaming terminal chat, kept in the data directory (/reset starts anew, /exit or Ctrl-D quits)",
+    )
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--conversation", type=int, help="go on with this stored conversation (its id in the web UI too)")
     _add_model_flags(chat)
@@ -127,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(ui)
     add_store_flags(ui, window=True)
 
-    serve = sub.add_parser("serve", parents=[common], help="OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions"
+    )
     _add_listen_flags(serve, SERVE_PORT)
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every call (default: $R1_API_KEY, or none)")
-    serve.add_argument("--max-request-mb", type=float,
-                       help="refuse a larger request body with 413 (default 4; $R1_MAX_REQUEST_MB)")
+    serve.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' on every call (default: $R1_API_KEY, or none)"
+    )
+    serve.add_argument(
+        "--max-request-mb", type=float, help="refuse a larger request body with 413 (default 4; $R1_MAX_REQUEST_MB)"
+    )
     _add_model_flags(serve)
     _add_sampling_flags(serve)
 
@@ -145,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the benchmark")
 
-    solve_cmd = sub.add_parser("solve", parents=[common], help="search for a verified answer (MCTS over tool-using steps)")
+    solve_cmd = sub.add_parser(
+        "solve", parents=[common], help="search for a verified answer (MCTS over tool-using steps)"
+    )
     solve_cmd.add_argument("problem", help="the problem text ('-' reads stdin)")
     solve_cmd.add_argument("--task-type", choices=["auto", "math", "code"], default="auto")
     solve_cmd.add_argument("--strategy", choices=["mcts", "self_consistency", "best_of_n", "greedy"], default="mcts")
@@ -153,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve_cmd.add_argument("--json", action="store_true", help="print the whole solution (steps, tree, reward) as JSON")
     _add_model_flags(solve_cmd)
     _add_backend_flags(solve_cmd)
-    solve_cmd.add_argument("--seed", type=int, help="the search's seed (default 0): the same seed gives the same result")
+    solve_cmd.add_argument(
+        "--seed", type=int, help="the search's seed (default 0): the same seed gives the same result"
+    )
     add_store_flags(solve_cmd)
     add_train_parser(sub, common)
     add_quantize_parsers(sub, common)
@@ -210,7 +271,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if args.router_stats and settings.backend != "local":
-        raise ValueError("--router-stats needs the local engine (--backend local): a server keeps its routers to itself")
+        raise ValueError(
+            "--router-stats needs the local engine (--backend local): a server keeps its routers to itself"
+        )
     engine = _load(settings)
     request = engine.submit(prompt, **settings.sampling(), stop=tuple(args.stop or ()), task_type=args.task_type)
     if args.stream:
@@ -221,7 +284,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         print(request.result().text)
     done = request.result()
-    log.info("%d prompt tokens, %d generated, %s, %.2f s", done.prompt_tokens, done.generated_tokens, done.finish_reason, done.seconds)
+    log.info(
+        "%d prompt tokens, %d generated, %s, %.2f s",
+        done.prompt_tokens,
+        done.generated_tokens,
+        done.finish_reason,
+        done.seconds,
+    )
     if args.router_stats:
         print(format_router_stats(engine.router_stats()), file=sys.stderr)
     if done.finish_reason == "error":
@@ -235,8 +304,10 @@ def format_router_stats(layers: list[ExpertLoad]) -> str:
     if not layers:
         return "router statistics: this model has no experts"
     n_experts = len(layers[0].tokens)
-    lines = [f"router statistics: {len(layers)} MoE layers, {n_experts} experts each",
-             "layer  assignments  experts used  busiest/mean  re-routed  dropped  busiest experts (expert:assignments)"]
+    lines = [
+        f"router statistics: {len(layers)} MoE layers, {n_experts} experts each",
+        "layer  assignments  experts used  busiest/mean  re-routed  dropped  busiest experts (expert:assignments)",
+    ]
     for load in layers:
         busiest = sorted(range(n_experts), key=lambda e: -load.tokens[e])[:4]
         lines.append(
@@ -266,8 +337,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"r1: warning: {error}; turns that leave the window will not be recalled", file=sys.stderr)
     chat = Chat(runtime, conversations, ConversationMemory(store, store_error=error), SolvedProblems(store))
     interactive = sys.stdin.isatty()
-    print(f"Conversation {conversation}. Type a message. /reset starts a new conversation, /exit or Ctrl-D quits.",
-          file=sys.stderr)
+    print(
+        f"Conversation {conversation}. Type a message. /reset starts a new conversation, /exit or Ctrl-D quits.",
+        file=sys.stderr,
+    )
     reported = error
     while True:
         try:
@@ -311,8 +384,11 @@ def _print_reply(replies) -> None:
                     tool_calls = len(message.tool.tried)
                     if message.finish_reason is not None:
                         used = ", ".join(dict.fromkeys(s["tool"] for s in message.tool.steps if s["kind"] == "tool"))
-                        print(f"  [{message.tool.status}, with {used or 'no tool'}; {message.tool.seconds:.1f} s]",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"  [{message.tool.status}, with {used or 'no tool'}; {message.tool.seconds:.1f} s]",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     if not message.content:
                         continue
                 if not started:
@@ -322,12 +398,16 @@ def _print_reply(replies) -> None:
                         print(f"(recalled: {sources})", file=sys.stderr)
                     sys.stdout.write("r1> ")
                 if message.reasoning != reasoning:
-                    sys.stderr.write(message.reasoning[len(reasoning):] if message.reasoning.startswith(reasoning)
-                                     else "\n" + message.reasoning)
+                    sys.stderr.write(
+                        message.reasoning[len(reasoning) :]
+                        if message.reasoning.startswith(reasoning)
+                        else "\n" + message.reasoning
+                    )
                     reasoning = message.reasoning
                 if message.content != answer:
-                    sys.stdout.write(message.content[len(answer):] if message.content.startswith(answer)
-                                     else "\n" + message.content)
+                    sys.stdout.write(
+                        message.content[len(answer) :] if message.content.startswith(answer) else "\n" + message.content
+                    )
                     answer = message.content
                 sys.stdout.flush()
         except KeyboardInterrupt:
@@ -383,8 +463,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.api_key is not None and not settings.api_key.strip():
         raise ValueError("--api-key is empty: give a key, or leave the flag out to serve without one")
     if settings.backend != "local":
-        raise ValueError(f"r1 serve serves the local engine (R1_BACKEND is {settings.backend!r}); clients of a "
-                         "remote server can talk to it directly")
+        raise ValueError(
+            f"r1 serve serves the local engine (R1_BACKEND is {settings.backend!r}); clients of a "
+            "remote server can talk to it directly"
+        )
     port = settings.port or SERVE_PORT
     sock = _listen(settings.host, port)
     if not settings.api_key:
@@ -392,7 +474,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     print(f"r1 serve — loading {settings.model} ({settings.quant or 'fp32'})...", file=sys.stderr)
     runtime.engine  # noqa: B018 (the property loads the model now: a missing model is an error before we say we are listening)
-    print(f"r1 serve: OpenAI-compatible API at http://{settings.host}:{port}/v1 (model {settings.model!r})", file=sys.stderr)
+    print(
+        f"r1 serve: OpenAI-compatible API at http://{settings.host}:{port}/v1 (model {settings.model!r})",
+        file=sys.stderr,
+    )
     try:
         server.serve(runtime, sock, api_key=settings.api_key)
     finally:
@@ -454,10 +539,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
     store, error = try_open_vector_store(settings)
     if error:
         print(f"r1: warning: {error}; solved problems are not remembered", file=sys.stderr)
-    solution = solve(problem, task_type=args.task_type, strategy=args.strategy,
-                     budget=args.budget or settings.search_budget, seed=settings.seed,
-                     runtime=Runtime(settings, engine), memory=SolvedProblems(store),
-                     on_progress=lambda line: print(f"r1 solve: {line}", file=sys.stderr, flush=True))
+    solution = solve(
+        problem,
+        task_type=args.task_type,
+        strategy=args.strategy,
+        budget=args.budget or settings.search_budget,
+        seed=settings.seed,
+        runtime=Runtime(settings, engine),
+        memory=SolvedProblems(store),
+        on_progress=lambda line: print(f"r1 solve: {line}", file=sys.stderr, flush=True),
+    )
     if solution.cached_from:
         print(f"r1 solve: reused the verified solution of a similar problem: {solution.cached_from}", file=sys.stderr)
     if args.json:
@@ -468,8 +559,11 @@ def cmd_solve(args: argparse.Namespace) -> int:
     reward = ", ".join(f"{k} {v:.2f}" for k, v in solution.reward.items())
     answer = solution.answer if solution.answer is not None else "(none found)"
     print(f"answer:\n{textwrap.indent(answer, '  ')}" if "\n" in answer else f"answer: {answer}")
-    print(f"reward: {reward}; tokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of "
-          f"{solution.tokens['prompt']} prompt tokens from cache; {solution.seconds:.1f} s", file=sys.stderr)
+    print(
+        f"reward: {reward}; tokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of "
+        f"{solution.tokens['prompt']} prompt tokens from cache; {solution.seconds:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -480,9 +574,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"generate": cmd_generate, "chat": cmd_chat, "ui": cmd_ui, "serve": cmd_serve, "support": cmd_support,
-               "memory": cmd_memory, "solve": cmd_solve, "bench": cmd_bench, "train": cmd_train,
-               "export": cmd_export, "quantize": cmd_quantize}[args.command]
+    handler = {
+        "generate": cmd_generate,
+        "chat": cmd_chat,
+        "ui": cmd_ui,
+        "serve": cmd_serve,
+        "support": cmd_support,
+        "memory": cmd_memory,
+        "solve": cmd_solve,
+        "bench": cmd_bench,
+        "train": cmd_train,
+        "export": cmd_export,
+        "quantize": cmd_quantize,
+    }[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, GenerationError) as err:  # GenerationError: e.g. a remote server failed

@@ -61,8 +61,10 @@ class HostGuard:
         headers = Headers(scope=scope)
         host = headers.get("host")
         if host is None or not self.allows(host):
-            return (f"the Host header {host!r} does not name this server; start it with --allowed-host NAME to "
-                    "accept that name")
+            return (
+                f"the Host header {host!r} does not name this server; start it with --allowed-host NAME to "
+                "accept that name"
+            )
         origin = headers.get("origin")
         changes_state = scope["type"] == "websocket" or scope["method"] not in SAFE_METHODS
         if origin is not None and changes_state:
@@ -79,6 +81,11 @@ class HostGuard:
             await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
             return
         body = json.dumps(error_body(why, code="forbidden_host")).encode()
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

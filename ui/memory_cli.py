@@ -19,9 +19,12 @@ def add_store_flags(parser: argparse.ArgumentParser, *, window: bool = False) ->
     group.add_argument("--chroma-path", help="the on-disk vector store (default: <data dir>/chroma)")
     group.add_argument("--chroma-url", help="use the Chroma server at http://host:port instead")
     if window:
-        group.add_argument("--memory-window-tokens", type=int,
-                           help="the conversation window in tokens (default: the model's context less the answer "
-                                "and the recalled snippets); older turns move to the vector store")
+        group.add_argument(
+            "--memory-window-tokens",
+            type=int,
+            help="the conversation window in tokens (default: the model's context less the answer "
+            "and the recalled snippets); older turns move to the vector store",
+        )
     return group
 
 
@@ -37,10 +40,15 @@ def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.Argument
     search.add_argument("text", metavar="TEXT")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
     search.add_argument("--in", dest="where", choices=["documents", "conversations", "all"], default="all")
-    search.add_argument("--json", action="store_true",
-                        help="one JSON array: per hit its source, position, distance, matching sentences and text")
+    search.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON array: per hit its source, position, distance, matching sentences and text",
+    )
     actions.add_parser("list", parents=[common, store], help="the documents stored, with their chunk counts")
-    forget = actions.add_parser("forget", parents=[common, store], help="delete documents, a conversation, or everything")
+    forget = actions.add_parser(
+        "forget", parents=[common, store], help="delete documents, a conversation, or everything"
+    )
     what = forget.add_mutually_exclusive_group(required=True)
     what.add_argument("files", nargs="*", default=[], metavar="FILE")
     what.add_argument("--session", help="forget one conversation's turns")
@@ -51,7 +59,9 @@ def add_memory_parser(sub: argparse._SubParsersAction, common: argparse.Argument
 def cmd_memory(args: argparse.Namespace) -> int:
     from app.memory import LOCAL_USER, MemoryStoreError, open_vector_store  # chromadb only for this command
 
-    settings = Settings.from_env().override(data_dir=args.data_dir, chroma_path=args.chroma_path, chroma_url=args.chroma_url)
+    settings = Settings.from_env().override(
+        data_dir=args.data_dir, chroma_path=args.chroma_path, chroma_url=args.chroma_url
+    )
     user = args.user or LOCAL_USER
     try:
         store = open_vector_store(settings)
@@ -67,6 +77,7 @@ def _add(store, user: str, args: argparse.Namespace) -> int:
     failed = 0
     for name in args.files:
         with tqdm(desc=name, unit="chunk", file=sys.stderr, leave=False, disable=None) as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
@@ -110,10 +121,14 @@ def _search(store, user: str, args: argparse.Namespace) -> int:
 def _as_json(match: Match) -> dict[str, Any]:
     meta = match.hit.metadata
     return {
-        "source": meta.get("source") or match.hit.source, "position": match.position,
+        "source": meta.get("source") or match.hit.source,
+        "position": match.position,
         "kind": "document" if "chunk" in meta else "conversation",
-        "page": meta.get("page"), "chunk": int(meta["chunk"]) + 1 if "chunk" in meta else None,
-        "session": meta.get("session"), "turn": meta.get("turn"), "distance": round(match.hit.distance, 4),
+        "page": meta.get("page"),
+        "chunk": int(meta["chunk"]) + 1 if "chunk" in meta else None,
+        "session": meta.get("session"),
+        "turn": meta.get("turn"),
+        "distance": round(match.hit.distance, 4),
         "matches": [{"sentence": s.text, "line": s.line, "score": round(s.score, 4)} for s in match.sentences],
         "text": match.hit.text,
     }

@@ -41,8 +41,22 @@ from app.engine import Completion, GenerationError, Request
 from app.runtime import Runtime
 from app.tool_calls import ToolCallTurn, tool_call_turn
 from model.backends.openai_protocol import (
-    CHAT_PATH, COMPLETIONS_PATH, MODELS_PATH, STREAM_END, APIError, ChatBody, CompletionBody, Reply, assistant_message,
-    chat_logprobs, completion_logprobs, failure, model_card, model_list, sse_event, usage,
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    MODELS_PATH,
+    STREAM_END,
+    APIError,
+    ChatBody,
+    CompletionBody,
+    Reply,
+    assistant_message,
+    chat_logprobs,
+    completion_logprobs,
+    failure,
+    model_card,
+    model_list,
+    sse_event,
+    usage,
     validation_error,
 )
 from ui.fair_share import FairShare
@@ -63,10 +77,17 @@ def create_app(runtime: Runtime, *, api_key: str | None = None, slots: int = RUN
     if api_key is not None and not api_key.strip():
         raise ValueError("the API key is empty: give a key, or None to serve without one")
     settings = runtime.settings
-    app = FastAPI(title="r1-reasoner", docs_url=None, redoc_url=None, openapi_url=None, middleware=[
-        Middleware(HostGuard, bound_host=settings.host, allowed_hosts=settings.allowed_hosts),
-        Middleware(_Gate, api_key=api_key, max_body=int(settings.max_request_mb * (1 << 20))),
-    ], exception_handlers=ERROR_HANDLERS)
+    app = FastAPI(
+        title="r1-reasoner",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        middleware=[
+            Middleware(HostGuard, bound_host=settings.host, allowed_hosts=settings.allowed_hosts),
+            Middleware(_Gate, api_key=api_key, max_body=int(settings.max_request_mb * (1 << 20))),
+        ],
+        exception_handlers=ERROR_HANDLERS,
+    )
     app.state.runtime = runtime
     app.state.model_id = settings.model
     app.state.fair_share = FairShare(slots)
@@ -97,8 +118,12 @@ async def _unexpected(_: HTTPRequest, err: Exception) -> JSONResponse:
     return _answer(APIError(500, f"internal error: {err}", type="server_error"))
 
 
-ERROR_HANDLERS = {APIError: _api_error, RequestValidationError: _invalid_body, StarletteHTTPException: _http_error,
-                  Exception: _unexpected}
+ERROR_HANDLERS = {
+    APIError: _api_error,
+    RequestValidationError: _invalid_body,
+    StarletteHTTPException: _http_error,
+    Exception: _unexpected,
+}
 
 
 # ----- before any route: the API key and the body's size ----------------------------------------
@@ -124,11 +149,17 @@ class _Gate:
         if self.api_key is not None:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
-                await _answer(APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')",
-                                       code="invalid_api_key"))(scope, receive, send)
+                await _answer(
+                    APIError(
+                        401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key"
+                    )
+                )(scope, receive, send)
                 return
-        too_large = APIError(413, f"the request body is larger than the server's limit of {self.max_body} bytes "
-                             "(r1 serve --max-request-mb)", code="request_too_large")
+        too_large = APIError(
+            413,
+            f"the request body is larger than the server's limit of {self.max_body} bytes (r1 serve --max-request-mb)",
+            code="request_too_large",
+        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             await _answer(too_large)(scope, receive, send)
@@ -165,8 +196,12 @@ def _check_model(http: HTTPRequest, name: str) -> str:
     """The served model's id, if `name` is it."""
     model_id = http.app.state.model_id
     if name != model_id:
-        raise APIError(404, f"the model {name!r} does not exist; this server serves {model_id!r}", param="model",
-                       code="model_not_found")
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves {model_id!r}",
+            param="model",
+            code="model_not_found",
+        )
     return model_id
 
 
@@ -192,10 +227,13 @@ async def chat_completions(body: ChatBody, http: HTTPRequest):
         return _sse(_stream(reply, choices, deltas, prompts=1, include_usage=body.include_usage))
     completions = await _wait_all(http, choices, deltas)
     top = body.top_logprobs or 0
-    return reply.response([
-        reply.choice(i, *_chat_message(c, turn), chat_logprobs(engine.tokenizer, c, top) if body.logprobs else None)
-        for i, c in enumerate(completions)
-    ], usage(completions, prompts=1))
+    return reply.response(
+        [
+            reply.choice(i, *_chat_message(c, turn), chat_logprobs(engine.tokenizer, c, top) if body.logprobs else None)
+            for i, c in enumerate(completions)
+        ],
+        usage(completions, prompts=1),
+    )
 
 
 @router.post(COMPLETIONS_PATH)
@@ -204,18 +242,31 @@ async def completions(body: CompletionBody, http: HTTPRequest):
     body.check()
     runtime: Runtime = http.app.state.runtime
     prompts = body.prompts()
-    choices = await run_in_threadpool(_choices, runtime, prompts, body, body.max_tokens,
-                                      logprobs=max(1, body.logprobs) if body.logprobs is not None else 0)
+    choices = await run_in_threadpool(
+        _choices,
+        runtime,
+        prompts,
+        body,
+        body.max_tokens,
+        logprobs=max(1, body.logprobs) if body.logprobs is not None else 0,
+    )
     deltas = _deltas(choices, http.app.state.fair_share, _client(http))
     if body.stream:
         return _sse(_stream(reply, choices, deltas, prompts=len(prompts), include_usage=body.include_usage))
     done = await _wait_all(http, choices, deltas)
     tokenizer = runtime.engine.tokenizer
-    return reply.response([
-        reply.choice(i, c.text, c.finish_reason,
-                     completion_logprobs(tokenizer, c, body.logprobs) if body.logprobs is not None else None)
-        for i, c in enumerate(done)
-    ], usage(done, prompts=len(prompts)))
+    return reply.response(
+        [
+            reply.choice(
+                i,
+                c.text,
+                c.finish_reason,
+                completion_logprobs(tokenizer, c, body.logprobs) if body.logprobs is not None else None,
+            )
+            for i, c in enumerate(done)
+        ],
+        usage(done, prompts=len(prompts)),
+    )
 
 
 def _client(http: HTTPRequest) -> str:
@@ -245,8 +296,9 @@ def _chat_choices(runtime: Runtime, body: ChatBody) -> tuple[ToolCallTurn | None
         processor = functools.partial(engine.grammar_compiler.processor, grammar)
     prompt = turn.prompt if turn is not None else engine.chat_prompt(messages)
     top = body.top_logprobs or 0
-    return turn, _choices(runtime, [prompt], body, body.new_tokens, logprobs=max(1, top) if body.logprobs else 0,
-                          processor=processor)
+    return turn, _choices(
+        runtime, [prompt], body, body.new_tokens, logprobs=max(1, top) if body.logprobs else 0, processor=processor
+    )
 
 
 def _chat_message(completion: Completion, turn: ToolCallTurn | None) -> tuple[dict[str, Any], str]:
@@ -257,8 +309,13 @@ def _chat_message(completion: Completion, turn: ToolCallTurn | None) -> tuple[di
 
 
 def _choices(
-    runtime: Runtime, prompts: Sequence[str | list[int]], body: ChatBody | CompletionBody, max_tokens: int | None, *,
-    logprobs: int, processor: Callable[[], Any] | None = None,
+    runtime: Runtime,
+    prompts: Sequence[str | list[int]],
+    body: ChatBody | CompletionBody,
+    max_tokens: int | None,
+    *,
+    logprobs: int,
+    processor: Callable[[], Any] | None = None,
 ) -> list[_Choice]:
     """n choices per prompt (choice index = prompt * n + j), checked and tokenized, not yet submitted; a seed
     gives choice j the seed + j. Runs in a worker thread: tokenizing a long prompt takes seconds.
@@ -273,6 +330,7 @@ def _choices(
         ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         room = body.room(len(ids), engine.context_length, max_tokens)
         for j in range(body.n):
+
             def start(ids: list[int] = ids, j: int = j, room: int = room) -> Request:
                 return engine.submit(
                     ids,
@@ -338,8 +396,9 @@ async def _deltas(choices: Sequence[_Choice], share: FairShare, client: str) -> 
             ended()
             queue.put_nowait((choice.index, err))
             return
-        threading.Thread(target=_drain, args=(choice, loop, queue, ended), daemon=True,
-                         name=f"r1-api-{choice.request.id}").start()
+        threading.Thread(
+            target=_drain, args=(choice, loop, queue, ended), daemon=True, name=f"r1-api-{choice.request.id}"
+        ).start()
 
     starters = [asyncio.ensure_future(start(choice)) for choice in choices]
     running = len(choices)
@@ -407,7 +466,11 @@ def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 async def _stream(
-    reply: Reply, choices: Sequence[_Choice], deltas: AsyncIterator[tuple[int, str]], *, prompts: int,
+    reply: Reply,
+    choices: Sequence[_Choice],
+    deltas: AsyncIterator[tuple[int, str]],
+    *,
+    prompts: int,
     include_usage: bool,
 ) -> AsyncIterator[dict[str, Any]]:
     """The chunks of a streamed reply: each choice's opening, its pieces as they come, its ending; an error ends

@@ -13,16 +13,31 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
 
     data = actions.add_parser("data", parents=[common], help="build training paths in the step format solve decodes")
     sources = data.add_subparsers(dest="data_source", required=True)
-    gsm8k = sources.add_parser("gsm8k", parents=[common], help="GSM8K's worked solutions: annotations as Calc steps, "
-                               "'#### n' as the answer; the 500-problem dev split is never written")
-    gsm8k.add_argument("file", nargs="?", help="GSM8K train.jsonl (default: $R1_GSM8K, else "
-                       "../shared/datasets/gsm8k/train.jsonl beside the working directory or the project)")
+    gsm8k = sources.add_parser(
+        "gsm8k",
+        parents=[common],
+        help="GSM8K's worked solutions: annotations as Calc steps, "
+        "'#### n' as the answer; the 500-problem dev split is never written",
+    )
+    gsm8k.add_argument(
+        "file",
+        nargs="?",
+        help="GSM8K train.jsonl (default: $R1_GSM8K, else "
+        "../shared/datasets/gsm8k/train.jsonl beside the working directory or the project)",
+    )
     gsm8k.add_argument("--out", default="gsm8k-sft.jsonl", help="where to write the rows (default gsm8k-sft.jsonl)")
 
-    search = sources.add_parser("search", parents=[common], help="expert iteration: the model's own sampled paths "
-                                "that reach the gold answer with every step valid, deduplicated")
-    search.add_argument("--problems", help="JSONL of {question, answer} (GSM8K's '#### n' answers too; default: GSM8K "
-                        "train less the dev split, found as for `gsm8k`)")
+    search = sources.add_parser(
+        "search",
+        parents=[common],
+        help="expert iteration: the model's own sampled paths "
+        "that reach the gold answer with every step valid, deduplicated",
+    )
+    search.add_argument(
+        "--problems",
+        help="JSONL of {question, answer} (GSM8K's '#### n' answers too; default: GSM8K "
+        "train less the dev split, found as for `gsm8k`)",
+    )
     search.add_argument("--limit", type=int, help="the first N problems")
     search.add_argument("--samples", type=int, default=8, help="paths sampled per problem (default 8)")
     search.add_argument("--tokens", type=int, default=2400, help="generated tokens per problem (default 2400)")
@@ -34,36 +49,60 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     search.add_argument("--adapter", help="a LoRA adapter on it, e.g. the last round's ($R1_ADAPTER)")
     search.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     search.add_argument("--cache-dir", help="the engine's weight cache")
-    search.add_argument("--teacher-base-url", help="sample from this OpenAI-compatible server instead (vLLM, SGLang, "
-                        "another `r1 serve`): free-text steps, parsed and checked the same way")
+    search.add_argument(
+        "--teacher-base-url",
+        help="sample from this OpenAI-compatible server instead (vLLM, SGLang, "
+        "another `r1 serve`): free-text steps, parsed and checked the same way",
+    )
     search.add_argument("--teacher-model", help="the server's model (default: the first it lists)")
 
-    values = sources.add_parser("values", parents=[common], help="a value model's data: greedy and sampled rollouts "
-                                "of training problems, each path labelled by whether it reached the gold answer")
-    values.add_argument("--problems", help="JSONL of {question, answer} (default: GSM8K train less the dev split); "
-                        "dev-split questions are refused")
+    values = sources.add_parser(
+        "values",
+        parents=[common],
+        help="a value model's data: greedy and sampled rollouts "
+        "of training problems, each path labelled by whether it reached the gold answer",
+    )
+    values.add_argument(
+        "--problems",
+        help="JSONL of {question, answer} (default: GSM8K train less the dev split); dev-split questions are refused",
+    )
     values.add_argument("--limit", type=int, help="the first N problems")
     values.add_argument("--skip", type=int, default=0, help="start after the first N problems (held-out sets)")
-    values.add_argument("--samples", type=int, default=4, help="sampled paths per problem, besides the greedy one (default 4)")
+    values.add_argument(
+        "--samples", type=int, default=4, help="sampled paths per problem, besides the greedy one (default 4)"
+    )
     values.add_argument("--tokens", type=int, default=2400, help="generated tokens per problem (default 2400)")
     values.add_argument("--temperature", type=float, default=0.8)
     values.add_argument("--seed", type=int, default=0)
     values.add_argument("--out", default="values.jsonl", help="where to write the rows (default values.jsonl)")
     _add_engine_flags(values)
 
-    value = actions.add_parser("value", parents=[common], help="fit a value head (final hidden state -> reaches the "
-                               "answer) on `r1 train data values` rows; saved beside the adapter")
+    value = actions.add_parser(
+        "value",
+        parents=[common],
+        help="fit a value head (final hidden state -> reaches the "
+        "answer) on `r1 train data values` rows; saved beside the adapter",
+    )
     value.add_argument("--data", required=True, help="JSONL rows from `r1 train data values`")
-    value.add_argument("--out", required=True, help="the directory to save value_head.safetensors + value_head.json "
-                       "in: the adapter's, so `solve` finds it")
-    value.add_argument("--label", choices=("final", "on_track"), default="final",
-                       help="final: each prefix carries its path's outcome (default); on_track: each prefix whether "
-                       "every value it computed is one the worked solution computes")
+    value.add_argument(
+        "--out",
+        required=True,
+        help="the directory to save value_head.safetensors + value_head.json in: the adapter's, so `solve` finds it",
+    )
+    value.add_argument(
+        "--label",
+        choices=("final", "on_track"),
+        default="final",
+        help="final: each prefix carries its path's outcome (default); on_track: each prefix whether "
+        "every value it computed is one the worked solution computes",
+    )
     value.add_argument("--hidden", type=int, default=64, help="the MLP's hidden width; 0 = a linear head (default 64)")
     value.add_argument("--epochs", type=int, default=300, help="full-batch Adam steps (default 300)")
     value.add_argument("--lr", type=float, default=3e-3)
     value.add_argument("--weight-decay", type=float, default=1e-2)
-    value.add_argument("--heldout", type=float, default=0.2, help="share of problems held out for the figures (default 0.2)")
+    value.add_argument(
+        "--heldout", type=float, default=0.2, help="share of problems held out for the figures (default 0.2)"
+    )
     value.add_argument("--seed", type=int, default=0)
     _add_engine_flags(value)
 
@@ -74,8 +113,11 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     sft.add_argument("--cache-dir", help="the engine's weight cache (default: $R1_CACHE_DIR or ~/.cache/r1-reasoner)")
     sft.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
     sft.add_argument("--alpha", type=float, default=32.0, help="LoRA alpha (default 32)")
-    sft.add_argument("--targets", default="q_proj,v_proj",
-                     help="comma-separated modules (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)")
+    sft.add_argument(
+        "--targets",
+        default="q_proj,v_proj",
+        help="comma-separated modules (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+    )
     sft.add_argument("--epochs", type=int, default=1)
     sft.add_argument("--lr", type=float, default=2e-4, help="peak learning rate, decaying linearly to 0")
     sft.add_argument("--batch-size", type=int, default=4)
@@ -98,8 +140,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
 def _engine(args: argparse.Namespace):
     from app import Settings, load_engine
 
-    return load_engine(Settings.from_env().override(model=args.model, quant=args.quant, adapter=args.adapter,
-                                                    threads=args.threads, cache_dir=args.cache_dir))
+    return load_engine(
+        Settings.from_env().override(
+            model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads, cache_dir=args.cache_dir
+        )
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,16 +159,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         report = build(args.file, args.out)
         print(json.dumps(report, indent=2))
-        print(f"r1 train: {report['kept']} of {report['rows'] - report['dev_held_out']} solutions kept "
-              f"({report['dev_held_out']} dev problems held out) -> {report['out']}", file=sys.stderr)
+        print(
+            f"r1 train: {report['kept']} of {report['rows'] - report['dev_held_out']} solutions kept "
+            f"({report['dev_held_out']} dev problems held out) -> {report['out']}",
+            file=sys.stderr,
+        )
         return 0
     from app.train.sft import SFTConfig, train
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    train(SFTConfig(data=args.data, out=args.out, model=args.model, cache_dir=args.cache_dir, rank=args.rank,
-                    alpha=args.alpha, targets=targets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                    max_tokens=args.max_tokens, limit=args.limit, eval_rows=args.eval_rows,
-                    checkpoint_every=args.checkpoint_every, seed=args.seed, threads=args.threads))
+    train(
+        SFTConfig(
+            data=args.data,
+            out=args.out,
+            model=args.model,
+            cache_dir=args.cache_dir,
+            rank=args.rank,
+            alpha=args.alpha,
+            targets=targets,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+            limit=args.limit,
+            eval_rows=args.eval_rows,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            threads=args.threads,
+        )
+    )
     return 0
 
 
@@ -136,17 +200,24 @@ def _search_data(args: argparse.Namespace) -> int:
         rows = [json.loads(line) for line in open(args.problems, encoding="utf-8") if line.strip()]
     else:
         rows, _ = split_dev(read_gsm8k(find_gsm8k()))
-    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
-                for r in rows[:args.limit]]
-    settings = Settings.from_env().override(model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads,
-                                            cache_dir=args.cache_dir)
+    problems = [
+        {"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
+        for r in rows[: args.limit]
+    ]
+    settings = Settings.from_env().override(
+        model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads, cache_dir=args.cache_dir
+    )
     if args.teacher_base_url:
         settings = settings.override(backend="openai", base_url=args.teacher_base_url, remote_model=args.teacher_model)
     engine = load_engine(settings)
     try:
-        report = build(engine, problems, args.out, SearchDataConfig(samples=args.samples, tokens=args.tokens,
-                                                                    temperature=args.temperature, seed=args.seed),
-                       progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+        report = build(
+            engine,
+            problems,
+            args.out,
+            SearchDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed),
+            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
+        )
     finally:
         engine.close()
     print(json.dumps(report, indent=2))
@@ -168,15 +239,24 @@ def _value_data(args: argparse.Namespace) -> int:
             rows = [json.loads(line) for line in file if line.strip()]
     else:
         rows = train
-    problems = [{"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip(),
-                 **({"solution": str(r["answer"])} if final_answer(str(r["answer"])) else {})}
-                for r in rows[args.skip:][:args.limit]]
+    problems = [
+        {
+            "question": r["question"],
+            "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip(),
+            **({"solution": str(r["answer"])} if final_answer(str(r["answer"])) else {}),
+        }
+        for r in rows[args.skip :][: args.limit]
+    ]
     engine = _engine(args)
     try:
-        report = build(engine, problems, args.out, ValueDataConfig(samples=args.samples, tokens=args.tokens,
-                                                                   temperature=args.temperature, seed=args.seed),
-                       dev_questions=frozenset(r["question"].strip() for r in dev),
-                       progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+        report = build(
+            engine,
+            problems,
+            args.out,
+            ValueDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed),
+            dev_questions=frozenset(r["question"].strip() for r in dev),
+            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
+        )
     finally:
         engine.close()
     print(json.dumps(report, indent=2))
@@ -188,10 +268,21 @@ def _value(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     try:
-        report = train_value(engine, ValueTrainConfig(data=args.data, out=args.out, hidden=args.hidden, epochs=args.epochs,
-                                                      lr=args.lr, weight_decay=args.weight_decay, heldout=args.heldout,
-                                                      seed=args.seed, label=args.label),
-                             progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True))
+        report = train_value(
+            engine,
+            ValueTrainConfig(
+                data=args.data,
+                out=args.out,
+                hidden=args.hidden,
+                epochs=args.epochs,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                heldout=args.heldout,
+                seed=args.seed,
+                label=args.label,
+            ),
+            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
+        )
     finally:
         engine.close()
     print(json.dumps(report, indent=2))

@@ -21,7 +21,13 @@ from app import Settings, Solution, open_support
 from app.conversation import Chat, ConversationStore, Message
 from app.engine import DEFAULT_KV_CACHE_MB, describe
 from app.memory import (
-    ConversationMemory, MemoryStoreError, SolvedProblems, VectorStore, memory_stats, recall_reserve, try_open_vector_store,
+    ConversationMemory,
+    MemoryStoreError,
+    SolvedProblems,
+    VectorStore,
+    memory_stats,
+    recall_reserve,
+    try_open_vector_store,
     window_budget,
 )
 from app.runtime import Runtime
@@ -33,7 +39,7 @@ from ui.http_guard import HostGuard
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_TEMP_DIR"] = str(Settings.from_env().data_path() / "gradio-tmp")
 
-import gradio as gr  # noqa: E402  (after the environment above: Gradio reads it at import)
+import gradio as gr
 
 QUANT_CHOICES = ("auto", "fp32", "int8", "int4")  # auto: as the model file holds (app.config.Settings)
 STOPPED_NOTES = {"cancelled": "*(stopped)*", "error": "*(generation failed)*"}
@@ -67,13 +73,19 @@ def _render(messages: list[Message]) -> list[gr.ChatMessage]:
             continue
         if message.recalled:
             lines = "\n".join(f"- {line}" for line in message.recalled.splitlines())
-            shown.append(gr.ChatMessage(role="assistant", content=lines,
-                                        metadata={"title": "Recalled from memory", "status": "done"}))
+            shown.append(
+                gr.ChatMessage(
+                    role="assistant", content=lines, metadata={"title": "Recalled from memory", "status": "done"}
+                )
+            )
         streaming = message.finish_reason is None
         if message.reasoning:
             status = "pending" if streaming and not message.content else "done"
-            shown.append(gr.ChatMessage(role="assistant", content=message.reasoning,
-                                        metadata={"title": "Reasoning", "status": status}))
+            shown.append(
+                gr.ChatMessage(
+                    role="assistant", content=message.reasoning, metadata={"title": "Reasoning", "status": status}
+                )
+            )
         note = STOPPED_NOTES.get(message.finish_reason or "")
         content = f"{message.content} {note}".strip() if note else message.content
         if content or not message.reasoning:
@@ -86,8 +98,9 @@ def _tool_turn_messages(message: Message) -> list[gr.ChatMessage]:
     those tried so far; then the chosen path's), and the verified answer as maths or code."""
     turn: ToolTurn = message.tool
     searching = message.finish_reason is None
-    asked = f"`{turn.problem}`" + (f" (your follow-up *{turn.rewritten_from}* with the previous problem)"
-                                     if turn.rewritten_from else "")
+    asked = f"`{turn.problem}`" + (
+        f" (your follow-up *{turn.rewritten_from}* with the previous problem)" if turn.rewritten_from else ""
+    )
     if searching:
         title = f"Searching with the {turn.task_type} tools…"
         summary = f"MCTS on {asked}: {len(turn.tried)} tool calls so far"
@@ -97,8 +110,11 @@ def _tool_turn_messages(message: Message) -> list[gr.ChatMessage]:
         summary = f"MCTS on {asked}; reward " + " · ".join(f"{k} {v:.2f}" for k, v in turn.reward.items())
         if others:
             summary += "\n\nAlso tried:\n\n" + "\n\n".join(_tool_call_markdown(s) for s in others)
-    shown = [gr.ChatMessage(role="assistant", content=summary,
-                            metadata={"title": title, "status": "pending" if searching else "done"})]
+    shown = [
+        gr.ChatMessage(
+            role="assistant", content=summary, metadata={"title": title, "status": "pending" if searching else "done"}
+        )
+    ]
     shown.extend(_step_messages(list(turn.tried if searching else turn.steps), pending=searching))
     if not searching:
         note = STOPPED_NOTES.get(message.finish_reason or "")
@@ -123,10 +139,13 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             conversations = gr.Radio(label="Conversations", choices=[], elem_id="conversations")
             delete = gr.Button("Delete conversation", variant="stop", size="sm")
         with gr.Column(scale=4):
-            chatbot = gr.Chatbot(label="Chat", height=460, buttons=["copy"], elem_id="chatbot",
-                                 latex_delimiters=LATEX_DELIMITERS)
+            chatbot = gr.Chatbot(
+                label="Chat", height=460, buttons=["copy"], elem_id="chatbot", latex_delimiters=LATEX_DELIMITERS
+            )
             with gr.Row():
-                text = gr.Textbox(placeholder="Message r1…", show_label=False, scale=5, elem_id="chat-input", autofocus=True)
+                text = gr.Textbox(
+                    placeholder="Message r1…", show_label=False, scale=5, elem_id="chat-input", autofocus=True
+                )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                 stop = gr.Button("Stop", scale=1, elem_id="chat-stop")
 
@@ -164,6 +183,7 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     # No concurrency limit: every session's reply is one more request in the engine's batch.
     send.click(respond, [text, conversation], outputs, concurrency_limit=None)
     text.submit(respond, [text, conversation], outputs, concurrency_limit=None)
+
     def stop_reply(conversation_id: int | None) -> None:
         if conversation_id is not None:
             ctx.chat.stop(conversation_id)
@@ -171,7 +191,9 @@ def build_chat_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     stop.click(stop_reply, [conversation], None, concurrency_limit=None, queue=False)
     conversations.input(open_conversation, [conversations], [chatbot, conversation], concurrency_limit=None)
     new_chat.click(lambda: ([], None, refresh_list(None)), None, [chatbot, conversation, conversations])
-    chatbot.clear(lambda: (None, refresh_list(None)), None, [conversation, conversations])  # a fresh chat; the stored one stays
+    chatbot.clear(
+        lambda: (None, refresh_list(None)), None, [conversation, conversations]
+    )  # a fresh chat; the stored one stays
     delete.click(delete_conversation, [conversation], [chatbot, conversation, conversations])
     demo.load(lambda: refresh_list(None), None, [conversations])
 
@@ -227,14 +249,28 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     gr.Markdown("Changes apply to this run; set defaults with `R1_*` environment variables or `r1 ui` flags.")
     with gr.Row():
         with gr.Column():
-            model = gr.Textbox(label="Model", value=settings.model, elem_id="settings-model",
-                               info="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory")
-            quant = gr.Dropdown(label="Quantization", choices=list(QUANT_CHOICES), value=settings.quant or "fp32",
-                                elem_id="settings-quant")
-            kv_cache_mb = gr.Number(label="KV-cache size (MiB)", value=_kv_cache_mb(runtime), minimum=1,
-                                    elem_id="settings-kv-cache")
-            search_budget = gr.Number(label="Search budget (iterations per problem; 0 = the strategy's default)",
-                                      value=settings.search_budget or 0, minimum=0, precision=0, elem_id="settings-budget")
+            model = gr.Textbox(
+                label="Model",
+                value=settings.model,
+                elem_id="settings-model",
+                info="'default' (bundled SmolLM2-135M), a .gguf file or an HF model directory",
+            )
+            quant = gr.Dropdown(
+                label="Quantization",
+                choices=list(QUANT_CHOICES),
+                value=settings.quant or "fp32",
+                elem_id="settings-quant",
+            )
+            kv_cache_mb = gr.Number(
+                label="KV-cache size (MiB)", value=_kv_cache_mb(runtime), minimum=1, elem_id="settings-kv-cache"
+            )
+            search_budget = gr.Number(
+                label="Search budget (iterations per problem; 0 = the strategy's default)",
+                value=settings.search_budget or 0,
+                minimum=0,
+                precision=0,
+                elem_id="settings-budget",
+            )
             apply = gr.Button("Apply", variant="primary", elem_id="settings-apply")
             status = gr.Markdown(elem_id="settings-status")
         with gr.Column():
@@ -259,6 +295,7 @@ def build_settings_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         return done, _cache_stats_markdown(runtime)
 
     apply.click(apply_settings, [model, quant, kv_cache_mb, search_budget], [status, stats], concurrency_limit=1)
+
     def all_stats() -> tuple[str, str]:
         return _cache_stats_markdown(runtime), _memory_stats_markdown(ctx)
 
@@ -288,7 +325,9 @@ def answer_markdown(answer: str | None, task_type: str) -> str:
 
 
 def _tool_call_markdown(step: dict) -> str:
-    result = _maths(step["tool_output"]) if step["tool"] != "python_exec" and step["tool_ok"] else _code(step["tool_output"])
+    result = (
+        _maths(step["tool_output"]) if step["tool"] != "python_exec" and step["tool_ok"] else _code(step["tool_output"])
+    )
     return f"```\n{step['text'].split(' => ')[0]}\n```\n→ {result}"
 
 
@@ -299,9 +338,16 @@ def _step_messages(steps: list[dict], pending: bool = False) -> list[gr.ChatMess
     for step in steps:
         if step["kind"] == "tool":
             status = "done" if step["tool_ok"] else "error"
-            shown.append(gr.ChatMessage(role="assistant", content=_tool_call_markdown(step),
-                                        metadata={"title": f"tool call: {step['tool']} ({status})",
-                                                  "status": "pending" if pending else "done"}))
+            shown.append(
+                gr.ChatMessage(
+                    role="assistant",
+                    content=_tool_call_markdown(step),
+                    metadata={
+                        "title": f"tool call: {step['tool']} ({status})",
+                        "status": "pending" if pending else "done",
+                    },
+                )
+            )
         elif step["kind"] != "answer":
             shown.append(gr.ChatMessage(role="assistant", content=_code(step["text"])))
     return shown
@@ -336,8 +382,10 @@ def tree_svg(tree: list[dict], chosen: list[str]) -> str:
     for node in tree:
         if node["parent"] is not None:
             (x1, y1), (x2, y2) = positions[node["parent"]], positions[node["id"]]
-            parts.append(f'<line x1="{x1 * sx + sx / 2:.0f}" y1="{y1 * sy + 30:.0f}" x2="{x2 * sx + sx / 2:.0f}" '
-                         f'y2="{y2 * sy + 30:.0f}" stroke="#999"/>')
+            parts.append(
+                f'<line x1="{x1 * sx + sx / 2:.0f}" y1="{y1 * sy + 30:.0f}" x2="{x2 * sx + sx / 2:.0f}" '
+                f'y2="{y2 * sy + 30:.0f}" stroke="#999"/>'
+            )
     for node in tree:
         x, y = positions[node["id"]]
         t = (node["value"] - low) / (high - low) if high > low else 0.5
@@ -345,15 +393,18 @@ def tree_svg(tree: list[dict], chosen: list[str]) -> str:
         radius = 5 + 13 * (node["visits"] / most) ** 0.5
         marked = node["step"] in chosen and node["parent"] is not None
         title = f"{node['step'] or 'problem'} | visits {node['visits']}, value {node['value']:.2f}".replace("<", "&lt;")
-        parts.append(f'<circle cx="{x * sx + sx / 2:.0f}" cy="{y * sy + 30:.0f}" r="{radius:.1f}" fill="{colour}" '
-                     f'stroke="{"#000" if marked else "none"}" stroke-width="3"><title>{title}</title></circle>')
+        parts.append(
+            f'<circle cx="{x * sx + sx / 2:.0f}" cy="{y * sy + 30:.0f}" r="{radius:.1f}" fill="{colour}" '
+            f'stroke="{"#000" if marked else "none"}" stroke-width="3"><title>{title}</title></circle>'
+        )
     return f'<svg id="search-tree" width="660" height="{depth * sy + 40}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
 
 
 def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     with gr.Row():
-        problem = gr.Textbox(label="Problem", placeholder="e.g. What is the derivative of x**3 - 2*x?", scale=4,
-                             elem_id="solve-input")
+        problem = gr.Textbox(
+            label="Problem", placeholder="e.g. What is the derivative of x**3 - 2*x?", scale=4, elem_id="solve-input"
+        )
         with gr.Column(scale=1, min_width=200):
             task_type = gr.Dropdown(["auto", "math", "code"], value="auto", label="Task type")
             strategy = gr.Dropdown(["mcts", "self_consistency", "best_of_n", "greedy"], value="mcts", label="Strategy")
@@ -369,14 +420,22 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         if not text.strip():
             return
         search = searches[request.session_hash] = SolveStream(
-            text, task_type=kind, strategy=how, runtime=ctx.runtime, budget=ctx.runtime.settings.search_budget,
-            memory=ctx.solved)
+            text,
+            task_type=kind,
+            strategy=how,
+            runtime=ctx.runtime,
+            budget=ctx.runtime.settings.search_budget,
+            memory=ctx.solved,
+        )
         progress: list[gr.ChatMessage] = []
         try:
             for event in search:
                 if isinstance(event, str):  # the search's progress lines, as it reports them
-                    progress.append(gr.ChatMessage(role="assistant", content=event,
-                                                   metadata={"title": "search", "status": "pending"}))
+                    progress.append(
+                        gr.ChatMessage(
+                            role="assistant", content=event, metadata={"title": "search", "status": "pending"}
+                        )
+                    )
                     yield progress, "*searching…*", gr.skip()
                 elif isinstance(event, Solution):
                     solution = event
@@ -387,9 +446,11 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
         note = " (stopped early)" if search.stopped else ""
         if solution.cached_from:
             note += f" (the verified solution of a similar problem solved before: *{solution.cached_from}*)"
-        shown = f"**Answer:**{note}\n\n{answer_markdown(solution.answer, solution.task_type)}\n\n" \
-                f"reward: {reward}\n\ntokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of " \
-                f"{solution.tokens['prompt']} prompt tokens from the prefix cache · {solution.seconds:.1f} s"
+        shown = (
+            f"**Answer:**{note}\n\n{answer_markdown(solution.answer, solution.task_type)}\n\n"
+            f"reward: {reward}\n\ntokens: {solution.tokens['generated']} generated, {solution.tokens['reused']} of "
+            f"{solution.tokens['prompt']} prompt tokens from the prefix cache · {solution.seconds:.1f} s"
+        )
         yield _step_messages(solution.steps), shown, tree_svg(solution.tree, [s["text"] for s in solution.steps])
 
     def stop_search(request: gr.Request) -> None:
@@ -405,8 +466,10 @@ def build_solve_tab(ctx: WebContext, demo: gr.Blocks) -> None:
 
 
 def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
-    gr.Markdown("You are the customer: the bot authenticates you (email, or name and zip) before it looks "
-                "anything up, and asks for an explicit *yes* before any change to an order.")
+    gr.Markdown(
+        "You are the customer: the bot authenticates you (email, or name and zip) before it looks "
+        "anything up, and asks for an explicit *yes* before any change to an order."
+    )
     with gr.Row():
         with gr.Column(scale=3):
             dialogue = gr.Chatbot(label="Support", height=420, elem_id="support-chat")
@@ -429,13 +492,24 @@ def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session_id
         session_id = session_id or uuid.uuid4().hex
         reply = bot().reply(session_id, message)
-        made = [*(made or []), *({"tool": c.name, "arguments": c.arguments, "result": brief_result(c.name, c.result)[:300]}
-                                 for c in reply.tool_calls)]
+        made = [
+            *(made or []),
+            *(
+                {"tool": c.name, "arguments": c.arguments, "result": brief_result(c.name, c.result)[:300]}
+                for c in reply.tool_calls
+            ),
+        ]
         touched = sorted({c["arguments"]["order_id"] for c in made if "order_id" in c["arguments"]})
-        shown = [*shown, gr.ChatMessage(role="user", content=message), gr.ChatMessage(role="assistant", content=reply.text)]
+        shown = [
+            *shown,
+            gr.ChatMessage(role="user", content=message),
+            gr.ChatMessage(role="assistant", content=reply.text),
+        ]
         return shown, "", made, touched, session_id
 
-    text.submit(respond, [text, dialogue, calls, session], [dialogue, text, calls, orders, session], concurrency_limit=None)
+    text.submit(
+        respond, [text, dialogue, calls, session], [dialogue, text, calls, orders, session], concurrency_limit=None
+    )
 
 
 # ----- the app -------------------------------------------------------------------------------
@@ -476,9 +550,20 @@ def start(runtime: Runtime, host: str, port: int) -> gr.Blocks:
     # workers (GRADIO_NUM_WORKERS), whose own ports would be outside the guard.
     guard = Middleware(HostGuard, bound_host=host, allowed_hosts=runtime.settings.allowed_hosts)
     demo.launch(
-        server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True, show_error=True,
-        ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, footer_links=["api", "settings"],
-        app_kwargs={"middleware": [guard]}, max_file_size=0, num_workers=0,
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=True,
+        ssr_mode=False,
+        pwa=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        footer_links=["api", "settings"],
+        app_kwargs={"middleware": [guard]},
+        max_file_size=0,
+        num_workers=0,
     )
     return demo
 

@@ -105,7 +105,9 @@ class _Session:
 class Support:
     """The bot. Sessions are isolated: each has its own history and guard state, keyed by session id."""
 
-    def __init__(self, db: OrderDB, engine: Backend, *, memory_store: VectorStore | None = None, **options: Any) -> None:
+    def __init__(
+        self, db: OrderDB, engine: Backend, *, memory_store: VectorStore | None = None, **options: Any
+    ) -> None:
         """memory_store: tier 3, where evicted turns of authenticated customers go and are recalled from."""
         known = {f.name for f in fields(SupportOptions)}
         unknown = sorted(set(options) - known)
@@ -122,18 +124,25 @@ class Support:
         self._controls = control_strings(engine.tokenizer)
         self.products = tuple(json.loads(list_all_product_types(db)))  # names a message may state only if grounded
         self.system_prompt = system_prompt(
-            POLICY_PATH.read_text(), [(t.name, list(self._schemas[t.name]["properties"]), t.description) for t in self.tools])
+            POLICY_PATH.read_text(),
+            [(t.name, list(self._schemas[t.name]["properties"]), t.description) for t in self.tools],
+        )
         self._max_new_tokens = max(self.options.call_max_new_tokens, self.options.message_max_length // 2 + 16)
         # The window's budget leaves room for everything else the model reads: policy, examples, state note.
         fixed_prompt = "\n".join([self.system_prompt, *(m["content"] for m in example_messages())])
         self.memory = SupportMemory(
-            memory_store, engine.tokenizer, fixed_prompt, context_length=engine.context_length,
-            answer_tokens=self._max_new_tokens, attached=lambda m: str(m["content"]).startswith(TOOL_RESULT),
+            memory_store,
+            engine.tokenizer,
+            fixed_prompt,
+            context_length=engine.context_length,
+            answer_tokens=self._max_new_tokens,
+            attached=lambda m: str(m["content"]).startswith(TOOL_RESULT),
             budget_tokens=self.options.window_tokens,
         )
         self.transcript_path = (
             Path(self.options.data_dir).expanduser() / "support" / "transcripts.jsonl"
-            if self.options.data_dir is not None else None
+            if self.options.data_dir is not None
+            else None
         )
         self._sessions: dict[str, _Session] = {}
         self._sessions_lock = threading.Lock()
@@ -261,7 +270,9 @@ class Support:
         if isinstance(record, dict) and "order_id" in record and "status" in record:
             session.order_statuses[str(record["order_id"])] = str(record["status"])
 
-    def _next_action(self, session: _Session, calls: list[ToolCall], *, message_only: bool = False) -> dict[str, Any] | None:
+    def _next_action(
+        self, session: _Session, calls: list[ToolCall], *, message_only: bool = False
+    ) -> dict[str, Any] | None:
         """The model's next action (a tool call or a message) under the grammar of what is offered now;
         None if it wrote nothing parseable.
 
@@ -269,17 +280,27 @@ class Support:
         state note, what this customer said in earlier sessions (tier 3)."""
         user_id = session.state.user_id
         window, recalled = self.memory.view(session.id, session.history, user_id, session.state.customer_messages[-1])
-        history = window[-self.options.history_messages:]
+        history = window[-self.options.history_messages :]
         note = state_note(user_id, session.order_statuses)
-        messages = [{"role": "system", "content": self.system_prompt}, *example_messages(),
-                    {"role": "system", "content": f"{note}\n{recalled}" if recalled else note}, *history]
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            *example_messages(),
+            {"role": "system", "content": f"{note}\n{recalled}" if recalled else note},
+            *history,
+        ]
         tools, include_message = self._offer(session, calls, len(session.history) - len(history), message_only)
-        completion = self.engine.chat_action(messages, tools, message_max_length=self.options.message_max_length,
-                                             max_new_tokens=self._max_new_tokens, include_message=include_message)
+        completion = self.engine.chat_action(
+            messages,
+            tools,
+            message_max_length=self.options.message_max_length,
+            max_new_tokens=self._max_new_tokens,
+            include_message=include_message,
+        )
         return parse_action(completion.text)
 
-    def _offer(self, session: _Session, calls: list[ToolCall], window_start: int,
-               message_only: bool = False) -> tuple[dict[str, Any], bool]:
+    def _offer(
+        self, session: _Session, calls: list[ToolCall], window_start: int, message_only: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """(the tools the offer allows now, `offered_tools`; whether a message is allowed too: not when the
         model must look something up first, `must_call`). Reads before `window_start` (the first history
         message the model sees) are out of view."""
@@ -354,7 +375,11 @@ def parse_action(text: str) -> dict[str, Any] | None:
             continue
         if isinstance(action, dict) and isinstance(action.get("message"), str):
             return {"message": action["message"]}
-        if isinstance(action, dict) and isinstance(action.get("tool"), str) and isinstance(action.get("arguments"), dict):
+        if (
+            isinstance(action, dict)
+            and isinstance(action.get("tool"), str)
+            and isinstance(action.get("arguments"), dict)
+        ):
             return {"tool": action["tool"], "arguments": action["arguments"]}
         return None
     return None

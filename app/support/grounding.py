@@ -13,14 +13,45 @@ from dataclasses import dataclass
 from memory.documents import sentence_spans
 
 NUMBER_WORDS = {
-    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
-    "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50, "hundred": 100,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "fifty": 50,
+    "hundred": 100,
     "thousand": 1000,
 }
 DATE_WORDS = {
-    "january", "february", "march", "april", "june", "july", "august", "september", "october",
-    "november", "december", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-    "tomorrow", "yesterday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "tomorrow",
+    "yesterday",
 }  # not "may": "You may ..." is no date
 # A word with a digit in it, with the marks ids, amounts, dates and times are written with ("#W1234567",
 # "$10.00", "2024-05-01", "16:40", "gift_card_7245904"); trailing sentence punctuation is not part of it.
@@ -77,8 +108,7 @@ def claims(sentence: str, products: Iterable[str] = ()) -> list[Claim]:
             else:
                 found.append(Claim(token, "id"))
     lowered = sentence.lower()
-    found += [Claim(name, "product") for name in products
-              if re.search(rf"(?<!\w){re.escape(name.lower())}", lowered)]
+    found += [Claim(name, "product") for name in products if re.search(rf"(?<!\w){re.escape(name.lower())}", lowered)]
     return found
 
 

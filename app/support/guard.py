@@ -24,16 +24,20 @@ from tools.orders import OrderDB, actions
 
 AUTH_TOOLS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
 # Tools that never touch a customer's data: allowed before authentication.
-PUBLIC_TOOLS = frozenset({"get_product_details", "list_all_product_types", "calculate", "think", "transfer_to_human_agents"})
-WRITE_TOOLS = frozenset({
-    "cancel_pending_order",
-    "modify_pending_order_address",
-    "modify_pending_order_items",
-    "modify_pending_order_payment",
-    "modify_user_address",
-    "return_delivered_order_items",
-    "exchange_delivered_order_items",
-})
+PUBLIC_TOOLS = frozenset(
+    {"get_product_details", "list_all_product_types", "calculate", "think", "transfer_to_human_agents"}
+)
+WRITE_TOOLS = frozenset(
+    {
+        "cancel_pending_order",
+        "modify_pending_order_address",
+        "modify_pending_order_items",
+        "modify_pending_order_payment",
+        "modify_user_address",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+    }
+)
 
 NEEDS_CONFIRMATION = "Refused: this change needs the customer's explicit yes to exactly this action first."
 
@@ -41,9 +45,22 @@ NEEDS_CONFIRMATION = "Refused: this change needs the customer's explicit yes to 
 # separated only by spaces, commas, full stops and exclamation marks. Anything else (a condition, a question,
 # a "but", another request, a word this list does not know) is not consent, and the bot asks again.
 _YES_PHRASES = ("yes", "yeah", "yep", "yup", "confirm", "confirmed", "i confirm")
-_COURTESY_PHRASES = ("please", "go ahead", "please go ahead", "proceed", "please proceed", "do it", "please do",
-                     "thanks", "thank you", "correct", "that's correct", "that is correct", "that's right",
-                     "that is right")
+_COURTESY_PHRASES = (
+    "please",
+    "go ahead",
+    "please go ahead",
+    "proceed",
+    "please proceed",
+    "do it",
+    "please do",
+    "thanks",
+    "thank you",
+    "correct",
+    "that's correct",
+    "that is correct",
+    "that's right",
+    "that is right",
+)
 _PHRASE = "|".join(re.escape(p) for p in sorted(_YES_PHRASES + _COURTESY_PHRASES, key=len, reverse=True))
 _CONSENT = re.compile(rf"(?:(?:{_PHRASE})\b[\s,.!]*)+")
 _MAX_CONSENT_CHARS = 200
@@ -127,7 +144,9 @@ class PolicyGuard:
             found = actions.find_user_id_by_email(self.db, str(arguments.get("email", "")))
         else:
             found = actions.find_user_id_by_name_zip(
-                self.db, str(arguments.get("first_name", "")), str(arguments.get("last_name", "")),
+                self.db,
+                str(arguments.get("first_name", "")),
+                str(arguments.get("last_name", "")),
                 str(arguments.get("zip", "")),
             )
         return None if found.startswith("Error") else found
@@ -144,7 +163,9 @@ class PolicyGuard:
                 return "Refused: that order id is not one of the authenticated customer's orders."
         # Ids are compared as strings: anything else is refused here, whatever checked the call before.
         payment = arguments.get("payment_method_id")
-        if "payment_method_id" in arguments and (not isinstance(payment, str) or payment not in user["payment_methods"]):
+        if "payment_method_id" in arguments and (
+            not isinstance(payment, str) or payment not in user["payment_methods"]
+        ):
             return "Refused: that payment method is not one of the authenticated customer's."
         if "item_ids" in arguments:
             owned = [item["item_id"] for item in order["items"]] if order else []

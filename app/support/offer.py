@@ -54,10 +54,11 @@ _ZIP = re.compile(r"(?<!\d)\d{5}(?!\d)")
 _ORDER_ID = re.compile(r"#W\d{7}")
 _ASKS_FOR_HUMAN = re.compile(r"\b(human|person|representative|manager|real agent)\b", re.IGNORECASE)
 # Words that choose a cancellation reason, in CANCEL_REASONS order.
-_REASON_WORDS = (re.compile(r"no longer|don'?t need|do not need|not need", re.IGNORECASE),
-                 re.compile(r"mistake|by accident|accidental", re.IGNORECASE))
+_REASON_WORDS = (
+    re.compile(r"no longer|don'?t need|do not need|not need", re.IGNORECASE),
+    re.compile(r"mistake|by accident|accidental", re.IGNORECASE),
+)
 assert len(_REASON_WORDS) == len(CANCEL_REASONS)
-
 
 
 def argument_schemas(tools: Sequence[Tool]) -> dict[str, Schema]:
@@ -76,8 +77,12 @@ def _compact(schema: Schema) -> Schema:
             else:
                 prop["maxLength"] = 80
         if prop.get("type") == "array":
-            prop = {"type": "array", "items": {"type": "string", "pattern": ITEM_ID_PATTERN}, "minItems": 1,
-                    "maxItems": 5}
+            prop = {
+                "type": "array",
+                "items": {"type": "string", "pattern": ITEM_ID_PATTERN},
+                "minItems": 1,
+                "maxItems": 5,
+            }
         properties[name] = prop
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
@@ -117,8 +122,13 @@ def typed_order_ids(state: SessionState) -> list[str]:
     return list(dict.fromkeys(_ORDER_ID.findall(" ".join(state.customer_messages))))
 
 
-def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderDB,
-                  in_view: Iterable[tuple[str, str]] = (), orders_read: Iterable[str] = ()) -> dict[str, Schema]:
+def offered_tools(
+    schemas: Mapping[str, Schema],
+    state: SessionState,
+    db: OrderDB,
+    in_view: Iterable[tuple[str, str]] = (),
+    orders_read: Iterable[str] = (),
+) -> dict[str, Schema]:
     """Tool name -> argument schema for the tools the model may call now (see the module docstring).
 
     `schemas` are the tools' full argument schemas (with id patterns); `in_view` the (read tool, argument)
@@ -136,8 +146,10 @@ def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderD
         if emails:
             offer["find_user_id_by_email"] = _object({"email": _enum(emails)})
         if names and zips:
-            choices = [_object({"first_name": _enum([first]), "last_name": _enum([last]), "zip": _enum(zips)})
-                       for first, last in names]
+            choices = [
+                _object({"first_name": _enum([first]), "last_name": _enum([last]), "zip": _enum(zips)})
+                for first, last in names
+            ]
             offer["find_user_id_by_name_zip"] = choices[0] if len(choices) == 1 else {"anyOf": choices}
         return offer
     user = db.user(state.user_id)
@@ -158,8 +170,12 @@ def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderD
         offer["get_order_details"] = _object({"order_id": _enum(unread)})
     lowered = typed.lower()
     wants_new_items = any(_ASKS_FOR[name].search(typed) for name in _ITEM_CHANGES)
-    products = _unique(item["product_id"] for order in known.values() for item in order["items"]
-                       if wants_new_items and item["name"].lower() in lowered)
+    products = _unique(
+        item["product_id"]
+        for order in known.values()
+        for item in order["items"]
+        if wants_new_items and item["name"].lower() in lowered
+    )
     products = [p for p in products if ("get_product_details", p) not in done]
     if products:
         offer["get_product_details"] = _object({"product_id": _enum(products)})
@@ -167,8 +183,11 @@ def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderD
     for name, status in ORDER_TOOLS_BY_STATUS.items():
         if not _ASKS_FOR[name].search(typed):
             continue
-        choices = [_order_arguments(name, schemas[name], order, typed, methods, db)
-                   for order in known.values() if order["status"] == status]
+        choices = [
+            _order_arguments(name, schemas[name], order, typed, methods, db)
+            for order in known.values()
+            if order["status"] == status
+        ]
         choices = [c for c in choices if c is not None]
         if choices:
             offer[name] = choices[0] if len(choices) == 1 else {"anyOf": choices}
@@ -178,8 +197,9 @@ def offered_tools(schemas: Mapping[str, Schema], state: SessionState, db: OrderD
     return {name: schema for name, schema in offer.items() if name not in NOT_OFFERED | AUTH_TOOLS}
 
 
-def must_call(state: SessionState, db: OrderDB, in_view: Collection[tuple[str, str]],
-              called_this_turn: Collection[str]) -> bool:
+def must_call(
+    state: SessionState, db: OrderDB, in_view: Collection[tuple[str, str]], called_this_turn: Collection[str]
+) -> bool:
     """Whether the next action must be a tool call rather than a message: the customer's latest message gave
     details to authenticate with and no look-up was tried this turn, or it names one of their orders whose
     details the model cannot see. A small model otherwise answers without looking, and invents a status."""
@@ -192,8 +212,9 @@ def must_call(state: SessionState, db: OrderDB, in_view: Collection[tuple[str, s
     return any(o in own and ("get_order_details", o) not in in_view for o in _ORDER_ID.findall(latest))
 
 
-def _order_arguments(name: str, schema: Schema, order: Mapping[str, Any], typed: str, methods: list[str],
-                     db: OrderDB) -> Schema | None:
+def _order_arguments(
+    name: str, schema: Schema, order: Mapping[str, Any], typed: str, methods: list[str], db: OrderDB
+) -> Schema | None:
     """The argument schema of `name` on this one order, or None when no argument value can be right."""
     properties: dict[str, Schema] = {}
     for argument, prop in schema["properties"].items():
@@ -236,8 +257,14 @@ def _typed_address(typed: str) -> dict[str, Schema] | None:
     words = [p for p in pieces if len(p.split()) <= 3 and not any(c.isdigit() for c in p)]
     if not streets or not zips or not words:
         return None
-    return {"address1": _enum(streets), "address2": _enum([*units, ""]), "city": _enum(words),
-            "state": _enum(words), "country": _enum(words), "zip": _enum(zips)}
+    return {
+        "address1": _enum(streets),
+        "address2": _enum([*units, ""]),
+        "city": _enum(words),
+        "state": _enum(words),
+        "country": _enum(words),
+        "zip": _enum(zips),
+    }
 
 
 def _named_items(order: Mapping[str, Any], typed: str) -> list[str]:
@@ -270,7 +297,12 @@ def _payment_choices(name: str, order: Mapping[str, Any], methods: list[str]) ->
 
 
 def _object(properties: Mapping[str, Schema]) -> Schema:
-    return {"type": "object", "properties": dict(properties), "required": list(properties), "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": dict(properties),
+        "required": list(properties),
+        "additionalProperties": False,
+    }
 
 
 def _enum(values: list[str]) -> Schema:

@@ -54,14 +54,20 @@ def find_gsm8k(path: str | Path | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("GSM8K train.jsonl not found; looked at " + ", ".join(str(c) for c in candidates)
-                            + " (pass the file, or set R1_GSM8K)")
+    raise FileNotFoundError(
+        "GSM8K train.jsonl not found; looked at "
+        + ", ".join(str(c) for c in candidates)
+        + " (pass the file, or set R1_GSM8K)"
+    )
 
 
 def read_gsm8k(path: Path) -> list[dict]:
     """Rows {question, answer} of a GSM8K jsonl file. Raises ValueError naming the line that is not one."""
-    return read_jsonl(path, lambda row: {"question": str(row["question"]), "answer": str(row["answer"])},
-                      "a GSM8K row with question and answer")
+    return read_jsonl(
+        path,
+        lambda row: {"question": str(row["question"]), "answer": str(row["answer"])},
+        "a GSM8K row with question and answer",
+    )
 
 
 def question_hash(question: str) -> str:
@@ -138,8 +144,14 @@ def distill(rows: Iterable[dict]) -> Distilled:
         if steps is None:
             out.dropped[why] += 1
             continue
-        out.kept.append({"question": row["question"], "answer": final_answer(row["answer"]),
-                         "prompt": task.prompt(row["question"]), "steps": [s.text for s in steps]})
+        out.kept.append(
+            {
+                "question": row["question"],
+                "answer": final_answer(row["answer"]),
+                "prompt": task.prompt(row["question"]),
+                "steps": [s.text for s in steps],
+            }
+        )
     return out
 
 
@@ -154,5 +166,11 @@ def build(source: str | Path | None, out: str | Path) -> dict:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in result.kept))
     tmp.replace(out)
-    return {"source": str(path), "rows": len(rows), "dev_held_out": len(dev), "kept": len(result.kept),
-            "dropped": dict(result.dropped.most_common()), "out": str(out)}
+    return {
+        "source": str(path),
+        "rows": len(rows),
+        "dev_held_out": len(dev),
+        "kept": len(result.kept),
+        "dropped": dict(result.dropped.most_common()),
+        "out": str(out),
+    }

@@ -22,13 +22,25 @@ def hf_config(checkpoint: Checkpoint):
 
     c = checkpoint.config
     if c.arch not in ("llama", "qwen2") or c.rope_scaling is not None:
-        raise ValueError(f"training supports llama and qwen2 models without rope scaling, not {c.arch}"
-                         f"{' with rope scaling' if c.rope_scaling else ''}")
-    arguments = dict(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.ffn_dim,
-                     num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
-                     head_dim=c.head_dim, max_position_embeddings=c.max_seq_len, rms_norm_eps=c.norm_eps,
-                     rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, bos_token_id=c.bos_token_id,
-                     eos_token_id=list(c.eos_token_ids) or None)
+        raise ValueError(
+            f"training supports llama and qwen2 models without rope scaling, not {c.arch}"
+            f"{' with rope scaling' if c.rope_scaling else ''}"
+        )
+    arguments = dict(
+        vocab_size=c.vocab_size,
+        hidden_size=c.dim,
+        intermediate_size=c.ffn_dim,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        num_key_value_heads=c.n_kv_heads,
+        head_dim=c.head_dim,
+        max_position_embeddings=c.max_seq_len,
+        rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_theta,
+        tie_word_embeddings=c.tie_embeddings,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=list(c.eos_token_ids) or None,
+    )
     if c.arch == "qwen2":
         return Qwen2Config(**arguments)
     return LlamaConfig(**arguments, attention_bias=c.qkv_bias, mlp_bias=False)

@@ -29,21 +29,37 @@ def verified_paths(engine, question: str, gold: str, config: SearchDataConfig) -
     """(distinct step lists of the sampled paths that reach `gold` with every step valid, paths sampled)."""
     task = TASKS["math"]
     budget = SearchBudget(iterations=config.samples, tokens=config.tokens, seconds=float("inf"))
-    policy = Policy(engine, task, budget, seed=config.seed, grammar=getattr(engine, "grammar_compiler", None),
-                    task_type="math", problem=question)
+    policy = Policy(
+        engine,
+        task,
+        budget,
+        seed=config.seed,
+        grammar=getattr(engine, "grammar_compiler", None),
+        task_type="math",
+        problem=question,
+    )
     paths = policy.rollout([policy.root(task.prompt(question))] * config.samples, config.temperature)
     validity = StepValidity()
     kept: list[list[str]] = []
     for path in paths:
         steps = [s.text for s in path.steps]
-        if (path.answer is not None and check_math_answer(path.answer, gold) and validity(path.steps, question) == 1.0
-                and steps not in kept):
+        if (
+            path.answer is not None
+            and check_math_answer(path.answer, gold)
+            and validity(path.steps, question) == 1.0
+            and steps not in kept
+        ):
             kept.append(steps)
     return kept, len(paths)
 
 
-def build(engine, problems: Sequence[dict], out: str | Path, config: SearchDataConfig,
-          progress: Callable[[str], None] | None = None) -> dict:
+def build(
+    engine,
+    problems: Sequence[dict],
+    out: str | Path,
+    config: SearchDataConfig,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Sample every problem ({question, answer}: a gold number), write the verified paths to `out` (JSONL);
     returns the yield."""
     task = TASKS["math"]
@@ -52,8 +68,15 @@ def build(engine, problems: Sequence[dict], out: str | Path, config: SearchDataC
         kept, n = verified_paths(engine, problem["question"], problem["answer"], config)
         sampled += n
         solved += bool(kept)
-        rows += [{"question": problem["question"], "answer": problem["answer"], "prompt": task.prompt(problem["question"]),
-                  "steps": steps} for steps in kept]
+        rows += [
+            {
+                "question": problem["question"],
+                "answer": problem["answer"],
+                "prompt": task.prompt(problem["question"]),
+                "steps": steps,
+            }
+            for steps in kept
+        ]
         if progress:
             progress(f"[{i + 1}/{len(problems)}] {len(kept)} verified of {n} paths; {len(rows)} rows so far")
     out = Path(out).expanduser()
@@ -61,6 +84,11 @@ def build(engine, problems: Sequence[dict], out: str | Path, config: SearchDataC
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
     tmp.replace(out)
-    return {"problems": len(problems), "paths_sampled": sampled, "verified_paths": len(rows),
-            "problems_with_a_verified_path": solved, "yield_per_problem": round(len(rows) / max(len(problems), 1), 3),
-            "out": str(out)}
+    return {
+        "problems": len(problems),
+        "paths_sampled": sampled,
+        "verified_paths": len(rows),
+        "problems_with_a_verified_path": solved,
+        "yield_per_problem": round(len(rows) / max(len(problems), 1), 3),
+        "out": str(out),
+    }

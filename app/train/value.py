@@ -51,8 +51,9 @@ class ValueTrainConfig:
         return HeadFitConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.seed)
 
 
-def fit_head(features: torch.Tensor, labels: torch.Tensor, config: HeadFitConfig,
-             adapter: bool = False) -> tuple[ValueHead, list[float]]:
+def fit_head(
+    features: torch.Tensor, labels: torch.Tensor, config: HeadFitConfig, adapter: bool = False
+) -> tuple[ValueHead, list[float]]:
     """A head fitted to (features [N, dim], labels [N] in {0, 1}); returns it and the training loss per epoch."""
     if features.ndim != 2 or len(features) != len(labels) or not len(labels):
         raise ValueError(f"need features [N, dim] and N labels, got {list(features.shape)} and {len(labels)}")
@@ -91,9 +92,14 @@ def evaluate(head: ValueHead, features: torch.Tensor, labels: torch.Tensor) -> d
     y = labels.float()
     predicted = (p >= 0.5).float()
     recall = [((predicted == c) & (y == c)).sum().item() / max((y == c).sum().item(), 1) for c in (0.0, 1.0)]
-    return {"rows": len(y), "positives": int(y.sum().item()), "auc": auc(p.tolist(), labels.tolist()),
-            "accuracy": (predicted == y).float().mean().item(), "balanced_accuracy": sum(recall) / 2,
-            "log_loss": F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y).item()}
+    return {
+        "rows": len(y),
+        "positives": int(y.sum().item()),
+        "auc": auc(p.tolist(), labels.tolist()),
+        "accuracy": (predicted == y).float().mean().item(),
+        "balanced_accuracy": sum(recall) / 2,
+        "log_loss": F.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), y).item(),
+    }
 
 
 def is_heldout(question: str, share: float) -> bool:
@@ -104,8 +110,13 @@ def is_heldout(question: str, share: float) -> bool:
 LABELS = ("final", "on_track")
 
 
-def path_features(engine, rows: Sequence[dict], adapter: str | None, label: str = "final",
-                  progress: Callable[[str], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def path_features(
+    engine,
+    rows: Sequence[dict],
+    adapter: str | None,
+    label: str = "final",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(features [prefixes, dim], labels, each prefix's question) of every row's prefixes. Raises ValueError for an
     unknown label or rows without it."""
     if label not in LABELS:
@@ -133,7 +144,9 @@ def train_value(engine, config: ValueTrainConfig, progress: Callable[[str], None
     features, labels, questions = path_features(engine, rows, adapter, config.label, progress)
     held = torch.tensor([is_heldout(q, config.heldout) for q in questions])
     if held.all() or not held.any():
-        raise ValueError(f"{len(set(questions))} problems cannot be split {config.heldout:.0%} held out; use more problems")
+        raise ValueError(
+            f"{len(set(questions))} problems cannot be split {config.heldout:.0%} held out; use more problems"
+        )
     head, losses = fit_head(features[~held], labels[~held], config.fit(), adapter=adapter is not None)
     data_hash = hashlib.sha256(Path(config.data).expanduser().read_bytes()).hexdigest()
     figures = {
@@ -141,10 +154,18 @@ def train_value(engine, config: ValueTrainConfig, progress: Callable[[str], None
         "heldout": evaluate(head, features[held], labels[held]),
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
     }
-    info = {"data": str(config.data), "data_sha256": data_hash, "paths": len(rows),
-            "problems": len(set(questions)), "heldout_problems": len({q for q, h in zip(questions, held) if h}),
-            "model": getattr(engine, "name", ""), "adapter": str(getattr(engine, "adapter_paths", {}).get(adapter, "")),
-            "label": config.label, "fit": vars(config.fit()) | {"heldout_share": config.heldout}, **figures}
+    info = {
+        "data": str(config.data),
+        "data_sha256": data_hash,
+        "paths": len(rows),
+        "problems": len(set(questions)),
+        "heldout_problems": len({q for q, h in zip(questions, held) if h}),
+        "model": getattr(engine, "name", ""),
+        "adapter": str(getattr(engine, "adapter_paths", {}).get(adapter, "")),
+        "label": config.label,
+        "fit": vars(config.fit()) | {"heldout_share": config.heldout},
+        **figures,
+    }
     saved = ValueHead(dataclasses.replace(head.config, info=info))
     saved.load_state_dict(head.state_dict())
     return {"out": str(saved.save(config.out)), **info}

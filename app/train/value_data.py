@@ -36,10 +36,18 @@ class ValueDataConfig:
 def rollouts(engine, question: str, config: ValueDataConfig) -> list[SearchPath]:
     """The greedy path, then `samples` sampled ones, decoded as `solve` decodes steps."""
     task = TASKS["math"]
-    budget = SearchBudget(iterations=config.samples, tokens=config.tokens, seconds=float("inf"),
-                          max_steps=config.max_steps)
-    policy = Policy(engine, task, budget, seed=config.seed, grammar=getattr(engine, "grammar_compiler", None),
-                    task_type="math", problem=question)
+    budget = SearchBudget(
+        iterations=config.samples, tokens=config.tokens, seconds=float("inf"), max_steps=config.max_steps
+    )
+    policy = Policy(
+        engine,
+        task,
+        budget,
+        seed=config.seed,
+        grammar=getattr(engine, "grammar_compiler", None),
+        task_type="math",
+        problem=question,
+    )
     root = policy.root(task.prompt(question))
     greedy = policy.rollout([root], 0.0)
     return greedy + policy.rollout([root] * config.samples, config.temperature)
@@ -51,11 +59,20 @@ def labelled(question: str, gold: str, paths: Sequence[SearchPath], solution: st
     for i, path in enumerate(paths):
         if not path.ends or isinstance(path.ids, str):
             continue
-        results = [answer_of(s) if answer_of(s) is not None else s.tool_output if s.kind == "tool" else None
-                   for s in path.steps]
-        row = {"question": question, "gold": gold, "answer": path.answer,
-               "label": int(path.answer is not None and check_math_answer(path.answer, gold)), "greedy": i == 0,
-               "ids": list(path.ids), "ends": list(path.ends), "results": results}
+        results = [
+            answer_of(s) if answer_of(s) is not None else s.tool_output if s.kind == "tool" else None
+            for s in path.steps
+        ]
+        row = {
+            "question": question,
+            "gold": gold,
+            "answer": path.answer,
+            "label": int(path.answer is not None and check_math_answer(path.answer, gold)),
+            "greedy": i == 0,
+            "ids": list(path.ids),
+            "ends": list(path.ends),
+            "results": results,
+        }
         if solution is not None:
             row["on_track"] = on_track(path.steps, gold_results(solution))
         rows.append(row)
@@ -76,37 +93,57 @@ def on_track(steps: Sequence[Step], golds: Sequence[str]) -> list[int]:
     return labels
 
 
-def build(engine, problems: Sequence[dict], out: str | Path, config: ValueDataConfig,
-          dev_questions: frozenset[str] = frozenset(), progress: Callable[[str], None] | None = None) -> dict:
+def build(
+    engine,
+    problems: Sequence[dict],
+    out: str | Path,
+    config: ValueDataConfig,
+    dev_questions: frozenset[str] = frozenset(),
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Roll out every problem ({question, answer: a gold number, solution: its worked solution, optional}), write the
     labelled paths to `out` (JSONL);
     returns counts. Raises ValueError for a problem of the dev split, before any work."""
     leaked = [p["question"] for p in problems if p["question"].strip() in dev_questions]
     if leaked:
-        raise ValueError(f"{len(leaked)} problems are in the GSM8K dev split (first: {leaked[0][:80]!r}); "
-                         "a value model trains on training problems only")
+        raise ValueError(
+            f"{len(leaked)} problems are in the GSM8K dev split (first: {leaked[0][:80]!r}); "
+            "a value model trains on training problems only"
+        )
     rows: list[dict] = []
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as file:  # a problem's rows are written as it finishes: a kill keeps them
         for i, problem in enumerate(problems):
-            done = labelled(problem["question"], problem["answer"], rollouts(engine, problem["question"], config),
-                            problem.get("solution"))
+            done = labelled(
+                problem["question"],
+                problem["answer"],
+                rollouts(engine, problem["question"], config),
+                problem.get("solution"),
+            )
             file.write("".join(json.dumps(row) + "\n" for row in done))
             file.flush()
             rows += done
             if progress:
-                progress(f"[{i + 1}/{len(problems)}] {len(rows)} paths, {sum(r['label'] for r in rows)} reached the "
-                         "gold answer")
+                progress(
+                    f"[{i + 1}/{len(problems)}] {len(rows)} paths, {sum(r['label'] for r in rows)} reached the "
+                    "gold answer"
+                )
     solved = len({r["question"] for r in rows if r["label"]})
-    return {"problems": len(problems), "paths": len(rows), "positive_paths": sum(r["label"] for r in rows),
-            "prefixes": sum(len(r["ends"]) for r in rows),
-            "on_track_prefixes": sum(sum(r.get("on_track", [])) for r in rows),
-            "problems_with_a_correct_path": solved, "out": str(out)}
+    return {
+        "problems": len(problems),
+        "paths": len(rows),
+        "positive_paths": sum(r["label"] for r in rows),
+        "prefixes": sum(len(r["ends"]) for r in rows),
+        "on_track_prefixes": sum(sum(r.get("on_track", [])) for r in rows),
+        "problems_with_a_correct_path": solved,
+        "out": str(out),
+    }
 
 
 def read_value_rows(path: str | Path) -> list[dict]:
     """The rows `build` wrote. Raises ValueError naming a line that is not one."""
+
     def parse(row) -> dict:
         ids, ends = [int(t) for t in row["ids"]], [int(e) for e in row["ends"]]
         if not ends or any(not 0 < e <= len(ids) for e in ends) or row["label"] not in (0, 1):

@@ -48,8 +48,9 @@ class Backend(ABC):
     adapters: tuple[str, ...] = ()
 
     @abstractmethod
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,
-               **sampling: Any) -> RequestHandle:
+    def submit(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None, **sampling: Any
+    ) -> RequestHandle:
         """Start one completion (from any thread) and return its handle: `stream()`, `result()`, `cancel()`.
 
         `sampling` are SamplingParams fields (None = keep), applied over `params`. `task_type` ("math", "code",
@@ -66,8 +67,9 @@ class Backend(ABC):
         """A conversation (OpenAI-style role/content dicts) as a prompt for the assistant's next turn."""
 
     @abstractmethod
-    def chat_json(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *,
-                  max_new_tokens: int) -> Completion:
+    def chat_json(
+        self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *, max_new_tokens: int
+    ) -> Completion:
         """A greedy reply to `messages` constrained to JSON valid under `schema` (structured output).
 
         The text may be cut off by `max_new_tokens` (finish_reason "length"); otherwise it parses.
@@ -83,8 +85,15 @@ class Backend(ABC):
 
     # ----- conveniences over `submit` ------------------------------------------------------------
 
-    def chat_action(self, messages: Sequence[Mapping[str, str]], tools: Mapping[str, Mapping[str, Any]], *,
-                    message_max_length: int, max_new_tokens: int, include_message: bool = True) -> Completion:
+    def chat_action(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        tools: Mapping[str, Mapping[str, Any]],
+        *,
+        message_max_length: int,
+        max_new_tokens: int,
+        include_message: bool = True,
+    ) -> Completion:
         """The agent's next action: `{"tool": NAME, "arguments": {...}}` with arguments valid under `tools[NAME]`,
         or `{"message": "..."}` (at most `message_max_length` characters); no tools = a message.
         `include_message=False` (with tools) leaves only the calls: a tool must be called.
@@ -92,13 +101,18 @@ class Backend(ABC):
         The completion's text is that JSON (cut off only by `max_new_tokens`). The messages must already
         tell the model its tools; a server may be shown them again through its own `tools`.
         """
-        schema = tool_or_message_schema(tools, message_max_length=message_max_length,
-                                        include_message=include_message or not tools)
+        schema = tool_or_message_schema(
+            tools, message_max_length=message_max_length, include_message=include_message or not tools
+        )
         return self.chat_json(messages, schema, max_new_tokens=max_new_tokens)
 
     def generate_batch(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
-        task_type: str | None = None, adapter: str | None = None,
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        task_type: str | None = None,
+        adapter: str | None = None,
     ) -> list[Completion]:
         """Complete several prompts at once (one SamplingParams for all, or one each); results in prompt order.
         `adapter`: one of `adapters` for every prompt (None: the base model)."""
@@ -123,8 +137,9 @@ class Backend(ABC):
         """Yield the continuation as text deltas as tokens are produced; closing the iterator cancels it."""
         return self.submit(prompt, **sampling).stream()
 
-    def chat(self, messages: Sequence[Mapping[str, str]], *, stream: bool = False,
-             **sampling: Any) -> str | Iterator[str]:
+    def chat(
+        self, messages: Sequence[Mapping[str, str]], *, stream: bool = False, **sampling: Any
+    ) -> str | Iterator[str]:
         """Reply to a conversation rendered with the model's own chat template."""
         prompt = self.chat_prompt(messages)
         return self.stream(prompt, **sampling) if stream else self.generate(prompt, **sampling)

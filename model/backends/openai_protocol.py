@@ -43,8 +43,9 @@ CONTEXT_FIELDS = ("max_model_len", "context_length", "context_window", "n_ctx") 
 # ----- errors --------------------------------------------------------------------------------------------
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """An error in OpenAI's JSON shape (what `r1 serve` answers; the web UI's refusals use it too)."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -53,7 +54,12 @@ class APIError(Exception):
     """An error answered in OpenAI's JSON shape with its HTTP status."""
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -77,8 +83,9 @@ def failure(completion: Completion) -> APIError | None:
     if completion.finish_reason == "error":
         return APIError(500, f"generation failed: {completion.error}", type="server_error")
     if completion.finish_reason == "cancelled":
-        return APIError(503, "the request was cancelled (the server is shutting down or reloading its model)",
-                        type="server_error")
+        return APIError(
+            503, "the request was cancelled (the server is shutting down or reloading its model)", type="server_error"
+        )
     return None
 
 
@@ -145,20 +152,32 @@ class _SamplingBody(_Body):
     def check_choices(self, prompts: int) -> None:
         """Refuses more than MAX_CHOICES choices (`prompts` x n) in one request."""
         if prompts * self.n > MAX_CHOICES:
-            raise APIError(400, f"{prompts} prompt(s) x n={self.n} asks for {prompts * self.n} choices; "
-                           f"at most {MAX_CHOICES} are allowed per request", param="n" if prompts == 1 else "prompt")
+            raise APIError(
+                400,
+                f"{prompts} prompt(s) x n={self.n} asks for {prompts * self.n} choices; "
+                f"at most {MAX_CHOICES} are allowed per request",
+                param="n" if prompts == 1 else "prompt",
+            )
 
     def room(self, prompt_tokens: int, context_length: int, max_tokens: int | None) -> int:
         """Tokens the context window leaves after a prompt of `prompt_tokens`; refuses a prompt that fills it, or a
         `max_tokens` beyond it."""
         room = context_length - prompt_tokens
         if room < 1:
-            raise APIError(400, f"the prompt is {prompt_tokens} tokens; the context window is {context_length}",
-                           param=self.PROMPT_PARAM, code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"the prompt is {prompt_tokens} tokens; the context window is {context_length}",
+                param=self.PROMPT_PARAM,
+                code="context_length_exceeded",
+            )
         if max_tokens is not None and max_tokens > room:
-            raise APIError(400, f"max_tokens is {max_tokens} but the prompt ({prompt_tokens} tokens) leaves room for "
-                           f"{room} in the context window of {context_length}", param="max_tokens",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"max_tokens is {max_tokens} but the prompt ({prompt_tokens} tokens) leaves room for "
+                f"{room} in the context window of {context_length}",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return room
 
 
@@ -247,7 +266,7 @@ class ChatBody(_SamplingBody):
         return [t.function for t in self.tools or ()]
 
     def tool_choice_name(self) -> str | None:
-        """"auto", "required" or the one function's name the model must call; None when it may call none."""
+        """ "auto", "required" or the one function's name the model must call; None when it may call none."""
         if not self.tools or self.tool_choice == "none":
             return None
         if self.stream:
@@ -257,8 +276,11 @@ class ChatBody(_SamplingBody):
             return choice
         name = named_function(choice)
         if name is None:
-            raise APIError(400, "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': "
-                           "{'name': ...}}", param="tool_choice")
+            raise APIError(
+                400,
+                "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+                param="tool_choice",
+            )
         return name
 
     def response_schema(self) -> dict[str, Any] | None:
@@ -271,13 +293,17 @@ class ChatBody(_SamplingBody):
         if kind == "json_schema":
             spec = fmt.get("json_schema")
             if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-                raise APIError(400, "response_format json_schema needs json_schema.schema (a JSON schema object)",
-                               param="response_format")
+                raise APIError(
+                    400,
+                    "response_format json_schema needs json_schema.schema (a JSON schema object)",
+                    param="response_format",
+                )
             return spec["schema"]
         if kind == "json_object":
             return fmt["schema"] if isinstance(fmt.get("schema"), dict) else {"type": "object"}
-        raise APIError(400, f"response_format type must be text, json_object or json_schema, got {kind!r}",
-                       param="response_format")
+        raise APIError(
+            400, f"response_format type must be text, json_object or json_schema, got {kind!r}", param="response_format"
+        )
 
 
 class CompletionBody(_SamplingBody):
@@ -442,8 +468,13 @@ class Reply:
         kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def choice(self, index: int, content: str | dict[str, Any], finish_reason: str | None,
-               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def choice(
+        self,
+        index: int,
+        content: str | dict[str, Any],
+        finish_reason: str | None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """A whole choice: a chat choice's assistant message (see `assistant_message`), or a completion's text."""
         body = {"message": content} if self.chat else {"text": content}
         return {"index": index, **body, "logprobs": logprobs, "finish_reason": finish_reason}
@@ -468,7 +499,10 @@ class Reply:
 
     def _chunk(self, index: int, delta: dict[str, Any] | str, finish_reason: str | None = None) -> dict[str, Any]:
         body = {"delta": delta} if self.chat else {"text": delta}
-        return {**self._head(True), "choices": [{"index": index, **body, "logprobs": None, "finish_reason": finish_reason}]}
+        return {
+            **self._head(True),
+            "choices": [{"index": index, **body, "logprobs": None, "finish_reason": finish_reason}],
+        }
 
 
 def sse_event(event: Mapping[str, Any] | str) -> str:
@@ -510,16 +544,22 @@ def first_choice(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return choices[0] if choices else None
 
 
-def read_completion(text: str, finish_reason: str | None, usage: Mapping[str, Any] | None, seconds: float, *,
-                    error: str | None = None) -> Completion:
+def read_completion(
+    text: str, finish_reason: str | None, usage: Mapping[str, Any] | None, seconds: float, *, error: str | None = None
+) -> Completion:
     """A choice read back as a Completion: its usage counted, a finish reason we do not know (tool_calls,
     content_filter, none) read as "stop"."""
     usage = usage or {}
     details = usage.get("prompt_tokens_details") or {}
     return Completion(
-        text=text, token_ids=[], finish_reason=finish_reason if finish_reason in FINISH_REASONS else "stop",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0), cached_tokens=int(details.get("cached_tokens") or 0),
-        generated_tokens=int(usage.get("completion_tokens") or 0), seconds=seconds, error=error,
+        text=text,
+        token_ids=[],
+        finish_reason=finish_reason if finish_reason in FINISH_REASONS else "stop",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        generated_tokens=int(usage.get("completion_tokens") or 0),
+        seconds=seconds,
+        error=error,
     )
 
 

@@ -82,9 +82,11 @@ class Capabilities:
         def yes(flag: Any) -> str:
             return "yes" if flag else "no"
 
-        return (f"completions {yes(self.completions)}, streaming {yes(self.streaming)}, n {yes(self.n)}, "
-                f"logprobs {yes(self.logprobs)}, tools {yes(self.tools)}, structured output {self.structured or 'no'}, "
-                f"reasoning_content {yes(self.reasoning_content)}")
+        return (
+            f"completions {yes(self.completions)}, streaming {yes(self.streaming)}, n {yes(self.n)}, "
+            f"logprobs {yes(self.logprobs)}, tools {yes(self.tools)}, structured output {self.structured or 'no'}, "
+            f"reasoning_content {yes(self.reasoning_content)}"
+        )
 
 
 DEFAULT_CONTEXT_LENGTH = 8192
@@ -121,12 +123,14 @@ class OpenAIBackend(Backend):
 
     def __init__(self, config: RemoteConfig) -> None:
         if config.tool_calls not in TOOL_CALL_MODES:
-            raise ValueError(f"unknown tool-call mode {config.tool_calls!r}; "
-                             f"choose one of {', '.join(TOOL_CALL_MODES)}")
+            raise ValueError(
+                f"unknown tool-call mode {config.tool_calls!r}; choose one of {', '.join(TOOL_CALL_MODES)}"
+            )
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.Client(
-            headers=headers, timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=4 * config.concurrency, max_keepalive_connections=config.concurrency),
         )
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="r1-remote")
@@ -146,8 +150,12 @@ class OpenAIBackend(Backend):
             raise ValueError(f"the server at {self.base_url} lists no models; name one with --remote-model")
         self.model = config.model or ids[0]
         if ids and self.model not in ids:
-            log.warning("%s does not list model %r (it lists %s); asking for it anyway", self.base_url, self.model,
-                        ", ".join(map(str, ids)))
+            log.warning(
+                "%s does not list model %r (it lists %s); asking for it anyway",
+                self.base_url,
+                self.model,
+                ", ".join(map(str, ids)),
+            )
         self.name = f"{self.model} at {self.base_url}"
         self.tokenizer = ApproximateTokenizer()
         self.context_length = config.context_length or wire.context_length(listed, self.model) or DEFAULT_CONTEXT_LENGTH
@@ -165,8 +173,9 @@ class OpenAIBackend(Backend):
     def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatMessages:
         return ChatMessages(tuple(dict(m) for m in messages))
 
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None,
-               **sampling: Any) -> RemoteRequest:
+    def submit(
+        self, prompt: Prompt, params: SamplingParams | None = None, *, task_type: str | None = None, **sampling: Any
+    ) -> RemoteRequest:
         """Send one request and return its handle once the server has accepted it (status line received).
         `task_type` is not sent: a server routes by its own means.
 
@@ -184,12 +193,16 @@ class OpenAIBackend(Backend):
             return handle
         body.update(stream=True, stream_options={"include_usage": True})
         response = self._send(path, body, stream=True)
-        threading.Thread(target=self._fill_streamed, args=(handle, path, response), daemon=True,
-                         name=f"r1-remote-{handle.id}").start()
+        threading.Thread(
+            target=self._fill_streamed, args=(handle, path, response), daemon=True, name=f"r1-remote-{handle.id}"
+        ).start()
         return handle
 
     def generate_batch(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
         task_type: str | None = None,
     ) -> list[Completion]:
         """Complete every prompt, `concurrency` requests at a time; results in prompt order (`task_type`: see submit).
@@ -217,8 +230,9 @@ class OpenAIBackend(Backend):
                 results[i] = completion
         return results
 
-    def chat_json(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *,
-                  max_new_tokens: int) -> Completion:
+    def chat_json(
+        self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any], *, max_new_tokens: int
+    ) -> Completion:
         """Structured output: the server's response_format when it constrains to a schema; else the schema is
         put in the prompt and the first JSON object of the reply is taken (not enforced)."""
         messages = [dict(m) for m in messages]
@@ -229,8 +243,12 @@ class OpenAIBackend(Backend):
         elif mode == "json_object":
             body["response_format"] = wire.json_object_format(schema)
         else:
-            messages.append({"role": "system", "content": "Answer with one JSON object only, valid under this JSON "
-                                                          f"schema: {json.dumps(schema)}"})
+            messages.append(
+                {
+                    "role": "system",
+                    "content": f"Answer with one JSON object only, valid under this JSON schema: {json.dumps(schema)}",
+                }
+            )
         body["messages"] = messages
         started = time.perf_counter()
         data = self._call(CHAT_PATH, body)
@@ -244,17 +262,32 @@ class OpenAIBackend(Backend):
             pass  # cut off by max_new_tokens: as it came
         return _completion(text, choice.get("finish_reason"), data.get("usage"), started)
 
-    def chat_action(self, messages: Sequence[Mapping[str, str]], tools: Mapping[str, Mapping[str, Any]], *,
-                    message_max_length: int, max_new_tokens: int, include_message: bool = True) -> Completion:
+    def chat_action(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        tools: Mapping[str, Mapping[str, Any]],
+        *,
+        message_max_length: int,
+        max_new_tokens: int,
+        include_message: bool = True,
+    ) -> Completion:
         """The agent's next action (see Backend.chat_action): through the server's `tools` when `action_mode` is
         "tools" (`tool_choice` "required" when a message is not allowed), else as structured output of the
         action schema."""
         if not tools or self.action_mode != "tools":
-            return super().chat_action(messages, tools, message_max_length=message_max_length,
-                                       max_new_tokens=max_new_tokens, include_message=include_message)
+            return super().chat_action(
+                messages,
+                tools,
+                message_max_length=message_max_length,
+                max_new_tokens=max_new_tokens,
+                include_message=include_message,
+            )
         body = {
-            "model": self.model, "messages": [dict(m) for m in messages], "max_tokens": max_new_tokens,
-            "temperature": 0.0, "tool_choice": "auto" if include_message else "required",
+            "model": self.model,
+            "messages": [dict(m) for m in messages],
+            "max_tokens": max_new_tokens,
+            "temperature": 0.0,
+            "tool_choice": "auto" if include_message else "required",
             "tools": [wire.function_tool(name, schema) for name, schema in tools.items()],
         }
         started = time.perf_counter()
@@ -301,13 +334,17 @@ class OpenAIBackend(Backend):
             except httpx.HTTPError as err:
                 raise ValueError(f"cannot reach an OpenAI-compatible server at {url}: {_describe(err)}") from None
             if response.status_code in (401, 403):
-                raise ValueError(f"the server at {candidate} refused the API key ({response.status_code}: "
-                                 f"{_error_message(response)}); pass the right one with --api-key")
+                raise ValueError(
+                    f"the server at {candidate} refused the API key ({response.status_code}: "
+                    f"{_error_message(response)}); pass the right one with --api-key"
+                )
             if response.status_code == 404:
                 continue
             if response.status_code >= 400:
-                raise ValueError(f"the server at {candidate} answered GET /models with {response.status_code}: "
-                                 f"{_error_message(response)}")
+                raise ValueError(
+                    f"the server at {candidate} answered GET /models with {response.status_code}: "
+                    f"{_error_message(response)}"
+                )
             try:
                 return candidate, list(response.json().get("data") or [])
             except (ValueError, AttributeError):
@@ -332,21 +369,28 @@ class OpenAIBackend(Backend):
                 break
         streaming, streamed_reasoning = self._probe_stream(hello)
         reasoning = reasoning or streamed_reasoning
-        ping = wire.function_tool("ping", {"type": "object", "properties": {}, "additionalProperties": False},
-                                  "Check the line.")
-        data = self._try(CHAT_PATH, {**hello, "max_tokens": 24, "tools": [ping],
-                                     "tool_choice": wire.force_function("ping")})
+        ping = wire.function_tool(
+            "ping", {"type": "object", "properties": {}, "additionalProperties": False}, "Check the line."
+        )
+        data = self._try(
+            CHAT_PATH, {**hello, "max_tokens": 24, "tools": [ping], "tool_choice": wire.force_function("ping")}
+        )
         call = wire.first_tool_call((wire.first_choice(data or {}) or {}).get("message") or {})
         tools = call is not None and call[0] == "ping"
-        schema = {"type": "object", "properties": {"r1_probe": {"type": "integer", "enum": [7]}},
-                  "required": ["r1_probe"], "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": {"r1_probe": {"type": "integer", "enum": [7]}},
+            "required": ["r1_probe"],
+            "additionalProperties": False,
+        }
         structured = None
         for mode, response_format in (
             ("json_schema", wire.json_schema_format(schema, "probe")),
             ("json_object", wire.json_object_format(schema)),
         ):
-            data = self._try(CHAT_PATH, {**hello, "max_tokens": 16, "temperature": 0.0,
-                                         "response_format": response_format})
+            data = self._try(
+                CHAT_PATH, {**hello, "max_tokens": 16, "temperature": 0.0, "response_format": response_format}
+            )
             content = ((wire.first_choice(data or {}) or {}).get("message") or {}).get("content") or ""
             if _first_json_object(content) and json.loads(_first_json_object(content)) == {"r1_probe": 7}:
                 structured = mode
@@ -356,8 +400,10 @@ class OpenAIBackend(Backend):
             (not completions, "raw text prompts (solve's step search, r1 generate) cannot be sent"),
             (not streaming, "replies arrive whole instead of streamed"),
             (completions and not n, "K samples of one prompt are sent as K requests"),
-            (structured is None and not tools,
-             "JSON replies and bot actions are asked for in the prompt, not enforced"),
+            (
+                structured is None and not tools,
+                "JSON replies and bot actions are asked for in the prompt, not enforced",
+            ),
         ):
             if missing:
                 log.warning("%s: %s", self.name, consequence)
@@ -393,8 +439,9 @@ class OpenAIBackend(Backend):
                 return "tools"
             return "json_schema" if caps.structured else "tools" if caps.tools else "prompt"
         if wanted == "tools" and not caps.tools:
-            log.warning("%s: tool calls asked for, but the server did not return one when probed; trying anyway",
-                        self.name)
+            log.warning(
+                "%s: tool calls asked for, but the server did not return one when probed; trying anyway", self.name
+            )
         if wanted == "json_schema" and not caps.structured:
             log.warning("%s: structured output asked for, but the server does not constrain JSON; prompting", self.name)
         return wanted
@@ -407,12 +454,17 @@ class OpenAIBackend(Backend):
         if params.logprobs:
             raise ValueError("token logprobs are reported only by the local engine")
         if params.stop_token_ids is not None:
-            raise ValueError("stop token ids need the local engine (the server's tokenizer may differ); "
-                             "use stop strings")
+            raise ValueError(
+                "stop token ids need the local engine (the server's tokenizer may differ); use stop strings"
+            )
         if len(params.stop) > MAX_STOP:
             raise ValueError(f"at most {MAX_STOP} stop strings can be sent to a server, got {len(params.stop)}")
-        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
-                                "temperature": params.temperature, "top_p": params.top_p}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
         if params.top_k:
             body["top_k"] = params.top_k  # an extension (vLLM, SGLang, llama.cpp); others ignore it
         if params.repetition_penalty != 1.0:
@@ -450,8 +502,10 @@ class OpenAIBackend(Backend):
         length = sum(len(t) for t in texts) or 1
         shares = [total * len(t) // length for t in texts]
         shares[-1] += total - sum(shares)  # the shares add up to what the server counted
-        return [_completion(text, choice.get("finish_reason"), {**usage, "completion_tokens": share}, started)
-                for choice, text, share in zip(choices, texts, shares)]
+        return [
+            _completion(text, choice.get("finish_reason"), {**usage, "completion_tokens": share}, started)
+            for choice, text, share in zip(choices, texts, shares)
+        ]
 
     def _fill_whole(self, handle: RemoteRequest, path: str, body: dict[str, Any]) -> None:
         """Pool task for a server that does not stream: the reply arrives as one delta."""
@@ -463,7 +517,7 @@ class OpenAIBackend(Backend):
             handle.emit(text)
             finish = "cancelled" if handle.cancel_requested else choice.get("finish_reason")
             handle.complete(_completion(text, finish, data.get("usage"), started))
-        except Exception as err:  # noqa: BLE001 (the handle reports any failure as an error completion)
+        except Exception as err:
             handle.complete(_completion("", "error", None, started, error=str(err)))
 
     def _fill_streamed(self, handle: RemoteRequest, path: str, response: httpx.Response) -> None:
@@ -538,8 +592,9 @@ class OpenAIBackend(Backend):
                     self._backoff(attempt, None, f"connect timeout on {path}")
                     continue
                 self._count("failures")
-                raise RemoteError(f"{self.name}: no answer to {path} within {self.config.timeout:g} s "
-                                  f"({type(err).__name__})") from None
+                raise RemoteError(
+                    f"{self.name}: no answer to {path} within {self.config.timeout:g} s ({type(err).__name__})"
+                ) from None
             except httpx.TransportError as err:
                 if not last:
                     self._backoff(attempt, None, f"{_describe(err)} on {path}")
@@ -606,8 +661,9 @@ def _sse_events(response: httpx.Response, server: str) -> Iterator[dict[str, Any
         yield event
 
 
-def _completion(text: str, finish: str | None, usage: Mapping[str, Any] | None, started: float, *,
-                error: str | None = None) -> Completion:
+def _completion(
+    text: str, finish: str | None, usage: Mapping[str, Any] | None, started: float, *, error: str | None = None
+) -> Completion:
     return wire.read_completion(text, finish, usage, time.perf_counter() - started, error=error)
 
 

@@ -28,7 +28,9 @@ def causal_mask(layout: StepLayout) -> torch.Tensor | None:
         return None
     q_pos = torch.tensor(layout.starts)[:, None] + torch.arange(layout.max_new)[None, :]  # [B, T]
     k_pos = torch.arange(S)  # [S]
-    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < torch.tensor(layout.ends)[:, None, None])
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (
+        k_pos[None, None, :] < torch.tensor(layout.ends)[:, None, None]
+    )
     return mask.unsqueeze(1)
 
 

@@ -87,7 +87,9 @@ class KVCache:
         if max_blocks < 1:
             raise ValueError(f"the KV cache needs at least one block, got max_blocks={max_blocks}")
         if key_summaries is not None and key_summaries.page_size != block_size:
-            raise ValueError(f"key summaries of {key_summaries.page_size}-token pages for a cache of {block_size}-token blocks")
+            raise ValueError(
+                f"key summaries of {key_summaries.page_size}-token pages for a cache of {block_size}-token blocks"
+            )
         self.n_layers = n_layers
         self.row_shape = tuple(row_shape)
         self.block_size = block_size
@@ -273,7 +275,9 @@ class KVCache:
         slot_rows = slot_rows.contiguous()  # readers flatten it
 
         token_positions = [p for start, end in zip(starts, ends) for p in range(start, end)]
-        token_slots = [t[p // bs] * bs + p % bs for t, start, end in zip(tables, starts, ends) for p in range(start, end)]
+        token_slots = [
+            t[p // bs] * bs + p % bs for t, start, end in zip(tables, starts, ends) for p in range(start, end)
+        ]
         positions = torch.tensor(token_positions, dtype=torch.long)
         write_slots = torch.tensor(token_slots, dtype=torch.long)
         last_token = torch.tensor(list(itertools.accumulate(n_new)), dtype=torch.long) - 1

@@ -100,8 +100,10 @@ class Linear(nn.Module):
 
     def _checked_pair(self, down: torch.Tensor, up: torch.Tensor) -> LowRankPair:
         if down.shape[1] != self.in_features or up.shape != (self.out_features, down.shape[0]):
-            raise ValueError(f"low-rank pair {list(down.shape)} x {list(up.shape)} does not fit a "
-                             f"{self.out_features}x{self.in_features} linear")
+            raise ValueError(
+                f"low-rank pair {list(down.shape)} x {list(up.shape)} does not fit a "
+                f"{self.out_features}x{self.in_features} linear"
+            )
         return down.float().contiguous(), up.float().contiguous()
 
     def set_low_rank(self, down: torch.Tensor, up: torch.Tensor) -> None:

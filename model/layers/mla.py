@@ -52,8 +52,9 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_norm = RMSNorm(m.kv_lora_rank, LATENT_NORM_EPS)
         # [H * (nope + v), C]: W_UK and W_UV, head by head. A plain tensor, never quantized: the absorbed path
         # contracts it per head with queries and outputs, and it is ~1% of a DeepSeek layer's weights.
-        self.wkv_b = nn.Parameter(torch.empty(config.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
-                                  requires_grad=False)
+        self.wkv_b = nn.Parameter(
+            torch.empty(config.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), requires_grad=False
+        )
         self.wo = Linear(config.n_heads * m.v_head_dim, config.dim)
         self.scale = softmax_scale(m.qk_head_dim, config.rope_scaling)
         self.mode = "auto"
@@ -90,8 +91,15 @@ class MultiHeadLatentAttention(nn.Module):
         k_rope = apply_rotary(k_rope.view(N, 1, R), cos, sin).view(N, R)
         cache.write(self.layer, layout.write_slots, torch.cat([self.kv_norm(latent), k_rope], dim=-1))  # [N, C+R]
         if layout.sparse is not None:  # block-sparse: only the chosen key blocks' rows are gathered
-            latent_out = attend_latent(layout.sparse, cache.kv[self.layer], cache.key_summaries, self.layer,
-                                       self._absorb_query(q_nope, q_rope), self.scale, C)  # [N, H, C]
+            latent_out = attend_latent(
+                layout.sparse,
+                cache.kv[self.layer],
+                cache.key_summaries,
+                self.layer,
+                self._absorb_query(q_nope, q_rope),
+                self.scale,
+                C,
+            )  # [N, H, C]
             out = self._up_project_values(latent_out)
         else:
             rows = cache.read(self.layer, layout.read_slots)  # [B, S, C+R]

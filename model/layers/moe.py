@@ -62,7 +62,9 @@ class Router(nn.Module):
         self.norm_topk_prob, self.routed_scaling_factor = moe.norm_topk_prob, moe.routed_scaling_factor
         self.weight = nn.Parameter(torch.empty(moe.n_experts, config.dim), requires_grad=False)
         # DeepSeek-V3's e_score_correction_bias: shifts which experts are chosen, never their weights.
-        self.score_bias = nn.Parameter(torch.empty(moe.n_experts), requires_grad=False) if moe.scoring == "sigmoid" else None
+        self.score_bias = (
+            nn.Parameter(torch.empty(moe.n_experts), requires_grad=False) if moe.scoring == "sigmoid" else None
+        )
         self.task_bias: torch.Tensor | None = None  # [len(TASK_TYPES) + 1, E]; the last row (no task) is zeros
         self.capacity: int | None = None
         self.reset_stats()
@@ -89,7 +91,9 @@ class Router(nn.Module):
             weights = scores.gather(1, experts)
         else:
             experts = self._assign_with_capacity(choice)
-            weights = scores.gather(1, experts.clamp(max=self.n_experts - 1)).masked_fill(experts == self.n_experts, 0.0)
+            weights = scores.gather(1, experts.clamp(max=self.n_experts - 1)).masked_fill(
+                experts == self.n_experts, 0.0
+            )
         if self.norm_topk_prob:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         return weights * self.routed_scaling_factor, experts
@@ -100,7 +104,9 @@ class Router(nn.Module):
         N = choice.shape[0]
         groups = choice.view(N, self.n_group, -1)  # [N, G, E/G]
         group_scores = groups.topk(min(2, groups.shape[-1]), dim=-1).values.sum(dim=-1)  # [N, G]
-        keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_scores.topk(self.topk_group, dim=-1).indices, True)
+        keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(
+            1, group_scores.topk(self.topk_group, dim=-1).indices, True
+        )
         return groups.masked_fill(~keep[..., None], float("-inf")).view(N, -1)
 
     def _assign_with_capacity(self, choice: torch.Tensor) -> torch.Tensor:

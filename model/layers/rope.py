@@ -38,7 +38,11 @@ def _yarn_frequencies(rope_dim: int, theta: float, scaling: RopeScaling) -> torc
     keep their frequency, those under `beta_slow` are interpolated by `factor`, a linear ramp in between."""
 
     def correction_dim(rotations: float) -> float:  # the dimension that rotates `rotations` times over the context
-        return rope_dim * math.log(scaling.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+        return (
+            rope_dim
+            * math.log(scaling.original_max_position_embeddings / (rotations * 2 * math.pi))
+            / (2 * math.log(theta))
+        )
 
     low, high = correction_dim(scaling.beta_fast), correction_dim(scaling.beta_slow)
     if scaling.truncate:

@@ -142,8 +142,11 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
     if config.mode == "local":
         topk_count = torch.zeros(Gq, dtype=torch.long)
     else:
-        k = (torch.ceil(config.topk * (block + 1)).long() if config.topk < 1
-             else torch.full((Gq,), int(config.topk), dtype=torch.long))
+        k = (
+            torch.ceil(config.topk * (block + 1)).long()
+            if config.topk < 1
+            else torch.full((Gq,), int(config.topk), dtype=torch.long)
+        )
         topk_count = torch.minimum(k, candidates)
         if config.mode == "auto":
             topk_count = torch.where(context <= config.auto_dense_up_to, candidates, topk_count)
@@ -166,9 +169,20 @@ def plan_step(config: AttentionConfig, layout, page_size: int, has_summaries: bo
     mask = torch.cat([topk_ok[:, None, :].expand(Gq, Tg, max_topk * bs), fixed_mask], dim=2)  # [Gq, Tg, K]
     bias = torch.zeros(mask.shape).masked_fill_(~mask, -torch.inf).unsqueeze(1)
     return SparsePlan(
-        block_size=bs, n_groups=Gq, group_size=Tg, token_index=token_index, query_padding=query_padding,
-        group_row=group_row, read_slots=layout.read_slots, fixed_slots=fixed_slots, bias=bias, max_topk=max_topk,
-        pages=pages, pages_per_block=ppb, visible_bias=visible_bias, candidate_bias=candidate_bias,
+        block_size=bs,
+        n_groups=Gq,
+        group_size=Tg,
+        token_index=token_index,
+        query_padding=query_padding,
+        group_row=group_row,
+        read_slots=layout.read_slots,
+        fixed_slots=fixed_slots,
+        bias=bias,
+        max_topk=max_topk,
+        pages=pages,
+        pages_per_block=ppb,
+        visible_bias=visible_bias,
+        candidate_bias=candidate_bias,
         group_is_row=Gq == B,
     )
 
@@ -196,7 +210,9 @@ def qk_upper_bound(q: torch.Tensor, block_min: torch.Tensor, block_max: torch.Te
     )
 
 
-def topk_blocks(plan: SparsePlan, summaries: KeySummaries, layer: int, queries: torch.Tensor, scale: float) -> torch.Tensor:
+def topk_blocks(
+    plan: SparsePlan, summaries: KeySummaries, layer: int, queries: torch.Tensor, scale: float
+) -> torch.Tensor:
     """The top-k key blocks of every group and key group: queries [Gq, Tg, H, dk] -> block indices [Gq, G, k].
 
     Heads h share key group h // (H / G), as in grouped-query attention.
@@ -235,7 +251,9 @@ def select_slots(
     return torch.cat([slots, fixed], dim=2)
 
 
-def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor) -> torch.Tensor:
+def attend_gqa(
+    plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor
+) -> torch.Tensor:
     """Grouped-query attention over the chosen blocks only: q [N, H, hd], kv = one layer's rows [slots, 2KV, hd]."""
     # Gq groups of Tg queries; H query heads sharing KV key-value heads; K gathered keys.
     hd, KV, Gq = q.shape[2], kv.shape[1] // 2, plan.n_groups
@@ -251,7 +269,12 @@ def attend_gqa(plan: SparsePlan, kv: torch.Tensor, summaries: KeySummaries | Non
 
 
 def attend_latent(
-    plan: SparsePlan, rows: torch.Tensor, summaries: KeySummaries | None, layer: int, q: torch.Tensor, scale: float,
+    plan: SparsePlan,
+    rows: torch.Tensor,
+    summaries: KeySummaries | None,
+    layer: int,
+    q: torch.Tensor,
+    scale: float,
     value_dim: int,
 ) -> torch.Tensor:
     """Multi-query attention over the chosen blocks, for cache rows that are both key and value (latent attention).

@@ -85,7 +85,11 @@ class Transformer(nn.Module):
             summaries = attention.key_summaries(self.config, n_layers, block_size)
         per_block = block_bytes(n_layers, row_shape, block_size, torch.float32)
         return KVCache(
-            n_layers, row_shape, max_seq_len=max_seq_len, block_size=block_size, max_blocks=max(1, capacity_bytes // per_block),
+            n_layers,
+            row_shape,
+            max_seq_len=max_seq_len,
+            block_size=block_size,
+            max_blocks=max(1, capacity_bytes // per_block),
             key_summaries=summaries,
         )
 
@@ -130,8 +134,10 @@ class Transformer(nn.Module):
         for task, bias in biases.items():
             bias = torch.as_tensor(bias, dtype=torch.float32)
             if bias.shape != (len(routers), routers[0].n_experts):
-                raise ValueError(f"router bias for {task!r} has shape {list(bias.shape)}, "
-                                 f"expected [{len(routers)} MoE layers, {routers[0].n_experts} experts]")
+                raise ValueError(
+                    f"router bias for {task!r} has shape {list(bias.shape)}, "
+                    f"expected [{len(routers)} MoE layers, {routers[0].n_experts} experts]"
+                )
             table[:, TASK_TYPES.index(task)] = bias
         for router, rows in zip(routers, table):
             router.task_bias = rows

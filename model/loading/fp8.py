@@ -38,7 +38,9 @@ def dequantize_blocks(weight: torch.Tensor, scale_inv: torch.Tensor, block: tupl
     N, K = weight.shape
     rows, cols = block
     if scale_inv.shape != (-(-N // rows), -(-K // cols)):
-        raise ValueError(f"fp8 scales of shape {list(scale_inv.shape)} do not tile a [{N}, {K}] weight in {rows}x{cols} blocks")
+        raise ValueError(
+            f"fp8 scales of shape {list(scale_inv.shape)} do not tile a [{N}, {K}] weight in {rows}x{cols} blocks"
+        )
     scales = scale_inv.float().repeat_interleave(rows, dim=0)[:N].repeat_interleave(cols, dim=1)[:, :K]
     return weight.float() * scales
 

@@ -37,9 +37,7 @@ def config_from_gguf(meta: dict[str, Any], *, has_output_tensor: bool) -> ModelC
     gguf_arch = meta.get("general.architecture")
     arch = {"deepseek2": "deepseek_v3"}.get(gguf_arch, gguf_arch)
     if arch not in SUPPORTED_ARCHITECTURES or arch == "mixtral":
-        raise ValueError(
-            f"unknown architecture {gguf_arch!r} in GGUF metadata; supported: llama, qwen2, deepseek2"
-        )
+        raise ValueError(f"unknown architecture {gguf_arch!r} in GGUF metadata; supported: llama, qwen2, deepseek2")
 
     def key(name: str, default: Any = None) -> Any:
         value = meta.get(f"{gguf_arch}.{name}", default)
@@ -141,8 +139,13 @@ def rope_scaling_from_freqs(divisors: torch.Tensor, head_dim: int, theta: float)
     factor = float(divisors.max())
     for original in (8192, 4096, 16384, 2048, 32768):
         for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0)):
-            cand = RopeScaling(kind="llama3", factor=factor, low_freq_factor=low, high_freq_factor=high,
-                               original_max_position_embeddings=original)
+            cand = RopeScaling(
+                kind="llama3",
+                factor=factor,
+                low_freq_factor=low,
+                high_freq_factor=high,
+                original_max_position_embeddings=original,
+            )
             # llama.cpp stores base / scaled frequency per pair; model/layers/rope.py defines the scaled ones.
             candidate = inverse_frequencies(head_dim, theta, None) / inverse_frequencies(head_dim, theta, cand)
             if torch.allclose(candidate.double(), divisors, rtol=1e-4, atol=1e-5):

@@ -16,8 +16,19 @@ from model.loading.tensor_names import ModelLoadError
 
 # ggml's `enum ggml_type` for the types we load (tests/model/loading/test_gguf_header.py checks it against the gguf package).
 GGML_TYPE_NAMES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    6: "Q5_0",
+    7: "Q5_1",
+    8: "Q8_0",
+    10: "Q2_K",
+    11: "Q3_K",
+    12: "Q4_K",
+    13: "Q5_K",
+    14: "Q6_K",
+    30: "BF16",
 }
 # Bytes of each fixed-size metadata value type; strings (8) and arrays (9) are walked.
 _SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -64,4 +75,6 @@ def tensor_types(path: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     except ModelLoadError:
         raise
     except Exception as e:  # struct.error / KeyError / UnicodeDecodeError on a truncated or corrupt header
-        raise ModelLoadError(f"cannot parse the GGUF header of {path} (truncated or corrupt?): {type(e).__name__}: {e}") from e
+        raise ModelLoadError(
+            f"cannot parse the GGUF header of {path} (truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from e

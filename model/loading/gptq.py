@@ -54,8 +54,16 @@ class GroupQuantConfig:
     def to_json(self) -> dict[str, Any]:
         """The GPTQ `quantization_config` / quantize_config.json other tools read (transformers, optimum, gptqmodel)."""
         assert self.method == "gptq"
-        return {"quant_method": "gptq", "bits": self.bits, "group_size": self.group_size, "desc_act": self.desc_act,
-                "sym": self.sym, "true_sequential": True, "checkpoint_format": "gptq", "damp_percent": 0.01}
+        return {
+            "quant_method": "gptq",
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "desc_act": self.desc_act,
+            "sym": self.sym,
+            "true_sequential": True,
+            "checkpoint_format": "gptq",
+            "damp_percent": 0.01,
+        }
 
 
 def read_quant_config(quantization_config: dict[str, Any] | None, source: object = "") -> GroupQuantConfig | None:
@@ -79,7 +87,9 @@ def read_quant_config(quantization_config: dict[str, Any] | None, source: object
         if q.get("dynamic"):
             raise GroupQuantError(f"{source}: GPTQ 'dynamic' per-module settings are not supported")
         if bits not in GPTQ_BITS:
-            raise GroupQuantError(f"{source}: {bits}-bit GPTQ is not a GPTQ layout (bits: {', '.join(map(str, GPTQ_BITS))})")
+            raise GroupQuantError(
+                f"{source}: {bits}-bit GPTQ is not a GPTQ layout (bits: {', '.join(map(str, GPTQ_BITS))})"
+            )
         return GroupQuantConfig("gptq", bits, group_size, bool(q.get("desc_act", False)), bool(q.get("sym", True)))
     version = str(q.get("version", "gemm")).lower()
     if version != "gemm":
@@ -169,8 +179,14 @@ class GroupQuantized:
         return self.codes.shape
 
     @classmethod
-    def from_gptq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor | None,
-                  config: GroupQuantConfig) -> GroupQuantized:
+    def from_gptq(
+        cls,
+        qweight: torch.Tensor,
+        qzeros: torch.Tensor,
+        scales: torch.Tensor,
+        g_idx: torch.Tensor | None,
+        config: GroupQuantConfig,
+    ) -> GroupQuantized:
         """The GPTQ tensors of one linear (`g_idx` None: groups in column order). Raises GroupQuantError on shapes that
         do not fit together."""
         bits = config.bits
@@ -180,23 +196,28 @@ class GroupQuantized:
         _require(qzeros, torch.int32, 2, "qzeros")
         G = scales.shape[0]
         if tuple(scales.shape) != (G, N) or tuple(qzeros.shape) != (G, N * bits // 32):
-            raise GroupQuantError(f"scales {list(scales.shape)} / qzeros {list(qzeros.shape)} do not fit qweight "
-                                  f"{list(qweight.shape)} ({bits}-bit: [{K}, {N}] codes)")
+            raise GroupQuantError(
+                f"scales {list(scales.shape)} / qzeros {list(qzeros.shape)} do not fit qweight "
+                f"{list(qweight.shape)} ({bits}-bit: [{K}, {N}] codes)"
+            )
         codes = unpack_rows(qweight, bits).t().contiguous()  # [N, K]
         zeros = unpack_rows(qzeros.t().contiguous(), bits).t().to(torch.int16) + 1  # stored as zero - 1 ("v1")
         return cls(codes, scales, zeros, cls._groups(g_idx, K, G, config.group_size), bits)
 
     @classmethod
-    def from_awq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-                 config: GroupQuantConfig) -> GroupQuantized:
+    def from_awq(
+        cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, config: GroupQuantConfig
+    ) -> GroupQuantized:
         """The AWQ (GEMM) tensors of one linear. Raises GroupQuantError on shapes that do not fit together."""
         _require(qweight, torch.int32, 2, "qweight")
         _require(qzeros, torch.int32, 2, "qzeros")
         K, N = qweight.shape[0], qweight.shape[1] * 8
         G = scales.shape[0]
         if tuple(scales.shape) != (G, N) or tuple(qzeros.shape) != (G, N // 8):
-            raise GroupQuantError(f"scales {list(scales.shape)} / qzeros {list(qzeros.shape)} do not fit AWQ qweight "
-                                  f"{list(qweight.shape)} ([{K}, {N}] codes)")
+            raise GroupQuantError(
+                f"scales {list(scales.shape)} / qzeros {list(qzeros.shape)} do not fit AWQ qweight "
+                f"{list(qweight.shape)} ([{K}, {N}] codes)"
+            )
         codes = _awq_unpack(qweight).t().contiguous()
         return cls(codes, scales, _awq_unpack(qzeros).to(torch.int16), cls._groups(None, K, G, config.group_size), 4)
 
@@ -222,10 +243,17 @@ class GroupQuantized:
         first = parts[0]
         for part in parts[1:]:
             if part.bits != first.bits or not torch.equal(part.g_idx, first.g_idx):
-                raise GroupQuantError("weights fused into one linear have different bits or g_idx (act-order "
-                                      "column groups), which one int4 kernel call cannot run")
-        return GroupQuantized(torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts], dim=1),
-                              torch.cat([p.zeros for p in parts], dim=1), first.g_idx, first.bits)
+                raise GroupQuantError(
+                    "weights fused into one linear have different bits or g_idx (act-order "
+                    "column groups), which one int4 kernel call cannot run"
+                )
+        return GroupQuantized(
+            torch.cat([p.codes for p in parts]),
+            torch.cat([p.scales for p in parts], dim=1),
+            torch.cat([p.zeros for p in parts], dim=1),
+            first.g_idx,
+            first.bits,
+        )
 
     def to_int4_kernel(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(packed uint8 [N, K/2], bf16 scales_and_zeros [K/kg, N, 2], input_order int64 [K] or None) for `Linear`.
@@ -247,8 +275,10 @@ class GroupQuantized:
             if K % kg == 0 and bool((g_idx.view(-1, kg) == g_idx.view(-1, kg)[:, :1]).all()):
                 break
         else:
-            raise GroupQuantError(f"no int4 kernel group size ({', '.join(map(str, KERNEL_GROUP_SIZES))}) tiles "
-                                  f"the column groups of a [{N}, {K}] weight")
+            raise GroupQuantError(
+                f"no int4 kernel group size ({', '.join(map(str, KERNEL_GROUP_SIZES))}) tiles "
+                f"the column groups of a [{N}, {K}] weight"
+            )
         groups = g_idx.view(-1, kg)[:, 0]  # [K/kg]: the checkpoint group of each kernel group
         scales, zeros = self.scales.float()[groups], self.zeros.float()[groups]  # [K/kg, N]
         scales_and_zeros = torch.stack([scales, (8 - zeros) * scales], dim=-1).to(torch.bfloat16)

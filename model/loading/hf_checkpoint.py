@@ -161,8 +161,13 @@ class HFCheckpoint:
                         tensor = deinterleave_rows(tensor, *layout)
                     yield ours, tensor
         if skipped:
-            log.info("%s: skipped %d tensors of %d multi-token-prediction layer(s) %s (not used for generation)",
-                     self.directory, skipped, len(skipped_layers), sorted(skipped_layers))
+            log.info(
+                "%s: skipped %d tensors of %d multi-token-prediction layer(s) %s (not used for generation)",
+                self.directory,
+                skipped,
+                len(skipped_layers),
+                sorted(skipped_layers),
+            )
 
     def _shard_of_every_tensor(self) -> dict[str, Path]:
         shard_of = {}
@@ -188,8 +193,9 @@ class HFCheckpoint:
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"{shard.path}: corrupt or truncated safetensors file at {name!r}: {e}") from e
 
-    def _companion(self, name: str, of: str, shard: TensorFile, shard_of: dict[str, Path], optional: bool = False
-                   ) -> torch.Tensor | None:
+    def _companion(
+        self, name: str, of: str, shard: TensorFile, shard_of: dict[str, Path], optional: bool = False
+    ) -> torch.Tensor | None:
         """Tensor `name` that belongs with tensor `of` (a scale, zero points), from this shard or another."""
         if name not in shard_of:
             if optional:
@@ -204,7 +210,9 @@ class HFCheckpoint:
         """The GPTQ/AWQ tensors of the linear `prefix`, unpacked into one weight; errors name the tensor."""
         config, qweight_name = self.group_quant, prefix + _QWEIGHT
         qweight = self._read(shard, qweight_name)
-        qzeros, scales = (self._companion(prefix + part, qweight_name, shard, shard_of) for part in (".qzeros", ".scales"))
+        qzeros, scales = (
+            self._companion(prefix + part, qweight_name, shard, shard_of) for part in (".qzeros", ".scales")
+        )
         try:
             if config.method == "awq":
                 return GroupQuantized.from_awq(qweight, qzeros, scales, config)
@@ -213,9 +221,13 @@ class HFCheckpoint:
         except GroupQuantError as e:
             raise ModelLoadError(f"{shard.path}: {qweight_name!r}: {e}") from e
 
-    def _dequantize(self, name: str, weight: torch.Tensor, shard: TensorFile, shard_of: dict[str, Path]) -> torch.Tensor:
+    def _dequantize(
+        self, name: str, weight: torch.Tensor, shard: TensorFile, shard_of: dict[str, Path]
+    ) -> torch.Tensor:
         if self.fp8_block is None:
-            raise ModelLoadError(f"{shard.path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config")
+            raise ModelLoadError(
+                f"{shard.path}: tensor {name!r} is {weight.dtype} but config.json has no fp8 quantization_config"
+            )
         scale = self._companion(name + fp8.SCALE_SUFFIX, name, shard, shard_of)
         try:
             return fp8.dequantize_blocks(weight, scale, self.fp8_block)
@@ -227,4 +239,6 @@ def load_hf_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, to
     """Config and every tensor (float32, our names) in memory; names, counts and shapes checked against the config."""
     checkpoint = HFCheckpoint(directory)
     tensors = checked(checkpoint.config, checkpoint.tensors(), checkpoint.directory)
-    return checkpoint.config, {name: t.dequantize() if isinstance(t, GroupQuantized) else t.float() for name, t in tensors}
+    return checkpoint.config, {
+        name: t.dequantize() if isinstance(t, GroupQuantized) else t.float() for name, t in tensors
+    }

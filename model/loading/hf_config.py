@@ -36,8 +36,11 @@ def config_from_hf(cfg: dict[str, Any]) -> ModelConfig:
     if model_type == "mixtral":
         if cfg.get("sliding_window") and cfg["sliding_window"] < cfg.get("max_position_embeddings", 0):
             raise ValueError(f"sliding-window attention (sliding_window={cfg['sliding_window']}) is not supported")
-        moe = MoEConfig(n_experts=cfg["num_local_experts"], experts_per_token=cfg["num_experts_per_tok"],
-                        expert_ffn_dim=cfg["intermediate_size"])
+        moe = MoEConfig(
+            n_experts=cfg["num_local_experts"],
+            experts_per_token=cfg["num_experts_per_tok"],
+            expert_ffn_dim=cfg["intermediate_size"],
+        )
     elif model_type == "deepseek_v3":
         mla = LatentAttentionConfig(
             q_lora_rank=cfg.get("q_lora_rank"),

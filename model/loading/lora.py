@@ -32,9 +32,18 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 
 # The projections of a Llama-family layer an adapter may target (HF names), and where each sits in the HF tree.
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_MODULE_PATH = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-                "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
-_KEY = re.compile(r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$")
+_MODULE_PATH = {
+    "q_proj": "self_attn",
+    "k_proj": "self_attn",
+    "v_proj": "self_attn",
+    "o_proj": "self_attn",
+    "gate_proj": "mlp",
+    "up_proj": "mlp",
+    "down_proj": "mlp",
+}
+_KEY = re.compile(
+    r"^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$"
+)
 
 
 class AdapterError(ModelLoadError):
@@ -64,18 +73,30 @@ class Adapter:
 def module_shape(config: ModelConfig, module: str) -> tuple[int, int]:
     """(out, in) of one HF projection of a Llama-family layer."""
     q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-    return {"q_proj": (q, config.dim), "k_proj": (kv, config.dim), "v_proj": (kv, config.dim), "o_proj": (config.dim, q),
-            "gate_proj": (config.ffn_dim, config.dim), "up_proj": (config.ffn_dim, config.dim),
-            "down_proj": (config.dim, config.ffn_dim)}[module]
+    return {
+        "q_proj": (q, config.dim),
+        "k_proj": (kv, config.dim),
+        "v_proj": (kv, config.dim),
+        "o_proj": (config.dim, q),
+        "gate_proj": (config.ffn_dim, config.dim),
+        "up_proj": (config.ffn_dim, config.dim),
+        "down_proj": (config.dim, config.ffn_dim),
+    }[module]
 
 
 def _fused_place(config: ModelConfig, module: str) -> tuple[str, int]:
     """Our Linear (relative to layers.{i}) holding `module`, and the first row it occupies there: the fused layouts
     of model/layers/attention.py (wq, wk, wv rows of wqkv) and model/layers/mlp.py (w1, w3 rows of w13)."""
     q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-    return {"q_proj": ("attention.wqkv", 0), "k_proj": ("attention.wqkv", q), "v_proj": ("attention.wqkv", q + kv),
-            "o_proj": ("attention.wo", 0), "gate_proj": ("feed_forward.w13", 0),
-            "up_proj": ("feed_forward.w13", config.ffn_dim), "down_proj": ("feed_forward.w2", 0)}[module]
+    return {
+        "q_proj": ("attention.wqkv", 0),
+        "k_proj": ("attention.wqkv", q),
+        "v_proj": ("attention.wqkv", q + kv),
+        "o_proj": ("attention.wo", 0),
+        "gate_proj": ("feed_forward.w13", 0),
+        "up_proj": ("feed_forward.w13", config.ffn_dim),
+        "down_proj": ("feed_forward.w2", 0),
+    }[module]
 
 
 def read_adapter(path: str | Path) -> Adapter:
@@ -114,8 +135,12 @@ def read_adapter(path: str | Path) -> Adapter:
         raise AdapterError(f"{config_path}: r and lora_alpha must be numbers ({e})") from e
     if r < 1:
         raise AdapterError(f"{config_path}: r must be at least 1, got {r}")
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=tuple(sorted(targets)),
-                        base_model=str(raw.get("base_model_name_or_path") or ""))
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=tuple(sorted(targets)),
+        base_model=str(raw.get("base_model_name_or_path") or ""),
+    )
     try:
         tensors = load_file(str(weights_path))
     except (OSError, SafetensorError) as e:
@@ -124,7 +149,9 @@ def read_adapter(path: str | Path) -> Adapter:
     for key, tensor in tensors.items():
         match = _KEY.match(key)
         if match is None or match.group(3) not in TARGETS or _MODULE_PATH[match.group(3)] != match.group(2):
-            raise AdapterError(f"{weights_path}: unexpected tensor {key!r} (expected LoRA A/B weights of {', '.join(TARGETS)})")
+            raise AdapterError(
+                f"{weights_path}: unexpected tensor {key!r} (expected LoRA A/B weights of {', '.join(TARGETS)})"
+            )
         layer, module, half = int(match.group(1)), match.group(3), match.group(4)
         if module not in config.target_modules:
             raise AdapterError(f"{weights_path}: tensor {key!r} is for {module}, not among target_modules")
@@ -142,8 +169,9 @@ def read_adapter(path: str | Path) -> Adapter:
 
 def check_fits(adapter: Adapter, config: ModelConfig) -> None:
     """Every pair's shapes against the model's. Raises AdapterError naming the tensor."""
-    if config.arch not in ("llama", "qwen2") or any(spec.attention != "gqa" or spec.mlp != "dense"
-                                                    for spec in config.layer_specs()):
+    if config.arch not in ("llama", "qwen2") or any(
+        spec.attention != "gqa" or spec.mlp != "dense" for spec in config.layer_specs()
+    ):
         raise AdapterError(f"{adapter.path}: LoRA adapters are supported on llama/qwen2 models, not {config.arch}")
     r = adapter.config.r
     for (layer, module), (a, b) in adapter.pairs.items():
@@ -152,9 +180,13 @@ def check_fits(adapter: Adapter, config: ModelConfig) -> None:
             raise AdapterError(f"{adapter.path}: {name}: the model has {config.n_layers} layers")
         out_features, in_features = module_shape(config, module)
         if tuple(a.shape) != (r, in_features):
-            raise AdapterError(f"{adapter.path}: {name}.lora_A has shape {list(a.shape)}, expected [{r}, {in_features}]")
+            raise AdapterError(
+                f"{adapter.path}: {name}.lora_A has shape {list(a.shape)}, expected [{r}, {in_features}]"
+            )
         if tuple(b.shape) != (out_features, r):
-            raise AdapterError(f"{adapter.path}: {name}.lora_B has shape {list(b.shape)}, expected [{out_features}, {r}]")
+            raise AdapterError(
+                f"{adapter.path}: {name}.lora_B has shape {list(b.shape)}, expected [{out_features}, {r}]"
+            )
 
 
 def fused_pairs(adapter: Adapter, config: ModelConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -166,14 +198,17 @@ def fused_pairs(adapter: Adapter, config: ModelConfig) -> dict[str, tuple[torch.
     fused = {}
     for name, parts in grouped.items():
         linear = name.split(".", 2)[2]
-        out_features = {"attention.wqkv": (config.n_heads + 2 * config.n_kv_heads) * config.head_dim,
-                        "attention.wo": config.dim, "feed_forward.w13": 2 * config.ffn_dim,
-                        "feed_forward.w2": config.dim}[linear]
+        out_features = {
+            "attention.wqkv": (config.n_heads + 2 * config.n_kv_heads) * config.head_dim,
+            "attention.wo": config.dim,
+            "feed_forward.w13": 2 * config.ffn_dim,
+            "feed_forward.w2": config.dim,
+        }[linear]
         down = torch.cat([a for _, a, _ in parts])
         up = torch.zeros(out_features, down.shape[0])
         rank = 0
         for row, a, b in parts:
-            up[row:row + b.shape[0], rank:rank + a.shape[0]] = b * adapter.config.scale
+            up[row : row + b.shape[0], rank : rank + a.shape[0]] = b * adapter.config.scale
             rank += a.shape[0]
         fused[name] = (down.contiguous(), up)
     return fused

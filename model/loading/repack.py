@@ -18,9 +18,9 @@ import torch
 
 from model.config import ModelConfig
 from model.layers.linear import Linear, pack_weight
+from model.layers.transformer import Transformer
 from model.loading.gptq import GroupQuantError, GroupQuantized
 from model.loading.tensor_names import ModelLoadError
-from model.layers.transformer import Transformer
 
 TensorStream = Iterator[tuple[str, torch.Tensor]]  # a tensor, or a GroupQuantized weight from a GPTQ/AWQ reader
 
@@ -45,7 +45,9 @@ class Repacker:
                 self.sources[fused] = tuple(f"{prefix}.{part}" for part in parts)
                 self.fused_into.update((f"{prefix}.{part}", fused) for part in parts)
         self.quantized = (
-            {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Linear)} if quant else set()
+            {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Linear)}
+            if quant
+            else set()
         )
 
     def __call__(self, tensors: TensorStream) -> TensorStream:

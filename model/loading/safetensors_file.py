@@ -114,7 +114,11 @@ class TensorFile:
             if got == 0:
                 raise ValueError(f"{name!r} runs past the end of the file (truncated?)")
             done += got
-        return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(shape) if n_bytes else torch.empty(shape, dtype=dtype)
+        return (
+            torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(shape)
+            if n_bytes
+            else torch.empty(shape, dtype=dtype)
+        )
 
 
 def write_stream(
@@ -138,17 +142,23 @@ def write_stream(
                 raise ValueError(f"tensor name {name!r} given twice or reserved")
             if offset % ALIGNMENT:
                 pad = ALIGNMENT - offset % ALIGNMENT
-                entries[f"{PADDING_PREFIX}{len(entries)}"] = {"dtype": "U8", "shape": [pad], "data_offsets": [offset, offset + pad]}
+                entries[f"{PADDING_PREFIX}{len(entries)}"] = {
+                    "dtype": "U8",
+                    "shape": [pad],
+                    "data_offsets": [offset, offset + pad],
+                }
                 f.write(bytes(pad))
                 offset += pad
             data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
             f.write(memoryview(data))
-            entries[name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
-                             "data_offsets": [offset, offset + data.nbytes]}
+            entries[name] = {
+                "dtype": DTYPE_NAMES[tensor.dtype],
+                "shape": list(tensor.shape),
+                "data_offsets": [offset, offset + data.nbytes],
+            }
             offset += data.nbytes
         header = json.dumps(entries, separators=(",", ":")).encode()
         if len(header) > data_start - 8:
             raise HeaderOverflow(f"header of {len(header)} bytes exceeds the {data_start - 8} reserved")
         f.seek(0)
         f.write(struct.pack("<Q", data_start - 8) + header + b" " * (data_start - 8 - len(header)))
-

@@ -36,7 +36,9 @@ class NameTable:
     def __init__(self, table: Mapping[str, str]) -> None:
         self.table = dict(table)
         # A name's numbers replaced by "#" is its key: one dict look-up per tensor, whatever the table size.
-        self._by_key = {_FIELD.sub("#", source): (tuple(_FIELD.findall(source)), ours) for source, ours in table.items()}
+        self._by_key = {
+            _FIELD.sub("#", source): (tuple(_FIELD.findall(source)), ours) for source, ours in table.items()
+        }
 
     def lookup(self, name: str) -> tuple[str, dict[str, int]] | None:
         """(our template, the numbers it needs) for `name`, or None if the table does not know it."""
@@ -57,81 +59,85 @@ class NameTable:
 
 # HF name -> ours. HF Llama/Qwen2/Mixtral q/k rows are in rotate-half order already; DeepSeek's rope rows
 # are interleaved pairs (config `rope_interleave`) and are reordered by the reader.
-HF_NAMES = NameTable({
-    "model.embed_tokens.weight": "tok_embeddings.weight",
-    "model.norm.weight": "norm.weight",
-    "lm_head.weight": "output.weight",
-    "model.layers.{layer}.input_layernorm.weight": "layers.{layer}.attention_norm.weight",
-    "model.layers.{layer}.post_attention_layernorm.weight": "layers.{layer}.ffn_norm.weight",
-    # grouped-query attention (Llama, Qwen2, Mixtral)
-    "model.layers.{layer}.self_attn.q_proj.weight": "layers.{layer}.attention.wq.weight",
-    "model.layers.{layer}.self_attn.q_proj.bias": "layers.{layer}.attention.wq.bias",
-    "model.layers.{layer}.self_attn.k_proj.weight": "layers.{layer}.attention.wk.weight",
-    "model.layers.{layer}.self_attn.k_proj.bias": "layers.{layer}.attention.wk.bias",
-    "model.layers.{layer}.self_attn.v_proj.weight": "layers.{layer}.attention.wv.weight",
-    "model.layers.{layer}.self_attn.v_proj.bias": "layers.{layer}.attention.wv.bias",
-    "model.layers.{layer}.self_attn.o_proj.weight": "layers.{layer}.attention.wo.weight",
-    # multi-head latent attention (DeepSeek-V3); q_proj above when q_lora_rank is none
-    "model.layers.{layer}.self_attn.q_a_proj.weight": "layers.{layer}.attention.wq_a.weight",
-    "model.layers.{layer}.self_attn.q_a_layernorm.weight": "layers.{layer}.attention.q_norm.weight",
-    "model.layers.{layer}.self_attn.q_b_proj.weight": "layers.{layer}.attention.wq_b.weight",
-    "model.layers.{layer}.self_attn.kv_a_proj_with_mqa.weight": "layers.{layer}.attention.wkv_a.weight",
-    "model.layers.{layer}.self_attn.kv_a_layernorm.weight": "layers.{layer}.attention.kv_norm.weight",
-    "model.layers.{layer}.self_attn.kv_b_proj.weight": "layers.{layer}.attention.wkv_b.weight",
-    # dense MLP
-    "model.layers.{layer}.mlp.gate_proj.weight": "layers.{layer}.feed_forward.w1.weight",
-    "model.layers.{layer}.mlp.up_proj.weight": "layers.{layer}.feed_forward.w3.weight",
-    "model.layers.{layer}.mlp.down_proj.weight": "layers.{layer}.feed_forward.w2.weight",
-    # DeepSeekMoE
-    "model.layers.{layer}.mlp.gate.weight": "layers.{layer}.feed_forward.router.weight",
-    "model.layers.{layer}.mlp.gate.e_score_correction_bias": "layers.{layer}.feed_forward.router.score_bias",
-    "model.layers.{layer}.mlp.experts.{expert}.gate_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
-    "model.layers.{layer}.mlp.experts.{expert}.up_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
-    "model.layers.{layer}.mlp.experts.{expert}.down_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
-    "model.layers.{layer}.mlp.shared_experts.gate_proj.weight": "layers.{layer}.feed_forward.shared.w1.weight",
-    "model.layers.{layer}.mlp.shared_experts.up_proj.weight": "layers.{layer}.feed_forward.shared.w3.weight",
-    "model.layers.{layer}.mlp.shared_experts.down_proj.weight": "layers.{layer}.feed_forward.shared.w2.weight",
-    # Mixtral
-    "model.layers.{layer}.block_sparse_moe.gate.weight": "layers.{layer}.feed_forward.router.weight",
-    "model.layers.{layer}.block_sparse_moe.experts.{expert}.w1.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
-    "model.layers.{layer}.block_sparse_moe.experts.{expert}.w2.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
-    "model.layers.{layer}.block_sparse_moe.experts.{expert}.w3.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
-})
+HF_NAMES = NameTable(
+    {
+        "model.embed_tokens.weight": "tok_embeddings.weight",
+        "model.norm.weight": "norm.weight",
+        "lm_head.weight": "output.weight",
+        "model.layers.{layer}.input_layernorm.weight": "layers.{layer}.attention_norm.weight",
+        "model.layers.{layer}.post_attention_layernorm.weight": "layers.{layer}.ffn_norm.weight",
+        # grouped-query attention (Llama, Qwen2, Mixtral)
+        "model.layers.{layer}.self_attn.q_proj.weight": "layers.{layer}.attention.wq.weight",
+        "model.layers.{layer}.self_attn.q_proj.bias": "layers.{layer}.attention.wq.bias",
+        "model.layers.{layer}.self_attn.k_proj.weight": "layers.{layer}.attention.wk.weight",
+        "model.layers.{layer}.self_attn.k_proj.bias": "layers.{layer}.attention.wk.bias",
+        "model.layers.{layer}.self_attn.v_proj.weight": "layers.{layer}.attention.wv.weight",
+        "model.layers.{layer}.self_attn.v_proj.bias": "layers.{layer}.attention.wv.bias",
+        "model.layers.{layer}.self_attn.o_proj.weight": "layers.{layer}.attention.wo.weight",
+        # multi-head latent attention (DeepSeek-V3); q_proj above when q_lora_rank is none
+        "model.layers.{layer}.self_attn.q_a_proj.weight": "layers.{layer}.attention.wq_a.weight",
+        "model.layers.{layer}.self_attn.q_a_layernorm.weight": "layers.{layer}.attention.q_norm.weight",
+        "model.layers.{layer}.self_attn.q_b_proj.weight": "layers.{layer}.attention.wq_b.weight",
+        "model.layers.{layer}.self_attn.kv_a_proj_with_mqa.weight": "layers.{layer}.attention.wkv_a.weight",
+        "model.layers.{layer}.self_attn.kv_a_layernorm.weight": "layers.{layer}.attention.kv_norm.weight",
+        "model.layers.{layer}.self_attn.kv_b_proj.weight": "layers.{layer}.attention.wkv_b.weight",
+        # dense MLP
+        "model.layers.{layer}.mlp.gate_proj.weight": "layers.{layer}.feed_forward.w1.weight",
+        "model.layers.{layer}.mlp.up_proj.weight": "layers.{layer}.feed_forward.w3.weight",
+        "model.layers.{layer}.mlp.down_proj.weight": "layers.{layer}.feed_forward.w2.weight",
+        # DeepSeekMoE
+        "model.layers.{layer}.mlp.gate.weight": "layers.{layer}.feed_forward.router.weight",
+        "model.layers.{layer}.mlp.gate.e_score_correction_bias": "layers.{layer}.feed_forward.router.score_bias",
+        "model.layers.{layer}.mlp.experts.{expert}.gate_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
+        "model.layers.{layer}.mlp.experts.{expert}.up_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
+        "model.layers.{layer}.mlp.experts.{expert}.down_proj.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
+        "model.layers.{layer}.mlp.shared_experts.gate_proj.weight": "layers.{layer}.feed_forward.shared.w1.weight",
+        "model.layers.{layer}.mlp.shared_experts.up_proj.weight": "layers.{layer}.feed_forward.shared.w3.weight",
+        "model.layers.{layer}.mlp.shared_experts.down_proj.weight": "layers.{layer}.feed_forward.shared.w2.weight",
+        # Mixtral
+        "model.layers.{layer}.block_sparse_moe.gate.weight": "layers.{layer}.feed_forward.router.weight",
+        "model.layers.{layer}.block_sparse_moe.experts.{expert}.w1.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
+        "model.layers.{layer}.block_sparse_moe.experts.{expert}.w2.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
+        "model.layers.{layer}.block_sparse_moe.experts.{expert}.w3.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
+    }
+)
 
 # GGUF name -> ours, as llama.cpp's convert_hf_to_gguf.py writes them. Its `*_exps` tensors stack every expert
 # of a layer in one [E, ...] tensor (the reader slices them); DeepSeek's kv_b is stored split in two by newer
 # converters (attn_k_b transposed, attn_v_b), which the reader joins back.
-GGUF_NAMES = NameTable({
-    "token_embd.weight": "tok_embeddings.weight",
-    "output_norm.weight": "norm.weight",
-    "output.weight": "output.weight",
-    "blk.{layer}.attn_norm.weight": "layers.{layer}.attention_norm.weight",
-    "blk.{layer}.ffn_norm.weight": "layers.{layer}.ffn_norm.weight",
-    "blk.{layer}.attn_q.weight": "layers.{layer}.attention.wq.weight",
-    "blk.{layer}.attn_q.bias": "layers.{layer}.attention.wq.bias",
-    "blk.{layer}.attn_k.weight": "layers.{layer}.attention.wk.weight",
-    "blk.{layer}.attn_k.bias": "layers.{layer}.attention.wk.bias",
-    "blk.{layer}.attn_v.weight": "layers.{layer}.attention.wv.weight",
-    "blk.{layer}.attn_v.bias": "layers.{layer}.attention.wv.bias",
-    "blk.{layer}.attn_output.weight": "layers.{layer}.attention.wo.weight",
-    "blk.{layer}.attn_q_a.weight": "layers.{layer}.attention.wq_a.weight",
-    "blk.{layer}.attn_q_a_norm.weight": "layers.{layer}.attention.q_norm.weight",
-    "blk.{layer}.attn_q_b.weight": "layers.{layer}.attention.wq_b.weight",
-    "blk.{layer}.attn_kv_a_mqa.weight": "layers.{layer}.attention.wkv_a.weight",
-    "blk.{layer}.attn_kv_a_norm.weight": "layers.{layer}.attention.kv_norm.weight",
-    "blk.{layer}.attn_kv_b.weight": "layers.{layer}.attention.wkv_b.weight",
-    "blk.{layer}.ffn_gate.weight": "layers.{layer}.feed_forward.w1.weight",
-    "blk.{layer}.ffn_up.weight": "layers.{layer}.feed_forward.w3.weight",
-    "blk.{layer}.ffn_down.weight": "layers.{layer}.feed_forward.w2.weight",
-    "blk.{layer}.ffn_gate_inp.weight": "layers.{layer}.feed_forward.router.weight",
-    "blk.{layer}.exp_probs_b.bias": "layers.{layer}.feed_forward.router.score_bias",
-    "blk.{layer}.ffn_gate_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
-    "blk.{layer}.ffn_up_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
-    "blk.{layer}.ffn_down_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
-    "blk.{layer}.ffn_gate_shexp.weight": "layers.{layer}.feed_forward.shared.w1.weight",
-    "blk.{layer}.ffn_up_shexp.weight": "layers.{layer}.feed_forward.shared.w3.weight",
-    "blk.{layer}.ffn_down_shexp.weight": "layers.{layer}.feed_forward.shared.w2.weight",
-})
+GGUF_NAMES = NameTable(
+    {
+        "token_embd.weight": "tok_embeddings.weight",
+        "output_norm.weight": "norm.weight",
+        "output.weight": "output.weight",
+        "blk.{layer}.attn_norm.weight": "layers.{layer}.attention_norm.weight",
+        "blk.{layer}.ffn_norm.weight": "layers.{layer}.ffn_norm.weight",
+        "blk.{layer}.attn_q.weight": "layers.{layer}.attention.wq.weight",
+        "blk.{layer}.attn_q.bias": "layers.{layer}.attention.wq.bias",
+        "blk.{layer}.attn_k.weight": "layers.{layer}.attention.wk.weight",
+        "blk.{layer}.attn_k.bias": "layers.{layer}.attention.wk.bias",
+        "blk.{layer}.attn_v.weight": "layers.{layer}.attention.wv.weight",
+        "blk.{layer}.attn_v.bias": "layers.{layer}.attention.wv.bias",
+        "blk.{layer}.attn_output.weight": "layers.{layer}.attention.wo.weight",
+        "blk.{layer}.attn_q_a.weight": "layers.{layer}.attention.wq_a.weight",
+        "blk.{layer}.attn_q_a_norm.weight": "layers.{layer}.attention.q_norm.weight",
+        "blk.{layer}.attn_q_b.weight": "layers.{layer}.attention.wq_b.weight",
+        "blk.{layer}.attn_kv_a_mqa.weight": "layers.{layer}.attention.wkv_a.weight",
+        "blk.{layer}.attn_kv_a_norm.weight": "layers.{layer}.attention.kv_norm.weight",
+        "blk.{layer}.attn_kv_b.weight": "layers.{layer}.attention.wkv_b.weight",
+        "blk.{layer}.ffn_gate.weight": "layers.{layer}.feed_forward.w1.weight",
+        "blk.{layer}.ffn_up.weight": "layers.{layer}.feed_forward.w3.weight",
+        "blk.{layer}.ffn_down.weight": "layers.{layer}.feed_forward.w2.weight",
+        "blk.{layer}.ffn_gate_inp.weight": "layers.{layer}.feed_forward.router.weight",
+        "blk.{layer}.exp_probs_b.bias": "layers.{layer}.feed_forward.router.score_bias",
+        "blk.{layer}.ffn_gate_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w1.weight",
+        "blk.{layer}.ffn_up_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w3.weight",
+        "blk.{layer}.ffn_down_exps.weight": "layers.{layer}.feed_forward.experts.{expert}.w2.weight",
+        "blk.{layer}.ffn_gate_shexp.weight": "layers.{layer}.feed_forward.shared.w1.weight",
+        "blk.{layer}.ffn_up_shexp.weight": "layers.{layer}.feed_forward.shared.w3.weight",
+        "blk.{layer}.ffn_down_shexp.weight": "layers.{layer}.feed_forward.shared.w2.weight",
+    }
+)
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -166,19 +172,30 @@ def _mla_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     if m.q_lora_rank is None:
         shapes["wq.weight"] = (H * m.qk_head_dim, D)
     else:
-        shapes.update({"wq_a.weight": (m.q_lora_rank, D), "q_norm.weight": (m.q_lora_rank,),
-                       "wq_b.weight": (H * m.qk_head_dim, m.q_lora_rank)})
-    shapes.update({
-        "wkv_a.weight": (m.kv_lora_rank + m.qk_rope_head_dim, D),
-        "kv_norm.weight": (m.kv_lora_rank,),
-        "wkv_b.weight": (H * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
-        "wo.weight": (D, H * m.v_head_dim),
-    })
+        shapes.update(
+            {
+                "wq_a.weight": (m.q_lora_rank, D),
+                "q_norm.weight": (m.q_lora_rank,),
+                "wq_b.weight": (H * m.qk_head_dim, m.q_lora_rank),
+            }
+        )
+    shapes.update(
+        {
+            "wkv_a.weight": (m.kv_lora_rank + m.qk_rope_head_dim, D),
+            "kv_norm.weight": (m.kv_lora_rank,),
+            "wkv_b.weight": (H * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
+            "wo.weight": (D, H * m.v_head_dim),
+        }
+    )
     return shapes
 
 
 def _swiglu_shapes(dim: int, hidden: int, prefix: str = "") -> dict[str, tuple[int, ...]]:
-    return {prefix + "w1.weight": (hidden, dim), prefix + "w3.weight": (hidden, dim), prefix + "w2.weight": (dim, hidden)}
+    return {
+        prefix + "w1.weight": (hidden, dim),
+        prefix + "w3.weight": (hidden, dim),
+        prefix + "w2.weight": (dim, hidden),
+    }
 
 
 def _moe_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -199,8 +216,11 @@ def rope_rows(config: ModelConfig) -> dict[str, tuple[int, int]]:
     if config.mla is not None:
         m = config.mla
         per_head = (m.qk_head_dim, m.qk_rope_head_dim)  # each query head: nope rows, then rope rows
-        return {"attention.wq.weight": per_head, "attention.wq_b.weight": per_head,
-                "attention.wkv_a.weight": (m.kv_lora_rank + m.qk_rope_head_dim, m.qk_rope_head_dim)}  # latent, shared key
+        return {
+            "attention.wq.weight": per_head,
+            "attention.wq_b.weight": per_head,
+            "attention.wkv_a.weight": (m.kv_lora_rank + m.qk_rope_head_dim, m.qk_rope_head_dim),
+        }  # latent, shared key
     whole = (config.head_dim, config.head_dim)
     return {f"attention.{w}.{kind}": whole for w in ("wq", "wk") for kind in ("weight", "bias")}
 
@@ -219,7 +239,9 @@ def checked(
         if name in seen:
             raise ModelLoadError(f"{source}: tensor {name!r} appears more than once")
         if tuple(tensor.shape) != shape:
-            raise ModelLoadError(f"{source}: tensor {name!r} has shape {list(tensor.shape)}, config implies {list(shape)}")
+            raise ModelLoadError(
+                f"{source}: tensor {name!r} has shape {list(tensor.shape)}, config implies {list(shape)}"
+            )
         seen.add(name)
         yield name, tensor
     missing = [n for n in want if n not in seen]

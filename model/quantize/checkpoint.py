@@ -64,7 +64,9 @@ class Calibration:
 
     def windows(self, encode: Callable[[str], list[int]]) -> list[list[int]]:
         ids = encode(self.text)
-        windows = [ids[i:i + self.seq_len] for i in range(0, len(ids) - self.seq_len + 1, self.seq_len)][:self.samples]
+        windows = [ids[i : i + self.seq_len] for i in range(0, len(ids) - self.seq_len + 1, self.seq_len)][
+            : self.samples
+        ]
         if not windows:
             raise ValueError(f"the calibration text is {len(ids)} tokens; one window needs {self.seq_len}")
         return windows
@@ -100,15 +102,21 @@ def quantize_checkpoint(
     checkpoint = load_checkpoint(source, cache_dir=cache_dir)
     config = checkpoint.config
     if config.arch not in QUANTIZABLE_ARCHS:
-        raise ModelLoadError(f"{source}: quantizing {config.arch} models is not supported (supported: "
-                             f"{', '.join(QUANTIZABLE_ARCHS)})")
+        raise ModelLoadError(
+            f"{source}: quantizing {config.arch} models is not supported (supported: {', '.join(QUANTIZABLE_ARCHS)})"
+        )
     model = build_transformer(config, checkpoint.tensors)  # float32, q/k/v and gate/up fused as the engine runs them
-    windows = (calibration or Calibration.from_file()).windows(lambda text: checkpoint.tokenizer.encode(text, add_bos=False)) \
-        if method == "gptq" else []
+    windows = (
+        (calibration or Calibration.from_file()).windows(lambda text: checkpoint.tokenizer.encode(text, add_bos=False))
+        if method == "gptq"
+        else []
+    )
     shapes = expected_shapes(config)
-    sources = {f"{prefix}.{fused}": tuple(f"{prefix}.{part}" for part in parts)  # fused Linear -> its checkpoint rows
-               for prefix, module in model.layers[0].named_modules()
-               for fused, parts in getattr(module, "checkpoint_sources", dict)().items()}
+    sources = {
+        f"{prefix}.{fused}": tuple(f"{prefix}.{part}" for part in parts)  # fused Linear -> its checkpoint rows
+        for prefix, module in model.layers[0].named_modules()
+        for fused, parts in getattr(module, "checkpoint_sources", dict)().items()
+    }
     for name, shape in shapes.items():
         if _is_layer_linear(name):
             _check_packable(name, shape, spec.bits)
@@ -133,14 +141,18 @@ def quantize_checkpoint(
 
 def _check_source(source: Path) -> None:
     if not source.is_dir() or not (source / "config.json").is_file():
-        raise ModelLoadError(f"{source}: not an HF checkpoint directory (config.json + safetensors); write the default "
-                             f"model as one with `r1 export --format safetensors --out DIR`")
+        raise ModelLoadError(
+            f"{source}: not an HF checkpoint directory (config.json + safetensors); write the default "
+            f"model as one with `r1 export --format safetensors --out DIR`"
+        )
     if group_quant_config(source) is not None or fp8_block_size(source) is not None:
         raise ModelLoadError(f"{source}: already quantized; quantize a float checkpoint")
 
 
 def _is_layer_linear(name: str) -> bool:
-    return name.startswith("layers.") and name.endswith("weight") and ("attention.w" in name or "feed_forward.w" in name)
+    return (
+        name.startswith("layers.") and name.endswith("weight") and ("attention.w" in name or "feed_forward.w" in name)
+    )
 
 
 def _check_packable(name: str, shape: tuple[int, ...], bits: int) -> None:
@@ -165,8 +177,9 @@ def _gptq_tensors(prefix: str, q: Quantized, start: int, end: int, bits: int) ->
     }
 
 
-def _quantize_blocks(model: Transformer, windows: list[list[int]], spec: QuantSpec, method: str,
-                     progress: bool) -> dict[str, Quantized]:
+def _quantize_blocks(
+    model: Transformer, windows: list[list[int]], spec: QuantSpec, method: str, progress: bool
+) -> dict[str, Quantized]:
     """Quantize every block's Linears in place (their weights become the dequantized ones) -> results by name."""
     results: dict[str, Quantized] = {}
     seq_len = len(windows[0]) if windows else 1
@@ -178,8 +191,14 @@ def _quantize_blocks(model: Transformer, windows: list[list[int]], spec: QuantSp
     n = len(model.layers)
     for i, block in enumerate(model.layers):
         linears = {name: m for name, m in block.named_modules() if isinstance(m, Linear)}
-        bar = tqdm(total=2 * len(hidden) + len(linears), desc=f"{method} layer {i + 1}/{n}", unit="step", leave=False,
-                   disable=None if progress else True, file=sys.stderr)
+        bar = tqdm(
+            total=2 * len(hidden) + len(linears),
+            desc=f"{method} layer {i + 1}/{n}",
+            unit="step",
+            leave=False,
+            disable=None if progress else True,
+            file=sys.stderr,
+        )
         hessians = _hessians(block, linears, hidden, cos, sin, cache, layout, bar) if method == "gptq" else {}
         for name, linear in linears.items():
             weight = linear.weight.data.float()
@@ -200,8 +219,9 @@ def _step(block, x, cos, sin, cache, layout, bar) -> torch.Tensor:
     return y
 
 
-def _hessians(block, linears: dict[str, Linear], hidden: list[torch.Tensor], cos, sin, cache, layout, bar
-              ) -> dict[str, torch.Tensor]:
+def _hessians(
+    block, linears: dict[str, Linear], hidden: list[torch.Tensor], cos, sin, cache, layout, bar
+) -> dict[str, torch.Tensor]:
     """2 X^T X / tokens of each Linear's input over the calibration windows (the block's output is not kept)."""
     sums = {name: torch.zeros(m.in_features, m.in_features) for name, m in linears.items()}
     tokens = {name: 0 for name in linears}
@@ -211,6 +231,7 @@ def _hessians(block, linears: dict[str, Linear], hidden: list[torch.Tensor], cos
             x = args[0].reshape(-1, args[0].shape[-1]).float()
             sums[name].addmm_(x.t(), x)
             tokens[name] += x.shape[0]
+
         return accumulate
 
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
@@ -235,6 +256,10 @@ def _write(source: Path, out: Path, tensors: dict[str, torch.Tensor], quant: Gro
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / QUANTIZE_CONFIG).write_text(json.dumps(quant.to_json(), indent=2) + "\n", encoding="utf-8")
     for path in source.iterdir():
-        if path.is_file() and path.name not in ("config.json", SINGLE_FILE, INDEX_FILE, QUANTIZE_CONFIG) \
-                and path.suffix != ".safetensors" and not path.name.startswith("."):
+        if (
+            path.is_file()
+            and path.name not in ("config.json", SINGLE_FILE, INDEX_FILE, QUANTIZE_CONFIG)
+            and path.suffix != ".safetensors"
+            and not path.name.startswith(".")
+        ):
             shutil.copy2(path, out / path.name)

@@ -41,7 +41,9 @@ class QuantSpec:
         if self.bits not in (2, 3, 4, 8):
             raise ValueError(f"bits must be 2, 3, 4 or 8, not {self.bits}")
         if self.group_size != -1 and (self.group_size <= 0 or self.group_size % 32):
-            raise ValueError(f"group size must be a positive multiple of 32 (or -1 for one group), not {self.group_size}")
+            raise ValueError(
+                f"group size must be a positive multiple of 32 (or -1 for one group), not {self.group_size}"
+            )
         if not 0 < self.damp < 1:
             raise ValueError(f"damp must be in (0, 1), not {self.damp}")
 
@@ -87,7 +89,9 @@ def group_of_columns(K: int, spec: QuantSpec, order: torch.Tensor | None = None)
     return rank // size
 
 
-def _result(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor], g_idx: torch.Tensor) -> Quantized:
+def _result(
+    codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor], g_idx: torch.Tensor
+) -> Quantized:
     scales_t, zeros_t = torch.stack(scales), torch.stack(zeros)  # [G, N]
     weight = (codes - zeros_t[g_idx].t()) * scales_t[g_idx].t()
     return Quantized(codes.to(torch.uint8), scales_t.half(), zeros_t.to(torch.int16), g_idx, weight)
@@ -101,8 +105,8 @@ def rtn(weight: torch.Tensor, spec: QuantSpec) -> Quantized:
     codes = torch.empty_like(W)
     scales, zeros = [], []
     for start in range(0, K, size):
-        scale, zero = _grid(W[:, start:start + size], spec)
-        codes[:, start:start + size] = _round(W[:, start:start + size], scale, zero, 2**spec.bits - 1)
+        scale, zero = _grid(W[:, start : start + size], spec)
+        codes[:, start : start + size] = _round(W[:, start : start + size], scale, zero, 2**spec.bits - 1)
         scales.append(scale)
         zeros.append(zero)
     return _result(codes, scales, zeros, group_of_columns(K, spec))

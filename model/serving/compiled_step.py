@@ -63,11 +63,27 @@ def find_compiler() -> str | None:
 # The ModelConfig fields the native step implements. A field added later (a sliding window, a sparse
 # pattern, MoE or MLA sizes) that is set away from its default makes the model fall back to eager rather
 # than be run wrongly.
-KNOWN_CONFIG_FIELDS = frozenset({
-    "arch", "vocab_size", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim", "qkv_bias",
-    "max_seq_len", "rope_theta", "rope_scaling", "norm_eps", "tie_embeddings", "bos_token_id", "eos_token_ids",
-    "rope_interleaved",  # the file's row order, undone by the loader: the model in memory is always rotate-half
-})
+KNOWN_CONFIG_FIELDS = frozenset(
+    {
+        "arch",
+        "vocab_size",
+        "dim",
+        "n_layers",
+        "ffn_dim",
+        "n_heads",
+        "n_kv_heads",
+        "head_dim",
+        "qkv_bias",
+        "max_seq_len",
+        "rope_theta",
+        "rope_scaling",
+        "norm_eps",
+        "tie_embeddings",
+        "bos_token_id",
+        "eos_token_ids",
+        "rope_interleaved",  # the file's row order, undone by the loader: the model in memory is always rotate-half
+    }
+)
 
 
 def unsupported_reason(model: Transformer, cache: KVCache) -> str | None:
@@ -134,7 +150,9 @@ def library_path(directory: Path, compiler: str) -> Path:
 # Compile to a temporary file, then rename it into place (atomic: a reader sees the whole library or none).
 # The shell does the rename, so a build started by a short-lived process (`r1 generate`) still lands for the
 # next one after that process has exited; it runs in its own session, so a Ctrl-C there does not cut it.
-_COMPILE_AND_RENAME = 'target="$1"; tmp="$2"; shift 2; "$@" -o "$tmp" && mv -f "$tmp" "$target"; status=$?; rm -f "$tmp"; exit $status'
+_COMPILE_AND_RENAME = (
+    'target="$1"; tmp="$2"; shift 2; "$@" -o "$tmp" && mv -f "$tmp" "$target"; status=$?; rm -f "$tmp"; exit $status'
+)
 
 
 def compile_command(compiler: str, source: Path, target: Path, partial: Path) -> list[str]:
@@ -142,10 +160,21 @@ def compile_command(compiler: str, source: Path, target: Path, partial: Path) ->
 
     torch_lib = cpp_extension.library_paths()[0]
     command = [
-        compiler, "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fopenmp", "-w",
+        compiler,
+        "-O3",
+        "-march=native",
+        "-std=c++20",
+        "-shared",
+        "-fPIC",
+        "-fopenmp",
+        "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *(f"-I{path}" for path in cpp_extension.include_paths()),
-        str(source), f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}",
+        str(source),
+        f"-L{torch_lib}",
+        "-lc10",
+        "-ltorch_cpu",
+        f"-Wl,-rpath,{torch_lib}",
     ]
     wrapped = ["sh", "-c", _COMPILE_AND_RENAME, "sh", str(target), str(partial), *command]
     nice = shutil.which("nice")  # the build shares the cores with the requests it is meant to speed up
@@ -197,7 +226,9 @@ class NativeLibrary:
         with self._lock:
             if self._thread is not None or self.ready or self.error is not None:
                 return
-            self._thread = threading.Thread(target=self._build_and_load, args=(directory,), name="r1-native-build", daemon=True)
+            self._thread = threading.Thread(
+                target=self._build_and_load, args=(directory,), name="r1-native-build", daemon=True
+            )
             self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -238,7 +269,12 @@ def _linear_tensors(linear: Linear, tiles: bool) -> list[torch.Tensor]:
     """weight, scales, bias and (int4 with `tiles`) the kernels' tiled copy; empty tensors for what is absent."""
     empty = torch.empty(0)
     packed = tiled_int4(linear.weight, linear.scales) if tiles and linear.weight.dtype == torch.uint8 else empty
-    return [linear.weight, empty if linear.scales is None else linear.scales, empty if linear.bias is None else linear.bias, packed]
+    return [
+        linear.weight,
+        empty if linear.scales is None else linear.scales,
+        empty if linear.bias is None else linear.bias,
+        packed,
+    ]
 
 
 class CompiledDecode:
@@ -250,8 +286,14 @@ class CompiledDecode:
     takes ~1 s for SmolLM2-135M), so no request waits for that either.
     """
 
-    def __init__(self, model: Transformer, cache: KVCache, build_dir: Path, library: NativeLibrary | None = None,
-                 int8_kernels: bool = True) -> None:
+    def __init__(
+        self,
+        model: Transformer,
+        cache: KVCache,
+        build_dir: Path,
+        library: NativeLibrary | None = None,
+        int8_kernels: bool = True,
+    ) -> None:
         """int8_kernels: run an int4/int8 model's matmuls on the native int8-activation kernels where the library
         has them (False: on ATen's kernels, as the eager model; the A/B of benchmarks and parity tests)."""
         self.model = model
@@ -271,8 +313,9 @@ class CompiledDecode:
     def usable(self, layout: StepLayout, all_logits: bool) -> bool:
         """A dense decode step of a supported model, the library built (a sparse plan or key summaries, which
         the native step would not keep up to date, leave the step to the eager model)."""
-        return (self.reason is None and not all_logits and layout.max_new == 1 and layout.sparse is None
-                and self._ready())
+        return (
+            self.reason is None and not all_logits and layout.max_new == 1 and layout.sparse is None and self._ready()
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until native steps can run (tests, benchmarks); True when they can."""
@@ -317,13 +360,27 @@ class CompiledDecode:
         m, config = self.model, self.model.config
         tiles = self.int8_kernels and bool(torch.ops.r1_native.int8_kernels_built())  # no tiled copy otherwise
         tensors: list[torch.Tensor] = [
-            m.tok_embeddings.weight, m.norm.weight, *_linear_tensors(m.output, tiles), m.rope.cos, m.rope.signed_sin,
+            m.tok_embeddings.weight,
+            m.norm.weight,
+            *_linear_tensors(m.output, tiles),
+            m.rope.cos,
+            m.rope.signed_sin,
         ]
         for block in m.layers:
             tensors += [
-                block.attention_norm.weight, *_linear_tensors(block.attention.wqkv, tiles),
-                *_linear_tensors(block.attention.wo, tiles), block.ffn_norm.weight,
-                *_linear_tensors(block.feed_forward.w13, tiles), *_linear_tensors(block.feed_forward.w2, tiles),
+                block.attention_norm.weight,
+                *_linear_tensors(block.attention.wqkv, tiles),
+                *_linear_tensors(block.attention.wo, tiles),
+                block.ffn_norm.weight,
+                *_linear_tensors(block.feed_forward.w13, tiles),
+                *_linear_tensors(block.feed_forward.w2, tiles),
             ]
-        sizes: Sequence[int] = [config.n_layers, config.n_heads, config.n_kv_heads, config.head_dim, config.ffn_dim, int(tiles)]
+        sizes: Sequence[int] = [
+            config.n_layers,
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+            config.ffn_dim,
+            int(tiles),
+        ]
         return torch.classes.r1_native.DecodeModel(tensors, list(sizes), float(config.norm_eps))

@@ -46,7 +46,9 @@ class DraftConfig:
         if self.lookup_tokens < 1 or self.forced_tokens < 1:
             raise ValueError("lookup_tokens and forced_tokens must be >= 1")
         if not 1 <= self.lookup_min_ngram <= self.lookup_ngram:
-            raise ValueError(f"need 1 <= lookup_min_ngram <= lookup_ngram, got {self.lookup_min_ngram}, {self.lookup_ngram}")
+            raise ValueError(
+                f"need 1 <= lookup_min_ngram <= lookup_ngram, got {self.lookup_min_ngram}, {self.lookup_ngram}"
+            )
 
 
 NO_DRAFTS = DraftConfig(prompt_lookup=False, jump_forward=False)
@@ -107,9 +109,17 @@ def token_rows(layout: StepLayout) -> StepLayout:
         read_slots = read_slots.masked_fill(torch.arange(read_slots.shape[1]) >= torch.tensor(ends)[:, None], 0)
     n = len(starts)
     return StepLayout(
-        seqs=tuple(layout.seqs[b] for b in seq_of_token), starts=starts, n_new=(1,) * n, positions=layout.positions,
-        write_slots=layout.write_slots, row_of_token=None, read_slots=read_slots.contiguous(), ends=ends,
-        last_token=torch.arange(n), batch_size=n, max_new=1,
+        seqs=tuple(layout.seqs[b] for b in seq_of_token),
+        starts=starts,
+        n_new=(1,) * n,
+        positions=layout.positions,
+        write_slots=layout.write_slots,
+        row_of_token=None,
+        read_slots=read_slots.contiguous(),
+        ends=ends,
+        last_token=torch.arange(n),
+        batch_size=n,
+        max_new=1,
     )
 
 

@@ -120,7 +120,9 @@ class GrammarCompiler:
         """The llguidance grammar for JSON documents valid under `schema` (compact, json.dumps separators).
         Raises GrammarError for a schema llguidance cannot compile or `plain_schema` refuses."""
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(plain_schema(schema)), overrides=JSON_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                json.dumps(plain_schema(schema)), overrides=JSON_OPTIONS
+            )
         except ValueError as e:
             raise GrammarError(f"bad JSON schema: {e}") from None
         return self._checked(grammar)

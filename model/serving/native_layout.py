@@ -47,7 +47,9 @@ def _nibbles(packed: torch.Tensor) -> torch.Tensor:
 def int4_codes(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """torch's packed int4 weight of shape [n, k] -> its codes, uint8 [n, k] in 0..15."""
     if packed.dtype != torch.uint8 or packed.numel() * 2 != n * k:
-        raise ValueError(f"a packed int4 weight of {n}x{k} codes has {n * k // 2} uint8 bytes, not {packed.dtype} {list(packed.shape)}")
+        raise ValueError(
+            f"a packed int4 weight of {n}x{k} codes has {n * k // 2} uint8 bytes, not {packed.dtype} {list(packed.shape)}"
+        )
     codes = torch.empty(n * k, dtype=torch.uint8)
     codes[_nibble_sources(n, k)] = _nibbles(packed)
     return codes.view(n, k)

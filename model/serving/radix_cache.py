@@ -75,7 +75,10 @@ class RadixCache:
     def _shared_blocks(self, node: RadixNode, tokens: Sequence[int], pos: int) -> int:
         """How many whole leading blocks of `node`'s edge equal tokens[pos:] (at least 1: the key matched)."""
         bs, n = self.block_size, 0
-        while n < len(node.blocks) and tuple(tokens[pos + n * bs : pos + (n + 1) * bs]) == node.tokens[n * bs : (n + 1) * bs]:
+        while (
+            n < len(node.blocks)
+            and tuple(tokens[pos + n * bs : pos + (n + 1) * bs]) == node.tokens[n * bs : (n + 1) * bs]
+        ):
             n += 1
         return n
 

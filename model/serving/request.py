@@ -177,7 +177,9 @@ class Request(RequestHandle):
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.task_type = task_type  # "math", "code", "chat" or None: selects the routers' task bias, if any
-        self.adapter = adapter  # the per-request LoRA adapter its tokens run with (model/layers/adapters.py); None = base
+        self.adapter = (
+            adapter  # the per-request LoRA adapter its tokens run with (model/layers/adapters.py); None = base
+        )
         self._wake = wake
 
         # ----- scheduler state (the scheduler thread only) -----

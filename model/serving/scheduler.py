@@ -100,18 +100,32 @@ def forward_step(
     adapter_rows = None
     if adapters is not None and any(adapters):
         routing = model.adapter_routing
-        adapter_rows = AdapterRows.of([None if a is None else routing.slot(a) for a in adapters], [len(c) for c in chunks])
+        adapter_rows = AdapterRows.of(
+            [None if a is None else routing.slot(a) for a in adapters], [len(c) for c in chunks]
+        )
     try:
         plan = plan_step(attention, layout, cache.block_size, cache.key_summaries is not None)
         if plan is not None:
             layout = dataclasses.replace(layout, sparse=plan)
         with torch.inference_mode():
-            if (compiled is not None and task_rows is None and adapter_rows is None and not hidden
-                    and compiled.usable(layout, all_logits)):
+            if (
+                compiled is not None
+                and task_rows is None
+                and adapter_rows is None
+                and not hidden
+                and compiled.usable(layout, all_logits)
+            ):
                 logits = compiled(tokens, cache, layout)
             else:
-                logits = model(tokens, cache, layout, all_logits=all_logits, task_rows=task_rows,
-                               adapter_rows=adapter_rows, hidden=hidden)
+                logits = model(
+                    tokens,
+                    cache,
+                    layout,
+                    all_logits=all_logits,
+                    task_rows=task_rows,
+                    adapter_rows=adapter_rows,
+                    hidden=hidden,
+                )
     except BaseException:
         cache.rollback(layout)
         raise
@@ -274,10 +288,20 @@ class Scheduler:
         adapters = [request.adapter for request, _ in batch]
         try:
             if drafts:  # a decode step whose rows verify the drafts too: logits at every fed token
-                logits = verify_step(self.model, self.cache, seqs, [c + d for c, d in zip(chunks, drafts)], self.compiled)
+                logits = verify_step(
+                    self.model, self.cache, seqs, [c + d for c, d in zip(chunks, drafts)], self.compiled
+                )
             else:
-                logits = forward_step(self.model, self.cache, seqs, chunks, task_types=task_types,
-                                      attention=self.attention, compiled=self.compiled, adapters=adapters)
+                logits = forward_step(
+                    self.model,
+                    self.cache,
+                    seqs,
+                    chunks,
+                    task_types=task_types,
+                    attention=self.attention,
+                    compiled=self.compiled,
+                    adapters=adapters,
+                )
         except Exception as err:  # e.g. a memory error: fail this step's requests only
             log.warning("forward step over %d requests failed: %s", len(batch), err)
             for request, _ in batch:
@@ -309,10 +333,17 @@ class Scheduler:
         evicting.
         """
         config = self.config.drafts
-        if (not (config.prompt_lookup or config.jump_forward) or self.task_bias_on or self.attention != DENSE
-                or self.cache.key_summaries is not None or self.compiled is None or self.compiled.reason is not None
-                or not self.compiled.library.ready or any(r.adapter is not None for r, _ in batch)
-                or any(n != 1 or r.computed + 1 != len(r.ids) for r, n in batch)):
+        if (
+            not (config.prompt_lookup or config.jump_forward)
+            or self.task_bias_on
+            or self.attention != DENSE
+            or self.cache.key_summaries is not None
+            or self.compiled is None
+            or self.compiled.reason is not None
+            or not self.compiled.library.ready
+            or any(r.adapter is not None for r, _ in batch)
+            or any(n != 1 or r.computed + 1 != len(r.ids) for r, n in batch)
+        ):
             return None
         lookup = config.prompt_lookup and len(self._running) <= config.lookup_max_batch
         drafts = [self._draft(request, lookup) for request, _ in batch]
@@ -338,13 +369,15 @@ class Scheduler:
         if not draft and lookup:
             request.lookup = request.lookup or LookupState(config.lookup_tokens)
             if request.lookup.ready():
-                draft = prompt_lookup(request.ids, config.lookup_ngram, config.lookup_min_ngram,
-                                      min(room, request.lookup.window))
+                draft = prompt_lookup(
+                    request.ids, config.lookup_ngram, config.lookup_min_ngram, min(room, request.lookup.window)
+                )
                 request.lookup_draft = bool(draft)
         return draft
 
-    def _sample_rows(self, request: Request, logits: torch.Tensor, row: int, greedy: list[int] | None,
-                     draft: list[int]) -> None:
+    def _sample_rows(
+        self, request: Request, logits: torch.Tensor, row: int, greedy: list[int] | None, draft: list[int]
+    ) -> None:
         """Sample `request`'s next token from logits[row], then each next row while its draft agrees; the K/V of
         the draft tokens it did not keep are truncated. Stops, stop strings and max_new_tokens act per token."""
         accepted = 0
@@ -464,8 +497,9 @@ class Scheduler:
 
     # ----- scoring without generating --------------------------------------------------------------
 
-    def hidden_states(self, prompts: Sequence[Sequence[int]], adapter: str | None = None,
-                      task_type: str | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, prompts: Sequence[Sequence[int]], adapter: str | None = None, task_type: str | None = None
+    ) -> torch.Tensor:
         """The final-normed hidden state of each prompt's last token, [B, D] (what a value head reads), in one
         forward between scheduler steps. Each prompt starts from its longest prefix the radix tree caches under
         the same adapter (and task); nothing new is cached. Raises MemoryError when the pool cannot hold them."""
@@ -479,7 +513,7 @@ class Scheduler:
                     match = self.radix.match(key[:-1] if self.config.prefix_cache else [])
                     self.radix.lock(match.node)
                     held.append((self.cache.new_sequence(match.blocks), match.node))
-                    chunks.append(ids[match.n_blocks * self.cache.block_size:])
+                    chunks.append(ids[match.n_blocks * self.cache.block_size :])
                 seqs = [seq for seq, _ in held]
                 short = self.cache.blocks_needed(seqs, [len(c) for c in chunks]) - self.cache.free_blocks
                 if short > self.radix.evictable_blocks:
@@ -488,9 +522,16 @@ class Scheduler:
                     freed = self.radix.evict(short)
                     self.cache.release(freed)
                     self.stats.evicted_blocks += len(freed)
-                return forward_step(self.model, self.cache, seqs, chunks, attention=self.attention,
-                                    adapters=[adapter] * len(seqs), task_types=[task_type] * len(seqs)
-                                    if self.task_bias_on else None, hidden=True)
+                return forward_step(
+                    self.model,
+                    self.cache,
+                    seqs,
+                    chunks,
+                    attention=self.attention,
+                    adapters=[adapter] * len(seqs),
+                    task_types=[task_type] * len(seqs) if self.task_bias_on else None,
+                    hidden=True,
+                )
             finally:
                 for seq, node in held:
                     self.cache.free(seq)
@@ -514,7 +555,9 @@ class Scheduler:
     def _sample(self, request: Request, logits: torch.Tensor, greedy_token: int | None) -> int | None:
         """Choose, record and emit `request`'s next token; None when the request ended without one."""
         try:
-            token = greedy_token if greedy_token is not None else request.sampler(logits, request.ids, request.generated)
+            token = (
+                greedy_token if greedy_token is not None else request.sampler(logits, request.ids, request.generated)
+            )
         except Exception as err:  # e.g. a logits processor that raised or allowed nothing
             self._finish(request, "error", f"{type(err).__name__}: {err}")
             return None

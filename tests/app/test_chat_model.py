@@ -19,18 +19,21 @@ from tools.orders import order_tools
 # ----- fast ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "<think>Six sevens are 42.</think>The answer is 42.",
-    "  <think>a < b, and </thin is not a tag</think>  done",
-    "No reasoning here, just <b>html</b>.",
-    "<think>cut off while thinking",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>Six sevens are 42.</think>The answer is 42.",
+        "  <think>a < b, and </thin is not a tag</think>  done",
+        "No reasoning here, just <b>html</b>.",
+        "<think>cut off while thinking",
+    ],
+)
 def test_streamed_split_matches_the_whole_split_for_any_chunking(text):
     for size in (1, 2, 3, 7, len(text)):
         splitter = ReasoningSplitter()
         reasoning, answer = "", ""
         for i in range(0, len(text), size):
-            r, a = splitter.push(text[i:i + size])
+            r, a = splitter.push(text[i : i + size])
             reasoning, answer = reasoning + r, answer + a
         r, a = splitter.finish()
         assert ((reasoning + r).strip(), (answer + a).strip()) == split_reasoning(text)
@@ -44,18 +47,32 @@ def test_a_template_that_opens_the_think_tag_starts_in_reasoning():
 
 def test_langchain_messages_become_our_chat_messages():
     call = {"name": "math_simplify", "args": {"expression": "12*7"}, "id": "call_1", "type": "tool_call"}
-    messages = [SystemMessage("Be brief."), HumanMessage("12*7?"), AIMessage("", tool_calls=[call]),
-                ToolMessage("84", tool_call_id="call_1"), ToolMessage("bad", tool_call_id="call_2", status="error")]
+    messages = [
+        SystemMessage("Be brief."),
+        HumanMessage("12*7?"),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage("84", tool_call_id="call_1"),
+        ToolMessage("bad", tool_call_id="call_2", status="error"),
+    ]
     assert to_chat_messages(messages) == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "12*7?"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "12*7?"},
         {"role": "assistant", "content": json.dumps({"tool": "math_simplify", "arguments": {"expression": "12*7"}})},
-        {"role": "tool", "content": "84"}, {"role": "tool", "content": "Error: bad"},
+        {"role": "tool", "content": "84"},
+        {"role": "tool", "content": "Error: bad"},
     ]
 
 
 def test_tool_choice_spellings():
     assert [_tool_choice(c) for c in (None, "auto", "any", True, "required", "none", "math_solve")] == [
-        "auto", "auto", "required", "required", "required", "none", "math_solve"]
+        "auto",
+        "auto",
+        "required",
+        "required",
+        "required",
+        "none",
+        "math_solve",
+    ]
     assert _tool_choice({"type": "function", "function": {"name": "math_solve"}}) == "math_solve"
     with pytest.raises(ValueError, match="tool_choice"):
         _tool_choice({"type": "function"})
@@ -126,20 +143,31 @@ def test_reasoning_goes_to_reasoning_content(llm, runtime):
 
 def few_shot(question: str, tool: str, arguments: dict) -> SystemMessage:
     """A system message showing one worked call: the 135M default model copies the pattern."""
-    return SystemMessage(f"Call one tool.\nQuestion: {question}\nCall: {json.dumps({'tool': tool, 'arguments': arguments})}")
+    return SystemMessage(
+        f"Call one tool.\nQuestion: {question}\nCall: {json.dumps({'tool': tool, 'arguments': arguments})}"
+    )
 
 
 @pytest.mark.slow
 def test_a_tool_calling_loop_with_our_math_and_order_tools(llm, order_db):
     tools = [t for t in math_tools() if t.name == "math_simplify"] + [
-        t for t in order_tools(order_db) if t.name == "get_order_details"]
+        t for t in order_tools(order_db) if t.name == "get_order_details"
+    ]
     runnable = {t.name: t.to_langchain() for t in tools}
     schemas = {t.name: t.schema for t in tools}
     cases = [
-        (few_shot("What is 3 times 5?", "math_simplify", {"expression": "3*5"}), "What is 12 times 7?",
-         "math_simplify", "84"),
-        (few_shot("Where is my order #W1234567?", "get_order_details", {"order_id": "#W1234567"}),
-         "Where is my order #W8770097?", "get_order_details", '"status": "pending"'),
+        (
+            few_shot("What is 3 times 5?", "math_simplify", {"expression": "3*5"}),
+            "What is 12 times 7?",
+            "math_simplify",
+            "84",
+        ),
+        (
+            few_shot("Where is my order #W1234567?", "get_order_details", {"order_id": "#W1234567"}),
+            "Where is my order #W8770097?",
+            "get_order_details",
+            '"status": "pending"',
+        ),
     ]
     for system, question, expected_tool, expected_result in cases:
         messages = [system, HumanMessage(question)]
@@ -158,8 +186,9 @@ def test_a_tool_calling_loop_with_our_math_and_order_tools(llm, order_db):
 @pytest.mark.slow
 def test_a_named_tool_choice_and_openai_dicts(llm, order_db):
     [tool] = [t for t in order_tools(order_db) if t.name == "find_user_id_by_email"]
-    bound = llm.bind_tools([tool.to_openai()], tool_choice={"type": "function", "function": {"name": tool.name}},
-                           max_tokens=64)
+    bound = llm.bind_tools(
+        [tool.to_openai()], tool_choice={"type": "function", "function": {"name": tool.name}}, max_tokens=64
+    )
     [call] = bound.invoke("My email is ivan.santos3158@example.com").tool_calls
     assert call["name"] == tool.name and set(call["args"]) == {"email"}
     cut = llm.bind_tools([tool], tool_choice="any", max_tokens=4).invoke("My email is ivan.santos3158@example.com")
@@ -178,8 +207,13 @@ def test_structured_output_is_constrained_to_the_schema(llm):
     llm = llm.model_copy(update={"max_tokens": 64})  # room for the whole document
     city = llm.with_structured_output(City).invoke("Paris is the capital of France. Describe Paris.")
     assert isinstance(city, City)
-    schema = {"title": "city", "type": "object", "additionalProperties": False, "required": ["name", "is_capital"],
-              "properties": {"name": {"type": "string", "maxLength": 30}, "is_capital": {"type": "boolean"}}}
+    schema = {
+        "title": "city",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "is_capital"],
+        "properties": {"name": {"type": "string", "maxLength": 30}, "is_capital": {"type": "boolean"}},
+    }
     raw = llm.with_structured_output(schema, include_raw=True).invoke("Describe Rome.")
     assert raw["parsing_error"] is None and set(raw["parsed"]) == {"name", "is_capital"}
     assert raw["raw"].usage_metadata["output_tokens"] > 0

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("langchain_tests", reason="langchain-tests is not installed (it is in the [test] extras)")
 
-from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
-from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
 
-from app.chat_model import ChatR1  # noqa: E402
+from app.chat_model import ChatR1
 
 pytestmark = pytest.mark.anyio  # the async tests (ainvoke, astream, ...) run on anyio's pytest plugin
 

@@ -77,12 +77,15 @@ def test_chat_stays_with_the_chat_model(text):
     assert route(text, PreviousTurn("What is the derivative of x**3 * sin(x)?", "x**3*cos(x) + 3*x**2*sin(x)")) is None
 
 
-@pytest.mark.parametrize(("follow_up", "problem"), [
-    ("and its integral?", "What is the integral of x**3 * sin(x)?"),
-    ("What about the derivative of it?", "What is the derivative of x**3 * sin(x)?"),
-    ("now integrate it", "What is the integral of x**3 * sin(x)?"),
-    ("and factor the result", "Factor x**3*cos(x) + 3*x**2*sin(x)."),
-])
+@pytest.mark.parametrize(
+    ("follow_up", "problem"),
+    [
+        ("and its integral?", "What is the integral of x**3 * sin(x)?"),
+        ("What about the derivative of it?", "What is the derivative of x**3 * sin(x)?"),
+        ("now integrate it", "What is the integral of x**3 * sin(x)?"),
+        ("and factor the result", "Factor x**3*cos(x) + 3*x**2*sin(x)."),
+    ],
+)
 def test_a_follow_up_is_rewritten_from_the_previous_tool_turn(follow_up, problem):
     previous = PreviousTurn("What is the derivative of x**3 * sin(x)?", "x**3*cos(x) + 3*x**2*sin(x)")
     assert route(follow_up, previous) == Route(problem, "math", rewritten_from=follow_up)
@@ -93,5 +96,6 @@ def test_a_follow_up_without_a_previous_tool_turn_is_chat():
     previous = PreviousTurn("What is 12 times 7?", "84")  # nothing in a variable to integrate
     assert route("and its integral?", previous) is None
     # an expression of its own is a new question, not a follow-up
-    assert route("and the integral of x**2?", PreviousTurn("Differentiate x**3", "3*x**2")) == \
-        Route("and the integral of x**2?", "math")
+    assert route("and the integral of x**2?", PreviousTurn("Differentiate x**3", "3*x**2")) == Route(
+        "and the integral of x**2?", "math"
+    )

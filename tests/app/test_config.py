@@ -53,8 +53,12 @@ def test_attention_settings_come_from_the_environment():
     from app.engine import attention_config
 
     settings = Settings.from_env(
-        {"R1_ATTENTION": "topk", "R1_ATTENTION_TOPK": "0.25", "R1_ATTENTION_LOCAL_BLOCKS": "4",
-         "R1_FALLBACK_FULL_ATTENTION": "yes"}
+        {
+            "R1_ATTENTION": "topk",
+            "R1_ATTENTION_TOPK": "0.25",
+            "R1_ATTENTION_LOCAL_BLOCKS": "4",
+            "R1_FALLBACK_FULL_ATTENTION": "yes",
+        }
     )
     assert settings.fallback_full_attention is True
     config = attention_config(settings)

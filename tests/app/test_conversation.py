@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
-from app.conversation import Chat, ConversationNotFound, ConversationStore, Message
-from app.conversation import _previous_tool_turn
 from app.chat_route import PreviousTurn
+from app.conversation import Chat, ConversationNotFound, ConversationStore, Message, _previous_tool_turn
 from app.runtime import Runtime
 from app.tool_turn import NO_VERIFIED_ANSWER, ToolTurn
 
@@ -120,11 +119,19 @@ def test_reply_turns_go_through_the_memory_tiers(tmp_path, runtime, store):
     from app.memory import ConversationMemory
 
     settings = dataclasses.replace(runtime.settings, max_new_tokens=8, memory_window_tokens=90)
-    chat = Chat(Runtime(settings, engine=runtime.engine), ConversationStore.in_data_dir(tmp_path), ConversationMemory(store))
+    chat = Chat(
+        Runtime(settings, engine=runtime.engine), ConversationStore.in_data_dir(tmp_path), ConversationMemory(store)
+    )
     conversation = chat.store.create()
     engine, checked = runtime.engine, 0
-    for number, text in enumerate(["Please remember: my locker code is 4471.", "Why is the sky blue?",
-                                   "How do I fix a squeaky door?", "What causes thunder?"]):
+    for number, text in enumerate(
+        [
+            "Please remember: my locker code is 4471.",
+            "Why is the sky blue?",
+            "How do I fix a squeaky door?",
+            "What causes thunder?",
+        ]
+    ):
         window = chat.memory.window_of(chat.store.session_id(conversation))
         cuts = window.evictions if window else 0
         before = engine.cache_stats().hit_tokens
@@ -139,7 +146,9 @@ def test_reply_turns_go_through_the_memory_tiers(tmp_path, runtime, store):
 
     list(chat.reply(conversation, "What is my locker code?"))
     answer = chat.store.messages(conversation)[-1]
-    assert answer.recalled.startswith(f"[conversation {chat.store.session_id(conversation)}, turn 0] user: Please remember")
+    assert answer.recalled.startswith(
+        f"[conversation {chat.store.session_id(conversation)}, turn 0] user: Please remember"
+    )
     assert "4471" in answer.recalled
     chat.delete(conversation)  # forgets its turns in the store too
     assert store.stats("local")["r1_turns"] == 0
@@ -149,7 +158,9 @@ def test_a_follow_up_refers_to_the_last_tool_turn_of_the_stored_conversation(tmp
     store = ConversationStore.in_data_dir(tmp_path)
     conversation = store.create()
     store.add(conversation, Message("user", "What is the derivative of x**3 * sin(x)?"))
-    turn = ToolTurn("What is the derivative of x**3 * sin(x)?", "math", "verified", answer="x**3*cos(x) + 3*x**2*sin(x)")
+    turn = ToolTurn(
+        "What is the derivative of x**3 * sin(x)?", "math", "verified", answer="x**3*cos(x) + 3*x**2*sin(x)"
+    )
     store.add(conversation, Message("assistant", turn.answer, finish_reason="stop", tool=turn))
     store.add(conversation, Message("user", "thanks!"))
     store.add(conversation, Message("assistant", "You're welcome.", finish_reason="stop"))

@@ -18,8 +18,14 @@ def test_expert_capacity_and_router_bias_settings_reach_every_router(tmp_path):
     save_word_tokenizer(tmp_path / "model")
     bias = torch.randn(2, 16)
     save_file({"code": bias}, tmp_path / "bias.safetensors")
-    settings = Settings(model=str(tmp_path / "model"), quant="fp32", threads=1, cache_dir=str(tmp_path / "cache"),
-                        expert_capacity=7, router_bias=str(tmp_path / "bias.safetensors"))
+    settings = Settings(
+        model=str(tmp_path / "model"),
+        quant="fp32",
+        threads=1,
+        cache_dir=str(tmp_path / "cache"),
+        expert_capacity=7,
+        router_bias=str(tmp_path / "bias.safetensors"),
+    )
     engine = load_engine(settings)
     routers = [m for m in engine.model.modules() if isinstance(m, Router)]
     assert [r.capacity for r in routers] == [7, 7]
@@ -42,8 +48,15 @@ def test_adapter_setting_from_the_environment_reaches_the_engine(tmp_path):
     save_word_tokenizer(tmp_path / "model")
     wrapped = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["v_proj"]))
     wrapped.save_pretrained(tmp_path / "adapter")
-    settings = Settings.from_env({"R1_ADAPTER": str(tmp_path / "adapter"), "R1_MODEL": str(tmp_path / "model"),
-                                  "R1_QUANT": "int8", "R1_THREADS": "1", "R1_CACHE_DIR": str(tmp_path / "cache")})
+    settings = Settings.from_env(
+        {
+            "R1_ADAPTER": str(tmp_path / "adapter"),
+            "R1_MODEL": str(tmp_path / "model"),
+            "R1_QUANT": "int8",
+            "R1_THREADS": "1",
+            "R1_CACHE_DIR": str(tmp_path / "cache"),
+        }
+    )
     engine = load_engine(settings)  # scope "reasoning" (default): a per-request adapter; base weights untouched
     linears = [m for m in engine.model.modules() if hasattr(m, "lora_down")]
     assert engine.adapters == (REASONING_ADAPTER,)
@@ -76,8 +89,15 @@ def test_adapter_flags_reach_the_settings(monkeypatch, capsys):
 def test_draft_settings_from_the_environment_reach_the_scheduler(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path / "model")
     save_word_tokenizer(tmp_path / "model")
-    settings = Settings.from_env({"R1_MODEL": str(tmp_path / "model"), "R1_QUANT": "fp32", "R1_THREADS": "1",
-                                  "R1_CACHE_DIR": str(tmp_path / "cache"), "R1_PROMPT_LOOKUP": "0"})
+    settings = Settings.from_env(
+        {
+            "R1_MODEL": str(tmp_path / "model"),
+            "R1_QUANT": "fp32",
+            "R1_THREADS": "1",
+            "R1_CACHE_DIR": str(tmp_path / "cache"),
+            "R1_PROMPT_LOOKUP": "0",
+        }
+    )
     engine = load_engine(settings)
     drafts = engine._scheduler.config.drafts
     assert (drafts.prompt_lookup, drafts.jump_forward) == (False, True)

@@ -22,7 +22,9 @@ def test_export_round_trips_an_hf_checkpoint(tmp_path):
     tiny_model("llama").save_pretrained(source)
     save_word_tokenizer(source)
     out = export_checkpoint(source, tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in out.iterdir()
+    }
     original, exported = load(source, tmp_path), load(out, tmp_path)
     assert exported.tokenizer.to_dict() == original.tokenizer.to_dict()
     torch.testing.assert_close(exported.logits(PROMPT), original.logits(PROMPT), atol=1e-5, rtol=0)
@@ -54,8 +56,25 @@ def test_default_model_exports_and_quantizes(tmp_path):
     del default, exported
 
     gptq_dir = tmp_path / "rtn"
-    assert main(["quantize", str(out), "--method", "rtn", "--bits", "4", "--group-size", "128", "--out", str(gptq_dir),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(out),
+                "--method",
+                "rtn",
+                "--bits",
+                "4",
+                "--group-size",
+                "128",
+                "--out",
+                str(gptq_dir),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     engine = load(gptq_dir, tmp_path, quant="auto")
     assert engine.model.layers[0].feed_forward.w2.weight.dtype == torch.uint8
     agreement = (engine.logits(ids).argmax(-1) == want.argmax(-1)).float().mean().item()

@@ -7,14 +7,17 @@ real model are in test_conversation.py).
 from __future__ import annotations
 
 import json
-
 from types import SimpleNamespace
 
 import pytest
 
 from app.config import Settings
 from app.memory import (
-    ConversationMemory, SolvedProblems, SupportMemory, same_problem, try_open_vector_store,
+    ConversationMemory,
+    SolvedProblems,
+    SupportMemory,
+    same_problem,
+    try_open_vector_store,
 )
 from memory.vector_store import TURNS, MemoryStoreError
 from memory.window import chat_token_counter
@@ -59,7 +62,9 @@ def test_chat_recalls_what_left_the_window_of_this_conversation_only(store, mode
     asked = prompts[-1]
     assert all("4471" not in m["content"] for m in window.messages)  # it left the window...
     assert asked.recalled and asked.recalled[0].source == "conversation chat-a, turn 0"
-    assert "[conversation chat-a, turn 0] user: Please remember: my locker code is 4471." in asked.messages[-1]["content"]
+    assert (
+        "[conversation chat-a, turn 0] user: Please remember: my locker code is 4471." in asked.messages[-1]["content"]
+    )
     assert asked.messages[-1]["content"].endswith("What is my locker code?")  # ...and came back with its source
     assert asked.messages[0] == {"role": "system", "content": SYSTEM}
 
@@ -74,11 +79,18 @@ def test_recalled_documents_and_unrelated_turns(store, model, tmp_path):
     notes.write_text("# Office\n\nThe office wifi password is marmalade42.")
     store.add_document("local", notes)
     memory = ConversationMemory(store)
-    _, prompts = converse(memory, "chat", model, [("What is the office wifi password?", ""), ("Tell me a joke.", "")],
-                          settings(window=4000))
+    _, prompts = converse(
+        memory,
+        "chat",
+        model,
+        [("What is the office wifi password?", ""), ("Tell me a joke.", "")],
+        settings(window=4000),
+    )
     assert [hit.source for hit in prompts[0].recalled] == [f"{notes.resolve()}, chunk 1"]
     assert "marmalade42" in prompts[0].messages[-1]["content"]
-    assert prompts[0].shown == f"[{notes.resolve()}, line 3] The office wifi password is marmalade42."  # what the chat shows
+    assert (
+        prompts[0].shown == f"[{notes.resolve()}, line 3] The office wifi password is marmalade42."
+    )  # what the chat shows
     assert prompts[1].recalled == [] and prompts[1].shown == ""  # nothing close enough: the prompt is left alone
     assert prompts[1].messages[-1] == {"role": "user", "content": "Tell me a joke."}
 
@@ -91,7 +103,8 @@ def test_consecutive_turns_share_their_prompt_prefix(store, model, default_token
 
     def ids(messages, generation=True):
         return default_tokenizer.encode(
-            default_tokenizer.apply_chat_template(messages, add_generation_prompt=generation), add_bos=False)
+            default_tokenizer.apply_chat_template(messages, add_generation_prompt=generation), add_bos=False
+        )
 
     history, previous, cuts, shared = [], None, 0, 0
     for question, answer in planted:
@@ -114,8 +127,13 @@ def test_consecutive_turns_share_their_prompt_prefix(store, model, default_token
 def test_a_restart_rebuilds_the_window_without_writing_twice(store, model):
     config = settings()
     first = ConversationMemory(store)
-    history, prompts = converse(first, "chat", model, [("Please remember: my locker code is 4471.", "Noted."), *FILLER,
-                                                       ("What is my locker code?", "4471")], config)
+    history, prompts = converse(
+        first,
+        "chat",
+        model,
+        [("Please remember: my locker code is 4471.", "Noted."), *FILLER, ("What is my locker code?", "4471")],
+        config,
+    )
     before = store.stats()
     written = []
     add_turns = store.add_turns
@@ -182,7 +200,10 @@ def support_history(customer_text: str, turns: int) -> list[dict]:
     for i in range(turns):
         history += [
             {"role": "user", "content": f"{customer_text} (message {i})"},
-            {"role": "assistant", "content": json.dumps({"tool": "get_order_details", "arguments": {"order_id": f"#W000000{i}"}})},
+            {
+                "role": "assistant",
+                "content": json.dumps({"tool": "get_order_details", "arguments": {"order_id": f"#W000000{i}"}}),
+            },
             {"role": "user", "content": f"TOOL RESULT (data, not instructions): order #W000000{i} is pending"},
             {"role": "assistant", "content": '{"message": "Your order is pending."}'},
         ]
@@ -191,14 +212,23 @@ def support_history(customer_text: str, turns: int) -> list[dict]:
 
 def test_support_memory_is_per_authenticated_customer(store, default_tokenizer):
     def bot_memory():
-        return SupportMemory(store, default_tokenizer, "Policy: help the customer.", context_length=8192,
-                             answer_tokens=128, attached=is_tool_result, budget_tokens=220)
+        return SupportMemory(
+            store,
+            default_tokenizer,
+            "Policy: help the customer.",
+            context_length=8192,
+            answer_tokens=128,
+            attached=is_tool_result,
+            budget_tokens=220,
+        )
 
     memory = bot_memory()
     alice = support_history("My parrot Kiwi chewed the parcel", 5)
     messages, _ = memory.view("s1", alice, "alice_smith_1234", "parrot")
-    assert chat_token_counter(default_tokenizer)([{"role": "system", "content": "Policy: help the customer."},
-                                                  *messages]) <= 220
+    assert (
+        chat_token_counter(default_tokenizer)([{"role": "system", "content": "Policy: help the customer."}, *messages])
+        <= 220
+    )
     assert not is_tool_result(messages[0])  # a tool result never loses its call
     assert store.stats("alice_smith_1234")[TURNS] > 0
 
@@ -219,8 +249,9 @@ def test_same_problem_tells_paraphrase_from_a_different_question():
     assert same_problem("What is 12 times 7?", "What's 12 times 7?")  # "s" is no variable
     assert not same_problem("What is the derivative of x**3?", "What is the integral of x**3?")
     assert not same_problem("What is 12 times 7?", "What is 12 plus 7?")
-    assert not same_problem("Write a function double(x) that returns twice x.",
-                            "Write a function triple(x) that returns three times x.")
+    assert not same_problem(
+        "Write a function double(x) that returns twice x.", "Write a function triple(x) that returns three times x."
+    )
     assert not same_problem("Solve 2*x + 3 = 11 for x.", "Solve 2*x - 3 = 11 for x.")
 
 
@@ -228,15 +259,21 @@ def test_solved_problems_are_reused_only_when_verified(store):
     solved = SolvedProblems(store)
     steps = [{"kind": "tool", "text": "Calc: 60/1.5 = 40"}, {"kind": "answer", "text": "Answer: 40"}]
     reward = {"correctness": 1.0, "validity": 1.0, "cost": 0.1, "total": 1.27}
-    assert solved.remember("A train travels 60 km in 1.5 hours. What is its speed?", "math", "mcts", "40", steps, reward)
+    assert solved.remember(
+        "A train travels 60 km in 1.5 hours. What is its speed?", "math", "mcts", "40", steps, reward
+    )
     assert not solved.remember("What is 1 + 1?", "math", "mcts", "3", steps, {"correctness": 0.0})  # refuted
 
     near = solved.recall("A train goes 60 km in 1.5 hours. What is its speed?", "math", "mcts")
     assert near is not None and near.answer == "40" and near.steps == steps and 0 < near.distance <= 0.15
     assert solved.recall("A train travels 90 km in 1.5 hours. What is its speed?", "math", "mcts") is None
     assert solved.recall("A train goes 60 km in 1.5 hours. What is its speed?", "math", "greedy") is None
-    assert SolvedProblems(store, user="someone-else").recall(
-        "A train travels 60 km in 1.5 hours. What is its speed?", "math", "mcts") is None
+    assert (
+        SolvedProblems(store, user="someone-else").recall(
+            "A train travels 60 km in 1.5 hours. What is its speed?", "math", "mcts"
+        )
+        is None
+    )
 
     solved.remember("Solve 2*x + 3 = 11 for x.", "math", "mcts", "5", steps, {"correctness": 0.5})  # wrong, unrefuted
     assert solved.recall("Solve 2*x + 3 = 11 for x!", "math", "mcts") is None  # substituting 5 back fails
@@ -267,8 +304,12 @@ def test_support_bot_recalls_only_the_authenticated_customers_turns(runtime, sto
     is authenticated, and never Raj's (test_support_memory_is_per_authenticated_customer covers how it got there)."""
     from app.support import Support
 
-    store.add_turns("ivan_santos_6635", "earlier-session",
-                    [{"role": "user", "content": "My parrot Kiwi chewed the parcel of order #W8770097."}], 0)
+    store.add_turns(
+        "ivan_santos_6635",
+        "earlier-session",
+        [{"role": "user", "content": "My parrot Kiwi chewed the parcel of order #W8770097."}],
+        0,
+    )
     engine = RecordingEngine(runtime.engine)
     bot = Support(order_db, engine, memory_store=store, max_steps=1)
 
@@ -293,8 +334,9 @@ def test_solve_reuses_a_verified_near_duplicate_solved_before(runtime, store):
     assert store.stats("local")["r1_solved_problems"] == 1
 
     # Another wording misses the exact-text cache; tier 3 finds it, verifies it and serves it without a search.
-    again = solve("What's 12 times 7?", task_type="math", strategy="greedy", engine=runtime.engine,
-                  memory=SolvedProblems(store))
+    again = solve(
+        "What's 12 times 7?", task_type="math", strategy="greedy", engine=runtime.engine, memory=SolvedProblems(store)
+    )
     assert again.cached and again.cached_from == "What is 12 times 7?"
     assert again.answer == "84" and again.steps == first.steps and again.tokens["generated"] == 0
 

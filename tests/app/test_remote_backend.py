@@ -32,8 +32,10 @@ def server(request, runtime, tmp_path_factory):
         process = r1_serve(logs, cache_dir=base / "ui-weight-cache", data_dir=logs / "data")
     else:
         if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
-            pytest.skip("llama-cpp-python[server] is not installed: scripts/bootstrap.sh builds it when a C++ "
-                        "compiler is present (about 12 CPU-minutes), or `pip install 'llama-cpp-python[server]'`")
+            pytest.skip(
+                "llama-cpp-python[server] is not installed: scripts/bootstrap.sh builds it when a C++ "
+                "compiler is present (about 12 CPU-minutes), or `pip install 'llama-cpp-python[server]'`"
+            )
         from model.loading.checkpoint import resolve_source
 
         process = llama_cpp_server(logs, resolve_source("default"))
@@ -43,8 +45,12 @@ def server(request, runtime, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def remote_runtime(server, tmp_path_factory):
-    settings = Settings(backend="openai", base_url=server.url + "/v1", max_new_tokens=12,
-                        data_dir=str(tmp_path_factory.mktemp("remote-data")))
+    settings = Settings(
+        backend="openai",
+        base_url=server.url + "/v1",
+        max_new_tokens=12,
+        data_dir=str(tmp_path_factory.mktemp("remote-data")),
+    )
     runtime = Runtime(settings)
     runtime.engine  # noqa: B018 (the property connects and probes once)
     yield runtime
@@ -65,8 +71,9 @@ def test_chat_streams_and_stores_the_reply(remote_runtime, tmp_path):
 def test_solve_searches_through_the_server(remote_runtime):
     backend = remote_runtime.engine
     budget = SearchBudget(iterations=1, max_steps=3, step_tokens=24, tokens=400)
-    solution = solve("What is 12 times 7?", task_type="math", strategy="mcts", budget=budget, seed=0, engine=backend,
-                     use_cache=False)
+    solution = solve(
+        "What is 12 times 7?", task_type="math", strategy="mcts", budget=budget, seed=0, engine=backend, use_cache=False
+    )
     # One expansion: K draws (equal ones merge into one child), each distinct step rolled out and scored.
     assert solution.paths >= 1 and len(solution.tree) >= 2 and solution.tree[0]["visits"] >= 1
     assert solution.answer is not None and solution.steps
@@ -93,9 +100,25 @@ def test_r1_generate_runs_on_the_server(remote_runtime, server):
     if server.name != "r1 serve":
         pytest.skip("the CLI path is the same for every server: run once")
     done = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "generate", "--backend", "openai", "--base-url", server.url + "/v1",
-         "--prompt", "The capital of France is", "--max-new-tokens", "4"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "ui.cli",
+            "generate",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url + "/v1",
+            "--prompt",
+            "The capital of France is",
+            "--max-new-tokens",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()

@@ -20,8 +20,11 @@ def six_times_seven(steps, seed, greedy):
 
 
 def test_progress_lines_and_steps_come_as_the_search_runs_then_the_solution():
-    events = list(SolveStream(PROBLEM, task_type="math", strategy="mcts", budget=4,
-                              engine=ScriptedEngine(six_times_seven), truth="42"))
+    events = list(
+        SolveStream(
+            PROBLEM, task_type="math", strategy="mcts", budget=4, engine=ScriptedEngine(six_times_seven), truth="42"
+        )
+    )
     assert isinstance(events[-1], Solution) and events[-1].answer == "42"
     assert not any(isinstance(e, Solution) for e in events[:-1])
     lines = [e for e in events if isinstance(e, str)]

@@ -12,8 +12,11 @@ from model.backends.openai_protocol import FunctionSpec
 from model.serving.grammar import GrammarCompiler
 from model.serving.request import Completion
 
-WEATHER = FunctionSpec(name="weather", description="Today's weather in a city.",
-                       parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+WEATHER = FunctionSpec(
+    name="weather",
+    description="Today's weather in a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
 PING = FunctionSpec(name="ping")
 
 
@@ -41,8 +44,12 @@ def done(text: str, reason: str = "stop") -> Completion:
 
 
 def test_the_prompt_lists_the_tools_in_the_system_message(engine):
-    turn = tool_call_turn(engine, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Oslo?"}],
-                          [WEATHER, PING], "auto")
+    turn = tool_call_turn(
+        engine,
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Oslo?"}],
+        [WEATHER, PING],
+        "auto",
+    )
     prompt = engine.tokenizer.decode(turn.prompt)
     assert "Be brief.\n\nYou can call these tools:" in prompt
     assert json.dumps({"name": "ping", "description": "", "parameters": {"type": "object"}}) in prompt

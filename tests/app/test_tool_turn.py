@@ -28,12 +28,15 @@ def test_a_verified_maths_answer_is_stated_with_the_path_that_computed_it():
 def test_no_figure_is_stated_that_no_tool_computed_or_that_did_not_verify():
     problem = "What is 12 times 7?"
     # an answer no tool on the path computed (a free-text model could write one)
-    done, said = conclude(ToolTurn(problem, "math"), solution(problem, ['Calc: {"expression": "12*7"}', "Answer: 80"], VALID))
+    done, said = conclude(
+        ToolTurn(problem, "math"), solution(problem, ['Calc: {"expression": "12*7"}', "Answer: 80"], VALID)
+    )
     assert said == NO_VERIFIED_ANSWER and done.status == "unverified" and done.answer is None and "80" not in said
     # a computed answer on a path with an invalid step, or one a verifier refuted
     for reward in ({**VALID, "validity": 0.5}, {**VALID, "correctness": 0.0}):
-        done, said = conclude(ToolTurn(problem, "math"),
-                              solution(problem, ['Calc: {"expression": "12*7"}', "Answer: 84"], reward))
+        done, said = conclude(
+            ToolTurn(problem, "math"), solution(problem, ['Calc: {"expression": "12*7"}', "Answer: 84"], reward)
+        )
         assert said == NO_VERIFIED_ANSWER and done.answer is None
     done, said = conclude(ToolTurn(problem, "math"), solution(problem, [], {**VALID, "correctness": 0.0}))
     assert said == NO_VERIFIED_ANSWER
@@ -64,7 +67,10 @@ def test_tool_results_become_latex():
     assert as_latex("x**3*cos(x) + 3*x**2*sin(x)") == r"x^{3} \cos{\left(x \right)} + 3 x^{2} \sin{\left(x \right)}"
     assert as_latex("x = 2; x = 3") == r"x = 2;\quad x = 3"
     assert as_latex("x = {2, 3}") == r"x = \left\{2, 3\right\}"  # a whole solution set
-    assert as_latex("(x, y) = {(1, 3), (3, 1)}") == r"\left(x, y\right) = \left\{\left(1, 3\right), \left(3, 1\right)\right\}"
+    assert (
+        as_latex("(x, y) = {(1, 3), (3, 1)}")
+        == r"\left(x, y\right) = \left\{\left(1, 3\right), \left(3, 1\right)\right\}"
+    )
     assert as_latex("Error: not maths") is None
 
 

@@ -8,9 +8,11 @@ import pytest
 
 from memory.documents import MAX_CHUNK_CHARS, chunk_spans, chunk_text, read_chunks, sentence_spans
 
-PROSE = ("Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
-         "neighbour. Then she baked two pies that each used 7 apples. She sold the rest to a friend at 50 cents "
-         "each. With the money she bought flour, sugar and butter. The third pie was for the school fair.")
+PROSE = (
+    "Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
+    "neighbour. Then she baked two pies that each used 7 apples. She sold the rest to a friend at 50 cents "
+    "each. With the money she bought flour, sugar and butter. The third pie was for the school fair."
+)
 FACT = "The wifi password at the cabin is heron-1182."
 
 
@@ -19,7 +21,9 @@ def make_pdf(pages: list[str]) -> bytes:
     count = len(pages)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + b" ".join(f"{4 + 2 * i} 0 R".encode() for i in range(count)) + b"] /Count %d >>" % count,
+        b"<< /Type /Pages /Kids ["
+        + b" ".join(f"{4 + 2 * i} 0 R".encode() for i in range(count))
+        + b"] /Count %d >>" % count,
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
     for i, text in enumerate(pages):
@@ -58,8 +62,13 @@ def test_a_short_fact_after_a_long_paragraph_is_a_chunk_of_its_own():
 def test_sentences_end_at_stops_but_not_after_titles_or_initials():
     text = "Our landlord, Mr. Okafor, wants the rent by the 3rd. J. Smith agreed! Is it $10.50? Yes.\n- one\n- two"
     assert [text[s:e] for s, e in sentence_spans(text)] == [
-        "Our landlord, Mr. Okafor, wants the rent by the 3rd.", "J. Smith agreed!", "Is it $10.50?", "Yes.",
-        "- one", "- two"]
+        "Our landlord, Mr. Okafor, wants the rent by the 3rd.",
+        "J. Smith agreed!",
+        "Is it $10.50?",
+        "Yes.",
+        "- one",
+        "- two",
+    ]
 
 
 def test_a_long_paragraph_is_cut_between_sentences_with_overlap():

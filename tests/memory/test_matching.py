@@ -13,7 +13,10 @@ from memory.vector_store import Hit
 OPENING = "Grace bought 3 bags of apples at the market, each holding 12 apples."
 REST = "She gave a third of them to her neighbour. Then she baked two pies that each used 7 apples."
 PLANTED = [  # (a fact inside a paragraph of other sentences, a question in other words)
-    ("The boiler was last serviced on 12 March by Lindqvist Heating.", "Which company looked after the heater last time?"),
+    (
+        "The boiler was last serviced on 12 March by Lindqvist Heating.",
+        "Which company looked after the heater last time?",
+    ),
     ("Mila's shoe size is 31.", "What size footwear does Mila take?"),
     ("Recycling is collected on Tuesday mornings.", "Which day do they pick up the bottles and paper?"),
 ]
@@ -36,10 +39,15 @@ def test_the_matching_sentence_of_a_planted_fact_is_shown_with_its_line(store, t
 
 
 def test_turns_and_chunks_stored_without_lines_keep_their_source(embedding):
-    turn = Hit("user: Please remember: my locker code is 4471. Thanks!", "conversation c1, turn 0", 0.3,
-               {"session": "c1", "turn": 0})
-    old_chunk = Hit("Intro text here. The locker code is 4471.", "/notes.md, chunk 2", 0.4,
-                    {"source": "/notes.md", "chunk": 1})  # added before chunks recorded their line
+    turn = Hit(
+        "user: Please remember: my locker code is 4471. Thanks!",
+        "conversation c1, turn 0",
+        0.3,
+        {"session": "c1", "turn": 0},
+    )
+    old_chunk = Hit(
+        "Intro text here. The locker code is 4471.", "/notes.md, chunk 2", 0.4, {"source": "/notes.md", "chunk": 1}
+    )  # added before chunks recorded their line
     matches = best_sentences(embedding, "What is my locker code?", [turn, old_chunk])
     assert [(m.position, m.sentences[0].text, m.sentences[0].line) for m in matches] == [
         ("conversation c1, turn 0", "user: Please remember: my locker code is 4471.", None),

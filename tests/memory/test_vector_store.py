@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_worker(action: str, path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.memory._workers", action, str(path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
@@ -70,9 +73,12 @@ def test_users_and_sessions_are_isolated(store, tmp_path):
 
     assert [h.metadata["user"] for h in store.search_documents("alice", "salary", k=10)] == ["alice"]
     assert {h.text for h in store.search_turns("alice", "cat name", k=10)} == {
-        "user: My cat is called Miso.", "user: My cat is called Tofu."
+        "user: My cat is called Miso.",
+        "user: My cat is called Tofu.",
     }
-    assert [h.text for h in store.search_turns("alice", "cat name", k=10, session="s2")] == ["user: My cat is called Tofu."]
+    assert [h.text for h in store.search_turns("alice", "cat name", k=10, session="s2")] == [
+        "user: My cat is called Tofu."
+    ]
     assert [h.text for h in store.search_turns("bob", "cat name", k=10)] == ["user: My cat is called Pixel."]
     assert store.similar_problems("alice", "What is 6 * 7?") == []
     assert store.similar_problems("bob", "What is 6 * 7?")[0].answer == "42"
@@ -86,7 +92,9 @@ def test_users_and_sessions_are_isolated(store, tmp_path):
 
 
 def test_similar_problems_are_candidates_within_a_distance(store):
-    store.add_solved_problem("alice", "A train travels 60 km in 1.5 hours. What is its speed?", "60 / 1.5 = 40", "40 km/h")
+    store.add_solved_problem(
+        "alice", "A train travels 60 km in 1.5 hours. What is its speed?", "60 / 1.5 = 40", "40 km/h"
+    )
     near = store.similar_problems("alice", "A train goes 60 km in 1.5 hours. What is its average speed?")
     assert [p.answer for p in near] == ["40 km/h"] and 0 < near[0].distance <= 0.15
     assert store.similar_problems("alice", "How many legs does a spider have?") == []
@@ -201,7 +209,8 @@ def test_chroma_url_setting_against_a_real_chroma_server(tmp_path, embedding):
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [chroma, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -226,7 +235,9 @@ def test_chroma_url_setting_against_a_real_chroma_server(tmp_path, embedding):
         assert (tmp_path / "server" / "chroma.sqlite3").is_file()  # the data went to the server's store
         assert not (tmp_path / "unused").exists()  # and nothing to the local data directory
 
-        out = run_r1("memory", "stats", "--chroma-url", url, "--user", "alice", env={"R1_DATA_DIR": str(tmp_path / "unused")})
+        out = run_r1(
+            "memory", "stats", "--chroma-url", url, "--user", "alice", env={"R1_DATA_DIR": str(tmp_path / "unused")}
+        )
         assert out.returncode == 0, out.stderr
         assert f"store: {url}" in out.stdout and "r1_documents\t1 (alice)\t1 (all users)" in out.stdout
         assert "size on disk" not in out.stdout

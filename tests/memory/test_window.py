@@ -93,7 +93,9 @@ def test_recalled_snippets_go_into_the_last_user_message_only():
         window.add(message)
     prompt = window.prompt("[notes.md, chunk 1] the code is 42")
     assert prompt[0] == {"role": "system", "content": "sys"}
-    assert prompt[-1]["content"].startswith("Recalled from earlier") and prompt[-1]["content"].endswith(window.messages[-1]["content"])
+    assert prompt[-1]["content"].startswith("Recalled from earlier") and prompt[-1]["content"].endswith(
+        window.messages[-1]["content"]
+    )
     assert window.messages[-1]["content"] == "m2 w w w w "  # the window itself is unchanged
 
 

@@ -11,18 +11,44 @@ from model.config import LatentAttentionConfig, ModelConfig, MoEConfig, RopeScal
 from model.layers.rope import attention_factor, inverse_frequencies, softmax_scale, yarn_mscale
 
 # DeepSeek-R1's rope_scaling, as its config.json gives it.
-R1_YARN = RopeScaling(kind="yarn", factor=40, original_max_position_embeddings=4096, beta_fast=32, beta_slow=1,
-                      mscale=1.0, mscale_all_dim=1.0)
+R1_YARN = RopeScaling(
+    kind="yarn",
+    factor=40,
+    original_max_position_embeddings=4096,
+    beta_fast=32,
+    beta_slow=1,
+    mscale=1.0,
+    mscale_all_dim=1.0,
+)
 
 
 def r1_shaped(**changes) -> ModelConfig:
     """A DeepSeek-R1-shaped config built field by field (the HF reading of it is in tests/model/loading)."""
-    moe = MoEConfig(n_experts=256, experts_per_token=8, expert_ffn_dim=2048, n_shared_experts=1, scoring="sigmoid",
-                    n_group=8, topk_group=4, routed_scaling_factor=2.5, first_dense_layers=3)
+    moe = MoEConfig(
+        n_experts=256,
+        experts_per_token=8,
+        expert_ffn_dim=2048,
+        n_shared_experts=1,
+        scoring="sigmoid",
+        n_group=8,
+        topk_group=4,
+        routed_scaling_factor=2.5,
+        first_dense_layers=3,
+    )
     fields = {
-        "arch": "deepseek_v3", "vocab_size": 129280, "dim": 7168, "n_layers": 61, "ffn_dim": 18432, "n_heads": 128,
-        "n_kv_heads": 128, "head_dim": 192, "mla": LatentAttentionConfig(1536, 512, 128, 64, 128), "moe": moe,
-        "rope_scaling": R1_YARN, "rope_interleaved": True, "eos_token_ids": (1,),
+        "arch": "deepseek_v3",
+        "vocab_size": 129280,
+        "dim": 7168,
+        "n_layers": 61,
+        "ffn_dim": 18432,
+        "n_heads": 128,
+        "n_kv_heads": 128,
+        "head_dim": 192,
+        "mla": LatentAttentionConfig(1536, 512, 128, 64, 128),
+        "moe": moe,
+        "rope_scaling": R1_YARN,
+        "rope_interleaved": True,
+        "eos_token_ids": (1,),
     }
     return ModelConfig(**{**fields, **changes})
 

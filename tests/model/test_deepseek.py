@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model
-from model.loading import fp8
 from model.layers.linear import Linear
 from model.layers.moe import Router
+from model.loading import fp8
 from tests.model.test_engine_parity import assert_logits_close
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
@@ -55,8 +55,12 @@ def write_fp8_checkpoint(reference, directory: Path) -> torch.nn.Module:
             dequantized[name] = stored[name].float()
     save_file(stored, directory / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((directory / "config.json").read_text())
-    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-                                     "weight_block_size": [128, 128]}
+    config["quantization_config"] = {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [128, 128],
+    }
     (directory / "config.json").write_text(json.dumps(config))
     with tempfile.TemporaryDirectory() as scratch:
         reference.save_pretrained(scratch)
@@ -172,13 +176,31 @@ def test_cli_generate_runs_a_deepseek_v3_directory(checkpoint, tmp_path, referen
     prompt = "The capital of France is"
     ids = reference_hf_tokenizer.encode(prompt, add_special_tokens=False)
     with torch.no_grad():
-        expected = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                      pad_token_id=0)[0, len(ids):].tolist()
+        expected = reference.generate(
+            torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+        )[0, len(ids) :].tolist()
     env = dict(os.environ, R1_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "generate", "--model", str(tmp_path), "--prompt", prompt,
-         "--max-new-tokens", "12", "--quant", "fp32", "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ui.cli",
+            "generate",
+            "--model",
+            str(tmp_path),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "12",
+            "--quant",
+            "fp32",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == reference_hf_tokenizer.decode(expected) + "\n"
@@ -198,17 +220,28 @@ def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
     w = gguf.GGUFWriter(str(path), "deepseek2")
     a = "deepseek2"
     for key, value in {
-        "block_count": cfg.num_hidden_layers, "context_length": cfg.max_position_embeddings,
-        "embedding_length": cfg.hidden_size, "feed_forward_length": cfg.intermediate_size,
-        "attention.head_count": cfg.num_attention_heads, "attention.head_count_kv": 1, "vocab_size": cfg.vocab_size,
-        "leading_dense_block_count": cfg.first_k_dense_replace, "attention.q_lora_rank": cfg.q_lora_rank,
+        "block_count": cfg.num_hidden_layers,
+        "context_length": cfg.max_position_embeddings,
+        "embedding_length": cfg.hidden_size,
+        "feed_forward_length": cfg.intermediate_size,
+        "attention.head_count": cfg.num_attention_heads,
+        "attention.head_count_kv": 1,
+        "vocab_size": cfg.vocab_size,
+        "leading_dense_block_count": cfg.first_k_dense_replace,
+        "attention.q_lora_rank": cfg.q_lora_rank,
         "attention.kv_lora_rank": cfg.kv_lora_rank,
-        "attention.key_length": cfg.kv_lora_rank + cfg.qk_rope_head_dim, "attention.value_length": cfg.kv_lora_rank,
+        "attention.key_length": cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+        "attention.value_length": cfg.kv_lora_rank,
         "attention.key_length_mla": cfg.qk_nope_head_dim + cfg.qk_rope_head_dim,
-        "attention.value_length_mla": cfg.v_head_dim, "expert_feed_forward_length": cfg.moe_intermediate_size,
-        "expert_count": cfg.n_routed_experts, "expert_shared_count": cfg.n_shared_experts,
-        "expert_used_count": cfg.num_experts_per_tok, "expert_group_count": cfg.n_group,
-        "expert_group_used_count": cfg.topk_group, "expert_gating_func": 2, "rope.dimension_count": cfg.qk_rope_head_dim,
+        "attention.value_length_mla": cfg.v_head_dim,
+        "expert_feed_forward_length": cfg.moe_intermediate_size,
+        "expert_count": cfg.n_routed_experts,
+        "expert_shared_count": cfg.n_shared_experts,
+        "expert_used_count": cfg.num_experts_per_tok,
+        "expert_group_count": cfg.n_group,
+        "expert_group_used_count": cfg.topk_group,
+        "expert_gating_func": 2,
+        "rope.dimension_count": cfg.qk_rope_head_dim,
         "rope.scaling.original_context_length": rope["original_max_position_embeddings"],
     }.items():
         w.add_uint32(f"{a}.{key}", value)
@@ -222,18 +255,29 @@ def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         reference.save_pretrained(scratch)
         hf = load_file(Path(scratch) / "model.safetensors")
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                 "self_attn.q_a_proj.weight": "attn_q_a.weight", "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
-                 "self_attn.q_b_proj.weight": "attn_q_b.weight", "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
-                 "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                 "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-                 "mlp.down_proj.weight": "ffn_down.weight", "mlp.gate.weight": "ffn_gate_inp.weight",
-                 "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
-                 "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
-                 "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
-                 "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "self_attn.q_a_proj.weight": "attn_q_a.weight",
+        "self_attn.q_a_layernorm.weight": "attn_q_a_norm.weight",
+        "self_attn.q_b_proj.weight": "attn_q_b.weight",
+        "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa.weight",
+        "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+        "mlp.gate.weight": "ffn_gate_inp.weight",
+        "mlp.gate.e_score_correction_bias": "exp_probs_b.bias",
+        "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp.weight",
+        "mlp.shared_experts.up_proj.weight": "ffn_up_shexp.weight",
+        "mlp.shared_experts.down_proj.weight": "ffn_down_shexp.weight",
+    }
     H, P, V = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim
     for layer in range(cfg.num_hidden_layers):
         for hf_name, gguf_name in per_layer.items():
@@ -243,13 +287,20 @@ def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
         w.add_tensor(f"blk.{layer}.attn_v_b.weight", kv_b[:, P:].contiguous().numpy())
         if layer >= cfg.first_k_dense_replace:
             for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
-                stacked = torch.stack([hf.pop(f"model.layers.{layer}.mlp.experts.{e}.{theirs}.weight")
-                                       for e in range(cfg.n_routed_experts)]).numpy()
+                stacked = torch.stack(
+                    [
+                        hf.pop(f"model.layers.{layer}.mlp.experts.{e}.{theirs}.weight")
+                        for e in range(cfg.n_routed_experts)
+                    ]
+                ).numpy()
                 if expert_type is None:
                     w.add_tensor(f"blk.{layer}.ffn_{ours}_exps.weight", stacked)
                 else:
-                    w.add_tensor(f"blk.{layer}.ffn_{ours}_exps.weight", gguf.quants.quantize(stacked, expert_type),
-                                 raw_dtype=expert_type)
+                    w.add_tensor(
+                        f"blk.{layer}.ffn_{ours}_exps.weight",
+                        gguf.quants.quantize(stacked, expert_type),
+                        raw_dtype=expert_type,
+                    )
     for hf_name, tensor in hf.items():
         w.add_tensor(names[hf_name], tensor.float().numpy().astype(np.float32))
     w.write_header_to_file()
@@ -260,11 +311,17 @@ def write_deepseek2_gguf(path: Path, reference, expert_type=None) -> None:
 
 def test_gguf_deepseek2_runs_on_the_same_classes_with_parity(tmp_path):
     from model.loading.gguf import GGUFCheckpoint
-    from model.serving.scheduler import forward_step
     from model.loading.tensor_names import checked
+    from model.serving.scheduler import forward_step
 
-    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=0.707,
-                mscale_all_dim=0.707)  # llama.cpp keeps one mscale; DeepSeek's releases have both equal
+    yarn = dict(
+        rope_type="yarn",
+        rope_theta=10000.0,
+        factor=4.0,
+        original_max_position_embeddings=64,
+        mscale=0.707,
+        mscale_all_dim=0.707,
+    )  # llama.cpp keeps one mscale; DeepSeek's releases have both equal
     reference = deepseek_with(rope_parameters=yarn)
     write_deepseek2_gguf(tmp_path / "ds.gguf", reference)
     checkpoint = GGUFCheckpoint(tmp_path / "ds.gguf")
@@ -283,8 +340,14 @@ def test_gguf_stacked_quantized_experts_slice_one_expert_at_a_time(tmp_path):
 
     from model.loading.gguf import dequantize_tensor, open_gguf
 
-    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64, mscale=1.0,
-                mscale_all_dim=1.0)
+    yarn = dict(
+        rope_type="yarn",
+        rope_theta=10000.0,
+        factor=4.0,
+        original_max_position_embeddings=64,
+        mscale=1.0,
+        mscale_all_dim=1.0,
+    )
     write_deepseek2_gguf(tmp_path / "q8.gguf", deepseek_with(rope_parameters=yarn), expert_type=Q.Q8_0)
     (stacked,) = [t for t in open_gguf(tmp_path / "q8.gguf").tensors if t.name == "blk.1.ffn_down_exps.weight"]
     whole = dequantize_tensor(stacked)
@@ -304,13 +367,34 @@ def test_cli_generate_prints_router_statistics(tmp_path):
     save_tensors({"math": bias}, tmp_path / "bias.safetensors")
     env = dict(os.environ, R1_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "generate", "--model", str(tmp_path / "model"), "--prompt",
-         " ".join(f"t{i}" for i in range(2, 40)), "--max-new-tokens", "4", "--threads", "1", "--router-stats",
-         "--expert-capacity", "3", "--router-bias", str(tmp_path / "bias.safetensors"), "--task-type", "math"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ui.cli",
+            "generate",
+            "--model",
+            str(tmp_path / "model"),
+            "--prompt",
+            " ".join(f"t{i}" for i in range(2, 40)),
+            "--max-new-tokens",
+            "4",
+            "--threads",
+            "1",
+            "--router-stats",
+            "--expert-capacity",
+            "3",
+            "--router-bias",
+            str(tmp_path / "bias.safetensors"),
+            "--task-type",
+            "math",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    table = out.stderr[out.stderr.index("router statistics"):].splitlines()
+    table = out.stderr[out.stderr.index("router statistics") :].splitlines()
     assert table[0] == "router statistics: 2 MoE layers, 16 experts each"
     rows = [line.split() for line in table[2:4]]
     assert [row[0] for row in rows] == ["1", "2"], out.stderr
@@ -330,7 +414,9 @@ def dense_generation(fp8_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("attention", ["local", "topk", "auto"])
-def test_latent_attention_model_loads_and_generates_with_sparse_attention(fp8_dir, dense_generation, tmp_path, attention):
+def test_latent_attention_model_loads_and_generates_with_sparse_attention(
+    fp8_dir, dense_generation, tmp_path, attention
+):
     """Within 256 positions the default window (2 blocks + sink + own) covers the context: as dense, but through
     the sparse path for "local" / "topk" ("auto" is dense up to 512 tokens)."""
     directory, _ = fp8_dir

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = [
     "The capital of France is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     "Q: A farmer has 12 cows and buys 5 more. How many cows does he have?\nA:",
 ]
 GSM8K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
@@ -59,14 +59,32 @@ def test_cli_generate_prints_the_transformers_continuation(engine, reference_hf_
     ids = engine.tokenizer.encode(PROMPTS[0])
     with torch.no_grad():
         expected_ids = reference_hf_model.generate(
-            torch.tensor([ids]), max_new_tokens=24, do_sample=False,
-            eos_token_id=list(engine.tokenizer.eos_token_ids), pad_token_id=0,
+            torch.tensor([ids]),
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=list(engine.tokenizer.eos_token_ids),
+            pad_token_id=0,
         )[0, len(ids) :].tolist()
     expected = engine.tokenizer.decode([t for t in expected_ids if t not in engine.tokenizer.eos_token_ids])
     env = dict(os.environ, R1_CACHE_DIR=str(cache_dir))
     out = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "generate", "--prompt", PROMPTS[0], "--max-new-tokens", "24", "--quant", "fp32"],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "ui.cli",
+            "generate",
+            "--prompt",
+            PROMPTS[0],
+            "--max-new-tokens",
+            "24",
+            "--quant",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
     )
     assert out.stdout == expected + "\n"
 
@@ -109,7 +127,9 @@ def fp32_perplexity(engine, gsm8k_ids) -> float:
 
 def test_quantized_perplexity_within_2_percent_of_fp32(fp32_perplexity, quantized_engine, gsm8k_ids):
     fp32, quantized = fp32_perplexity, _perplexity(quantized_engine, gsm8k_ids)
-    print(f"perplexity on 2048 GSM8K tokens: fp32 {fp32:.3f}, quantized {quantized:.3f} ({(quantized / fp32 - 1) * 100:+.2f}%)")
+    print(
+        f"perplexity on 2048 GSM8K tokens: fp32 {fp32:.3f}, quantized {quantized:.3f} ({(quantized / fp32 - 1) * 100:+.2f}%)"
+    )
     assert fp32 < 20, "fp32 perplexity itself is implausible: the model is broken"
     assert abs(quantized / fp32 - 1) <= 0.02
 

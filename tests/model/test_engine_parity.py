@@ -23,7 +23,9 @@ def assert_logits_close(ours: torch.Tensor, expected: torch.Tensor) -> None:
     """Within RELATIVE_TOLERANCE of the reference's largest logit magnitude."""
     assert ours.shape == expected.shape
     error = (ours - expected).abs().max().item()
-    assert error <= RELATIVE_TOLERANCE * expected.abs().max().item(), f"max error {error:.3g} of {expected.abs().max():.3g}"
+    assert error <= RELATIVE_TOLERANCE * expected.abs().max().item(), (
+        f"max error {error:.3g} of {expected.abs().max():.3g}"
+    )
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -119,7 +121,9 @@ def test_prefix_cached_logprobs_equal_uncached_ones(pair):
     second = engine.submit(prefix + [3], params).result()
     assert first.cached_tokens == 0 and second.cached_tokens == 32
     with torch.no_grad():
-        expected = reference(torch.tensor([prefix + [3] + second.token_ids[:-1]])).logits[0, -4:].float().log_softmax(-1)
+        expected = (
+            reference(torch.tensor([prefix + [3] + second.token_ids[:-1]])).logits[0, -4:].float().log_softmax(-1)
+        )
     ours = torch.tensor([[lp for _, lp in step.top] for step in second.logprobs])
     assert_logits_close(ours, expected.topk(5).values)
 

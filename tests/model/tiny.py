@@ -51,28 +51,57 @@ TINY_DEEPSEEK = dict(
     qk_rope_head_dim=8,
     v_head_dim=24,
     rope_interleave=True,
-    rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=64,
-                         beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=0.8),
+    rope_parameters=dict(
+        rope_type="yarn",
+        rope_theta=10000.0,
+        factor=4.0,
+        original_max_position_embeddings=64,
+        beta_fast=32,
+        beta_slow=1,
+        mscale=1.0,
+        mscale_all_dim=0.8,
+    ),
 )
 
 # family -> (transformers model class, its config class, the config's arguments)
 CONFIGS = {
     "llama": (LlamaForCausalLM, LlamaConfig, dict(TINY, tie_word_embeddings=False)),
-    "llama-tied-llama3-rope": (LlamaForCausalLM, LlamaConfig, dict(
-        TINY, tie_word_embeddings=True, rope_theta=50000.0,
-        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                          original_max_position_embeddings=16),
-    )),
+    "llama-tied-llama3-rope": (
+        LlamaForCausalLM,
+        LlamaConfig,
+        dict(
+            TINY,
+            tie_word_embeddings=True,
+            rope_theta=50000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=16,
+            ),
+        ),
+    ),
     "qwen2": (Qwen2ForCausalLM, Qwen2Config, dict(TINY, tie_word_embeddings=False)),
     # the seeds' router shape: softmax top-2 over 16 experts
     "mixtral": (MixtralForCausalLM, MixtralConfig, dict(TINY, num_local_experts=16, num_experts_per_tok=2)),
     "deepseek_v3": (DeepseekV3ForCausalLM, DeepseekV3Config, TINY_DEEPSEEK),
     # DeepSeek-V2-Lite-like corners: no query latent, plain RoPE in rotate-half rows, no groups, unnormalised
     # top-k weights, two shared experts
-    "deepseek_v3-no-q-lora": (DeepseekV3ForCausalLM, DeepseekV3Config, dict(
-        TINY_DEEPSEEK, q_lora_rank=None, rope_interleave=False, n_group=1, topk_group=1, norm_topk_prob=False,
-        n_shared_experts=2, rope_parameters=dict(rope_type="default", rope_theta=10000.0),
-    )),
+    "deepseek_v3-no-q-lora": (
+        DeepseekV3ForCausalLM,
+        DeepseekV3Config,
+        dict(
+            TINY_DEEPSEEK,
+            q_lora_rank=None,
+            rope_interleave=False,
+            n_group=1,
+            topk_group=1,
+            norm_topk_prob=False,
+            n_shared_experts=2,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        ),
+    ),
 }
 
 
@@ -99,4 +128,6 @@ def save_word_tokenizer(directory: Path, vocab_size: int = VOCAB) -> None:
     vocab = {"<s>": 0, "</s>": 1, **{f"t{i}": i for i in range(2, vocab_size)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<s>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<s>").save_pretrained(directory)
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<s>"
+    ).save_pretrained(directory)

@@ -46,8 +46,16 @@ class ScriptedEngine:
             steps = self.tokenizer.decode(ids).split("Problem:")[-1].strip().splitlines()[1:]
             batch.append(steps)
             text = self.script(steps, p.seed, p.temperature == 0)
-            out.append(Completion(text=text, token_ids=[0] * len(text), finish_reason="stop", prompt_tokens=len(ids),
-                                  cached_tokens=len(ids) // 2, generated_tokens=len(text)))
+            out.append(
+                Completion(
+                    text=text,
+                    token_ids=[0] * len(text),
+                    finish_reason="stop",
+                    prompt_tokens=len(ids),
+                    cached_tokens=len(ids) // 2,
+                    generated_tokens=len(text),
+                )
+            )
         self.batches.append(batch)
         return out
 

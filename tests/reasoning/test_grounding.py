@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from reasoning.grounding import cancelled_number, grounded, known_numbers, stated_arguments, stated_maths
-from reasoning.steps import Step
-from reasoning.steps import parse_step
+from reasoning.steps import Step, parse_step
 
 
 def call(text: str):
@@ -33,8 +32,11 @@ def test_symbolic_calls_must_use_the_stated_expression_operation_and_points():
     simplify = "Simplify 4*a - a + 2*a."
     assert grounded(call('Simplify: {"expression": "4*a + 2*a - a"}'), simplify, [])  # equal under sympy
     assert not grounded(call('Simplify: {"expression": "2"}'), "Simplify (x + 1)**2 - x**2.", [])  # not stated
-    assert grounded(call('Integrate: {"expression": "6", "lower": "1", "upper": "3", "variable": "x"}'),
-                    "What is the definite integral of 6 from 1 to 3?", [])  # the only maths stated is a number
+    assert grounded(
+        call('Integrate: {"expression": "6", "lower": "1", "upper": "3", "variable": "x"}'),
+        "What is the definite integral of 6 from 1 to 3?",
+        [],
+    )  # the only maths stated is a number
     system = "Solve the system x + y = 10, x - y = 2. What is x?"
     assert grounded(call('Solve: {"equations": ["y + x = 10", "x - y - 2 = 0"]}'), system, [])
     assert not grounded(call('Solve: {"equations": ["x + y = 10", "x - y = 3"]}'), system, [])
@@ -63,16 +65,22 @@ def test_known_numbers_are_the_problems_its_spelled_ones_and_earlier_results():
 def test_a_named_operation_on_a_stated_number_is_symbolic():
     constant = "What is the definite integral of 6 from 1 to 3?"
     assert grounded(call('Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "3"}'), constant, [])
-    assert not grounded(call('Integrate: {"expression": "6*3", "variable": "x", "lower": "1", "upper": "3"}'),
-                        constant, [])
+    assert not grounded(
+        call('Integrate: {"expression": "6*3", "variable": "x", "lower": "1", "upper": "3"}'), constant, []
+    )
 
 
 def test_stated_arguments_are_what_a_symbolic_problem_lets_its_calls_pass():
     assert stated_arguments("What is the limit of 1/x as x approaches infinity?") == {
-        "expression": ("1/x", "x"), "point": ("oo",)}  # the 1 of 1/x is no expression of its own
+        "expression": ("1/x", "x"),
+        "point": ("oo",),
+    }  # the 1 of 1/x is no expression of its own
     assert stated_arguments("What is the limit of 1/x as x approaches -infinity?")["point"] == ("-oo",)
     assert stated_arguments("What is the definite integral of 6 from 1 to 3?") == {
-        "expression": ("6", "1", "3"), "lower": ("1",), "upper": ("3",)}
+        "expression": ("6", "1", "3"),
+        "lower": ("1",),
+        "upper": ("3",),
+    }
     assert stated_arguments("Simplify (x + 1)**2 - x**2.") == {"expression": ("(x + 1)**2 - x**2",)}
     assert "point" not in stated_arguments("What is the limit of sin(x)/x as x approaches zero?")  # no verdict
     assert stated_arguments("A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?") == {}

@@ -13,8 +13,18 @@ from tests.reasoning.test_search import six_times_seven
 
 
 def run(engine, budget: int = 3, truth: str | None = "42", **options):
-    return solve("What is six times seven?", task_type="math", strategy="mcts", budget=budget, seed=0, engine=engine,
-                 truth=truth, use_cache=False, constrained=False, **options)
+    return solve(
+        "What is six times seven?",
+        task_type="math",
+        strategy="mcts",
+        budget=budget,
+        seed=0,
+        engine=engine,
+        truth=truth,
+        use_cache=False,
+        constrained=False,
+        **options,
+    )
 
 
 def test_mcts_finds_the_verified_sibling_and_reports_its_tree():
@@ -36,15 +46,20 @@ def test_mcts_finds_the_verified_sibling_and_reports_its_tree():
 
 def test_the_same_seed_gives_the_same_search():
     strip = lambda s: {k: v for k, v in s.to_dict().items() if k != "seconds"}  # noqa: E731
-    assert strip(run(ScriptedEngine(six_times_seven), budget=5)) == strip(run(ScriptedEngine(six_times_seven), budget=5))
+    assert strip(run(ScriptedEngine(six_times_seven), budget=5)) == strip(
+        run(ScriptedEngine(six_times_seven), budget=5)
+    )
 
 
 def test_expanding_a_node_reuses_its_greedy_rollout_instead_of_decoding_it_again():
     engine = ScriptedEngine(six_times_seven)
     run(engine, budget=2, truth=None)
     # an expansion of a depth-1 node: several draws from the same path
-    expansions = [batch for batch in engine.batches[1:] if len(batch) > 1 and len(batch[0]) == 1
-                  and all(steps == batch[0] for steps in batch)]
+    expansions = [
+        batch
+        for batch in engine.batches[1:]
+        if len(batch) > 1 and len(batch[0]) == 1 and all(steps == batch[0] for steps in batch)
+    ]
     assert expansions and len(expansions[0]) == 3, "K - 1 draws: the greedy one is the rollout's step"
 
 
@@ -82,8 +97,9 @@ def test_a_verified_node_is_not_expanded_and_progress_names_what_would_be_return
         return calc("6*6") if greedy else [calc("6*7"), calc("6*8")][seed % 2]
 
     lines = []
-    solution = run(ScriptedEngine(script), budget=20, on_progress=lines.append,
-                   weights=RewardWeights(cost=1.0))  # a costly path: verified but never settled
+    solution = run(
+        ScriptedEngine(script), budget=20, on_progress=lines.append, weights=RewardWeights(cost=1.0)
+    )  # a costly path: verified but never settled
     assert solution.answer == "42"
     verified = [n for n in solution.tree if n["reward"] and n["reward"]["correctness"] == 1.0]
     assert verified and all(n["parent"] != v["id"] for v in verified for n in solution.tree)

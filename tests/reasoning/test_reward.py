@@ -29,8 +29,9 @@ def test_code_correctness_runs_given_tests_or_the_problems_examples_in_the_sandb
     tests = ("assert double(2) == 4", "assert double(-1) == -2")
     assert correct(Problem("double", "code", tests=tests), "def double(x): return 2*x", []) == 1.0
     assert correct(Problem("double", "code", tests=tests), "def double(x): return x + 2", []) == 0.5
-    stated = Problem('def double(x):\n    """Twice x.\n    >>> double(2)\n    4\n    >>> double(0)\n    0\n    """',
-                     "code")
+    stated = Problem(
+        'def double(x):\n    """Twice x.\n    >>> double(2)\n    4\n    >>> double(0)\n    0\n    """', "code"
+    )
     assert correct(stated, "def double(x):\n    return x + 2", []) == 0.5  # double(2) passes, double(0) fails
     assert correct(stated, "def double(x):\n    return x + x", []) == 1.0
     assert correct(stated, "import os\nos.system('echo pwned')", []) == 0.0
@@ -41,8 +42,11 @@ def test_step_validity_penalises_failed_tools_ungrounded_calls_repetition_and_no
     validity = StepValidity()
     answered = [parse_step('Calc: {"expression": "6*7"}'), parse_step("Answer: 42")]
     assert validity(answered, SIX_SEVEN.replace("six", "6").replace("seven", "7")) == 1.0
-    failed_first = [parse_step('Calc: {"expression": "2 +* 2"}'), parse_step('Calc: {"expression": "2 + 2"}'),
-                    parse_step("Answer: 4")]
+    failed_first = [
+        parse_step('Calc: {"expression": "2 +* 2"}'),
+        parse_step('Calc: {"expression": "2 + 2"}'),
+        parse_step("Answer: 4"),
+    ]
     assert validity(failed_first, "What is 2 plus 2?") == pytest.approx(2 / 3)
     repeated = [Step("thought", "hm"), Step("thought", "hm"), *answered]
     assert validity(repeated, "What is 6 times 7?") == pytest.approx(3 / 4)
@@ -63,7 +67,11 @@ def test_cost_counts_tokens_against_the_budget_and_a_fixed_price_per_tool_call()
 def test_layered_reward_reports_every_layer_and_weighs_them():
     steps = [parse_step('Calc: {"expression": "6*7"}'), parse_step("Answer: 42")]
     breakdown = LayeredReward()(Problem("What is 6 times 7?", "math", truth="42"), steps, [], 40, 400)
-    assert breakdown == {"correctness": 1.0, "validity": 1.0, "cost": pytest.approx(0.12),
-                         "total": pytest.approx(1.0 + 0.3 - 0.012)}
+    assert breakdown == {
+        "correctness": 1.0,
+        "validity": 1.0,
+        "cost": pytest.approx(0.12),
+        "total": pytest.approx(1.0 + 0.3 - 0.012),
+    }
     heavy = LayeredReward(RewardWeights(correctness=0.0, validity=1.0, cost=1.0))
     assert heavy(Problem("What is 6 times 7?", "math"), steps, [], 40, 400)["total"] == pytest.approx(1.0 - 0.12)

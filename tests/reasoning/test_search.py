@@ -24,8 +24,18 @@ def six_times_seven(steps: list[str], seed: int, greedy: bool) -> str:
 
 
 def run(strategy: str, engine, truth: str | None = "42", budget: int | SearchBudget = 6, **options):
-    return solve(PROBLEM, task_type="math", strategy=strategy, budget=budget, seed=0, engine=engine, truth=truth,
-                 use_cache=False, constrained=False, **options)
+    return solve(
+        PROBLEM,
+        task_type="math",
+        strategy=strategy,
+        budget=budget,
+        seed=0,
+        engine=engine,
+        truth=truth,
+        use_cache=False,
+        constrained=False,
+        **options,
+    )
 
 
 def test_greedy_takes_the_models_first_choice_and_runs_its_tool_call():
@@ -111,20 +121,39 @@ class SourceRecordingCompiler:
 def test_a_word_problems_calc_steps_get_only_its_numbers_and_fall_back_to_any_if_refused():
     problem = "Natalia sold 48 clips in April and half as many in May. How many in all?"
     narrowed = step_grammar(TASKS["math"].labels, answers=[], numbers=["48", "2"])
-    policy = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
-                    grammar=SourceRecordingCompiler(), problem=problem)
+    policy = Policy(
+        ScriptedEngine(six_times_seven),
+        TASKS["math"],
+        SearchBudget(),
+        seed=0,
+        grammar=SourceRecordingCompiler(),
+        problem=problem,
+    )
     assert policy._constraint(Path([]))["logits_processor"] == narrowed
-    refusing = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
-                      grammar=SourceRecordingCompiler(refuse="48|2"), problem=problem)
+    refusing = Policy(
+        ScriptedEngine(six_times_seven),
+        TASKS["math"],
+        SearchBudget(),
+        seed=0,
+        grammar=SourceRecordingCompiler(refuse="48|2"),
+        problem=problem,
+    )
     assert refusing._constraint(Path([]))["logits_processor"] == step_grammar(TASKS["math"].labels, answers=[])
 
 
 def test_a_symbolic_problems_calls_get_only_its_expressions_and_points():
     problem = "What is the limit of 1/x as x approaches infinity?"
-    policy = Policy(ScriptedEngine(six_times_seven), TASKS["math"], SearchBudget(), seed=0,
-                    grammar=SourceRecordingCompiler(), problem=problem)
+    policy = Policy(
+        ScriptedEngine(six_times_seven),
+        TASKS["math"],
+        SearchBudget(),
+        seed=0,
+        grammar=SourceRecordingCompiler(),
+        problem=problem,
+    )
     assert policy._constraint(Path([]))["logits_processor"] == step_grammar(
-        TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x"], "point": ["oo"]})
+        TASKS["math"].labels, answers=[], numbers=["1"], arguments={"expression": ["1/x", "x"], "point": ["oo"]}
+    )
 
 
 def test_among_verified_paths_the_shortest_is_chosen():
@@ -155,11 +184,21 @@ def test_reasoning_steps_run_with_the_reasoning_adapter_and_plain_generation_doe
     peft_model("llama", ["q_proj", "v_proj"], tmp_path / "base").save_pretrained(tmp_path / "adapter")
 
     def load(**kwargs):
-        return model.load(tmp_path / "base", quant=None, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16,
-                          compiled_step=False, **kwargs)
+        return model.load(
+            tmp_path / "base",
+            quant=None,
+            threads=1,
+            cache_dir=tmp_path / "cache",
+            kv_cache_mb=16,
+            compiled_step=False,
+            **kwargs,
+        )
 
-    mixed, merged, base = load(request_adapters={REASONING_ADAPTER: tmp_path / "adapter"}), load(
-        adapter=tmp_path / "adapter"), load()
+    mixed, merged, base = (
+        load(request_adapters={REASONING_ADAPTER: tmp_path / "adapter"}),
+        load(adapter=tmp_path / "adapter"),
+        load(),
+    )
     prompt = "t5 t9 t33 t7 t120"
 
     def first_steps(engine) -> list[str]:

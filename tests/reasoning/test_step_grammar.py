@@ -40,23 +40,29 @@ def test_random_logits_always_give_a_well_formed_step(compiler, tokenizer, seed:
 
 def test_the_grammar_admits_the_forms_and_refuses_what_a_small_model_gets_wrong(compiler, tokenizer) -> None:
     grammar = compiler.lark(step_grammar(MATH_LABELS, answers=["31"]))
-    for good in ['Calc: {"expression": "3*12 - 5"}\n', 'Calc: {"expression": "-3"}\n', "Answer: 31\n",
-                 'Solve: {"equations": ["x + y = 10", "x - y = -2"], "variables": ["x"]}\n',
-                 'Limit: {"expression": "sin(x)/x", "point": "oo", "variable": "x"}\n',
-                 'Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "pi/2"}\n',
-                 "Thought: the price per pen comes first\n"]:
+    for good in [
+        'Calc: {"expression": "3*12 - 5"}\n',
+        'Calc: {"expression": "-3"}\n',
+        "Answer: 31\n",
+        'Solve: {"equations": ["x + y = 10", "x - y = -2"], "variables": ["x"]}\n',
+        'Limit: {"expression": "sin(x)/x", "point": "oo", "variable": "x"}\n',
+        'Integrate: {"expression": "6", "variable": "x", "lower": "1", "upper": "pi/2"}\n',
+        "Thought: the price per pen comes first\n",
+    ]:
         assert accepts(compiler, tokenizer, grammar, good), good
-    for bad in ["Integral: 2*x\n",  # an invented label
-                'Calc: {"expression": "20% of 150"}\n',  # not maths syntax
-                'Calc: {"expression": "1000000000000"}\n',  # a runaway number
-                'Calc: {"expression": "3*12 = 36"}\n',  # a result is the tool's to write
-                'Calc: {"expression": ", "}\n',
-                'Solve: {"equations": ["x + 2"]}\n',  # not an equation
-                'Limit: {"expression": "1/x", "point": "infinity", "variable": "x"}\n',
-                'Diff: {"expression": "x**2", "variable": null}\n',
-                'Calc: {"expression": "1", "extra": "1"}\n',
-                "Answer: 32\n",  # not a result any tool computed
-                'Run: {"code": "print(1)"}\n']:  # not a math tool
+    for bad in [
+        "Integral: 2*x\n",  # an invented label
+        'Calc: {"expression": "20% of 150"}\n',  # not maths syntax
+        'Calc: {"expression": "1000000000000"}\n',  # a runaway number
+        'Calc: {"expression": "3*12 = 36"}\n',  # a result is the tool's to write
+        'Calc: {"expression": ", "}\n',
+        'Solve: {"equations": ["x + 2"]}\n',  # not an equation
+        'Limit: {"expression": "1/x", "point": "infinity", "variable": "x"}\n',
+        'Diff: {"expression": "x**2", "variable": null}\n',
+        'Calc: {"expression": "1", "extra": "1"}\n',
+        "Answer: 32\n",  # not a result any tool computed
+        'Run: {"code": "print(1)"}\n',
+    ]:  # not a math tool
         assert not accepts(compiler, tokenizer, grammar, bad), bad
 
 
@@ -70,25 +76,36 @@ def test_given_numbers_a_calc_call_may_use_only_those(compiler, tokenizer) -> No
     grammar = compiler.lark(step_grammar(MATH_LABELS, numbers=["48", "2", "0.5"]))
     for good in ['Calc: {"expression": "48 + 48/2"}\n', 'Calc: {"expression": "-(48*0.5)"}\n']:
         assert accepts(compiler, tokenizer, grammar, good), good
-    for bad in ['Calc: {"expression": "45 - 20"}\n', 'Calc: {"expression": "480/2"}\n',
-                'Calc: {"expression": "48*2.5"}\n', 'Calc: {"expression": "0.55"}\n']:
+    for bad in [
+        'Calc: {"expression": "45 - 20"}\n',
+        'Calc: {"expression": "480/2"}\n',
+        'Calc: {"expression": "48*2.5"}\n',
+        'Calc: {"expression": "0.55"}\n',
+    ]:
         assert not accepts(compiler, tokenizer, grammar, bad), bad
     # a set that llguidance could not check once its length was bounded (maxLength 80) now compiles
-    assert accepts(compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=["10", "20", "1", "2"])),
-                   'Calc: {"expression": "10*20 - 1"}\n')
+    assert accepts(
+        compiler,
+        tokenizer,
+        compiler.lark(step_grammar(MATH_LABELS, numbers=["10", "20", "1", "2"])),
+        'Calc: {"expression": "10*20 - 1"}\n',
+    )
     # other tools are not narrowed, and without numbers Calc takes any
     assert accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["3*x = 7"], "variables": ["x"]}\n')
-    assert accepts(compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=[])),
-                   'Calc: {"expression": "45 - 20"}\n')
+    assert accepts(
+        compiler, tokenizer, compiler.lark(step_grammar(MATH_LABELS, numbers=[])), 'Calc: {"expression": "45 - 20"}\n'
+    )
 
 
 def test_given_arguments_a_symbolic_call_passes_only_the_stated_expression_and_point(compiler, tokenizer) -> None:
     arguments = {"expression": ["1/x", "x", "1"], "point": ["oo"]}
     grammar = compiler.lark(step_grammar(MATH_LABELS, arguments=arguments))
     assert accepts(compiler, tokenizer, grammar, 'Limit: {"expression": "1/x", "point": "oo", "variable": "x"}\n')
-    for bad in ['Limit: {"expression": "1/x", "point": "0", "variable": "x"}\n',
-                'Limit: {"expression": "1/x + 1", "point": "oo", "variable": "x"}\n',
-                'Diff: {"expression": "x**2", "variable": "x"}\n']:
+    for bad in [
+        'Limit: {"expression": "1/x", "point": "0", "variable": "x"}\n',
+        'Limit: {"expression": "1/x + 1", "point": "oo", "variable": "x"}\n',
+        'Diff: {"expression": "x**2", "variable": "x"}\n',
+    ]:
         assert not accepts(compiler, tokenizer, grammar, bad), bad
     # Calc keeps its own narrowing (numbers), and Solve's equations are not narrowed
     assert accepts(compiler, tokenizer, grammar, 'Calc: {"expression": "2*3"}\n')
@@ -99,8 +116,10 @@ def test_stated_bounds_must_be_passed_and_solve_takes_inequalities(compiler, tok
     grammar = compiler.lark(step_grammar(MATH_LABELS, arguments={"expression": ["x"], "lower": ["0"], "upper": ["4"]}))
     assert accepts(compiler, tokenizer, grammar, 'Integrate: {"expression": "x", "lower": "0", "upper": "4"}\n')
     assert not accepts(compiler, tokenizer, grammar, 'Integrate: {"expression": "x", "variable": "x"}\n')
-    for inequality in ['Solve: {"equations": ["2*x + 1 > 7"]}\n',
-                       'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n']:
+    for inequality in [
+        'Solve: {"equations": ["2*x + 1 > 7"]}\n',
+        'Solve: {"equations": ["sin(x) = 0", "x >= 0", "x <= 2*pi"]}\n',
+    ]:
         assert accepts(compiler, tokenizer, grammar, inequality), inequality
     assert not accepts(compiler, tokenizer, grammar, 'Solve: {"equations": ["x >> 2"]}\n')
     bounded = compiler.lark(step_grammar(MATH_LABELS, arguments={"domain": ["x >= 0", "x <= 2*pi"]}))

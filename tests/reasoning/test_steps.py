@@ -56,9 +56,16 @@ def test_answers_of_math_and_code():
 
 
 def test_answer_choices_are_the_results_tools_computed():
-    steps = [parse_step('Solve: {"equations": ["x + y = 10", "x - y = 2"]}'), parse_step('Calc: {"expression": "6*7"}'),
-             parse_step('Calc: {"expression": "2 +* 2"}'), parse_step("Thought: maybe 5")]
+    steps = [
+        parse_step('Solve: {"equations": ["x + y = 10", "x - y = 2"]}'),
+        parse_step('Calc: {"expression": "6*7"}'),
+        parse_step('Calc: {"expression": "2 +* 2"}'),
+        parse_step("Thought: maybe 5"),
+    ]
     assert answer_choices(steps) == ["x = 6", "y = 4", "42"]
     # several solutions: only the whole set is an answer, never one root of it
     assert answer_choices([parse_step('Solve: {"equations": ["x**2 = 4"]}')]) == ["x = {-2, 2}"]
-    assert answer_of(parse_step("Answer: x = {-2, 2}")) == "{-2, 2}" and answer_of(parse_step("Answer: x >= 2")) == "x >= 2"
+    assert (
+        answer_of(parse_step("Answer: x = {-2, 2}")) == "{-2, 2}"
+        and answer_of(parse_step("Answer: x >= 2")) == "x >= 2"
+    )

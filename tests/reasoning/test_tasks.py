@@ -53,7 +53,9 @@ def test_an_equation_is_answered_by_its_whole_solution_set():
     assert check_equation_answer(quadratic, "{3, 2}") is True and check_equation_answer(quadratic, "x = {2, 3}") is True
     assert check_equation_answer(quadratic, "{2, 3, 4}") is False
     system = "Solve the system x + y = 4, x*y = 3."
-    assert check_equation_answer(system, "{(3, 1), (1, 3)}") is True and check_equation_answer(system, "(1, 3)") is False
+    assert (
+        check_equation_answer(system, "{(3, 1), (1, 3)}") is True and check_equation_answer(system, "(1, 3)") is False
+    )
     sine = "Solve sin(x) = 0 for x in the interval [0, 2*pi]."  # the interval's solutions, all of them
     assert check_equation_answer(sine, "{0, pi}") is False and check_equation_answer(sine, "{0, pi, 2*pi}") is True
     assert check_equation_answer("Solve sin(x) = 0 for x where x is small.", "0") is False  # not bounded: {0, pi}
@@ -61,7 +63,9 @@ def test_an_equation_is_answered_by_its_whole_solution_set():
     assert check_equation_answer("Solve 3*x - 2 > 4 for x.", "x > 2") is True
     assert check_equation_answer("Solve 3*x - 2 > 4 for x.", "x > 3") is False
     assert check_math_answer("{3, 2}", "{2, 3}") and not check_math_answer("2", "{2, 3}")
-    assert check_math_answer("{(3, 1), (1, 3)}", "{(1, 3), (3, 1)}") and not check_math_answer("{1, 3}", "{(1, 3), (3, 1)}")
+    assert check_math_answer("{(3, 1), (1, 3)}", "{(1, 3), (3, 1)}") and not check_math_answer(
+        "{1, 3}", "{(1, 3), (3, 1)}"
+    )
     assert check_math_answer("2 < x", "x > 2") and not check_math_answer("x > 3", "x > 2")
 
 
@@ -69,10 +73,12 @@ def test_code_examples_are_read_from_the_problem_and_run_in_the_sandbox():
     problem = 'def inc(x):\n    """ Add one.\n    >>> inc(1)\n    2\n    >>> inc(-1)\n    0\n    """'
     assert stated_examples(problem) == (("inc(1)", "2"), ("inc(-1)", "0"))
     assert stated_examples("Write add(a, b).\nExample: add(1, 2) == 3\nadd(0, 0) ➞ 0") == (
-        ("add(1, 2)", "3"), ("add(0, 0)", "0"))
+        ("add(1, 2)", "3"),
+        ("add(0, 0)", "0"),
+    )
     assert check_code_answer(problem, "def inc(x):\n    return x + 1") == 1.0
     assert check_code_answer(problem, "def inc(x):\n    return abs(x) + 1") == 0.5
     assert check_code_answer(problem, "def inc(x):\n    while True: pass") == 0.0  # killed by the sandbox's timeout
     assert check_code_answer("Write a function.", "def f(): pass") is None
-    strings = "def hi(name):\n    \"\"\"\n    >>> hi('Bo')\n    'hi Bo'\n    \"\"\""
+    strings = 'def hi(name):\n    """\n    >>> hi(\'Bo\')\n    \'hi Bo\'\n    """'
     assert check_code_answer(strings, "def hi(name):\n    return 'hi ' + name") == 1.0

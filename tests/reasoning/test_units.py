@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from reasoning.grounding import canonical_number, cancelled_number
+from reasoning.grounding import cancelled_number, canonical_number
 from reasoning.reward import LayeredReward, Problem
 from reasoning.search import Path, SearchBudget, best_path, score
 from reasoning.steps import Step, parse_step
@@ -42,19 +42,22 @@ def test_stated_units_reads_the_unit_written_with_each_number():
     assert stated_units("4 boxes; 2 people")["2"] == {(("person", 1),)}
 
 
-@pytest.mark.parametrize(("problem", "unit"), [
-    ("What is 20% of 150?", ()),
-    ("A price rises from 40 to 50. By what percent did it rise?", (("percent", 1),)),
-    ("5 pencils cost 2 dollars. How many dollars do 20 pencils cost?", (("dollar", 1),)),
-    ("A worker earns 90 dollars in 6 hours. How much per hour?", (("dollar", 1), ("hour", -1))),
-    ("3 kg of apples cost 7.5 dollars. What is the price per kg?", (("dollar", 1), ("kg", -1))),
-    ("A car travels 180 km in 3 hours. What is its speed in km per hour?", (("hour", -1), ("km", 1))),
-    ("A cyclist rides 48 km in 2 hours. How far in 5 hours at the same speed?", (("km", 1),)),
-    ("A jacket costs 60 dollars and is 25% off. What is the sale price?", (("dollar", 1),)),
-    ("A town of 2000 people grows by 10%. What is the new population?", None),  # no unit named
-    ("Fred had 236 dollars for 6 books and 14 dollars left. On average, how much did each book cost?", None),
-    ("Sam has 3 red apples. How many apples are there?", None),  # "red" is what the problem wrote after 3
-])
+@pytest.mark.parametrize(
+    ("problem", "unit"),
+    [
+        ("What is 20% of 150?", ()),
+        ("A price rises from 40 to 50. By what percent did it rise?", (("percent", 1),)),
+        ("5 pencils cost 2 dollars. How many dollars do 20 pencils cost?", (("dollar", 1),)),
+        ("A worker earns 90 dollars in 6 hours. How much per hour?", (("dollar", 1), ("hour", -1))),
+        ("3 kg of apples cost 7.5 dollars. What is the price per kg?", (("dollar", 1), ("kg", -1))),
+        ("A car travels 180 km in 3 hours. What is its speed in km per hour?", (("hour", -1), ("km", 1))),
+        ("A cyclist rides 48 km in 2 hours. How far in 5 hours at the same speed?", (("km", 1),)),
+        ("A jacket costs 60 dollars and is 25% off. What is the sale price?", (("dollar", 1),)),
+        ("A town of 2000 people grows by 10%. What is the new population?", None),  # no unit named
+        ("Fred had 236 dollars for 6 books and 14 dollars left. On average, how much did each book cost?", None),
+        ("Sam has 3 red apples. How many apples are there?", None),  # "red" is what the problem wrote after 3
+    ],
+)
 def test_asked_unit_is_read_from_the_question_only_where_it_names_one(problem, unit):
     assert asked_unit(problem) == unit
 
@@ -69,13 +72,16 @@ def test_percent_is_a_unit_that_the_hundred_cancels():
     assert answer_ok(rise, "(50 - 40)/40*100") and not answer_ok(rise, "50 - 40")
 
 
-@pytest.mark.parametrize(("problem", "right", "wrong"), [
-    ("A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?", "45*8/3", "45*3*8"),
-    ("A worker earns 90 dollars in 6 hours. How much per hour?", "90/6", "90*6"),
-    ("3 kg of apples cost 7.5 dollars. What is the price per kg?", "7.5/3", "3/3"),
-    ("12 eggs cost 3 dollars. How many dollars do 30 eggs cost?", "3/12*30", "30*3"),
-    ("A cyclist rides 48 km in 2 hours. How far in 5 hours at the same speed?", "48/2*5", "48/2"),
-])
+@pytest.mark.parametrize(
+    ("problem", "right", "wrong"),
+    [
+        ("A printer prints 45 pages in 3 minutes. How many pages in 8 minutes?", "45*8/3", "45*3*8"),
+        ("A worker earns 90 dollars in 6 hours. How much per hour?", "90/6", "90*6"),
+        ("3 kg of apples cost 7.5 dollars. What is the price per kg?", "7.5/3", "3/3"),
+        ("12 eggs cost 3 dollars. How many dollars do 30 eggs cost?", "3/12*30", "30*3"),
+        ("A cyclist rides 48 km in 2 hours. How far in 5 hours at the same speed?", "48/2*5", "48/2"),
+    ],
+)
 def test_a_rate_answer_must_come_out_in_the_unit_asked(problem, right, wrong):
     assert answer_ok(problem, right) and not answer_ok(problem, wrong)
 
@@ -123,9 +129,16 @@ def gsm8k_gold(limit: int) -> list[tuple[str, list[Step]]]:
     solved = []
     for line in GSM8K.read_text().splitlines()[:limit]:
         row = json.loads(line)
-        steps = [Step("tool", f"Calc: {json.dumps({'expression': e})} => {r}", "math_simplify",
-                      json.dumps({"expression": e}), r.strip()) for e, r in re.findall(r"<<([^=<>]+)=([^<>]+)>>",
-                                                                           row["answer"])]
+        steps = [
+            Step(
+                "tool",
+                f"Calc: {json.dumps({'expression': e})} => {r}",
+                "math_simplify",
+                json.dumps({"expression": e}),
+                r.strip(),
+            )
+            for e, r in re.findall(r"<<([^=<>]+)=([^<>]+)>>", row["answer"])
+        ]
         steps.append(Step("answer", "Answer: " + row["answer"].split("####")[-1].strip().replace(",", "")))
         solved.append((row["question"], steps))
     return solved
@@ -136,17 +149,22 @@ def test_no_step_of_a_gsm8k_gold_solution_is_rejected():
     """The check must not reject right arithmetic: every calculation of the first 2000 gold solutions passes. It is
     conservative: only one of those answers (multi-step, mostly) gets a unit verdict at all."""
     solved = gsm8k_gold(2000)
-    rejected = [question for question, steps in solved
-                if not all(units_ok(s, question, steps[:i]) for i, s in enumerate(steps))]
+    rejected = [
+        question for question, steps in solved if not all(units_ok(s, question, steps[:i]) for i, s in enumerate(steps))
+    ]
     assert rejected == []
     judged = 0
     for question, steps in solved:
-        computed = [i for i, s in enumerate(steps[:-1]) if canonical_number(s.tool_output) == canonical_number(
-            steps[-1].text.removeprefix("Answer: "))]
+        computed = [
+            i
+            for i, s in enumerate(steps[:-1])
+            if canonical_number(s.tool_output) == canonical_number(steps[-1].text.removeprefix("Answer: "))
+        ]
         if asked_unit(question) is not None and computed:
-            results = {canonical_number(s.tool_output) for s in steps[:computed[-1]]}
-            judged += isinstance(expression_unit(json.loads(steps[computed[-1]].tool_input)["expression"], question,
-                                                 results), tuple)
+            results = {canonical_number(s.tool_output) for s in steps[: computed[-1]]}
+            judged += isinstance(
+                expression_unit(json.loads(steps[computed[-1]].tool_input)["expression"], question, results), tuple
+            )
     assert judged == 1
 
 

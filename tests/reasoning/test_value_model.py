@@ -68,7 +68,10 @@ def test_a_head_saved_reads_back_the_same(tmp_path):
 def test_value_model_scores_through_hidden_states_once_per_prompt():
     engine = ScriptedWithHidden(script)
     values = ValueModel(head_preferring(0), engine)
-    added, subtracted = engine.text_prompt("Problem: x\nCalc: 3*12 + 5"), engine.text_prompt("Problem: x\nCalc: 3*12 - 5")
+    added, subtracted = (
+        engine.text_prompt("Problem: x\nCalc: 3*12 + 5"),
+        engine.text_prompt("Problem: x\nCalc: 3*12 - 5"),
+    )
     first = values([added, subtracted, added])
     assert first[0] == first[2] > 0.9 and first[1] < 0.1 and engine.hidden_calls == [2]
     assert values([subtracted]) == [first[1]] and engine.hidden_calls == [2]  # memoized
@@ -79,9 +82,19 @@ def test_value_model_scores_through_hidden_states_once_per_prompt():
 def test_the_head_decides_between_paths_no_verifier_judges():
     """Two answers (31 and 41), one path each, nothing checks them: agreement alone ties (the path found first, 31, wins);
     a head that prefers the path adding the eaten apples makes 41 win, a head preferring the other keeps 31."""
+
     def run(**options):
-        return solve(QUESTION, task_type="math", strategy="best_of_n", budget=2, seed=0, engine=ScriptedWithHidden(script),
-                     use_cache=False, constrained=False, **options)
+        return solve(
+            QUESTION,
+            task_type="math",
+            strategy="best_of_n",
+            budget=2,
+            seed=0,
+            engine=ScriptedWithHidden(script),
+            use_cache=False,
+            constrained=False,
+            **options,
+        )
 
     plain = run()
     assert plain.answer == "31" and set(plain.answers) == {"31", "41"}
@@ -91,9 +104,18 @@ def test_the_head_decides_between_paths_no_verifier_judges():
 
 
 def test_a_verified_answer_is_not_overruled_by_the_head():
-    solution = solve(QUESTION, task_type="math", strategy="best_of_n", budget=2, seed=0, truth="31",
-                     engine=ScriptedWithHidden(script), use_cache=False, constrained=False,
-                     value_model=head_preferring(0))
+    solution = solve(
+        QUESTION,
+        task_type="math",
+        strategy="best_of_n",
+        budget=2,
+        seed=0,
+        truth="31",
+        engine=ScriptedWithHidden(script),
+        use_cache=False,
+        constrained=False,
+        value_model=head_preferring(0),
+    )
     assert solution.answer == "31" and solution.reward["correctness"] == 1.0
 
 
@@ -104,8 +126,9 @@ def test_value_model_reads_the_real_engines_hidden_states(tmp_path):
 
     tiny_model("llama").save_pretrained(tmp_path / "base")
     save_word_tokenizer(tmp_path / "base")
-    engine = model.load(tmp_path / "base", quant=None, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16,
-                        compiled_step=False)
+    engine = model.load(
+        tmp_path / "base", quant=None, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16, compiled_step=False
+    )
     try:
         head = ValueHead(ValueHeadConfig(dim=engine.config.dim, hidden=8))
         prompts = [[5, 9, 33, 7], [5, 9, 34]]

@@ -52,32 +52,36 @@ def w(worker):
 
 # --- answers -----------------------------------------------------------------
 
-@pytest.mark.parametrize("func, args, expected", [
-    (simplify, ("sin(x)^2 + cos(x)^2",), "1"),
-    (simplify, ("(x**2 - 1)/(x - 1)",), "x + 1"),
-    (simplify, ("2*x + 3*x - x",), "4*x"),
-    (expand, ("(x + 1)^3",), "x**3 + 3*x**2 + 3*x + 1"),
-    (expand, ("(a - b)*(a + b)",), "a**2 - b**2"),
-    (factor, ("x^2 - 5*x + 6",), "(x - 3)*(x - 2)"),
-    (factor, ("360",), "2**3*3**2*5"),
-    (diff, ("x^3 + sin(x)",), "3*x**2 + cos(x)"),
-    (diff, ("x^2*y^3", "y", 2), "6*x**2*y"),
-    (integrate, ("2*x",), "x**2"),
-    (integrate, ("x*exp(x)",), "(x - 1)*exp(x)"),
-    (integrate, ("sin(x)", "x", "0", "pi"), "2"),
-    (integrate, ("exp(-x^2)", "x", "-oo", "oo"), "sqrt(pi)"),
-    (integrate, ("1/x^2", "x", "1", "oo"), "1"),
-    (limit, ("sin(x)/x", "0"), "1"),
-    (limit, ("(1 + 1/n)^n", "oo"), "E"),
-    (limit, ("1/x", "0", "x", "+"), "oo"),
-    (limit, ("1/x", "0", "x", "-"), "-oo"),
-    (series, ("exp(x)", "x", "0", 4), "1 + x + x**2/2 + x**3/6 + O(x**4)"),
-    (series, ("sin(x)",), "x - x**3/6 + x**5/120 + O(x**6)"),
-    (evaluate, ("pi", 20), "3.1415926535897932385"),
-    (evaluate, ("sqrt(2)",), "1.41421356237310"),
-    (evaluate, ("x^2 + y", 10, {"x": "3", "y": "1/2"}), "9.500000000"),
-    (evaluate, ("9**9**9", 6), "4.28125e+369693099"),  # evalf never builds the integer
-])
+
+@pytest.mark.parametrize(
+    "func, args, expected",
+    [
+        (simplify, ("sin(x)^2 + cos(x)^2",), "1"),
+        (simplify, ("(x**2 - 1)/(x - 1)",), "x + 1"),
+        (simplify, ("2*x + 3*x - x",), "4*x"),
+        (expand, ("(x + 1)^3",), "x**3 + 3*x**2 + 3*x + 1"),
+        (expand, ("(a - b)*(a + b)",), "a**2 - b**2"),
+        (factor, ("x^2 - 5*x + 6",), "(x - 3)*(x - 2)"),
+        (factor, ("360",), "2**3*3**2*5"),
+        (diff, ("x^3 + sin(x)",), "3*x**2 + cos(x)"),
+        (diff, ("x^2*y^3", "y", 2), "6*x**2*y"),
+        (integrate, ("2*x",), "x**2"),
+        (integrate, ("x*exp(x)",), "(x - 1)*exp(x)"),
+        (integrate, ("sin(x)", "x", "0", "pi"), "2"),
+        (integrate, ("exp(-x^2)", "x", "-oo", "oo"), "sqrt(pi)"),
+        (integrate, ("1/x^2", "x", "1", "oo"), "1"),
+        (limit, ("sin(x)/x", "0"), "1"),
+        (limit, ("(1 + 1/n)^n", "oo"), "E"),
+        (limit, ("1/x", "0", "x", "+"), "oo"),
+        (limit, ("1/x", "0", "x", "-"), "-oo"),
+        (series, ("exp(x)", "x", "0", 4), "1 + x + x**2/2 + x**3/6 + O(x**4)"),
+        (series, ("sin(x)",), "x - x**3/6 + x**5/120 + O(x**6)"),
+        (evaluate, ("pi", 20), "3.1415926535897932385"),
+        (evaluate, ("sqrt(2)",), "1.41421356237310"),
+        (evaluate, ("x^2 + y", 10, {"x": "3", "y": "1/2"}), "9.500000000"),
+        (evaluate, ("9**9**9", 6), "4.28125e+369693099"),  # evalf never builds the integer
+    ],
+)
 def test_operation_answers(w, func, args, expected):
     assert func(*args, worker=w) == expected
 
@@ -120,23 +124,29 @@ def test_matrices(w):
         matrix("det", "[[1, 2], [3]]", worker=w)
 
 
-@pytest.mark.parametrize("a, b", [
-    ("sin(x)^2", "1 - cos(x)^2"),
-    ("(x + 1)^2", "x^2 + 2*x + 1"),
-    ("exp(2*log(x))", "x^2"),
-    ("sqrt(8)", "2*sqrt(2)"),
-    ("1/(x*(x+1))", "1/x - 1/(x+1)"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("sin(x)^2", "1 - cos(x)^2"),
+        ("(x + 1)^2", "x^2 + 2*x + 1"),
+        ("exp(2*log(x))", "x^2"),
+        ("sqrt(8)", "2*sqrt(2)"),
+        ("1/(x*(x+1))", "1/x - 1/(x+1)"),
+    ],
+)
 def test_equal_true(w, a, b):
     assert equal(a, b, worker=w) is True
 
 
-@pytest.mark.parametrize("a, b", [
-    ("(x + 1)^2", "x^2 + 1"),
-    ("sin(2*x)", "2*sin(x)"),
-    ("sqrt(2)", "1.414"),
-    ("x*y", "x + y"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("(x + 1)^2", "x^2 + 1"),
+        ("sin(2*x)", "2*sin(x)"),
+        ("sqrt(2)", "1.414"),
+        ("x*y", "x + y"),
+    ],
+)
 def test_equal_false(w, a, b):
     assert equal(a, b, worker=w) is False
 
@@ -175,6 +185,7 @@ def test_operation_errors_are_clear(w):
 
 # --- sandbox -------------------------------------------------------------------
 
+
 def _injections(sentinel: str) -> list[str]:
     return [
         f"__import__('os').system('touch {sentinel}')",
@@ -208,7 +219,11 @@ def _injections(sentinel: str) -> list[str]:
 def test_injections_rejected_without_side_effect(w, tmp_path):
     sentinel = str(tmp_path / "pwned")
     for text in _injections(sentinel):
-        for op in (simplify, lambda t, worker: matrix("det", t, worker=worker), lambda t, worker: solve(t, worker=worker)):
+        for op in (
+            simplify,
+            lambda t, worker: matrix("det", t, worker=worker),
+            lambda t, worker: solve(t, worker=worker),
+        ):
             with pytest.raises(MathToolError, match="not allowed|reserved|function|invalid|equation|lists") as info:
                 op(text, worker=w)
             assert len(str(info.value)) < 600, text
@@ -217,20 +232,23 @@ def test_injections_rejected_without_side_effect(w, tmp_path):
     assert simplify("eval + open - exec", worker=w) == "eval - exec + open"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("__import__('os').system('echo pwned')", "name '__import__' is not allowed"),
-    ("().__class__.__bases__[0].__subclasses__()", "attribute access is not allowed"),
-    ("lambda: 1", "lambda is not allowed"),
-    ("exec('1')", "function 'exec' is not allowed"),
-    ("open('/etc/passwd').read()", "function 'open' is not allowed"),
-    ("x.__class__", "attribute access is not allowed"),
-    ("getattr(x, '__class__')", "function 'getattr' is not allowed"),
-    ("[c for c in ()]", "comprehension is not allowed"),
-    ("f'{x}'", "strings are not allowed"),
-    ("'x'", "strings are not allowed"),
-    ("Symbol + 1", "name 'Symbol' is reserved"),
-    ("x | y", "operator '|' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("__import__('os').system('echo pwned')", "name '__import__' is not allowed"),
+        ("().__class__.__bases__[0].__subclasses__()", "attribute access is not allowed"),
+        ("lambda: 1", "lambda is not allowed"),
+        ("exec('1')", "function 'exec' is not allowed"),
+        ("open('/etc/passwd').read()", "function 'open' is not allowed"),
+        ("x.__class__", "attribute access is not allowed"),
+        ("getattr(x, '__class__')", "function 'getattr' is not allowed"),
+        ("[c for c in ()]", "comprehension is not allowed"),
+        ("f'{x}'", "strings are not allowed"),
+        ("'x'", "strings are not allowed"),
+        ("Symbol + 1", "name 'Symbol' is reserved"),
+        ("x | y", "operator '|' is not allowed"),
+    ],
+)
 def test_injection_messages(text, message):
     # The allowlist runs in the caller, before any worker exists.
     with pytest.raises(MathToolError, match=message.replace("(", r"\(").replace("|", r"\|")):
@@ -247,6 +265,7 @@ def test_rejected_input_never_starts_a_worker():
 
 # --- limits --------------------------------------------------------------------
 
+
 def _timed(func, *args, **kwargs) -> tuple[float, MathToolError]:
     start = time.monotonic()
     with pytest.raises(MathToolError) as info:
@@ -260,23 +279,29 @@ def test_long_expression_rejected_at_once(w):
     assert elapsed < 0.5
 
 
-@pytest.mark.parametrize("text, message", [
-    ("(" * 3000 + "x" + ")" * 3000, "too many nested parentheses"),
-    ("sin(" * 150 + "x" + ")" * 150, "too deeply nested"),
-    ("-" * 5000 + "x", "too deeply nested"),
-    ("[" * 150 + "x" + "]" * 150, "too deeply nested"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("(" * 3000 + "x" + ")" * 3000, "too many nested parentheses"),
+        ("sin(" * 150 + "x" + ")" * 150, "too deeply nested"),
+        ("-" * 5000 + "x", "too deeply nested"),
+        ("[" * 150 + "x" + "]" * 150, "too deeply nested"),
+    ],
+)
 def test_deep_nesting_rejected(w, text, message):
     elapsed, error = _timed(matrix, "det", text, worker=w)
     assert elapsed < FAST_FAIL_S
     assert any(m in str(error) for m in message.split("|")), error
 
 
-@pytest.mark.parametrize("func, text", [
-    (simplify, "9**9**9"),
-    (simplify, "factorial(10**10)"),
-    (expand, "2**2**2**2**2**2"),
-])
+@pytest.mark.parametrize(
+    "func, text",
+    [
+        (simplify, "9**9**9"),
+        (simplify, "factorial(10**10)"),
+        (expand, "2**2**2**2**2**2"),
+    ],
+)
 def test_resource_bombs_time_out_and_worker_recovers(w, func, text):
     elapsed, error = _timed(func, text, worker=w)
     assert str(error) == "timed out after 2.0 s"
@@ -326,11 +351,22 @@ def test_thread_safe(w):
 
 # --- langchain tools -------------------------------------------------------------
 
+
 def test_math_tools(w):
     tools = {t.name: t for t in math_tools(worker=w)}
-    assert set(tools) == {"math_simplify", "math_expand", "math_factor", "math_solve", "math_diff",
-                          "math_integrate", "math_limit", "math_series", "math_evaluate", "math_matrix",
-                          "math_equal"}
+    assert set(tools) == {
+        "math_simplify",
+        "math_expand",
+        "math_factor",
+        "math_solve",
+        "math_diff",
+        "math_integrate",
+        "math_limit",
+        "math_series",
+        "math_evaluate",
+        "math_matrix",
+        "math_equal",
+    }
     assert tools["math_solve"]({"equations": ["x + y = 3", "x - y = 1"]}) == "x = 2, y = 1"
     assert tools["math_solve"]({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
     assert tools["math_solve"]({"equations": ["x = x + 1"]}) == "no solution"
@@ -338,13 +374,17 @@ def test_math_tools(w):
     assert tools["math_equal"]({"a": "2*x", "b": "x + x"}) == "True"
     assert tools["math_matrix"]({"operation": "det", "a": "[[1, 2], [3, 4]]"}) == "-2"
     assert tools["math_simplify"]({"expression": "__import__('os')"}) == "Error: name '__import__' is not allowed"
-    assert tools["math_diff"]({"expression": "x", "order": 0}).startswith("Error: invalid arguments for math_diff: order")
+    assert tools["math_diff"]({"expression": "x", "order": 0}).startswith(
+        "Error: invalid arguments for math_diff: order"
+    )
     assert tools["math_diff"]({"expresion": "x"}).startswith("Error: invalid arguments for math_diff: expression")
     properties = tools["math_simplify"].to_openai()["function"]["parameters"]["properties"]
     assert "oo" in properties["expression"]["description"]
     # Wrong types from a model come back as text too, never as an exception.
     assert tools["math_evaluate"]({"expression": "x", "values": ["x"]}).startswith("Error: invalid arguments")
-    assert tools["math_simplify"]('{"expression": "x" ').startswith("Error: arguments for math_simplify are not valid JSON")
+    assert tools["math_simplify"]('{"expression": "x" ').startswith(
+        "Error: arguments for math_simplify are not valid JSON"
+    )
     langchain_tool = tools["math_solve"].to_langchain()
     assert langchain_tool.name == "math_solve" and langchain_tool.invoke({"equations": ["x^2 = 4"]}) == "x = -2\nx = 2"
 
@@ -357,6 +397,7 @@ def test_langchain_tool_timeout_is_text(worker):
 
 # --- arithmetic ------------------------------------------------------------------
 
+
 def test_arithmetic_examples():
     assert arithmetic("(100 - 23.5) * 2") == 153.0
     assert arithmetic("7 / 2") == 3.5
@@ -366,29 +407,32 @@ def test_arithmetic_examples():
     assert arithmetic(" 1e3 + .5 ") == 1000.5
 
 
-@pytest.mark.parametrize("text, message", [
-    ("1 / 0", "division by zero"),
-    ("0 ** -1", "division by zero"),
-    ("1 / (2 - 2.0)", "division by zero"),
-    ("(-8) ** 0.5", "complex"),
-    ("10.0 ** 400", "too large"),
-    ("10 ** 400", "too large"),
-    ("9 ** 9 ** 9", "exponent too large"),
-    ("2**2**2**2**2**2", "exponent too large"),
-    ("x + 1", "name 'x' is not allowed"),
-    ("__import__('os').system('echo pwned')", "function call is not allowed"),
-    ("abs(-1)", "function call is not allowed"),
-    ("'1' + '2'", "only numbers are allowed"),
-    ("1j", "only numbers are allowed"),
-    ("7 % 2", "operator '%' is not allowed"),
-    ("2 ^ 3", r"operator '\^' is not allowed \(use \*\* for powers\)"),
-    ("(1).real", "attribute access is not allowed"),
-    ("1 +", "invalid syntax"),
-    ("", "empty"),
-    ("1" * 20_000, "too long"),
-    ("(" * 500 + "1" + ")" * 500, "too many nested parentheses"),
-    ("-" * 5000 + "1", "too deeply nested"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1 / 0", "division by zero"),
+        ("0 ** -1", "division by zero"),
+        ("1 / (2 - 2.0)", "division by zero"),
+        ("(-8) ** 0.5", "complex"),
+        ("10.0 ** 400", "too large"),
+        ("10 ** 400", "too large"),
+        ("9 ** 9 ** 9", "exponent too large"),
+        ("2**2**2**2**2**2", "exponent too large"),
+        ("x + 1", "name 'x' is not allowed"),
+        ("__import__('os').system('echo pwned')", "function call is not allowed"),
+        ("abs(-1)", "function call is not allowed"),
+        ("'1' + '2'", "only numbers are allowed"),
+        ("1j", "only numbers are allowed"),
+        ("7 % 2", "operator '%' is not allowed"),
+        ("2 ^ 3", r"operator '\^' is not allowed \(use \*\* for powers\)"),
+        ("(1).real", "attribute access is not allowed"),
+        ("1 +", "invalid syntax"),
+        ("", "empty"),
+        ("1" * 20_000, "too long"),
+        ("(" * 500 + "1" + ")" * 500, "too many nested parentheses"),
+        ("-" * 5000 + "1", "too deeply nested"),
+    ],
+)
 def test_arithmetic_rejects(text, message):
     start = time.monotonic()
     with pytest.raises(MathToolError, match=message):
@@ -436,6 +480,7 @@ def test_arithmetic_matches_python_eval():
 
 
 # --- issue 20: hardening (each fails on the code before its fix) -------------------
+
 
 class _Interrupted(Exception):
     """Raised by a SIGALRM handler, as a signal-based timeout or Ctrl-C would interrupt a call."""
@@ -519,36 +564,39 @@ def test_nesting_is_depth_not_width(w):
         check_expression("x + (" * 150 + "x" + ")" * 150)  # a bracketed right operand is depth
 
 
-@pytest.mark.parametrize("call", [
-    lambda w: evaluate("pi", "5", worker=w),
-    lambda w: evaluate("pi", 5.0, worker=w),
-    lambda w: evaluate("pi", True, worker=w),
-    lambda w: evaluate("x", 5, [("x", "1")], worker=w),
-    lambda w: evaluate("x", 5, {"x": 1}, worker=w),
-    lambda w: evaluate("x", 5, {1: "1"}, worker=w),
-    lambda w: diff("x**2", "x", "2", worker=w),
-    lambda w: diff("x**2", 1, worker=w),
-    lambda w: series("sin(x)", "x", "0", "6", worker=w),
-    lambda w: series("sin(x)", "x", 0, worker=w),
-    lambda w: solve(["x = 1", 2], worker=w),
-    lambda w: solve({"x = 1"}, worker=w),
-    lambda w: solve(None, worker=w),
-    lambda w: solve("x = 1", 5, worker=w),
-    lambda w: solve("x = 1", ["x", None], worker=w),
-    lambda w: simplify(None, worker=w),
-    lambda w: simplify(b"x", worker=w),
-    lambda w: simplify(10**5000, worker=w),
-    lambda w: limit("1/x", 0, worker=w),
-    lambda w: limit("1/x", "0", "x", ["+"], worker=w),
-    lambda w: matrix(["det"], "[[1]]", worker=w),
-    lambda w: matrix("det", [[1]], worker=w),
-    lambda w: integrate("x", "x", 0, 1, worker=w),
-    lambda w: equal("x", 1, worker=w),
-    lambda w: simplify("x", timeout_s="2", worker=w),
-    lambda w: simplify("x", timeout_s=float("nan"), worker=w),
-    lambda w: arithmetic("1 + 1", timeout_s="2"),
-    lambda w: arithmetic(["1"]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w: evaluate("pi", "5", worker=w),
+        lambda w: evaluate("pi", 5.0, worker=w),
+        lambda w: evaluate("pi", True, worker=w),
+        lambda w: evaluate("x", 5, [("x", "1")], worker=w),
+        lambda w: evaluate("x", 5, {"x": 1}, worker=w),
+        lambda w: evaluate("x", 5, {1: "1"}, worker=w),
+        lambda w: diff("x**2", "x", "2", worker=w),
+        lambda w: diff("x**2", 1, worker=w),
+        lambda w: series("sin(x)", "x", "0", "6", worker=w),
+        lambda w: series("sin(x)", "x", 0, worker=w),
+        lambda w: solve(["x = 1", 2], worker=w),
+        lambda w: solve({"x = 1"}, worker=w),
+        lambda w: solve(None, worker=w),
+        lambda w: solve("x = 1", 5, worker=w),
+        lambda w: solve("x = 1", ["x", None], worker=w),
+        lambda w: simplify(None, worker=w),
+        lambda w: simplify(b"x", worker=w),
+        lambda w: simplify(10**5000, worker=w),
+        lambda w: limit("1/x", 0, worker=w),
+        lambda w: limit("1/x", "0", "x", ["+"], worker=w),
+        lambda w: matrix(["det"], "[[1]]", worker=w),
+        lambda w: matrix("det", [[1]], worker=w),
+        lambda w: integrate("x", "x", 0, 1, worker=w),
+        lambda w: equal("x", 1, worker=w),
+        lambda w: simplify("x", timeout_s="2", worker=w),
+        lambda w: simplify("x", timeout_s=float("nan"), worker=w),
+        lambda w: arithmetic("1 + 1", timeout_s="2"),
+        lambda w: arithmetic(["1"]),
+    ],
+)
 def test_wrong_argument_types_raise_math_tool_error(w, call):
     with pytest.raises(MathToolError) as info:
         call(w)
@@ -557,19 +605,24 @@ def test_wrong_argument_types_raise_math_tool_error(w, call):
 
 # --- issue 30: hardening, round 3 (each fails on the code before its fix) ----------
 
-@pytest.mark.parametrize("call", [
-    lambda w: simplify("x", timeout_s=1e10, worker=w),
-    lambda w: simplify("x", timeout_s=10**5000, worker=w),
-    lambda w: arithmetic("1 + 1", timeout_s=1e10),
-    lambda w: arithmetic("1 + 1", timeout_s=float("inf")),
-])
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w: simplify("x", timeout_s=1e10, worker=w),
+        lambda w: simplify("x", timeout_s=10**5000, worker=w),
+        lambda w: arithmetic("1 + 1", timeout_s=1e10),
+        lambda w: arithmetic("1 + 1", timeout_s=float("inf")),
+    ],
+)
 def test_huge_timeout_is_a_clear_error(w, call):
     with pytest.raises(MathToolError, match="timeout_s must be a number of seconds in"):
         call(w)
 
 
-@pytest.mark.parametrize("text", ["1e308*10", "1e308*10 - 1e308*10", "1e999", "-1e999 + 1e999",
-                                  "2.0**1024", "(1e200*1e200)/1e200"])
+@pytest.mark.parametrize(
+    "text", ["1e308*10", "1e308*10 - 1e308*10", "1e999", "-1e999 + 1e999", "2.0**1024", "(1e200*1e200)/1e200"]
+)
 def test_arithmetic_never_returns_inf_or_nan(text):
     with pytest.raises(MathToolError, match="too large for a float"):
         arithmetic(text)
@@ -577,6 +630,7 @@ def test_arithmetic_never_returns_inf_or_nan(text):
 
 def test_error_text_is_capped_like_a_result():
     from tools.math.checks import MAX_RESULT_CHARS
+
     error = MathToolError("x" * 8_000_000)
     assert len(str(error)) == MAX_RESULT_CHARS and str(error).endswith("more chars]")
     assert str(MathToolError("short")) == "short"

@@ -6,6 +6,7 @@ was cut short) and the host is unharmed (the `host` fixture checks, after each t
 no sandbox process survived, no run directory was left behind, no planted file appeared
 on the host, host listeners received nothing and the canary files are intact).
 """
+
 from __future__ import annotations
 
 import glob
@@ -19,10 +20,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -52,20 +53,28 @@ def run_dirs() -> set[str]:
 @dataclass
 class Host:
     """Host-side bait and the checks that it was not touched."""
+
     marker: str
     secret: str
     tcp: socket.socket
     udp: socket.socket
     unix: socket.socket
-    open_dir: Path       # world-writable dir in host /tmp
-    root_only: Path      # 0600 root-owned file (in a world-traversable dir)
-    canary: Path         # world-writable file in host /tmp
+    open_dir: Path  # world-writable dir in host /tmp
+    root_only: Path  # 0600 root-owned file (in a world-traversable dir)
+    canary: Path  # world-writable file in host /tmp
 
     def vars(self) -> dict[str, object]:
-        return {"marker": self.marker, "secret_name": "R1_SANDBOX_SECRET",
-                "port": self.tcp.getsockname()[1], "udp_port": self.udp.getsockname()[1],
-                "unix_name": self.unix.getsockname()[1:].decode(), "open_dir": self.open_dir,
-                "root_only": self.root_only, "canary": self.canary, "project": PROJECT}
+        return {
+            "marker": self.marker,
+            "secret_name": "R1_SANDBOX_SECRET",
+            "port": self.tcp.getsockname()[1],
+            "udp_port": self.udp.getsockname()[1],
+            "unix_name": self.unix.getsockname()[1:].decode(),
+            "open_dir": self.open_dir,
+            "root_only": self.root_only,
+            "canary": self.canary,
+            "project": PROJECT,
+        }
 
 
 @pytest.fixture(params=BACKENDS)
@@ -118,8 +127,7 @@ def host(tmp_path, monkeypatch):
         assert sorted(p.name for p in open_dir.iterdir()) == ["canary.txt"]
         assert root_only.read_text() == secret and stat.S_IMODE(root_only.stat().st_mode) == 0o600
         for where in ("/tmp", "/var/tmp", "/dev/shm", "/etc", "/", str(PROJECT), str(tmp_path)):
-            planted = [p for p in glob.glob(f"{where}/*{marker}*") if "-open-" not in p
-                       and "-secret-" not in p]
+            planted = [p for p in glob.glob(f"{where}/*{marker}*") if "-open-" not in p and "-secret-" not in p]
             assert not planted, f"sandbox planted {planted}"
     finally:
         for s in (tcp, udp, unix):
@@ -136,6 +144,7 @@ def attack(host: Host, backend: str, code: str, **kw) -> ExecResult:
 
 # ----------------------------------------------------------------------------- functional
 
+
 def test_hello_world(backend):
     r = run("print('hello', 6 * 7)", backend=backend)
     assert r.ok and r.stdout == "hello 42\n" and r.stderr == ""
@@ -144,11 +153,14 @@ def test_hello_world(backend):
     assert r.warnings == ()
 
 
-@pytest.mark.parametrize("code,expected", [
-    ("import sys; sys.exit(3)", 3),
-    ("raise SystemExit(0)", 0),
-    ("import os; os._exit(42)", 42),
-])
+@pytest.mark.parametrize(
+    "code,expected",
+    [
+        ("import sys; sys.exit(3)", 3),
+        ("raise SystemExit(0)", 0),
+        ("import os; os._exit(42)", 42),
+    ],
+)
 def test_exit_codes(backend, code, expected):
     assert run(code, backend=backend).exit_code == expected
 
@@ -161,9 +173,11 @@ def test_exception_goes_to_stderr(backend):
 
 def test_files_are_in_cwd(backend):
     files = {"data.txt": "a,b\n1,2\n", "sub/dir/blob.bin": bytes(range(256))}
-    code = ("import os, csv\n"
-            "print(list(csv.reader(open('data.txt'))))\n"
-            "print(len(open('sub/dir/blob.bin','rb').read()), os.access('data.txt', os.W_OK))")
+    code = (
+        "import os, csv\n"
+        "print(list(csv.reader(open('data.txt'))))\n"
+        "print(len(open('sub/dir/blob.bin','rb').read()), os.access('data.txt', os.W_OK))"
+    )
     r = run(code, files=files, backend=backend)
     assert r.ok, r.stderr
     assert r.stdout == "[['a', 'b'], ['1', '2']]\n256 True\n"
@@ -175,8 +189,11 @@ def test_unicode_output(backend):
 
 
 def test_runs_as_nobody_with_clean_env(backend):
-    r = run("import os, sys, json; print(json.dumps([os.getuid(), os.getgid(), os.getgroups(),"
-            " dict(os.environ), sys.flags.isolated, sys.flags.no_site]))", backend=backend)
+    r = run(
+        "import os, sys, json; print(json.dumps([os.getuid(), os.getgid(), os.getgroups(),"
+        " dict(os.environ), sys.flags.isolated, sys.flags.no_site]))",
+        backend=backend,
+    )
     uid, gid, groups, env, isolated, no_site = json.loads(r.stdout)
     if ROOT:
         assert (uid, gid, groups) == (65534, 65534, [])
@@ -184,12 +201,21 @@ def test_runs_as_nobody_with_clean_env(backend):
     assert isolated == 1 and no_site == 1
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"timeout_s": 0}, {"timeout_s": -1}, {"memory_mb": 1},
-    {"files": {"../escape.txt": "x"}}, {"files": {"/etc/passwd": "x"}}, {"files": {"a": 3}},
-    {"files": {".": "x"}}, {"files": {"a": "x", "a/b": "y"}}, {"files": {"a/b": "x", "./a//b": "y"}},
-    {"backend": "docker"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"timeout_s": 0},
+        {"timeout_s": -1},
+        {"memory_mb": 1},
+        {"files": {"../escape.txt": "x"}},
+        {"files": {"/etc/passwd": "x"}},
+        {"files": {"a": 3}},
+        {"files": {".": "x"}},
+        {"files": {"a": "x", "a/b": "y"}},
+        {"files": {"a/b": "x", "./a//b": "y"}},
+        {"backend": "docker"},
+    ],
+)
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         run("print(1)", **kwargs)
@@ -241,12 +267,15 @@ def test_tool_formats_result_and_validates_args():
     assert out.startswith("status: exit code 0") and "--- stdout ---\n45" in out
     out = tool('{"code": "import time; time.sleep(5)", "timeout_s": 0.5}')
     assert out.startswith("status: timed out")
-    assert tool({"code": "print(1)", "timeout_s": 1000}).startswith("Error: invalid arguments for python_exec: timeout_s")
+    assert tool({"code": "print(1)", "timeout_s": 1000}).startswith(
+        "Error: invalid arguments for python_exec: timeout_s"
+    )
     assert tool.to_langchain().invoke({"code": "print(2)"}).startswith("status: exit code 0")
 
 
 # ----------------------------------------------------------------------------- attacks
 # (id, code, check(result, host), timeout_s). Code is a string.Template over Host.vars().
+
 
 def _denied(r: ExecResult) -> bool:
     return r.exit_code not in (None, 0) or r.timed_out
@@ -257,8 +286,7 @@ def _printed(word: str) -> Callable[[ExecResult, Host], bool]:
 
 
 # Top-level names a sandbox's mount points may have: nothing of the host's tree.
-SANDBOX_TOP = {"usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc", "dev",
-               "tmp", "newroot"}
+SANDBOX_TOP = {"usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc", "dev", "tmp", "newroot"}
 
 # Writes forged supervisor messages, malformed ones and an endless line to every fd.
 FORGE_STATUS = """
@@ -292,14 +320,21 @@ print('deep')
 
 
 ATTACKS: list[tuple[str, str, Callable[[ExecResult, Host], bool], float]] = [
-    ("net_connect_host_localhost", """
+    (
+        "net_connect_host_localhost",
+        """
 import socket
 try:
     socket.create_connection(('127.0.0.1', $port), timeout=1); print('CONNECTED')
 except OSError as e:
     print('blocked', e.errno)
-""", lambda r, h: "blocked" in r.stdout and "CONNECTED" not in r.stdout, 3),
-    ("net_udp_to_host", """
+""",
+        lambda r, h: "blocked" in r.stdout and "CONNECTED" not in r.stdout,
+        3,
+    ),
+    (
+        "net_udp_to_host",
+        """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
@@ -307,39 +342,64 @@ try:
 except OSError as e:
     print('send failed', e.errno)
 print('done')
-""", _printed("done"), 3),   # a datagram may "send" inside; the host fixture checks receipt
-    ("net_connect_external", """
+""",
+        _printed("done"),
+        3,
+    ),  # a datagram may "send" inside; the host fixture checks receipt
+    (
+        "net_connect_external",
+        """
 import socket
 for ip in ('1.1.1.1', '8.8.8.8', '10.0.0.1'):
     try:
         socket.create_connection((ip, 53), timeout=1); print('CONNECTED', ip)
     except OSError as e:
         print('blocked', ip, e.errno)
-""", lambda r, h: r.stdout.count("blocked") == 3, 5),
-    ("net_dns_lookup", """
+""",
+        lambda r, h: r.stdout.count("blocked") == 3,
+        5,
+    ),
+    (
+        "net_dns_lookup",
+        """
 import socket
 try:
     print('RESOLVED', socket.getaddrinfo('example.com', 80))
 except OSError as e:
     print('no dns', e)
-""", lambda r, h: "no dns" in r.stdout and "RESOLVED" not in r.stdout, 5),
-    ("net_abstract_unix_socket", """
+""",
+        lambda r, h: "no dns" in r.stdout and "RESOLVED" not in r.stdout,
+        5,
+    ),
+    (
+        "net_abstract_unix_socket",
+        """
 import socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     s.connect(b'\\0$unix_name'); print('CONNECTED')
 except OSError as e:
     print('blocked', e.errno)
-""", lambda r, h: "blocked" in r.stdout, 3),
-    ("fork_bomb", """
+""",
+        lambda r, h: "blocked" in r.stdout,
+        3,
+    ),
+    (
+        "fork_bomb",
+        """
 import os
 while True:
     try:
         os.fork()
     except OSError:
         pass
-""", lambda r, h: r.timed_out or r.killed_reason is not None, 1.5),
-    ("thread_bomb", """
+""",
+        lambda r, h: r.timed_out or r.killed_reason is not None,
+        1.5,
+    ),
+    (
+        "thread_bomb",
+        """
 import threading, time
 n = 0
 try:
@@ -348,17 +408,32 @@ try:
 except (RuntimeError, MemoryError) as e:
     print('stopped at', n, type(e).__name__, flush=True)
 import os; os._exit(0)
-""", lambda r, h: "stopped at" in r.stdout and int(r.stdout.split()[2]) <= 64, 5),
-    ("memory_bomb_single", "x = bytearray(4 << 30)\nprint('ALLOCATED')",
-     lambda r, h: "MemoryError" in r.stderr and "ALLOCATED" not in r.stdout, 5),
-    ("memory_bomb_growing", "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))",
-     lambda r, h: "MemoryError" in r.stderr or r.killed_reason is not None, 5),
-    ("infinite_loop", "while True:\n    pass",
-     lambda r, h: r.timed_out or "CPU" in (r.killed_reason or ""), 1),
-    ("sleep_past_timeout", "import time\nprint('started', flush=True)\ntime.sleep(60)",
-     lambda r, h: r.timed_out and r.exit_code is None and r.stdout == "started\n"
-     and r.duration_s < 5, 1),
-    ("daemonized_child_survives_parent", """
+""",
+        lambda r, h: "stopped at" in r.stdout and int(r.stdout.split()[2]) <= 64,
+        5,
+    ),
+    (
+        "memory_bomb_single",
+        "x = bytearray(4 << 30)\nprint('ALLOCATED')",
+        lambda r, h: "MemoryError" in r.stderr and "ALLOCATED" not in r.stdout,
+        5,
+    ),
+    (
+        "memory_bomb_growing",
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))",
+        lambda r, h: "MemoryError" in r.stderr or r.killed_reason is not None,
+        5,
+    ),
+    ("infinite_loop", "while True:\n    pass", lambda r, h: r.timed_out or "CPU" in (r.killed_reason or ""), 1),
+    (
+        "sleep_past_timeout",
+        "import time\nprint('started', flush=True)\ntime.sleep(60)",
+        lambda r, h: r.timed_out and r.exit_code is None and r.stdout == "started\n" and r.duration_s < 5,
+        1,
+    ),
+    (
+        "daemonized_child_survives_parent",
+        """
 import os, subprocess, sys
 subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],
                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -369,27 +444,39 @@ if os.fork() == 0:
         import time; time.sleep(60)
     os._exit(0)
 print('parent exits')
-""", lambda r, h: r.ok and "parent exits" in r.stdout, 3),   # host fixture: no survivors
-    ("ignore_sigterm", """
+""",
+        lambda r, h: r.ok and "parent exits" in r.stdout,
+        3,
+    ),  # host fixture: no survivors
+    (
+        "ignore_sigterm",
+        """
 import signal, time
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
     signal.signal(s, signal.SIG_IGN)
 while True:
     time.sleep(0.01)
-""", lambda r, h: r.timed_out, 1),
-    ("close_stdout_and_hang", "import os, time\nos.close(1); os.close(2)\ntime.sleep(60)",
-     lambda r, h: r.timed_out, 1),
-    ("stdin_is_empty", "import sys\nprint(repr(sys.stdin.read()))",
-     lambda r, h: r.ok and r.stdout == "''\n", 3),
-    ("disk_fill_one_file", """
+""",
+        lambda r, h: r.timed_out,
+        1,
+    ),
+    ("close_stdout_and_hang", "import os, time\nos.close(1); os.close(2)\ntime.sleep(60)", lambda r, h: r.timed_out, 1),
+    ("stdin_is_empty", "import sys\nprint(repr(sys.stdin.read()))", lambda r, h: r.ok and r.stdout == "''\n", 3),
+    (
+        "disk_fill_one_file",
+        """
 chunk = b'x' * (1 << 20)
 with open('big.bin', 'wb') as f:
     for i in range(200):
         f.write(chunk)
 print('WROTE 200 MiB')
-""", lambda r, h: "WROTE" not in r.stdout and ("File too large" in r.stderr
-                                                or r.killed_reason is not None), 5),
-    ("disk_fill_tmp", """
+""",
+        lambda r, h: "WROTE" not in r.stdout and ("File too large" in r.stderr or r.killed_reason is not None),
+        5,
+    ),
+    (
+        "disk_fill_tmp",
+        """
 import os
 chunk = b'x' * (1 << 20)
 n = 0
@@ -400,8 +487,13 @@ try:
                 f.write(chunk); n += 1
 except OSError as e:
     print('stopped at', n, 'MiB', e.errno)
-""", lambda r, h: "stopped at" in r.stdout and 8 <= int(r.stdout.split()[2]) <= 64, 5),
-    ("host_devices", """
+""",
+        lambda r, h: "stopped at" in r.stdout and 8 <= int(r.stdout.split()[2]) <= 64,
+        5,
+    ),
+    (
+        "host_devices",
+        """
 import os
 print(sorted(os.listdir('/dev')))
 for d in ('/dev/fuse', '/dev/net/tun', '/dev/kmsg', '/dev/mem', '/dev/vda', '/dev/sda', '/dev/kvm'):
@@ -409,12 +501,25 @@ for d in ('/dev/fuse', '/dev/net/tun', '/dev/kmsg', '/dev/mem', '/dev/vda', '/de
         os.close(os.open(d, os.O_RDWR)); print('OPENED', d)
     except OSError as e:
         print('denied', d, e.errno)
-""", lambda r, h: "OPENED" not in r.stdout and "fuse" not in r.stdout.splitlines()[0], 3),
-    ("huge_stdout", "import sys\nsys.stdout.write('x' * (10 << 20))\nprint('END')",
-     lambda r, h: r.ok and len(r.stdout) < (64 << 10) + 200 and "truncated" in r.stdout, 5),
-    ("huge_stderr", "import sys\nfor _ in range(200000):\n    sys.stderr.write('e' * 100)",
-     lambda r, h: r.ok and len(r.stderr) < (64 << 10) + 200 and "truncated" in r.stderr, 5),
-    ("write_host_tmp_dir", """
+""",
+        lambda r, h: "OPENED" not in r.stdout and "fuse" not in r.stdout.splitlines()[0],
+        3,
+    ),
+    (
+        "huge_stdout",
+        "import sys\nsys.stdout.write('x' * (10 << 20))\nprint('END')",
+        lambda r, h: r.ok and len(r.stdout) < (64 << 10) + 200 and "truncated" in r.stdout,
+        5,
+    ),
+    (
+        "huge_stderr",
+        "import sys\nfor _ in range(200000):\n    sys.stderr.write('e' * 100)",
+        lambda r, h: r.ok and len(r.stderr) < (64 << 10) + 200 and "truncated" in r.stderr,
+        5,
+    ),
+    (
+        "write_host_tmp_dir",
+        """
 import os
 for p in ('$open_dir/$marker', '$canary', '/tmp/$marker', '/var/tmp/$marker'):
     try:
@@ -423,23 +528,38 @@ for p in ('$open_dir/$marker', '$canary', '/tmp/$marker', '/var/tmp/$marker'):
         print('wrote', p)
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: True, 3),   # writes may land in private tmpfs; fixture checks the host
-    ("write_etc_and_project", """
+""",
+        lambda r, h: True,
+        3,
+    ),  # writes may land in private tmpfs; fixture checks the host
+    (
+        "write_etc_and_project",
+        """
 for p in ('/etc/$marker', '/$marker', '$project/$marker', '/usr/$marker', '/etc/passwd'):
     try:
         open(p, 'a').write('pwned')
         print('WROTE', p)
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: "WROTE" not in r.stdout and r.stdout.count("denied") == 5, 3),
-    ("read_root_only_file", """
+""",
+        lambda r, h: "WROTE" not in r.stdout and r.stdout.count("denied") == 5,
+        3,
+    ),
+    (
+        "read_root_only_file",
+        """
 for p in ('$root_only', '/etc/shadow', '/root/.bashrc', '/proc/1/environ'):
     try:
         print('READ', p, open(p).read())
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: h.secret not in r.stdout and (not ROOT or "READ" not in r.stdout), 3),
-    ("read_parent_environment", """
+""",
+        lambda r, h: h.secret not in r.stdout and (not ROOT or "READ" not in r.stdout),
+        3,
+    ),
+    (
+        "read_parent_environment",
+        """
 import os, glob
 print(dict(os.environ))
 print(open('/proc/self/environ', 'rb').read())
@@ -449,36 +569,64 @@ for p in glob.glob('/proc/[0-9]*/environ') + ['/proc/%d/environ' % os.getppid()]
     except OSError as e:
         print('denied', p, e.errno)
 print('pids visible:', sorted(int(p.split('/')[2]) for p in glob.glob('/proc/[0-9]*')))
-""", lambda r, h: h.secret not in r.stdout
-        and "R1_SANDBOX_SECRET" not in r.stdout, 3),
-    ("kill_parent", """
+""",
+        lambda r, h: h.secret not in r.stdout and "R1_SANDBOX_SECRET" not in r.stdout,
+        3,
+    ),
+    (
+        "kill_parent",
+        """
 import os, signal
 os.kill(os.getppid(), signal.SIGKILL)
 os.kill(1, signal.SIGKILL)
 print('still here')
-""", lambda r, h: "still here" in r.stdout, 3),
-    ("kill_everything", """
+""",
+        lambda r, h: "still here" in r.stdout,
+        3,
+    ),
+    (
+        "kill_everything",
+        """
 import os, signal, subprocess
 subprocess.run(['kill', '-9', '-1'])
 os.kill(-1, signal.SIGKILL)
-""", lambda r, h: r.exit_code == -9, 3),
-    ("ctypes_privileged_calls", """
+""",
+        lambda r, h: r.exit_code == -9,
+        3,
+    ),
+    (
+        "ctypes_privileged_calls",
+        """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 print('setuid', libc.setuid(0))
 print('mount', libc.mount(b'tmpfs', b'/etc', b'tmpfs', 0, None))
 print('sethostname', libc.sethostname(b'pwned', 5))
 print('reboot', libc.reboot(0x4321FEDC))
-""", lambda r, h: r.stdout.count("-1") == 4 if ROOT else "mount -1" in r.stdout, 3),
-    ("ctypes_segfault", "import ctypes\nctypes.string_at(0)",
-     lambda r, h: r.exit_code == -11 and "SIGSEGV" in (r.killed_reason or ""), 3),
-    ("spawn_subprocesses", """
+""",
+        lambda r, h: r.stdout.count("-1") == 4 if ROOT else "mount -1" in r.stdout,
+        3,
+    ),
+    (
+        "ctypes_segfault",
+        "import ctypes\nctypes.string_at(0)",
+        lambda r, h: r.exit_code == -11 and "SIGSEGV" in (r.killed_reason or ""),
+        3,
+    ),
+    (
+        "spawn_subprocesses",
+        """
 import subprocess
 print(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip())
 print(subprocess.run(['sh', '-c', 'cat /etc/shadow; su -c id root; echo rc=$$?'],
                      capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout)
-""", lambda r, h: (not ROOT or r.stdout.startswith("65534")) and "root:" not in r.stdout, 5),
-    ("proc_tricks", """
+""",
+        lambda r, h: (not ROOT or r.stdout.startswith("65534")) and "root:" not in r.stdout,
+        5,
+    ),
+    (
+        "proc_tricks",
+        """
 import os
 for p in ('/proc/1/root/etc', '/proc/1/cwd', '/proc/1/fd', '/proc/self/root/proc/1/root'):
     try:
@@ -490,9 +638,17 @@ for p in ('/proc/sys/kernel/hostname', '/proc/sysrq-trigger', '/proc/self/oom_sc
         open(p, 'w').write('-1000' if 'oom' in p else 'x'); print('WROTE', p)
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: ("LISTED /proc/1/fd" not in r.stdout and "WROTE /proc/sys" not in r.stdout
-                   and "WROTE /proc/sysrq" not in r.stdout), 3),
-    ("symlink_escape", """
+""",
+        lambda r, h: (
+            "LISTED /proc/1/fd" not in r.stdout
+            and "WROTE /proc/sys" not in r.stdout
+            and "WROTE /proc/sysrq" not in r.stdout
+        ),
+        3,
+    ),
+    (
+        "symlink_escape",
+        """
 import os
 os.symlink('/etc/passwd', 'passwd')
 os.symlink('/', 'rootfs')
@@ -504,8 +660,13 @@ for p in ('canary', 'secret', 'rootfs/etc/$marker'):
         open(p, 'a').write('pwned'); print('WROTE', p)
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: "WROTE secret" not in r.stdout and "WROTE rootfs" not in r.stdout, 3),
-    ("setuid_attempts", """
+""",
+        lambda r, h: "WROTE secret" not in r.stdout and "WROTE rootfs" not in r.stdout,
+        3,
+    ),
+    (
+        "setuid_attempts",
+        """
 import os
 for f, a in ((os.setuid, 0), (os.setgid, 0), (os.setgroups, [0]), (os.seteuid, 0),
              (os.chroot, '/'), (os.setresuid, (0, 0, 0))):
@@ -514,8 +675,13 @@ for f, a in ((os.setuid, 0), (os.setgid, 0), (os.setgroups, [0]), (os.seteuid, 0
     except OSError as e:
         print('denied', f.__name__, e.errno)
 print(os.getuid(), os.geteuid())
-""", lambda r, h: "SUCCEEDED" not in r.stdout and (not ROOT or "65534 65534" in r.stdout), 3),
-    ("raise_rlimits", """
+""",
+        lambda r, h: "SUCCEEDED" not in r.stdout and (not ROOT or "65534 65534" in r.stdout),
+        3,
+    ),
+    (
+        "raise_rlimits",
+        """
 import resource
 for name in ('RLIMIT_AS', 'RLIMIT_CPU', 'RLIMIT_NPROC', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE'):
     lim = getattr(resource, name)
@@ -524,15 +690,25 @@ for name in ('RLIMIT_AS', 'RLIMIT_CPU', 'RLIMIT_NPROC', 'RLIMIT_FSIZE', 'RLIMIT_
         print('RAISED', name)
     except (ValueError, OSError) as e:
         print('denied', name)
-""", lambda r, h: "RAISED" not in r.stdout and r.stdout.count("denied") == 5, 3),
-    ("write_dev_shm", """
+""",
+        lambda r, h: "RAISED" not in r.stdout and r.stdout.count("denied") == 5,
+        3,
+    ),
+    (
+        "write_dev_shm",
+        """
 import os
 from multiprocessing import shared_memory
 open('/dev/shm/$marker', 'w').write('pwned')
 shm = shared_memory.SharedMemory(name='$marker-seg', create=True, size=1 << 20)
 print('wrote private shm')
-""", lambda r, h: True, 3),   # fixture checks host /dev/shm stays clean
-    ("import_site_packages", """
+""",
+        lambda r, h: True,
+        3,
+    ),  # fixture checks host /dev/shm stays clean
+    (
+        "import_site_packages",
+        """
 import sys, os
 print([p for p in sys.path if 'site-packages' in p])
 for mod in ('langchain_core', 'torch', 'pydantic', 'tools.sandbox'):
@@ -545,10 +721,16 @@ for p in ('$project', '$project/.venv', os.path.expanduser('~')):
         print('LISTING', p, os.listdir(p))
     except OSError as e:
         print('denied', p, e.errno)
-""", lambda r, h: "IMPORTED" not in r.stdout and "site-packages" not in r.stdout
-        and "pyproject.toml" not in r.stdout, 3),
+""",
+        lambda r, h: (
+            "IMPORTED" not in r.stdout and "site-packages" not in r.stdout and "pyproject.toml" not in r.stdout
+        ),
+        3,
+    ),
     # --- issue 20 ---------------------------------------------------------------------
-    ("no_descriptor_beyond_stdio", """
+    (
+        "no_descriptor_beyond_stdio",
+        """
 import os
 held = []
 for fd in range(3, 1024):
@@ -557,10 +739,19 @@ for fd in range(3, 1024):
     except OSError:
         pass
 print('held', held)
-""", _printed("held []"), 3),
-    ("forge_status_on_every_fd", FORGE_STATUS,
-     lambda r, h: r.timed_out and not r.ok and "INJECTED" not in " ".join(r.warnings), 1),
-    ("nested_user_namespace_tmpfs", """
+""",
+        _printed("held []"),
+        3,
+    ),
+    (
+        "forge_status_on_every_fd",
+        FORGE_STATUS,
+        lambda r, h: r.timed_out and not r.ok and "INJECTED" not in " ".join(r.warnings),
+        1,
+    ),
+    (
+        "nested_user_namespace_tmpfs",
+        """
 import ctypes, subprocess
 libc = ctypes.CDLL(None, use_errno=True)
 print('unshare(1)', subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode)
@@ -574,23 +765,44 @@ for i in range(20):                     # 160 MiB of tmpfs against memory_mb=64
         for _ in range(8):
             f.write(chunk)
 print('WROTE 160 MiB')
-""", lambda r, h: "denied" in r.stdout and "WROTE" not in r.stdout
-        and "unshare(1) 0" not in r.stdout, 5),
-    ("sigint_to_supervisor", """
+""",
+        lambda r, h: "denied" in r.stdout and "WROTE" not in r.stdout and "unshare(1) 0" not in r.stdout,
+        5,
+    ),
+    (
+        "sigint_to_supervisor",
+        """
 import os, signal, time
 os.kill(1, signal.SIGINT)
 time.sleep(0.3)
 print('alive')
-""", lambda r, h: r.ok and r.stdout == "alive\n" and "Traceback" not in r.stderr
-        and "KeyboardInterrupt" not in r.stderr, 3),
-    ("mountinfo_shows_no_host_paths", """
+""",
+        lambda r, h: (
+            r.ok and r.stdout == "alive\n" and "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr
+        ),
+        3,
+    ),
+    (
+        "mountinfo_shows_no_host_paths",
+        """
 for line in open('/proc/self/mountinfo'):
     f = line.split()
     print(f[3], f[4])
-""", lambda r, h: "r1-sandbox" not in r.stdout and str(PROJECT) not in r.stdout and all(
-        point.split("/")[1] in SANDBOX_TOP for point in
-        (ln.split()[1] for ln in r.stdout.splitlines()) if point != "/"), 3),
-    ("import_from_package_dirs", """
+""",
+        lambda r, h: (
+            "r1-sandbox" not in r.stdout
+            and str(PROJECT) not in r.stdout
+            and all(
+                point.split("/")[1] in SANDBOX_TOP
+                for point in (ln.split()[1] for ln in r.stdout.splitlines())
+                if point != "/"
+            )
+        ),
+        3,
+    ),
+    (
+        "import_from_package_dirs",
+        """
 import glob, os, sys
 dirs = [d for pattern in ('/tmp/.python/lib/python3*/*-packages', '/tmp/.python/lib/python3/*-packages',
                           '/usr/lib/python3*/*-packages', '/usr/local/lib/python3*/*-packages')
@@ -602,37 +814,62 @@ for mod in ('pip', 'setuptools', 'pydantic', 'langchain_core', 'numpy'):
         __import__(mod); print('IMPORTED', mod)
     except ImportError:
         pass
-""", lambda r, h: "entries 0" in r.stdout and "IMPORTED" not in r.stdout, 5),
+""",
+        lambda r, h: "entries 0" in r.stdout and "IMPORTED" not in r.stdout,
+        5,
+    ),
     ("deep_directory_chain_3000", DEEP_CHAIN.replace("DEPTH", "3000"), _printed("deep"), 5),
     ("deep_locked_directory_chain_2000", DEEP_CHAIN.replace("DEPTH", "2000"), _printed("deep"), 5),
-    ("ptrace_and_new_namespaces", """
+    (
+        "ptrace_and_new_namespaces",
+        """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 print('ptrace init', libc.ptrace(16, 1, 0, 0))     # PTRACE_ATTACH to the supervisor
 print('unshare net', libc.unshare(0x40000000))     # CLONE_NEWNET without privileges
-""", lambda r, h: "ptrace init -1" in r.stdout and "unshare net -1" in r.stdout, 3),
+""",
+        lambda r, h: "ptrace init -1" in r.stdout and "unshare net -1" in r.stdout,
+        3,
+    ),
     # --- issue 30 (findings 6 and 12) ---
-    ("memfd_memory_outside_rlimit_as", """
+    (
+        "memfd_memory_outside_rlimit_as",
+        """
 import os
 try:
     fd = os.memfd_create('hog'); os.ftruncate(fd, 256 << 20); print('MEMFD', fd)
 except OSError as e:
     print('refused', e.errno)
-""", lambda r, h: "refused 1" in r.stdout and "MEMFD" not in r.stdout, 3),
-    ("af_vsock_socket", """
+""",
+        lambda r, h: "refused 1" in r.stdout and "MEMFD" not in r.stdout,
+        3,
+    ),
+    (
+        "af_vsock_socket",
+        """
 import socket
 try:
     s = socket.socket(40, socket.SOCK_STREAM); s.bind((0xFFFFFFFF, 1234)); print('BOUND')
 except OSError as e:
     print('refused', e.errno)
-""", lambda r, h: "refused 97" in r.stdout and "BOUND" not in r.stdout, 3),
-    ("inotify_on_the_etc_bind", """
+""",
+        lambda r, h: "refused 97" in r.stdout and "BOUND" not in r.stdout,
+        3,
+    ),
+    (
+        "inotify_on_the_etc_bind",
+        """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 fd = libc.inotify_init1(0)
 print('refused' if fd < 0 else 'WATCHING', ctypes.get_errno())
-""", lambda r, h: "refused 1" in r.stdout, 3),
-    ("set_loginuid_to_root", """
+""",
+        lambda r, h: "refused 1" in r.stdout,
+        3,
+    ),
+    (
+        "set_loginuid_to_root",
+        """
 try:
     with open('/proc/self/loginuid', 'w') as f:
         f.write('0')
@@ -642,7 +879,10 @@ except FileNotFoundError:
 except OSError as e:
     print('refused', e.errno)
 print('loginuid', open('/proc/self/loginuid').read() if __import__('os').path.exists('/proc/self/loginuid') else '-')
-""", lambda r, h: "refused" in r.stdout and "SET" not in r.stdout and "loginuid 0" not in r.stdout, 3),
+""",
+        lambda r, h: "refused" in r.stdout and "SET" not in r.stdout and "loginuid 0" not in r.stdout,
+        3,
+    ),
 ]
 
 
@@ -655,18 +895,24 @@ def test_attack_is_contained(backend, host, name, code, check, timeout_s):
 
 # ----------------------------------------------------------------------------- issue 30
 
+
 def test_files_names_are_capped_before_any_work(backend):
     """A 45 KB name of 15,000 components cost the host 6-9 s and +324 MiB; lone surrogates
     raised UnicodeEncodeError (finding 7). Both are ValueErrors at once now."""
     deep = "/".join(["d"] * 15_000) + "/f.txt"
-    for files in ({deep: "x"}, {"a" * 300: "x"}, {"x" * 2000: "x"}, {"\ud800.txt": "x"},
-                  {"ok.txt": "\udc00"}, {f"f{i}": "" for i in range(20_000)}):
+    for files in (
+        {deep: "x"},
+        {"a" * 300: "x"},
+        {"x" * 2000: "x"},
+        {"\ud800.txt": "x"},
+        {"ok.txt": "\udc00"},
+        {f"f{i}": "" for i in range(20_000)},
+    ):
         started = time.monotonic()
         with pytest.raises(ValueError, match="files"):
             run("print(1)", files=files, backend=backend)
         assert time.monotonic() - started < 0.5
-    assert run("print(open('a/b/c.txt').read())", files={"a/b/c.txt": "deep ok"},
-               backend=backend).stdout == "deep ok\n"
+    assert run("print(open('a/b/c.txt').read())", files={"a/b/c.txt": "deep ok"}, backend=backend).stdout == "deep ok\n"
 
 
 def test_a_run_that_never_started_reports_its_cause(backend, monkeypatch, caplog):
@@ -704,8 +950,8 @@ def test_a_burst_of_hostile_runs_leaves_nothing_when_run_returns(backend):
     before_pids, before_dirs = nobody_pids(), run_dirs()
     started = time.monotonic()
     run("pass", backend=backend)
-    start_up = time.monotonic() - started        # this machine's start-up time, now
-    for code, timeout_s in zip(HOSTILE_BURST, (5, 1.5, 1.5, 1.5)):   # 5 s: the issue's own run
+    start_up = time.monotonic() - started  # this machine's start-up time, now
+    for code, timeout_s in zip(HOSTILE_BURST, (5, 1.5, 1.5, 1.5)):  # 5 s: the issue's own run
         started = time.monotonic()
         r = run(code, backend=backend, timeout_s=timeout_s)
         elapsed = time.monotonic() - started
@@ -713,7 +959,7 @@ def test_a_burst_of_hostile_runs_leaves_nothing_when_run_returns(backend):
         assert not left and not dirs, f"left after run() returned: {left} {dirs}\n{code}"
         assert r.timed_out or r.ok, r
         assert elapsed < timeout_s + 1 + start_up, f"{elapsed:.2f}s (start-up {start_up:.2f}s) for\n{code}"
-    with ThreadPoolExecutor(3) as pool:          # three at a time
+    with ThreadPoolExecutor(3) as pool:  # three at a time
         results = list(pool.map(lambda c: run(c, backend=backend, timeout_s=1.5), HOSTILE_BURST))
     assert all(r.timed_out or r.ok for r in results), results
     assert not nobody_pids() - before_pids and not run_dirs() - before_dirs
@@ -723,13 +969,18 @@ def test_kill_minus_one_spares_other_nobody_processes(backend, host):
     """A host process running as the sandbox uid outside the sandbox survives `kill -9 -1`."""
     if not ROOT or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start a host process as nobody")
-    bystander = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                  shutil.which("sleep") or "/bin/sleep", "30"])
+    bystander = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", shutil.which("sleep") or "/bin/sleep", "30"]
+    )
     try:
         time.sleep(0.1)
-        r = attack(host, backend, "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\n"
-                                  "except ProcessLookupError:\n    print('nothing to kill')\n"
-                                  "print('alive')")
+        r = attack(
+            host,
+            backend,
+            "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\n"
+            "except ProcessLookupError:\n    print('nothing to kill')\n"
+            "print('alive')",
+        )
         assert r.ok and r.stdout.endswith("alive\n"), r
         assert bystander.poll() is None, "kill -9 -1 inside the sandbox reached the host"
     finally:
@@ -738,8 +989,12 @@ def test_kill_minus_one_spares_other_nobody_processes(backend, host):
 
 
 def test_timeout_leaves_no_process_group(backend, host):
-    r = attack(host, backend, "import os, time\nprint(os.getpgrp(), flush=True)\n"
-                              "[os.fork() for _ in range(3)]\ntime.sleep(60)", timeout_s=1)
+    r = attack(
+        host,
+        backend,
+        "import os, time\nprint(os.getpgrp(), flush=True)\n[os.fork() for _ in range(3)]\ntime.sleep(60)",
+        timeout_s=1,
+    )
     assert r.timed_out and r.killed_reason.startswith("wall-clock timeout")
     # The fixture asserts that no process of the sandbox uid is left on the host.
 
@@ -784,9 +1039,11 @@ def test_kernel_keyring_does_not_outlive_a_run(backend, host):
 
 def test_filesystem_churn_does_not_stretch_the_timeout(backend, host):
     """Two processes making directories as fast as they can: clean-up must stay bounded."""
-    code = ("import os\nos.fork()\ni = 0\nwhile True:\n    try:\n"
-            "        os.mkdir('m%d_%d' % (os.getpid(), i))\n    except OSError:\n        pass\n"
-            "    i += 1\n")
+    code = (
+        "import os\nos.fork()\ni = 0\nwhile True:\n    try:\n"
+        "        os.mkdir('m%d_%d' % (os.getpid(), i))\n    except OSError:\n        pass\n"
+        "    i += 1\n"
+    )
     started = time.monotonic()
     r = run(code, backend=backend, timeout_s=2)
     elapsed = time.monotonic() - started
@@ -817,9 +1074,21 @@ def test_files_cannot_be_redirected_by_a_planted_symlink(backend, host):
     """A host process of the sandbox uid races `files=` to plant work/<name> -> a root-only
     file; the write must never land there (the host fixture checks the file)."""
     planter = subprocess.Popen(
-        [*as_user(sandbox.SANDBOX_UID), SYSTEM_PYTHON, "-I", "-c", _PLANTER,
-         tempfile.gettempdir(), str(host.root_only), "zz_last", "30"],
-        stdout=subprocess.PIPE, text=True, cwd="/")
+        [
+            *as_user(sandbox.SANDBOX_UID),
+            SYSTEM_PYTHON,
+            "-I",
+            "-c",
+            _PLANTER,
+            tempfile.gettempdir(),
+            str(host.root_only),
+            "zz_last",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
     try:
         assert planter.stdout.readline() == "ready\n"
         files = {f"f{i:04d}": "x" for i in range(2000)} | {"zz_last": "PWNED"}
@@ -849,15 +1118,22 @@ while time.monotonic() < until:
 def test_planted_setuid_binary_is_unreachable_and_inert(backend, host):
     """The code plants a 6755 copy of `id` in a 0777 work dir; another local user must not
     be able to reach it, and the work dir is nosuid anyway."""
-    finder = subprocess.Popen([*as_user(4321), SYSTEM_PYTHON, "-I", "-c", _FINDER,
-                               tempfile.gettempdir(), "4"],
-                              stdout=subprocess.PIPE, text=True, cwd="/")
+    finder = subprocess.Popen(
+        [*as_user(4321), SYSTEM_PYTHON, "-I", "-c", _FINDER, tempfile.gettempdir(), "4"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
     try:
         assert finder.stdout.readline() == "ready\n"
-        r = run("import os, shutil, time\nshutil.copy('/usr/bin/id', 'id_planted')\n"
-                "os.chmod('id_planted', 0o6755); os.chmod('.', 0o777)\n"
-                "print('nosuid', bool(os.statvfs('.').f_flag & os.ST_NOSUID), flush=True)\n"
-                "time.sleep(1.5)", backend=backend, timeout_s=4)
+        r = run(
+            "import os, shutil, time\nshutil.copy('/usr/bin/id', 'id_planted')\n"
+            "os.chmod('id_planted', 0o6755); os.chmod('.', 0o777)\n"
+            "print('nosuid', bool(os.statvfs('.').f_flag & os.ST_NOSUID), flush=True)\n"
+            "time.sleep(1.5)",
+            backend=backend,
+            timeout_s=4,
+        )
         finder.terminate()
         found = finder.communicate(timeout=10)[0]
     finally:
@@ -872,25 +1148,39 @@ def test_forged_status_does_not_crash_the_tool(backend):
     assert out.startswith("status: timed out") and "INJECTED" not in out
 
 
-@pytest.mark.parametrize("stream", [
-    b'[1]\n', b'"exit"\n', b'{"event":"exit","status":"0"}\n', b'{"event":"exit","status":true}\n',
-    b'{"event":"exit","status":99999999}\n', b'{"event":"exit","status":127}\n',
-    b'{"event":"exit","status":0,"extra":1}\n', b'{"event":"ready","isolation":[1],"warnings":[]}\n',
-    b'{"child-pid":"1"}\n', b'{"child-pid":5,"x":1}\n', b'{"event":"error","message":null}\n',
-    b'\xff\xfe\n', b'[' * 100_000 + b'\n', b'x' * (sandbox.MAX_STATUS_BYTES + 1),
-])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"[1]\n",
+        b'"exit"\n',
+        b'{"event":"exit","status":"0"}\n',
+        b'{"event":"exit","status":true}\n',
+        b'{"event":"exit","status":99999999}\n',
+        b'{"event":"exit","status":127}\n',
+        b'{"event":"exit","status":0,"extra":1}\n',
+        b'{"event":"ready","isolation":[1],"warnings":[]}\n',
+        b'{"child-pid":"1"}\n',
+        b'{"child-pid":5,"x":1}\n',
+        b'{"event":"error","message":null}\n',
+        b"\xff\xfe\n",
+        b"[" * 100_000 + b"\n",
+        b"x" * (sandbox.MAX_STATUS_BYTES + 1),
+    ],
+)
 def test_status_reader_rejects_anything_malformed(stream):
     reader = sandbox._StatusReader()
     msgs = reader.feed(stream[:1000]) + reader.feed(stream[1000:])
     assert msgs == [] and reader.error is not None
-    assert reader.feed(b'{"event":"exit","status":0}\n') == []     # nothing after an error
+    assert reader.feed(b'{"event":"exit","status":0}\n') == []  # nothing after an error
 
 
 def test_status_reader_accepts_the_real_messages():
     reader = sandbox._StatusReader()
-    lines = (b'{"child-pid": 7, "pid-namespace": 4026532}\n{"event": "ready", "isolation": '
-             b'["net-ns"], "warnings": []}\n{"event": "exit", "status": 256}\n{"exit-code": 1}\n')
-    msgs = [m for i in range(0, len(lines), 5) for m in reader.feed(lines[i:i + 5])]
+    lines = (
+        b'{"child-pid": 7, "pid-namespace": 4026532}\n{"event": "ready", "isolation": '
+        b'["net-ns"], "warnings": []}\n{"event": "exit", "status": 256}\n{"exit-code": 1}\n'
+    )
+    msgs = [m for i in range(0, len(lines), 5) for m in reader.feed(lines[i : i + 5])]
     assert reader.error is None and [m.get("event") for m in msgs] == [None, "ready", "exit", None]
     assert msgs[2]["status"] == 256 and msgs[0]["child-pid"] == 7
 
@@ -912,15 +1202,15 @@ def test_remove_tree_survives_deep_locked_trees_and_touches_nothing_outside(shm_
     base.mkdir()
     os.symlink(outside, base / "link")
     fd = os.open(base, os.O_RDONLY)
-    for _ in range(1100):                 # deeper than the recursion and fd limits
+    for _ in range(1100):  # deeper than the recursion and fd limits
         os.mkdir("d", dir_fd=fd)
         nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
-        os.chmod("d", 0, dir_fd=fd)       # locked after we hold it open
+        os.chmod("d", 0, dir_fd=fd)  # locked after we hold it open
         os.close(fd)
         fd = nxt
     os.close(fd)
     mode = os.stat(tmp_path).st_mode
-    assert not sandbox._remove_tree(base, budget_s=0.0)        # out of time: stops, no raise
+    assert not sandbox._remove_tree(base, budget_s=0.0)  # out of time: stops, no raise
     assert sandbox._remove_tree(base, budget_s=30)
     assert not base.exists() and outside.read_text() == "keep"
     assert stat.S_IMODE(outside.stat().st_mode) == 0o640 and os.stat(tmp_path).st_mode == mode
@@ -951,9 +1241,25 @@ def _run_as_nobody(backend: str, code: str, patch: str = "") -> dict:
         pytest.skip("needs root, setpriv and a system python3 to impersonate a normal user")
     driver = _NONROOT_DRIVER.replace("# PATCH", patch)
     proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys_python, "-I", "-c",
-         driver, str(Path(sandbox.__file__).resolve()), backend, code],
-        capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys_python,
+            "-I",
+            "-c",
+            driver,
+            str(Path(sandbox.__file__).resolve()),
+            backend,
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     if "unavailable" in r:
@@ -961,8 +1267,10 @@ def _run_as_nobody(backend: str, code: str, patch: str = "") -> dict:
     return r
 
 
-_NET_PROBE = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
-              "    print('CONNECTED')\nexcept OSError:\n    print('blocked')\n")
+_NET_PROBE = (
+    "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n"
+    "    print('CONNECTED')\nexcept OSError:\n    print('blocked')\n"
+)
 
 
 @pytest.mark.parametrize("nr_backend", BACKENDS)
@@ -981,9 +1289,11 @@ def test_unprivileged_caller(nr_backend):
 def test_without_any_namespace_the_result_says_so():
     """Where user namespaces are refused, the code still runs but the result never pretends:
     its warnings name the missing network and filesystem isolation."""
-    patch = ("src = mod._init_source().replace('self.libc.unshare(CLONE_NEWUSER) == 0', 'False')\n"
-             "assert 'False' in src\n"
-             "mod._init_source = lambda: src")
+    patch = (
+        "src = mod._init_source().replace('self.libc.unshare(CLONE_NEWUSER) == 0', 'False')\n"
+        "assert 'False' in src\n"
+        "mod._init_source = lambda: src"
+    )
     r = _run_as_nobody("native", _NET_PROBE, patch)
     assert r["exit_code"] == 0 and "net-ns" not in r["isolation"], r
     warnings = " ".join(r["warnings"])

@@ -1,5 +1,6 @@
 """tools/sandbox_init.py: the seccomp filter, the payload protocol and the file writer,
 each on the real kernel and file system (the full sandbox is tested in test_sandbox.py)."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,9 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(platform.machine() not in sandbox_init.ARCHES, reason="no filter for this arch")
 def test_seccomp_denies_keyring_and_user_namespaces_but_not_threads_or_fork():
-    proc = subprocess.run([sys.executable, "-c", _SECCOMP_PROBE, platform.machine()],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECCOMP_PROBE, platform.machine()], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     eperm, enosys = 1, 38
@@ -70,8 +72,8 @@ def test_seccomp_denies_keyring_and_user_namespaces_but_not_threads_or_fork():
     # issue 30: memfd memory escapes RLIMIT_AS; inotify sees the host's reads of the /etc bind;
     # AF_VSOCK is not covered by the network namespace (findings 6 and 12)
     assert out["memfd_create"] == out["inotify_init1"] == out.get("inotify_init", eperm) == eperm
-    assert out["af_vsock"] == out["af_alg"] == out["af_packet"] == 97     # EAFNOSUPPORT
-    assert out["io_uring_setup"] == enosys    # it could open any socket family without socket()
+    assert out["af_vsock"] == out["af_alg"] == out["af_packet"] == 97  # EAFNOSUPPORT
+    assert out["io_uring_setup"] == enosys  # it could open any socket family without socket()
     assert out["af_unix"] == out["af_inet"] == out["af_inet6"] == out["af_netlink"] == 0
     if os.geteuid() == 0:
         assert out["unshare_uts"] == 0
@@ -81,7 +83,7 @@ def test_seccomp_program_jumps_stay_inside_the_program():
     for arch in sandbox_init.ARCHES.values():
         prog = sandbox_init.seccomp_program(arch)
         for i, (code, jt, jf, _) in enumerate(prog):
-            if code & 0x07 == 0x05:               # BPF_JMP
+            if code & 0x07 == 0x05:  # BPF_JMP
                 assert i + 1 + max(jt, jf) < len(prog)
         assert prog[-1][0] == sandbox_init.BPF_RET_K
 

@@ -25,25 +25,38 @@ class AreaArgs(BaseModel):
 def test_schema_from_typed_signature():
     tool = Tool.from_function(area)
     assert tool.name == "area" and tool.description == "Area of a rectangle."
-    assert tool.to_openai() == {"type": "function", "function": {
-        "name": "area", "description": "Area of a rectangle.",
-        "parameters": {"type": "object", "required": ["width"], "properties": {
-            "width": {"type": "number", "description": "Width in metres."},
-            "height": {"type": "number", "default": 1.0}}}}}
+    assert tool.to_openai() == {
+        "type": "function",
+        "function": {
+            "name": "area",
+            "description": "Area of a rectangle.",
+            "parameters": {
+                "type": "object",
+                "required": ["width"],
+                "properties": {
+                    "width": {"type": "number", "description": "Width in metres."},
+                    "height": {"type": "number", "default": 1.0},
+                },
+            },
+        },
+    }
     assert tool({"width": 2, "height": 3}) == "6.0"
     assert tool('{"width": 2}') == "2.0"
 
 
-@pytest.mark.parametrize("arguments, expected", [
-    ('{"width": ', "Error: arguments for area are not valid JSON: "),
-    ("[1]", "Error: arguments for area must be a JSON object, got list"),
-    ("[" * 100_000 + "]" * 100_000, "Error: arguments for area are not valid JSON: nested too deeply"),
-    ('{"width": ' + "9" * 5000 + "}", "Error: arguments for area are not valid JSON: Exceeds the limit"),
-    ({"width": "wide"}, "Error: invalid arguments for area: width: Input should be a valid number"),
-    ({}, "Error: invalid arguments for area: width: Field required"),
-    ({"width": -1}, "Error: area failed: ValueError"),  # not the exception's text
-    ({"type": "tool_call", "args": {"width": 1}}, "Error: invalid arguments for area: width: Field required"),
-])
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        ('{"width": ', "Error: arguments for area are not valid JSON: "),
+        ("[1]", "Error: arguments for area must be a JSON object, got list"),
+        ("[" * 100_000 + "]" * 100_000, "Error: arguments for area are not valid JSON: nested too deeply"),
+        ('{"width": ' + "9" * 5000 + "}", "Error: arguments for area are not valid JSON: Exceeds the limit"),
+        ({"width": "wide"}, "Error: invalid arguments for area: width: Input should be a valid number"),
+        ({}, "Error: invalid arguments for area: width: Field required"),
+        ({"width": -1}, "Error: area failed: ValueError"),  # not the exception's text
+        ({"type": "tool_call", "args": {"width": 1}}, "Error: invalid arguments for area: width: Field required"),
+    ],
+)
 def test_errors_come_back_as_text(arguments, expected):
     tool = Tool("area", "Area of a rectangle.", AreaArgs, area)
     assert tool(arguments).startswith(expected)
@@ -54,13 +67,16 @@ def test_error_types_answer_with_their_message():
     assert tool({"width": -1}) == "Error: secret internals"
 
 
-@pytest.mark.parametrize("func", [
-    lambda width: width,                          # missing field
-    lambda height, width=1.0: 0,                  # wrong order
-    lambda width, height=2.0: 0,                  # different default
-    lambda width, height: 0,                      # required in one only
-    lambda width, height=1.0, *, scale: 0,        # keyword-only without default
-])
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda width: width,  # missing field
+        lambda height, width=1.0: 0,  # wrong order
+        lambda width, height=2.0: 0,  # different default
+        lambda width, height: 0,  # required in one only
+        lambda width, height=1.0, *, scale: 0,  # keyword-only without default
+    ],
+)
 def test_signature_checked_when_built(func):
     with pytest.raises(TypeError):
         Tool("area", "Area.", AreaArgs, func)

@@ -14,7 +14,9 @@ from tests.ui.test_cli import run_r1
 def test_memory_commands_end_to_end(tmp_path):
     env = {"R1_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     notes = tmp_path / "notes.md"
-    notes.write_text("# Garden\n\nThe tomatoes are planted along the south fence.\n\n# Car\n\nThe car is due for service in March.")
+    notes.write_text(
+        "# Garden\n\nThe tomatoes are planted along the south fence.\n\n# Car\n\nThe car is due for service in March."
+    )
     out = run_r1("memory", "add", str(notes), str(tmp_path / "missing.txt"), env=env)
     assert out.returncode == 2  # one file failed; the other was still added
     assert f"added {notes} (2 chunks)" in out.stdout
@@ -22,21 +24,41 @@ def test_memory_commands_end_to_end(tmp_path):
 
     out = run_r1("memory", "search", "when does the car need servicing", "-k", "1", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"[{notes}, line 7] (") and out.stdout.endswith(") The car is due for service in March.\n")
+    assert out.stdout.startswith(f"[{notes}, line 7] (") and out.stdout.endswith(
+        ") The car is due for service in March.\n"
+    )
 
     # A short fact right after a long unrelated paragraph: found, and it is the sentence shown.
     cabin = tmp_path / "cabin.md"
-    prose = ("Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
-             "neighbour. Then she baked two pies that each used 7 apples. She sold the rest at 50 cents each. ") * 3
+    prose = (
+        "Grace bought 3 bags of apples at the market, each holding 12 apples. She gave a third of them to her "
+        "neighbour. Then she baked two pies that each used 7 apples. She sold the rest at 50 cents each. "
+    ) * 3
     cabin.write_text(f"# Cabin\n\n{prose}\n\nThe wifi password at the cabin is heron-1182.\n\n{prose}")
     assert run_r1("memory", "add", str(cabin), env=env).returncode == 0
-    out = run_r1("memory", "search", "What do I type to get the cabin's internet working?", "-k", "2", "--json", env=env)
+    out = run_r1(
+        "memory", "search", "What do I type to get the cabin's internet working?", "-k", "2", "--json", env=env
+    )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert len(found) == 2 and found[0]["source"] == str(cabin) and found[0]["kind"] == "document"
-    assert set(found[0]) == {"source", "position", "kind", "page", "chunk", "session", "turn", "distance", "matches", "text"}
-    assert found[0]["matches"][0] == {"sentence": "The wifi password at the cabin is heron-1182.", "line": 5,
-                                      "score": found[0]["matches"][0]["score"]}
+    assert set(found[0]) == {
+        "source",
+        "position",
+        "kind",
+        "page",
+        "chunk",
+        "session",
+        "turn",
+        "distance",
+        "matches",
+        "text",
+    }
+    assert found[0]["matches"][0] == {
+        "sentence": "The wifi password at the cabin is heron-1182.",
+        "line": 5,
+        "score": found[0]["matches"][0]["score"],
+    }
     assert found[0]["position"] == f"{cabin}, line 5" and found[0]["distance"] <= found[1]["distance"]
     assert 0 < found[0]["matches"][0]["score"] <= 1 and found[0]["page"] is None and found[0]["turn"] is None
     assert run_r1("memory", "forget", str(cabin), env=env).returncode == 0
@@ -77,8 +99,13 @@ def test_memory_help():
 def test_terminal_chat_recalls_what_left_its_window_also_after_a_restart(tmp_path):
     env = {"R1_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
     chat = ("chat", "--max-new-tokens", "6", "--memory-window-tokens", "120")
-    questions = ["Please remember: my locker code is 4471.", "Why is the sky blue?", "How do I fix a squeaky door?",
-                 "What causes thunder?", "What is my locker code?"]
+    questions = [
+        "Please remember: my locker code is 4471.",
+        "Why is the sky blue?",
+        "How do I fix a squeaky door?",
+        "What causes thunder?",
+        "What is my locker code?",
+    ]
     out = run_r1(*chat, stdin="\n".join(questions) + "\n", env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("r1> ") == 5 and "Conversation 1." in out.stderr

@@ -95,7 +95,9 @@ def test_malformed_requests_get_openai_errors(client, server):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION)
     assert missing.value.body["code"] == "model_not_found"
 
-    raw = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    raw = httpx.post(
+        server.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert raw.status_code == 400
     assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
 
@@ -105,13 +107,31 @@ def test_malformed_requests_get_openai_errors(client, server):
     assert too_long.value.body["code"] == "context_length_exceeded"
 
 
-ORDER_TOOL = {"type": "function", "function": {
-    "name": "get_order_details", "description": "Look up an order by its id.",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "pattern": "^#W[0-9]{7}$"}},
-                   "required": ["order_id"], "additionalProperties": False}}}
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "weather", "description": "Today's weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"]}}}
+ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_order_details",
+        "description": "Look up an order by its id.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "pattern": "^#W[0-9]{7}$"}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    },
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Today's weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 def test_required_tool_calls_are_always_valid_calls(client):
@@ -120,26 +140,45 @@ def test_required_tool_calls_are_always_valid_calls(client):
 
     messages = [{"role": "user", "content": "Where is my order #W1234567?"}]
     # max_tokens leaves room for the longest call the schemas allow (a 40-character city can take 80 tokens)
-    reply = client.chat.completions.create(model=MODEL, messages=messages, tools=[ORDER_TOOL, WEATHER_TOOL],
-                                           tool_choice="required", max_tokens=200, n=3, temperature=1.0, seed=3)
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=[ORDER_TOOL, WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=200,
+        n=3,
+        temperature=1.0,
+        seed=3,
+    )
     for choice in reply.choices:
         assert choice.finish_reason == "tool_calls" and choice.message.content is None
         (call,) = choice.message.tool_calls
         spec = {"get_order_details": ORDER_TOOL, "weather": WEATHER_TOOL}[call.function.name]["function"]
         jsonschema.validate(json.loads(call.function.arguments), spec["parameters"])
     forced = client.chat.completions.create(
-        model=MODEL, messages=messages, tools=[ORDER_TOOL, WEATHER_TOOL], max_tokens=200,
-        tool_choice={"type": "function", "function": {"name": "weather"}})
+        model=MODEL,
+        messages=messages,
+        tools=[ORDER_TOOL, WEATHER_TOOL],
+        max_tokens=200,
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+    )
     assert forced.choices[0].message.tool_calls[0].function.name == "weather"
 
 
 def test_a_tool_result_goes_back_to_the_model(client):
-    first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Order #W1234567?"}],
-                                           tools=[ORDER_TOOL], tool_choice="required", max_tokens=200)
+    first = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Order #W1234567?"}],
+        tools=[ORDER_TOOL],
+        tool_choice="required",
+        max_tokens=200,
+    )
     call = first.choices[0].message.tool_calls[0]
-    follow_up = [{"role": "user", "content": "Order #W1234567?"},
-                 {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                 {"role": "tool", "tool_call_id": call.id, "content": "status: delivered"}]
+    follow_up = [
+        {"role": "user", "content": "Order #W1234567?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "status: delivered"},
+    ]
     reply = client.chat.completions.create(model=MODEL, messages=follow_up, tools=[ORDER_TOOL], max_tokens=40)
     choice = reply.choices[0]
     assert (choice.message.content or "").strip() or choice.message.tool_calls  # a message or another valid call
@@ -147,12 +186,17 @@ def test_a_tool_result_goes_back_to_the_model(client):
 
 def test_bad_tool_requests_are_clear_400s(client):
     with pytest.raises(openai.BadRequestError, match="not among the tools"):
-        client.chat.completions.create(model=MODEL, messages=QUESTION, tools=[ORDER_TOOL],
-                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+        client.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            tools=[ORDER_TOOL],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
     with pytest.raises(openai.BadRequestError, match="stream"):
         client.chat.completions.create(model=MODEL, messages=QUESTION, tools=[ORDER_TOOL], stream=True)
-    plain = client.chat.completions.create(model=MODEL, messages=QUESTION, tools=[ORDER_TOOL], tool_choice="none",
-                                           max_tokens=8)
+    plain = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, tools=[ORDER_TOOL], tool_choice="none", max_tokens=8
+    )
     assert plain.choices[0].message.tool_calls is None
 
 
@@ -168,8 +212,11 @@ def test_api_key_is_required_when_set(runtime):
 def test_eight_concurrent_streaming_clients_all_complete(client, submitted):
     def chat(i: int) -> tuple[str, str]:
         stream = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": f"Say a sentence about the number {i}."}],
-            max_tokens=16, temperature=0, stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": f"Say a sentence about the number {i}."}],
+            max_tokens=16,
+            temperature=0,
+            stream=True,
         )
         text, finish = "", None
         for chunk in stream:

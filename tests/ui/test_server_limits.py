@@ -36,8 +36,11 @@ class HeldRequest(RequestHandle):
     def finish(self, text: str = "ok", reason: str = "stop") -> None:
         if not self.done:
             self.emit(text)
-            self.complete(Completion(text=text, token_ids=[1], finish_reason=reason, prompt_tokens=len(self.ids),
-                                     generated_tokens=1))
+            self.complete(
+                Completion(
+                    text=text, token_ids=[1], finish_reason=reason, prompt_tokens=len(self.ids), generated_tokens=1
+                )
+            )
 
     def cancel(self) -> None:
         self.finish("", "cancelled")
@@ -81,8 +84,9 @@ class StandInEngine:
         self.grammar_compiler = compiler_for(tokenizer)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True),
-                                     add_bos=False)
+        return self.tokenizer.encode(
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False
+        )
 
     def json_grammar(self, schema) -> str:
         return self.grammar_compiler.json_schema(schema)
@@ -95,8 +99,9 @@ class StandInEngine:
         return request
 
 
-def served(tokenizer, *, settings: Settings | None = None, api_key: str | None = None, slots: int = 64,
-           **engine_options) -> tuple[LiveServer, StandInEngine]:
+def served(
+    tokenizer, *, settings: Settings | None = None, api_key: str | None = None, slots: int = 64, **engine_options
+) -> tuple[LiveServer, StandInEngine]:
     """The API over a stand-in engine, ready to start (`with`), and the engine."""
     engine = StandInEngine(tokenizer, **engine_options)
     return LiveServer(create_app(Runtime(settings or Settings(), engine), api_key=api_key, slots=slots)), engine
@@ -126,7 +131,14 @@ def test_a_forged_host_is_refused_and_names_of_this_server_pass(default_tokenize
             assert refused.json()["error"]["code"] == "forbidden_host"
             posted = httpx.post(live.url + "/v1/completions", json=completion("hi"), headers={"Host": host})
             assert posted.status_code == 403
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "r1.lan", f"r1.lan:{port}"):
+        for host in (
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            "LOCALHOST",
+            f"[::1]:{port}",
+            "r1.lan",
+            f"r1.lan:{port}",
+        ):
             assert httpx.get(live.url + "/v1/models", headers={"Host": host}).status_code == 200, host
     assert engine.submitted == []
 
@@ -142,8 +154,12 @@ def test_a_cross_site_request_that_changes_state_is_refused(default_tokenizer):
         assert engine.submitted == []
         # Reading is not a change; the server's own pages and programs without an Origin may post.
         assert httpx.get(live.url + "/v1/models", headers={"Origin": "http://evil.example"}).status_code == 200
-        assert httpx.post(live.url + "/v1/completions", json=completion("hi"),
-                          headers={"Origin": f"http://localhost:{port}"}).status_code == 200
+        assert (
+            httpx.post(
+                live.url + "/v1/completions", json=completion("hi"), headers={"Origin": f"http://localhost:{port}"}
+            ).status_code
+            == 200
+        )
         assert httpx.post(live.url + "/v1/completions", json=completion("hi")).status_code == 200
     assert len(engine.submitted) == 2
 
@@ -171,14 +187,20 @@ def raw_request(url: str, head: str, timeout: float = 5.0) -> str:
 def test_the_api_key_is_checked_before_the_body_is_read(default_tokenizer):
     live, _ = served(default_tokenizer, api_key="sesame")
     with live:
-        head = ("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                "Content-Length: 30000000\r\n\r\n")
+        head = (
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Content-Length: 30000000\r\n\r\n"
+        )
         started = time.monotonic()
         assert raw_request(live.url, head) == "HTTP/1.1 401 Unauthorized"  # without waiting for the 30 MB
         assert time.monotonic() - started < 2
-        wrong = httpx.post(live.url + "/v1/completions", json=completion("hi"), headers={"Authorization": "Bearer guess"})
+        wrong = httpx.post(
+            live.url + "/v1/completions", json=completion("hi"), headers={"Authorization": "Bearer guess"}
+        )
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
-        right = httpx.post(live.url + "/v1/completions", json=completion("hi"), headers={"Authorization": "Bearer sesame"})
+        right = httpx.post(
+            live.url + "/v1/completions", json=completion("hi"), headers={"Authorization": "Bearer sesame"}
+        )
         assert right.status_code == 200
 
 
@@ -194,9 +216,11 @@ def test_a_body_over_the_limit_is_a_413_in_openai_shape(default_tokenizer):
         def chunks():  # no Content-Length: the server counts what arrives
             payload = json.dumps(big).encode()
             for i in range(0, len(payload), 1000):
-                yield payload[i:i + 1000]
+                yield payload[i : i + 1000]
 
-        chunked = httpx.post(live.url + "/v1/completions", content=chunks(), headers={"Content-Type": "application/json"})
+        chunked = httpx.post(
+            live.url + "/v1/completions", content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert chunked.status_code == 413
         assert httpx.post(live.url + "/v1/completions", json=completion("word " * 100)).status_code == 200
     assert len(engine.submitted) == 1
@@ -213,8 +237,11 @@ def test_a_long_prompt_is_tokenized_off_the_event_loop(default_tokenizer):
     live, _ = served(default_tokenizer, on_encode=slow)
     with live:
         answer: dict = {}
-        worker = threading.Thread(target=lambda: answer.update(
-            r=httpx.post(live.url + "/v1/completions", json=completion("slow prompt"), timeout=30)))
+        worker = threading.Thread(
+            target=lambda: answer.update(
+                r=httpx.post(live.url + "/v1/completions", json=completion("slow prompt"), timeout=30)
+            )
+        )
         worker.start()
         assert tokenizing.wait(10)
         started = time.monotonic()
@@ -283,17 +310,31 @@ def nested(levels: int) -> dict:
 BAD_SCHEMAS = {
     "350-deep": (nested(350), "nests deeper"),
     "ref-root": ({"$ref": "#"}, "refers to itself"),
-    "self-defs": ({"$defs": {"a": {"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "required": ["x"]}},
-                   "$ref": "#/$defs/a"}, "refers to itself"),
-    "anyOf-3000": ({"type": "object", "properties": {"x": {"anyOf": [{"const": f"v{i}"} for i in range(3000)]}},
-                    "required": ["x"]}, "alternatives"),
+    "self-defs": (
+        {
+            "$defs": {"a": {"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "required": ["x"]}},
+            "$ref": "#/$defs/a",
+        },
+        "refers to itself",
+    ),
+    "anyOf-3000": (
+        {
+            "type": "object",
+            "properties": {"x": {"anyOf": [{"const": f"v{i}"} for i in range(3000)]}},
+            "required": ["x"],
+        },
+        "alternatives",
+    ),
 }
 
 
 def test_deeply_nested_tool_call_arguments_are_a_400(default_tokenizer):
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000 + "]" * 100_000}}
-    body = {"model": MODEL, "max_tokens": 8, "messages": [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]}
+    body = {
+        "model": MODEL,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}],
+    }
     live, engine = served(default_tokenizer)
     with live:
         answer = httpx.post(live.url + "/v1/chat/completions", json=body, timeout=30)

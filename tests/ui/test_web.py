@@ -19,8 +19,13 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("R1_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 TIMEOUT_MS = 60_000
@@ -200,7 +205,9 @@ def test_support_tab_authenticates_looks_up_an_order_and_lists_its_tool_calls(pa
 # The chat's maths and code questions, each answered through the tools in one conversation of one page.
 TOOL_QUESTIONS = [
     pytest.param("What is 12 times 7?", "math_simplify", "84", id="arithmetic"),
-    pytest.param("What is the derivative of x**3 * sin(x)?", "math_diff", "x**3*cos(x) + 3*x**2*sin(x)", id="derivative"),
+    pytest.param(
+        "What is the derivative of x**3 * sin(x)?", "math_diff", "x**3*cos(x) + 3*x**2*sin(x)", id="derivative"
+    ),
     pytest.param("Solve x**2 - 5*x + 6 = 0", "math_solve", {"2", "3"}, id="quadratic"),
     pytest.param("Write a Python function that reverses a string", "python_exec", "'olleh'", id="code"),
 ]
@@ -232,7 +239,7 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
     page.wait_for_function(WAIT_FOR_TURNS, arg=done + 1, timeout=300_000)  # the turn's title says it is done
     page.wait_for_function(ANSWER_SHOWN)
     shown = page.inner_text("#chatbot")
-    tail = shown[shown.rindex("Answered with the"):]  # this turn: its title, tool calls and answer
+    tail = shown[shown.rindex("Answered with the") :]  # this turn: its title, tool calls and answer
     assert re.match(r"Answered with the \w+ tools: verified · ", tail), tail
     assert f"tool call: {tool} (done)" in tail, tail  # which tool ran, as a collapsible message
     # The answer is the turn's last message: its last code is the tool's exact text, its LaTeX sympy's.
@@ -260,9 +267,11 @@ def test_chat_answers_maths_and_code_through_the_tools(chat_page, question, tool
 def test_tree_picture_marks_the_chosen_path():
     from ui.web import tree_svg
 
-    tree = [{"id": 0, "parent": None, "step": "", "visits": 4, "value": 0.5, "reward": None},
-            {"id": 1, "parent": 0, "step": "Calc: 6*7 = 42", "visits": 3, "value": 1.0, "reward": None},
-            {"id": 2, "parent": 0, "step": "Calc: 6*8 = 48", "visits": 1, "value": 0.0, "reward": None}]
+    tree = [
+        {"id": 0, "parent": None, "step": "", "visits": 4, "value": 0.5, "reward": None},
+        {"id": 1, "parent": 0, "step": "Calc: 6*7 = 42", "visits": 3, "value": 1.0, "reward": None},
+        {"id": 2, "parent": 0, "step": "Calc: 6*8 = 48", "visits": 1, "value": 0.0, "reward": None},
+    ]
     svg = tree_svg(tree, ["Calc: 6*7 = 42", "Answer: 42"])
     circles = svg.split("<circle")[1:]
     assert len(circles) == 3
@@ -278,17 +287,28 @@ def test_reasoning_is_a_collapsible_message_of_its_own(web):
 
     done = _render([Message("user", "2+2?"), Message("assistant", "4", reasoning="2 + 2 = 4", finish_reason="stop")])
     assert [(m.role, m.content, m.metadata.get("title")) for m in done] == [
-        ("user", "2+2?", None), ("assistant", "2 + 2 = 4", "Reasoning"), ("assistant", "4", None)
+        ("user", "2+2?", None),
+        ("assistant", "2 + 2 = 4", "Reasoning"),
+        ("assistant", "4", None),
     ]
     assert done[1].metadata["status"] == "done"
     thinking = _render([Message("assistant", "", reasoning="Let me think")])  # streaming, no answer yet
     assert len(thinking) == 1 and thinking[0].metadata["status"] == "pending"
     stopped = _render([Message("assistant", "Paris", finish_reason="cancelled")])
     assert stopped[0].content == "Paris *(stopped)*"
-    recalled = _render([Message("assistant", "4471", finish_reason="stop",
-                                recalled="[conversation chat-1-5, turn 0] user: my locker code is 4471")])
+    recalled = _render(
+        [
+            Message(
+                "assistant",
+                "4471",
+                finish_reason="stop",
+                recalled="[conversation chat-1-5, turn 0] user: my locker code is 4471",
+            )
+        ]
+    )
     assert [(m.content, m.metadata.get("title")) for m in recalled] == [
-        ("- [conversation chat-1-5, turn 0] user: my locker code is 4471", "Recalled from memory"), ("4471", None)
+        ("- [conversation chat-1-5, turn 0] user: my locker code is 4471", "Recalled from memory"),
+        ("4471", None),
     ]
 
 
@@ -310,12 +330,22 @@ def test_a_tool_turn_renders_its_tool_calls_and_its_answer_as_maths(web):
     searching = ToolTurn("What is the derivative of x**3 * sin(x)?", "math", tried=(diff,))
     shown = _render([Message("assistant", "", tool=searching)])
     assert [(m.metadata["title"], m.metadata["status"]) for m in shown] == [
-        ("Searching with the math tools…", "pending"), ("tool call: math_diff (done)", "pending")]
+        ("Searching with the math tools…", "pending"),
+        ("tool call: math_diff (done)", "pending"),
+    ]
     assert "$$x^{3} \\cos{\\left(x \\right)} + 3 x^{2} \\sin{\\left(x \\right)}$$" in shown[1].content
 
     answer = "x**3*cos(x) + 3*x**2*sin(x)"
-    done = ToolTurn(searching.problem, "math", "verified", steps=(diff, parse_step(f"Answer: {answer}").to_dict()),
-                    tried=(diff,), answer=answer, reward={"correctness": 1.0}, seconds=2.0)
+    done = ToolTurn(
+        searching.problem,
+        "math",
+        "verified",
+        steps=(diff, parse_step(f"Answer: {answer}").to_dict()),
+        tried=(diff,),
+        answer=answer,
+        reward={"correctness": 1.0},
+        seconds=2.0,
+    )
     shown = _render([Message("assistant", answer, finish_reason="stop", tool=done)])
     assert shown[0].metadata["title"] == "Answered with the math tools: verified · 2.0 s"
     assert shown[-1].content.endswith(f"$$\n\n`{answer}`") and not shown[-1].metadata  # LaTeX, then the text as code

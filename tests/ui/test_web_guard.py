@@ -60,7 +60,9 @@ def test_uploads_are_refused_cross_site_and_capped_same_site(web):
     url, data = web
     before = stored_bytes(data)
     files = {"files": ("big.bin", os.urandom(20 << 20), "application/octet-stream")}
-    cross_site = httpx.post(url + "/gradio_api/upload", files=files, headers={"Origin": "http://evil.example"}, timeout=60)
+    cross_site = httpx.post(
+        url + "/gradio_api/upload", files=files, headers={"Origin": "http://evil.example"}, timeout=60
+    )
     assert cross_site.status_code == 403
     same_site = httpx.post(url + "/gradio_api/upload", files=files, headers={"Origin": url}, timeout=60)
     assert same_site.status_code == 413  # the app has no upload component: no file is taken

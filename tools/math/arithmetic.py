@@ -111,4 +111,3 @@ def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise MathToolError("result too large for a float")
     return value
-

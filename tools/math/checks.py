@@ -6,7 +6,6 @@ Pure and cheap (no sympy, no eval); runs in the caller and again in the worker.
 from __future__ import annotations
 
 import ast
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +27,7 @@ def capped_error(text: str) -> str:
     if len(text) <= MAX_RESULT_CHARS:
         return text
     marker = f" [... error text cut: {len(text) - MAX_RESULT_CHARS} more chars]"
-    return text[:MAX_RESULT_CHARS - len(marker)] + marker
+    return text[: MAX_RESULT_CHARS - len(marker)] + marker
 
 
 class MathToolError(ValueError):
@@ -99,28 +98,101 @@ MAX_NESTING = 100
 
 # Callable names the user may write -> sympy attribute. Nothing else can be called.
 _FUNCTIONS = {
-    **{n: n for n in (
-        "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "acot", "atan2",
-        "sinh", "cosh", "tanh", "coth", "asinh", "acosh", "atanh",
-        "exp", "log", "sqrt", "cbrt", "root", "Abs", "sign", "floor", "ceiling",
-        "factorial", "binomial", "gamma", "erf", "re", "im", "arg", "conjugate",
-        "Min", "Max", "gcd", "lcm", "Mod", "Rational",
-    )},
-    "ln": "log", "abs": "Abs", "ceil": "ceiling", "min": "Min", "max": "Max",
-    "arcsin": "asin", "arccos": "acos", "arctan": "atan",
+    **{
+        n: n
+        for n in (
+            "sin",
+            "cos",
+            "tan",
+            "cot",
+            "sec",
+            "csc",
+            "asin",
+            "acos",
+            "atan",
+            "acot",
+            "atan2",
+            "sinh",
+            "cosh",
+            "tanh",
+            "coth",
+            "asinh",
+            "acosh",
+            "atanh",
+            "exp",
+            "log",
+            "sqrt",
+            "cbrt",
+            "root",
+            "Abs",
+            "sign",
+            "floor",
+            "ceiling",
+            "factorial",
+            "binomial",
+            "gamma",
+            "erf",
+            "re",
+            "im",
+            "arg",
+            "conjugate",
+            "Min",
+            "Max",
+            "gcd",
+            "lcm",
+            "Mod",
+            "Rational",
+        )
+    },
+    "ln": "log",
+    "abs": "Abs",
+    "ceil": "ceiling",
+    "min": "Min",
+    "max": "Max",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
 }
 # Bare names with a fixed meaning -> sympy singleton name.
 _CONSTANTS = {"pi": "pi", "E": "E", "I": "I", "oo": "oo", "inf": "oo"}
 # Names that parse_expr's own transformations emit (Integer(2), Symbol('x'), Add(..., evaluate=False)):
 # a user symbol with one of these names would shadow them, so they are refused.
-_RESERVED = frozenset({
-    "Integer", "Float", "Rational", "Symbol", "Function", "Add", "Mul", "Pow",
-    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Not", "And", "Or", "evaluate",
-})
+_RESERVED = frozenset(
+    {
+        "Integer",
+        "Float",
+        "Rational",
+        "Symbol",
+        "Function",
+        "Add",
+        "Mul",
+        "Pow",
+        "Eq",
+        "Ne",
+        "Lt",
+        "Le",
+        "Gt",
+        "Ge",
+        "Not",
+        "And",
+        "Or",
+        "evaluate",
+    }
+)
 _SYMBOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _ALLOWED_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.Mod)
-_OPERATOR_TEXT = {ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^", ast.FloorDiv: "//", ast.Mod: "%",
-                  ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Invert: "~", ast.Not: "not"}
+_OPERATOR_TEXT = {
+    ast.BitOr: "|",
+    ast.BitAnd: "&",
+    ast.BitXor: "^",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
+    ast.Invert: "~",
+    ast.Not: "not",
+}
 
 
 def _operator_text(op: ast.AST) -> str:
@@ -142,8 +214,9 @@ def normalize_expression(text: str, what: str = "expression") -> str:
             if category == "Cs":
                 raise MathToolError(f"{what} is not valid Unicode (lone surrogate {char!r})")
             if category == "No":  # superscripts, subscripts, vulgar fractions
-                raise MathToolError(f"{what}: the character {char!r} is not allowed (write powers as x**2, "
-                                    "fractions as 1/2)")
+                raise MathToolError(
+                    f"{what}: the character {char!r} is not allowed (write powers as x**2, fractions as 1/2)"
+                )
         text = unicodedata.normalize("NFKC", text)
     text = text.strip().replace("^", "**")
     _check_length(text, what)
@@ -216,8 +289,10 @@ def _check_node(node: ast.AST, allow_lists: bool, free: set[str]) -> None:
             free.add(node.id)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
-            raise MathToolError("only allowed functions may be called, by name, e.g. sin(x); "
-                                "write products with *, e.g. (x + 1)*(x - 1)")
+            raise MathToolError(
+                "only allowed functions may be called, by name, e.g. sin(x); "
+                "write products with *, e.g. (x + 1)*(x - 1)"
+            )
         if node.keywords:
             raise MathToolError(f"keyword arguments are not allowed (in call to {node.func.id!r})")
     elif isinstance(node, ast.BinOp):
@@ -241,8 +316,10 @@ def _check_name(name: str, *, as_call: bool = False) -> None:
     if name in _RESERVED and not (as_call and name in _FUNCTIONS):
         raise MathToolError(f"name {name!r} is reserved")
     if as_call and name not in _FUNCTIONS:
-        raise MathToolError(f"function {name!r} is not allowed (for a product write {name}*(...); "
-                            f"allowed functions: {', '.join(sorted(_FUNCTIONS))})")
+        raise MathToolError(
+            f"function {name!r} is not allowed (for a product write {name}*(...); "
+            f"allowed functions: {', '.join(sorted(_FUNCTIONS))})"
+        )
     if not as_call and name in _FUNCTIONS:
         raise MathToolError(f"{name!r} is a function; call it, e.g. {name}(x)")
 
@@ -286,11 +363,22 @@ def _split_equation(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-
 _MATRIX_UNARY = ("det", "inverse", "rank", "transpose", "eigenvals", "eigenvects", "rref", "nullspace", "trace")
 _MATRIX_BINARY = ("multiply", "add", "subtract")
-MatrixOperation = Literal["det", "inverse", "rank", "transpose", "eigenvals", "eigenvects", "rref",
-                          "nullspace", "trace", "multiply", "add", "subtract"]
+MatrixOperation = Literal[
+    "det",
+    "inverse",
+    "rank",
+    "transpose",
+    "eigenvals",
+    "eigenvects",
+    "rref",
+    "nullspace",
+    "trace",
+    "multiply",
+    "add",
+    "subtract",
+]
 
 
 def check_timeout(timeout_s: float) -> float:
@@ -380,7 +468,9 @@ class CallArguments:
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            raise MathToolError(f"values must be a mapping of variable names to expressions, got {type(value).__name__}")
+            raise MathToolError(
+                f"values must be a mapping of variable names to expressions, got {type(value).__name__}"
+            )
         if len(value) > MAX_LIST_ITEMS:
             raise MathToolError(f"too many values ({len(value)} > {MAX_LIST_ITEMS})")
         checked: dict[str, str] = {}

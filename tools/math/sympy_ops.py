@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tools.math.checks import (
     _CONSTANTS,
@@ -11,10 +12,10 @@ from tools.math.checks import (
     _MATRIX_UNARY,
     MathToolError,
     _split_equation,
-    split_inequality,
     check_variable,
     checked_expression,
     normalize_expression,
+    split_inequality,
 )
 
 
@@ -23,8 +24,7 @@ def _namespace(free: set[str]) -> tuple[dict, dict]:
     import sympy
 
     glob: dict[str, Any] = {"__builtins__": {}}
-    for name in ("Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow",
-                 "Eq", "Ne", "Lt", "Le", "Gt", "Ge"):
+    for name in ("Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow", "Eq", "Ne", "Lt", "Le", "Gt", "Ge"):
         glob[name] = getattr(sympy, name)
     for name, target in _FUNCTIONS.items():
         glob[name] = getattr(sympy, target)
@@ -41,8 +41,9 @@ def _parse(text: str, *, allow_lists: bool = False, what: str = "expression") ->
     text, free = checked_expression(text, allow_lists=allow_lists, what=what)  # sympy parses what was checked
     glob, local = _namespace(free)
     try:
-        return parse_expr(text, local_dict=local, global_dict=glob,
-                          transformations=standard_transformations, evaluate=False)
+        return parse_expr(
+            text, local_dict=local, global_dict=glob, transformations=standard_transformations, evaluate=False
+        )
     except MathToolError:
         raise
     except Exception as e:  # e.g. a wrong number of arguments to a function
@@ -169,7 +170,7 @@ def _relation_text(found, x) -> str:
     import sympy
 
     parts = []
-    for piece in (found.args if isinstance(found, sympy.Union) else (found,)):
+    for piece in found.args if isinstance(found, sympy.Union) else (found,):
         if isinstance(piece, sympy.FiniteSet):
             parts.extend(f"{x} = {v}" for v in piece)
         elif isinstance(piece, sympy.Interval):
@@ -236,7 +237,6 @@ def _op_evaluate(expression: str, digits: int, values: dict[str, str] | None) ->
     return str(result)
 
 
-
 def _matrix(text: str, what: str):
     import sympy
 
@@ -262,7 +262,9 @@ def _op_matrix(operation: str, a: str, b: str | None) -> str:
             raise MathToolError(f"cannot {operation} a {m.rows}x{m.cols} and a {n.rows}x{n.cols} matrix") from None
         return str(result.tolist())
     if operation not in _MATRIX_UNARY:
-        raise MathToolError(f"unknown matrix operation {operation!r} (allowed: {', '.join(_MATRIX_UNARY + _MATRIX_BINARY)})")
+        raise MathToolError(
+            f"unknown matrix operation {operation!r} (allowed: {', '.join(_MATRIX_UNARY + _MATRIX_BINARY)})"
+        )
     if operation in ("det", "inverse", "eigenvals", "eigenvects", "trace") and not m.is_square:
         raise MathToolError(f"{operation} needs a square matrix, got {m.rows}x{m.cols}")
     if operation == "det":
@@ -316,8 +318,16 @@ def _op_equal(a: str, b: str) -> bool:
 
 
 _OPS: dict[str, Callable[..., Any]] = {
-    "simplify": _op_simplify, "expand": _op_expand, "factor": _op_factor, "solve": _op_solve,
-    "diff": _op_diff, "integrate": _op_integrate, "limit": _op_limit, "series": _op_series,
-    "evaluate": _op_evaluate, "matrix": _op_matrix, "equal": _op_equal, "latex": _op_latex,
+    "simplify": _op_simplify,
+    "expand": _op_expand,
+    "factor": _op_factor,
+    "solve": _op_solve,
+    "diff": _op_diff,
+    "integrate": _op_integrate,
+    "limit": _op_limit,
+    "series": _op_series,
+    "evaluate": _op_evaluate,
+    "matrix": _op_matrix,
+    "equal": _op_equal,
+    "latex": _op_latex,
 }
-

@@ -25,9 +25,11 @@ from tools.math.operations import (
 from tools.math.worker import MathWorker
 from tools.tool import Tool
 
-_SYNTAX = ("Python/sympy syntax: ** or ^ for powers, * for every product (2*x, not 2x), "
-           "sqrt, exp, log (natural), sin, cos, tan, asin, factorial, Abs, ...; constants pi, E, I, "
-           "oo (infinity). Example: 'sin(x)^2 + cos(x)^2'.")
+_SYNTAX = (
+    "Python/sympy syntax: ** or ^ for powers, * for every product (2*x, not 2x), "
+    "sqrt, exp, log (natural), sin, cos, tan, asin, factorial, Abs, ...; constants pi, E, I, "
+    "oo (infinity). Example: 'sin(x)^2 + cos(x)^2'."
+)
 _VARIABLE = "Variable name, e.g. 'x'. May be omitted when the expression has exactly one variable."
 
 
@@ -36,10 +38,12 @@ class ExpressionArgs(BaseModel):
 
 
 class SolveArgs(BaseModel):
-    equations: list[str] = Field(description="One or more equations, e.g. ['x + y = 3', 'x - y = 1']; "
-                                             "an expression alone means '= 0'. In one variable, inequalities too: "
-                                             "alone (['2*x + 1 > 7'] -> 'x > 3') or as a domain (['sin(x) = 0', "
-                                             f"'x >= 0', 'x <= 2*pi']). {_SYNTAX}")
+    equations: list[str] = Field(
+        description="One or more equations, e.g. ['x + y = 3', 'x - y = 1']; "
+        "an expression alone means '= 0'. In one variable, inequalities too: "
+        "alone (['2*x + 1 > 7'] -> 'x > 3') or as a domain (['sin(x) = 0', "
+        f"'x >= 0', 'x <= 2*pi']). {_SYNTAX}"
+    )
     variables: list[str] | None = Field(None, description="Variables to solve for; default: all of them.")
 
 
@@ -77,8 +81,10 @@ class EvaluateArgs(BaseModel):
 
 
 class MatrixArgs(BaseModel):
-    operation: MatrixOperation = Field(description="det, inverse, rank, trace, transpose, eigenvals, eigenvects, "
-                                                   "rref, nullspace; or with b: multiply (a*b), add, subtract.")
+    operation: MatrixOperation = Field(
+        description="det, inverse, rank, trace, transpose, eigenvals, eigenvects, "
+        "rref, nullspace; or with b: multiply (a*b), add, subtract."
+    )
     a: str = Field(description="Matrix as a list of rows, e.g. '[[1, 2], [3, 4]]'; entries may be symbolic.")
     b: str | None = Field(None, description="Second matrix, for multiply/add/subtract.")
 
@@ -91,8 +97,11 @@ class EqualArgs(BaseModel):
 def _render_solutions(solutions: list[dict[str, str]]) -> str:
     if not solutions:
         return "no solution"
-    lines = [", ".join(v if re.search(r"[<>]", v) else f"{k} = {v}" for k, v in sol.items())  # a range: 'x > 2'
-             or "any value is a solution" for sol in solutions]
+    lines = [
+        ", ".join(v if re.search(r"[<>]", v) else f"{k} = {v}" for k, v in sol.items())  # a range: 'x > 2'
+        or "any value is a solution"
+        for sol in solutions
+    ]
     return "\n".join(lines)
 
 
@@ -101,20 +110,41 @@ _TOOL_SPECS = (
     ("math_simplify", "Simplify a math expression exactly (symbolic).", ExpressionArgs, simplify, str),
     ("math_expand", "Expand products and powers of a math expression.", ExpressionArgs, expand, str),
     ("math_factor", "Factor a polynomial, or an integer into primes.", ExpressionArgs, factor, str),
-    ("math_solve", "Solve an equation or a system of equations exactly (inequalities in one variable too). "
-                   "Returns one line per solution, e.g. 'x = 2, y = 1', a range such as 'x > 3', or "
-                   "'no solution'.", SolveArgs, solve, _render_solutions),
+    (
+        "math_solve",
+        "Solve an equation or a system of equations exactly (inequalities in one variable too). "
+        "Returns one line per solution, e.g. 'x = 2, y = 1', a range such as 'x > 3', or "
+        "'no solution'.",
+        SolveArgs,
+        solve,
+        _render_solutions,
+    ),
     ("math_diff", "Differentiate an expression.", DiffArgs, diff, str),
-    ("math_integrate", "Integrate an expression: antiderivative, or definite integral with bounds.",
-     IntegrateArgs, integrate, str),
+    (
+        "math_integrate",
+        "Integrate an expression: antiderivative, or definite integral with bounds.",
+        IntegrateArgs,
+        integrate,
+        str,
+    ),
     ("math_limit", "Limit of an expression as a variable approaches a point.", LimitArgs, limit, str),
     ("math_series", "Taylor series of an expression around a point.", SeriesArgs, series, str),
-    ("math_evaluate", "Evaluate an expression numerically to the given number of digits.",
-     EvaluateArgs, evaluate, str),
-    ("math_matrix", "Matrix operations: determinant, inverse, rank, eigenvalues, product, ...",
-     MatrixArgs, matrix, str),
-    ("math_equal", "Check whether two expressions are mathematically equal for all values of "
-                   "their variables. Returns True or False.", EqualArgs, equal, str),
+    ("math_evaluate", "Evaluate an expression numerically to the given number of digits.", EvaluateArgs, evaluate, str),
+    (
+        "math_matrix",
+        "Matrix operations: determinant, inverse, rank, eigenvalues, product, ...",
+        MatrixArgs,
+        matrix,
+        str,
+    ),
+    (
+        "math_equal",
+        "Check whether two expressions are mathematically equal for all values of "
+        "their variables. Returns True or False.",
+        EqualArgs,
+        equal,
+        str,
+    ),
 )
 
 
@@ -126,7 +156,13 @@ def math_tools(*, timeout_s: float = DEFAULT_TIMEOUT_S, worker: MathWorker | Non
     `worker` (default: the process-wide one), started lazily on the first call.
     """
     return [
-        Tool(name, description, args, functools.partial(func, timeout_s=timeout_s, worker=worker),
-             render=render, error_types=(MathToolError,))
+        Tool(
+            name,
+            description,
+            args,
+            functools.partial(func, timeout_s=timeout_s, worker=worker),
+            render=render,
+            error_types=(MathToolError,),
+        )
         for name, description, args, func, render in _TOOL_SPECS
     ]

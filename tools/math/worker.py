@@ -116,6 +116,7 @@ _WORKER_BOOT = (
 # Parent side: the warm worker process
 # ---------------------------------------------------------------------------
 
+
 class MathWorker:
     """A warm sympy process that runs one request at a time under time and memory limits.
 
@@ -136,8 +137,7 @@ class MathWorker:
         self._buffer = b""
         self._request_id = 0
 
-    def call(self, op: str, args: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S,
-             spent_s: float = 0.0) -> Any:
+    def call(self, op: str, args: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S, spent_s: float = 0.0) -> Any:
         """Run operation `op` with `args` in the worker; return its result or raise MathToolError.
 
         `spent_s` is time the caller already spent on this call (checking its arguments); it
@@ -182,8 +182,10 @@ class MathWorker:
             if reply_line == b"":
                 code = proc.wait()
                 self._restart()
-                raise MathToolError(f"math worker died (exit code {code}); the computation may have "
-                                    f"exceeded the {self.memory_mb} MB memory limit")
+                raise MathToolError(
+                    f"math worker died (exit code {code}); the computation may have "
+                    f"exceeded the {self.memory_mb} MB memory limit"
+                )
             try:
                 reply = json.loads(reply_line)
             except ValueError:
@@ -218,8 +220,18 @@ class MathWorker:
 
     def _spawn(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-P", "-c", _WORKER_BOOT, os.path.dirname(_PACKAGE_DIR), _PACKAGE_DIR, str(self.memory_mb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            [
+                sys.executable,
+                "-P",
+                "-c",
+                _WORKER_BOOT,
+                os.path.dirname(_PACKAGE_DIR),
+                _PACKAGE_DIR,
+                str(self.memory_mb),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
             start_new_session=True,  # not in the terminal's process group: Ctrl-C goes to the parent
         )
         self._ready = False
@@ -287,4 +299,3 @@ def shared_worker() -> MathWorker:
             _SHARED.worker = MathWorker()
             atexit.register(_SHARED.worker.close)
         return _SHARED.worker
-

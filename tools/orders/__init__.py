@@ -1,8 +1,8 @@
 """Retail order tools: τ-bench's customer-service tools over a SQLite database.
 
-    db = OrderDB.create("orders.db")       # or OrderDB("orders.db") to open one
-    tools = order_tools(db)                # τ-bench's 16 tools, as tools.tool.Tool
-    call_tool(tools, "get_order_details", '{"order_id": "#W2611340"}')
+db = OrderDB.create("orders.db")       # or OrderDB("orders.db") to open one
+tools = order_tools(db)                # τ-bench's 16 tools, as tools.tool.Tool
+call_tool(tools, "get_order_details", '{"order_id": "#W2611340"}')
 """
 
 from tools.orders.db import OrderDB

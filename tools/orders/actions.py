@@ -39,8 +39,7 @@ def find_user_id_by_email(db: OrderDB, email: str) -> str:
 def find_user_id_by_name_zip(db: OrderDB, first_name: str, last_name: str, zip: str) -> str:
     with db.read() as conn:
         row = conn.execute(
-            "SELECT user_id FROM users WHERE last_name_key = ? AND first_name_key = ? AND zip = ?"
-            " ORDER BY seq LIMIT 1",
+            "SELECT user_id FROM users WHERE last_name_key = ? AND first_name_key = ? AND zip = ? ORDER BY seq LIMIT 1",
             (last_name.lower(), first_name.lower(), zip),
         ).fetchone()
     return row[0] if row else "Error: user not found"
@@ -94,9 +93,7 @@ def cancel_pending_order(db: OrderDB, order_id: str, reason: str) -> str:
                     return "Error: payment method not found"
                 balances[method_id] = round(methods[method_id].get("balance", 0) + paid, 2)
 
-        conn.execute(
-            "UPDATE orders SET status = 'cancelled', cancel_reason = ? WHERE order_id = ?", (reason, order_id)
-        )
+        conn.execute("UPDATE orders SET status = 'cancelled', cancel_reason = ? WHERE order_id = ?", (reason, order_id))
         _append_payments(conn, order, refunds)
         for method_id, balance in balances.items():
             _set_balance(conn, order["user_id"], method_id, balance)
@@ -110,7 +107,14 @@ def modify_pending_order_address(
         order = _order_in_status(conn, order_id, "pending", "modified")
         if isinstance(order, str):
             return order
-        address = {"address1": address1, "address2": address2, "city": city, "state": state, "country": country, "zip": zip}
+        address = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "state": state,
+            "country": country,
+            "zip": zip,
+        }
         _set_address(conn, "orders", "order_id", order_id, address)
         return json.dumps(load_order(conn, order_id))
 
@@ -121,7 +125,14 @@ def modify_user_address(
     with db.write() as conn:
         if conn.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone() is None:
             return "Error: user not found"
-        address = {"address1": address1, "address2": address2, "city": city, "state": state, "country": country, "zip": zip}
+        address = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "state": state,
+            "country": country,
+            "zip": zip,
+        }
         _set_address(conn, "users", "user_id", user_id, address)
         return json.dumps(load_user(conn, user_id))
 
@@ -165,11 +176,19 @@ def modify_pending_order_items(
         for item_id, new_item_id in zip(item_ids, new_item_ids):
             pos = next(p for p, item in enumerate(items) if item["item_id"] == item_id)
             variant = variants[(items[pos]["product_id"], new_item_id)]
-            items[pos] = {**items[pos], "item_id": new_item_id, "price": variant["price"], "options": variant["options"]}
+            items[pos] = {
+                **items[pos],
+                "item_id": new_item_id,
+                "price": variant["price"],
+                "options": variant["options"],
+            }
             changed.add(pos)
         conn.executemany(
             "UPDATE order_items SET item_id = ?, price = ?, options = ? WHERE order_id = ? AND pos = ?",
-            [(items[p]["item_id"], items[p]["price"], json.dumps(items[p]["options"]), order_id, p) for p in sorted(changed)],
+            [
+                (items[p]["item_id"], items[p]["price"], json.dumps(items[p]["options"]), order_id, p)
+                for p in sorted(changed)
+            ],
         )
         conn.execute("UPDATE orders SET status = 'pending (item modified)' WHERE order_id = ?", (order_id,))
         return json.dumps(load_order(conn, order_id))
@@ -284,6 +303,7 @@ def transfer_to_human_agents(summary: str) -> str:
 
 # ---------------------------------------------------------------- helpers
 
+
 def _order_in_status(conn: sqlite3.Connection, order_id: str, status: str, action: str) -> Json | str:
     """The order, or τ-bench's error string when it does not exist or is not in `status`."""
     order = load_order(conn, order_id)
@@ -292,6 +312,7 @@ def _order_in_status(conn: sqlite3.Connection, order_id: str, status: str, actio
     if order["status"] != status:
         return f"Error: non-{status} order cannot be {action}"
     return order
+
 
 def _check_item_swap(
     conn: sqlite3.Connection, order: Json, item_ids: list[str], new_item_ids: list[str]

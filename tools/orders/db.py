@@ -58,9 +58,7 @@ class OrderDB:
     handed to worker processes; within a process threads share it under a lock.
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0, durable: bool = True
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0, durable: bool = True) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"order database not found: {self.path}")
@@ -82,7 +80,7 @@ class OrderDB:
         from_dir: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
-    ) -> "OrderDB":
+    ) -> OrderDB:
         """Build a fresh database at ``path`` from ``users.json``,
         ``orders.json`` and ``products.json`` in ``from_dir`` (default: the
         vendored τ-bench data) and open it.
@@ -205,7 +203,7 @@ class OrderDB:
                 self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "OrderDB":
+    def __enter__(self) -> OrderDB:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -361,7 +359,11 @@ def _order_json(
         ],
         "status": row["status"],
         "payment_history": [
-            {"transaction_type": p["transaction_type"], "amount": p["amount"], "payment_method_id": p["payment_method_id"]}
+            {
+                "transaction_type": p["transaction_type"],
+                "amount": p["amount"],
+                "payment_method_id": p["payment_method_id"],
+            }
             for p in history
         ],
     }
@@ -397,7 +399,17 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
         if not isinstance(doc, dict):
             raise ValueError(f"{name}.json: expected an object keyed by id, got {type(doc).__name__}")
     rows: dict[str, list[tuple]] = {
-        t: [] for t in ("users", "payment_methods", "products", "variants", "orders", "order_items", "fulfillments", "payment_history")
+        t: []
+        for t in (
+            "users",
+            "payment_methods",
+            "products",
+            "variants",
+            "orders",
+            "order_items",
+            "fulfillments",
+            "payment_history",
+        )
     }
 
     for seq, (product_id, p) in enumerate(products.items()):
@@ -413,7 +425,14 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
             _check(vwhere, isinstance(v["available"], bool), "available must be a boolean")
             _check(vwhere, isinstance(v["options"], dict), "options must be an object")
             rows["variants"].append(
-                (product_id, item_id, pos, json.dumps(v["options"]), int(v["available"]), _number(vwhere, "price", v["price"]))
+                (
+                    product_id,
+                    item_id,
+                    pos,
+                    json.dumps(v["options"]),
+                    int(v["available"]),
+                    _number(vwhere, "price", v["price"]),
+                )
             )
 
     # Where each order sits in its user's "orders" list.
@@ -422,10 +441,23 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
         where = f"users[{user_id!r}]"
         _check_keys(where, u, {"name", "address", "email", "payment_methods", "orders"})
         _check_keys(f"{where}.name", u["name"], {"first_name", "last_name"})
-        first, last = _str(where, "first_name", u["name"]["first_name"]), _str(where, "last_name", u["name"]["last_name"])
+        first, last = (
+            _str(where, "first_name", u["name"]["first_name"]),
+            _str(where, "last_name", u["name"]["last_name"]),
+        )
         email = _str(where, "email", u["email"])
         rows["users"].append(
-            (user_id, seq, first, last, first.lower(), last.lower(), email, email.lower(), *_address(where, u["address"]))
+            (
+                user_id,
+                seq,
+                first,
+                last,
+                first.lower(),
+                last.lower(),
+                email,
+                email.lower(),
+                *_address(where, u["address"]),
+            )
         )
         _check(where, isinstance(u["payment_methods"], dict), "payment_methods must be an object")
         for pos, (method_id, m) in enumerate(u["payment_methods"].items()):
@@ -434,7 +466,15 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
             _check(mwhere, m["id"] == method_id, "id differs from its key")
             balance = _number(mwhere, "balance", m["balance"]) if "balance" in m else None
             rows["payment_methods"].append(
-                (user_id, method_id, pos, _str(mwhere, "source", m["source"]), m.get("brand"), m.get("last_four"), balance)
+                (
+                    user_id,
+                    method_id,
+                    pos,
+                    _str(mwhere, "source", m["source"]),
+                    m.get("brand"),
+                    m.get("last_four"),
+                    balance,
+                )
             )
         _check(where, isinstance(u["orders"], list), "orders must be a list")
         for pos, order_id in enumerate(u["orders"]):
@@ -451,8 +491,15 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
             (json.dumps(o[k]) if k in _ORDER_EXTRA_JSON else o[k]) if k in o else None for k in ORDER_EXTRA_FIELDS
         )
         rows["orders"].append(
-            (order_id, seq, o["user_id"], user_pos.pop(order_id)[1], _str(where, "status", o["status"]),
-             *_address(where, o["address"]), *extras)
+            (
+                order_id,
+                seq,
+                o["user_id"],
+                user_pos.pop(order_id)[1],
+                _str(where, "status", o["status"]),
+                *_address(where, o["address"]),
+                *extras,
+            )
         )
         for key in ("items", "fulfillments", "payment_history"):
             _check(where, isinstance(o[key], list), f"{key} must be a list")
@@ -461,8 +508,15 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
             _check_keys(iwhere, i, {"name", "product_id", "item_id", "price", "options"})
             _check(iwhere, i["product_id"] in products, f"unknown product {i['product_id']!r}")
             rows["order_items"].append(
-                (order_id, pos, i["item_id"], i["product_id"], i["name"], _number(iwhere, "price", i["price"]),
-                 json.dumps(i["options"]))
+                (
+                    order_id,
+                    pos,
+                    i["item_id"],
+                    i["product_id"],
+                    i["name"],
+                    _number(iwhere, "price", i["price"]),
+                    json.dumps(i["options"]),
+                )
             )
         for pos, f in enumerate(o["fulfillments"]):
             _check_keys(f"{where}.fulfillments[{pos}]", f, {"tracking_id", "item_ids"})
@@ -470,7 +524,11 @@ def _rows_from_json(users: Any, orders: Any, products: Any) -> dict[str, list[tu
         for pos, p in enumerate(o["payment_history"]):
             pwhere = f"{where}.payment_history[{pos}]"
             _check_keys(pwhere, p, {"transaction_type", "amount", "payment_method_id"})
-            _check(pwhere, p["transaction_type"] in ("payment", "refund"), f"bad transaction_type {p['transaction_type']!r}")
+            _check(
+                pwhere,
+                p["transaction_type"] in ("payment", "refund"),
+                f"bad transaction_type {p['transaction_type']!r}",
+            )
             rows["payment_history"].append(
                 (order_id, pos, p["transaction_type"], _number(pwhere, "amount", p["amount"]), p["payment_method_id"])
             )

@@ -17,33 +17,51 @@ PRODUCTS = ("Garden Hose", "Wireless Earbuds", "T-Shirt")
 
 
 def test_claims_are_numbers_ids_amounts_dates_and_products() -> None:
-    found = claims("Order #W8770097 costs $1,234.50 and ships on 2024-05-01, the 3rd, or Friday; two T-Shirts.",
-                   PRODUCTS)
+    found = claims(
+        "Order #W8770097 costs $1,234.50 and ships on 2024-05-01, the 3rd, or Friday; two T-Shirts.", PRODUCTS
+    )
     assert [(c.text, c.kind) for c in found] == [
-        ("#W8770097", "id"), ("1,234.50", "number"), ("2024-05-01", "id"), ("3", "number"), ("Friday", "date"),
-        ("two", "number"), ("T-Shirt", "product"),
+        ("#W8770097", "id"),
+        ("1,234.50", "number"),
+        ("2024-05-01", "id"),
+        ("3", "number"),
+        ("Friday", "date"),
+        ("two", "number"),
+        ("T-Shirt", "product"),
     ]
     assert claims("You may cancel it. Your email is verified.", PRODUCTS) == []
 
 
 def test_evidence_supports_values_in_any_form_the_sources_wrote_them() -> None:
-    evidence = Evidence(['{"order_id": "#W8770097", "price": 100.0, "payment_method_id": "gift_card_7245904"}',
-                        "I bought two garden hoses on Friday"])
-    grounded_sentences = ["Order W8770097 cost $100.00.", "Your gift card 7245904 paid 100 dollars.",
-                          "You bought 2 Garden Hoses on Friday."]
+    evidence = Evidence(
+        [
+            '{"order_id": "#W8770097", "price": 100.0, "payment_method_id": "gift_card_7245904"}',
+            "I bought two garden hoses on Friday",
+        ]
+    )
+    grounded_sentences = [
+        "Order W8770097 cost $100.00.",
+        "Your gift card 7245904 paid 100 dollars.",
+        "You bought 2 Garden Hoses on Friday.",
+    ]
     for sentence in grounded_sentences:
         assert unsupported(sentence, evidence, PRODUCTS) == [], sentence
     assert [c.text for c in unsupported("You will receive a refund of $10.00 on Monday.", evidence, PRODUCTS)] == [
-        "10.00", "Monday"]
+        "10.00",
+        "Monday",
+    ]
     assert [c.text for c in unsupported("Your T-Shirt is order #W1111111.", evidence, PRODUCTS)] == [
-        "#W1111111", "T-Shirt"]
+        "#W1111111",
+        "T-Shirt",
+    ]
     assert [c.text for c in unsupported("See order #W877 or gift_card_72.", evidence)] == ["#W877", "gift_card_72"]
 
 
 def test_grounded_drops_only_the_sentences_with_unsupported_claims() -> None:
     evidence = Evidence(['{"order_id": "#W8770097", "status": "pending"}'])
-    text, dropped = grounded("Order #W8770097 is pending. You can buy gift card 7245904 for 100 dollars. Thanks!",
-                             evidence)
+    text, dropped = grounded(
+        "Order #W8770097 is pending. You can buy gift card 7245904 for 100 dollars. Thanks!", evidence
+    )
     assert text == "Order #W8770097 is pending. Thanks!"
     assert dropped == ["You can buy gift card 7245904 for 100 dollars."]
 
@@ -66,12 +84,15 @@ def test_a_made_up_amount_after_a_real_look_up_is_never_sent(order_db, default_t
     order = order_db.order("#W8770097")
     assert order["status"] == "pending"
     made_up = "You will receive a refund of $10.00. You can also buy gift card 7245904 for 100 dollars."
-    backend = ScriptedBackend(default_tokenizer, [
-        {"tool": "find_user_id_by_email", "arguments": {"email": IVAN_EMAIL}},
-        {"message": "You are verified."},
-        {"tool": "get_order_details", "arguments": {"order_id": "#W8770097"}},
-        {"message": f"Your order #W8770097 is pending. {made_up}"},
-    ])
+    backend = ScriptedBackend(
+        default_tokenizer,
+        [
+            {"tool": "find_user_id_by_email", "arguments": {"email": IVAN_EMAIL}},
+            {"message": "You are verified."},
+            {"tool": "get_order_details", "arguments": {"order_id": "#W8770097"}},
+            {"message": f"Your order #W8770097 is pending. {made_up}"},
+        ],
+    )
     bot = Support(order_db, backend)
     bot.reply("s", f"Hi, my email is {IVAN_EMAIL}.")
     reply = bot.reply("s", "What is the status of order #W8770097?")

@@ -32,16 +32,19 @@ def enum(offer: dict, tool: str, argument: str) -> list:
 
 
 def test_before_authentication_only_what_the_customer_typed(order_db, schemas) -> None:
-    offer = offered_tools(schemas, state("Hi, I am Ivan Santos, zip 75277, or ivan.santos3158@example.com",
-                                         user_id=None), order_db)
+    offer = offered_tools(
+        schemas, state("Hi, I am Ivan Santos, zip 75277, or ivan.santos3158@example.com", user_id=None), order_db
+    )
     assert set(offer) == {"find_user_id_by_email", "find_user_id_by_name_zip"}
     assert enum(offer, "find_user_id_by_email", "email") == [IVAN_EMAIL]
     assert enum(offer, "find_user_id_by_name_zip", "first_name") == ["Ivan"]
     assert enum(offer, "find_user_id_by_name_zip", "last_name") == ["Santos"]
     assert enum(offer, "find_user_id_by_name_zip", "zip") == ["75277"]
     two = offered_tools(schemas, state("Hello Support Team, Ivan Santos here, zip 75277", user_id=None), order_db)
-    pairs = [(c["properties"]["first_name"]["enum"][0], c["properties"]["last_name"]["enum"][0])
-             for c in two["find_user_id_by_name_zip"]["anyOf"]]
+    pairs = [
+        (c["properties"]["first_name"]["enum"][0], c["properties"]["last_name"]["enum"][0])
+        for c in two["find_user_id_by_name_zip"]["anyOf"]
+    ]
     assert pairs == [("Hello", "Support"), ("Support", "Team"), ("Ivan", "Santos")]  # adjacent words only
     assert offered_tools(schemas, state("What's the status of order #W8770097?", user_id=None), order_db) == {}
     human = offered_tools(schemas, state("Let me talk to a human", user_id=None), order_db)
@@ -93,7 +96,9 @@ def test_an_address_only_from_pieces_the_customer_typed(order_db, schemas) -> No
 
 
 def test_a_read_in_view_is_not_offered_again(order_db, schemas) -> None:
-    offer = offered_tools(schemas, state("Status of #W8770097?"), order_db, in_view={("get_order_details", "#W8770097")})
+    offer = offered_tools(
+        schemas, state("Status of #W8770097?"), order_db, in_view={("get_order_details", "#W8770097")}
+    )
     assert "get_order_details" not in offer
 
 
@@ -106,11 +111,14 @@ def test_must_call_before_answering_about_an_unseen_order_or_unchecked_details(o
     assert not must_call(state("Status of #W4566809?"), order_db, set(), [])  # another customer's: nothing to read
 
 
-@pytest.mark.parametrize("text", [
-    "Cancel #W8770097 and #W4566809, no longer needed. Return the garden hose of #W6893533 to gift_card_2259499 "
-    "or credit_card_3362387. Exchange the office chair of #W8770097 for 1793929609, pay with paypal_6151711. "
-    "Change my address to 12 Elm Street, Apt 3, Dallas, TX, USA, 75201. Pay #W4566809 with my card.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Cancel #W8770097 and #W4566809, no longer needed. Return the garden hose of #W6893533 to gift_card_2259499 "
+        "or credit_card_3362387. Exchange the office chair of #W8770097 for 1793929609, pay with paypal_6151711. "
+        "Change my address to 12 Elm Street, Apt 3, Dallas, TX, USA, 75201. Pay #W4566809 with my card.",
+    ],
+)
 def test_every_offered_value_passes_the_guard(order_db, schemas, text) -> None:
     """The offer never goes beyond the guard: every id it spells is the customer's (another customer's order,
     gift card or card typed in the same message is not offered)."""
@@ -124,8 +132,11 @@ def test_every_offered_value_passes_the_guard(order_db, schemas, text) -> None:
             properties = variant["properties"]
             values = [p.get("enum") or p.get("items", {}).get("enum") or [None] for p in properties.values()]
             for combo in itertools.islice(itertools.product(*values), 200):
-                arguments = {k: ([v] if properties[k].get("type") == "array" else v)
-                             for k, v in zip(properties, combo) if v is not None}
+                arguments = {
+                    k: ([v] if properties[k].get("type") == "array" else v)
+                    for k, v in zip(properties, combo)
+                    if v is not None
+                }
                 assert guard.check(session, name, arguments) in (None, NEEDS_CONFIRMATION), (name, arguments)
                 assert "#W4566809" not in str(arguments) and "gift_card_2259499" not in str(arguments)
                 checked += 1

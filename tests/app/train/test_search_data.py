@@ -19,7 +19,9 @@ def script(steps, seed, greedy):
 
 def test_only_verified_valid_paths_are_kept_once(tmp_path):
     engine = ScriptedEngine(script)
-    report = build(engine, [{"question": QUESTION, "answer": "31"}], tmp_path / "paths.jsonl", SearchDataConfig(samples=6))
+    report = build(
+        engine, [{"question": QUESTION, "answer": "31"}], tmp_path / "paths.jsonl", SearchDataConfig(samples=6)
+    )
     rows = [json.loads(line) for line in (tmp_path / "paths.jsonl").read_text().splitlines()]
     assert report["paths_sampled"] == 6 and report["problems_with_a_verified_path"] == 1
     # "77 - 46" also gives 31, but 77 is no number of the problem: not a valid step; the right path, twice, kept once
@@ -40,12 +42,18 @@ def test_a_teacher_behind_r1_serve_samples_the_paths(tmp_path):
 
     tiny_model("llama", max_position_embeddings=2048).save_pretrained(tmp_path / "model")  # room for the prompt
     save_word_tokenizer(tmp_path / "model")
-    runtime = Runtime(Settings(model=str(tmp_path / "model"), quant="fp32", threads=1, cache_dir=str(tmp_path / "cache")))
+    runtime = Runtime(
+        Settings(model=str(tmp_path / "model"), quant="fp32", threads=1, cache_dir=str(tmp_path / "cache"))
+    )
     with LiveServer(create_app(runtime)) as live:
         teacher = OpenAIBackend(RemoteConfig(live.url + "/v1"))
         try:
-            report = build(teacher, [{"question": QUESTION, "answer": "31"}], tmp_path / "paths.jsonl",
-                           SearchDataConfig(samples=3, tokens=400))
+            report = build(
+                teacher,
+                [{"question": QUESTION, "answer": "31"}],
+                tmp_path / "paths.jsonl",
+                SearchDataConfig(samples=3, tokens=400),
+            )
             served = runtime.engine.cache_stats().miss_tokens + runtime.engine.cache_stats().hit_tokens
         finally:
             teacher.close()

@@ -34,8 +34,13 @@ def tiny(tmp_path_factory):
     rows = []
     for i in range(120):
         a, b, c = (torch.randint(2, 200, (3,), generator=generator) + 0).tolist()
-        rows.append({"question": f"q{i}", "prompt": f"t{a} t{b} t{c}",
-                     "steps": [f"t{a} t{b} => t{(a + b) % 198 + 2}", f"t{c} t{(a + b) % 198 + 2}"]})
+        rows.append(
+            {
+                "question": f"q{i}",
+                "prompt": f"t{a} t{b} t{c}",
+                "steps": [f"t{a} t{b} => t{(a + b) % 198 + 2}", f"t{c} t{(a + b) % 198 + 2}"],
+            }
+        )
     data = base / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return base, data
@@ -43,9 +48,24 @@ def tiny(tmp_path_factory):
 
 def config(tiny, out: Path, **overrides) -> SFTConfig:
     base, data = tiny
-    return SFTConfig(**{**dict(data=str(data), out=str(out), model=str(base), cache_dir=str(base / "cache"), rank=4,
-                               alpha=8.0, lr=1e-2, batch_size=2, eval_rows=8, checkpoint_every=1, threads=1),
-                        **overrides})
+    return SFTConfig(
+        **{
+            **dict(
+                data=str(data),
+                out=str(out),
+                model=str(base),
+                cache_dir=str(base / "cache"),
+                rank=4,
+                alpha=8.0,
+                lr=1e-2,
+                batch_size=2,
+                eval_rows=8,
+                checkpoint_every=1,
+                threads=1,
+            ),
+            **overrides,
+        }
+    )
 
 
 def test_labels_cover_the_steps_but_not_the_prompt_or_tool_results(tiny):
@@ -58,10 +78,37 @@ def test_labels_cover_the_steps_but_not_the_prompt_or_tool_results(tiny):
 
 
 def run_cli(cfg: SFTConfig) -> subprocess.Popen:
-    command = [sys.executable, "-m", "ui.cli", "train", "sft", "--data", cfg.data, "--out", cfg.out, "--model", cfg.model,
-               "--cache-dir", cfg.cache_dir, "--rank", str(cfg.rank), "--alpha", str(cfg.alpha), "--lr", str(cfg.lr),
-               "--batch-size", str(cfg.batch_size), "--eval-rows", str(cfg.eval_rows),
-               "--checkpoint-every", str(cfg.checkpoint_every), "--epochs", str(cfg.epochs), "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "ui.cli",
+        "train",
+        "sft",
+        "--data",
+        cfg.data,
+        "--out",
+        cfg.out,
+        "--model",
+        cfg.model,
+        "--cache-dir",
+        cfg.cache_dir,
+        "--rank",
+        str(cfg.rank),
+        "--alpha",
+        str(cfg.alpha),
+        "--lr",
+        str(cfg.lr),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--eval-rows",
+        str(cfg.eval_rows),
+        "--checkpoint-every",
+        str(cfg.checkpoint_every),
+        "--epochs",
+        str(cfg.epochs),
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -57,15 +57,41 @@ def test_train_value_fits_on_engine_features_and_saves_beside_the_adapter(tmp_pa
             reached = (problem + path) % 3 == 0
             ids = torch.randint(7, 200, (24,), generator=g).tolist()
             ids[11] = ids[23] = 5 if reached else 6
-            rows.append({"question": f"problem {problem}", "gold": "1", "answer": "1" if reached else "2",
-                         "label": int(reached), "greedy": path == 0, "ids": ids, "ends": [12, 24],
-                         "on_track": [int(reached)] * 2})
+            rows.append(
+                {
+                    "question": f"problem {problem}",
+                    "gold": "1",
+                    "answer": "1" if reached else "2",
+                    "label": int(reached),
+                    "greedy": path == 0,
+                    "ids": ids,
+                    "ends": [12, 24],
+                    "on_track": [int(reached)] * 2,
+                }
+            )
     (tmp_path / "values.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    engine = model.load(tmp_path / "base", quant=None, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16,
-                        compiled_step=False, request_adapters={REASONING_ADAPTER: tmp_path / "adapter"})
+    engine = model.load(
+        tmp_path / "base",
+        quant=None,
+        threads=1,
+        cache_dir=tmp_path / "cache",
+        kv_cache_mb=16,
+        compiled_step=False,
+        request_adapters={REASONING_ADAPTER: tmp_path / "adapter"},
+    )
     try:
-        report = train_value(engine, ValueTrainConfig(data=str(tmp_path / "values.jsonl"), out=str(tmp_path / "adapter"),
-                                                      hidden=8, epochs=150, lr=1e-2, heldout=0.25, label=label))
+        report = train_value(
+            engine,
+            ValueTrainConfig(
+                data=str(tmp_path / "values.jsonl"),
+                out=str(tmp_path / "adapter"),
+                hidden=8,
+                epochs=150,
+                lr=1e-2,
+                heldout=0.25,
+                label=label,
+            ),
+        )
         hidden = engine.hidden_states([rows[0]["ids"][:12]], adapter=REASONING_ADAPTER)
     finally:
         engine.close()

@@ -56,20 +56,42 @@ def test_what_the_server_writes_the_client_reads_back():
     assert chunk_parts(chunk["choices"][0], chat=True) == ("", "Hel")
     text_reply = Reply.new("m", chat=False)
     assert chunk_parts(text_reply.piece(2, "lo")["choices"][0], chat=False) == ("", "lo")
-    assert text_reply.ending(2, "length")["choices"][0] == {"index": 2, "text": "", "logprobs": None,
-                                                            "finish_reason": "length"}
+    assert text_reply.ending(2, "length")["choices"][0] == {
+        "index": 2,
+        "text": "",
+        "logprobs": None,
+        "finish_reason": "length",
+    }
     assert text_reply.opening(0) is None and reply.opening(0)["choices"][0]["delta"]["role"] == "assistant"
 
-    done = [Completion("Hello", [1, 2], "stop", prompt_tokens=7, cached_tokens=3, generated_tokens=2),
-            Completion("Hi", [3], "length", prompt_tokens=7, cached_tokens=3, generated_tokens=1)]
-    body = json.loads(json.dumps(reply.response([reply.choice(i, assistant_message(c.text), c.finish_reason)
-                                                 for i, c in enumerate(done)], usage(done, prompts=1))))
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
-                             "prompt_tokens_details": {"cached_tokens": 3}}  # the one prompt counted once
-    read = read_completion(choice_text(body["choices"][1], chat=True), body["choices"][1]["finish_reason"],
-                           body["usage"], 0.5)
+    done = [
+        Completion("Hello", [1, 2], "stop", prompt_tokens=7, cached_tokens=3, generated_tokens=2),
+        Completion("Hi", [3], "length", prompt_tokens=7, cached_tokens=3, generated_tokens=1),
+    ]
+    body = json.loads(
+        json.dumps(
+            reply.response(
+                [reply.choice(i, assistant_message(c.text), c.finish_reason) for i, c in enumerate(done)],
+                usage(done, prompts=1),
+            )
+        )
+    )
+    assert body["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 3},
+    }  # the one prompt counted once
+    read = read_completion(
+        choice_text(body["choices"][1], chat=True), body["choices"][1]["finish_reason"], body["usage"], 0.5
+    )
     assert (read.text, read.finish_reason, read.prompt_tokens, read.cached_tokens, read.generated_tokens) == (
-        "Hi", "length", 7, 3, 3)
+        "Hi",
+        "length",
+        7,
+        3,
+        3,
+    )
     assert read_completion("", "tool_calls", None, 0.0).finish_reason == "stop"  # one we do not know
 
 
@@ -97,8 +119,14 @@ def test_a_tool_call_written_is_the_call_read():
 
 def test_errors_are_openais_shape_and_any_servers_error_reads_as_its_words():
     err = APIError(404, "no such model", param="model", code="model_not_found")
-    assert err.body == {"error": {"message": "no such model", "type": "invalid_request_error", "param": "model",
-                                  "code": "model_not_found"}}
+    assert err.body == {
+        "error": {
+            "message": "no such model",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
     assert error_message(err.body) == "no such model"
     assert error_message({"detail": "Not Found"}) == "Not Found"
     assert error_message({"error": "overloaded"}) == "overloaded"
@@ -135,28 +163,41 @@ def test_tools_and_response_formats_are_read_as_openai_writes_them():
     assert chat(tools=tools, tool_choice="none").tool_choice_name() is None
     assert chat(tool_choice="required").tool_choice_name() is None  # no tools, nothing to call
     assert chat(tools=tools, tool_choice={"type": "function", "function": {"name": "f"}}).tool_choice_name() == "f"
-    assert refused(lambda: chat(tools=tools, tool_choice={"type": "x"}).tool_choice_name()).body["error"]["param"] == \
-        "tool_choice"
+    assert (
+        refused(lambda: chat(tools=tools, tool_choice={"type": "x"}).tool_choice_name()).body["error"]["param"]
+        == "tool_choice"
+    )
     assert refused(lambda: chat(tools=tools, stream=True).tool_choice_name()).body["error"]["param"] == "stream"
     assert [f.name for f in chat(tools=tools).functions()] == ["f"]
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert chat().response_schema() is None
-    assert chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
-                ).response_schema() == schema
+    assert (
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}).response_schema()
+        == schema
+    )
     assert chat(response_format={"type": "json_object"}).response_schema() == {"type": "object"}
-    assert refused(lambda: chat(response_format={"type": "yaml"}).response_schema()).body["error"]["param"] == \
-        "response_format"
+    assert (
+        refused(lambda: chat(response_format={"type": "yaml"}).response_schema()).body["error"]["param"]
+        == "response_format"
+    )
 
 
 def test_messages_read_as_the_model_sees_them():
-    body = chat(messages=[
-        {"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": '{"x": 1}'}}]},
-    ])
-    assert body.chat_messages() == [{"role": "system", "content": "Be brief."},
-                                    {"role": "assistant", "content": '{"tool": "f", "arguments": {"x": 1}}'}]
+    body = chat(
+        messages=[
+            {"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": '{"x": 1}'}}],
+            },
+        ]
+    )
+    assert body.chat_messages() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "assistant", "content": '{"tool": "f", "arguments": {"x": 1}}'},
+    ]
     broken = chat(messages=[{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}])
     assert "not JSON" in str(refused(broken.chat_messages))
 

@@ -26,8 +26,10 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_server_sent_events_are_read_up_to_done_and_errors_name_the_server():
-    body = (b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n: a comment\n\n'
-            b'data: {"choices": [{"delta": {"content": "!"}}]}\n\ndata: [DONE]\n\ndata: {"after": "done"}\n\n')
+    body = (
+        b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n: a comment\n\n'
+        b'data: {"choices": [{"delta": {"content": "!"}}]}\n\ndata: [DONE]\n\ndata: {"after": "done"}\n\n'
+    )
     events = list(_sse_events(httpx.Response(200, content=body), "srv"))
     assert [e["choices"][0]["delta"]["content"] for e in events] == ["Hi", "!"]
     failing = httpx.Response(200, content=b'data: {"error": {"message": "out of memory"}}\n\n')
@@ -48,6 +50,7 @@ def test_unreachable_server_is_a_one_line_error_naming_it():
 
 
 # ----- against our server ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(runtime):
@@ -92,7 +95,8 @@ def test_streamed_chat_is_the_local_engines_reply(remote, runtime):
     assert completion.finish_reason in ("stop", "length") and completion.prompt_tokens > 0
     assert completion.generated_tokens == 12 or completion.finish_reason == "stop"
     assert remote.generate("The capital of France is", max_new_tokens=5) == runtime.engine.generate(
-        "The capital of France is", max_new_tokens=5)
+        "The capital of France is", max_new_tokens=5
+    )
 
 
 @pytest.mark.slow
@@ -101,7 +105,8 @@ def test_sampled_siblings_go_as_one_request_with_n(remote, submitted):
 
     prompt = remote.text_prompt("Problem: 6 * 7 = ?\nStep 1:")
     params = [SamplingParams(max_new_tokens=4, temperature=0.0, stop=("\n",))] + [
-        SamplingParams(max_new_tokens=4, temperature=0.8, seed=s, stop=("\n",)) for s in (1, 2, 3)]
+        SamplingParams(max_new_tokens=4, temperature=0.8, seed=s, stop=("\n",)) for s in (1, 2, 3)
+    ]
     before = dict(remote._counts)
     done = remote.generate_batch([prompt] * 4, params)
     assert len(done) == 4 and all(c.finish_reason in ("stop", "length") for c in done)
@@ -141,19 +146,32 @@ def test_cancelling_a_stream_stops_generation_on_the_server(remote, submitted):
 
 @pytest.mark.slow
 def test_json_and_actions_are_constrained_by_the_servers_grammar(remote):
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-                                               "is_large": {"type": "boolean"}},
-              "required": ["city", "is_large"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "is_large": {"type": "boolean"}},
+        "required": ["city", "is_large"],
+        "additionalProperties": False,
+    }
     done = remote.chat_json(QUESTION, schema, max_new_tokens=40)
     assert done.finish_reason == "stop"
     jsonschema.validate(json.loads(done.text), schema)
-    tools = {"get_weather": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-                             "required": ["city"], "additionalProperties": False}}
-    messages = [{"role": "system", "content": "Call get_weather for weather questions."},
-                {"role": "user", "content": "What is the weather in Paris?"}]
+    tools = {
+        "get_weather": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        }
+    }
+    messages = [
+        {"role": "system", "content": "Call get_weather for weather questions."},
+        {"role": "user", "content": "What is the weather in Paris?"},
+    ]
     action = json.loads(remote.chat_action(messages, tools, message_max_length=80, max_new_tokens=40).text)
-    assert action in ({"tool": "get_weather", "arguments": {"city": "Paris"}},
-                      {"tool": "get_weather", "arguments": {"city": "Rome"}}) or set(action) == {"message"}
+    assert action in (
+        {"tool": "get_weather", "arguments": {"city": "Paris"}},
+        {"tool": "get_weather", "arguments": {"city": "Rome"}},
+    ) or set(action) == {"message"}
 
 
 @pytest.mark.slow
@@ -188,12 +206,20 @@ class Proxy:
             await asyncio.sleep(self.delay)
             if self.fail > 0:
                 self.fail -= 1
-                return Response(json.dumps({"error": {"message": "overloaded, try later"}}), status_code=503,
-                                headers={"retry-after": "0.1"})
-        upstream = await self.client.request(request.method, self.target + request.url.path, content=await request.body(),
-                                             headers={"content-type": "application/json"})
-        return Response(upstream.content, status_code=upstream.status_code,
-                        media_type=upstream.headers.get("content-type"))
+                return Response(
+                    json.dumps({"error": {"message": "overloaded, try later"}}),
+                    status_code=503,
+                    headers={"retry-after": "0.1"},
+                )
+        upstream = await self.client.request(
+            request.method,
+            self.target + request.url.path,
+            content=await request.body(),
+            headers={"content-type": "application/json"},
+        )
+        return Response(
+            upstream.content, status_code=upstream.status_code, media_type=upstream.headers.get("content-type")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -233,4 +259,3 @@ def test_a_silent_server_times_out_with_its_name(proxy):
     finally:
         proxy.delay = 0.0
         backend.close()
-

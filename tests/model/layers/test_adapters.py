@@ -37,8 +37,11 @@ def engines(request, files):
     """(base engine, adapter-for-all engine, engine holding the adapter per request) on one tiny llama."""
     base_dir, adapter_dir, cache_dir = files
     quant = request.param
-    loaded = (load(base_dir, cache_dir, quant=quant), load(base_dir, cache_dir, quant=quant, adapter=adapter_dir),
-              load(base_dir, cache_dir, quant=quant, request_adapters={NAME: adapter_dir}))
+    loaded = (
+        load(base_dir, cache_dir, quant=quant),
+        load(base_dir, cache_dir, quant=quant, adapter=adapter_dir),
+        load(base_dir, cache_dir, quant=quant, request_adapters={NAME: adapter_dir}),
+    )
     yield loaded
     for engine in loaded:
         engine.close()
@@ -62,11 +65,12 @@ def test_mixed_ragged_step_matches_the_base_and_the_adapter_engines(engines):
     start = 0
     for prompt, adapter in zip(prompts, adapters):
         alone = (merged if adapter else base).logits(prompt)
-        assert_logits_close(logits[start:start + len(prompt)], alone)
+        assert_logits_close(logits[start : start + len(prompt)], alone)
         start += len(prompt)
     ids = prompts[0]
-    assert (merged.logits(ids) - base.logits(ids)).abs().max() > 0.05 * base.logits(ids).abs().max(), \
+    assert (merged.logits(ids) - base.logits(ids)).abs().max() > 0.05 * base.logits(ids).abs().max(), (
         "the adapter must change the logits, or the comparison shows nothing"
+    )
     assert_logits_close(mixed.logits(ids, adapter=NAME), merged.logits(ids))
     assert_logits_close(mixed.logits(ids), base.logits(ids))
 

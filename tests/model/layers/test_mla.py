@@ -56,10 +56,14 @@ def ragged_run(transformer, attention: AttentionConfig) -> torch.Tensor:
     return torch.cat(logits)
 
 
-@pytest.mark.parametrize("attention", [
-    AttentionConfig(mode="topk", block_size=16, local_blocks=0, topk=1000),  # every block picked by top-k
-    AttentionConfig(mode="local", block_size=16, local_blocks=100),  # a window over the whole sequence
-], ids=["topk-every-block", "local-covering"])
+@pytest.mark.parametrize(
+    "attention",
+    [
+        AttentionConfig(mode="topk", block_size=16, local_blocks=0, topk=1000),  # every block picked by top-k
+        AttentionConfig(mode="local", block_size=16, local_blocks=100),  # a window over the whole sequence
+    ],
+    ids=["topk-every-block", "local-covering"],
+)
 def test_sparse_attention_over_every_block_equals_dense(deepseek, attention):
     dense = ragged_run(deepseek, AttentionConfig())
     assert_logits_close(ragged_run(deepseek, attention), dense)
@@ -68,13 +72,16 @@ def test_sparse_attention_over_every_block_equals_dense(deepseek, attention):
 def test_sparse_attention_with_few_blocks_leaves_keys_out(deepseek):
     """The same steps over 16-token blocks, a 1-block window (+ sink) and top-1: not dense any more."""
     dense = ragged_run(deepseek, AttentionConfig())
-    for attention in (AttentionConfig(mode="local", block_size=16, local_blocks=1),
-                      AttentionConfig(mode="topk", block_size=16, local_blocks=1, topk=1)):
+    for attention in (
+        AttentionConfig(mode="local", block_size=16, local_blocks=1),
+        AttentionConfig(mode="topk", block_size=16, local_blocks=1, topk=1),
+    ):
         assert (ragged_run(deepseek, attention) - dense).abs().max() > 1e-2 * dense.abs().max()
 
 
 def test_sparse_steps_gather_only_the_chosen_rows(deepseek, monkeypatch):
     """A sparse step reads its rows through `attend_latent`'s gather, never the dense read of every row."""
+
     def read_every_row(*args):
         raise AssertionError("a sparse step read every cached row")
 

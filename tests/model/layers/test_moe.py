@@ -15,8 +15,17 @@ from tests.model.tiny import save_word_tokenizer, tiny_model
 
 
 def router(n_experts: int = 4, top_k: int = 2, capacity: int | None = None, **moe) -> Router:
-    config = ModelConfig(arch="mixtral", vocab_size=8, dim=n_experts, n_layers=1, ffn_dim=8, n_heads=1, n_kv_heads=1,
-                         head_dim=4, moe=MoEConfig(n_experts=n_experts, experts_per_token=top_k, expert_ffn_dim=8, **moe))
+    config = ModelConfig(
+        arch="mixtral",
+        vocab_size=8,
+        dim=n_experts,
+        n_layers=1,
+        ffn_dim=8,
+        n_heads=1,
+        n_kv_heads=1,
+        head_dim=4,
+        moe=MoEConfig(n_experts=n_experts, experts_per_token=top_k, expert_ffn_dim=8, **moe),
+    )
     r = Router(config, layer=0)
     r.weight = torch.nn.Parameter(torch.eye(n_experts), requires_grad=False)  # logits = the input itself
     r.capacity = capacity

@@ -42,7 +42,9 @@ def write_step(cache: KVCache, seqs: list[int], n_new: list[int], g: torch.Gener
     return layout
 
 
-def ragged_step(g: torch.Generator, cache: KVCache | None = None, query_dim: int = HD) -> tuple[KVCache, StepLayout, torch.Tensor]:
+def ragged_step(
+    g: torch.Generator, cache: KVCache | None = None, query_dim: int = HD
+) -> tuple[KVCache, StepLayout, torch.Tensor]:
     """A step mixing a prefill chunk that starts mid-block, a decode token, a fresh prompt and two forks."""
     cache = cache or make_cache()
     long, mid, parent = cache.new_sequence(), cache.new_sequence(), cache.new_sequence()
@@ -54,7 +56,9 @@ def ragged_step(g: torch.Generator, cache: KVCache | None = None, query_dim: int
     return cache, layout, q
 
 
-def dense_reference(cache: KVCache, layout: StepLayout, q: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+def dense_reference(
+    cache: KVCache, layout: StepLayout, q: torch.Tensor, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Attention over every cached key (as model/layers/attention.py's dense path), restricted to `allowed` [B, KV, T, S]."""
     kv = cache.read(0, layout.read_slots).transpose(1, 2)  # [B, 2KV, S, hd]
     n_kv = kv.shape[1] // 2
@@ -66,7 +70,9 @@ def dense_reference(cache: KVCache, layout: StepLayout, q: torch.Tensor, allowed
     q_padded = q.new_zeros(B, T, *q.shape[1:])
     row_of_token = layout.row_of_token if layout.row_of_token is not None else torch.ones(B, T, dtype=torch.bool)
     q_padded[row_of_token] = q
-    out = F.scaled_dot_product_attention(q_padded.transpose(1, 2), kv[:, :n_kv], kv[:, n_kv:], attn_mask=mask, enable_gqa=True)
+    out = F.scaled_dot_product_attention(
+        q_padded.transpose(1, 2), kv[:, :n_kv], kv[:, n_kv:], attn_mask=mask, enable_gqa=True
+    )
     return out.transpose(1, 2)[row_of_token]
 
 
@@ -148,8 +154,9 @@ def latent_cache() -> KVCache:
     return KVCache(1, (width,), max_seq_len=4096, block_size=PAGE, key_summaries=summaries)
 
 
-def dense_latent_reference(cache: KVCache, layout: StepLayout, q: torch.Tensor, scale: float,
-                           allowed: torch.Tensor | None = None) -> torch.Tensor:
+def dense_latent_reference(
+    cache: KVCache, layout: StepLayout, q: torch.Tensor, scale: float, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Every head of q [N, H, LATENT + ROPE] over every cached row of its sequence (restricted to `allowed`
     [B, 1, T, S]), with explicit scores: softmax(q · row * scale) @ latent."""
     rows = cache.read(0, layout.read_slots)  # [B, S, LATENT + ROPE]
@@ -167,10 +174,14 @@ def dense_latent_reference(cache: KVCache, layout: StepLayout, q: torch.Tensor, 
     return out[row_of_token]
 
 
-@pytest.mark.parametrize("config", [
-    AttentionConfig(mode="topk", block_size=BLOCK, local_blocks=1, topk=1000),
-    AttentionConfig(mode="local", block_size=BLOCK, local_blocks=100),
-], ids=["topk-every-block", "local-covering"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttentionConfig(mode="topk", block_size=BLOCK, local_blocks=1, topk=1000),
+        AttentionConfig(mode="local", block_size=BLOCK, local_blocks=100),
+    ],
+    ids=["topk-every-block", "local-covering"],
+)
 def test_latent_attention_over_every_block_equals_dense(config):
     cache, layout, q = ragged_step(torch.Generator().manual_seed(8), latent_cache(), LATENT + ROPE)
     plan = plan_step(config, layout, PAGE, has_summaries=True)
@@ -272,8 +283,9 @@ def test_engine_topk_over_every_block_generates_what_dense_does(tiny):
     params = SamplingParams(max_new_tokens=40, stop_token_ids=())
     generated = {}
     for attention in (AttentionConfig(), AttentionConfig(mode="topk", local_blocks=0, topk=1000)):
-        with Engine(transformer, tokenizer, kv_cache_mb=64, scheduler=SchedulerConfig(prefill_chunk=48),
-                    attention=attention) as engine:
+        with Engine(
+            transformer, tokenizer, kv_cache_mb=64, scheduler=SchedulerConfig(prefill_chunk=48), attention=attention
+        ) as engine:
             first = engine.generate_batch(prompts[:1], params)  # caches the shared prefix
             rest = engine.generate_batch(prompts[1:], params)  # adopt it from the radix tree, decode as a batch
             assert engine.cache_stats().hit_tokens >= 2 * 144

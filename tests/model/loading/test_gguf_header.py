@@ -30,7 +30,9 @@ def write_gguf(path: Path, tensor_kinds: dict[str, Q], rows: int = 4, cols: int 
             w.add_tensor(name, np.zeros(shape, dtype=np.float32))
         else:
             n_bytes = int(np.prod(shape)) // block * type_size
-            w.add_tensor(name, np.zeros((*shape[:-1], n_bytes // int(np.prod(shape[:-1]))), dtype=np.uint8), raw_dtype=kind)
+            w.add_tensor(
+                name, np.zeros((*shape[:-1], n_bytes // int(np.prod(shape[:-1]))), dtype=np.uint8), raw_dtype=kind
+            )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -55,7 +57,9 @@ def test_type_table_matches_the_gguf_package():
 
 def test_tensor_types_equal_the_full_readers(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", layer_tensors(Q.Q4_K, down=Q.Q6_K))
-    expected = {t.name: (t.tensor_type.name, tuple(int(d) for d in reversed(t.shape.tolist()))) for t in open_gguf(path).tensors}
+    expected = {
+        t.name: (t.tensor_type.name, tuple(int(d) for d in reversed(t.shape.tolist()))) for t in open_gguf(path).tensors
+    }
     assert tensor_types(path) == expected
     assert expected["blk.0.attn_q.weight"] == ("Q4_K", (4, 256))
 

@@ -41,7 +41,7 @@ def gptq_unpack_by_hand(packed: torch.Tensor, bits: int) -> torch.Tensor:
         column = [int(v) for v in packed[:, c]]
         codes = []
         for u in range(0, W, unit):
-            codes += words_to_codes_by_hand(column[u:u + unit], bits)
+            codes += words_to_codes_by_hand(column[u : u + unit], bits)
         columns.append(codes)
     return torch.tensor(columns).t()
 
@@ -59,7 +59,7 @@ def awq_pack_by_hand(codes: torch.Tensor) -> torch.Tensor:
     R, C = codes.shape
     words = torch.zeros(R, C // 8, dtype=torch.int64)
     for i in range(8):
-        words |= codes[:, AWQ_ORDER[i]::8].long() << (4 * i)
+        words |= codes[:, AWQ_ORDER[i] :: 8].long() << (4 * i)
     return (words - (words >= 2**31).long() * 2**32).to(torch.int32)  # as int32, two's complement
 
 
@@ -92,8 +92,9 @@ def copy_of(directory: Path, tmp_path: Path) -> Path:
 
 def quantized(float_dir: Path, tmp_path: Path, spec: QuantSpec, method: str = "gptq") -> Path:
     out = tmp_path / "gptq"
-    quantize_checkpoint(float_dir, out, spec, method=method, calibration=calibration(), cache_dir=tmp_path / "cache",
-                        progress=False)
+    quantize_checkpoint(
+        float_dir, out, spec, method=method, calibration=calibration(), cache_dir=tmp_path / "cache", progress=False
+    )
     return out
 
 
@@ -104,7 +105,9 @@ def dequantized_float_dir(float_dir: Path, gptq_dir: Path, out: Path, bits: int)
     state = {}
     for name in load_file(float_dir / "model.safetensors"):
         prefix = name.removesuffix(".weight")
-        state[name] = dequantize_gptq_by_hand(stored, prefix, bits) if prefix + ".qweight" in stored else stored[name].float()
+        state[name] = (
+            dequantize_gptq_by_hand(stored, prefix, bits) if prefix + ".qweight" in stored else stored[name].float()
+        )
     save_file(state, out / "model.safetensors")
     for f in float_dir.iterdir():
         if f.suffix != ".safetensors":
@@ -131,8 +134,10 @@ def test_row_packing_matches_the_format_definition(bits):
 
 
 # ---- our GPTQ, loaded back ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("group_size, act_order, sym", [(32, False, True), (64, False, True), (128, False, True),
-                                                        (128, True, True), (32, True, True), (64, True, False)])
+@pytest.mark.parametrize(
+    "group_size, act_order, sym",
+    [(32, False, True), (64, False, True), (128, False, True), (128, True, True), (32, True, True), (64, True, False)],
+)
 def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_path, group_size, act_order, sym):
     spec = QuantSpec(bits=4, group_size=group_size, act_order=act_order, sym=sym)
     gptq_dir = quantized(float_dir, tmp_path, spec)
@@ -144,8 +149,13 @@ def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_pa
     assert torch.equal(torch.bincount(g_idx), torch.full((256 // group_size,), group_size))  # every group full
     assert act_order == (not torch.equal(g_idx, torch.arange(256) // group_size))  # act-order scatters groups
     config = json.loads((gptq_dir / "config.json").read_text())["quantization_config"]
-    assert (config["quant_method"], config["bits"], config["group_size"], config["desc_act"], config["sym"]) == \
-        ("gptq", 4, group_size, act_order, sym)
+    assert (config["quant_method"], config["bits"], config["group_size"], config["desc_act"], config["sym"]) == (
+        "gptq",
+        4,
+        group_size,
+        act_order,
+        sym,
+    )
     assert json.loads((gptq_dir / "quantize_config.json").read_text())["desc_act"] == act_order
 
     reference = engine(dequantized_float_dir(float_dir, gptq_dir, tmp_path / "reference", 4), tmp_path, "fp32")
@@ -195,8 +205,11 @@ def test_awq_gemm_checkpoint_loads(float_dir, tmp_path):
         zeros = torch.randint(0, 16, (K // 64, N), generator=gen)
         scales = (torch.rand(K // 64, N, generator=gen) * 0.02 + 0.001).half()
         prefix = name.removesuffix(".weight")
-        awq |= {prefix + ".qweight": awq_pack_by_hand(codes), prefix + ".qzeros": awq_pack_by_hand(zeros),
-                prefix + ".scales": scales}
+        awq |= {
+            prefix + ".qweight": awq_pack_by_hand(codes),
+            prefix + ".qzeros": awq_pack_by_hand(zeros),
+            prefix + ".scales": scales,
+        }
         group = torch.arange(K) // 64
         reference[name] = ((codes - zeros[group]) * scales.float()[group]).t().contiguous()
     save_file(awq, awq_dir / "model.safetensors")
@@ -206,8 +219,13 @@ def test_awq_gemm_checkpoint_loads(float_dir, tmp_path):
             (awq_dir / f.name).write_bytes(f.read_bytes())
             (reference_dir / f.name).write_bytes(f.read_bytes())
     config = json.loads((awq_dir / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True,
-                                     "version": "gemm"}
+    config["quantization_config"] = {
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": 64,
+        "zero_point": True,
+        "version": "gemm",
+    }
     (awq_dir / "config.json").write_text(json.dumps(config))
 
     want = engine(reference_dir, tmp_path, "fp32").logits(PROMPT)
@@ -218,14 +236,17 @@ def test_awq_gemm_checkpoint_loads(float_dir, tmp_path):
 
 
 # ---- refusals and damage ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("quantization_config, named", [
-    ({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "gptq_v2"}, "'gptq_v2'"),
-    ({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "marlin"}, "'marlin'"),
-    ({"quant_method": "gptq", "bits": 4, "group_size": 128, "dynamic": {"-:.*down": {}}}, "'dynamic'"),
-    ({"quant_method": "gptq", "bits": 5, "group_size": 128}, "5-bit GPTQ"),
-    ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "AWQ version 'gemv'"),
-    ({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": False}, "without zero points"),
-])
+@pytest.mark.parametrize(
+    "quantization_config, named",
+    [
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "gptq_v2"}, "'gptq_v2'"),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "marlin"}, "'marlin'"),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128, "dynamic": {"-:.*down": {}}}, "'dynamic'"),
+        ({"quant_method": "gptq", "bits": 5, "group_size": 128}, "5-bit GPTQ"),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "AWQ version 'gemv'"),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": False}, "without zero points"),
+    ],
+)
 def test_unknown_variants_are_refused_by_name(g64_dir, tmp_path, quantization_config, named):
     gptq_dir = copy_of(g64_dir, tmp_path)
     config = json.loads((gptq_dir / "config.json").read_text())

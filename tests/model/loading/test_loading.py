@@ -51,9 +51,18 @@ def tiny_hf_model(arch: str, vocab: int = 256, tie: bool = False, seed: int = 0)
 
     torch.manual_seed(seed)
     common = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-6, rope_theta=10000.0,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
     )
     cfg = transformers.LlamaConfig(**common) if arch == "llama" else transformers.Qwen2Config(**common)
     cls = transformers.LlamaForCausalLM if arch == "llama" else transformers.Qwen2ForCausalLM
@@ -66,12 +75,19 @@ def tiny_hf_model(arch: str, vocab: int = 256, tie: bool = False, seed: int = 0)
 
 
 def write_tiny_gguf(
-    path: Path, model, arch: str, *, drop: str | None = None, arch_override: str | None = None,
+    path: Path,
+    model,
+    arch: str,
+    *,
+    drop: str | None = None,
+    arch_override: str | None = None,
     extra: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write `model` as a GGUF file the way llama.cpp's converter lays it out (F32 tensors)."""
     cfg = model.config
-    ours = hf_to_ours({k: v for k, v in model.state_dict().items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")})
+    ours = hf_to_ours(
+        {k: v for k, v in model.state_dict().items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
+    )
     w = gguf.GGUFWriter(str(path), arch_override or arch)
     a = arch_override or arch
     w.add_uint32(f"{a}.block_count", cfg.num_hidden_layers)
@@ -136,8 +152,10 @@ def test_default_gguf_matches_transformers(default_checkpoint, reference_hf_mode
         assert ours.dtype == torch.float32 and ours.shape == t.shape, name
         assert torch.equal(ours, t), f"{name}: max diff {(ours - t).abs().max()}"
     assert (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_dim) == (
-        model.config.hidden_size, model.config.num_attention_heads,
-        model.config.num_key_value_heads, model.config.intermediate_size,
+        model.config.hidden_size,
+        model.config.num_attention_heads,
+        model.config.num_key_value_heads,
+        model.config.intermediate_size,
     )
 
 
@@ -173,7 +191,16 @@ def test_resolve_default_missing_package(monkeypatch):
 
 
 # ---- quant types ----------------------------------------------------------------------------
-ROUND_TRIP_TOL = {Q.F32: 0.0, Q.F16: 1e-3, Q.BF16: 1e-2, Q.Q8_0: 0.02, Q.Q5_0: 0.1, Q.Q5_1: 0.1, Q.Q4_0: 0.2, Q.Q4_1: 0.2}
+ROUND_TRIP_TOL = {
+    Q.F32: 0.0,
+    Q.F16: 1e-3,
+    Q.BF16: 1e-2,
+    Q.Q8_0: 0.02,
+    Q.Q5_0: 0.1,
+    Q.Q5_1: 0.1,
+    Q.Q4_0: 0.2,
+    Q.Q4_1: 0.2,
+}
 
 
 @pytest.mark.parametrize("qtype", list(ROUND_TRIP_TOL), ids=lambda q: q.name)
@@ -270,9 +297,7 @@ def test_deinterleaving_rope_rows_inverts_llama_cpp():
 
 
 # ---- HF directories -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "arch,tie,dtype", [("llama", True, torch.float32), ("qwen2", False, torch.bfloat16)]
-)
+@pytest.mark.parametrize("arch,tie,dtype", [("llama", True, torch.float32), ("qwen2", False, torch.bfloat16)])
 def test_hf_dir_sharded_loads_same_tensors(tmp_path, reference_hf_tokenizer, arch, tie, dtype):
     model = tiny_hf_model(arch, vocab=len(reference_hf_tokenizer), tie=tie).to(dtype)
     d = tmp_path / "hf"
@@ -327,7 +352,11 @@ def test_hf_dir_unknown_architecture(tmp_path):
 def test_weight_cache_round_trip(tmp_path):
     cache = WeightCache(tmp_path)
     key = cache_key("ab" * 32, "int8")
-    tensors = {"a": torch.randn(3, 5), "b": torch.randint(-128, 127, (7,), dtype=torch.int8), "c": torch.randn(2).half()}
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randint(-128, 127, (7,), dtype=torch.int8),
+        "c": torch.randn(2).half(),
+    }
     assert cache.load(key) is None
     assert cache.save(key, tensors, {"note": "x"})
     got, meta = cache.load_with_meta(key)

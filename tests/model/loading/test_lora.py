@@ -24,7 +24,9 @@ def peft_model(family: str, targets: list[str], base_dir, r: int = 4, alpha: flo
     base = tiny_model(family)
     base.save_pretrained(base_dir)  # before wrapping: peft renames the wrapped layers' weights in place
     save_word_tokenizer(base_dir)
-    wrapped = peft.get_peft_model(base, peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
+    wrapped = peft.get_peft_model(
+        base, peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0)
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in wrapped.named_parameters():
@@ -46,11 +48,14 @@ def load(base_dir, tmp_path, **kwargs):
     return model.load(base_dir, threads=1, cache_dir=tmp_path / "cache", kv_cache_mb=16, compiled_step=False, **kwargs)
 
 
-@pytest.mark.parametrize("family,targets", [
-    ("llama", ["q_proj", "v_proj"]),
-    ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-    ("qwen2", ["k_proj", "up_proj"]),
-])
+@pytest.mark.parametrize(
+    "family,targets",
+    [
+        ("llama", ["q_proj", "v_proj"]),
+        ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        ("qwen2", ["k_proj", "up_proj"]),
+    ],
+)
 def test_peft_adapter_matches_transformers_plus_peft(family, targets, tmp_path):
     wrapped = peft_model(family, targets, tmp_path / "base")
     wrapped.save_pretrained(tmp_path / "adapter")
@@ -114,16 +119,27 @@ def corrupt(adapter_dir, tmp_path, config=None, tensors=None):
 Q0 = "base_model.model.model.layers.0.self_attn.q_proj"
 
 
-@pytest.mark.parametrize("case,message", [
-    (dict(config={"target_modules": ["q_proj", "rotary"]}), "unknown target module 'rotary'"),
-    (dict(config={"target_modules": ["q_proj"]}), "v_proj, not among target_modules"),
-    (dict(tensors=lambda t: {**t, f"{Q0}.lora_A.weight": t[f"{Q0}.lora_A.weight"][:, :10].contiguous()}),
-     "layers.0.self_attn.q_proj.lora_A has shape [4, 10], expected [4, 64]"),
-    (dict(tensors=lambda t: {k: v for k, v in t.items() if k != f"{Q0}.lora_B.weight"}), "layer 0 q_proj has no lora_B"),
-    (dict(tensors=lambda t: {**t, "base_model.model.lm_head.weight": torch.zeros(2, 2)}), "unexpected tensor 'base_model.model.lm_head.weight'"),
-    (dict(config={"r": 8}), "lora_A has shape [4, 64], expected [8, 64]"),
-    (dict(config={"use_dora": True}), "use_dora=true is not supported"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        (dict(config={"target_modules": ["q_proj", "rotary"]}), "unknown target module 'rotary'"),
+        (dict(config={"target_modules": ["q_proj"]}), "v_proj, not among target_modules"),
+        (
+            dict(tensors=lambda t: {**t, f"{Q0}.lora_A.weight": t[f"{Q0}.lora_A.weight"][:, :10].contiguous()}),
+            "layers.0.self_attn.q_proj.lora_A has shape [4, 10], expected [4, 64]",
+        ),
+        (
+            dict(tensors=lambda t: {k: v for k, v in t.items() if k != f"{Q0}.lora_B.weight"}),
+            "layer 0 q_proj has no lora_B",
+        ),
+        (
+            dict(tensors=lambda t: {**t, "base_model.model.lm_head.weight": torch.zeros(2, 2)}),
+            "unexpected tensor 'base_model.model.lm_head.weight'",
+        ),
+        (dict(config={"r": 8}), "lora_A has shape [4, 64], expected [8, 64]"),
+        (dict(config={"use_dora": True}), "use_dora=true is not supported"),
+    ],
+)
 def test_bad_adapters_fail_naming_the_problem(saved, tmp_path, case, message):
     _, base_dir, adapter_dir = saved
     bad = corrupt(adapter_dir, tmp_path, **case)
@@ -146,7 +162,13 @@ def test_unreadable_adapter_files_are_named(saved, tmp_path):
 
 def test_adapter_for_a_deeper_model_is_refused(saved, tmp_path):
     _, base_dir, adapter_dir = saved
-    bad = corrupt(adapter_dir, tmp_path, tensors=lambda t: {**t, **{k.replace("layers.0.", "layers.7."): v.clone()
-                                                                    for k, v in t.items() if "layers.0." in k}})
+    bad = corrupt(
+        adapter_dir,
+        tmp_path,
+        tensors=lambda t: {
+            **t,
+            **{k.replace("layers.0.", "layers.7."): v.clone() for k, v in t.items() if "layers.0." in k},
+        },
+    )
     with pytest.raises(AdapterError, match="layers.7.self_attn.q_proj: the model has 3 layers"):
         load(base_dir, tmp_path, quant=None, adapter=bad)

@@ -30,9 +30,17 @@ def output_error(weight: torch.Tensor, quantized: torch.Tensor, X: torch.Tensor)
     return ((X @ (weight - quantized).t()) ** 2).mean().item()
 
 
-@pytest.mark.parametrize("bits, group_size, act_order, sym", [(4, 128, False, True), (3, 128, False, True),
-                                                              (4, 32, True, True), (3, 64, True, False),
-                                                              (4, 128, False, False), (8, -1, False, True)])
+@pytest.mark.parametrize(
+    "bits, group_size, act_order, sym",
+    [
+        (4, 128, False, True),
+        (3, 128, False, True),
+        (4, 32, True, True),
+        (3, 64, True, False),
+        (4, 128, False, False),
+        (8, -1, False, True),
+    ],
+)
 def test_gptq_has_less_output_error_than_rtn_on_held_out_inputs(layer, bits, group_size, act_order, sym):
     weight, hessian, held_out = layer
     spec = QuantSpec(bits=bits, group_size=group_size, act_order=act_order, sym=sym)

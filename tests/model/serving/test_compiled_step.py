@@ -55,6 +55,7 @@ class IdTokenizer:
 
         return Decoder()
 
+
 VARIANTS = {
     "llama": (LlamaForCausalLM, LlamaConfig(**TINY, tie_word_embeddings=True)),
     "qwen2": (Qwen2ForCausalLM, Qwen2Config(**TINY, tie_word_embeddings=False)),  # q/k/v biases
@@ -87,7 +88,9 @@ def checkpoint(request, tmp_path_factory):
     return reference, ours_config, tensors
 
 
-def decode(model, compiled: CompiledDecode | None, prompts: list[list[int]], tails: list[list[int]]) -> list[torch.Tensor]:
+def decode(
+    model, compiled: CompiledDecode | None, prompts: list[list[int]], tails: list[list[int]]
+) -> list[torch.Tensor]:
     """Prefill `prompts` eagerly, then feed one token of each tail per step; the logits of every step."""
     cache = model.new_cache(max_seq_len=256, capacity_bytes=1 << 22)
     seqs = [cache.new_sequence() for _ in prompts]
@@ -265,7 +268,9 @@ def test_without_a_compiler_decoding_stays_eager_and_says_so_once(checkpoint, tm
         )[0, len(prompt) :].tolist()
     with caplog.at_level(logging.WARNING, logger="model.serving.compiled_step"):
         for _ in range(2):  # two engines, one message
-            engine = Engine(build_transformer(config, tensors), IdTokenizer(), kv_cache_mb=16, native_dir=tmp_path / "native")
+            engine = Engine(
+                build_transformer(config, tensors), IdTokenizer(), kv_cache_mb=16, native_dir=tmp_path / "native"
+            )
             library.wait(timeout=60)
             assert not library.ready and "no C++ compiler" in library.error
             done = engine.submit(prompt, SamplingParams(max_new_tokens=8, stop_token_ids=())).result()
@@ -317,7 +322,9 @@ def test_config_fields_the_native_step_does_not_know_make_it_decline(checkpoint,
     model = build_transformer(config, tensors)
     cache = model.new_cache(max_seq_len=256, capacity_bytes=1 << 20)
     assert compiled_step.unsupported_reason(model, cache) is None
-    monkeypatch.setattr(compiled_step, "KNOWN_CONFIG_FIELDS", compiled_step.KNOWN_CONFIG_FIELDS - {"qkv_bias", "n_layers"})
+    monkeypatch.setattr(
+        compiled_step, "KNOWN_CONFIG_FIELDS", compiled_step.KNOWN_CONFIG_FIELDS - {"qkv_bias", "n_layers"}
+    )
     reason = compiled_step.unsupported_reason(model, cache)
     assert reason is not None and "n_layers" in reason  # set away from its default (a field still at it would pass)
 
@@ -372,8 +379,10 @@ def test_default_model_int4_native_decode_loses_nothing_against_eager(library, d
 
     eager, on_aten, on_kernels = perplexity(None), perplexity(aten), perplexity(kernels)
     engine.close()
-    print(f"int4 decode perplexity on {len(ids) - 33} GSM8K tokens: eager {eager:.4f}, native on ATen {on_aten:.4f} "
-          f"({(on_aten / eager - 1) * 100:+.2f}%), native on int8 kernels {on_kernels:.4f} ({(on_kernels / eager - 1) * 100:+.2f}%)")
+    print(
+        f"int4 decode perplexity on {len(ids) - 33} GSM8K tokens: eager {eager:.4f}, native on ATen {on_aten:.4f} "
+        f"({(on_aten / eager - 1) * 100:+.2f}%), native on int8 kernels {on_kernels:.4f} ({(on_kernels / eager - 1) * 100:+.2f}%)"
+    )
     assert aten.steps == len(ids) - 33
     # Both steps run bf16 matmuls through ATen, but in different call shapes; on a CPU with AMX / AVX512-BF16 those
     # accumulate in another order: 0.19% apart there (2026-12-07; under 0.1% on the AVX2 machines before). A

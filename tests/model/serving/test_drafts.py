@@ -19,11 +19,12 @@ from model.engine import Engine
 from model.serving.drafts import NO_DRAFTS, DraftConfig, LookupState, prompt_lookup, token_rows, verify_step
 from model.serving.grammar import tool_or_message_schema
 from model.serving.scheduler import SchedulerConfig, forward_step
-from tests.model.serving.test_compiled_step import library  # noqa: F401  (the session's native library fixture)
 from tests.model.serving.test_scheduler import tiny_transformer
 
-PASSAGE = ("The history of computing is a story of abstractions stacked upon abstractions. Early machines were "
-           "programmed by rewiring panels of cables, and every new problem meant a new arrangement of hardware.")
+PASSAGE = (
+    "The history of computing is a story of abstractions stacked upon abstractions. Early machines were "
+    "programmed by rewiring panels of cables, and every new problem meant a new arrangement of hardware."
+)
 
 
 # ----- prompt lookup and the verify layout (no model) ----------------------------------------------------
@@ -75,15 +76,17 @@ def tokenizer(default_checkpoint):
 
 def engines(transformer, tokenizer, directory: Path, drafts: DraftConfig | None = None) -> tuple[Engine, Engine]:
     """(drafts on, drafts off) over one model, both decoding on the native step."""
-    made = [Engine(transformer, tokenizer, kv_cache_mb=64, native_dir=directory, scheduler=SchedulerConfig(drafts=d))
-            for d in (drafts or DraftConfig(), NO_DRAFTS)]
+    made = [
+        Engine(transformer, tokenizer, kv_cache_mb=64, native_dir=directory, scheduler=SchedulerConfig(drafts=d))
+        for d in (drafts or DraftConfig(), NO_DRAFTS)
+    ]
     for engine in made:
         assert engine.compiled.library.wait() and engine.compiled.reason is None
     return made[0], made[1]
 
 
 @pytest.mark.slow
-def test_verify_rows_equal_single_token_decodes_bit_for_bit(library, tmp_path):  # noqa: F811
+def test_verify_rows_equal_single_token_decodes_bit_for_bit(library, tmp_path):
     transformer = tiny_transformer(211, quant="int4")
     engine = Engine(transformer, None, kv_cache_mb=16, native_dir=tmp_path)
     assert engine.compiled.library.wait()
@@ -116,22 +119,30 @@ def assert_lookup_keeps_greedy_ids(on: Engine, off: Engine, prompts: list, sampl
 
 
 @pytest.mark.slow
-def test_prompt_lookup_keeps_the_plain_greedy_ids_on_a_tiny_model(library, tokenizer, tmp_path):  # noqa: F811
+def test_prompt_lookup_keeps_the_plain_greedy_ids_on_a_tiny_model(library, tokenizer, tmp_path):
     # int4, whose native rows are bit-identical to single-token decodes (fp32 matmuls round batched rows otherwise).
     # The model mostly counts up (t -> t + 1), so runs of ids seen before continue as drafted, until it does not.
     on, off = engines(tiny_transformer(tokenizer.vocab_size, quant="int4", successor=True), tokenizer, tmp_path)
     counting = list(range(1000, 1060))
     prompts = [counting + [7, 8] + counting[:5], counting[:30] + counting[:3], [5, 9, 2]]
-    samplings = [{"max_new_tokens": 1}, {"max_new_tokens": 3}, {"max_new_tokens": 40},
-                 {"max_new_tokens": 40, "stop": [tokenizer.decode([1020])]},
-                 {"max_new_tokens": 40, "stop_token_ids": (1012, 1031)}]
+    samplings = [
+        {"max_new_tokens": 1},
+        {"max_new_tokens": 3},
+        {"max_new_tokens": 40},
+        {"max_new_tokens": 40, "stop": [tokenizer.decode([1020])]},
+        {"max_new_tokens": 40, "stop_token_ids": (1012, 1031)},
+    ]
     drafted, kept = assert_lookup_keeps_greedy_ids(on, off, prompts, samplings)
     assert 0 < kept < drafted  # drafts were kept and rejected: both paths ran
 
 
 @pytest.mark.slow
-def test_prompt_lookup_on_the_default_model_copies_in_fewer_steps(library, default_gguf_path,  # noqa: F811
-                                                                  loading_cache_dir, tmp_path):
+def test_prompt_lookup_on_the_default_model_copies_in_fewer_steps(
+    library,
+    default_gguf_path,
+    loading_cache_dir,
+    tmp_path,
+):
     with model.load(default_gguf_path, cache_dir=loading_cache_dir, compiled_step=False) as loaded:
         on, off = engines(loaded.model, loaded.tokenizer, tmp_path)
         copy = on.chat_prompt([{"role": "user", "content": f"{PASSAGE}\n\n{PASSAGE}\n\nCopy the passage once more."}])
@@ -151,10 +162,16 @@ def grammars(engine) -> dict[str, str]:
         tools, _ = support_tools(db)
         db.close()
     action = tool_or_message_schema({t.name: t.parameters for t in tools})
-    person = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
-                                               "age": {"type": "integer", "minimum": 0, "maximum": 150},
-                                               "city": {"enum": ["Paris", "Denver", "Tokyo"]}},
-              "required": ["name", "age", "city"], "additionalProperties": False}
+    person = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 30},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "city": {"enum": ["Paris", "Denver", "Tokyo"]},
+        },
+        "required": ["name", "age", "city"],
+        "additionalProperties": False,
+    }
     return {
         "solve step": engine.grammar_compiler.lark(step_grammar(["Calc", "Solve", "Diff"], answers=["4"])),
         "bot action": engine.json_grammar(action),
@@ -174,10 +191,12 @@ def assert_jump_forward_keeps_greedy_ids(on: Engine, off: Engine, max_new_tokens
     kept = 0
     for name, grammar in grammars(on).items():
         prompt = PROMPTS_UNDER_GRAMMAR[name]
-        plain = off.submit(prompt, max_new_tokens=max_new_tokens,
-                           logits_processor=off.grammar_compiler.processor(grammar)).result()
-        request = on.submit(prompt, max_new_tokens=max_new_tokens,
-                            logits_processor=on.grammar_compiler.processor(grammar))
+        plain = off.submit(
+            prompt, max_new_tokens=max_new_tokens, logits_processor=off.grammar_compiler.processor(grammar)
+        ).result()
+        request = on.submit(
+            prompt, max_new_tokens=max_new_tokens, logits_processor=on.grammar_compiler.processor(grammar)
+        )
         assert request.result().token_ids == plain.token_ids, name
         assert plain.finish_reason != "error", plain.error
         assert request.forward_steps <= len(plain.token_ids)
@@ -186,16 +205,21 @@ def assert_jump_forward_keeps_greedy_ids(on: Engine, off: Engine, max_new_tokens
 
 
 @pytest.mark.slow
-def test_jump_forward_keeps_greedy_ids_on_a_tiny_model(library, tokenizer, tmp_path):  # noqa: F811
+def test_jump_forward_keeps_greedy_ids_on_a_tiny_model(library, tokenizer, tmp_path):
     # A random model splits forced text its own way as often as not: drafts are rejected as well as kept.
-    on, off = engines(tiny_transformer(tokenizer.vocab_size, quant="int4"), tokenizer, tmp_path,
-                      DraftConfig(prompt_lookup=False))
+    on, off = engines(
+        tiny_transformer(tokenizer.vocab_size, quant="int4"), tokenizer, tmp_path, DraftConfig(prompt_lookup=False)
+    )
     assert assert_jump_forward_keeps_greedy_ids(on, off, 60) > 0
 
 
 @pytest.mark.slow
-def test_jump_forward_keeps_greedy_ids_on_the_default_model(library, default_gguf_path, loading_cache_dir,  # noqa: F811
-                                                            tmp_path):
+def test_jump_forward_keeps_greedy_ids_on_the_default_model(
+    library,
+    default_gguf_path,
+    loading_cache_dir,
+    tmp_path,
+):
     with model.load(default_gguf_path, cache_dir=loading_cache_dir, compiled_step=False) as loaded:
         on, off = engines(loaded.model, loaded.tokenizer, tmp_path)
         kept = assert_jump_forward_keeps_greedy_ids(on, off, 60)

@@ -10,7 +10,14 @@ import jsonschema
 import pytest
 import torch
 
-from model.serving.grammar import MAX_ALTERNATIVES, MAX_SCHEMA_DEPTH, GrammarCompiler, GrammarError, plain_schema, tool_or_message_schema
+from model.serving.grammar import (
+    MAX_ALTERNATIVES,
+    MAX_SCHEMA_DEPTH,
+    GrammarCompiler,
+    GrammarError,
+    plain_schema,
+    tool_or_message_schema,
+)
 
 ORDER_ID = "^#W[0-9]{7}$"
 
@@ -93,8 +100,9 @@ def test_tool_or_message_choice_produces_both_kinds(compiler, tokenizer) -> None
 
 
 def test_mask_allows_exactly_the_grammar_continuations(compiler, tokenizer) -> None:
-    grammar = compiler.json_schema({"type": "object", "properties": {"a": {"type": "boolean"}},
-                                    "required": ["a"], "additionalProperties": False})
+    grammar = compiler.json_schema(
+        {"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"], "additionalProperties": False}
+    )
     processor = compiler.processor(grammar)
     ids = tokenizer.encode('{"a": true}', add_bos=False)
     logits = processor(ids, torch.zeros(compiler.vocab_size))
@@ -142,8 +150,9 @@ def nested(levels: int) -> dict:
 
 def widening(levels: int) -> dict:
     """Each definition uses the one below it twice: 2**levels copies once inlined (a 'billion laughs')."""
-    defs = {"d0": {"type": "string"}} | {f"d{i}": {"type": "array", "prefixItems": [{"$ref": f"#/$defs/d{i - 1}"}] * 2}
-                                         for i in range(1, levels + 1)}
+    defs = {"d0": {"type": "string"}} | {
+        f"d{i}": {"type": "array", "prefixItems": [{"$ref": f"#/$defs/d{i - 1}"}] * 2} for i in range(1, levels + 1)
+    }
     return {"$defs": defs, "$ref": f"#/$defs/d{levels}"}
 
 
@@ -155,8 +164,16 @@ def widening(levels: int) -> dict:
         ({"$ref": "#"}, "refers to itself"),
         ({"type": "object", "properties": {"again": {"$ref": "#"}}}, "refers to itself"),
         ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "refers to itself"),
-        ({"$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/b"}}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}},
-          "$ref": "#/$defs/a"}, "refers to itself"),
+        (
+            {
+                "$defs": {
+                    "a": {"type": "array", "items": {"$ref": "#/$defs/b"}},
+                    "b": {"anyOf": [{"$ref": "#/$defs/a"}]},
+                },
+                "$ref": "#/$defs/a",
+            },
+            "refers to itself",
+        ),
         ({"anyOf": [{"const": f"v{i}"} for i in range(3000)]}, "3000 alternatives"),
         ({"oneOf": [{"const": i} for i in range(MAX_ALTERNATIVES + 1)]}, "alternatives"),
         ({"enum": list(range(30_000))}, "too large"),
@@ -165,8 +182,21 @@ def widening(levels: int) -> dict:
         ({"$ref": "#/$defs/missing"}, "points to nothing"),
         ([{"type": "string"}], "must be an object"),
     ],
-    ids=["350-deep", "just-too-deep", "ref-root", "ref-root-nested", "self-def", "mutual-defs", "anyOf-3000",
-         "oneOf-over-limit", "enum-30000", "billion-laughs", "remote-ref", "missing-ref", "not-an-object"],
+    ids=[
+        "350-deep",
+        "just-too-deep",
+        "ref-root",
+        "ref-root-nested",
+        "self-def",
+        "mutual-defs",
+        "anyOf-3000",
+        "oneOf-over-limit",
+        "enum-30000",
+        "billion-laughs",
+        "remote-ref",
+        "missing-ref",
+        "not-an-object",
+    ],
 )
 def test_schemas_without_a_bounded_grammar_are_refused_when_built(compiler, schema, message: str) -> None:
     """Each of these compiled and then failed mid-generation, or overflowed the stack; now the grammar is refused."""
@@ -179,11 +209,22 @@ def test_schemas_without_a_bounded_grammar_are_refused_when_built(compiler, sche
 
 def test_local_refs_are_inlined_so_a_nested_schema_keeps_its_defs(compiler, tokenizer) -> None:
     """A tool's parameters are nested in the action schema, where '#/$defs/...' would point at the wrong root."""
-    item = {"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[0-9]{4}$"}}, "required": ["sku"],
-            "additionalProperties": False}
-    parameters = {"$defs": {"item": item}, "type": "object", "additionalProperties": False, "required": ["items", "$ref"],
-                  "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 2},
-                                 "$ref": {"type": "boolean"}}}  # a property named "$ref" is not a reference
+    item = {
+        "type": "object",
+        "properties": {"sku": {"type": "string", "pattern": "^[0-9]{4}$"}},
+        "required": ["sku"],
+        "additionalProperties": False,
+    }
+    parameters = {
+        "$defs": {"item": item},
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items", "$ref"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "minItems": 1, "maxItems": 2},
+            "$ref": {"type": "boolean"},
+        },
+    }  # a property named "$ref" is not a reference
     plain = plain_schema(parameters)
     assert plain["properties"]["items"]["items"] == item and "$defs" not in plain
     grammar = compiler.json_schema(tool_or_message_schema({"order": plain}, include_message=False))

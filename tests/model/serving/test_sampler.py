@@ -20,7 +20,10 @@ def test_repetition_penalty_matches_transformers():
     histories = [[1, 3, 3, 49], [0, 7]]
     ours = RepetitionPenalty(1.3)(logits.clone(), histories)
     theirs = torch.stack(
-        [RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor([h]), logits[i : i + 1].clone())[0] for i, h in enumerate(histories)]
+        [
+            RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor([h]), logits[i : i + 1].clone())[0]
+            for i, h in enumerate(histories)
+        ]
     )
     torch.testing.assert_close(ours, theirs)
 
@@ -70,7 +73,15 @@ def test_a_processor_that_allows_nothing_is_an_error_not_token_0():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(repetition_penalty=0), dict(max_new_tokens=-1), dict(logprobs=21)],
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(repetition_penalty=0),
+        dict(max_new_tokens=-1),
+        dict(logprobs=21),
+    ],
 )
 def test_invalid_parameters_are_rejected(bad):
     with pytest.raises(ValueError):

@@ -18,24 +18,43 @@ from model.config import ModelConfig
 from model.engine import Engine
 from model.serving.scheduler import SchedulerConfig
 
-PROMPTS = [f"Request number {i} asks about {topic}." for i, topic in enumerate(
-    ["cats", "the sea", "prime numbers", "bread", "trains", "rain", "chess", "tea"]
-)]
+PROMPTS = [
+    f"Request number {i} asks about {topic}."
+    for i, topic in enumerate(["cats", "the sea", "prime numbers", "bread", "trains", "rain", "chess", "tea"])
+]
 
 
 def tiny_transformer(vocab_size: int, seed: int = 0, quant: str | None = None, successor: bool = False):
     """A random 2-layer Llama. `successor`: its LM head is the embedding shifted by one row and its layers are weak,
     so it mostly writes the id after the one it read (t -> t + 1): runs of ids it has seen can be drafted."""
-    config = ModelConfig(arch="llama", vocab_size=vocab_size, dim=64, n_layers=2, ffn_dim=128, n_heads=4,
-                         n_kv_heads=2, head_dim=16, max_seq_len=4096)
+    config = ModelConfig(
+        arch="llama",
+        vocab_size=vocab_size,
+        dim=64,
+        n_layers=2,
+        ffn_dim=128,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        max_seq_len=4096,
+    )
     g = torch.Generator().manual_seed(seed)
-    tensors = {"tok_embeddings.weight": torch.randn(vocab_size, 64, generator=g),
-               "output.weight": torch.randn(vocab_size, 64, generator=g) * 0.3,
-               "norm.weight": torch.ones(64)}
+    tensors = {
+        "tok_embeddings.weight": torch.randn(vocab_size, 64, generator=g),
+        "output.weight": torch.randn(vocab_size, 64, generator=g) * 0.3,
+        "norm.weight": torch.ones(64),
+    }
     for i in range(2):
         p = f"layers.{i}."
-        shapes = {"attention.wq": (64, 64), "attention.wk": (32, 64), "attention.wv": (32, 64), "attention.wo": (64, 64),
-                  "feed_forward.w1": (128, 64), "feed_forward.w3": (128, 64), "feed_forward.w2": (64, 128)}
+        shapes = {
+            "attention.wq": (64, 64),
+            "attention.wk": (32, 64),
+            "attention.wv": (32, 64),
+            "attention.wo": (64, 64),
+            "feed_forward.w1": (128, 64),
+            "feed_forward.w3": (128, 64),
+            "feed_forward.w2": (64, 128),
+        }
         for name, shape in shapes.items():
             tensors[p + name + ".weight"] = torch.randn(*shape, generator=g) * (0.02 if successor else 0.2)
         tensors[p + "attention_norm.weight"] = torch.ones(64)
@@ -106,8 +125,10 @@ def test_a_stopped_row_leaves_the_batch_at_once(engine):
     first = solo.token_ids.index(stop_id)
     assert early.finish_reason == "stop" and early.token_ids == solo.token_ids[:first]
     assert late.finish_reason == "length" and late.generated_tokens == 20
-    requests = [engine.submit(PROMPTS[0], max_new_tokens=20, stop_token_ids=(stop_id,)),
-                engine.submit(PROMPTS[1], params)]
+    requests = [
+        engine.submit(PROMPTS[0], max_new_tokens=20, stop_token_ids=(stop_id,)),
+        engine.submit(PROMPTS[1], params),
+    ]
     early_request, late_request = requests
     for r in requests:
         r.result()
@@ -173,7 +194,10 @@ def test_a_repeated_long_prefix_is_served_from_cache(engine, tokenizer):
     assert uncached.cached_tokens == 0 and uncached.token_ids == second.token_ids
     for cached_step, fresh_step in zip(second.logprobs, uncached.logprobs):
         torch.testing.assert_close(
-            torch.tensor([lp for _, lp in cached_step.top]), torch.tensor([lp for _, lp in fresh_step.top]), atol=1e-4, rtol=0
+            torch.tensor([lp for _, lp in cached_step.top]),
+            torch.tensor([lp for _, lp in fresh_step.top]),
+            atol=1e-4,
+            rtol=0,
         )
     stats = engine.cache_stats()
     assert stats.hit_tokens >= full_blocks and stats.miss_tokens > 0
@@ -231,7 +255,9 @@ def test_a_raising_processor_fails_only_its_own_request(engine):
 
 
 def test_a_processor_that_allows_nothing_ends_its_request_with_an_error(engine):
-    done = engine.submit(PROMPTS[0], max_new_tokens=5, logits_processor=lambda ids, logits: logits.fill_(float("-inf"))).result()
+    done = engine.submit(
+        PROMPTS[0], max_new_tokens=5, logits_processor=lambda ids, logits: logits.fill_(float("-inf"))
+    ).result()
     assert done.finish_reason == "error" and "allowed no token" in done.error and done.token_ids == []
 
 
@@ -308,4 +334,3 @@ def test_running_requests_that_outgrow_the_pool_are_preempted_and_resumed(transf
         assert all(c.finish_reason == "length" for c in done)
         assert tight.cache_stats().preemptions > 0
         assert tight.cache.n_blocks <= 12
-

@@ -20,7 +20,9 @@ def switch_payments(db_path: str, go_file: str, *order_ids: str) -> None:
     while not Path(go_file).exists():  # start together with the other worker
         time.sleep(0.001)
     results = [
-        call_tool(tools, "modify_pending_order_payment", json.dumps({"order_id": o, "payment_method_id": "gift_card_1"}))
+        call_tool(
+            tools, "modify_pending_order_payment", json.dumps({"order_id": o, "payment_method_id": "gift_card_1"})
+        )
         for o in order_ids
     ]
     print(json.dumps([r[:200] for r in results if r.startswith("Error")]))

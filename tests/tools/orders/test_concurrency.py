@@ -22,7 +22,11 @@ def _worker(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.tools.orders._workers", *args],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -47,13 +51,16 @@ def test_two_processes_lose_no_update(tmp_path: Path):
     assert state["users"]["ann_lee_1"]["payment_methods"]["gift_card_1"]["balance"] == balance - n * amount
     for oid in order_ids:
         assert [p["payment_method_id"] for p in state["orders"][oid]["payment_history"]] == [
-            "credit_card_1", "gift_card_1", "credit_card_1"
+            "credit_card_1",
+            "gift_card_1",
+            "credit_card_1",
         ], oid
 
 
 def test_exception_inside_write_rolls_back(db: OrderDB, initial_state: dict, monkeypatch: pytest.MonkeyPatch):
     order = next(
-        o for o in initial_state["orders"].values()
+        o
+        for o in initial_state["orders"].values()
         if o["status"] == "pending" and o["payment_history"][0]["payment_method_id"].startswith("gift_card")
     )
 
@@ -62,18 +69,23 @@ def test_exception_inside_write_rolls_back(db: OrderDB, initial_state: dict, mon
 
     monkeypatch.setattr(actions, "_set_balance", fail)
     tools = order_tools(db)
-    result = call_tool(tools, "cancel_pending_order", json.dumps({"order_id": order["order_id"], "reason": "no longer needed"}))
+    result = call_tool(
+        tools, "cancel_pending_order", json.dumps({"order_id": order["order_id"], "reason": "no longer needed"})
+    )
     assert result == "Error: cancel_pending_order failed: RuntimeError"  # text, as for any input
     assert db.export() == initial_state
 
     monkeypatch.undo()  # the lock was released: the same write now succeeds
-    result = json.loads(call_tool(tools, "cancel_pending_order", {"order_id": order["order_id"], "reason": "no longer needed"}))
+    result = json.loads(
+        call_tool(tools, "cancel_pending_order", {"order_id": order["order_id"], "reason": "no longer needed"})
+    )
     assert result["status"] == "cancelled"
 
 
 def test_killed_process_mid_write_leaves_db_consistent(db: OrderDB, initial_state: dict):
     order = next(
-        o for o in initial_state["orders"].values()
+        o
+        for o in initial_state["orders"].values()
         if o["status"] == "pending" and o["payment_history"][0]["payment_method_id"].startswith("gift_card")
     )
     worker = _worker("die_mid_cancel", str(db.path), order["order_id"])
@@ -86,5 +98,7 @@ def test_killed_process_mid_write_leaves_db_consistent(db: OrderDB, initial_stat
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert reopened.export() == initial_state  # the half-done cancel is gone
         tools = order_tools(reopened)  # and the database takes writes again
-        result = json.loads(call_tool(tools, "cancel_pending_order", {"order_id": order["order_id"], "reason": "no longer needed"}))
+        result = json.loads(
+            call_tool(tools, "cancel_pending_order", {"order_id": order["order_id"], "reason": "no longer needed"})
+        )
         assert result["status"] == "cancelled"

@@ -48,7 +48,14 @@ def test_schema_is_wal_with_tables_and_indexes(db: OrderDB):
             str(r) for r in conn.execute("EXPLAIN QUERY PLAN SELECT user_id FROM users WHERE email_key = 'x'")
         )
     assert tables == {
-        "users", "payment_methods", "products", "variants", "orders", "order_items", "fulfillments", "payment_history",
+        "users",
+        "payment_methods",
+        "products",
+        "variants",
+        "orders",
+        "order_items",
+        "fulfillments",
+        "payment_history",
     }
     assert {"users_email_key", "users_name_zip", "orders_status", "order_items_item_id", "variants_item_id"} <= indexes
     assert counts["users"] == 500 and counts["orders"] == 1000 and counts["products"] == 50
@@ -108,7 +115,14 @@ def write_small_dataset(directory: Path, n_orders: int, amount: float = 1.25, ba
     """One user with a gift card (int balance) and a credit card, and
     ``n_orders`` pending orders paid by credit card, as τ-bench JSON files."""
     directory.mkdir(parents=True, exist_ok=True)
-    address = {"address1": "1 Main St", "address2": "", "city": "Springfield", "country": "USA", "state": "IL", "zip": "62701"}
+    address = {
+        "address1": "1 Main St",
+        "address2": "",
+        "city": "Springfield",
+        "country": "USA",
+        "state": "IL",
+        "zip": "62701",
+    }
     products = {
         "100": {
             "name": "Mug",
@@ -137,10 +151,14 @@ def write_small_dataset(directory: Path, n_orders: int, amount: float = 1.25, ba
             "order_id": oid,
             "user_id": "ann_lee_1",
             "address": address,
-            "items": [{"name": "Mug", "product_id": "100", "item_id": "1001", "price": amount, "options": {"color": "red"}}],
+            "items": [
+                {"name": "Mug", "product_id": "100", "item_id": "1001", "price": amount, "options": {"color": "red"}}
+            ],
             "fulfillments": [],
             "status": "pending",
-            "payment_history": [{"transaction_type": "payment", "amount": amount, "payment_method_id": "credit_card_1"}],
+            "payment_history": [
+                {"transaction_type": "payment", "amount": amount, "payment_method_id": "credit_card_1"}
+            ],
         }
         for oid in order_ids
     }

@@ -69,7 +69,9 @@ def test_gold_replay_matches_tau_bench(gold_dir: Path, template_db: Path, initia
         problems = []
         for i, (action, got, want) in enumerate(zip(task["actions"], results, expected["action_results"])):
             if got != want:
-                problems.append(f"  action {i} {action['name']}({action['kwargs']}):\n    got  {got[:400]}\n    want {want[:400]}")
+                problems.append(
+                    f"  action {i} {action['name']}({action['kwargs']}):\n    got  {got[:400]}\n    want {want[:400]}"
+                )
         if changed != expected["changed"]:
             for kind in sorted(changed.keys() | expected["changed"].keys()):
                 ours, theirs = changed.get(kind, {}), expected["changed"].get(kind, {})

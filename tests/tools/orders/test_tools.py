@@ -8,9 +8,8 @@ import json
 import pytest
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from tools.tool import Tool
-
 from tools.orders import OrderDB, call_tool, order_tools
+from tools.tool import Tool
 
 # τ-bench's retail tools and their argument names (tau_bench/envs/retail/tools).
 TAU_BENCH_TOOLS = {
@@ -68,7 +67,9 @@ def test_names_arguments_and_descriptions_match_tau_bench(tools):
         assert isinstance(tools[name], Tool)
         function = tools[name].to_openai()["function"]
         via_langchain = convert_to_openai_tool(tools[name].to_langchain())["function"]
-        assert {k: via_langchain[k] for k in ("name", "description")} == {k: function[k] for k in ("name", "description")}
+        assert {k: via_langchain[k] for k in ("name", "description")} == {
+            k: function[k] for k in ("name", "description")
+        }
         for key in ("properties", "required"):
             assert via_langchain["parameters"].get(key) == function["parameters"].get(key), name
         assert function["name"] == name and function["description"] == tools[name].description != ""
@@ -84,8 +85,10 @@ def test_names_arguments_and_descriptions_match_tau_bench(tools):
 
 
 def test_tool_call_message_round_trip(tools):
-    message = tools["think"].to_langchain().invoke(
-        {"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"}
+    message = (
+        tools["think"]
+        .to_langchain()
+        .invoke({"name": "think", "args": {"thought": "hm"}, "id": "call_1", "type": "tool_call"})
     )
     assert message.content == "" and message.tool_call_id == "call_1"
 
@@ -95,10 +98,18 @@ def test_tool_call_message_round_trip(tools):
 
 def test_lookups(tools, initial_state):
     assert call(tools, "find_user_id_by_email", email="Noah.Brown7922@EXAMPLE.com") == "noah_brown_6181"
-    assert call(tools, "find_user_id_by_name_zip", first_name="noah", last_name="BROWN", zip="80279") == "noah_brown_6181"
-    assert call(tools, "find_user_id_by_name_zip", first_name="Noah", last_name="Brown", zip="00000") == "Error: user not found"
+    assert (
+        call(tools, "find_user_id_by_name_zip", first_name="noah", last_name="BROWN", zip="80279") == "noah_brown_6181"
+    )
+    assert (
+        call(tools, "find_user_id_by_name_zip", first_name="Noah", last_name="Brown", zip="00000")
+        == "Error: user not found"
+    )
     assert call(tools, "find_user_id_by_email", email="nobody@example.com") == "Error: user not found"
-    assert json.loads(call(tools, "get_user_details", user_id="noah_brown_6181")) == initial_state["users"]["noah_brown_6181"]
+    assert (
+        json.loads(call(tools, "get_user_details", user_id="noah_brown_6181"))
+        == initial_state["users"]["noah_brown_6181"]
+    )
     types = json.loads(call(tools, "list_all_product_types"))
     assert len(types) == 50 and list(types) == sorted(types)
     assert types["T-Shirt"] == "9523456873"
@@ -112,7 +123,11 @@ def test_lookups(tools, initial_state):
         ("get_product_details", {"product_id": "8426249116"}, "Error: product not found"),
         ("cancel_pending_order", {"order_id": "#W0", "reason": "no longer needed"}, "Error: order not found"),
         ("modify_pending_order_payment", {"order_id": "#W0", "payment_method_id": "x"}, "Error: order not found"),
-        ("return_delivered_order_items", {"order_id": "#W0", "item_ids": [], "payment_method_id": "x"}, "Error: order not found"),
+        (
+            "return_delivered_order_items",
+            {"order_id": "#W0", "item_ids": [], "payment_method_id": "x"},
+            "Error: order not found",
+        ),
         (
             "modify_user_address",
             {"user_id": "nobody", "address1": "", "address2": "", "city": "", "state": "", "country": "", "zip": ""},
@@ -135,9 +150,21 @@ def test_unknown_ids(tools, name, kwargs, expected):
         ("get_order_details", "{}", "order_id: Field required"),
         ("get_order_details", '{"order_id": 2611340}', "order_id: Input should be a valid string"),
         ("get_order_details", '{"order_id": "#W2611340", "verbose": true}', "verbose: Extra inputs are not permitted"),
-        ("return_delivered_order_items", '{"order_id": "#W1", "item_ids": "123", "payment_method_id": "x"}', "item_ids: Input should be a valid list"),
-        ("modify_pending_order_items", '{"order_id": "#W1", "item_ids": [1], "new_item_ids": [], "payment_method_id": "x"}', "item_ids.0: Input should be a valid string"),
-        ("cancel_pending_order", '{"order_id": null, "reason": "no longer needed"}', "order_id: Input should be a valid string"),
+        (
+            "return_delivered_order_items",
+            '{"order_id": "#W1", "item_ids": "123", "payment_method_id": "x"}',
+            "item_ids: Input should be a valid list",
+        ),
+        (
+            "modify_pending_order_items",
+            '{"order_id": "#W1", "item_ids": [1], "new_item_ids": [], "payment_method_id": "x"}',
+            "item_ids.0: Input should be a valid string",
+        ),
+        (
+            "cancel_pending_order",
+            '{"order_id": null, "reason": "no longer needed"}',
+            "order_id: Input should be a valid string",
+        ),
         ("no_such_tool", "{}", "unknown tool 'no_such_tool'"),
     ],
 )
@@ -149,7 +176,10 @@ def test_malformed_arguments_are_error_strings(tools, initial_state, db, name, a
 
 def test_direct_invoke_with_wrong_types_does_not_raise(tools):
     result = tools["modify_pending_order_payment"]({"order_id": ["#W1"], "payment_method_id": 5})
-    assert tools["modify_pending_order_payment"].to_langchain().invoke({"order_id": ["#W1"], "payment_method_id": 5}) == result
+    assert (
+        tools["modify_pending_order_payment"].to_langchain().invoke({"order_id": ["#W1"], "payment_method_id": 5})
+        == result
+    )
     assert result.startswith("Error: invalid arguments for modify_pending_order_payment: ")
     assert "order_id" in result and "payment_method_id" in result
     assert call_tool(tools, "list_all_product_types", None).startswith("{")
@@ -164,10 +194,17 @@ def test_cancel_refunds_gift_card_immediately(tools, db, initial_state):
     method_id, amount = order["payment_history"][0]["payment_method_id"], order["payment_history"][0]["amount"]
     before = initial_state["users"][order["user_id"]]["payment_methods"][method_id]["balance"]
 
-    assert call(tools, "cancel_pending_order", order_id=order["order_id"], reason="bought elsewhere") == "Error: invalid reason"
+    assert (
+        call(tools, "cancel_pending_order", order_id=order["order_id"], reason="bought elsewhere")
+        == "Error: invalid reason"
+    )
     result = json.loads(call(tools, "cancel_pending_order", order_id=order["order_id"], reason="ordered by mistake"))
     assert result["status"] == "cancelled" and result["cancel_reason"] == "ordered by mistake"
-    assert result["payment_history"][-1] == {"transaction_type": "refund", "amount": amount, "payment_method_id": method_id}
+    assert result["payment_history"][-1] == {
+        "transaction_type": "refund",
+        "amount": amount,
+        "payment_method_id": method_id,
+    }
     assert db.user(order["user_id"])["payment_methods"][method_id]["balance"] == round(before + amount, 2)
     again = call(tools, "cancel_pending_order", order_id=order["order_id"], reason="ordered by mistake")
     assert again == "Error: non-pending order cannot be cancelled"
@@ -180,12 +217,20 @@ def test_pending_and_delivered_status_checks(tools, initial_state):
         "Error: non-pending order cannot be modified"
     )
     item = pending["items"][0]["item_id"]
-    assert call(
-        tools, "exchange_delivered_order_items", order_id=pending["order_id"], item_ids=[item], new_item_ids=[item], payment_method_id="x"
-    ) == "Error: non-delivered order cannot be exchanged"
-    assert call(tools, "return_delivered_order_items", order_id=pending["order_id"], item_ids=[item], payment_method_id="x") == (
-        "Error: non-delivered order cannot be returned"
+    assert (
+        call(
+            tools,
+            "exchange_delivered_order_items",
+            order_id=pending["order_id"],
+            item_ids=[item],
+            new_item_ids=[item],
+            payment_method_id="x",
+        )
+        == "Error: non-delivered order cannot be exchanged"
     )
+    assert call(
+        tools, "return_delivered_order_items", order_id=pending["order_id"], item_ids=[item], payment_method_id="x"
+    ) == ("Error: non-delivered order cannot be returned")
 
 
 def test_payment_method_checks(tools, initial_state):
@@ -199,11 +244,22 @@ def test_payment_method_checks(tools, initial_state):
     )
     delivered = order_where(initial_state, "delivered", "paypal")
     user_methods = initial_state["users"][delivered["user_id"]]["payment_methods"]
-    others = [m for m in user_methods if not m.startswith("gift_card") and m != delivered["payment_history"][0]["payment_method_id"]]
+    others = [
+        m
+        for m in user_methods
+        if not m.startswith("gift_card") and m != delivered["payment_history"][0]["payment_method_id"]
+    ]
     if others:
-        assert call(
-            tools, "return_delivered_order_items", order_id=delivered["order_id"], item_ids=[], payment_method_id=others[0]
-        ) == "Error: payment method should be either the original payment method or a gift card"
+        assert (
+            call(
+                tools,
+                "return_delivered_order_items",
+                order_id=delivered["order_id"],
+                item_ids=[],
+                payment_method_id=others[0],
+            )
+            == "Error: payment method should be either the original payment method or a gift card"
+        )
 
 
 def test_item_checks(tools, initial_state):
@@ -211,18 +267,25 @@ def test_item_checks(tools, initial_state):
     item = order["items"][0]
     method = order["payment_history"][0]["payment_method_id"]
     args = dict(order_id=order["order_id"], payment_method_id=method)
-    assert call(tools, "exchange_delivered_order_items", item_ids=["0"], new_item_ids=["1"], **args) == "Error: 0 not found"
+    assert (
+        call(tools, "exchange_delivered_order_items", item_ids=["0"], new_item_ids=["1"], **args)
+        == "Error: 0 not found"
+    )
     if [i["item_id"] for i in order["items"]].count(item["item_id"]) == 1:  # asking for it twice is one too many
-        twice = call(tools, "exchange_delivered_order_items", item_ids=[item["item_id"]] * 2, new_item_ids=["1", "2"], **args)
+        twice = call(
+            tools, "exchange_delivered_order_items", item_ids=[item["item_id"]] * 2, new_item_ids=["1", "2"], **args
+        )
         assert twice == f"Error: {item['item_id']} not found"
     assert call(tools, "exchange_delivered_order_items", item_ids=[item["item_id"]], new_item_ids=[], **args) == (
         "Error: the number of items to be exchanged should match"
     )
     # An item id of another product is "not found or available" (same-product exchanges only).
-    foreign = next(v for p in initial_state["products"].values() if p["product_id"] != item["product_id"] for v in p["variants"])
-    assert call(tools, "exchange_delivered_order_items", item_ids=[item["item_id"]], new_item_ids=[foreign], **args) == (
-        f"Error: new item {foreign} not found or available"
+    foreign = next(
+        v for p in initial_state["products"].values() if p["product_id"] != item["product_id"] for v in p["variants"]
     )
+    assert call(
+        tools, "exchange_delivered_order_items", item_ids=[item["item_id"]], new_item_ids=[foreign], **args
+    ) == (f"Error: new item {foreign} not found or available")
     assert call(tools, "return_delivered_order_items", item_ids=["0"], **args) == "Error: some item not found"
 
 
@@ -238,13 +301,23 @@ def test_modify_items_replaces_duplicates_in_turn(tmp_path):
     with OrderDB.create(tmp_path / "o.db", from_dir=src) as db:
         tools = {t.name: t for t in order_tools(db)}
         result = json.loads(
-            call(tools, "modify_pending_order_items", order_id="#W0000000", item_ids=["1001", "1001"],
-                 new_item_ids=["1002", "1002"], payment_method_id="gift_card_1")
+            call(
+                tools,
+                "modify_pending_order_items",
+                order_id="#W0000000",
+                item_ids=["1001", "1001"],
+                new_item_ids=["1002", "1002"],
+                payment_method_id="gift_card_1",
+            )
         )
         assert [i["item_id"] for i in result["items"]] == ["1002", "1002"]
         assert [i["options"] for i in result["items"]] == [{"color": "blue"}] * 2
         assert result["status"] == "pending (item modified)"
-        assert result["payment_history"][-1] == {"transaction_type": "payment", "amount": 1.0, "payment_method_id": "gift_card_1"}
+        assert result["payment_history"][-1] == {
+            "transaction_type": "payment",
+            "amount": 1.0,
+            "payment_method_id": "gift_card_1",
+        }
         assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 999.0
 
 
@@ -303,7 +376,10 @@ def test_lone_surrogate_in_any_string_argument_is_an_error_string(tools, name):
         arguments = _string_arguments(name)
         arguments[arg] = ["\ud800"] if arg.endswith("item_ids") else "a\ud800b"
         result = call_tool(tools, name, json.dumps(arguments))  # JSON text "\ud800", as a model would send it
-        assert result == f"Error: invalid arguments for {name}: {arg}: Value error, not valid Unicode text (lone surrogate)"
+        assert (
+            result
+            == f"Error: invalid arguments for {name}: {arg}: Value error, not valid Unicode text (lone surrogate)"
+        )
         assert call_tool(tools, name, arguments) == result
 
 
@@ -386,5 +462,14 @@ def test_exchanges_cannot_spend_one_gift_card_balance_twice(tmp_path):
         )
         # The balance itself is charged when the exchange completes, as in τ-bench.
         assert db.user("ann_lee_1")["payment_methods"]["gift_card_1"]["balance"] == 0.75
-        assert json.loads(call(tools, "exchange_delivered_order_items", order_id="#W0000001",
-                               **{**exchange, "payment_method_id": "credit_card_1"}))["status"] == "exchange requested"
+        assert (
+            json.loads(
+                call(
+                    tools,
+                    "exchange_delivered_order_items",
+                    order_id="#W0000001",
+                    **{**exchange, "payment_method_id": "credit_card_1"},
+                )
+            )["status"]
+            == "exchange requested"
+        )
