@@ -317,6 +317,11 @@ class CompiledDecode:
             self.reason is None and not all_logits and layout.max_new == 1 and layout.sparse is None and self._ready()
         )
 
+    @property
+    def ready(self) -> bool:
+        """Whether native steps can run now (the library loaded and the C++ model made); starts making it."""
+        return self.reason is None and self._ready()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until native steps can run (tests, benchmarks); True when they can."""
         if self.reason is not None or not self.library.wait(timeout):

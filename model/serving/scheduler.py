@@ -339,8 +339,7 @@ class Scheduler:
             or self.attention != DENSE
             or self.cache.key_summaries is not None
             or self.compiled is None
-            or self.compiled.reason is not None
-            or not self.compiled.library.ready
+            or not self.compiled.ready
             or any(r.adapter is not None for r, _ in batch)
             or any(n != 1 or r.computed + 1 != len(r.ids) for r, n in batch)
         ):

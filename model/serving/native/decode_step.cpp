@@ -464,25 +464,36 @@ class DecodeModel : public torch::CustomClassHolder {
   }
 
 #ifdef R1_VNNI
-  // Rope, KV write and attention of row b's key-value group g: its query heads are rotated from qkv, its key and
-  // value stored at the row's write slot, then each query head attends over the row's positions[b] + 1 keys.
-  void attend_group(const float* qkv, int64_t b, int64_t g, int64_t pos, int64_t write_slot, const int64_t* row_slots,
-                    float* kv_layer, float* out, std::vector<float>& scratch, std::vector<const float*>& keys,
-                    std::vector<const float*>& values) const {
-    const int64_t H = n_heads_, KV = n_kv_heads_, hd = head_dim_, half = hd / 2, group = H / KV, S = pos + 1;
+  // Rope at position pos: rotate-half pairs (d, d + hd/2) of one head's vector `in` into `dst`.
+  void rotate_half(const float* in, float* dst, int64_t pos) const {
+    const int64_t hd = head_dim_, half = hd / 2;
     const float* cos = cos_.data_ptr<float>() + pos * hd;
     const float* sin = sin_.data_ptr<float>() + pos * hd;
+    for (int64_t d = 0; d < half; ++d) {
+      const float lo = in[d], hi = in[d + half];
+      dst[d] = lo * cos[d] + hi * sin[d];
+      dst[d + half] = hi * cos[d + half] + lo * sin[d + half];
+    }
+  }
+
+  // Rope and KV write of row b's key-value group g: its key rotated and its value stored at the row's write slot.
+  // Every row's store ends (a barrier) before any row attends: rows of one sequence (draft tokens verified in one
+  // step) read each other's keys.
+  void store_group(const float* qkv, int64_t b, int64_t g, int64_t pos, int64_t write_slot, float* kv_layer) const {
+    const int64_t H = n_heads_, KV = n_kv_heads_, hd = head_dim_;
     const float* row = qkv + b * (H + 2 * KV) * hd;
-    auto rotate = [&](const float* in, float* dst) {
-      for (int64_t d = 0; d < half; ++d) {
-        const float lo = in[d], hi = in[d + half];
-        dst[d] = lo * cos[d] + hi * sin[d];
-        dst[d + half] = hi * cos[d + half] + lo * sin[d + half];
-      }
-    };
     float* cache_row = kv_layer + write_slot * 2 * KV * hd;
-    rotate(row + (H + g) * hd, cache_row + g * hd);
+    rotate_half(row + (H + g) * hd, cache_row + g * hd, pos);
     std::memcpy(cache_row + (KV + g) * hd, row + (H + KV + g) * hd, hd * sizeof(float));
+  }
+
+  // Attention of row b's key-value group g: each of its query heads, rotated from qkv, over the row's
+  // positions[b] + 1 keys (stored by store_group).
+  void attend_group(const float* qkv, int64_t b, int64_t g, int64_t pos, const int64_t* row_slots,
+                    const float* kv_layer, float* out, std::vector<float>& scratch, std::vector<const float*>& keys,
+                    std::vector<const float*>& values) const {
+    const int64_t H = n_heads_, KV = n_kv_heads_, hd = head_dim_, group = H / KV, S = pos + 1;
+    const float* row = qkv + b * (H + 2 * KV) * hd;
     for (int64_t s = 0; s < S; ++s) {
       keys[s] = kv_layer + row_slots[s] * 2 * KV * hd + g * hd;
       values[s] = kv_layer + row_slots[s] * 2 * KV * hd + (KV + g) * hd;
@@ -492,7 +503,7 @@ class DecodeModel : public torch::CustomClassHolder {
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
     for (int64_t j = 0; j < group; ++j) {
       const int64_t head = g * group + j;
-      rotate(row + head * hd, q);
+      rotate_half(row + head * hd, q, pos);
       dot_keys(q, keys.data(), S, hd, sc);
       float m = -INFINITY;
       for (int64_t s = 0; s < S; ++s) m = std::max(m, sc[s] * scale);
@@ -506,7 +517,7 @@ class DecodeModel : public torch::CustomClassHolder {
   }
 
   // The step on the int8-activation kernels, in one parallel region: threads meet at a barrier after each phase
-  // (norm + quantize, a matmul, rope + attention, ...), nine per layer, instead of an OpenMP region per matmul.
+  // (norm + quantize, a matmul, rope + KV write, attention, ...), ten per layer, instead of an OpenMP region per matmul.
   Tensor step_int8(Tensor& x, const Tensor& positions, const Tensor& write_slots, const Tensor& read_slots, Tensor& kv) {
     RECORD_FUNCTION("r1::step_int8", c10::ArrayRef<const c10::IValue>{});
     const int64_t B = x.size(0), D = x.size(1), H = n_heads_, KV = n_kv_heads_, hd = head_dim_, F = ffn_dim_;
@@ -544,8 +555,13 @@ class DecodeModel : public torch::CustomClassHolder {
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < B * KV; ++item) {
           const int64_t b = item / KV;
-          attend_group(qkv_.data(), b, item % KV, pos[b], wslot[b], rslots + b * S_max, kv_layer, attended_.data(),
-                       scratch, keys, values);
+          store_group(qkv_.data(), b, item % KV, pos[b], wslot[b], kv_layer);
+        }
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < B * KV; ++item) {
+          const int64_t b = item / KV;
+          attend_group(qkv_.data(), b, item % KV, pos[b], rslots + b * S_max, kv_layer, attended_.data(), scratch,
+                       keys, values);
         }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < B; ++b) x_o_.quantize(b, attended_.data() + b * H * hd);

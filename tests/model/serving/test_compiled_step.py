@@ -22,9 +22,10 @@ from model.layers.linear import Linear, dequantize_int8
 from model.loading.hf_checkpoint import load_hf_checkpoint
 from model.serving import compiled_step
 from model.serving.compiled_step import CompiledDecode, NativeLibrary, find_compiler
+from model.serving.drafts import NO_DRAFTS
 from model.serving.native_layout import int4_codes, tiled_int4
 from model.serving.sampler import SamplingParams
-from model.serving.scheduler import forward_step
+from model.serving.scheduler import SchedulerConfig, forward_step
 from tests.model.test_default_model import GSM8K, PROMPTS
 from tests.model.test_engine_parity import random_ids, reference_logits
 from tests.model.tiny import TINY
@@ -242,7 +243,13 @@ def test_native_decode_on_int8_kernels_tracks_eager_on_quantized_weights(kernels
 
 def test_engine_uses_the_native_step_once_ready(library, checkpoint, tmp_path):
     reference, config, tensors = checkpoint
-    engine = Engine(build_transformer(config, tensors), IdTokenizer(), kv_cache_mb=16, native_dir=tmp_path)
+    engine = Engine(
+        build_transformer(config, tensors),
+        IdTokenizer(),
+        kv_cache_mb=16,
+        native_dir=tmp_path,
+        scheduler=SchedulerConfig(drafts=NO_DRAFTS),
+    )  # one native step per token, to count them
     prompt = random_ids(11, 15)
     with torch.no_grad():
         expected = reference.generate(
@@ -340,7 +347,15 @@ def default_cache(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("prompt", PROMPTS[:2])
 def test_default_model_fp32_native_greedy_matches_transformers(library, default_cache, reference_hf_model, prompt):
-    engine = model.load("default", quant=None, threads=2, cache_dir=default_cache, compiled_step=True)
+    engine = model.load(
+        "default",
+        quant=None,
+        threads=2,
+        cache_dir=default_cache,
+        compiled_step=True,
+        prompt_lookup=False,
+        jump_forward=False,
+    )  # one native step per token, to count them
     assert engine.compiled.library.ready  # the session's library: nothing to build again
     assert engine.compiled.wait(timeout=60)
     ids = engine.tokenizer.encode(prompt)

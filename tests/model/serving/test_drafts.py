@@ -81,7 +81,7 @@ def engines(transformer, tokenizer, directory: Path, drafts: DraftConfig | None 
         for d in (drafts or DraftConfig(), NO_DRAFTS)
     ]
     for engine in made:
-        assert engine.compiled.library.wait() and engine.compiled.reason is None
+        assert engine.compiled.wait() and engine.compiled.reason is None
     return made[0], made[1]
 
 
@@ -89,7 +89,7 @@ def engines(transformer, tokenizer, directory: Path, drafts: DraftConfig | None 
 def test_verify_rows_equal_single_token_decodes_bit_for_bit(library, tmp_path):
     transformer = tiny_transformer(211, quant="int4")
     engine = Engine(transformer, None, kv_cache_mb=16, native_dir=tmp_path)
-    assert engine.compiled.library.wait()
+    assert engine.compiled.wait()
     cache, prompt, draft = engine.cache, list(range(3, 33)), [40, 41, 7, 8, 9]
     one = cache.new_sequence()
     forward_step(transformer, cache, [one], [prompt])
@@ -153,15 +153,15 @@ def test_prompt_lookup_on_the_default_model_copies_in_fewer_steps(
 
 def grammars(engine) -> dict[str, str]:
     """Solve's step grammar, the support bot's action grammar and a JSON schema, compiled for `engine`."""
-    from app.support import support_tools
+    from app.support.offer import argument_schemas
     from reasoning.step_grammar import step_grammar
-    from tools.orders import OrderDB
+    from tools.orders import OrderDB, order_tools
 
     with tempfile.TemporaryDirectory() as workdir:
         db = OrderDB.create(Path(workdir) / "orders.db")
-        tools, _ = support_tools(db)
+        schemas = argument_schemas(order_tools(db))  # the bot's tools as its grammar offers them
         db.close()
-    action = tool_or_message_schema({t.name: t.parameters for t in tools})
+    action = tool_or_message_schema(schemas)
     person = {
         "type": "object",
         "properties": {
