@@ -218,9 +218,11 @@ WAIT_FOR_TURNS = """(n) => (document.querySelector('#chatbot').innerText.match(/
     .length >= n"""
 
 
-# The last bot message is the answer (not a collapsible title): its Markdown has been rendered.
+# The last bot message is the answer (not a collapsible title) and its Markdown has been rendered: Gradio adds
+# the message's element before it fills it in, so an empty last message is not yet the answer.
 ANSWER_SHOWN = """() => { const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
-    const last = bots[bots.length - 1].innerText; return !/^(Answered with|Searching with|tool call:)/.test(last); }"""
+    const last = bots[bots.length - 1].innerText.trim();
+    return last.length > 0 && !/^(Answered with|Searching with|tool call:)/.test(last); }"""
 
 
 @pytest.fixture(scope="module")
