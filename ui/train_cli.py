@@ -127,6 +127,9 @@ def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     sft.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints")
     sft.add_argument("--seed", type=int, default=0)
     sft.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    sft.add_argument(
+        "--init-adapter", help="start from this adapter (PEFT format, same rank/alpha/targets), e.g. a second pass"
+    )
 
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             seed=args.seed,
             threads=args.threads,
+            init_adapter=args.init_adapter,
         )
     )
     return 0

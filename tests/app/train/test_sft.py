@@ -174,3 +174,21 @@ def test_bad_targets_and_rows_are_named(tiny, tmp_path):
     bad.write_text('{"prompt": "t2", "steps": ["t3"]}\n{"prompt": "t2"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not a training row"):
         train(config(tiny, tmp_path / "b", data=str(bad)), log=lambda line: None)
+
+
+def test_a_run_started_from_an_adapter_continues_its_weights(tiny, tmp_path):
+    first = tmp_path / "first"
+    trained = train(config(tiny, first), log=lambda line: None)
+    # lr 0: the second pass changes nothing, so its adapter is the first one's weights, loaded into peft's layers
+    again = config(tiny, tmp_path / "again", lr=0.0, seed=1, init_adapter=str(first))
+    summary = train(again, log=lambda line: None)
+    ours, started = (load_file(str(Path(d) / "adapter_model.safetensors")) for d in (again.out, first))
+    assert sorted(ours) == sorted(started)
+    for name in started:
+        assert torch.equal(ours[name], started[name]), name
+    # its evaluation before training already sees the first run's weights: the base model's loss is not there
+    assert summary["history"][0]["eval_loss"] < trained["history"][0]["eval_loss"]
+    card = (Path(again.out) / "README.md").read_text()
+    assert f"--init-adapter {first}" in card and f"started from `{first}`" in card
+    with pytest.raises(ValueError, match=r"--init-adapter .* has \{'r': 4.*this run trains \{'r': 8"):
+        train(config(tiny, tmp_path / "other", rank=8, init_adapter=str(first)), log=lambda line: None)
