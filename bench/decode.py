@@ -323,16 +323,6 @@ def ensure_llama_cpp() -> str | None:
     return None
 
 
-def llama_cpp_ubatch() -> int:
-    """llama.cpp's physical batch: 1 on CPUs with AMX, where llama-cpp-python 0.3.36 built -march=native segfaults
-    in the batched Q4_1 matmul of any multi-token prompt (tests/servers.py passes the same `--n_ubatch 1` to its
-    server). It slows llama.cpp's prefill (one token per batch), not its decode."""
-    try:
-        return 1 if "amx_int8" in Path("/proc/cpuinfo").read_text() else 512
-    except OSError:
-        return 512
-
-
 def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -> Runner:
     """llama.cpp's own generation loop: `create_completion` with greedy sampling (temperature 0, top_k 1), streamed.
 
@@ -340,6 +330,8 @@ def llama_cpp_runner(gguf: Path, b1: list[int], new_tokens: int, threads: int) -
     rest, as for our engine. The GGUF's EOS may end a completion early: rates use the tokens it generated.
     """
     from llama_cpp import Llama
+
+    from tests.servers import llama_cpp_ubatch
 
     ubatch = llama_cpp_ubatch()
     llm = Llama(
@@ -597,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 def drafts_main(args: argparse.Namespace, gguf: Path) -> int:
     """`--grammar` / `--speculative`: the draft-token A/Bs on our default-precision engine (quant="auto")."""
     from bench import decode_drafts
+    from tests import servers
 
     eng = load_ours(gguf, "auto", args.threads)
     sections = []
@@ -618,7 +611,7 @@ def drafts_main(args: argparse.Namespace, gguf: Path) -> int:
                 args.new_tokens,
                 args.threads,
                 with_llama_cpp=why is None and not args.skip_llamacpp,
-                ubatch=llama_cpp_ubatch(),
+                ubatch=servers.llama_cpp_ubatch(),
             )
         )
     eng.close()

@@ -94,16 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_llamacpp:
         try:
             from llama_cpp import Llama
+
+            from tests.servers import llama_cpp_ubatch
         except ImportError as e:
             print(f"llama.cpp not measured: {e}")
         else:
-            # llama.cpp built with -march=native on an AMX CPU segfaults in batched Q4_1 matmuls (tests/servers.py)
-            amx = "amx_int8" in Path("/proc/cpuinfo").read_text()
             llm = Llama(
                 model_path=str(gguf),
                 n_ctx=len(b1) + n + 16,
                 n_batch=512,
-                n_ubatch=1 if amx else 512,
+                n_ubatch=llama_cpp_ubatch(),
                 n_threads=args.threads,
                 n_threads_batch=args.threads,
                 verbose=False,

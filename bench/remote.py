@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,43 +35,6 @@ PROMPT = (
     "How much hay do the sheep eat in a week?\nStep 1:"
 )
 QUESTION = [{"role": "user", "content": "Name three rivers of Europe and say one thing about each."}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(args, port: int, log: Path) -> subprocess.Popen:
-    import httpx
-
-    command = [
-        sys.executable,
-        "-m",
-        "ui.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--quant",
-        args.quant,
-        "--threads",
-        str(args.threads),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "R1_DATA_DIR": tempfile.mkdtemp(prefix="r1-bench-remote-")}
-    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"r1 serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("r1 serve did not start within 300 s")
 
 
 def one_token(backend) -> dict[str, float]:
@@ -122,13 +83,12 @@ def main() -> int:
 
     import model
     from model.backends.remote import OpenAIBackend, RemoteConfig
+    from tests.servers import r1_serve
 
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="r1-bench-remote-")) / "serve.log"
-    server = start_server(args, port, log)
-    try:
+    scratch = Path(tempfile.mkdtemp(prefix="r1-bench-remote-"))
+    with r1_serve(scratch, data_dir=scratch / "data", quant=args.quant, threads=args.threads) as server:
         local = model.load("default", quant=args.quant, threads=args.threads)
-        remote = OpenAIBackend(RemoteConfig(f"http://127.0.0.1:{port}/v1"))
+        remote = OpenAIBackend(RemoteConfig(f"{server.url}/v1"))
         rows = []
         shapes = (
             (one_token, {"total": "one token (1-token completion)"}),
@@ -145,9 +105,6 @@ def main() -> int:
                 print(rows[-1], file=sys.stderr, flush=True)
         remote.close()
         local.close()
-    finally:
-        server.terminate()
-        server.wait(30)
     print(
         f"\nquant={args.quant}, threads={args.threads}, medians of {args.runs} runs, "
         f"load average {os.getloadavg()[0]:.2f}\n"

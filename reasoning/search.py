@@ -25,7 +25,7 @@ from reasoning.grounding import known_numbers, stated_arguments
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, answer_choices, answer_of, parse_step
-from reasoning.tasks import TaskType
+from reasoning.tasks import TASKS, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class Policy:
     `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
     front end can show the search's tool calls while it runs. `on_progress`: called with a line per search
     iteration (`progress`), for the strategies that iterate.
-    front end can show the search's tool calls while it runs.
     Every step runs with the backend's REASONING_ADAPTER when it holds one (`adapter`).
     """
 
@@ -134,6 +133,20 @@ class Policy:
         self.started = time.perf_counter()
         self._draws = 0
         self._compiled: dict[str, str | None] = {}  # step grammar source -> compiled grammar (None: refused)
+
+    @classmethod
+    def math_sampler(cls, engine: Backend, question: str, budget: SearchBudget, seed: int) -> Policy:
+        """A math policy for sampling paths of a training problem, decoding steps as `solve` does (the step
+        grammar when the engine has one, the grounding of `question`)."""
+        return cls(
+            engine,
+            TASKS["math"],
+            budget,
+            seed=seed,
+            grammar=getattr(engine, "grammar_compiler", None),
+            task_type="math",
+            problem=question,
+        )
 
     def exhausted(self) -> bool:
         """Out of tokens or time, or asked to stop (the search then returns the best it has)."""

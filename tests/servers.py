@@ -106,23 +106,13 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def r1_serve(log_dir: Path, *, cache_dir: Path, data_dir: Path, threads: int = 1) -> ServerProcess:
-    """`r1 serve` on the default model (int4), as a user starts it."""
+def r1_serve(
+    log_dir: Path, *, data_dir: Path, cache_dir: Path | None = None, quant: str = "int4", threads: int = 1
+) -> ServerProcess:
+    """`r1 serve` on the default model, as a user starts it (the weight cache: `cache_dir`, else the default)."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "ui.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--quant",
-        "int4",
-        "--cache-dir",
-        str(cache_dir),
-        "--threads",
-        str(threads),
-    ]
+    command = [sys.executable, "-m", "ui.cli", "serve", "--port", str(port), "--quant", quant]
+    command += ["--threads", str(threads)] + (["--cache-dir", str(cache_dir)] if cache_dir is not None else [])
     return ServerProcess("r1 serve", command, port, log_dir / "r1-serve.log", env={"R1_DATA_DIR": str(data_dir)})
 
 
@@ -153,11 +143,14 @@ def llama_cpp_server(log_dir: Path, gguf: Path, *, threads: int = 1) -> ServerPr
 
 
 def _llama_cpp_batch_flags() -> list[str]:
-    """llama.cpp built with -march=native on a CPU with AMX (Sapphire Rapids and later) segfaults in the batched
-    Q4_1 matmul of any multi-token prompt (llama-cpp-python 0.3.36, seen 2026-12-07; one-token batches run). There
-    it evaluates prompts one token per physical batch: slower prefill, the same tokens."""
+    return ["--n_ubatch", "1"] if llama_cpp_ubatch() == 1 else []
+
+
+def llama_cpp_ubatch() -> int:
+    """llama.cpp's physical batch: 1 on CPUs with AMX (Sapphire Rapids and later), where llama-cpp-python 0.3.36
+    built with -march=native segfaults in the batched Q4_1 matmul of any multi-token prompt (seen 2026-12-07;
+    one-token batches run). It slows llama.cpp's prefill (one token per batch), not its decode or its tokens."""
     try:
-        has_amx = "amx_int8" in Path("/proc/cpuinfo").read_text()
+        return 1 if "amx_int8" in Path("/proc/cpuinfo").read_text() else 512
     except OSError:
-        has_amx = False
-    return ["--n_ubatch", "1"] if has_amx else []
+        return 512

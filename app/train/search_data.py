@@ -27,18 +27,9 @@ class SearchDataConfig:
 
 def verified_paths(engine, question: str, gold: str, config: SearchDataConfig) -> tuple[list[list[str]], int]:
     """(distinct step lists of the sampled paths that reach `gold` with every step valid, paths sampled)."""
-    task = TASKS["math"]
     budget = SearchBudget(iterations=config.samples, tokens=config.tokens, seconds=float("inf"))
-    policy = Policy(
-        engine,
-        task,
-        budget,
-        seed=config.seed,
-        grammar=getattr(engine, "grammar_compiler", None),
-        task_type="math",
-        problem=question,
-    )
-    paths = policy.rollout([policy.root(task.prompt(question))] * config.samples, config.temperature)
+    policy = Policy.math_sampler(engine, question, budget, config.seed)
+    paths = policy.rollout([policy.root(policy.task.prompt(question))] * config.samples, config.temperature)
     validity = StepValidity()
     kept: list[list[str]] = []
     for path in paths:

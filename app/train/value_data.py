@@ -21,7 +21,7 @@ from app.train.gsm8k import gold_results
 from app.train.jsonl import read_jsonl
 from reasoning.search import Path as SearchPath, Policy, SearchBudget
 from reasoning.steps import Step, answer_of
-from reasoning.tasks import TASKS, check_math_answer
+from reasoning.tasks import check_math_answer
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,11 @@ class ValueDataConfig:
 
 def rollouts(engine, question: str, config: ValueDataConfig) -> list[SearchPath]:
     """The greedy path, then `samples` sampled ones, decoded as `solve` decodes steps."""
-    task = TASKS["math"]
     budget = SearchBudget(
         iterations=config.samples, tokens=config.tokens, seconds=float("inf"), max_steps=config.max_steps
     )
-    policy = Policy(
-        engine,
-        task,
-        budget,
-        seed=config.seed,
-        grammar=getattr(engine, "grammar_compiler", None),
-        task_type="math",
-        problem=question,
-    )
-    root = policy.root(task.prompt(question))
+    policy = Policy.math_sampler(engine, question, budget, config.seed)
+    root = policy.root(policy.task.prompt(question))
     greedy = policy.rollout([root], 0.0)
     return greedy + policy.rollout([root] * config.samples, config.temperature)
 
