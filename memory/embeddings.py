@@ -3,18 +3,21 @@
 Chroma's own default embedding function downloads an ONNX model on first use, so every collection we
 open is given this one instead. The recipe is sentence-transformers' for this model (its modules.json:
 Transformer -> mean pooling -> Normalize): token embeddings averaged over the attention mask, then L2
-normalised, so cosine distance and L2 distance rank the same.
+normalised, so cosine distance and L2 distance rank the same. The encoder runs in plain torch (memory/minilm.py).
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
+
+if TYPE_CHECKING:
+    from memory.minilm import MiniLM
 
 MAX_LENGTH = 256  # the model's max_seq_length (sentence_bert_config.json); longer text is truncated
 
@@ -38,7 +41,7 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
             raise ValueError(f"max_length must be in 1..512, got {max_length}")
         self.max_length = max_length
         self.batch_size = batch_size
-        self._loaded: tuple[Any, Any] | None = None
+        self._loaded: MiniLM | None = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -59,48 +62,29 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
     def supported_spaces(self) -> list[Space]:
         return ["cosine", "l2", "ip"]
 
-    def _model(self) -> tuple[Any, Any]:
+    def _model(self) -> MiniLM:
         with self._lock:
             if self._loaded is None:
-                import torch
-                from transformers import AutoModel, AutoTokenizer
-                from transformers.utils import logging as hf_logging
+                from memory.minilm import MiniLM
 
-                path = bundled_model_dir()
-                bar_was_on = hf_logging.is_progress_bar_enabled()
-                hf_logging.disable_progress_bar()  # a "Loading weights" bar would interleave with the CLI's own
-                try:
-                    # local_files_only: a local directory never touches the hub, and this makes that a promise.
-                    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-                    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
-                finally:
-                    if bar_was_on:
-                        hf_logging.enable_progress_bar()
-                self._loaded = (tokenizer, model)
+                self._loaded = MiniLM(bundled_model_dir(), self.max_length)
             return self._loaded
 
     def __call__(self, input: Documents) -> Embeddings:
         import torch
 
-        tokenizer, model = self._model()
+        model = self._model()
         texts = list(input)
         # Batch texts of similar length together (as sentence-transformers does): less padding to compute.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(texts)
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = tokenizer(
-                    [texts[i] for i in rows],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                hidden = model(**batch).last_hidden_state  # [B, T, 384]
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # [B, 384]
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                for row, vector in zip(rows, pooled.numpy().astype(np.float32)):
-                    out[row] = vector
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = model.tokenize([texts[i] for i in rows])
+            hidden = model.hidden_states(batch)  # [B, T, 384]
+            mask = batch.mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # [B, 384]
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            for row, vector in zip(rows, pooled.numpy().astype(np.float32)):
+                out[row] = vector
         return out
