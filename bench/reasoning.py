@@ -161,6 +161,11 @@ def main() -> int:
         type=float,
         help="an MCTS node may hold up to this times sqrt(visits) children (default: MCTSConfig's)",
     )
+    parser.add_argument(
+        "--mcts-consensus",
+        type=int,
+        help="MCTS stops once this many valid paths agree where no verifier applies; 0 = never (default: MCTSConfig's)",
+    )
     parser.add_argument("--no-grammar", action="store_true", help="steps in free text, without the step grammar")
     parser.add_argument("--json", type=Path, help="also write per-item results here")
     args = parser.parse_args()
@@ -190,7 +195,11 @@ def main() -> int:
     mcts_config = MCTSConfig(
         **{
             name: value
-            for name, value in (("children", args.mcts_children), ("widening", args.mcts_widening))
+            for name, value in (
+                ("children", args.mcts_children),
+                ("widening", args.mcts_widening),
+                ("consensus", args.mcts_consensus),
+            )
             if value is not None
         }
     )
@@ -242,7 +251,7 @@ def main() -> int:
         f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
         f"value model {args.value_model}, "
         f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
-        f"self-consistency@{args.samples} and MCTS, load average {load_before:.1f} at the start, "
+        f"self-consistency@{args.samples} and MCTS ({mcts_config}), load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (a loaded machine stretches the seconds)\n"
     )
     print(
