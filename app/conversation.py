@@ -234,8 +234,7 @@ class Chat:
             yield from self._chat_reply(conversation_id, text, past)
 
     def _chat_reply(self, conversation_id: int, text: str, past: list[Message]) -> Iterator[Message]:
-        settings = self.runtime.settings
-        engine = self.runtime.engine
+        settings, engine = self.runtime.current()
         try:
             history = [{"role": m.role, "content": m.content} for m in past]
             history.append({"role": "user", "content": text})

@@ -34,10 +34,15 @@ class Runtime:
     @property
     def engine(self) -> Backend:
         """The loaded backend (loaded on first use). Raises ValueError for a missing or bad model or server."""
+        return self.current()[1]
+
+    def current(self) -> tuple[Settings, Backend]:
+        """The settings and the backend loaded for them, read together: a concurrent `apply` cannot pair one
+        with the other's predecessor (loads the backend on first use, as `engine` does)."""
         with self._lock:
             if self._engine is None:
                 self._engine = self._load(self._settings)
-            return self._engine
+            return self._settings, self._engine
 
     def apply(self, settings: Settings) -> bool:
         """Switch to `settings`; returns whether the engine was reloaded.

@@ -213,7 +213,7 @@ def _kv_cache_mb(runtime: Runtime) -> float:
 
 def _memory_stats_markdown(ctx: WebContext) -> str:
     """Tier 2 (the window for the current model and settings) and tier 3 (what the vector store holds)."""
-    settings, engine, memory = ctx.runtime.settings, ctx.runtime.engine, ctx.chat.memory
+    (settings, engine), memory = ctx.runtime.current(), ctx.chat.memory
     k = settings.memory_recall_k if ctx.store is not None else 0
     budget = window_budget(engine.context_length, settings.max_new_tokens, k, settings.memory_window_tokens)
     rows = [
@@ -481,10 +481,10 @@ def build_support_tab(ctx: WebContext, demo: gr.Blocks) -> None:
     bots: dict[int, object] = {}
 
     def bot():
-        engine = ctx.runtime.engine
+        settings, engine = ctx.runtime.current()
         if id(engine) not in bots:  # one bot (and order database) per loaded engine
             bots.clear()
-            bots[id(engine)] = open_support(ctx.runtime.settings, engine, memory_store=ctx.store)
+            bots[id(engine)] = open_support(settings, engine, memory_store=ctx.store)
         return bots[id(engine)]
 
     def respond(message: str, shown: list, made: list | None, session_id: str | None):

@@ -25,7 +25,8 @@ def test_engine_reloads_only_for_engine_settings_and_survives_a_bad_model(runtim
         assert own.engine.generate("The capital of France is", max_new_tokens=4)  # still serving
 
         assert own.apply(dataclasses.replace(before, kv_cache_mb=64)) is True
-        assert own.engine is not first and own.engine.kv_cache_mb == 64
+        settings, engine = own.current()  # read together: the new settings with the engine loaded for them
+        assert engine is own.engine is not first and engine.kv_cache_mb == settings.kv_cache_mb == 64
         assert own.engine.generate("The capital of France is", max_new_tokens=4)
     finally:
         own.close()
