@@ -11,9 +11,8 @@ nothing to choose from. So a node is widened (progressive widening): once its vi
 has, it is expanded again with fresh samples, until a widening brings no new step.
 
 The search starts from the greedy path and ends early once a verifier (a solution set checked against the
-equations, the named tool's result, the stated examples) confirms a path that no other path could outscore, or,
-where no verifier applies (a word problem), once `consensus` valid paths agree and none disagrees; it never
-expands below a node whose rollout is verified. Progress lines name the path it would return if stopped
+equations, the named tool's result, the stated examples) confirms a path that no other path could outscore; it
+never expands below a node whose rollout is verified. Progress lines name the path it would return if stopped
 then.
 
 The result is the best-rewarded finished path and the whole tree.
@@ -69,12 +68,6 @@ def mcts(problem: Problem, prompt: str, policy: Policy, reward: LayeredReward, c
                 f"(reward {best.reward['total']:.2f}); no other path can score higher"
             )
             break
-        if agreed(finished, best, problem, reward, config.consensus):
-            policy.progress(
-                f"stopped after {iteration} iterations: {config.consensus} valid paths agree on {best.answer!r} "
-                "and none disagrees"
-            )
-            break
         if policy.exhausted():
             break
         policy.progress(
@@ -100,19 +93,6 @@ def settled(best: Path, reward: LayeredReward) -> bool:
     """Whether the search can stop: the best path is verified and within `TIE` of the reward's ceiling, so no
     path the remaining budget could find would be chosen over it."""
     return best.verified and reward.ceiling - best.reward["total"] <= TIE
-
-
-def agreed(paths: list[Path], best: Path, problem: Problem, reward: LayeredReward, consensus: int) -> bool:
-    """Whether the search can stop on agreement (MCTSConfig.consensus): no verifier judges the best path's answer,
-    at least `consensus` paths whose every step is valid reached it, and no such path reached another."""
-    if (
-        consensus <= 0
-        or best.answer is None
-        or reward.correctness.verdict(problem, best.answer, best.steps) is not None
-    ):
-        return False
-    answers = [p.answer.strip() for p in paths if p.answer is not None and p.reward["validity"] == 1.0]
-    return len(answers) >= consensus and set(answers) == {best.answer.strip()}
 
 
 def _expandable(node: Node, policy: Policy, config: MCTSConfig) -> bool:

@@ -52,10 +52,6 @@ class MCTSConfig:
     children: int = 4  # K draws per expansion
     temperature: float = 0.8  # for sampled draws; rollouts are greedy
     widening: float = 1.0  # a node may hold up to widening * sqrt(visits) distinct children
-    # MCTS stops once this many finished paths, every step valid, reached the best path's answer and no valid path
-    # reached another, where no verifier judges that answer (agreement decides): the rest of the budget could only
-    # outvote them with more paths than it has tokens for. 0 = never.
-    consensus: int = 4
 
 
 @dataclass

@@ -111,25 +111,3 @@ def test_c_puct_and_k_are_configurable():
     engine = ScriptedEngine(six_times_seven)
     solution = run(engine, budget=2, mcts_config=MCTSConfig(c_puct=2.0, children=6))
     assert len(next(batch for batch in engine.batches[1:] if batch and not batch[0])) == 5 and solution.answer == "42"
-
-
-def test_a_word_problem_stops_once_enough_valid_paths_agree_and_none_disagrees():
-    products = ["6*7", "7*6", "(6*7)", "(7*6)", "6*(7)"]
-
-    def agreeing(steps, seed, greedy):  # the draws write 6 x 7 in five ways (nothing verifies a word problem)
-        return answer_last_result(steps) if steps else calc(products[0 if greedy else seed % 5])
-
-    def split(steps, seed, greedy):  # the draws disagree: 6*7 or 6+7
-        return answer_last_result(steps) if steps else calc("6*7" if greedy or seed % 2 else "6+7")
-
-    lines = []
-    config = MCTSConfig(widening=4.0)  # room for more children than one: only agreement ends the search
-    agreed = run(ScriptedEngine(agreeing), budget=64, truth=None, on_progress=lines.append, mcts_config=config)
-    assert agreed.answer == "42" and "4 valid paths agree on '42' and none disagrees" in lines[-1]
-    unlimited = MCTSConfig(widening=4.0, consensus=0)
-    searched_on = run(ScriptedEngine(agreeing), budget=64, truth=None, mcts_config=unlimited)
-    assert searched_on.answer == "42" and searched_on.tokens["generated"] > 2 * agreed.tokens["generated"]
-
-    lines.clear()
-    run(ScriptedEngine(split), budget=64, truth=None, on_progress=lines.append, mcts_config=config)
-    assert not any("agree on" in line for line in lines)
