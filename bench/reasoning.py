@@ -161,11 +161,6 @@ def main() -> int:
         type=float,
         help="an MCTS node may hold up to this times sqrt(visits) children (default: MCTSConfig's)",
     )
-    parser.add_argument(
-        "--mcts-consensus",
-        type=int,
-        help="MCTS stops once this many valid paths agree where no verifier applies; 0 = never (default: MCTSConfig's)",
-    )
     parser.add_argument("--no-grammar", action="store_true", help="steps in free text, without the step grammar")
     parser.add_argument("--json", type=Path, help="also write per-item results here")
     args = parser.parse_args()
@@ -195,11 +190,7 @@ def main() -> int:
     mcts_config = MCTSConfig(
         **{
             name: value
-            for name, value in (
-                ("children", args.mcts_children),
-                ("widening", args.mcts_widening),
-                ("consensus", args.mcts_consensus),
-            )
+            for name, value in (("children", args.mcts_children), ("widening", args.mcts_widening))
             if value is not None
         }
     )
