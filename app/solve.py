@@ -135,7 +135,8 @@ def solve(
             )
 
     start = time.perf_counter()
-    engine = backend()
+    model, engine = backend()  # read again with the backend: a Settings apply since the look-up changes both
+    key = PathCache.key(problem, kind, strategy, model)
     # A server takes no token-level grammar: its steps are free text cut at the task's stop strings.
     grammar = engine.grammar_compiler if options.constrained else None
     target = Problem(problem.strip(), kind, options.truth, tuple(options.tests))
@@ -190,14 +191,23 @@ def _options(options: SolveOptions | None, knobs: dict[str, Any]) -> SolveOption
     return replace(options or SolveOptions(), **knobs)
 
 
-def _searcher(runtime: Runtime | None, engine: Backend | None) -> tuple[str, PathCache, Callable[[], Backend]]:
-    """The model key, the path cache, and the backend to search with (loaded only on a cache miss)."""
+def _searcher(
+    runtime: Runtime | None, engine: Backend | None
+) -> tuple[str, PathCache, Callable[[], tuple[str, Backend]]]:
+    """The model key, the path cache, and a function giving the backend to search with and its model key, read
+    together (the backend loads only on a cache miss)."""
     if runtime is not None:
-        return model_key(runtime.settings), runtime.path_cache, lambda: runtime.engine
+
+        def current() -> tuple[str, Backend]:
+            settings, backend = runtime.current()
+            return model_key(settings), backend
+
+        return model_key(runtime.settings), runtime.path_cache, current
     if engine is not None:  # no settings to read an adapter from: the backend's own name
-        return engine.name, DEFAULT_PATH_CACHE, lambda: engine
+        return engine.name, DEFAULT_PATH_CACHE, lambda: (engine.name, engine)
     settings = Settings.from_env()
-    return model_key(settings), DEFAULT_PATH_CACHE, lambda: shared_backends.get(settings)
+    key = model_key(settings)
+    return key, DEFAULT_PATH_CACHE, lambda: (key, shared_backends.get(settings))
 
 
 def _value_model(choice: str | Path | ValueHead | bool, engine, adapter: str | None) -> ValueModel | None:

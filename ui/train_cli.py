@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 
 def add_train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -140,14 +142,50 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="the engine's weight cache")
 
 
-def _engine(args: argparse.Namespace):
-    from app import Settings, load_engine
+def _settings(args: argparse.Namespace):
+    """Settings from the environment with this command's engine flags over them."""
+    from app import Settings
 
-    return load_engine(
-        Settings.from_env().override(
-            model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads, cache_dir=args.cache_dir
-        )
+    return Settings.from_env().override(
+        model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads, cache_dir=args.cache_dir
     )
+
+
+def _progress(line: str) -> None:
+    print(f"r1 train: {line}", file=sys.stderr, flush=True)
+
+
+def _report_from_engine(settings, job: Callable) -> int:
+    """Load the engine for `settings`, print `job(engine)`'s report as JSON, and close the engine whatever happens."""
+    from app import load_engine
+
+    engine = load_engine(settings)
+    try:
+        report = job(engine)
+    finally:
+        engine.close()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _training_problems(path: str | None, rows: list[dict], limit: int | None, skip: int = 0) -> list[dict]:
+    """{question, answer[, solution]} for the problems of the JSONL file `path` (or of `rows` without one): the
+    answer is a GSM8K solution's final number, and the solution is kept where there is one."""
+    from app.train.gsm8k import final_answer
+    from app.train.jsonl import read_jsonl
+
+    def problem(row: dict) -> dict:
+        answer = str(row["answer"])
+        final = final_answer(answer)
+        return {
+            "question": str(row["question"]),
+            "answer": final or answer.strip(),
+            **({"solution": answer} if final else {}),
+        }
+
+    if path:
+        return read_jsonl(Path(path), problem, "a problem ({question, answer})")[skip:][:limit]
+    return [problem(row) for row in rows[skip:][:limit]]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -196,40 +234,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _search_data(args: argparse.Namespace) -> int:
-    from app import Settings, load_engine
-    from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
+    from app.train.gsm8k import find_gsm8k, read_gsm8k, split_dev
     from app.train.search_data import SearchDataConfig, build
 
-    if args.problems:
-        rows = [json.loads(line) for line in open(args.problems, encoding="utf-8") if line.strip()]
-    else:
-        rows, _ = split_dev(read_gsm8k(find_gsm8k()))
-    problems = [
-        {"question": r["question"], "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip()}
-        for r in rows[: args.limit]
-    ]
-    settings = Settings.from_env().override(
-        model=args.model, quant=args.quant, adapter=args.adapter, threads=args.threads, cache_dir=args.cache_dir
+    problems = _training_problems(
+        args.problems, [] if args.problems else split_dev(read_gsm8k(find_gsm8k()))[0], args.limit
     )
+    settings = _settings(args)
     if args.teacher_base_url:
         settings = settings.override(backend="openai", base_url=args.teacher_base_url, remote_model=args.teacher_model)
-    engine = load_engine(settings)
-    try:
-        report = build(
-            engine,
-            problems,
-            args.out,
-            SearchDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed),
-            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
-        )
-    finally:
-        engine.close()
-    print(json.dumps(report, indent=2))
-    return 0
+    config = SearchDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed)
+    return _report_from_engine(settings, lambda engine: build(engine, problems, args.out, config, progress=_progress))
 
 
 def _value_data(args: argparse.Namespace) -> int:
-    from app.train.gsm8k import final_answer, find_gsm8k, read_gsm8k, split_dev
+    from app.train.gsm8k import find_gsm8k, read_gsm8k, split_dev
     from app.train.value_data import ValueDataConfig, build
 
     try:
@@ -238,56 +257,27 @@ def _value_data(args: argparse.Namespace) -> int:
         if not args.problems:
             raise
         train, dev = [], []  # no GSM8K here: nothing to check the problems against
-    if args.problems:
-        with open(args.problems, encoding="utf-8") as file:
-            rows = [json.loads(line) for line in file if line.strip()]
-    else:
-        rows = train
-    problems = [
-        {
-            "question": r["question"],
-            "answer": final_answer(str(r["answer"])) or str(r["answer"]).strip(),
-            **({"solution": str(r["answer"])} if final_answer(str(r["answer"])) else {}),
-        }
-        for r in rows[args.skip :][: args.limit]
-    ]
-    engine = _engine(args)
-    try:
-        report = build(
-            engine,
-            problems,
-            args.out,
-            ValueDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed),
-            dev_questions=frozenset(r["question"].strip() for r in dev),
-            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
-        )
-    finally:
-        engine.close()
-    print(json.dumps(report, indent=2))
-    return 0
+    problems = _training_problems(args.problems, train, args.limit, skip=args.skip)
+    config = ValueDataConfig(samples=args.samples, tokens=args.tokens, temperature=args.temperature, seed=args.seed)
+    dev_questions = frozenset(r["question"].strip() for r in dev)
+    return _report_from_engine(
+        _settings(args),
+        lambda engine: build(engine, problems, args.out, config, dev_questions=dev_questions, progress=_progress),
+    )
 
 
 def _value(args: argparse.Namespace) -> int:
     from app.train.value import ValueTrainConfig, train_value
 
-    engine = _engine(args)
-    try:
-        report = train_value(
-            engine,
-            ValueTrainConfig(
-                data=args.data,
-                out=args.out,
-                hidden=args.hidden,
-                epochs=args.epochs,
-                lr=args.lr,
-                weight_decay=args.weight_decay,
-                heldout=args.heldout,
-                seed=args.seed,
-                label=args.label,
-            ),
-            progress=lambda line: print(f"r1 train: {line}", file=sys.stderr, flush=True),
-        )
-    finally:
-        engine.close()
-    print(json.dumps(report, indent=2))
-    return 0
+    config = ValueTrainConfig(
+        data=args.data,
+        out=args.out,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        heldout=args.heldout,
+        seed=args.seed,
+        label=args.label,
+    )
+    return _report_from_engine(_settings(args), lambda engine: train_value(engine, config, progress=_progress))

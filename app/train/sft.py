@@ -231,6 +231,7 @@ def _started_from(config: SFTConfig, summary: dict) -> str:
 
 def load_init_adapter(module, path: Path, config: SFTConfig) -> None:
     """Copy an adapter's LoRA weights into `module` (a peft model of the same rank, alpha and targets)."""
+    import peft
     from safetensors.torch import load_file
 
     saved = json.loads((path / "adapter_config.json").read_text())
@@ -242,14 +243,10 @@ def load_init_adapter(module, path: Path, config: SFTConfig) -> None:
     }
     if found != wanted:
         raise ValueError(f"--init-adapter {path} has {found}; this run trains {wanted}")
-    weights = load_file(path / "adapter_model.safetensors")
-    trained = {n: p for n, p in module.named_parameters() if p.requires_grad}
-    by_saved_name = {n.replace(".default.weight", ".weight"): n for n in trained}
-    if set(weights) != set(by_saved_name):
+    result = peft.set_peft_model_state_dict(module, load_file(path / "adapter_model.safetensors"))
+    missing_lora = [name for name in result.missing_keys if "lora_" in name]
+    if result.unexpected_keys or missing_lora:
         raise ValueError(f"--init-adapter {path}: its tensors do not match this model's LoRA layers")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            trained[by_saved_name[name]].copy_(tensor)
 
 
 def train(config: SFTConfig, *, log=None) -> dict:
@@ -291,8 +288,9 @@ def train(config: SFTConfig, *, log=None) -> dict:
             task_type="CAUSAL_LM",
         ),
     )
-    if config.init_adapter is not None:
-        load_init_adapter(module, Path(config.init_adapter).expanduser(), config)
+    init_adapter = Path(config.init_adapter).expanduser() if config.init_adapter is not None else None
+    if init_adapter is not None:
+        load_init_adapter(module, init_adapter, config)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     per_epoch = math.ceil(len(train_examples) / config.batch_size)
@@ -302,10 +300,8 @@ def train(config: SFTConfig, *, log=None) -> dict:
     settings = {k: v for k, v in asdict(config).items() if k not in ("out", "threads", "checkpoint_every", "cache_dir")}
     settings["targets"] = list(config.targets)
     settings["data_sha256"] = file_sha256(data)
-    if config.init_adapter is not None:
-        settings["init_adapter_sha256"] = file_sha256(
-            Path(config.init_adapter).expanduser() / "adapter_model.safetensors"
-        )
+    if init_adapter is not None:
+        settings["init_adapter_sha256"] = file_sha256(init_adapter / "adapter_model.safetensors")
     state = TrainState()
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():

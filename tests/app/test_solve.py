@@ -177,6 +177,23 @@ def test_the_path_cache_is_keyed_by_the_model_and_a_runtime_owns_its_own():
     assert len(base.path_cache._entries) == len(tuned.path_cache._entries) == 1  # each runtime's own
 
 
+def test_a_settings_change_before_the_search_caches_the_answer_under_the_model_that_searched():
+    from app import Settings
+    from app.runtime import Runtime
+
+    engine = scripted_engine()
+    runtime = Runtime(Settings(), engine)
+    tuned = Settings(adapter="/adapters/gsm8k")
+
+    def applied_meanwhile():  # the Settings tab's apply lands between the cache look-up and the search
+        runtime._settings = tuned
+        return tuned, engine
+
+    runtime.current = applied_meanwhile
+    assert not solve("What is six times seven?", task_type="math", strategy="greedy", runtime=runtime).cached
+    assert solve("What is six times seven?", task_type="math", strategy="greedy", runtime=runtime).cached
+
+
 def test_a_solution_remembered_without_the_adapter_is_not_served_with_it(store):
     """`r1 solve --adapter` once returned an answer tier 3 held from a search without the adapter."""
     from app import Settings

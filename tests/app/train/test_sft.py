@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import model
 from app.train.sft import CHECKPOINT, IGNORE, SFTConfig, encode_row, train
@@ -192,3 +193,8 @@ def test_a_run_started_from_an_adapter_continues_its_weights(tiny, tmp_path):
     assert f"--init-adapter {first}" in card and f"started from `{first}`" in card
     with pytest.raises(ValueError, match=r"--init-adapter .* has \{'r': 4.*this run trains \{'r': 8"):
         train(config(tiny, tmp_path / "other", rank=8, init_adapter=str(first)), log=lambda line: None)
+    partial = tmp_path / "partial"  # same config, one layer's LoRA pair missing from the weights
+    shutil.copytree(first, partial)
+    save_file({n: t for n, t in started.items() if ".layers.0." not in n}, str(partial / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match="its tensors do not match this model's LoRA layers"):
+        train(config(tiny, tmp_path / "third", init_adapter=str(partial)), log=lambda line: None)
