@@ -26,7 +26,9 @@ class Settings:
         None  # most (token, expert) assignments per expert per step; overflow goes to a backup
     )
     adapter: str | None = None  # a LoRA directory in PEFT's format (`r1 train sft` writes one); None = none
-    adapter_scope: str = "reasoning"  # "reasoning": only solve's reasoning steps run with it; "all": every request
+    # "reasoning": only solve's reasoning steps run with it; "word-problems": only those of maths word problems;
+    # "all": every request
+    adapter_scope: str = "reasoning"
     router_bias: str | None = None  # a safetensors file of per-task router biases (tensors "math", "code", "chat")
     attention: str = "dense"  # "dense", "local", "topk" or "auto" (dense up to 512 tokens of context, top-k above)
     attention_local_blocks: int = 2  # sparse modes: 64-token blocks before its own that a query always sees

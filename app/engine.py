@@ -18,12 +18,14 @@ from model.backends.backend import Backend
 from model.engine import DEFAULT_KV_CACHE_MB as DEFAULT_KV_CACHE_MB
 from model.layers.moe import DEFAULT_EXPERT_CAPACITY as DEFAULT_EXPERT_CAPACITY, TASK_TYPES, ExpertLoad as ExpertLoad
 from model.serving.request import Completion as Completion, GenerationError as GenerationError, Request as Request
-from reasoning.search import REASONING_ADAPTER
+from reasoning.search import REASONING_ADAPTER, WORD_PROBLEM_ADAPTER
 
 # The model names above written `X as X` are re-exported for ui/, which imports app and never model
 # (docs/ARCHITECTURE.md).
 
-ADAPTER_SCOPES = ("reasoning", "all")
+ADAPTER_SCOPES = ("reasoning", "word-problems", "all")
+# The per-request adapter name each narrower scope loads `--adapter` under (reasoning/search.py's step_adapter).
+SCOPED_ADAPTER_NAMES = {"reasoning": REASONING_ADAPTER, "word-problems": WORD_PROBLEM_ADAPTER}
 
 BACKENDS = ("local", "openai")
 # Settings whose change needs a new backend; every other field applies to the next request as it is.
@@ -72,7 +74,9 @@ def load_engine(settings: Settings) -> Backend:
             attention=attention_config(settings),
             fallback_full_attention=settings.fallback_full_attention,
             adapter=settings.adapter if everything else None,
-            request_adapters={REASONING_ADAPTER: settings.adapter} if settings.adapter and not everything else None,
+            request_adapters={SCOPED_ADAPTER_NAMES[settings.adapter_scope]: settings.adapter}
+            if settings.adapter and not everything
+            else None,
             prompt_lookup=settings.prompt_lookup,
             jump_forward=settings.jump_forward,
         )

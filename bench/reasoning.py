@@ -19,6 +19,7 @@ wrong answer: where its path derailed.
     python bench/reasoning.py --set symbolic --no-grammar          # the same, steps in free text
     python bench/reasoning.py --set gsm8k --limit 40
     python bench/reasoning.py --set gsm8k-dev --limit 50 --strategies greedy --adapter DIR   # a LoRA from r1 train
+    python bench/reasoning.py --set symbolic --strategies mcts --adapter DIR --adapter-scope word-problems
     python bench/reasoning.py --set humaneval --limit 20
     python bench/reasoning.py --model path/to/bigger.gguf          # any checkpoint the engine loads
 
@@ -142,6 +143,12 @@ def main() -> int:
     parser.add_argument("--quant", default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format), e.g. from `r1 train sft`")
     parser.add_argument(
+        "--adapter-scope",
+        choices=("all", "reasoning", "word-problems"),
+        default="all",
+        help="all (default): merged for every request; reasoning / word-problems: per request, as `r1 --adapter-scope`",
+    )
+    parser.add_argument(
         "--value-model",
         default="auto",
         help="a value head directory (`r1 train value`); auto "
@@ -168,12 +175,20 @@ def main() -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import model
+    from app.engine import SCOPED_ADAPTER_NAMES
     from app.solve import solve
     from reasoning.mcts import MCTSConfig
     from reasoning.search import SearchBudget
     from reasoning.tasks import check_math_answer
 
-    engine = model.load(args.model, quant=args.quant, threads=args.threads, adapter=args.adapter)
+    scoped = args.adapter and args.adapter_scope != "all"
+    engine = model.load(
+        args.model,
+        quant=args.quant,
+        threads=args.threads,
+        adapter=None if scoped else args.adapter,
+        request_adapters={SCOPED_ADAPTER_NAMES[args.adapter_scope]: args.adapter} if scoped else None,
+    )
     load_before = os.getloadavg()[0]
     items = load_set(args.set, limit)
     task_type = items[0]["task_type"]
@@ -239,7 +254,7 @@ def main() -> int:
         print(f"[{i + 1}/{len(items)}] {line}  {item['question'].strip()[:60]!r}", file=sys.stderr, flush=True)
 
     print(
-        f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){' + ' + args.adapter if args.adapter else ''}, "
+        f"\n{args.set}, {len(items)} items, model {args.model} ({args.quant}){f' + {args.adapter} ({args.adapter_scope})' if args.adapter else ''}, "
         f"value model {args.value_model}, "
         f"{'free-text steps' if args.no_grammar else 'grammar-constrained steps'}, {tokens}-token budget for "
         f"self-consistency@{args.samples} and MCTS ({mcts_config}), load average {load_before:.1f} at the start, "

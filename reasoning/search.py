@@ -21,7 +21,7 @@ from typing import Any
 from model import SamplingParams
 from model.backends.backend import Backend
 from model.serving.grammar import GrammarCompiler, GrammarError
-from reasoning.grounding import known_numbers, stated_arguments
+from reasoning.grounding import is_symbolic, known_numbers, stated_arguments
 from reasoning.reward import LayeredReward, Problem
 from reasoning.step_grammar import step_grammar
 from reasoning.steps import Step, answer_choices, answer_of, parse_step
@@ -32,6 +32,18 @@ log = logging.getLogger(__name__)
 # The per-request adapter reasoning steps run with, when the backend holds one by this name (app/engine.py loads
 # `--adapter` under it); chat and plain generation never name it, so they keep the base model.
 REASONING_ADAPTER = "reasoning"
+# The same, for math word problems only (`--adapter-scope word-problems`): an adapter trained on GSM8K's worked
+# solutions pulls symbolic problems away from their tools (docs/BENCHMARKS.md, "adapter2 on the held-out set").
+WORD_PROBLEM_ADAPTER = "word-problems"
+
+
+def step_adapter(held: Sequence[str], task_type: str | None, problem: str | None) -> str | None:
+    """The per-request adapter (of those the backend `held`) a problem's steps run with, or None: the base model."""
+    if REASONING_ADAPTER in held:
+        return REASONING_ADAPTER
+    if WORD_PROBLEM_ADAPTER in held and task_type == "math" and problem is not None and not is_symbolic(problem):
+        return WORD_PROBLEM_ADAPTER
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ class Policy:
     `on_step`: called with every step as it is decoded (tool steps after their tool ran), in whichever path, so a
     front end can show the search's tool calls while it runs. `on_progress`: called with a line per search
     iteration (`progress`), for the strategies that iterate.
-    Every step runs with the backend's REASONING_ADAPTER when it holds one (`adapter`).
+    Every step runs with the backend's per-request adapter for this problem when it holds one (`step_adapter`).
     """
 
     def __init__(
@@ -128,7 +140,7 @@ class Policy:
         self.grammar = grammar
         self.on_step = on_step
         self.on_progress = on_progress
-        self.adapter = REASONING_ADAPTER if REASONING_ADAPTER in getattr(engine, "adapters", ()) else None
+        self.adapter = step_adapter(getattr(engine, "adapters", ()), task_type, problem)
         self.tokens = TokenCounts()
         self.started = time.perf_counter()
         self._draws = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app import Settings, load_engine, open_support, solve
 from app.engine import (
+    ADAPTER_SCOPES,
     ATTENTION_MODES,
     BACKENDS,
     DEFAULT_EXPERT_CAPACITY,
@@ -79,8 +80,9 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--adapter-scope",
-        choices=("reasoning", "all"),
-        help="which requests the adapter applies to: reasoning (default) or all ($R1_ADAPTER_SCOPE)",
+        choices=ADAPTER_SCOPES,
+        help="which requests the adapter applies to: reasoning (default), word-problems (the reasoning steps of "
+        "maths word problems only) or all ($R1_ADAPTER_SCOPE)",
     )
     group.add_argument("--no-adapter", action="store_true", help="run without any adapter, whatever $R1_ADAPTER says")
     group.add_argument(

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from app.train.value_data import read_value_rows
-from reasoning.search import REASONING_ADAPTER
+from reasoning.search import REASONING_ADAPTER, WORD_PROBLEM_ADAPTER
 from reasoning.value_model import ValueHead, ValueHeadConfig
 
 
@@ -140,7 +140,9 @@ def train_value(engine, config: ValueTrainConfig, progress: Callable[[str], None
     rows = read_value_rows(config.data)
     if not rows:
         raise ValueError(f"{config.data}: no rows")
-    adapter = REASONING_ADAPTER if REASONING_ADAPTER in getattr(engine, "adapters", ()) else None
+    # the rows are math word problems: their steps ran with whichever per-request adapter the engine holds
+    held = getattr(engine, "adapters", ())
+    adapter = next((name for name in (REASONING_ADAPTER, WORD_PROBLEM_ADAPTER) if name in held), None)
     features, labels, questions = path_features(engine, rows, adapter, config.label, progress)
     held = torch.tensor([is_heldout(q, config.heldout) for q in questions])
     if held.all() or not held.any():

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from app import Settings
 from app.engine import load_engine, read_router_bias
 from model.layers.moe import Router
-from reasoning.search import REASONING_ADAPTER
+from reasoning.search import REASONING_ADAPTER, WORD_PROBLEM_ADAPTER
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
 
@@ -62,13 +62,16 @@ def test_adapter_setting_from_the_environment_reaches_the_engine(tmp_path):
     assert engine.adapters == (REASONING_ADAPTER,)
     assert sum(m.lora_down is not None for m in linears) == 0 and sum(bool(m.request_pairs) for m in linears) == 3
     engine.close()
+    engine = load_engine(settings.override(adapter_scope="word-problems"))  # per request, under its own name
+    assert engine.adapters == (WORD_PROBLEM_ADAPTER,)
+    engine.close()
     engine = load_engine(settings.override(adapter_scope="all"))  # every request: beside the int8 weights
     linears = [m for m in engine.model.modules() if hasattr(m, "lora_down")]
     assert engine.adapters == () and sum(m.lora_down is not None for m in linears) == 3
     engine.close()
     with pytest.raises(ValueError, match="adapter not found: .*nowhere"):
         load_engine(settings.override(adapter=str(tmp_path / "nowhere")))
-    with pytest.raises(ValueError, match="unknown adapter scope 'chat'; choose one of reasoning, all"):
+    with pytest.raises(ValueError, match="unknown adapter scope 'chat'; choose one of reasoning, word-problems, all"):
         load_engine(settings.override(adapter_scope="chat"))
 
 
@@ -80,6 +83,8 @@ def test_adapter_flags_reach_the_settings(monkeypatch, capsys):
     assert _settings(parse(["generate", "--prompt", "hi"])).adapter == "/some/adapter"
     assert _settings(parse(["generate", "--prompt", "hi"])).adapter_scope == "reasoning"
     assert _settings(parse(["generate", "--prompt", "hi", "--adapter-scope", "all"])).adapter_scope == "all"
+    scoped = parse(["solve", "x", "--adapter-scope", "word-problems"])
+    assert _settings(scoped).adapter_scope == "word-problems"
     assert _settings(parse(["generate", "--prompt", "hi", "--no-adapter"])).adapter is None
     with pytest.raises(SystemExit):
         parse(["generate", "--help"])

@@ -173,6 +173,20 @@ def test_among_verified_paths_the_shortest_is_chosen():
     assert not paths[0].verified and best_path(paths) is paths[0]  # no verifier: the first found
 
 
+def test_a_word_problem_adapter_runs_only_maths_word_problems():
+    from reasoning.search import REASONING_ADAPTER, WORD_PROBLEM_ADAPTER, step_adapter
+
+    word = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
+    symbolic = "What is the derivative of x**3 * sin(x)?"
+    held = (WORD_PROBLEM_ADAPTER,)
+    assert step_adapter(held, "math", word) == WORD_PROBLEM_ADAPTER
+    assert step_adapter(held, "math", symbolic) is None
+    assert step_adapter(held, "code", "Write a function that adds 2 and 3.") is None
+    assert step_adapter(held, "math", None) is None  # nothing to tell a word problem by
+    assert step_adapter((REASONING_ADAPTER,), "math", symbolic) == REASONING_ADAPTER  # every reasoning step
+    assert step_adapter((), "math", word) is None
+
+
 def test_reasoning_steps_run_with_the_reasoning_adapter_and_plain_generation_does_not(tmp_path):
     """A backend holding the per-request REASONING_ADAPTER: the Policy's steps decode as on an engine with the
     adapter merged for everything, while a plain request on the same engine decodes as on the base model."""
