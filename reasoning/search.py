@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # `--adapter` under it); chat and plain generation never name it, so they keep the base model.
 REASONING_ADAPTER = "reasoning"
 # The same, for math word problems only (`--adapter-scope word-problems`): an adapter trained on GSM8K's worked
-# solutions pulls symbolic problems away from their tools (docs/BENCHMARKS.md, "adapter2 on the held-out set").
+# solutions pulls symbolic problems away from their tools
+# (docs/BENCHMARKS.md, "Third pass: 2,000 more rows from adapter2").
 WORD_PROBLEM_ADAPTER = "word-problems"
 
 
