@@ -11,7 +11,8 @@ Formats:
   int4 kernel (`aten._weight_int4pack_mm_for_cpu`). A GGUF Q4_1 weight (groups of 32, scale and min)
   maps onto it exactly up to bf16 rounding of the scales. GPTQ/AWQ checkpoints (model/loading/gptq.py) load onto
   the same kernel with groups of 32 to 256; an act-order GPTQ weight also keeps `input_order`, the order in which
-  the layer reads its input columns (its weight's columns sorted by group), one gather per call.
+  the layer reads its input columns (its weight's columns sorted by group), one gather per call (the native decode
+  step, model/serving/compiled_step.py, does the same gather in C++).
 """
 
 from __future__ import annotations

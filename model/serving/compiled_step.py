@@ -6,7 +6,9 @@ plain loops there. On a CPU with AVX512-VNNI the matmuls of an int4/int8 model r
 kernels (`native/int8_kernels.h`: activations quantized per 32-block, each weight block unpacked once for the
 whole batch), all in one OpenMP region per step; int4 weights get a tiled copy for them at load
 (model/serving/native_layout.py). Elsewhere (and for fp32 models, or with `int8_kernels=False`) the matmuls call
-the same ATen kernels as the eager path (model/layers/linear.py).
+the same ATen kernels as the eager path (model/layers/linear.py). An act-order GPTQ weight's input columns
+(`Linear.input_order`) are gathered in the step as eager gathers them, before the activations are quantized for
+the kernels (one gather per fused q/k/v or gate/up input: the fused weights share their column order).
 Prefill, mixed steps and every model the native step does not cover stay on the eager `Transformer`.
 
 The library is compiled on the user's machine (`c++ -O3 -march=native`, ~15 s of CPU), once per
@@ -108,8 +110,6 @@ def unsupported_reason(model: Transformer, cache: KVCache) -> str | None:
         return "a linear layer in a format the native step does not know"
     if any(m.lora_down is not None for m in linears):
         return "an unmerged LoRA adapter (quantized weights), which the native step does not apply"
-    if any(m.input_order is not None for m in linears):
-        return "act-order GPTQ weights (input_order), whose input gather the native step does not do"
     config = model.config
     if cache.dtype != torch.float32 or cache.row_shape != (2 * config.n_kv_heads, config.head_dim):
         return f"a KV cache of {cache.dtype} rows {cache.row_shape}"
@@ -266,7 +266,8 @@ def native_library() -> NativeLibrary:
 
 
 def _linear_tensors(linear: Linear, tiles: bool) -> list[torch.Tensor]:
-    """weight, scales, bias and (int4 with `tiles`) the kernels' tiled copy; empty tensors for what is absent."""
+    """weight, scales, bias, (int4 with `tiles`) the kernels' tiled copy and (act-order GPTQ) the input order the
+    step gathers the layer's input columns in; empty tensors for what is absent."""
     empty = torch.empty(0)
     packed = tiled_int4(linear.weight, linear.scales) if tiles and linear.weight.dtype == torch.uint8 else empty
     return [
@@ -274,6 +275,7 @@ def _linear_tensors(linear: Linear, tiles: bool) -> list[torch.Tensor]:
         empty if linear.scales is None else linear.scales,
         empty if linear.bias is None else linear.bias,
         packed,
+        torch.empty(0, dtype=torch.int64) if linear.input_order is None else linear.input_order,
     ]
 
 

@@ -17,6 +17,7 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -37,16 +38,21 @@ namespace {
 using at::Tensor;
 
 // A linear layer in one of model/layers/linear.py's formats, chosen by the weight's dtype:
-// float32 [O, K]; int8 [O, K] + bf16 scales [O]; packed int4 uint8 + bf16 scales_and_zeros [K/g, O, 2].
+// float32 [O, K]; int8 [O, K] + bf16 scales [O]; packed int4 uint8 [O, K/2] + bf16 scales_and_zeros [K/g, O, 2].
 struct LinearWeights {
   Tensor weight, scales, bias;  // scales / bias: empty when absent
   Tensor packed;                // int4 codes in int8_kernels.h's tile layout (empty: none)
+  // int64 [K] (act-order GPTQ, linear.py's `input_order`): input column k of the matmul is x[order[k]]; empty: x as is.
+  Tensor input_order;
 
   bool quantized() const { return weight.scalar_type() != at::kFloat; }
 
+  int64_t in_features() const { return weight.size(1) * (weight.scalar_type() == at::kByte ? 2 : 1); }
+
   // x: [B, K], bf16 when quantized() else float32 -> [B, O], bf16 when quantized() (the consumers read it as
   // is, instead of a conversion op per matmul) unless there is a bias, which is added in float32.
-  Tensor operator()(const Tensor& x) const {
+  Tensor operator()(const Tensor& x_in) const {
+    const Tensor x = input_order.numel() ? x_in.index_select(1, input_order) : x_in;
     if (weight.scalar_type() == at::kFloat) {
       return bias.numel() ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
     }
@@ -54,6 +60,15 @@ struct LinearWeights {
                    ? at::_weight_int8pack_mm(x, weight, scales)
                    : at::_weight_int4pack_mm_for_cpu(x, weight, x.size(1) / scales.size(0), scales);
     return bias.numel() ? y.to(at::kFloat).add_(bias) : y;
+  }
+
+  // The row the matmul reads for input row x [K]: x itself, or its columns gathered into `gathered` (>= K floats).
+  const float* input_row(const float* x, float* gathered) const {
+    if (!input_order.numel()) return x;
+    const int64_t* order = input_order.data_ptr<int64_t>();
+    const int64_t K = input_order.numel();
+    for (int64_t k = 0; k < K; ++k) gathered[k] = x[order[k]];
+    return gathered;
   }
 };
 
@@ -267,16 +282,16 @@ bool int8_kernels_built() {
 
 class DecodeModel : public torch::CustomClassHolder {
  public:
-  // tensors: embedding [V, D], final norm [D], LM head (weight, scales, bias, packed), cos [P, hd],
-  //   signed sin [P, hd], then per layer: attention norm, qkv (w, s, b, p), wo (w, s, b, p), ffn norm,
-  //   w13 (w, s, b, p), w2 (w, s, b, p).
+  // tensors: embedding [V, D], final norm [D], LM head (weight, scales, bias, packed, input order), cos [P, hd],
+  //   signed sin [P, hd], then per layer: attention norm, qkv (w, s, b, p, o), wo (w, s, b, p, o), ffn norm,
+  //   w13 (w, s, b, p, o), w2 (w, s, b, p, o).
   // sizes: n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, and 1 to use the int8-activation kernels where
   // this build and every weight allow (int8_kernels.h), 0 for ATen's.
   DecodeModel(std::vector<Tensor> tensors, std::vector<int64_t> sizes, double eps)
       : n_layers_(sizes.at(0)), n_heads_(sizes.at(1)), n_kv_heads_(sizes.at(2)), head_dim_(sizes.at(3)),
         ffn_dim_(sizes.at(4)), eps_(static_cast<float>(eps)) {
-    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == 8 + 18 * n_layers_, "DecodeModel: expected ",
-                8 + 18 * n_layers_, " tensors, got ", tensors.size());
+    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == 9 + 22 * n_layers_, "DecodeModel: expected ",
+                9 + 22 * n_layers_, " tensors, got ", tensors.size());
     size_t i = 0;
     embedding_ = tensors[i++];
     norm_ = tensors[i++];
@@ -342,8 +357,16 @@ class DecodeModel : public torch::CustomClassHolder {
   };
 
   static LinearWeights take_linear(const std::vector<Tensor>& tensors, size_t& i) {
-    LinearWeights w{tensors[i], tensors[i + 1], tensors[i + 2], tensors[i + 3]};
-    i += 4;
+    LinearWeights w{tensors[i], tensors[i + 1], tensors[i + 2], tensors[i + 3], tensors[i + 4]};
+    i += 5;
+    const Tensor& order = w.input_order;
+    if (order.numel()) {  // the kernels' gather reads x[order[k]] unchecked
+      const int64_t K = w.in_features();
+      TORCH_CHECK(order.scalar_type() == at::kLong && order.dim() == 1 && order.size(0) == K && order.is_contiguous(),
+                  "DecodeModel: an input order of ", order.sizes(), " ", order.scalar_type(), " for ", K, " input features");
+      TORCH_CHECK(order.min().item<int64_t>() >= 0 && order.max().item<int64_t>() < K,
+                  "DecodeModel: an input order names columns outside 0..", K - 1);
+    }
     return w;
   }
 
@@ -535,22 +558,26 @@ class DecodeModel : public torch::CustomClassHolder {
     const int64_t* rslots = read_slots.data_ptr<int64_t>();
     float* kv_base = kv.data_ptr<float>();
     const int64_t layer_stride = kv.stride(0);
-    // Norm row b of x and quantize it into x_d_.
-    auto norm_rows = [&](const Tensor& weight, std::vector<float>& buffer) {
-#pragma omp for schedule(static)
-      for (int64_t b = 0; b < B; ++b) {
-        rms_norm_rows(xs + b * D, weight.data_ptr<float>(), buffer.data(), 1, D, eps_);
-        x_d_.quantize(b, buffer.data());
-      }
-    };
 #pragma omp parallel num_threads(at::get_num_threads())
     {
-      std::vector<float> buffer(std::max(D, F)), scratch(hd + S_max);
+      std::vector<float> buffer(std::max(D, F)), gathered(std::max({D, F, H * hd})), scratch(hd + S_max);
       std::vector<const float*> keys(S_max), values(S_max);
+      // Quantize row b of `linear`'s input from x into `rows`, its columns gathered first for an act-order weight.
+      auto quantize = [&](r1::QuantRows& rows, int64_t b, const float* x, const LinearWeights& linear) {
+        rows.quantize(b, linear.input_row(x, gathered.data()));
+      };
+      // Norm row b of x and quantize it into x_d_, the input of `linear`.
+      auto norm_rows = [&](const Tensor& weight, const LinearWeights& linear) {
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; ++b) {
+          rms_norm_rows(xs + b * D, weight.data_ptr<float>(), buffer.data(), 1, D, eps_);
+          quantize(x_d_, b, buffer.data(), linear);
+        }
+      };
       for (int64_t l = 0; l < n_layers_; ++l) {
         const Layer& layer = layers_[l];
         float* kv_layer = kv_base + l * layer_stride;
-        norm_rows(layer.attention_norm, buffer);
+        norm_rows(layer.attention_norm, layer.qkv);
         matmul_share(layer.qkv, x_d_, qkv_.data(), false);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < B * KV; ++item) {
@@ -564,20 +591,20 @@ class DecodeModel : public torch::CustomClassHolder {
                        keys, values);
         }
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < B; ++b) x_o_.quantize(b, attended_.data() + b * H * hd);
+        for (int64_t b = 0; b < B; ++b) quantize(x_o_, b, attended_.data() + b * H * hd, layer.wo);
         matmul_share(layer.wo, x_o_, xs, true);
-        norm_rows(layer.ffn_norm, buffer);
+        norm_rows(layer.ffn_norm, layer.w13);
         matmul_share(layer.w13, x_d_, gate_up_.data(), false);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < B; ++b) {
           const float* gate = gate_up_.data() + b * 2 * F;
           const float* up = gate + F;
           for (int64_t f = 0; f < F; ++f) buffer[f] = gate[f] / (1.f + fast_exp(-gate[f])) * up[f];
-          x_f_.quantize(b, buffer.data());
+          quantize(x_f_, b, buffer.data(), layer.w2);
         }
         matmul_share(layer.w2, x_f_, xs, true);
       }
-      norm_rows(norm_, buffer);
+      norm_rows(norm_, output_);
       matmul_share(output_, x_d_, logits.data_ptr<float>(), false);
     }
     return logits;

@@ -19,6 +19,7 @@ from model.loading.gptq import AWQ_ORDER, pack_rows, unpack_rows
 from model.loading.tensor_names import ModelLoadError
 from model.quantize.checkpoint import Calibration, quantize_checkpoint
 from model.quantize.gptq import QuantSpec
+from model.serving.compiled_step import unsupported_reason
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
 WIDE = {"hidden_size": 256, "intermediate_size": 384}  # K of 256 and 384: 2 and 3 groups of 128
@@ -171,10 +172,8 @@ def test_gptq_checkpoint_loads_back_to_its_dequantized_weights(float_dir, tmp_pa
     kernel_weight = wqkv(torch.eye(256)).t()
     assert (kernel_weight - hand).abs().max() <= 2**-7 * hand.abs().max()
     assert_logits_close(on_kernel.logits(PROMPT), want, 0.03)  # bf16 activations
-    if act_order:
-        from model.serving.compiled_step import unsupported_reason
-
-        assert "act-order" in unsupported_reason(on_kernel.model, on_kernel.cache)
+    # the native decode step takes it, act-order included (its parity: tests/model/serving/test_compiled_step.py)
+    assert unsupported_reason(on_kernel.model, on_kernel.cache) is None
 
 
 def test_three_bit_checkpoints_load_only_dequantized(float_dir, tmp_path):

@@ -19,16 +19,19 @@ import model
 from model import build_transformer
 from model.engine import Engine
 from model.layers.linear import Linear, dequantize_int8
+from model.layers.transformer import Transformer
 from model.loading.hf_checkpoint import load_hf_checkpoint
+from model.quantize.gptq import QuantSpec
 from model.serving import compiled_step
 from model.serving.compiled_step import CompiledDecode, NativeLibrary, find_compiler
 from model.serving.drafts import NO_DRAFTS
 from model.serving.native_layout import int4_codes, tiled_int4
 from model.serving.sampler import SamplingParams
 from model.serving.scheduler import SchedulerConfig, forward_step
+from tests.model.loading.test_gptq import quantized
 from tests.model.test_default_model import GSM8K, PROMPTS
 from tests.model.test_engine_parity import random_ids, reference_logits
-from tests.model.tiny import TINY
+from tests.model.tiny import TINY, save_word_tokenizer, tiny_model
 
 TOLERANCE = 1e-4  # fp32 logits: the native step sums in another order than transformers
 
@@ -90,21 +93,24 @@ def checkpoint(request, tmp_path_factory):
 
 
 def decode(
-    model, compiled: CompiledDecode | None, prompts: list[list[int]], tails: list[list[int]]
+    model, compiled: CompiledDecode | None, prompts: list[list[int]], tails: list[list[int]] | int
 ) -> list[torch.Tensor]:
-    """Prefill `prompts` eagerly, then feed one token of each tail per step; the logits of every step."""
+    """Prefill `prompts` eagerly, then feed one token of each tail per step (`tails` a number of steps: each
+    sequence's greedy choice, the argmax of its last logits); the logits of every step."""
     cache = model.new_cache(max_seq_len=256, capacity_bytes=1 << 22)
     seqs = [cache.new_sequence() for _ in prompts]
-    forward_step(model, cache, seqs, prompts)
+    logits = forward_step(model, cache, seqs, prompts)
     steps = []
     if compiled is not None:
         assert compiled.wait(timeout=60), compiled.reason
-    for step in range(len(tails[0])):
+    for step in range(tails if isinstance(tails, int) else len(tails[0])):
         if compiled is not None:
             layout_probe = cache.append(seqs, [1] * len(seqs))
             cache.rollback(layout_probe)
             assert compiled.usable(layout_probe, all_logits=False), compiled.reason
-        steps.append(forward_step(model, cache, seqs, [[tail[step]] for tail in tails], compiled=compiled))
+        fed = logits.argmax(-1)[:, None].tolist() if isinstance(tails, int) else [[tail[step]] for tail in tails]
+        logits = forward_step(model, cache, seqs, fed, compiled=compiled)
+        steps.append(logits)
     return steps
 
 
@@ -334,6 +340,65 @@ def test_config_fields_the_native_step_does_not_know_make_it_decline(checkpoint,
     )
     reason = compiled_step.unsupported_reason(model, cache)
     assert reason is not None and "n_layers" in reason  # set away from its default (a field still at it would pass)
+
+
+# ----- act-order GPTQ weights (input_order) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["act-order", "in-order"])
+def gptq_model(request, tmp_path_factory) -> Transformer:
+    """A tiny random Llama quantized by our GPTQ into 4-bit groups of 32, with act-order (scattered column groups,
+    so every linear gathers its input) or without, loaded onto the int4 kernel. K = 64 and 96 (an odd count of
+    32-wide groups)."""
+    act_order = request.param
+    directory = tmp_path_factory.mktemp("gptq")
+    tiny_model("llama").save_pretrained(directory / "float")
+    save_word_tokenizer(directory / "float")
+    gptq_dir = quantized(directory / "float", directory, QuantSpec(bits=4, group_size=32, act_order=act_order))
+    # The suite's thread count, not `load`'s default (torch's is process-wide).
+    engine = model.load(gptq_dir, cache_dir=directory / "cache", compiled_step=False, threads=torch.get_num_threads())
+    linears = [m for m in engine.model.modules() if isinstance(m, Linear) and m.weight.dtype == torch.uint8]
+    assert len(linears) == 4 * TINY["num_hidden_layers"]  # qkv, wo, w13, w2 of every layer on the int4 kernel
+    for linear in linears:
+        order = linear.input_order
+        assert (order is not None and not torch.equal(order, torch.arange(linear.in_features))) == act_order
+    return engine.model
+
+
+@pytest.mark.parametrize("int8_kernels", [False, True])
+def test_native_decode_runs_act_order_gptq_weights_as_eager_does(library, gptq_model, tmp_path, int8_kernels):
+    if int8_kernels and not torch.ops.r1_native.int8_kernels_built():
+        pytest.skip("this CPU has no AVX512-VNNI: the native step keeps ATen's kernels")
+    compiled = CompiledDecode(
+        gptq_model, gptq_model.new_cache(max_seq_len=256, capacity_bytes=1 << 20), tmp_path, library, int8_kernels
+    )
+    assert compiled.reason is None  # the native step takes the model, act-order or not
+    # Ragged: nine sequences (one register pass of eight and one more), lengths across 16-token block boundaries.
+    prompts = [random_ids(n, seed) for seed, n in enumerate([12, 4, 16, 17, 31, 1, 9, 33, 15])]
+    tails = [random_ids(5, 30 + seed) for seed in range(len(prompts))]
+    eager = decode(gptq_model, None, prompts, tails)
+    native = decode(gptq_model, compiled, prompts, tails)
+    assert compiled.steps == 5 and compiled.uses_int8_kernels == int8_kernels
+    for e, n in zip(eager, native):
+        if int8_kernels:
+            # int8 activations instead of bf16 move the logits by 2-4% of their range, with act-order or without
+            # (as test_native_decode_on_int8_kernels_tracks_eager_on_quantized_weights); a missed gather, 30-100%.
+            assert (n - e).abs().max() <= 0.05 * e.abs().max()
+        else:  # the same kernels and casts as eager: only summation order differs
+            torch.testing.assert_close(n, e, atol=1e-2, rtol=1e-2)
+    if not int8_kernels:  # (int8 activations flip near-ties of these random models: greedy paths part after a while)
+        eager, native = decode(gptq_model, None, prompts, 8), decode(gptq_model, compiled, prompts, 8)
+        assert [n.argmax(-1).tolist() for n in native] == [e.argmax(-1).tolist() for e in eager]
+
+
+def test_an_input_order_outside_the_layers_columns_is_refused(library, checkpoint, tmp_path):
+    """The int8 kernels' gather reads the columns an input order names unchecked, so the C++ model checks them."""
+    _, config, tensors = checkpoint
+    model = build_transformer(config, tensors, "int4")
+    model.layers[1].feed_forward.w2.input_order = torch.full((config.ffn_dim,), config.ffn_dim)
+    compiled = CompiledDecode(model, model.new_cache(max_seq_len=256, capacity_bytes=1 << 20), tmp_path, library)
+    assert not compiled.wait(timeout=60)
+    assert "could not be made" in compiled.reason and "outside" in compiled.reason
 
 
 # ----- the real default model -------------------------------------------------------------------------
