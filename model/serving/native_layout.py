@@ -15,7 +15,7 @@ import functools
 import torch
 
 TILE_ROWS = 16  # output rows per tile = int32 lanes of a 512-bit register
-GROUP = 32  # codes per row and group (= linear.INT4_GROUP_SIZE)
+GROUP = 32  # codes per row and tile group: the activations' blocks (a GPTQ/AWQ scale group may span several)
 
 
 @functools.cache
@@ -67,6 +67,6 @@ def int4_tiles(codes: torch.Tensor) -> torch.Tensor:
 
 
 def tiled_int4(weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """A `Linear`'s packed int4 weight and its scales [k / 32, n, 2] -> the tiled copy the kernels read."""
-    n, k = scales.shape[1], scales.shape[0] * GROUP
-    return int4_tiles(int4_codes(weight, n, k))
+    """A `Linear`'s packed int4 weight [n, k / 2] and its scales [k / g, n, 2] -> the tiled copy the kernels read."""
+    n = scales.shape[1]
+    return int4_tiles(int4_codes(weight, n, weight.numel() * 2 // n))

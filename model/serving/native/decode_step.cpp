@@ -219,10 +219,13 @@ void matmul_share(const LinearWeights& w, const r1::QuantRows& x, float* y, bool
   const auto* scales = reinterpret_cast<const uint16_t*>(w.scales.data_ptr<at::BFloat16>());
   if (w.weight.scalar_type() == at::kByte) {
     const uint8_t* codes = w.packed.data_ptr<uint8_t>();
+    const int64_t blocks_per_scale = x.K / r1::kBlock / w.scales.size(0);  // a GPTQ/AWQ group spans several blocks
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < N / r1::kTileRows; ++t) {
       for (int64_t m0 = 0; m0 < M; m0 += r1::kMaxRows) {
-        r1::with_rows(M - m0, [&]<int MB>() { r1::int4_tile<MB>(codes, scales, N, t, x, m0, y, N, bias, accumulate); });
+        r1::with_rows(M - m0, [&]<int MB>() {
+          r1::int4_tile<MB>(codes, scales, blocks_per_scale, N, t, x, m0, y, N, bias, accumulate);
+        });
       }
     }
     return;
@@ -243,14 +246,16 @@ void matmul_share(const LinearWeights& w, const r1::QuantRows& x, float* y, bool
   }
 }
 
-// Whether a linear layer can run on the int8-activation kernels: int4 with its tile layout, or int8, over an input
-// width that is a multiple of 32.
+// Whether a linear layer can run on the int8-activation kernels: int4 with its tile layout (scale groups of a
+// multiple of 32 columns), or int8, over an input width that is a multiple of 32.
 bool kernel_fits(const LinearWeights& w) {
   if (w.scales.scalar_type() != at::kBFloat16 || !w.scales.is_contiguous() || !w.weight.is_contiguous()) return false;
   if (w.bias.numel() && (w.bias.scalar_type() != at::kFloat || !w.bias.is_contiguous())) return false;
-  if (w.weight.scalar_type() == at::kByte) {  // int4: codes [N, K/2], scales [K/32, N, 2]
-    const int64_t N = w.scales.size(1), K = w.scales.size(0) * r1::kBlock;
-    return w.scales.dim() == 3 && w.weight.numel() * 2 == N * K && N % r1::kTileRows == 0 && w.packed.numel() == N * K / 2;
+  if (w.weight.scalar_type() == at::kByte) {  // int4: codes [N, K/2], scales [K/g, N, 2]
+    if (w.weight.dim() != 2 || w.scales.dim() != 3) return false;
+    const int64_t N = w.scales.size(1), K = w.in_features(), groups = w.scales.size(0);
+    return w.weight.size(0) == N && N % r1::kTileRows == 0 && K % groups == 0 && (K / groups) % r1::kBlock == 0 &&
+           w.packed.numel() == N * K / 2;
   }
   return w.weight.scalar_type() == at::kChar && w.weight.dim() == 2 && w.weight.size(1) % r1::kBlock == 0;
 }
@@ -261,7 +266,7 @@ Tensor linear_int8(Tensor x, Tensor weight, Tensor scales, Tensor bias, Tensor p
   TORCH_CHECK(kernel_fits(w), "linear_int8: weights the int8-activation kernels do not take");
   x = x.to(at::kFloat).contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = out_features(w);
-  TORCH_CHECK(K == (weight.scalar_type() == at::kByte ? scales.size(0) * r1::kBlock : weight.size(1)), "linear_int8: x has ", K, " features");
+  TORCH_CHECK(K == w.in_features(), "linear_int8: x has ", K, " features");
   r1::QuantRows rows;
   rows.resize(M, K);
   for (int64_t m = 0; m < M; ++m) rows.quantize(m, x.data_ptr<float>() + m * K);

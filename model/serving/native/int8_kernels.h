@@ -10,8 +10,9 @@
 // - int4: tiles of 16 output rows x one 32-wide group, 256 bytes each, tile-major then group: byte
 //   64c + 4r + i holds the code of row r at k = 4c + i (low nibble) and k = 16 + 4c + i (high nibble), so a
 //   masked 64-byte load is one vpdpbusd operand whose 32-bit lane r is row r's four codes. The scales stay in
-//   linear.py's tensor (bf16 [K/32, N, 2]: scale, zero), whose 16 (scale, zero) pairs of a tile are 64 bytes.
-//   w = (code - 8) * scale + zero, as torch's int4 kernel.
+//   linear.py's tensor (bf16 [K/g, N, 2]: scale, zero; g = 32, or a GPTQ/AWQ group of 64 to 256 that spans several
+//   32-wide blocks), whose 16 (scale, zero) pairs of a tile are 64 bytes. w = (code - 8) * scale + zero, as torch's
+//   int4 kernel.
 // - int8: linear.py's own [N, K] int8 rows and bf16 per-row scales, unchanged (no copy): the codes are xored
 //   with 0x80 to make them unsigned and the +128 offset is cancelled exactly in the int32 accumulator.
 //
@@ -78,37 +79,40 @@ struct QuantRows {
 };
 
 // y[m, 16t .. 16t + 15] (+)= the int4 weight's tile t against rows m0 .. m0 + MB - 1 of x.
-// codes: the tile layout above; sz: bf16 [G, N, 2] (scale, zero); y: [M, ldy] float.
+// codes: the tile layout above; sz: bf16 [G / blocks_per_scale, N, 2] (scale, zero), one pair per
+// `blocks_per_scale` 32-wide blocks; y: [M, ldy] float.
 template <int MB>
-inline void int4_tile(const uint8_t* codes, const uint16_t* sz, int64_t N, int64_t t, const QuantRows& x, int64_t m0,
-                      float* y, int64_t ldy, const float* bias, bool accumulate) {
+inline void int4_tile(const uint8_t* codes, const uint16_t* sz, int64_t blocks_per_scale, int64_t N, int64_t t,
+                      const QuantRows& x, int64_t m0, float* y, int64_t ldy, const float* bias, bool accumulate) {
   const int64_t G = x.K / kBlock;
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512i high16 = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
   __m512 acc[MB];
   for (int m = 0; m < MB; ++m) acc[m] = _mm512_setzero_ps();
   const uint8_t* tile = codes + t * G * 256;
-  for (int64_t g = 0; g < G; ++g) {
-    const uint8_t* p = tile + g * 256;
-    __m512i w[8];
-    for (int c = 0; c < 4; ++c) {
-      const __m512i v = _mm512_loadu_si512(p + 64 * c);
-      w[c] = _mm512_and_si512(v, low4);
-      w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-    }
+  for (int64_t group = 0; group < G / blocks_per_scale; ++group) {
     // 16 (scale, zero) bf16 pairs: the scale is the low half of each 32-bit lane, the zero the high half.
-    const __m512i pairs = _mm512_loadu_si512(sz + (g * N + t * kTileRows) * 2);
+    const __m512i pairs = _mm512_loadu_si512(sz + (group * N + t * kTileRows) * 2);
     const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
     const __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, high16));
     const __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), scale, zero);  // w = code * scale + (zero - 8 scale)
-    for (int m = 0; m < MB; ++m) {
-      const int64_t row = m0 + m;
-      const int32_t* xq = reinterpret_cast<const int32_t*>(x.q.data() + row * x.K + g * kBlock);
-      __m512i dot = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) dot = _mm512_dpbusd_epi32(dot, w[j], _mm512_set1_epi32(xq[j]));
-      const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(x.d[row * G + g]));
-      acc[m] = _mm512_fmadd_ps(scaled, scale, acc[m]);
-      acc[m] = _mm512_fmadd_ps(offset, _mm512_set1_ps(x.sum[row * G + g]), acc[m]);
+    for (int64_t g = group * blocks_per_scale; g < (group + 1) * blocks_per_scale; ++g) {
+      const uint8_t* p = tile + g * 256;
+      __m512i w[8];
+      for (int c = 0; c < 4; ++c) {
+        const __m512i v = _mm512_loadu_si512(p + 64 * c);
+        w[c] = _mm512_and_si512(v, low4);
+        w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      }
+      for (int m = 0; m < MB; ++m) {
+        const int64_t row = m0 + m;
+        const int32_t* xq = reinterpret_cast<const int32_t*>(x.q.data() + row * x.K + g * kBlock);
+        __m512i dot = _mm512_setzero_si512();
+        for (int j = 0; j < 8; ++j) dot = _mm512_dpbusd_epi32(dot, w[j], _mm512_set1_epi32(xq[j]));
+        const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(x.d[row * G + g]));
+        acc[m] = _mm512_fmadd_ps(scaled, scale, acc[m]);
+        acc[m] = _mm512_fmadd_ps(offset, _mm512_set1_ps(x.sum[row * G + g]), acc[m]);
+      }
     }
   }
   const __m512 b = bias ? _mm512_loadu_ps(bias + t * kTileRows) : _mm512_setzero_ps();

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 import model
 from model import build_transformer
 from model.engine import Engine
-from model.layers.linear import Linear, dequantize_int8
+from model.layers.linear import INT4_GROUP_SIZE, Linear, dequantize_int8, quantize_int4
 from model.layers.transformer import Transformer
 from model.loading.hf_checkpoint import load_hf_checkpoint
 from model.quantize.gptq import QuantSpec
@@ -173,19 +173,25 @@ def kernel_reference(x: torch.Tensor, linear: Linear) -> torch.Tensor:
     else:
         n, k = linear.out_features, linear.in_features
         codes = int4_codes(linear.weight, n, k).double().view(n, -1, 32)
-        sz = linear.scales.double().transpose(0, 1)  # [N, G, 2]
+        sz = linear.scales.double().transpose(0, 1)  # [N, K / group, 2]
+        sz = sz.repeat_interleave(k // 32 // sz.shape[1], dim=1)  # [N, G, 2]: each 32-wide block's pair
         scale, offset = sz[..., 0], sz[..., 1] - 8 * sz[..., 0]
         y = torch.einsum("mgk,ngk,ng->mn", x_hat.view(x.shape[0], -1, 32), codes, scale) + sums @ offset.t()
     return y if linear.bias is None else y + linear.bias.double()
 
 
-def quantized_linear(n: int, k: int, quant: str, bias: bool, seed: int) -> Linear:
+def quantized_linear(n: int, k: int, quant: str, bias: bool, seed: int, group_size: int = INT4_GROUP_SIZE) -> Linear:
+    """A random linear quantized to `quant`; int4 in groups of `group_size` columns (wider: as GPTQ/AWQ load)."""
     torch.manual_seed(seed)
     linear = Linear(k, n, bias=bias)
     linear.weight.data = torch.randn(n, k) * 0.2
     if bias:
         linear.bias.data = torch.randn(n)
-    linear.quantize_(quant)
+    if group_size == INT4_GROUP_SIZE:
+        linear.quantize_(quant)
+    else:
+        codes, linear.scales = quantize_int4(linear.weight.data, group_size)
+        linear.weight = torch.nn.Parameter(torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1), False)
     return linear
 
 
@@ -204,6 +210,19 @@ def test_kernels_compute_int8_activations_against_the_weights_codes(kernels, qua
         linear = quantized_linear(n, k, quant, bias=m % 2 == 0, seed=m)
         x = torch.randn(m, k) * torch.rand(m, k) * 4  # uneven magnitudes, so blocks get different scales
         x[0, :32] = 0  # an all-zero block (scale 0)
+        expected = kernel_reference(x, linear)
+        got = run_kernel(kernels, linear, x)
+        torch.testing.assert_close(got.double(), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-5)
+
+
+# GPTQ/AWQ checkpoints keep their groups of 64 to 256 columns (model/loading/gptq.py): one (scale, zero) pair spans
+# several of the kernels' 32-wide blocks.
+@pytest.mark.parametrize("n, k, group_size", [(16, 128, 64), (48, 384, 128), (32, 512, 256)])
+def test_int4_kernel_reads_scale_groups_wider_than_its_blocks(kernels, n, k, group_size):
+    for m in (1, 3, 9):
+        linear = quantized_linear(n, k, "int4", bias=m == 3, seed=m, group_size=group_size)
+        assert linear.scales.shape == (k // group_size, n, 2)
+        x = torch.randn(m, k) * torch.rand(m, k) * 4
         expected = kernel_reference(x, linear)
         got = run_kernel(kernels, linear, x)
         torch.testing.assert_close(got.double(), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-5)
@@ -345,16 +364,25 @@ def test_config_fields_the_native_step_does_not_know_make_it_decline(checkpoint,
 # ----- act-order GPTQ weights (input_order) -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["act-order", "in-order"])
+# (act-order, group size, tiny_model's overrides): K = 64 and 96 (an odd count of 32-wide groups); K = 128 and 192 in
+# groups of 64, which the int4 kernel keeps (one scale pair per two of the int8 kernels' blocks).
+GPTQ_VARIANTS = {
+    "act-order-g32": (True, 32, {}),
+    "in-order-g32": (False, 32, {}),
+    "act-order-g64": (True, 64, {"hidden_size": 128, "intermediate_size": 192}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(GPTQ_VARIANTS))
 def gptq_model(request, tmp_path_factory) -> Transformer:
-    """A tiny random Llama quantized by our GPTQ into 4-bit groups of 32, with act-order (scattered column groups,
-    so every linear gathers its input) or without, loaded onto the int4 kernel. K = 64 and 96 (an odd count of
-    32-wide groups)."""
-    act_order = request.param
+    """A tiny random Llama quantized by our GPTQ into 4-bit groups, with act-order (scattered column groups, so every
+    linear gathers its input) or without, loaded onto the int4 kernel."""
+    act_order, group_size, overrides = GPTQ_VARIANTS[request.param]
     directory = tmp_path_factory.mktemp("gptq")
-    tiny_model("llama").save_pretrained(directory / "float")
+    tiny_model("llama", **overrides).save_pretrained(directory / "float")
     save_word_tokenizer(directory / "float")
-    gptq_dir = quantized(directory / "float", directory, QuantSpec(bits=4, group_size=32, act_order=act_order))
+    spec = QuantSpec(bits=4, group_size=group_size, act_order=act_order)
+    gptq_dir = quantized(directory / "float", directory, spec)
     # The suite's thread count, not `load`'s default (torch's is process-wide).
     engine = model.load(gptq_dir, cache_dir=directory / "cache", compiled_step=False, threads=torch.get_num_threads())
     linears = [m for m in engine.model.modules() if isinstance(m, Linear) and m.weight.dtype == torch.uint8]
@@ -362,6 +390,7 @@ def gptq_model(request, tmp_path_factory) -> Transformer:
     for linear in linears:
         order = linear.input_order
         assert (order is not None and not torch.equal(order, torch.arange(linear.in_features))) == act_order
+        assert linear.scales.shape[0] == linear.in_features // group_size
     return engine.model
 
 
