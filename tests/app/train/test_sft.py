@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import model
-from app.train.sft import CHECKPOINT, IGNORE, SFTConfig, encode_row, train
+from app.train.sft import CHECKPOINT, IGNORE, SFTConfig, collate, encode_row, token_loss, train
 from tests.model.test_engine_parity import assert_logits_close, random_ids
 from tests.model.tiny import save_word_tokenizer, tiny_model
 
@@ -166,6 +166,25 @@ def test_resuming_with_other_settings_is_refused(tiny, tmp_path):
     train(config(tiny, out), log=lambda line: None)
     with pytest.raises(ValueError, match=r"other settings \(lr, rank\)"):
         train(config(tiny, out, rank=8, lr=1e-3), log=lambda line: None)
+
+
+def test_the_loss_over_labelled_positions_is_the_loss_of_the_whole_logits(tiny):
+    """token_loss runs the LM head only where a label is: the same sum as cross-entropy over every position."""
+    from app.train.hf_base import hf_model
+
+    base, data = tiny
+    module, tokenizer = hf_model(str(base), cache_dir=str(base / "cache"))
+    module = peft.get_peft_model(module, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:3]]
+    batch = collate([encode_row(tokenizer, row) for row in rows])
+    loss, n = token_loss(module, batch)
+    logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    whole = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    assert n == int((targets != IGNORE).sum()) > 0
+    torch.testing.assert_close(loss, whole, rtol=1e-5, atol=1e-4)
 
 
 def test_bad_targets_and_rows_are_named(tiny, tmp_path):
