@@ -78,9 +78,9 @@ struct QuantRows {
   }
 };
 
-// How many 32-wide blocks ahead the int4 kernel prefetches (8 x 256 bytes of codes). Measured (1 thread, a model's
-// worth of weights in step order, docs/BENCHMARKS.md): without it a batch-1 step's int4 matmuls took 1.19x as long,
-// batch 8 1.45x; 4 blocks ahead gained less, 16 no more.
+// How many 32-wide blocks ahead the int4 kernel prefetches (8 x 256 bytes of codes). With it a native step of the
+// default model takes 0.90x (batch 1) and 0.83x (batch 8) as long, 1 thread (docs/BENCHMARKS.md); in a standalone
+// A/B over a model's worth of weights 4 blocks ahead gained less and 16 no more.
 constexpr int64_t kPrefetchBlocks = 8;
 
 // Prefetch what block g + kPrefetchBlocks of tile t reads: its codes (the tiles are one sequential stream, so past
