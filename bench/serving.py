@@ -1,19 +1,26 @@
-"""Serving benchmark: concurrent streams, a shared system prompt, and an MCTS-shaped request tree.
+"""Serving benchmark: concurrent streams against llama.cpp's own server, a shared system prompt, an MCTS-shaped tree.
 
-1. Concurrency: N streaming clients at once (N = 1, 4, 8, 16), 128-token prompts, 64 new tokens each:
-   aggregate tok/s, p50/p95 time to first token (TTFT) and inter-token latency (ITL), against the same N
-   requests one after another on our engine, and against llama.cpp's own server (llama-cpp-python[server]
-   on 127.0.0.1, same GGUF, same threads) under the same client load over HTTP/SSE.
+1. Concurrency: N streaming clients at once (N = 1, 4, 16), ~128-token prompts, 64 greedy new tokens each, sent
+   as OpenAI `/v1/completions` streams over HTTP to `r1 serve` and to llama.cpp's C++ `llama-server`
+   (`--parallel 16 --cont-batching`, same GGUF, same threads), both servers up in the same run: aggregate
+   tok/s, p50/p95 time to first token (TTFT) and inter-token latency (ITL), and ours / llama-server per N.
+   Single stream: `llama-bench` pp128/tg128 beside both servers' one-client figures from the same run.
 2. Shared prefix: TTFT of a request behind a ~1,000-token system prompt, cold (prefix cache cleared)
    against cached (the same system prompt, another question). Target: cached >= 5x faster.
 3. MCTS-shaped load: a 300-token problem, 8 children per expanded node, 3 levels, 32 tokens per step.
    Tokens prefilled with the radix cache against recomputing every prompt. Target: >= 5x fewer.
 
-    python bench/serving.py                     # everything (builds llama-cpp-python[server] if missing)
+    python bench/serving.py                     # everything (the first run builds llama.cpp: minutes)
+    python bench/serving.py --only concurrency --clients 1,4,16
     python bench/serving.py --skip-llamacpp     # our engine only
 
-Our clients are threads calling `Engine.stream` in this process; llama.cpp's are threads reading its SSE
-stream. Medians and percentiles are over requests; ratios compare numbers taken in this same run.
+llama-server and llama-bench are built once from the llama.cpp that llama-cpp-python's sdist vendors, with AMX
+off (bench/llama_cpp_build.py: why) and cached under $R1_CACHE_DIR or ~/.cache/r1-reasoner; a failed build is
+one line and the run goes on as with --skip-llamacpp. Parts 2 and 3 run our engine in this process. Every
+request of part 1 has its own prompt (per N and run), so neither server's prefix cache helps it. Tokens are
+the servers' own `usage` counts; a stream may end early at end-of-sequence. Percentiles are over requests
+(TTFT) and streamed pieces (ITL); ratios compare numbers taken in this same run. The load average is printed
+beside each table: this machine is shared.
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +54,8 @@ class StreamTiming:
     start: float
     ttft_s: float | None = None
     gaps_s: list[float] = field(default_factory=list)  # between consecutive streamed pieces
-    tokens: int = 0
+    tokens: int = 0  # pieces, until the server's usage count replaces it
+    prompt_tokens: int = 0
     _last: float = 0.0
 
     def piece(self) -> None:
@@ -61,11 +69,22 @@ class StreamTiming:
         self.tokens += 1
 
 
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
 @dataclass
 class LoadResult:
+    """Streams of one server under one client count, pooled over runs (their walls add up)."""
+
     label: str
-    wall_s: float
-    timings: list[StreamTiming]
+    wall_s: float = 0.0
+    timings: list[StreamTiming] = field(default_factory=list)
+
+    def add(self, wall_s: float, timings: list[StreamTiming]) -> None:
+        self.wall_s += wall_s
+        self.timings += timings
 
     @property
     def tokens(self) -> int:
@@ -75,17 +94,22 @@ class LoadResult:
     def tok_s(self) -> float:
         return self.tokens / self.wall_s
 
-    def pct(self, values: list[float], q: float) -> float:
-        values = sorted(values)
-        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens after the first over the time after the first: a stream's decode speed."""
+        return sum(t.tokens - 1 for t in self.timings) / sum(sum(t.gaps_s) for t in self.timings)
 
-    def row(self, baseline: float | None) -> str:
+    @property
+    def prefill_tok_s(self) -> float:
+        """Prompt tokens over TTFT (HTTP, tokenizing and the first decode step included)."""
+        return sum(t.prompt_tokens for t in self.timings) / sum(t.ttft_s for t in self.timings)
+
+    def row(self) -> str:
         ttfts = [t.ttft_s for t in self.timings]
         gaps = [g for t in self.timings for g in t.gaps_s]
-        ratio = f"{self.tok_s / baseline:.2f}x" if baseline else "1.00x"
         return (
-            f"| {self.label} | {self.tok_s:.1f} | {ratio} | {1e3 * self.pct(ttfts, 0.5):.0f} | {1e3 * self.pct(ttfts, 0.95):.0f} "
-            f"| {1e3 * self.pct(gaps, 0.5):.1f} | {1e3 * self.pct(gaps, 0.95):.1f} |"
+            f"| {self.label} | {self.tok_s:.1f} | {1e3 * pct(ttfts, 0.5):.0f} | {1e3 * pct(ttfts, 0.95):.0f} "
+            f"| {1e3 * pct(gaps, 0.5):.1f} | {1e3 * pct(gaps, 0.95):.1f} |"
         )
 
 
@@ -94,25 +118,14 @@ def make_prompts(tokenizer, n: int, n_tokens: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     prompts = []
     for i in range(n):
-        words = [f"Note {i}:"] + [rng.choice(WORDS) for _ in range(n_tokens * 2)]
+        words = [f"Note {seed}.{i}:"] + [rng.choice(WORDS) for _ in range(n_tokens * 2)]
         ids = tokenizer.encode(" ".join(words))[:n_tokens]
         prompts.append(tokenizer.decode(ids))
     return prompts
 
 
-# ----- our engine --------------------------------------------------------------------------------
-
-
-def stream_ours(engine, prompt: str, new_tokens: int) -> StreamTiming:
-    timing = StreamTiming(time.perf_counter())
-    request = engine.submit(prompt, max_new_tokens=new_tokens, stop_token_ids=())
-    for _ in request.stream():
-        timing.piece()
-    timing.tokens = request.result().generated_tokens
-    return timing
-
-
-def concurrent(label: str, fn, prompts: list[str]) -> LoadResult:
+def concurrent(fn, prompts: list[str]) -> tuple[float, list[StreamTiming]]:
+    """fn(prompt) for every prompt at once, one thread each; the wall time and the timings."""
     timings: list[StreamTiming | None] = [None] * len(prompts)
 
     def client(i: int) -> None:
@@ -124,148 +137,206 @@ def concurrent(label: str, fn, prompts: list[str]) -> LoadResult:
         t.start()
     for t in threads:
         t.join()
-    return LoadResult(label, time.perf_counter() - start, timings)
+    if any(t is None for t in timings):
+        raise RuntimeError("a client failed (its error is printed above)")
+    return time.perf_counter() - start, timings
 
 
-def sequential(label: str, fn, prompts: list[str]) -> LoadResult:
-    start = time.perf_counter()
-    timings = [fn(p) for p in prompts]
-    return LoadResult(label, time.perf_counter() - start, timings)
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} (uptime: 1, 5, 15 min)"
 
 
-# ----- llama.cpp server --------------------------------------------------------------------------
+# ----- OpenAI-compatible servers over HTTP --------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass
+class HTTPServer:
+    """A running server's address and the model id it lists first."""
 
+    name: str
+    url: str  # http://127.0.0.1:PORT
+    model: str
 
-class LlamaCppServer:
-    """llama-cpp-python's OpenAI-compatible server in a subprocess on 127.0.0.1."""
-
-    def __init__(self, gguf: Path, threads: int, n_ctx: int = 4096) -> None:
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile(mode="w+")  # llama.cpp logs a lot: a pipe would fill and block it
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--n_threads",
-                str(threads),
-                "--n_threads_batch",
-                str(threads),
-                "--n_ctx",
-                str(n_ctx),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            text=True,
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError("llama.cpp server exited: " + self.log.read()[-2000:])
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/v1/models")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.5)
-        self.close()
-        raise RuntimeError("llama.cpp server did not start within 120 s")
+    @classmethod
+    def of(cls, name: str, url: str) -> HTTPServer:
+        with urlopen(url + "/v1/models") as response:
+            return cls(name, url, json.load(response)["data"][0]["id"])
 
     def stream(self, prompt: str, new_tokens: int) -> StreamTiming:
-        """One streamed completion; it may end early at end-of-sequence (its tokens are counted as they come).
-
-        No logit_bias against EOS: llama-cpp-python applies it in Python over the whole vocabulary per token.
-        """
-        body = json.dumps({"prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True})
+        """One greedy streamed completion; tokens and prompt tokens from the server's usage chunk."""
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": new_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        host, port = self.url.removeprefix("http://").split(":")
         timing = StreamTiming(time.perf_counter())
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        conn = http.client.HTTPConnection(host, int(port), timeout=600)
+        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
         response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"{self.name}: HTTP {response.status}: {response.read()[:300]!r}")
+        usage = None
         for raw in response:
             line = raw.decode().strip()
             if not line.startswith("data:") or line == "data: [DONE]":
                 continue
-            if json.loads(line[5:])["choices"][0]["text"]:
+            chunk = json.loads(line[5:])
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
                 timing.piece()
+            usage = chunk.get("usage") or usage
         conn.close()
+        if usage:
+            timing.tokens, timing.prompt_tokens = usage["completion_tokens"], usage["prompt_tokens"]
         return timing
 
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+
+def urlopen(url: str):
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=30)
 
 
-def ensure_llama_cpp_server() -> str | None:
-    """Import llama_cpp.server, pip-installing llama-cpp-python[server] if needed; None or why it failed."""
+def start_servers(args, gguf: Path, log_dir: Path, stack) -> tuple[list[HTTPServer], list[str]]:
+    """`r1 serve` and (unless skipped or unbuildable) llama-server, entered on `stack`; notes for the report."""
+    from tests.servers import ServerProcess, free_port, r1_serve
+
+    notes = []
+    if args.eager:
+        os.environ["R1_COMPILED_STEP"] = "0"
+    else:
+        notes.append(f"r1 serve's native decode step: {ensure_native_step()}")
+    ours = stack.enter_context(r1_serve(log_dir, data_dir=log_dir / "data", quant=args.quant, threads=args.threads))
+    servers = [HTTPServer.of("r1 serve", ours.url)]
+    if args.skip_llamacpp:
+        return servers, notes
+    from bench.llama_cpp_build import ensure_binaries, server_command
+
+    binaries = ensure_binaries(jobs=args.build_jobs)
+    if isinstance(binaries, str):
+        print(f"llama.cpp not measured: {binaries}", file=sys.stderr, flush=True)
+        notes.append(f"llama.cpp not measured: {binaries}")
+        args.skip_llamacpp = True
+        return servers, notes
+    args.binaries = binaries
+    port = free_port()
+    command = server_command(
+        binaries.server,
+        gguf,
+        port=port,
+        threads=args.threads,
+        parallel=args.parallel,
+        ctx_per_slot=args.prompt_tokens + args.new_tokens + 64,
+        ubatch=args.llama_ubatch,
+    )
+    theirs = stack.enter_context(ServerProcess("llama-server", command, port, log_dir / "llama-server.log"))
+    servers.append(HTTPServer.of("llama-server", theirs.url))
+    notes.append("llama-server: " + " ".join([binaries.server.name, *command[1:]]).replace(str(gguf), gguf.name))
+    return servers, notes
+
+
+def ensure_native_step() -> str:
+    """Build our native decode step here (r1 serve then loads it from the cache at start, not mid-run)."""
+    from model.loading.weight_cache import default_cache_dir
+    from model.serving.compiled_step import NativeBuildError, build_library, find_compiler
+
+    compiler = find_compiler()
+    if compiler is None:
+        return "unavailable (no C++ compiler): r1 serve decodes eagerly"
     try:
-        import llama_cpp.server  # noqa: F401
-
-        return None
-    except ImportError:
-        pass
-    print(
-        "building llama-cpp-python[server] with pip (compiles llama.cpp, takes minutes)...", file=sys.stderr, flush=True
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "llama-cpp-python[server]"], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        return "pip install failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-    return None
+        return f"ready ({build_library(default_cache_dir() / 'native', compiler).name})"
+    except NativeBuildError as err:
+        return f"unavailable ({str(err).splitlines()[0][:200]}): r1 serve decodes eagerly"
 
 
 # ----- the three measurements --------------------------------------------------------------------
 
 
-def bench_concurrency(engine, gguf: Path, args) -> list[str]:
-    lines = [
-        "| load | aggregate tok/s | vs ours one after another | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    server = None
-    if not args.skip_llamacpp:
-        why = ensure_llama_cpp_server()
-        if why:
-            lines.append(f"| llama.cpp server | not measured: {why} | | | | | |")
-        else:
-            server = LlamaCppServer(gguf, args.threads)
-    try:
+def bench_concurrency(tokenizer, gguf: Path, args) -> list[tuple[str, list[str]]]:
+    """Both servers under each client count in turn; the concurrency table and the single-stream table."""
+
+    with ExitStack() as stack:
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="r1-serving-")))
+        servers, notes = start_servers(args, gguf, log_dir, stack)
+        for server in servers:  # first-request costs (allocation, lazy loads) stay out of the figures
+            server.stream("Warm up: one two three four five six seven eight.", 8)
+        results: dict[tuple[str, int], LoadResult] = {}
+        load_before = load_average()
         for n in args.clients:
-            prompts = make_prompts(engine.tokenizer, n, args.prompt_tokens, seed=n)
-            engine.clear_prefix_cache()
-            ours_one = lambda p: stream_ours(engine, p, args.new_tokens)  # noqa: E731
-            seq = sequential(f"ours, {n} one after another", ours_one, prompts)
-            engine.clear_prefix_cache()
-            conc = concurrent(f"ours, {n} concurrent", ours_one, prompts)
-            lines += [seq.row(None), conc.row(seq.tok_s)]
-            if server is not None:
-                remote = concurrent(
-                    f"llama.cpp server, {n} concurrent", lambda p: server.stream(p, args.new_tokens), prompts
-                )
-                lines.append(remote.row(seq.tok_s))
-                lines.append(f"| ours / llama.cpp server at {n} | {conc.tok_s / remote.tok_s:.2f}x | | | | | |")
-            print("\n".join(lines[-4:]), file=sys.stderr, flush=True)
-    finally:
-        if server is not None:
-            server.close()
-    return lines
+            for run in range(args.runs):
+                prompts = make_prompts(tokenizer, n, args.prompt_tokens, seed=1000 * run + n)
+                for server in servers:
+                    result = results.setdefault(
+                        (server.name, n), LoadResult(f"{server.name}, {n} client{'s' * (n != 1)}")
+                    )
+                    result.add(*concurrent(lambda p, s=server: s.stream(p, args.new_tokens), prompts))
+            print("\n".join(results[s.name, n].row() for s in servers), file=sys.stderr, flush=True)
+        load_after = load_average()
+    # After both servers have stopped: llama.cpp's idle workers spin for a while before they sleep.
+    llama_bench = None if args.skip_llamacpp else run_llama_bench(args.binaries, gguf, args)
+
+    lines = [
+        "| load | aggregate tok/s | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in args.clients:
+        lines += [results[s.name, n].row() for s in servers]
+        if len(servers) == 2:
+            ours, theirs = results["r1 serve", n], results["llama-server", n]
+            lines.append(f"| ours / llama-server at {n} | {ours.tok_s / theirs.tok_s:.2f}x | | | | |")
+    lines += ["", f"Before: {load_before}. After: {load_after}.", *(f"{note}." for note in notes)]
+    sections = [("Concurrent streams (HTTP, /v1/completions)", lines)]
+    if 1 in args.clients:
+        sections.append(("Single stream", single_stream_table(servers, results, llama_bench, args)))
+    return sections
+
+
+def single_stream_table(servers, results, llama_bench, args) -> list[str]:
+    """Decode and prefill tok/s of one stream: llama-bench (no server), then each server's 1-client run."""
+    tg, pp = f"tg{args.bench_tokens}", f"pp{args.bench_tokens}"
+    columns = [
+        (f"{s.name}, 1 client", results[s.name, 1].decode_tok_s, results[s.name, 1].prefill_tok_s) for s in servers
+    ]
+    if isinstance(llama_bench, dict):
+        columns.insert(0, ("llama-bench", llama_bench[tg], llama_bench[pp]))
+        ours = columns[1]
+        columns.append(("r1 serve / llama-bench", ours[1] / llama_bench[tg], ours[2] / llama_bench[pp]))
+    lines = [
+        "| single stream | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+        f"| decode tok/s ({tg}; streams: tokens after the first / time after it) | "
+        + " | ".join(f"{c[1]:.2f}x" if "/" in c[0] else f"{c[1]:.1f}" for c in columns)
+        + " |",
+        f"| prefill tok/s ({pp}; streams: prompt tokens / TTFT) | "
+        + " | ".join(f"{c[2]:.2f}x" if "/" in c[0] else f"{c[2]:.1f}" for c in columns)
+        + " |",
+        "",
+    ]
+    if isinstance(llama_bench, str):
+        lines.append(f"llama-bench not measured: {llama_bench}.")
+    return lines + [f"{load_average()}."]
+
+
+def run_llama_bench(binaries, gguf: Path, args) -> dict[str, float] | str:
+    """llama-bench's pp/tg tok/s on the same GGUF and threads, or why it failed."""
+    from bench.llama_cpp_build import bench_command, parse_llama_bench
+
+    command = bench_command(
+        binaries.bench,
+        gguf,
+        threads=args.threads,
+        tokens=args.bench_tokens,
+        repetitions=args.runs,
+        ubatch=args.llama_ubatch,
+    )
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-2:])
+    return parse_llama_bench(proc.stdout)
 
 
 def bench_shared_prefix(engine, args) -> list[str]:
@@ -324,24 +395,49 @@ def _params(seed: int, new_tokens: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="both servers' and llama-bench's threads (default 2)")
     parser.add_argument("--quant", default="int4", help="our engine's weights (default int4)")
-    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16])
+    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--step-tokens", type=int, default=32, help="tokens per MCTS step")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-llamacpp", action="store_true")
+    parser.add_argument("--parallel", type=int, default=16, help="llama-server's slots (--parallel, default 16)")
+    parser.add_argument(
+        "--llama-ubatch", type=int, help="llama.cpp's --ubatch-size (default: its own, 512; 1 if its prefill crashes)"
+    )
+    parser.add_argument("--bench-tokens", type=int, default=128, help="llama-bench's pp/tg length (default 128)")
+    parser.add_argument("--build-jobs", type=int, default=2, help="parallel jobs of the one-off llama.cpp build")
     parser.add_argument("--eager", action="store_true", help="our engine without its native decode step")
     parser.add_argument("--only", choices=["concurrency", "prefix", "mcts"], help="run one part")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import model
-    from model.loading.checkpoint import resolve_source
-    from model.serving.scheduler import SchedulerConfig
+    from model.loading.checkpoint import load_checkpoint, resolve_source
 
     gguf = resolve_source("default")
+    sections = []
+    if args.only in (None, "concurrency"):
+        if gguf.suffix != ".gguf":
+            raise SystemExit(f"the default model is not a GGUF file ({gguf}): llama-server cannot run it")
+        sections += bench_concurrency(load_checkpoint(gguf).tokenizer, gguf, args)
+    if args.only in (None, "prefix", "mcts"):
+        sections += bench_in_process(gguf, args)
+    print(
+        f"\nquant={args.quant}{' (eager)' if args.eager else ''}, threads={args.threads}, {args.prompt_tokens}-token "
+        f"prompts, {args.new_tokens} new tokens, runs={args.runs}, {load_average()}\n"
+    )
+    for title, lines in sections:
+        print(f"### {title}\n\n" + "\n".join(lines) + "\n")
+    return 0
+
+
+def bench_in_process(gguf: Path, args) -> list[tuple[str, list[str]]]:
+    """Parts 2 and 3 on our engine loaded in this process."""
+    import model
+    from model.serving.scheduler import SchedulerConfig
+
     engine = model.load(gguf, quant=args.quant, threads=args.threads, compiled_step=not args.eager)
     if engine.compiled is not None:  # measure the engine as it runs once its native decode step is built
         print(
@@ -352,7 +448,7 @@ def main() -> int:
     engine.generate("warm up", max_new_tokens=4)
     sections = []
     if args.only in (None, "prefix"):
-        sections.append(("Shared system prompt", bench_shared_prefix(engine, args)))
+        sections.append(("Shared system prompt", bench_shared_prefix(engine, args) + ["", f"{load_average()}."]))
     if args.only in (None, "mcts"):
         plain = model.Engine(
             engine.model,
@@ -360,21 +456,11 @@ def main() -> int:
             scheduler=SchedulerConfig(prefix_cache=False),
             native_dir=None if engine.compiled is None else engine.compiled.build_dir,
         )
-        sections.append(
-            ("MCTS-shaped load", bench_mcts_shape({"prefix cache off": plain, "radix prefix cache": engine}, args))
-        )
+        lines = bench_mcts_shape({"prefix cache off": plain, "radix prefix cache": engine}, args)
+        sections.append(("MCTS-shaped load", lines + ["", f"{load_average()}."]))
         plain.close()
-    if args.only in (None, "concurrency"):
-        sections.append(("Concurrent streams", bench_concurrency(engine, gguf, args)))
     engine.close()
-    load = os.getloadavg()[0]
-    print(
-        f"\nquant={args.quant}{' (eager)' if args.eager else ''}, threads={args.threads}, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, "
-        f"load average {load:.2f}\n"
-    )
-    for title, lines in sections:
-        print(f"### {title}\n\n" + "\n".join(lines) + "\n")
-    return 0
+    return sections
 
 
 if __name__ == "__main__":
