@@ -202,10 +202,23 @@ def urlopen(url: str):
 
 
 def start_servers(args, gguf: Path, log_dir: Path, stack) -> tuple[list[HTTPServer], list[str]]:
-    """`r1 serve` and (unless skipped or unbuildable) llama-server, entered on `stack`; notes for the report."""
+    """`r1 serve` and (unless skipped, unbuildable or failing to start) llama-server, entered on `stack`; notes
+    for the report. A llama.cpp that cannot be built or started is one line, and the run goes on without it."""
+    from bench.llama_cpp_build import ensure_binaries, server_command
     from tests.servers import ServerProcess, free_port, r1_serve
 
     notes = []
+
+    def skip_llamacpp(why: str) -> None:
+        print(f"llama.cpp not measured: {why}", file=sys.stderr, flush=True)
+        notes.append(f"llama.cpp not measured: {why}")
+        args.skip_llamacpp = True
+
+    binaries = None
+    if not args.skip_llamacpp:  # built before our server starts: the build takes minutes of both cores
+        binaries = ensure_binaries(jobs=args.build_jobs)
+        if isinstance(binaries, str):
+            skip_llamacpp(binaries)
     if args.eager:
         os.environ["R1_COMPILED_STEP"] = "0"
     else:
@@ -213,14 +226,6 @@ def start_servers(args, gguf: Path, log_dir: Path, stack) -> tuple[list[HTTPServ
     ours = stack.enter_context(r1_serve(log_dir, data_dir=log_dir / "data", quant=args.quant, threads=args.threads))
     servers = [HTTPServer.of("r1 serve", ours.url)]
     if args.skip_llamacpp:
-        return servers, notes
-    from bench.llama_cpp_build import ensure_binaries, server_command
-
-    binaries = ensure_binaries(jobs=args.build_jobs)
-    if isinstance(binaries, str):
-        print(f"llama.cpp not measured: {binaries}", file=sys.stderr, flush=True)
-        notes.append(f"llama.cpp not measured: {binaries}")
-        args.skip_llamacpp = True
         return servers, notes
     args.binaries = binaries
     port = free_port()
@@ -233,7 +238,12 @@ def start_servers(args, gguf: Path, log_dir: Path, stack) -> tuple[list[HTTPServ
         ctx_per_slot=args.prompt_tokens + args.new_tokens + 64,
         ubatch=args.llama_ubatch,
     )
-    theirs = stack.enter_context(ServerProcess("llama-server", command, port, log_dir / "llama-server.log"))
+    try:
+        theirs = stack.enter_context(ServerProcess("llama-server", command, port, log_dir / "llama-server.log"))
+    except RuntimeError as err:  # its log's last line says why
+        lines = str(err).strip().splitlines()
+        skip_llamacpp(lines[0].rstrip(":") + ("" if len(lines) < 2 else f": {lines[-1].strip()[:200]}"))
+        return servers, notes
     servers.append(HTTPServer.of("llama-server", theirs.url))
     notes.append("llama-server: " + " ".join([binaries.server.name, *command[1:]]).replace(str(gguf), gguf.name))
     return servers, notes
