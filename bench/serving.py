@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,7 @@ class HTTPServer:
 
     @classmethod
     def of(cls, name: str, url: str) -> HTTPServer:
-        with urlopen(url + "/v1/models") as response:
+        with urllib.request.urlopen(url + "/v1/models", timeout=30) as response:
             return cls(name, url, json.load(response)["data"][0]["id"])
 
     def stream(self, prompt: str, new_tokens: int) -> StreamTiming:
@@ -193,12 +194,6 @@ class HTTPServer:
         if usage:
             timing.tokens, timing.prompt_tokens = usage["completion_tokens"], usage["prompt_tokens"]
         return timing
-
-
-def urlopen(url: str):
-    import urllib.request
-
-    return urllib.request.urlopen(url, timeout=30)
 
 
 def start_servers(args, gguf: Path, log_dir: Path, stack) -> tuple[list[HTTPServer], list[str]]:
