@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_decode:
         engines = {
             "GPTQ 4-bit g128 directory": load(work / "gptq-4b-g128", "auto", compiled=True),
+            "GPTQ 4-bit g128 act-order directory": load(work / "gptq-4b-g128-act", "auto", compiled=True),
             "default GGUF (our int4 path, Q4_1 g32)": load("default", "auto", compiled=True),
             "float export, quant=int4 (RTN g32)": load(float_dir, "int4", compiled=True),
         }
@@ -192,13 +193,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, engine in engines.items():
                 rates[name].append(decode_rate(engine, prompt))
         base = statistics.median(rates["default GGUF (our int4 path, Q4_1 g32)"])
+        # how each model's native step ran its matmuls (known once it has made its native model, at the first step)
+        paths = {
+            name: "eager" if e.compiled.steps == 0 else "int8 kernels" if e.compiled.uses_int8_kernels else "ATen"
+            for name, e in engines.items()
+        }
         print(
-            f"\n## Decode, batch 1, 64 tokens, {args.threads} thread(s), medians of {args.decode_runs} interleaved rounds "
+            f"\n## Decode, batch 1, 64 tokens (tok/s after the first; prefill apart), {args.threads} thread(s), medians of {args.decode_runs} interleaved rounds "
             f"({load_text()})\n"
         )
-        print("| model | tok/s | vs default GGUF |\n| --- | ---: | ---: |")
+        print("| model | native step | tok/s | vs default GGUF |\n| --- | --- | ---: | ---: |")
         for name, values in rates.items():
-            print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / base:.2f}x |")
+            median = statistics.median(values)
+            print(f"| {name} | {paths[name]} | {median:.1f} | {median / base:.2f}x |")
         for engine in engines.values():
             engine.close()
     print(f"\nwork directory: {work}")
