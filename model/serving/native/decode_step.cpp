@@ -237,7 +237,7 @@ void matmul_share(const LinearWeights& w, const r1::QuantRows& x, float* y, bool
     for (int64_t m0 = 0; m0 < M; m0 += r1::kMaxRows) {
       r1::with_rows(M - m0, [&]<int MB>() {
         // As many weight rows at once as leave the accumulators in registers.
-        constexpr int NR = MB <= 2 ? 4 : MB <= 4 ? 2 : 1;
+        constexpr int NR = MB <= 2 ? 4 : 2;
         int64_t n = n0;
         for (; n + NR <= std::min(n0 + kRows, N); n += NR) r1::int8_rows<NR, MB>(codes, scales, n, x, m0, y, N, bias, accumulate);
         for (; n < std::min(n0 + kRows, N); ++n) r1::int8_rows<1, MB>(codes, scales, n, x, m0, y, N, bias, accumulate);

@@ -182,18 +182,15 @@ inline void int8_rows(const int8_t* w, const uint16_t* scales, int64_t n, const 
     }
   }
   // One reduction tree for every NR, so a row's sum does not depend on how many rows met it (batch invariance).
+  // sum4 reduces each of its four vectors on its own, so up to four rows share one tree (zeros fill the rest).
   float sums[NR][MB];
   const __m512 zero = _mm512_setzero_ps();
   for (int m = 0; m < MB; ++m) {
-    float four[4];
-    if constexpr (NR == 4) {
-      _mm_storeu_ps(four, sum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]));
-      for (int r = 0; r < 4; ++r) sums[r][m] = four[r];
-    } else {
-      for (int r = 0; r < NR; ++r) {
-        _mm_storeu_ps(four, sum4(acc[r][m], zero, zero, zero));
-        sums[r][m] = four[0];
-      }
+    for (int r0 = 0; r0 < NR; r0 += 4) {
+      float four[4];
+      _mm_storeu_ps(four, sum4(acc[r0][m], r0 + 1 < NR ? acc[r0 + 1][m] : zero, r0 + 2 < NR ? acc[r0 + 2][m] : zero,
+                               r0 + 3 < NR ? acc[r0 + 3][m] : zero));
+      for (int r = r0; r < std::min(r0 + 4, NR); ++r) sums[r][m] = four[r - r0];
     }
   }
   for (int r = 0; r < NR; ++r) {
