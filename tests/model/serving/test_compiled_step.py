@@ -238,6 +238,19 @@ def test_kernels_rows_do_not_depend_on_the_batch(kernels):
             assert torch.equal(run_kernel(kernels, linear, x[row : row + 1])[0], batched[row])
 
 
+@pytest.mark.parametrize("n", [49, 50, 51])
+def test_int8_kernel_rows_left_over_from_its_row_groups(kernels, n):
+    """The int8 kernel takes four or two weight rows at a time (by batch rows) and single rows for what is left of a
+    work item's four: with 1-3 rows left over, each result still equals the row's alone, and the reference."""
+    linear = quantized_linear(n, 96, "int8", bias=n % 2 == 1, seed=n)
+    x = torch.randn(8, 96) * torch.rand(8, 96) * 4
+    alone = torch.cat([run_kernel(kernels, linear, x[row : row + 1]) for row in range(8)])
+    expected = kernel_reference(x, linear)
+    torch.testing.assert_close(alone.double(), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-5)
+    for m in (2, 3, 5, 8):
+        assert torch.equal(run_kernel(kernels, linear, x[:m]), alone[:m])
+
+
 def test_kernels_refuse_weights_they_do_not_take(kernels):
     linear = quantized_linear(16, 48, "int8", bias=False, seed=0)  # 48 is not a multiple of 32
     with pytest.raises(RuntimeError, match="do not take"):
