@@ -110,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"exported the default model to {float_dir} in {time.perf_counter() - start:.1f} s")
 
     def load(source, quant="auto", compiled=False):
-        return model.load(source, quant=quant, threads=args.threads, cache_dir=cache, compiled_step=compiled)
+        # No drafts: with prompt lookup on, decode speed would follow how often each model's own text repeats itself.
+        return model.load(
+            source,
+            quant=quant,
+            threads=args.threads,
+            cache_dir=cache,
+            compiled_step=compiled,
+            prompt_lookup=False,
+            jump_forward=False,
+        )
 
     # Every figure is kept in <work>/results.json as it is measured, so a later run (more --runs) adds to it.
     memo_path = work / "results.json"
