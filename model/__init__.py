@@ -20,6 +20,7 @@ from model.loading.tensor_names import checked
 from model.loading.weight_cache import default_cache_dir
 from model.serving.compiled_step import enabled_by_env
 from model.serving.drafts import DraftConfig
+from model.serving.openmp import release_thread_pool
 from model.serving.request import Completion, GenerationError, Request
 from model.serving.sampler import SamplingParams
 from model.serving.scheduler import SchedulerConfig
@@ -162,4 +163,5 @@ def load(
     engine.adapter_paths = {name: Path(path).expanduser() for name, path in (request_adapters or {}).items()}
     if adapter is not None:
         engine.adapter_paths[None] = Path(adapter).expanduser()
+    release_thread_pool()  # this thread's loading work is done: only the scheduler's OpenMP pool should remain
     return engine
