@@ -16,8 +16,6 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from model.serving.openmp import release_thread_pool
-
 if TYPE_CHECKING:
     from memory.minilm import MiniLM
 
@@ -89,7 +87,4 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             for row, vector in zip(rows, pooled.numpy().astype(np.float32)):
                 out[row] = vector
-        # This thread's OpenMP pool would slow every decode step on the engine's scheduler thread (~3.5x at 2
-        # threads on a 2-CPU machine: model/serving/openmp.py); the next call makes a new one.
-        release_thread_pool()
         return out
